@@ -1,0 +1,206 @@
+"""The `kimi-deploy` command line (typer + rich). Each command is a thin layer over a module; errors
+are one clear line on stderr with the exit codes of design.md (2 bad input, 3 does not fit), and a
+traceback only with --debug."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .catalog import GiB, get_gpu
+from .errors import BadInput, KimiDeployError
+from .plan import ENGINES, Plan, PlanInput, Topology, plan
+from .spec import load_spec, plan_input, resolve_model
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Plan, launch, benchmark and verify self-hosted Kimi K2 deployments on vLLM and SGLang.",
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+_state = {"debug": False}
+
+EXIT_DOES_NOT_FIT = 3
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="Deployment spec (YAML).")) -> None:
+    """Check a spec: schema, model, GPU and a topology the engine can express."""
+    s = load_spec(spec)
+    p = plan(plan_input(s), suggest=False)  # topology errors surface here as BadInput
+    t = p.inp.topology
+    out.print(f"[green]ok[/green] {spec}: {p.inp.model} on {s.hardware.nodes}x{s.hardware.gpus_per_node} "
+              f"{s.hardware.gpu} with {s.engine.name} (tp={t.tp} pp={t.pp} dp={t.dp}"
+              f"{' ep' if t.expert_parallel else ''})")
+
+
+def _override(inp: PlanInput, **flags: Any) -> PlanInput:
+    t = inp.topology
+    topo = Topology(
+        tp=flags["tp"] or t.tp, pp=flags["pp"] or t.pp, dp=flags["dp"] or t.dp,
+        expert_parallel=t.expert_parallel if flags["ep"] is None else flags["ep"],
+        dp_attention=t.dp_attention if flags["dp_attention"] is None else flags["dp_attention"],
+        dcp=flags["dcp"] or t.dcp,
+    )
+    changes: dict[str, Any] = {"topology": topo}
+    if flags["max_model_len"]:
+        changes["max_model_len"] = flags["max_model_len"]
+    if flags["kv_cache_dtype"]:
+        changes["kv_cache_dtype"] = flags["kv_cache_dtype"]
+    if flags["gpu_memory_utilization"] is not None:
+        changes["gpu_memory_utilization"] = flags["gpu_memory_utilization"]
+    return replace(inp, **changes)
+
+
+@app.command("plan")
+def plan_cmd(
+    spec: Optional[Path] = typer.Argument(None, help="Deployment spec; or give --model/--gpu/... instead."),
+    model: Optional[str] = typer.Option(None, help="Catalog id or local checkpoint dir / config.json."),
+    gpu: Optional[str] = typer.Option(None, help="GPU type, e.g. H200."),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node"),
+    nodes: Optional[int] = typer.Option(None),
+    engine: Optional[str] = typer.Option(None, help="vllm or sglang."),
+    tp: Optional[int] = typer.Option(None, help="Tensor parallel size (SGLang: GPUs per replica)."),
+    pp: Optional[int] = typer.Option(None, help="Pipeline parallel size."),
+    dp: Optional[int] = typer.Option(None, help="Data parallel size."),
+    ep: Optional[bool] = typer.Option(None, "--ep/--no-ep", help="Expert parallelism."),
+    dp_attention: Optional[bool] = typer.Option(None, "--dp-attention/--no-dp-attention", help="SGLang DP attention."),
+    dcp: Optional[int] = typer.Option(None, help="vLLM decode context parallel size."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len"),
+    kv_cache_dtype: Optional[str] = typer.Option(None, "--kv-cache-dtype"),
+    gpu_memory_utilization: Optional[float] = typer.Option(
+        None, "--gpu-memory-utilization", help="vLLM utilization; SGLang mem_fraction_static."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON contract."),
+) -> None:
+    """Does the model fit, how much KV cache, how many concurrent requests. Exit 3 when it does not fit."""
+    flags = dict(tp=tp, pp=pp, dp=dp, ep=ep, dp_attention=dp_attention, dcp=dcp, max_model_len=max_model_len,
+                 kv_cache_dtype=kv_cache_dtype, gpu_memory_utilization=gpu_memory_utilization)
+    for name in ("tp", "pp", "dp", "dcp", "max_model_len", "gpus_per_node", "nodes"):
+        v = {**flags, "gpus_per_node": gpus_per_node, "nodes": nodes}[name]
+        if v is not None and v < 1:
+            raise BadInput(f"must be >= 1, got {v}", f"--{name.replace('_', '-')}")
+    if spec is not None:
+        inp = plan_input(load_spec(spec))
+        if model or gpu or engine or gpus_per_node or nodes:
+            changes: dict[str, Any] = {}
+            if model:
+                name, arch, _ = resolve_model(model)
+                changes.update(model=name, arch=arch)
+            if gpu:
+                changes["gpu"] = get_gpu(gpu)
+            if engine:
+                changes["engine"] = _engine(engine)
+            if gpus_per_node:
+                changes["gpus_per_node"] = gpus_per_node
+            if nodes:
+                changes["nodes"] = nodes
+            inp = replace(inp, **changes)
+    else:
+        missing = [f for f, v in (("--model", model), ("--gpu", gpu), ("--gpus-per-node", gpus_per_node))
+                   if v is None]
+        if missing:
+            raise BadInput(f"give a SPEC file, or at least {', '.join(missing)}", "plan")
+        name, arch, entry = resolve_model(model or "")
+        n = nodes or 1
+        total = (gpus_per_node or 1) * n
+        inp = PlanInput(
+            model=name, arch=arch, engine=_engine(engine or "vllm"), gpu=get_gpu(gpu or ""),
+            gpus_per_node=gpus_per_node or 1, nodes=n, topology=Topology(tp=total),
+            max_model_len=entry.context_length if entry else arch.max_position_embeddings,
+        )
+        if tp is None and (dp or pp):
+            flags["tp"] = max(total // ((dp or 1) * (pp or 1)), 1)
+    inp = _override(inp, **flags)
+    result = plan(inp)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        _print_plan(result)
+    if not result.fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def _engine(name: str) -> str:
+    if name not in ENGINES:
+        raise BadInput(f"unknown engine {name!r}; known: {', '.join(ENGINES)}", "--engine")
+    return name
+
+
+def _gib(b: int) -> str:
+    return f"{b / GiB:,.2f} GiB"
+
+
+def _print_plan(p: Plan) -> None:
+    i, t = p.inp, p.inp.topology
+    out.print(f"[bold]{i.model}[/bold] on {i.nodes} x {i.gpus_per_node} {i.gpu.name} with {i.engine}: "
+              f"tp={t.tp} pp={t.pp} dp={t.dp}{' ep' if t.expert_parallel else ''}"
+              f"{' dp-attention' if t.dp_attention else ''}{f' dcp={t.dcp}' if t.dcp > 1 else ''}")
+    out.print(f"checkpoint: {p.total_params / 1e9:,.1f} B stored elements, {p.weight_bytes_total / 1e9:,.1f} GB "
+              f"({_gib(p.weight_bytes_total)}), {i.arch.quantization.format.value}")
+    table = Table(title="per GPU (the fullest one)", show_header=True)
+    table.add_column("component")
+    table.add_column("memory", justify="right")
+    for kind, b in sorted(p.weight_breakdown.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"weights: {kind}", _gib(b))
+    for kind, b in p.overhead_breakdown.items():
+        table.add_row(f"overhead: {kind}", _gib(b))
+    table.add_row("KV cache", _gib(p.kv_cache_bytes))
+    table.add_row("[bold]total[/bold]", f"[bold]{_gib(p.memory_bytes)}[/bold]")
+    table.add_row("GPU memory", f"{i.gpu.memory_gib} GiB x {i.memory_fraction}")
+    out.print(table)
+    out.print(f"KV cache: {p.kv_bytes_per_token:,} bytes/token ({i.kv_cache_dtype}); "
+              f"{p.kv_cache_tokens:,} tokens per engine instance; "
+              f"max concurrency at {i.max_model_len:,} tokens: {p.max_concurrency:.2f}")
+    if p.fits:
+        out.print("[green]fits[/green]")
+    else:
+        out.print("[red]does not fit[/red]")
+        for prob in p.problems:
+            out.print(f"  problem: {prob}")
+        for s in p.suggestions:
+            out.print(f"  try: {s}")
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning our errors into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        code = app(standalone_mode=False)
+    except KimiDeployError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:
+        # Usage errors (bad option values, unknown commands) come from the click that typer bundles:
+        # they know how to print themselves and carry exit code 2.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for details)")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Error types that map to the CLI's exit codes (design.md: 1 failed, 2 bad input, 3 does not fit)."""
+
+from __future__ import annotations
+
+
+class KimiDeployError(Exception):
+    """Base class: a message meant for the operator, printed without a traceback."""
+
+    exit_code: int = 1
+
+
+class BadInput(KimiDeployError):
+    """A spec, flag or file the operator gave is wrong. Exit code 2.
+
+    `field` names the offending field or file so the message can point at it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class OperationFailed(KimiDeployError):
+    """The operation itself failed (engine died, comparison FAIL, download failed). Exit code 1."""
+
+    exit_code = 1

@@ -1,0 +1,243 @@
+"""The deployment spec: one YAML file that every other output (plan, engine commands, launchers,
+manifests, benchmark and comparison runs) is derived from. Validated with pydantic; every error names
+the field and what is allowed, and becomes exit code 2 in the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .architecture import Architecture
+from .catalog import MODELS, ModelEntry, get_gpu, get_model, gpu_names
+from .errors import BadInput
+from .plan import KV_DTYPE_BYTES, PlanInput, Topology
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Strict):
+    """A Hub repo (with an optional pinned revision) or a local checkpoint directory."""
+
+    repo: str | None = None
+    path: str | None = None
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelRef":
+        if bool(self.repo) == bool(self.path):
+            raise ValueError("give exactly one of repo or path")
+        return self
+
+
+class Weights(_Strict):
+    dir: str | None = None  # where the checkpoint lives on every node (shared or node-local)
+    source: Literal["hf", "mirror", "s3"] = "hf"
+    mirror: str | None = None  # a local/NFS directory or an s3:// URL for non-hf sources
+
+
+class Hardware(_Strict):
+    gpu: str
+    gpus_per_node: int = Field(gt=0)
+    nodes: int = Field(default=1, gt=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, v: str) -> str:
+        try:
+            return get_gpu(v).name
+        except BadInput:
+            raise ValueError(f"unknown GPU {v!r}; known: {', '.join(gpu_names())}") from None
+
+
+class EngineSpec(_Strict):
+    name: Literal["vllm", "sglang"]
+    version: str | None = None  # the engine version installed on the nodes, when pinned
+    image: str | None = None
+
+
+TopologyMode = Literal["auto", "tp", "tp-pp", "dp-ep", "tp-ep"]
+
+
+class TopologySpec(_Strict):
+    mode: TopologyMode = "auto"
+    tp: int | None = Field(default=None, gt=0)
+    pp: int | None = Field(default=None, gt=0)
+    dp: int | None = Field(default=None, gt=0)
+    expert_parallel: bool | None = None
+    dp_attention: bool | None = None  # SGLang --enable-dp-attention
+    dcp: int = Field(default=1, gt=0)  # vLLM --decode-context-parallel-size
+    multinode_backend: Literal["native", "ray"] = "native"  # vLLM multi-node TP/PP launcher
+    all2all: str | None = None  # vLLM --all2all-backend / SGLang --moe-a2a-backend deepep
+    eplb_redundant_experts: int | None = Field(default=None, ge=0)
+
+
+class Serving(_Strict):
+    host: str = "0.0.0.0"  # reachable from other pods; SGLang's own default is loopback (engines.md §4)
+    port: int = Field(default=8000, gt=0, lt=65536)
+    served_model_name: str | None = None
+    max_model_len: int | None = Field(default=None, gt=0)
+    max_num_seqs: int | None = Field(default=None, gt=0)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    kv_cache_dtype: str = "auto"
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vLLM
+    mem_fraction_static: float | None = Field(default=None, gt=0, le=1)  # SGLang
+    api_key_env: str | None = None  # name of the env var holding the API key; never the key itself
+    extra_args: list[str] = Field(default_factory=list)
+
+    @field_validator("kv_cache_dtype")
+    @classmethod
+    def _kv_dtype(cls, v: str) -> str:
+        allowed = [*KV_DTYPE_BYTES, "fp8_ds_mla"]
+        if v not in allowed:
+            raise ValueError(f"unknown kv_cache_dtype {v!r}; allowed: {', '.join(allowed)}")
+        return v
+
+
+class Network(_Strict):
+    socket_ifname: str | None = None  # NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME
+    ib_hca: str | None = None  # NCCL_IB_HCA
+    master_port: int = Field(default=29501, gt=0, lt=65536)
+
+
+class K8s(_Strict):
+    namespace: str = "default"
+    image: str | None = None
+    storage_class: str | None = None
+    rdma: str | None = None
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    model: str | ModelRef
+    revision: str | None = None
+    weights: Weights = Field(default_factory=Weights)
+    hardware: Hardware
+    engine: EngineSpec
+    topology: TopologySpec = Field(default_factory=TopologySpec)
+    serving: Serving = Field(default_factory=Serving)
+    network: Network = Field(default_factory=Network)
+    k8s: K8s = Field(default_factory=K8s)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str | ModelRef) -> str | ModelRef:
+        if isinstance(v, str) and not _looks_like_path(v):
+            try:
+                return get_model(v).id
+            except BadInput:
+                raise ValueError(f"unknown model {v!r}; known: {', '.join(sorted(MODELS))}, "
+                                 "or {path: /local/checkpoint}") from None
+        return v
+
+    @property
+    def gpus(self) -> int:
+        return self.hardware.gpus_per_node * self.hardware.nodes
+
+
+def _looks_like_path(v: str) -> bool:
+    return v.startswith(("/", "./", "../", "~"))
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "str", "ModelRef")))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not part of the spec; check spelling)"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{loc or '(top level)'}: {msg}")
+    # Union errors for `model` repeat once per branch; keep the unique lines.
+    unique = list(dict.fromkeys(lines))
+    return f"{source}: invalid spec\n  " + "\n  ".join(unique)
+
+
+def parse_spec(data: Any, source: str = "spec") -> Spec:
+    if not isinstance(data, dict):
+        raise BadInput("a spec must be a YAML mapping (key: value) at the top level", source)
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as err:
+        raise BadInput(_format_validation_error(err, source)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput("spec file not found", str(path))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise BadInput(f"YAML syntax error{where}: {problem}", str(path)) from None
+    return parse_spec(data, source=str(path))
+
+
+# --- resolution ------------------------------------------------------------------------------------
+
+def resolve_model(spec_model: str | ModelRef) -> tuple[str, Architecture, ModelEntry | None]:
+    """(display name, architecture, catalog entry or None for a local checkpoint)."""
+    if isinstance(spec_model, ModelRef):
+        if spec_model.path:
+            return spec_model.path, Architecture.from_path(spec_model.path), None
+        entry = get_model(spec_model.repo or "")
+        return entry.id, entry.architecture(), entry
+    if _looks_like_path(spec_model):
+        return spec_model, Architecture.from_path(Path(spec_model).expanduser()), None
+    entry = get_model(spec_model)
+    return entry.id, entry.architecture(), entry
+
+
+def resolve_topology(spec: Spec, arch: Architecture) -> Topology:
+    """Fill in the topology from its mode; explicit numbers always win."""
+    t, gpus, gpn = spec.topology, spec.gpus, spec.hardware.gpus_per_node
+    engine = spec.engine.name
+    mode = t.mode
+    if mode == "auto":
+        mode = "tp" if arch.num_attention_heads % gpus == 0 else "tp-pp"
+    if mode == "tp":
+        base = Topology(tp=gpus)
+    elif mode == "tp-ep":
+        base = Topology(tp=gpus, expert_parallel=True)
+    elif mode == "tp-pp":
+        base = Topology(tp=gpn, pp=spec.hardware.nodes)
+    else:  # dp-ep
+        base = (Topology(tp=1, dp=gpus, expert_parallel=True) if engine == "vllm"
+                else Topology(tp=gpus, dp=gpus, dp_attention=True, expert_parallel=True))
+    return Topology(
+        tp=t.tp if t.tp is not None else base.tp,
+        pp=t.pp if t.pp is not None else base.pp,
+        dp=t.dp if t.dp is not None else base.dp,
+        expert_parallel=t.expert_parallel if t.expert_parallel is not None else base.expert_parallel,
+        dp_attention=t.dp_attention if t.dp_attention is not None else base.dp_attention,
+        dcp=t.dcp,
+    )
+
+
+def plan_input(spec: Spec) -> PlanInput:
+    name, arch, entry = resolve_model(spec.model)
+    s = spec.serving
+    max_len = s.max_model_len or (entry.context_length if entry else arch.max_position_embeddings)
+    frac = s.gpu_memory_utilization if spec.engine.name == "vllm" else s.mem_fraction_static
+    extra: dict[str, Any] = {}
+    if s.max_num_batched_tokens:
+        extra["max_num_batched_tokens"] = s.max_num_batched_tokens
+    if s.max_num_seqs:
+        extra["max_num_seqs"] = s.max_num_seqs
+    return PlanInput(
+        model=name, arch=arch, engine=spec.engine.name, gpu=get_gpu(spec.hardware.gpu),
+        gpus_per_node=spec.hardware.gpus_per_node, nodes=spec.hardware.nodes,
+        topology=resolve_topology(spec, arch), max_model_len=max_len, kv_cache_dtype=s.kv_cache_dtype,
+        gpu_memory_utilization=frac, **extra,
+    )
+
