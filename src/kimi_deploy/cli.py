@@ -5,6 +5,8 @@ traceback only with --debug."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .catalog import GiB, get_gpu
-from .errors import BadInput, KimiDeployError
+from .engines import Addresses, RenderedNode, render
+from .errors import BadInput, KimiDeployError, OperationFailed
 from .plan import ENGINES, Plan, PlanInput, Topology, plan
 from .spec import load_spec, plan_input, resolve_model
 
@@ -174,6 +177,125 @@ def _print_plan(p: Plan) -> None:
             out.print(f"  problem: {prob}")
         for s in p.suggestions:
             out.print(f"  try: {s}")
+
+
+# --- render / serve / wait -------------------------------------------------------------------------
+
+def _shell_word(tok: str) -> str:
+    """Quote for a shell, leaving ${VAR} references to be expanded on the node."""
+    if "${" in tok and not any(c in tok for c in '"`\\!'):
+        return f'"{tok}"'
+    return shlex.quote(tok)
+
+
+def _shell(node: RenderedNode) -> str:
+    lines = [f"# node {node.rank}: {node.role}"
+             + (" (serves HTTP)" if node.serves_http and not node.health_only else
+                " (health endpoint only)" if node.health_only else " (no HTTP)")]
+    lines += [f"export {k}={_shell_word(v)}" for k, v in node.env.items()]
+    lines += [" ".join(_shell_word(t) for t in cmd) for cmd in node.setup]
+    words = [_shell_word(t) for t in node.argv]
+    out_lines, cur = [], words[0]
+    for w in words[1:]:
+        if w.startswith("--"):
+            out_lines.append(cur)
+            cur = "  " + w
+        else:
+            cur += " " + w
+    out_lines.append(cur)
+    lines.append(" \\\n".join(out_lines))
+    return "\n".join(lines)
+
+
+@app.command("render")
+def render_cmd(
+    spec: Path = typer.Argument(..., help="Deployment spec (YAML)."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="Only this node's command."),
+    head_address: Optional[str] = typer.Option(None, "--head-address",
+                                               help="Head node address (default: a ${KIMI_HEAD_ADDR} reference)."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"nodes": [{rank, role, argv, env}]}.'),
+    check: bool = typer.Option(False, "--check", help="Also check every command with the installed engine's parser."),
+) -> None:
+    """The engine command for every node (copy-paste-ready shell, or JSON)."""
+    s = load_spec(spec)
+    addrs = Addresses(head=head_address) if head_address else Addresses()
+    nodes = render(s, addrs)
+    if node_rank is not None:
+        if not 0 <= node_rank < len(nodes):
+            raise BadInput(f"node rank {node_rank} is outside 0..{len(nodes) - 1} for this spec", "--node-rank")
+        nodes = [n for n in nodes if n.rank == node_rank]
+    if check:
+        from .engines.check import check_nodes
+
+        bad = check_nodes(nodes)
+        if bad:
+            rank, role, msg = bad[0]
+            raise BadInput(f"node {rank} ({role}): the engine's parser rejects the command: {msg}", "serving.extra_args")
+    if as_json:
+        sys.stdout.write(json.dumps({"nodes": [n.to_json() for n in nodes]}, indent=2) + "\n")
+    else:
+        sys.stdout.write("\n\n".join(_shell(n) for n in nodes) + "\n")
+
+
+@app.command()
+def serve(
+    spec: Path = typer.Argument(..., help="Deployment spec (YAML)."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This node's rank (else LWS / Slurm env)."),
+    head_address: Optional[str] = typer.Option(None, "--head-address", help="The head node's address."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve role and run preflight; start nothing."),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Start even if preflight fails."),
+) -> None:
+    """This node: resolve its role, preflight, then exec the engine."""
+    from .launch import exec_node, materialize, node_command, preflight, redact, resolve_node
+
+    s = load_spec(spec)
+    env = dict(os.environ)
+    ctx = resolve_node(s, node_rank, head_address, env)
+    node = node_command(s, ctx)
+    materialize(node, env)  # fails early (exit 2) when a referenced env var such as the API key is missing
+    out.print(f"node {ctx.rank} of {s.name}: role [bold]{node.role}[/bold] (from {ctx.source}), head {ctx.addrs.head}")
+    pf = preflight(s, node)
+    for c in pf.checks:
+        mark = "[green]ok[/green]" if c.ok else ("[red]FAIL[/red]" if c.fatal else "[yellow]warn[/yellow]")
+        out.print(f"  {mark} {c.name}: {escape(redact(c.detail, env, s))}")
+    shown = " ".join(_shell_word(t) for t in node.argv)  # references, never the secret values
+    out.print(f"  command: {escape(redact(shown, env, s))}", soft_wrap=True)
+    if pf.failed and not skip_preflight:
+        arg_fail = [c for c in pf.failed if c.name == "arguments"]
+        if arg_fail:
+            raise BadInput(f"the engine's parser rejects the command: {arg_fail[0].detail}", "serving.extra_args")
+        raise OperationFailed("preflight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in pf.failed))
+    if dry_run:
+        out.print("dry run: not starting the engine")
+        return
+    exec_node(node, env)
+
+
+@app.command("wait")
+def wait_cmd(
+    url: str = typer.Argument(..., help="Base URL, e.g. http://head:8000"),
+    timeout: float = typer.Option(1800, "--timeout", help="Seconds before giving up (exit 1)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Expect this served model name."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var holding the API key."),
+) -> None:
+    """Wait until the endpoint really answers: /health, then /v1/models, then one tiny completion."""
+    from rich.status import Status
+
+    from .launch import wait_for
+
+    if timeout <= 0:
+        raise BadInput("must be > 0", "--timeout")
+    if not url.startswith(("http://", "https://")):
+        raise BadInput(f"{url!r} is not an http(s) URL", "URL")
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if key is None:
+            raise BadInput(f"environment variable {api_key_env} is not set", "--api-key-env")
+    with Status("waiting", console=err) as status:
+        result = wait_for(url, timeout, key, model,
+                          on_phase=lambda phase, t: status.update(f"waiting for {url}: {phase} ({t:.0f} s)"))
+    out.print(f"[green]ready[/green] {url}: model {result.model} answered after {result.seconds:.1f} s")
 
 
 def main() -> None:

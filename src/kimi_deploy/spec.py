@@ -60,20 +60,59 @@ class EngineSpec(_Strict):
     image: str | None = None
 
 
-TopologyMode = Literal["auto", "tp", "tp-pp", "dp-ep", "tp-ep"]
+TopologyMode = Literal["auto", "tp", "tp-pp", "dp-ep", "tp-ep", "pd"]
+
+# vLLM --all2all-backend choices (engines.md §1.1); SGLang takes deepep via --moe-a2a-backend.
+ALL2ALL_BACKENDS = ("allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency", "deepep_v2",
+                    "mori_high_throughput", "mori_low_latency", "nixl_ep", "flashinfer_nvlink_one_sided",
+                    "flashinfer_nvlink_two_sided")
 
 
-class TopologySpec(_Strict):
-    mode: TopologyMode = "auto"
+class _ParallelFields(_Strict):
     tp: int | None = Field(default=None, gt=0)
     pp: int | None = Field(default=None, gt=0)
     dp: int | None = Field(default=None, gt=0)
     expert_parallel: bool | None = None
     dp_attention: bool | None = None  # SGLang --enable-dp-attention
+    all2all: str | None = None  # vLLM --all2all-backend; for SGLang any deepep_* means --moe-a2a-backend deepep
+    eplb_redundant_experts: int | None = Field(default=None, ge=0)
+
+    @field_validator("all2all")
+    @classmethod
+    def _a2a(cls, v: str | None) -> str | None:
+        if v is not None and v not in ALL2ALL_BACKENDS:
+            raise ValueError(f"unknown all2all backend {v!r}; allowed: {', '.join(ALL2ALL_BACKENDS)}")
+        return v
+
+
+class PDGroup(_ParallelFields):
+    """One side of prefill/decode disaggregation: its own nodes and parallelism."""
+
+    nodes: int = Field(gt=0)
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class PDSpec(_Strict):
+    prefill: PDGroup
+    decode: PDGroup
+    # SGLang: mooncake (default) or nixl; vLLM: NixlConnector (engines.md §1.2, §2.1)
+    transfer_backend: Literal["mooncake", "nixl"] = "mooncake"
+    ib_device: str | None = None  # SGLang --disaggregation-ib-device, e.g. mlx5_0
+    router_port: int = Field(default=8000, gt=0, lt=65536)
+
+
+class TopologySpec(_ParallelFields):
+    mode: TopologyMode = "auto"
     dcp: int = Field(default=1, gt=0)  # vLLM --decode-context-parallel-size
     multinode_backend: Literal["native", "ray"] = "native"  # vLLM multi-node TP/PP launcher
-    all2all: str | None = None  # vLLM --all2all-backend / SGLang --moe-a2a-backend deepep
-    eplb_redundant_experts: int | None = Field(default=None, ge=0)
+    lb: Literal["internal", "hybrid"] = "internal"  # vLLM multi-node DP: one API server, or one per node
+    pd: PDSpec | None = None
+
+    @model_validator(mode="after")
+    def _pd_consistent(self) -> "TopologySpec":
+        if (self.mode == "pd") != (self.pd is not None):
+            raise ValueError("mode: pd and a pd: section go together")
+        return self
 
 
 class Serving(_Strict):
@@ -86,8 +125,21 @@ class Serving(_Strict):
     kv_cache_dtype: str = "auto"
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vLLM
     mem_fraction_static: float | None = Field(default=None, gt=0, le=1)  # SGLang
-    api_key_env: str | None = None  # name of the env var holding the API key; never the key itself
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # The API key is read from this env var at start-up; it is never written into a spec or command.
+    tool_call_parser: str | None = "kimi_k2"  # every K2-family model (engines.md §1.4); null disables
+    thinking: bool | None = None  # reasoning parser; default from the catalog (local checkpoints: off)
+    env: dict[str, str] = Field(default_factory=dict)  # plain settings only, never secrets
     extra_args: list[str] = Field(default_factory=list)
+
+    @field_validator("env")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if any(word in key.upper() for word in ("KEY", "TOKEN", "SECRET", "PASSWORD")):
+                raise ValueError(f"{key}: secrets do not belong in the spec; name the variable in api_key_env "
+                                 "or pass it through the environment / a Kubernetes Secret")
+        return v
 
     @field_validator("kv_cache_dtype")
     @classmethod
@@ -100,8 +152,13 @@ class Serving(_Strict):
 
 class Network(_Strict):
     socket_ifname: str | None = None  # NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME
-    ib_hca: str | None = None  # NCCL_IB_HCA
-    master_port: int = Field(default=29501, gt=0, lt=65536)
+    ib_hca: str | None = None  # NCCL_IB_HCA (and NVSHMEM_HCA_LIST for DeepEP)
+    master_port: int = Field(default=29501, gt=0, lt=65536)  # vLLM --master-port default (engines.md §1.1)
+    dist_init_port: int = Field(default=5000, gt=0, lt=65536)  # SGLang --dist-init-addr port (K2R guide)
+    dp_rpc_port: int = Field(default=13345, gt=0, lt=65536)  # vLLM -dpp, as in vLLM's EP docs
+    ray_port: int = Field(default=6379, gt=0, lt=65536)  # ray start --port (vLLM run_cluster.sh)
+    # 1 TB loads over shared storage outlast NCCL's 600 s default init timeout (engines.md §1.1).
+    dist_timeout_s: int = Field(default=1800, gt=0)
 
 
 class K8s(_Strict):
@@ -137,6 +194,19 @@ class Spec(_Strict):
     @property
     def gpus(self) -> int:
         return self.hardware.gpus_per_node * self.hardware.nodes
+
+    @model_validator(mode="after")
+    def _pd_nodes(self) -> "Spec":
+        pd = self.topology.pd
+        if pd is not None and pd.prefill.nodes + pd.decode.nodes != self.hardware.nodes:
+            raise ValueError(f"topology.pd: prefill.nodes + decode.nodes = {pd.prefill.nodes + pd.decode.nodes}, "
+                             f"but hardware.nodes = {self.hardware.nodes}")
+        if pd is not None and pd.transfer_backend == "mooncake" and self.engine.name == "vllm":
+            raise ValueError("topology.pd.transfer_backend: vLLM disaggregation uses nixl (NixlConnector)")
+        return self
+
+    def model_entry(self) -> ModelEntry | None:
+        return resolve_model(self.model)[2]
 
 
 def _looks_like_path(v: str) -> bool:
@@ -203,11 +273,19 @@ def resolve_model(spec_model: str | ModelRef) -> tuple[str, Architecture, ModelE
     return entry.id, entry.architecture(), entry
 
 
-def resolve_topology(spec: Spec, arch: Architecture) -> Topology:
-    """Fill in the topology from its mode; explicit numbers always win."""
-    t, gpus, gpn = spec.topology, spec.gpus, spec.hardware.gpus_per_node
-    engine = spec.engine.name
+def resolve_topology(spec: Spec, arch: Architecture, group: str | None = None) -> Topology:
+    """Fill in the topology from its mode; explicit numbers always win. For prefill/decode
+    disaggregation, `group` picks the side ("prefill" or "decode") and its own nodes."""
+    t = spec.topology
+    gpn = spec.hardware.gpus_per_node
+    fields: _ParallelFields = t
+    nodes = spec.hardware.nodes
     mode = t.mode
+    if t.pd is not None:
+        fields = getattr(t.pd, group or "decode")
+        nodes = fields.nodes
+        mode = "dp-ep" if fields.expert_parallel and (fields.dp or 1) > 1 else "tp"
+    gpus = gpn * nodes
     if mode == "auto":
         mode = "tp" if arch.num_attention_heads % gpus == 0 else "tp-pp"
     if mode == "tp":
@@ -215,21 +293,23 @@ def resolve_topology(spec: Spec, arch: Architecture) -> Topology:
     elif mode == "tp-ep":
         base = Topology(tp=gpus, expert_parallel=True)
     elif mode == "tp-pp":
-        base = Topology(tp=gpn, pp=spec.hardware.nodes)
+        base = Topology(tp=gpn, pp=nodes)
     else:  # dp-ep
-        base = (Topology(tp=1, dp=gpus, expert_parallel=True) if engine == "vllm"
+        base = (Topology(tp=1, dp=gpus, expert_parallel=True) if spec.engine.name == "vllm"
                 else Topology(tp=gpus, dp=gpus, dp_attention=True, expert_parallel=True))
     return Topology(
-        tp=t.tp if t.tp is not None else base.tp,
-        pp=t.pp if t.pp is not None else base.pp,
-        dp=t.dp if t.dp is not None else base.dp,
-        expert_parallel=t.expert_parallel if t.expert_parallel is not None else base.expert_parallel,
-        dp_attention=t.dp_attention if t.dp_attention is not None else base.dp_attention,
+        tp=fields.tp if fields.tp is not None else base.tp,
+        pp=fields.pp if fields.pp is not None else base.pp,
+        dp=fields.dp if fields.dp is not None else base.dp,
+        expert_parallel=fields.expert_parallel if fields.expert_parallel is not None else base.expert_parallel,
+        dp_attention=fields.dp_attention if fields.dp_attention is not None else base.dp_attention,
         dcp=t.dcp,
     )
 
 
-def plan_input(spec: Spec) -> PlanInput:
+def plan_input(spec: Spec, group: str | None = None) -> PlanInput:
+    """The planner's input for this spec (for prefill/decode disaggregation: one side, decode by
+    default, since it holds the long-lived KV cache)."""
     name, arch, entry = resolve_model(spec.model)
     s = spec.serving
     max_len = s.max_model_len or (entry.context_length if entry else arch.max_position_embeddings)
@@ -241,8 +321,9 @@ def plan_input(spec: Spec) -> PlanInput:
         extra["max_num_seqs"] = s.max_num_seqs
     return PlanInput(
         model=name, arch=arch, engine=spec.engine.name, gpu=get_gpu(spec.hardware.gpu),
-        gpus_per_node=spec.hardware.gpus_per_node, nodes=spec.hardware.nodes,
-        topology=resolve_topology(spec, arch), max_model_len=max_len, kv_cache_dtype=s.kv_cache_dtype,
+        gpus_per_node=spec.hardware.gpus_per_node,
+        nodes=getattr(spec.topology.pd, group or "decode").nodes if spec.topology.pd else spec.hardware.nodes,
+        topology=resolve_topology(spec, arch, group), max_model_len=max_len, kv_cache_dtype=s.kv_cache_dtype,
         gpu_memory_utilization=frac, **extra,
     )
 

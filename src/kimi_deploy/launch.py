@@ -1,0 +1,390 @@
+"""Start this node's part of a deployment: find its role (explicit flags, LeaderWorkerSet env, Slurm
+env), run preflight checks, then exec the engine so signals reach it directly. Also `wait`: poll an
+endpoint until it really answers (health, model list, one tiny completion)."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from .engines import Addresses, RenderedNode, render
+from .engines.base import DECODE_HEAD, HEAD, PREFILL_HEAD
+from .errors import BadInput, OperationFailed
+from .spec import Spec
+
+# Written by `kimi-deploy verify` next to the weights; trusted by serve and the k8s init container.
+VERIFY_MARKER = ".kimi-deploy-verified.json"
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class NodeContext:
+    rank: int
+    addrs: Addresses
+    source: str  # flags | lws | slurm | single
+
+
+def expand_slurm_nodelist(nodelist: str) -> list[str]:
+    """'gpu[01-02,07],login1' -> ['gpu01', 'gpu02', 'gpu07', 'login1'] (scontrol show hostnames, by hand)."""
+    hosts: list[str] = []
+    for m in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist):
+        prefix, ranges = m.group(1), m.group(2)
+        if not ranges:
+            hosts.append(prefix)
+            continue
+        for part in ranges.split(","):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                hosts += [f"{prefix}{i:0{len(lo)}d}" for i in range(int(lo), int(hi) + 1)]
+            else:
+                hosts.append(prefix + part)
+    return hosts
+
+
+def _local_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _pd_offsets(spec: Spec) -> dict[str, int]:
+    pd = spec.topology.pd
+    if pd is None:
+        return {}
+    return {"prefill": 0, "decode": pd.prefill.nodes, "router": pd.prefill.nodes + pd.decode.nodes}
+
+
+def resolve_node(spec: Spec, node_rank: int | None, head_address: str | None,
+                 env: Mapping[str, str]) -> NodeContext:
+    """Which rank this node is and where its head is."""
+    total = spec.hardware.nodes + (1 if spec.topology.pd else 0)  # P/D adds the router as the last rank
+    offsets = _pd_offsets(spec)
+    pd_group = env.get("KIMI_PD_GROUP")  # under LWS each P/D side is its own group
+    if pd_group is not None and pd_group not in offsets:
+        raise BadInput(f"KIMI_PD_GROUP must be one of {', '.join(offsets) or '(none: spec has no pd)'}",
+                       "KIMI_PD_GROUP")
+    addrs = Addresses(
+        prefill_head=env.get("KIMI_PREFILL_HEAD_ADDR", PREFILL_HEAD),
+        decode_head=env.get("KIMI_DECODE_HEAD_ADDR", DECODE_HEAD),
+    )
+    if node_rank is not None:
+        rank, source = node_rank, "flags"
+        head = head_address
+        if head is None and rank == 0:
+            head = _local_address()
+        if head is None and spec.hardware.nodes > 1 and rank < spec.hardware.nodes:
+            raise BadInput(f"node rank {rank} is a worker and needs the head's address (--head-address)",
+                           "--head-address")
+    elif "LWS_LEADER_ADDRESS" in env or "LWS_WORKER_INDEX" in env:
+        source = "lws"
+        try:
+            index = int(env.get("LWS_WORKER_INDEX", "0"))
+            size = int(env.get("LWS_GROUP_SIZE", "1"))
+        except ValueError:
+            raise BadInput("LWS_WORKER_INDEX and LWS_GROUP_SIZE must be integers", "LWS_WORKER_INDEX") from None
+        expected = spec.hardware.nodes
+        if pd_group in ("prefill", "decode"):
+            expected = getattr(spec.topology.pd, pd_group).nodes
+        elif pd_group == "router":
+            expected = 1
+        if size != expected:
+            raise BadInput(f"LWS_GROUP_SIZE is {size} but the spec needs {expected} node(s) per group",
+                           "LWS_GROUP_SIZE")
+        rank = offsets.get(pd_group or "", 0) + index
+        head = head_address or env.get("LWS_LEADER_ADDRESS")
+        if head is None:
+            raise BadInput("LWS_WORKER_INDEX is set but LWS_LEADER_ADDRESS is not", "LWS_LEADER_ADDRESS")
+        if pd_group == "prefill":
+            addrs = replace(addrs, prefill_head=head)
+        elif pd_group == "decode":
+            addrs = replace(addrs, decode_head=head)
+    elif "SLURM_NODEID" in env:
+        source = "slurm"
+        try:
+            rank = int(env["SLURM_NODEID"])
+            nnodes = int(env.get("SLURM_NNODES", "1"))
+        except ValueError:
+            raise BadInput("SLURM_NODEID and SLURM_NNODES must be integers", "SLURM_NODEID") from None
+        if nnodes != total:
+            raise BadInput(f"the Slurm job has {nnodes} node(s) but the spec needs {total}", "SLURM_NNODES")
+        hosts = expand_slurm_nodelist(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "")))
+        if len(hosts) < nnodes:
+            raise BadInput(f"SLURM_JOB_NODELIST names {len(hosts)} host(s), fewer than {nnodes}",
+                           "SLURM_JOB_NODELIST")
+        head = head_address or hosts[0]
+        if offsets:
+            addrs = replace(addrs, prefill_head=hosts[offsets["prefill"]], decode_head=hosts[offsets["decode"]])
+    elif spec.hardware.nodes == 1:
+        rank, source, head = 0, "single", head_address or _local_address()
+    else:
+        raise BadInput(f"the spec spans {spec.hardware.nodes} nodes: give --node-rank and --head-address, or run "
+                       "under a LeaderWorkerSet or a Slurm allocation", "--node-rank")
+    if not 0 <= rank < total:
+        raise BadInput(f"node rank {rank} is outside 0..{total - 1} for this spec", "--node-rank")
+    return NodeContext(rank, replace(addrs, head=head or HEAD), source)
+
+
+def node_command(spec: Spec, ctx: NodeContext) -> RenderedNode:
+    nodes = render(spec, ctx.addrs)
+    return next(n for n in nodes if n.rank == ctx.rank)
+
+
+# --- placeholders and secrets ---------------------------------------------------------------------
+
+def expand_refs(text: str, env: Mapping[str, str]) -> str:
+    """Replace ${VAR} references with values from the environment; a missing one is bad input."""
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in env:
+            hint = " (give --head-address, or run under LWS / Slurm)" if name.endswith("_ADDR") else \
+                " (the spec names it in serving.api_key_env or serving.env)"
+            raise BadInput(f"environment variable {name} is not set{hint}", name)
+        return env[name]
+    return _REF.sub(sub, text)
+
+
+def redact(text: str, env: Mapping[str, str], spec: Spec) -> str:
+    """Belt and braces: no secret value ever reaches a log line."""
+    for name in filter(None, [spec.serving.api_key_env, "HF_TOKEN", "MOONSHOT_API_KEY"]):
+        value = env.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, f"${{{name}}}")
+    return text
+
+
+# --- preflight ------------------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fatal: bool = True
+
+
+@dataclass
+class Preflight:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, ok: bool, detail: str, fatal: bool = True) -> None:
+        self.checks.append(Check(name, ok, detail, fatal))
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok and c.fatal]
+
+
+def _engine_version(engine: str) -> str | None:
+    for dist in (engine, f"{engine}-cpu"):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return None
+
+
+def _gpu_memory() -> list[tuple[int, int]] | None:
+    """(total MiB, free MiB) per visible GPU from nvidia-smi, or None without one."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=memory.total,memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    rows = []
+    for line in out.strip().splitlines():
+        total, free = (int(x.strip()) for x in line.split(","))
+        rows.append((total, free))
+    return rows
+
+
+def check_weights_dir(path: Path) -> tuple[bool, str]:
+    """Complete enough to start: config.json and every shard the index names, by name."""
+    if not path.is_dir():
+        return False, f"{path} does not exist"
+    if not (path / "config.json").is_file():
+        return False, f"{path}/config.json is missing"
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError) as exc:
+            return False, f"{index} is unreadable ({exc})"
+        missing = [s for s in shards if not (path / s).is_file()]
+        if missing:
+            return False, f"{len(missing)} of {len(shards)} shards missing, e.g. {missing[0]}"
+        return True, f"{len(shards)} shards present"
+    if not list(path.glob("*.safetensors")):
+        return False, f"no safetensors files in {path}"
+    return True, "single-file checkpoint present"
+
+
+def preflight(spec: Spec, node: RenderedNode, check_args: bool = True) -> Preflight:
+    from .plan import plan
+    from .spec import plan_input
+
+    pf = Preflight()
+    runs_engine = node.group != "router" and node.argv[:2] != ["ray", "start"]
+    engine = spec.engine.name
+    if runs_engine:
+        version = _engine_version(engine)
+        pf.add("engine installed", version is not None,
+               f"{engine} {version}" if version else f"{engine} is not installed in this environment")
+    if check_args and (runs_engine or node.group == "router"):
+        from .engines.check import EngineNotInstalled, check_argv
+
+        try:
+            errors = [e for e in (check_argv(a) for a in [*node.setup, node.argv]) if e]
+            pf.add("arguments", not errors, errors[0] if errors else "accepted by the engine's own parser")
+        except EngineNotInstalled as exc:
+            pf.add("arguments", True, f"not checked: {exc}", fatal=False)
+    if runs_engine and spec.hardware.gpu != "CPU":
+        gpus = _gpu_memory()
+        if gpus is None:
+            pf.add("GPUs", True, "nvidia-smi not found: GPU check skipped", fatal=False)
+        else:
+            need = spec.hardware.gpus_per_node
+            group = node.group if node.group in ("prefill", "decode") else None
+            p = plan(plan_input(spec, group), suggest=False)
+            low = [i for i, (_, free) in enumerate(gpus) if free * 2**20 < p.weight_bytes + p.overhead_bytes]
+            pf.add("GPUs", len(gpus) >= need and not low,
+                   f"{len(gpus)} visible (need {need}); "
+                   + (f"GPU {low[0]} has less free memory than the plan's weights + overhead" if low else
+                      "enough free memory for the plan"))
+    if runs_engine and spec.weights.dir:
+        ok, detail = check_weights_dir(Path(spec.weights.dir))
+        pf.add("weights", ok, detail)
+        marker = Path(spec.weights.dir) / VERIFY_MARKER
+        pf.add("verified", marker.is_file(),
+               "verify marker present" if marker.is_file() else "no verify marker: run `kimi-deploy verify`",
+               fatal=False)
+    if runs_engine and Path("/dev/shm").is_dir():
+        st = os.statvfs("/dev/shm")
+        size = st.f_blocks * st.f_frsize
+        # NCCL and the engines' multiprocess queues live in /dev/shm; containers default to 64 MiB.
+        want = 1 * 2**30 if spec.gpus > 1 else 64 * 2**20
+        pf.add("/dev/shm", size >= want, f"{size / 2**30:.1f} GiB", fatal=False)
+    if node.serves_http or node.health_only:
+        port = int(node.argv[node.argv.index("--port") + 1]) if "--port" in node.argv else spec.serving.port
+        pf.add("port", _port_free(port), f"{port} {'free' if _port_free(port) else 'already in use'}")
+    return pf
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+# --- exec -----------------------------------------------------------------------------------------
+
+def resolve_executable(argv: list[str]) -> list[str]:
+    """Prefer the engine installed next to this Python (same venv or image)."""
+    here = Path(sys.executable).parent
+    if argv[0] in ("python3", "python"):
+        return [sys.executable, *argv[1:]]
+    local = here / argv[0]
+    if local.exists():
+        return [str(local), *argv[1:]]
+    found = shutil.which(argv[0])
+    if not found:
+        raise BadInput(f"{argv[0]} is not on PATH; install the engine or run inside its image", "engine.name")
+    return [found, *argv[1:]]
+
+
+def materialize(node: RenderedNode, env: Mapping[str, str]) -> tuple[list[list[str]], list[str], dict[str, str]]:
+    """Setup commands, argv and full environment with every ${VAR} reference filled in."""
+    setup = [[expand_refs(a, env) for a in cmd] for cmd in node.setup]
+    argv = [expand_refs(a, env) for a in node.argv]
+    child_env = dict(env)
+    child_env.update({k: expand_refs(v, env) for k, v in node.env.items()})
+    return setup, argv, child_env
+
+
+def exec_node(node: RenderedNode, env: Mapping[str, str]) -> None:
+    """Run setup commands, then replace this process with the engine (signals go straight to it)."""
+    setup, argv, child_env = materialize(node, env)
+    for cmd in setup:
+        done = subprocess.run(resolve_executable(cmd), env=child_env)
+        if done.returncode != 0:
+            raise OperationFailed(f"setup command failed (exit {done.returncode}): {cmd[0]} {cmd[1]}")
+    argv = resolve_executable(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, child_env)
+
+
+# --- wait -----------------------------------------------------------------------------------------
+
+@dataclass
+class WaitResult:
+    model: str
+    seconds: float
+    phase: str
+
+
+def wait_for(url: str, timeout: float, api_key: str | None = None, model: str | None = None,
+             on_phase=lambda phase, elapsed: None, interval: float = 2.0) -> WaitResult:
+    """Poll /health until 200, then /v1/models, then one tiny chat completion; OperationFailed on timeout."""
+    import httpx
+    import openai
+
+    base = url.rstrip("/").removesuffix("/v1")
+    start = time.monotonic()
+    phase = "health"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    last_error = ""
+    with httpx.Client(timeout=10) as http:
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed > timeout:
+                raise OperationFailed(f"{base} not ready after {timeout:.0f} s (stuck at {phase}: {last_error})")
+            on_phase(phase, elapsed)
+            try:
+                if phase == "health":
+                    r = http.get(f"{base}/health")
+                    if r.status_code == 200:
+                        phase = "models"
+                        continue
+                    last_error = f"/health answered {r.status_code}"
+                elif phase == "models":
+                    r = http.get(f"{base}/v1/models", headers=headers)
+                    if r.status_code == 200:
+                        ids = [m["id"] for m in r.json().get("data", [])]
+                        if model and model not in ids:
+                            raise OperationFailed(f"{base} serves {ids}, not {model!r}")
+                        model = model or (ids[0] if ids else None)
+                        if model:
+                            phase = "completion"
+                            continue
+                        last_error = "/v1/models lists no model"
+                    elif r.status_code in (401, 403):
+                        raise OperationFailed(f"{base}/v1/models answered {r.status_code}: check the API key")
+                    else:
+                        last_error = f"/v1/models answered {r.status_code}"
+                else:
+                    client = openai.OpenAI(base_url=f"{base}/v1", api_key=api_key or "none", timeout=60,
+                                           max_retries=0)
+                    client.chat.completions.create(model=model or "", max_tokens=1,
+                                                   messages=[{"role": "user", "content": "ping"}])
+                    return WaitResult(model or "", time.monotonic() - start, "completion")
+            except (httpx.HTTPError, openai.APIConnectionError, openai.APIStatusError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"[:200]
+            time.sleep(interval)
