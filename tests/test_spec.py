@@ -31,7 +31,9 @@ def test_every_example_validates_and_plans(name: str) -> None:
     code, data = cli_json("plan", path, "--json")
     spec = yaml.safe_load((DEPLOY / name).read_text())
     assert code == 0 and data["fits"], data["problems"]
-    assert data["gpus"] == spec["hardware"]["gpus_per_node"] * spec["hardware"]["nodes"]
+    pd = spec.get("topology", {}).get("pd")
+    nodes = pd["decode"]["nodes"] if pd else spec["hardware"]["nodes"]  # P/D plans the decode side
+    assert data["gpus"] == spec["hardware"]["gpus_per_node"] * nodes
     assert data["engine"] == spec["engine"]["name"]
     assert data["max_concurrency"] >= 1
 

@@ -88,6 +88,7 @@ def plan_cmd(
     kv_cache_dtype: Optional[str] = typer.Option(None, "--kv-cache-dtype"),
     gpu_memory_utilization: Optional[float] = typer.Option(
         None, "--gpu-memory-utilization", help="vLLM utilization; SGLang mem_fraction_static."),
+    group: Optional[str] = typer.Option(None, "--group", help="P/D specs: plan the prefill or decode side (default decode)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON contract."),
 ) -> None:
     """Does the model fit, how much KV cache, how many concurrent requests. Exit 3 when it does not fit."""
@@ -97,8 +98,13 @@ def plan_cmd(
         v = {**flags, "gpus_per_node": gpus_per_node, "nodes": nodes}[name]
         if v is not None and v < 1:
             raise BadInput(f"must be >= 1, got {v}", f"--{name.replace('_', '-')}")
+    if group is not None and group not in ("prefill", "decode"):
+        raise BadInput(f"must be prefill or decode, got {group!r}", "--group")
     if spec is not None:
-        inp = plan_input(load_spec(spec))
+        loaded = load_spec(spec)
+        if group and loaded.topology.pd is None:
+            raise BadInput("only a prefill/decode (mode: pd) spec has groups", "--group")
+        inp = plan_input(loaded, group)
         if model or gpu or engine or gpus_per_node or nodes:
             changes: dict[str, Any] = {}
             if model:
@@ -261,6 +267,9 @@ def serve(
     shown = " ".join(_shell_word(t) for t in node.argv)  # references, never the secret values
     out.print(f"  command: {escape(redact(shown, env, s))}", soft_wrap=True)
     if pf.failed and not skip_preflight:
+        if any(c.name == "engine installed" for c in pf.failed):
+            raise BadInput(f"{s.engine.name} is not installed in this environment (install it, or run inside "
+                           "the engine's image)", "engine.name")
         arg_fail = [c for c in pf.failed if c.name == "arguments"]
         if arg_fail:
             raise BadInput(f"the engine's parser rejects the command: {arg_fail[0].detail}", "serving.extra_args")

@@ -423,6 +423,7 @@ def _assumptions(inp: PlanInput, ovh: dict[str, int]) -> dict[str, Any]:
         "engine_instances": 1 if (inp.engine == "sglang" and t.dp_attention) else t.dp,
         "overhead_bytes": ovh,
         "per_gpu_weight_bytes_is": "the largest GPU (PP stages and uneven expert splits differ)",
+        "nodes_planned": inp.nodes,
     }
 
 

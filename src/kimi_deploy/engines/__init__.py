@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..spec import Spec
+from ..plan import check_topology
+from ..spec import Spec, plan_input
 from . import sglang, vllm
 from .base import Addresses, RenderedNode
 from .versions import check_features
@@ -11,6 +12,8 @@ from .versions import check_features
 def render(spec: Spec, addrs: Addresses | None = None) -> list[RenderedNode]:
     """Every node's command, after refusing features the pinned engine version lacks."""
     addrs = addrs or Addresses()
+    for group in (("prefill", "decode") if spec.topology.pd else (None,)):
+        check_topology(plan_input(spec, group))  # the same topology rules as the planner
     module = vllm if spec.engine.name == "vllm" else sglang
     nodes = module.render(spec, addrs)
     entry = spec.model_entry()

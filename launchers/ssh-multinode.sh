@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Start a multi-node deployment over SSH: node rank i runs on the i-th host, the first host is the head.
+#
+#   launchers/ssh-multinode.sh SPEC HOST0 HOST1 [...] [-- serve options]
+#
+#   SSH               the ssh command (default: ssh -o BatchMode=yes)
+#   KIMI_DEPLOY_BIN   kimi-deploy on the remote hosts (default: kimi-deploy)
+#   KIMI_REMOTE_SPEC  the spec's path on the remote hosts (default: the same path as SPEC)
+#   KIMI_FORWARD_ENV  names of environment variables to hand to the remote side (default:
+#                     "KIMI_API_KEY HF_TOKEN"); their values travel on ssh's stdin, never on a command line.
+# Ctrl-C or a failing node stops every node.
+set -euo pipefail
+
+if [[ $# -lt 2 ]]; then
+  echo "usage: $0 SPEC HOST0 [HOST1 ...] [-- serve options]" >&2
+  exit 2
+fi
+spec="$1"
+shift
+hosts=()
+while [[ $# -gt 0 && "$1" != "--" ]]; do
+  hosts+=("$1")
+  shift
+done
+[[ "${1:-}" == "--" ]] && shift
+serve_opts=("$@")
+
+read -r -a ssh_cmd <<< "${SSH:-ssh -o BatchMode=yes}"
+kimi_deploy="${KIMI_DEPLOY_BIN:-kimi-deploy}"
+remote_spec="${KIMI_REMOTE_SPEC:-$spec}"
+read -r -a forward <<< "${KIMI_FORWARD_ENV:-KIMI_API_KEY HF_TOKEN}"
+head="${hosts[0]}"
+
+secrets() {
+  local name
+  for name in "${forward[@]}"; do
+    if [[ -n "${!name:-}" ]]; then
+      printf '%s=%s\n' "$name" "${!name}"
+    fi
+  done
+}
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  if [[ ${#pids[@]} -gt 0 ]]; then
+    kill "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap stop_all INT TERM EXIT
+
+rank=0
+for host in "${hosts[@]}"; do
+  # The remote shell reads NAME=value lines from stdin into its environment, then execs serve.
+  remote="while IFS= read -r kv; do export \"\$kv\"; done; exec $(printf '%q ' "$kimi_deploy" serve "$remote_spec" \
+    --node-rank "$rank" --head-address "$head" "${serve_opts[@]}")"
+  secrets | "${ssh_cmd[@]}" "$host" "$remote" 2>&1 | sed -u "s/^/[$host rank $rank] /" &
+  pids+=("$!")
+  rank=$((rank + 1))
+done
+
+# A node that fails ends the deployment: a multi-node engine cannot run with a rank missing.
+status=0
+while [[ ${#pids[@]} -gt 0 ]]; do
+  finished=""
+  wait -n -p finished "${pids[@]}" || status=$?
+  left=()
+  for pid in "${pids[@]}"; do
+    [[ "$pid" != "$finished" ]] && left+=("$pid")
+  done
+  pids=("${left[@]}")
+  [[ $status -ne 0 ]] && break
+done
+stop_all
+exit "$status"

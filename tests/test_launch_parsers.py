@@ -1,0 +1,185 @@
+"""Every command kimi-deploy renders is accepted by the engines' own argument parsers: vLLM's
+make_arg_parser + validate_parsed_serve_args (+ its tool/reasoning parser registries), SGLang's
+ServerArgs.add_cli_args (abbreviations off), and the routers' parse_router_args — for every deploy/
+example and for every topology x engine combination."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kimi_deploy.engines import Addresses, render
+from kimi_deploy.engines.check import check_argv, check_nodes
+from kimi_deploy.errors import BadInput
+from kimi_deploy.spec import load_spec, parse_spec
+
+from .conftest import DEPLOY, assert_clean_error, run_cli
+
+EXAMPLES = sorted(DEPLOY.glob("*.yaml"))
+ADDRS = Addresses(head="10.0.0.1", prefill_head="10.0.0.1", decode_head="10.0.0.3")
+
+
+def _engine_argvs(nodes):
+    return [n.argv for n in nodes if n.group != "router" and n.argv[:2] != ["ray", "start"]]
+
+
+def _assert_k2_invariants(spec, nodes) -> None:
+    thinking = bool(spec.model_entry() and spec.model_entry().thinking)
+    for argv in _engine_argvs(nodes):
+        assert "--trust-remote-code" in argv
+        assert argv[argv.index("--tool-call-parser") + 1] == "kimi_k2"
+        assert ("--reasoning-parser" in argv) == thinking
+        assert argv[argv.index("--host") + 1] == "0.0.0.0"
+        if spec.engine.name == "vllm":
+            assert "--enable-auto-tool-choice" in argv
+        else:  # SGLang: never the prefix abbreviations (engines.md §4)
+            assert not {"--tp", "--dp", "--pp", "--cuda-graph-max-bs"} & set(argv)
+    for n in nodes:  # the API key is an env reference, never a value
+        text = " ".join(n.argv) + " ".join(n.env.values())
+        if spec.serving.api_key_env:
+            assert "${" + spec.serving.api_key_env + "}" in text or n.argv[:2] == ["ray", "start"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_passes_the_real_parsers(path: Path) -> None:
+    spec = load_spec(path)
+    nodes = render(spec, ADDRS)
+    assert check_nodes(nodes) == []
+    _assert_k2_invariants(spec, nodes)
+
+
+BASE = {
+    "name": "matrix", "model": "kimi-k2-instruct", "weights": {"dir": "/models/k2"},
+    "hardware": {"gpu": "H200", "gpus_per_node": 8, "nodes": 2},
+    "engine": {"name": "vllm"}, "serving": {"max_model_len": 65536, "api_key_env": "KIMI_API_KEY"},
+}
+
+# (engine, nodes, topology, expected roles)
+MATRIX = [
+    ("vllm", 1, {"mode": "tp", "tp": 8}, ["single"]),
+    ("vllm", 1, {"mode": "tp-ep", "tp": 8, "all2all": "deepep_low_latency"}, ["single"]),
+    ("vllm", 1, {"mode": "tp", "tp": 8, "dcp": 8}, ["single"]),
+    ("vllm", 1, {"tp": 4, "pp": 2}, ["single"]),
+    ("vllm", 1, {"mode": "dp-ep", "tp": 1, "dp": 8}, ["single"]),
+    ("vllm", 2, {"mode": "tp", "tp": 16}, ["head", "worker"]),
+    ("vllm", 2, {"mode": "tp-pp", "tp": 8, "pp": 2}, ["head", "worker"]),
+    ("vllm", 2, {"mode": "tp", "tp": 16, "multinode_backend": "ray"}, ["ray-head", "ray-worker"]),
+    ("vllm", 2, {"mode": "dp-ep", "tp": 1, "dp": 16, "all2all": "deepep_low_latency",
+                 "eplb_redundant_experts": 32}, ["head", "worker"]),
+    ("vllm", 2, {"mode": "dp-ep", "tp": 2, "dp": 8}, ["head", "worker"]),
+    ("vllm", 2, {"mode": "dp-ep", "tp": 1, "dp": 16, "lb": "hybrid"}, ["head", "server"]),
+    ("vllm", 2, {"mode": "pd", "pd": {"transfer_backend": "nixl", "prefill": {"nodes": 1, "tp": 8},
+                                      "decode": {"nodes": 1, "tp": 1, "dp": 8, "expert_parallel": True}}},
+     ["prefill-single", "decode-single", "router"]),
+    ("sglang", 1, {"mode": "tp", "tp": 8}, ["single"]),
+    ("sglang", 1, {"mode": "tp-ep", "tp": 8}, ["single"]),
+    ("sglang", 1, {"mode": "dp-ep", "tp": 8, "dp": 8, "all2all": "deepep_low_latency"}, ["single"]),
+    ("sglang", 2, {"mode": "tp", "tp": 16}, ["head", "worker"]),
+    ("sglang", 2, {"mode": "tp-pp", "tp": 8, "pp": 2}, ["head", "worker"]),
+    ("sglang", 2, {"mode": "dp-ep", "tp": 16, "dp": 16, "all2all": "deepep_high_throughput",
+                   "eplb_redundant_experts": 32}, ["head", "worker"]),
+    ("sglang", 2, {"mode": "pd", "pd": {"ib_device": "mlx5_0", "prefill": {"nodes": 1, "tp": 8},
+                                        "decode": {"nodes": 1, "tp": 8, "dp": 8, "dp_attention": True}}},
+     ["prefill-single", "decode-single", "router"]),
+]
+
+
+@pytest.mark.parametrize("engine, nodes, topology, roles", MATRIX,
+                         ids=[f"{e}-{n}n-{t.get('mode', 'auto')}-{i}" for i, (e, n, t, _) in enumerate(MATRIX)])
+def test_topology_matrix_passes_the_real_parsers(engine, nodes, topology, roles) -> None:
+    data = copy.deepcopy(BASE)
+    data["engine"]["name"] = engine
+    data["hardware"]["nodes"] = nodes
+    data["topology"] = topology
+    spec = parse_spec(data)
+    rendered = render(spec, ADDRS)
+    assert [n.role for n in rendered] == roles
+    assert check_nodes(rendered) == []
+    _assert_k2_invariants(spec, rendered)
+
+
+def test_vllm_multinode_shapes() -> None:
+    data = copy.deepcopy(BASE)
+    data["topology"] = {"mode": "dp-ep", "tp": 1, "dp": 16}
+    head, worker = render(parse_spec(data), ADDRS)
+    # internal LB: one API server on the head; the worker is headless and starts at DP rank 8
+    assert "--headless" not in head.argv and head.serves_http
+    assert worker.argv[worker.argv.index("--data-parallel-start-rank") + 1] == "8"
+    assert "--headless" in worker.argv and not worker.serves_http
+    assert head.argv[head.argv.index("--data-parallel-address") + 1] == "10.0.0.1"
+    data["topology"] = {"mode": "tp", "tp": 16}
+    head, worker = render(parse_spec(data), ADDRS)
+    assert head.argv[head.argv.index("--node-rank") + 1] == "0"
+    assert worker.argv[worker.argv.index("--node-rank") + 1] == "1" and "--headless" in worker.argv
+
+
+def test_sglang_same_command_on_every_node() -> None:
+    data = copy.deepcopy(BASE)
+    data["engine"]["name"] = "sglang"
+    head, worker = render(parse_spec(data), ADDRS)
+    strip = lambda a: [x for i, x in enumerate(a) if not (i > 0 and a[i - 1] == "--node-rank")]  # noqa: E731
+    assert strip(head.argv) == strip(worker.argv)
+    assert worker.health_only and head.argv[head.argv.index("--dist-init-addr") + 1] == "10.0.0.1:5000"
+
+
+def test_the_checker_catches_what_it_should() -> None:
+    assert "unrecognized arguments: --disable-log-requests" in check_argv(
+        ["vllm", "serve", "m", "--disable-log-requests"])  # removed in 2026-03 (engines.md §4)
+    assert "kimi_k9" in check_argv(["vllm", "serve", "m", "--enable-auto-tool-choice", "--tool-call-parser", "kimi_k9"])
+    assert "unrecognized arguments: --tp 8" in check_argv(
+        ["python3", "-m", "sglang.launch_server", "--model-path", "m", "--tp", "8"])
+    assert "invalid choice" in check_argv(
+        ["python3", "-m", "sglang.launch_server", "--model-path", "m", "--reasoning-parser", "kimi_k9"])
+    assert "--bogus" in check_argv(["vllm-router", "--bogus"])
+
+
+def _spec_file(tmp_path: Path, **changes) -> str:
+    data = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
+    for key, value in changes.items():
+        section, _, leaf = key.partition("__")
+        if leaf:
+            data.setdefault(section, {})[leaf] = value
+        else:
+            data[section] = value
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def test_unknown_extra_arg_is_bad_input(tmp_path: Path) -> None:
+    path = _spec_file(tmp_path, serving__extra_args=["--disable-log-requests"])
+    assert_clean_error(run_cli("render", path, "--check"), "serving.extra_args", "--disable-log-requests")
+
+
+def test_too_old_engine_is_refused(tmp_path: Path) -> None:
+    path = _spec_file(tmp_path, engine={"name": "vllm", "version": "0.11.0"})
+    assert_clean_error(run_cli("render", path), "engine.version", "native multi-node (--nnodes) needs vllm >= 0.12.0")
+    path = _spec_file(tmp_path, engine={"name": "vllm", "version": "zero"})
+    assert_clean_error(run_cli("render", path), "engine.version", "not a version")
+
+
+def test_topology_vllm_cannot_express(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["topology"] = {"tp": 3, "dp": 5, "expert_parallel": True}
+    data["hardware"] = {"gpu": "H200", "gpus_per_node": 15, "nodes": 1}
+    with pytest.raises(BadInput, match="does not divide num_attention_heads"):
+        render(parse_spec(data), ADDRS)
+    data["hardware"] = {"gpu": "H200", "gpus_per_node": 6, "nodes": 2}
+    data["topology"] = {"tp": 4, "pp": 1, "dp": 3, "expert_parallel": True}
+    with pytest.raises(BadInput, match="each node runs whole DP ranks"):
+        render(parse_spec(data), ADDRS)
+
+
+def test_render_cli_shell_and_json(tmp_path: Path) -> None:
+    path = str(DEPLOY / "kimi-k2-instruct-h200x16-vllm-dpep.yaml")
+    proc = run_cli("render", path, "--node-rank", "1", "--head-address", "10.9.9.9", check=True)
+    assert "--headless" in proc.stdout and "10.9.9.9" in proc.stdout
+    assert 'export VLLM_API_KEY="${KIMI_API_KEY}"' in proc.stdout
+    import json
+
+    nodes = json.loads(run_cli("render", path, "--json", check=True).stdout)["nodes"]
+    assert [set(n) >= {"rank", "role", "argv", "env"} for n in nodes] == [True, True]
+    assert_clean_error(run_cli("render", path, "--node-rank", "5"), "--node-rank", "outside 0..1")
