@@ -307,6 +307,20 @@ def wait_cmd(
     out.print(f"[green]ready[/green] {url}: model {result.model} answered after {result.seconds:.1f} s")
 
 
+@app.command("tiny-model")
+def tiny_model(
+    dest: Path = typer.Argument(..., help="Directory to write the checkpoint into."),
+    seed: int = typer.Option(0, help="Training seed (same seed, same checkpoint)."),
+    steps: int = typer.Option(300, help="Training steps."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a directory that is not a tiny-k2 checkpoint."),
+) -> None:
+    """A tiny Kimi-K2-architecture checkpoint for CPU, trained briefly to call the suite's tools."""
+    from .tiny import build
+
+    path = build(dest, seed=seed, steps=steps, force=force, log=lambda m: err.print(m))
+    out.print(f"tiny-k2 ready in {path}")
+
+
 def main() -> None:
     """Console-script entry: run the app, turning our errors into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]

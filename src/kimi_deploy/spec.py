@@ -210,7 +210,8 @@ class Spec(_Strict):
 
 
 def _looks_like_path(v: str) -> bool:
-    return v.startswith(("/", "./", "../", "~"))
+    """A local checkpoint rather than a catalog id or Hub repo: an explicit path, or one that exists."""
+    return v.startswith(("/", "./", "../", "~")) or Path(v).expanduser().is_dir()
 
 
 # --- loading ---------------------------------------------------------------------------------------

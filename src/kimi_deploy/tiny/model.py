@@ -1,0 +1,230 @@
+"""tiny-k2: a Kimi-K2-architecture checkpoint small enough for a laptop CPU, trained for a couple of
+minutes on synthetic conversations so that real vLLM + the real kimi_k2 parsers have real tool calls
+and reasoning to parse.
+
+Architecture: Kimi K2's structure scaled down (config.json `model_type: kimi_k2`,
+`architectures: [DeepseekV3ForCausalLM]`): MLA with kv_lora_rank 512 + qk_rope_head_dim 64 (the only
+MLA head size vLLM's CPU backend takes besides 320/512, cpu-engines.md), a q_lora_rank, one dense layer
+(`first_k_dense_replace: 1`) then MoE layers with routed experts + 1 shared expert, `noaux_tc` sigmoid
+routing with `e_score_correction_bias`. Tensor names are the real checkpoint's (per-expert
+`mlp.experts.E.{gate,up,down}_proj.weight`), stored BF16 (the bias F32) in several shards with a
+`model.safetensors.index.json` shaped like the real one.
+
+Training uses transformers' DeepseekV3 implementation (the reference vLLM's model matches), seeded;
+the result is cached per machine under ~/.cache/kimi-deploy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BadInput
+from .data import Example, examples
+from .tokenizer import EOS, train_tokenizer
+
+# Bump when anything that changes the produced checkpoint changes (data, template, training).
+TINY_VERSION = "1"
+
+ARCH: dict[str, Any] = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "moe_intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "q_lora_rank": 64,
+    "kv_lora_rank": 512,  # Kimi K2's value; with the rope dim it gives vLLM CPU's 576 head size
+    "qk_rope_head_dim": 64,  # Kimi K2's value
+    "qk_nope_head_dim": 32,
+    "v_head_dim": 32,
+    "n_routed_experts": 8,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "first_k_dense_replace": 1,
+    "moe_layer_freq": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "topk_method": "noaux_tc",
+    "scoring_func": "sigmoid",
+    "norm_topk_prob": True,
+    "routed_scaling_factor": 2.827,  # Kimi K2's value
+    "rms_norm_eps": 1e-06,
+    "hidden_act": "silu",
+    "max_position_embeddings": 4096,
+    "rope_theta": 50000.0,
+    "tie_word_embeddings": False,
+    "num_nextn_predict_layers": 0,
+}
+
+DEFAULT_STEPS = 300
+BATCH = 16
+LR = 3e-3
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("KIMI_DEPLOY_CACHE", Path.home() / ".cache" / "kimi-deploy"))
+
+
+def cache_key(seed: int, steps: int) -> str:
+    blob = json.dumps({"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _corpus(seed: int):
+    for e in examples(3000, seed + 1):
+        yield json.dumps(e.tools or []) + " ".join(str(m.get("content") or "") for m in e.messages) + e.target
+
+
+def _encode(tok, e: Example) -> tuple[list[int], list[int]]:
+    prompt = tok.apply_chat_template(e.messages, tools=e.tools, add_generation_prompt=True,
+                                     thinking=e.thinking, tokenize=False)
+    return (tok(prompt, add_special_tokens=False).input_ids, tok(e.target, add_special_tokens=False).input_ids)
+
+
+def _hf_config(vocab: int, tok) -> dict[str, Any]:
+    eos = tok.convert_tokens_to_ids(EOS)
+    return {**ARCH, "vocab_size": vocab, "bos_token_id": tok.convert_tokens_to_ids("[BOS]"),
+            "eos_token_id": eos, "pad_token_id": tok.pad_token_id}
+
+
+def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train from scratch and write the checkpoint into out_dir. Returns training facts."""
+    import torch
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, PreTrainedTokenizerFast
+
+    start = time.monotonic()
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size = train_tokenizer(_corpus(seed), out_dir)
+    tok = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
+    data = [_encode(tok, e) for e in examples(4000, seed)]
+    vocab = (size + 63) // 64 * 64  # padded like real checkpoints' vocabularies
+    cfg = _hf_config(vocab, tok)
+    model = DeepseekV3ForCausalLM(DeepseekV3Config(**{k: v for k, v in cfg.items()
+                                                      if k not in ("topk_method", "scoring_func", "moe_layer_freq")}))
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    rng = random.Random(seed)
+    pad = tok.pad_token_id
+    model.train()
+    loss = float("nan")
+    for step in range(steps):
+        batch = [data[rng.randrange(len(data))] for _ in range(BATCH)]
+        length = max(len(a) + len(b) for a, b in batch)
+        ids = torch.full((BATCH, length), pad)
+        labels = torch.full((BATCH, length), -100)
+        mask = torch.zeros((BATCH, length), dtype=torch.long)
+        for i, (a, b) in enumerate(batch):
+            s = a + b
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+            labels[i, len(a): len(s)] = torch.tensor(b)  # loss on the assistant's output only
+        lr = LR * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        result = model(input_ids=ids, attention_mask=mask, labels=labels)
+        result.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        loss = result.loss.item()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"step {step}/{steps} loss {loss:.3f} ({time.monotonic() - start:.0f} s)")
+    export(model, cfg, out_dir)
+    facts = {"seed": seed, "steps": steps, "final_loss": round(loss, 4), "seconds": round(time.monotonic() - start, 1),
+             "tokenizer_size": size, "vocab_size": vocab, "version": TINY_VERSION}
+    (out_dir / "tiny-k2.json").write_text(json.dumps(facts, indent=2))
+    return facts
+
+
+def _kimi_tensors(model, cfg: dict[str, Any]) -> dict[str, Any]:
+    """transformers' state dict -> Kimi K2 checkpoint names and dtypes."""
+    import torch
+
+    out: dict[str, Any] = {}
+    inter = cfg["moe_intermediate_size"]
+    for name, t in model.state_dict().items():
+        t = t.detach()
+        if name.endswith("mlp.experts.gate_up_proj"):  # (E, 2I, H): gate rows first, then up
+            base = name.removesuffix("gate_up_proj")
+            for e in range(t.shape[0]):
+                out[f"{base}{e}.gate_proj.weight"] = t[e, :inter].to(torch.bfloat16).contiguous()
+                out[f"{base}{e}.up_proj.weight"] = t[e, inter:].to(torch.bfloat16).contiguous()
+        elif name.endswith("mlp.experts.down_proj"):  # (E, H, I)
+            base = name.removesuffix("down_proj")
+            for e in range(t.shape[0]):
+                out[f"{base}{e}.down_proj.weight"] = t[e].to(torch.bfloat16).contiguous()
+        elif name.endswith("e_score_correction_bias"):
+            out[name] = t.to(torch.float32).contiguous()  # F32 in the real checkpoint
+        else:
+            out[name] = t.to(torch.bfloat16).contiguous()
+    return out
+
+
+def export(model, cfg: dict[str, Any], out_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = _kimi_tensors(model, cfg)
+    layers = cfg["num_hidden_layers"]
+
+    def shard_of(name: str) -> int:  # embeddings with layer 0, one shard per layer, head with the last
+        if name.startswith("model.layers."):
+            return int(name.split(".")[2])
+        return 0 if name.startswith("model.embed_tokens") else layers - 1
+
+    n = layers
+    files = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    weight_map: dict[str, str] = {}
+    total = 0
+    for i, fname in enumerate(files):
+        part = {k: v for k, v in sorted(tensors.items()) if shard_of(k) == i}
+        save_file(part, str(out_dir / fname), metadata={"format": "pt"})
+        for k, v in part.items():
+            weight_map[k] = fname
+            total += v.numel() * v.element_size()
+    (out_dir / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    config = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2", **cfg,
+              "torch_dtype": "bfloat16", "use_cache": True}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": cfg["bos_token_id"], "eos_token_id": cfg["eos_token_id"],
+         "pad_token_id": cfg["pad_token_id"]}, indent=2))
+    (out_dir / "README.md").write_text(
+        "# tiny-k2\n\nA synthetic Kimi-K2-architecture checkpoint made by `kimi-deploy tiny-model` for CPU tests "
+        "and demos. It knows a handful of tools and phrases, nothing else.\n")
+
+
+def build(dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS, force: bool = False,
+          log: Callable[[str], None] = print) -> Path:
+    """Make tiny-k2 in dest, reusing the per-machine cache when the same seed/steps were trained before."""
+    if steps < 1:
+        raise BadInput(f"must be >= 1, got {steps}", "--steps")
+    dest = dest.expanduser()
+    if dest.exists() and any(dest.iterdir()) and not (dest / "tiny-k2.json").is_file() and not force:
+        raise BadInput("directory exists and is not a tiny-k2 checkpoint (use --force to overwrite)", str(dest))
+    cached = cache_root() / "tiny-k2" / cache_key(seed, steps)
+    if not (cached / "tiny-k2.json").is_file():
+        log(f"training tiny-k2 (seed {seed}, {steps} steps); cached afterwards in {cached}")
+        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        train(tmp, seed, steps, log)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.rename(cached)  # atomic: a concurrent build either wins or finds it done
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if dest.resolve() != cached.resolve():
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(cached, dest)
+    return dest
