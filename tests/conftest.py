@@ -41,3 +41,71 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str, co
 @pytest.fixture
 def deploy_examples() -> list[Path]:
     return sorted(DEPLOY.glob("*.yaml"))
+
+
+# --- the tiny-k2 deployment on real vLLM -----------------------------------------------------------
+
+import os
+import signal
+import socket
+import time
+from typing import Callable, Iterator
+
+import yaml
+
+TINY_DIR = ROOT / "runs" / "tiny-k2"
+TINY_SPEC = DEPLOY / "tiny-k2-cpu.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    """tiny-k2 built by the real CLI (trained once per machine, then copied from the cache)."""
+    run_cli("tiny-model", str(TINY_DIR), check=True, timeout=1800)
+    return TINY_DIR
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, spec: Path, log: Path) -> None:
+        self.proc, self.url, self.spec, self.log = proc, url, spec, log
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+
+
+def start_tiny_server(tmp: Path, name: str, **serving: object) -> Server:
+    """Start tiny-k2 through `kimi-deploy serve` (which execs vLLM) and wait with `kimi-deploy wait`."""
+    data = yaml.safe_load(TINY_SPEC.read_text())
+    port = free_port()
+    data["name"] = name
+    data["serving"].update({"port": port, **serving})
+    spec = tmp / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    log = tmp / f"{name}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "serve", str(spec)], cwd=ROOT,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, f"http://127.0.0.1:{port}", spec, log)
+    waited = run_cli("wait", server.url, "--timeout", "600", timeout=660)
+    if waited.returncode != 0:
+        server.stop()
+        raise AssertionError(f"server did not come up: {waited.stderr}\n{log.read_text()[-4000:]}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_tiny_server(tmp_path_factory.mktemp("tiny"), "tiny-k2")
+    yield server
+    server.stop()
+    assert server.proc.poll() is not None

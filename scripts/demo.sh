@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README demo: from a fresh clone, set up the environment, make tiny-k2, serve it with the real vLLM
+# CPU engine through `kimi-deploy serve`, wait until it answers, then send a chat and a tool call with
+# the openai client. The server is stopped on exit, also on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-env.sh
+KD=.venv/bin/kimi-deploy
+SPEC=deploy/tiny-k2-cpu.yaml
+URL=http://127.0.0.1:8011
+mkdir -p runs/demo
+
+"$KD" tiny-model runs/tiny-k2
+"$KD" validate "$SPEC"
+
+echo "[demo] starting vLLM (log: runs/demo/server.log)"
+setsid "$KD" serve "$SPEC" > runs/demo/server.log 2>&1 &
+server=$!
+stop() {
+  trap - EXIT INT TERM
+  kill -TERM -- "-$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  echo "[demo] server stopped"
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+if ! "$KD" wait "$URL" --timeout 600; then
+  tail -n 40 runs/demo/server.log >&2
+  exit 1
+fi
+.venv/bin/python -m kimi_deploy.demo "$URL" tiny-k2
