@@ -27,12 +27,19 @@ def _engine_argvs(nodes):
 
 
 def _assert_k2_invariants(spec, nodes) -> None:
-    thinking = bool(spec.model_entry() and spec.model_entry().thinking)
+    from kimi_deploy.engines.base import thinking as spec_thinking
+
+    thinking = spec_thinking(spec)  # the catalog's answer, or serving.thinking for a local checkpoint
+    entry = spec.model_entry()
+    if entry is not None and spec.serving.thinking is None:
+        assert thinking == entry.thinking
     for argv in _engine_argvs(nodes):
         assert "--trust-remote-code" in argv
         assert argv[argv.index("--tool-call-parser") + 1] == "kimi_k2"
         assert ("--reasoning-parser" in argv) == thinking
-        assert argv[argv.index("--host") + 1] == "0.0.0.0"
+        assert argv[argv.index("--host") + 1] == spec.serving.host
+        if spec.hardware.nodes > 1:
+            assert spec.serving.host == "0.0.0.0"
         if spec.engine.name == "vllm":
             assert "--enable-auto-tool-choice" in argv
         else:  # SGLang: never the prefix abbreviations (engines.md §4)

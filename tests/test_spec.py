@@ -74,6 +74,9 @@ def _variant(tmp_path: Path, **changes) -> str:
     ({"serving__max_num_sequences": 8}, ["serving.max_num_sequences", "unknown key"]),
     ({"hardwre": {"gpu": "H200"}}, ["hardwre", "unknown key"]),
     ({"name": "Bad_Name"}, ["name", "pattern"]),
+    ({"serving__host": "127.0.0.1"}, ["serving.host", "unreachable from the other nodes"]),
+    ({"serving__api_key_env": "sk-123"}, ["serving.api_key_env", "pattern"]),
+    ({"serving__env": {"HF_TOKEN": "hf_x"}}, ["serving.env", "secrets do not belong in the spec"]),
 ])
 def test_bad_specs(tmp_path: Path, changes: dict, needles: list[str]) -> None:
     path = _variant(tmp_path, **changes)

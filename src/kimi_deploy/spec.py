@@ -196,6 +196,13 @@ class Spec(_Strict):
         return self.hardware.gpus_per_node * self.hardware.nodes
 
     @model_validator(mode="after")
+    def _reachable(self) -> "Spec":
+        if self.hardware.nodes > 1 and self.serving.host in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"serving.host: {self.serving.host} is unreachable from the other nodes of a "
+                             f"{self.hardware.nodes}-node deployment; use 0.0.0.0")
+        return self
+
+    @model_validator(mode="after")
     def _pd_nodes(self) -> "Spec":
         pd = self.topology.pd
         if pd is not None and pd.prefill.nodes + pd.decode.nodes != self.hardware.nodes:
