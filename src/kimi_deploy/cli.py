@@ -307,6 +307,78 @@ def wait_cmd(
     out.print(f"[green]ready[/green] {url}: model {result.model} answered after {result.seconds:.1f} s")
 
 
+# --- weights ----------------------------------------------------------------------------------------
+
+@app.command()
+def download(
+    spec: Optional[Path] = typer.Argument(None, help="Deployment spec (model, revision, weights.*)."),
+    model: Optional[str] = typer.Option(None, help="Catalog id or Hub repo id."),
+    revision: Optional[str] = typer.Option(None, help="Pinned revision (commit, tag or branch)."),
+    dest: Optional[Path] = typer.Option(None, "--dir", help="Target directory."),
+    source: Optional[str] = typer.Option(None, help="hf (default), mirror or s3."),
+    mirror: Optional[str] = typer.Option(None, help="Mirror directory or s3://bucket/prefix."),
+    workers: int = typer.Option(8, help="Parallel file downloads."),
+    retries: int = typer.Option(5, help="Retries per file on 429, 5xx and dropped connections."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Exit instead of waiting when another download holds the directory."),
+) -> None:
+    """Fetch exactly the files serving needs, resumably, into a directory shared safely between nodes."""
+    from .catalog import get_model
+    from .weights import REPORT, download as fetch, list_hub, list_mirror, list_s3
+
+    if spec is not None:
+        s = load_spec(spec)
+        entry = s.model_entry()
+        model = model or (entry.repo if entry else None)
+        revision = revision or s.revision or (s.model.revision if not isinstance(s.model, str) else None)
+        dest = dest or (Path(s.weights.dir) if s.weights.dir else None)
+        source = source or s.weights.source
+        mirror = mirror or s.weights.mirror
+    source = source or "hf"
+    if source not in ("hf", "mirror", "s3"):
+        raise BadInput(f"must be hf, mirror or s3, got {source!r}", "--source")
+    if dest is None:
+        raise BadInput("give --dir (or weights.dir in the spec)", "--dir")
+    if source == "hf":
+        if not model:
+            raise BadInput("give --model (a catalog id or Hub repo id)", "--model")
+        repo = get_model(model).repo if "/" not in model else model
+        listing = list_hub(repo, revision, os.environ.get("HF_TOKEN"))
+    elif not mirror:
+        raise BadInput(f"source {source} needs --mirror (a directory or s3:// URL)", "--mirror")
+    else:
+        listing = list_mirror(mirror) if source == "mirror" else list_s3(mirror)
+    err.print(f"{listing.location}" + (f"@{listing.revision}" if listing.revision else "")
+              + f": {len(listing.files)} files, {listing.total_bytes / 1e9:,.2f} GB -> {dest}")
+    report = fetch(listing, dest, workers=workers, retries=retries, wait_for_lock=not no_wait,
+                   token=os.environ.get("HF_TOKEN"), log=lambda m: err.print(escape(m)),
+                   show_progress=err.is_terminal)
+    out.print(f"[green]done[/green]: {report.downloaded} downloaded, {report.skipped} already complete, "
+              f"{report.bytes / 1e9:,.2f} GB in {report.seconds:.1f} s ({report.throughput_mb_s:,.1f} MB/s), "
+              f"{report.retries} retries; report in {dest / REPORT}")
+
+
+@app.command()
+def verify(
+    dest: Path = typer.Argument(..., help="Checkpoint directory."),
+    model: Optional[str] = typer.Option(None, help="Catalog id whose architecture config.json must match."),
+    full_hash: bool = typer.Option(False, "--hash", help="Also sha256 every shard against the source's hashes."),
+    workers: Optional[int] = typer.Option(None, help="Hashing threads (default: CPU count)."),
+) -> None:
+    """Prove a checkpoint is complete and intact; write the marker serve and Kubernetes trust."""
+    from .launch import VERIFY_MARKER
+    from .weights import verify as check
+
+    if workers is not None and workers < 1:
+        raise BadInput(f"must be >= 1, got {workers}", "--workers")
+    result = check(dest, model=model, full_hash=full_hash, workers=workers, show_progress=err.is_terminal)
+    for note in result.notes:
+        err.print(f"note: {note}")
+    if not result.ok:
+        raise BadInput("verification failed:\n  " + "\n  ".join(result.problems), str(dest))
+    out.print(f"[green]verified[/green] {dest}: {result.files} shards, {result.bytes / 1e9:,.3f} GB"
+              f"{', sha256 checked' if result.hashed else ''} in {result.seconds:.1f} s; marker {dest / VERIFY_MARKER}")
+
+
 @app.command("tiny-model")
 def tiny_model(
     dest: Path = typer.Argument(..., help="Directory to write the checkpoint into."),

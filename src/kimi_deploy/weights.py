@@ -1,0 +1,498 @@
+"""Download and verify ~1 TB checkpoints: from the Hugging Face Hub (huggingface_hub, pinned revision),
+a local/NFS mirror directory or S3-compatible storage; resumable, retried with backoff on 429/5xx and
+dropped connections, safe when several nodes share the target directory (a lock file, every file
+written under a temporary name and renamed when complete); verified by safetensors headers, the index,
+the architecture in config.json and optionally full sha256 against the Hub's LFS hashes, leaving a
+marker that `serve` preflight and the Kubernetes init container trust."""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import BadInput, OperationFailed
+from .launch import VERIFY_MARKER
+
+MANIFEST = ".kimi-deploy-manifest.json"
+LOCK = ".kimi-deploy.lock"
+REPORT = "download-report.json"
+# What serving needs: weights, index, configs, tokenizer (incl. tiktoken + remote code), chat template.
+SERVING_PATTERNS = ["*.safetensors", "*.json", "*.py", "tiktoken.model", "*.tiktoken", "tokenizer.model",
+                    "*.jinja", "merges.txt", "vocab.txt"]
+SKIP_PATTERNS = [".*", "original/*", "*.md"]
+CHUNK = 16 * 2**20
+
+
+@dataclass
+class RemoteFile:
+    name: str
+    size: int
+    sha256: str | None = None  # LFS hash from the Hub (None for small git files and mirrors)
+
+
+@dataclass
+class Listing:
+    source: str  # hf | mirror | s3
+    location: str  # repo id, mirror dir or s3 URL
+    revision: str | None  # resolved commit for the Hub
+    files: list[RemoteFile]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass
+class Report:
+    source: str
+    location: str
+    revision: str | None
+    files: int = 0
+    downloaded: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def throughput_mb_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
+
+
+def wanted(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    if any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(base, p) for p in SKIP_PATTERNS):
+        return False
+    return any(fnmatch.fnmatch(base, p) for p in SERVING_PATTERNS)
+
+
+# --- listing ---------------------------------------------------------------------------------------
+
+def list_hub(repo: str, revision: str | None, token: str | None) -> Listing:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    try:
+        info = HfApi(token=token).model_info(repo, revision=revision, files_metadata=True)
+    except GatedRepoError:
+        hint = "HF_TOKEN is set but has no access" if token else "set HF_TOKEN to a token with access"
+        raise BadInput(f"{repo} is gated: {hint}", "HF_TOKEN") from None
+    except RevisionNotFoundError:
+        raise BadInput(f"revision {revision!r} not found in {repo}", "revision") from None
+    except RepositoryNotFoundError:
+        raise BadInput(f"repository {repo!r} not found (or private without a token)", "model") from None
+    except HfHubHTTPError as exc:
+        raise OperationFailed(f"listing {repo} failed: {exc}") from None
+    files = [RemoteFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None)
+             for s in info.siblings or [] if wanted(s.rfilename)]
+    if not any(f.name.endswith(".safetensors") for f in files):
+        raise BadInput(f"{repo}@{info.sha} has no safetensors weights", "model")
+    return Listing("hf", repo, info.sha, files)
+
+
+def list_mirror(root: str) -> Listing:
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise BadInput("mirror directory not found", root)
+    files = [RemoteFile(str(p.relative_to(base)), p.stat().st_size)
+             for p in sorted(base.rglob("*")) if p.is_file() and wanted(str(p.relative_to(base)))]
+    if not files:
+        raise BadInput("no checkpoint files in the mirror directory", root)
+    return Listing("mirror", str(base), None, files)
+
+
+def _s3(url: str) -> tuple[Any, str, str]:
+    try:
+        import boto3
+    except ImportError:
+        raise BadInput("S3 sources need boto3: pip install 'kimi-deploy[s3]'", "weights.source") from None
+    if not url.startswith("s3://"):
+        raise BadInput(f"{url!r} is not an s3://bucket/prefix URL", "weights.mirror")
+    bucket, _, prefix = url[5:].partition("/")
+    # boto3 reads AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment.
+    client = boto3.client("s3", config=__import__("botocore.config").config.Config(
+        retries={"max_attempts": 8, "mode": "standard"}))
+    return client, bucket, prefix.rstrip("/")
+
+
+def list_s3(url: str) -> Listing:
+    client, bucket, prefix = _s3(url)
+    files = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else ""):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix) + 1:] if prefix else obj["Key"]
+                if name and wanted(name):
+                    files.append(RemoteFile(name, int(obj["Size"])))
+    except Exception as exc:  # botocore raises many types; the message names bucket and cause
+        raise OperationFailed(f"listing {url} failed: {exc}") from None
+    if not files:
+        raise BadInput("no checkpoint files under that S3 prefix", url)
+    return Listing("s3", url, None, files)
+
+
+# --- the shared-directory lock ---------------------------------------------------------------------
+
+@contextmanager
+def dir_lock(dest: Path, wait: bool, timeout: float, log: Callable[[str], None]) -> Iterator[None]:
+    """One writer per directory, across processes and (with NFSv4 / Lustre locking) across nodes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    fh = open(dest / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            if not wait:
+                raise OperationFailed(f"another download into {dest} is in progress ({holder}); "
+                                      "retry later or drop --no-wait to wait for it")
+            log(f"another download into {dest} is in progress ({holder}); waiting for it to finish")
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise OperationFailed(f"gave up waiting for the lock on {dest} after {timeout:.0f} s") from None
+                    time.sleep(1.0)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # closing releases the lock
+
+
+# --- fetching --------------------------------------------------------------------------------------
+
+def _retryable(exc: BaseException) -> bool:
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status is None or status == 429 or status >= 500
+    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+def _with_retries(fn: Callable[[], None], name: str, retries: int, report: Report, lock: threading.Lock,
+                  log: Callable[[str], None]) -> None:
+    delay = 1.0
+    for attempt in range(retries + 1):
+        try:
+            fn()
+            return
+        except Exception as exc:
+            if attempt == retries or not _retryable(exc):
+                raise
+            with lock:
+                report.retries += 1
+            wait = min(delay, 30.0) * (1 + random.random() * 0.25)
+            log(f"{name}: {type(exc).__name__}; retrying in {wait:.1f} s (attempt {attempt + 2}/{retries + 1})")
+            time.sleep(wait)
+            delay *= 2
+
+
+class _HubRetryCounter(logging.Handler):
+    """huggingface_hub retries 429s and resumes dropped transfers itself and only logs it; count those."""
+
+    MARKERS = ("Retrying in", "Trying to resume download")
+
+    def __init__(self, report: Report, lock: threading.Lock, log: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        # not `self.lock`: logging.Handler holds its own lock under that name while calling emit()
+        self.report, self.count_lock, self.log = report, lock, log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if any(m in msg for m in self.MARKERS):
+            with self.count_lock:
+                self.report.retries += 1
+            self.log(msg.splitlines()[0][:200] + " (retrying)")
+
+
+def _complete(dest: Path, f: RemoteFile) -> bool:
+    p = dest / f.name
+    return p.is_file() and p.stat().st_size == f.size
+
+
+def _partial_bytes(dest: Path) -> int:
+    """Bytes already in temporary files (resumed downloads count towards progress)."""
+    total = 0
+    for pattern in (".cache/huggingface/download/**/*.incomplete", "**/*.kimi-partial"):
+        for p in dest.glob(pattern):
+            try:
+                total += p.stat().st_size
+            except OSError:
+                pass
+    return total
+
+
+def _fetch_one(listing: Listing, f: RemoteFile, dest: Path, token: str | None) -> None:
+    target = dest / f.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if listing.source == "hf":
+        from huggingface_hub import hf_hub_download
+
+        # local_dir mode downloads into .cache/huggingface/download/<name>.incomplete, resumes it with a
+        # Range request, and moves it into place only when complete.
+        hf_hub_download(listing.location, f.name, revision=listing.revision, local_dir=dest, token=token)
+    else:
+        tmp = target.with_name(target.name + ".kimi-partial")
+        if listing.source == "mirror":
+            shutil.copyfile(Path(listing.location) / f.name, tmp)
+        else:
+            client, bucket, prefix = _s3(listing.location)
+            client.download_file(bucket, f"{prefix}/{f.name}" if prefix else f.name, str(tmp))
+        os.replace(tmp, target)  # atomic on POSIX filesystems, NFS included
+    if target.stat().st_size != f.size:
+        target.unlink()
+        raise OperationFailed(f"{f.name}: got {target.stat().st_size} bytes, expected {f.size}")
+
+
+def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, wait_for_lock: bool = True,
+             lock_timeout: float = 6 * 3600, token: str | None = None, log: Callable[[str], None] = print,
+             show_progress: bool = True) -> Report:
+    """Fetch every file of the listing into dest, skipping complete ones; write manifest and report."""
+    if workers < 1:
+        raise BadInput(f"must be >= 1, got {workers}", "--workers")
+    report = Report(listing.source, listing.location, listing.revision, files=len(listing.files))
+    start = time.monotonic()
+    with dir_lock(dest, wait_for_lock, lock_timeout, log):
+        todo = [f for f in listing.files if not _complete(dest, f)]
+        report.skipped = len(listing.files) - len(todo)
+        need = sum(f.size for f in todo) - _partial_bytes(dest)
+        free = shutil.disk_usage(dest).free
+        if need > free:
+            raise BadInput(f"not enough disk space: the download needs {need / 1e9:.1f} GB more, "
+                           f"{free / 1e9:.1f} GB free", str(dest))
+        done_bytes = sum(f.size for f in listing.files) - sum(f.size for f in todo)
+        lock = threading.Lock()
+        hub_logger = logging.getLogger("huggingface_hub")
+        counter = _HubRetryCounter(report, lock, log)
+        hub_logger.addHandler(counter)
+        hub_logger.propagate = False  # its warnings arrive through the counter, once
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(), disable=not show_progress)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one bar, ours
+        with progress:
+            task = progress.add_task(f"{len(todo)} files", total=listing.total_bytes, completed=done_bytes)
+            finished = 0
+            with ThreadPoolExecutor(max_workers=min(workers, max(len(todo), 1))) as pool:
+                futures = {pool.submit(_with_retries, lambda f=f: _fetch_one(listing, f, dest, token), f.name,
+                                       retries, report, lock, log): f for f in todo}
+                pending = set(futures)
+                while pending:
+                    for fut in list(pending):
+                        if fut.done():
+                            pending.discard(fut)
+                            f = futures[fut]
+                            exc = fut.exception()
+                            if exc is not None:
+                                report.errors.append(f"{f.name}: {type(exc).__name__}: {exc}")
+                            else:
+                                finished += f.size
+                                report.downloaded += 1
+                    progress.update(task, completed=done_bytes + finished + _partial_bytes(dest))
+                    time.sleep(0.2)
+        hub_logger.removeHandler(counter)
+        hub_logger.propagate = True
+        report.bytes = sum(futures[f].size for f in futures if f.exception() is None) if futures else 0
+        report.seconds = round(time.monotonic() - start, 3)
+        manifest = {"source": listing.source, "location": listing.location, "revision": listing.revision,
+                    "files": {f.name: {"size": f.size, "sha256": f.sha256} for f in listing.files}}
+        (dest / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        out = {**asdict(report), "throughput_mb_s": round(report.throughput_mb_s, 2)}
+        (dest / REPORT).write_text(json.dumps(out, indent=2))
+    if report.errors:
+        raise OperationFailed(f"{len(report.errors)} file(s) failed, e.g. {report.errors[0]}")
+    return report
+
+
+# --- verification ----------------------------------------------------------------------------------
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    problems: list[str]
+    files: int
+    bytes: int
+    hashed: bool
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """(tensor name -> entry, bytes the header says the file must have)."""
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise ValueError("shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", raw)
+        if n > 100 * 2**20:
+            raise ValueError(f"header length {n} is implausible")
+        header = json.loads(fh.read(n))
+    header.pop("__metadata__", None)
+    end = max((e["data_offsets"][1] for e in header.values()), default=0)
+    return header, 8 + n + end
+
+
+def _sha256(path: Path, on_bytes: Callable[[int], None]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)  # hashlib releases the GIL on large buffers: threads hash in parallel
+            on_bytes(len(chunk))
+    return h.hexdigest()
+
+
+def hash_files(paths: list[Path], workers: int | None = None,
+               on_bytes: Callable[[int], None] = lambda n: None) -> dict[Path, str]:
+    """sha256 of every file, each read once, files hashed in parallel across cores."""
+    workers = workers or os.cpu_count() or 1
+    lock = threading.Lock()
+
+    def counted(n: int) -> None:
+        with lock:
+            on_bytes(n)
+
+    with ThreadPoolExecutor(max_workers=min(workers, max(len(paths), 1))) as pool:
+        futures = {pool.submit(_sha256, p, counted): p for p in paths}
+        return {futures[f]: f.result() for f in as_completed(futures)}
+
+
+def _arch_mismatch(dest: Path, model: str) -> list[str]:
+    from .architecture import Architecture
+    from .catalog import get_model
+
+    expected = get_model(model).architecture()
+    try:
+        got = Architecture.from_path(dest)
+    except BadInput as exc:
+        return [str(exc)]
+    diffs = [f"{k}: config.json has {getattr(got, k)!r}, {model} has {getattr(expected, k)!r}"
+             for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "n_routed_experts",
+                       "moe_intermediate_size", "vocab_size", "kv_lora_rank", "quantization")
+             if getattr(got, k) != getattr(expected, k)]
+    return [f"config.json does not match {model} (wrong checkpoint or revision?): " + "; ".join(diffs)] if diffs else []
+
+
+def verify(dest: Path, model: str | None = None, full_hash: bool = False, workers: int | None = None,
+           show_progress: bool = True) -> VerifyResult:
+    """Check a checkpoint directory; write the verify marker only when everything passed."""
+    start = time.monotonic()
+    marker = dest / VERIFY_MARKER
+    if marker.exists():
+        marker.unlink()  # never leave a marker for a directory in an unknown state
+    if not dest.is_dir():
+        raise BadInput("checkpoint directory not found", str(dest))
+    problems: list[str] = []
+    notes: list[str] = []
+    manifest = json.loads((dest / MANIFEST).read_text()) if (dest / MANIFEST).is_file() else {}
+    expected_files: dict[str, dict[str, Any]] = manifest.get("files", {})
+    index_path = dest / "model.safetensors.index.json"
+    if index_path.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise BadInput(f"unreadable index ({exc})", str(index_path)) from None
+    elif (dest / "model.safetensors").is_file():
+        header, _ = read_safetensors_header(dest / "model.safetensors")
+        weight_map = {name: "model.safetensors" for name in header}
+    else:
+        raise BadInput("no model.safetensors.index.json or model.safetensors", str(dest))
+    if not (dest / "config.json").is_file():
+        problems.append("config.json: missing")
+    shards = sorted(set(weight_map.values()))
+    by_shard: dict[str, set[str]] = {s: set() for s in shards}
+    for tensor, shard in weight_map.items():
+        by_shard[shard].add(tensor)
+    total = 0
+    for shard in shards:
+        path = dest / shard
+        if not path.is_file():
+            problems.append(f"{shard}: missing ({len(by_shard[shard])} tensors of the index live there)")
+            continue
+        size = path.stat().st_size
+        total += size
+        want = expected_files.get(shard, {}).get("size")
+        if want is not None and size != want:
+            problems.append(f"{shard}: {size} bytes, the source listed {want}")
+        try:
+            header, needed = read_safetensors_header(path)
+        except (ValueError, OSError) as exc:
+            problems.append(f"{shard}: safetensors header does not parse ({exc})")
+            continue
+        if needed != size:
+            problems.append(f"{shard}: header describes {needed} bytes but the file has {size} (truncated or corrupt)")
+        missing = sorted(by_shard[shard] - set(header))
+        if missing:
+            problems.append(f"{shard}: the index names {len(missing)} tensor(s) not in this file, e.g. {missing[0]}")
+        extra = sorted(set(header) - by_shard[shard])
+        if extra:
+            problems.append(f"{shard}: {len(extra)} tensor(s) not in the index, e.g. {extra[0]}")
+    model = model or _catalog_model_for(manifest.get("location"))
+    if model:
+        problems += _arch_mismatch(dest, model)
+    hashed = False
+    if full_hash and not problems:
+        paths = [dest / s for s in shards]
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        with Progress(TextColumn("sha256"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      disable=not show_progress) as progress:
+            task = progress.add_task("hash", total=sum(p.stat().st_size for p in paths))
+            digests = hash_files(paths, workers, lambda n: progress.advance(task, n))
+        hashed = True
+        known = 0
+        for path, digest in digests.items():
+            want = expected_files.get(path.name, {}).get("sha256")
+            if want:
+                known += 1
+                if want != digest:
+                    problems.append(f"{path.name}: sha256 {digest[:16]}... does not match the source's {want[:16]}...")
+        if not known:
+            notes.append("no source hashes recorded (mirror/S3 source, or no manifest): hashed but not compared")
+    result = VerifyResult(not problems, problems, len(shards), total, hashed, round(time.monotonic() - start, 3),
+                          notes)
+    if result.ok:
+        marker.write_text(json.dumps({
+            "revision": manifest.get("revision"), "source": manifest.get("location"),
+            "index_sha256": hashlib.sha256(index_path.read_bytes()).hexdigest() if index_path.is_file() else None,
+            "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "full_hash": hashed,
+            "files": len(shards), "bytes": total}, indent=2))
+    return result
+
+
+def _catalog_model_for(location: str | None) -> str | None:
+    from .catalog import get_model
+
+    if not location:
+        return None
+    try:
+        return get_model(location).id
+    except BadInput:
+        return None

@@ -1,0 +1,212 @@
+"""download and verify, through the real huggingface_hub client against a local stand-in for the Hub
+(tests/hubstub.py, served through HF_ENDPOINT because these machines cannot reach the Hub), a mirror
+directory, and S3 through boto3 against a real S3-compatible server (moto's standalone server process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from kimi_deploy.launch import VERIFY_MARKER
+
+from .conftest import ROOT, assert_clean_error, free_port, run_cli
+from .hubstub import COMMIT, Faults, Hub, HubServer
+
+BIG = 24 * 2**20  # bigger than huggingface_hub's 10 MiB read chunk, so a dropped transfer leaves data to resume
+
+
+@pytest.fixture(scope="module")
+def repo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small checkpoint shaped like a real one: config, tokenizer files, index, two large shards."""
+    d = tmp_path_factory.mktemp("repo")
+    tiny = ROOT / "runs" / "tiny-k2"
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "README.md"):
+        if (tiny / name).exists():
+            shutil.copy(tiny / name, d / name)
+    g = torch.Generator().manual_seed(0)
+    weight_map = {}
+    for i in (1, 2):
+        shard = f"model-0000{i}-of-00002.safetensors"
+        tensors = {f"model.layers.{i}.big_{j}": torch.rand(BIG // 8, generator=g, dtype=torch.float32)
+                   for j in range(2)}
+        save_file(tensors, str(d / shard))
+        weight_map.update({k: shard for k in tensors})
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return d
+
+
+def _env(hub: HubServer, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1", **extra)
+    return env
+
+
+def _same_files(a: Path, b: Path) -> None:
+    for p in a.iterdir():
+        if p.is_file() and p.name != "README.md":
+            assert (b / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_download_resumes_and_retries_then_verifies(repo_dir: Path, tmp_path: Path, tiny_dir: Path) -> None:
+    faults = Faults(drop_after={"model-00002-of-00002.safetensors": 15 * 2**20},
+                    status_once={"model-00001-of-00002.safetensors": 429})
+    hub = Hub(repo_dir, faults=faults)
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--revision", "main", "--dir", str(dest), env=_env(server))
+        assert proc.returncode == 0, proc.stderr
+        # the dropped transfer resumed from where it stopped instead of starting over
+        assert any("00002" in line and "range=bytes=" in line and "range=bytes=0-" not in line for line in hub.log)
+        _same_files(repo_dir, dest)
+        assert not (dest / "README.md").exists()  # only what serving needs
+        report = json.loads((dest / "download-report.json").read_text())
+        assert report["retries"] >= 2 and report["downloaded"] == len(hub.files()) - 1
+        manifest = json.loads((dest / ".kimi-deploy-manifest.json").read_text())
+        assert manifest["revision"] == COMMIT and manifest["files"]["model-00001-of-00002.safetensors"]["sha256"]
+
+        again = run_cli("download", "--model", hub.repo, "--dir", str(dest), env=_env(server))
+        assert again.returncode == 0 and "0 downloaded" in again.stdout  # nothing fetched twice
+
+    verified = run_cli("verify", str(dest), "--hash")
+    assert verified.returncode == 0, verified.stderr
+    marker = json.loads((dest / VERIFY_MARKER).read_text())
+    assert marker["revision"] == COMMIT and marker["full_hash"] is True
+
+
+def test_hub_errors_are_clear(repo_dir: Path, tmp_path: Path) -> None:
+    hub = Hub(repo_dir, gated_token="hf_right")
+    with HubServer(hub) as server:
+        env = _env(server)
+        assert_clean_error(run_cli("download", "--model", "nobody/nothing", "--dir", str(tmp_path / "a"), env=env),
+                           "model", "not found")
+        assert_clean_error(run_cli("download", "--model", hub.repo, "--dir", str(tmp_path / "a"), env=env),
+                           "HF_TOKEN", "gated")
+        env_tok = _env(server, HF_TOKEN="hf_right")
+        assert_clean_error(run_cli("download", "--model", hub.repo, "--revision", "v9", "--dir", str(tmp_path / "a"),
+                                   env=env_tok), "revision", "'v9' not found")
+        ok = run_cli("download", "--model", hub.repo, "--dir", str(tmp_path / "b"), env=env_tok)
+        assert ok.returncode == 0, ok.stderr
+        assert "hf_right" not in ok.stdout + ok.stderr + (tmp_path / "b" / "download-report.json").read_text()
+
+
+def test_disk_space_precheck(repo_dir: Path, tmp_path: Path) -> None:
+    hub = Hub(repo_dir, faults=Faults(huge=True))
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(tmp_path / "k2"), env=_env(server))
+    assert_clean_error(proc, str(tmp_path / "k2"), "not enough disk space")
+    assert not list((tmp_path / "k2").glob("*.safetensors"))
+
+
+def test_two_nodes_download_into_one_directory(repo_dir: Path, tmp_path: Path) -> None:
+    hub = Hub(repo_dir, faults=Faults(throttle_s=0.01))  # slow enough that the two runs overlap
+    dest = tmp_path / "shared"
+    with HubServer(hub) as server:
+        cmd = [sys.executable, "-m", "kimi_deploy", "download", "--model", hub.repo, "--dir", str(dest)]
+        a = subprocess.Popen(cmd, env=_env(server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)
+        nowait = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--no-wait", env=_env(server))
+        b = subprocess.Popen(cmd, env=_env(server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out_a, err_a = a.communicate(timeout=300)
+        out_b, err_b = b.communicate(timeout=300)
+    assert_clean_error(nowait, "another download into", "in progress", code=1)
+    assert a.returncode == 0 and b.returncode == 0, err_a + err_b
+    assert "waiting for it to finish" in err_b and "0 downloaded" in out_b
+    _same_files(repo_dir, dest)
+    assert run_cli("verify", str(dest), "--hash").returncode == 0
+
+
+def test_verify_catches_corruption_and_never_marks_partial(repo_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "ckpt"
+    shutil.copytree(repo_dir, dest)
+    hub_manifest = {"source": "hf", "location": "test", "revision": COMMIT, "files": {
+        p.name: {"size": p.stat().st_size, "sha256": __import__("hashlib").sha256(p.read_bytes()).hexdigest()}
+        for p in dest.glob("*.safetensors")}}
+    (dest / ".kimi-deploy-manifest.json").write_text(json.dumps(hub_manifest))
+    assert run_cli("verify", str(dest)).returncode == 0 and (dest / VERIFY_MARKER).exists()
+    shard = dest / "model-00002-of-00002.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-1000] ^= 0xFF  # one flipped byte in the tensor data: only a full hash can see it
+    shard.write_bytes(bytes(data))
+    assert run_cli("verify", str(dest)).returncode == 0  # headers and sizes still fine
+    assert_clean_error(run_cli("verify", str(dest), "--hash"), "model-00002-of-00002.safetensors", "sha256")
+    assert not (dest / VERIFY_MARKER).exists()
+    shard.write_bytes(bytes(data[:-4096]))  # truncated
+    assert_clean_error(run_cli("verify", str(dest)), "model-00002-of-00002.safetensors", "truncated")
+    shutil.copy(repo_dir / shard.name, shard)
+    index = json.loads((dest / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.layers.9.ghost"] = "model-00001-of-00002.safetensors"
+    (dest / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert_clean_error(run_cli("verify", str(dest)), "model-00001-of-00002.safetensors", "model.layers.9.ghost")
+    assert not (dest / VERIFY_MARKER).exists()
+
+
+def test_verify_checks_the_architecture(tiny_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "tiny"
+    shutil.copytree(tiny_dir, dest)
+    assert_clean_error(run_cli("verify", str(dest), "--model", "kimi-k2-instruct"), "config.json does not match",
+                       "hidden_size")
+    assert run_cli("verify", str(dest), "--hash").returncode == 0  # hashed; no source hashes to compare
+
+
+def test_mirror_directory_source(tiny_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "from-mirror"
+    proc = run_cli("download", "--source", "mirror", "--mirror", str(tiny_dir), "--dir", str(dest))
+    assert proc.returncode == 0, proc.stderr
+    _same_files(tiny_dir, dest)
+    assert run_cli("verify", str(dest)).returncode == 0
+    assert_clean_error(run_cli("download", "--source", "mirror", "--mirror", str(tmp_path / "none"), "--dir",
+                               str(dest)), "mirror directory not found")
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path):
+    """moto's standalone S3-compatible server, as its own process on a local port."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(exe), "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(100):
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_s3_source(tiny_dir: Path, tmp_path: Path, s3_server: str) -> None:
+    import boto3
+
+    env = dict(os.environ, AWS_ENDPOINT_URL=s3_server, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+               AWS_DEFAULT_REGION="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="test", aws_secret_access_key="test",
+                      region_name="us-east-1")
+    s3.create_bucket(Bucket="weights")
+    for p in tiny_dir.iterdir():
+        if p.is_file():
+            s3.upload_file(str(p), "weights", f"kimi/tiny-k2/{p.name}")
+    dest = tmp_path / "from-s3"
+    proc = run_cli("download", "--source", "s3", "--mirror", "s3://weights/kimi/tiny-k2", "--dir", str(dest), env=env)
+    assert proc.returncode == 0, proc.stderr
+    _same_files(tiny_dir, dest)
+    assert run_cli("verify", str(dest)).returncode == 0
+    assert "test" not in (dest / "download-report.json").read_text().replace("tiny", "")
+
+
+def test_serve_preflight_sees_the_marker(tiny_dir: Path) -> None:
+    assert run_cli("verify", str(tiny_dir)).returncode == 0
+    proc = run_cli("serve", "deploy/tiny-k2-cpu.yaml", "--dry-run", "--skip-preflight")
+    assert "ok verified: verify marker present" in proc.stdout, proc.stdout
