@@ -109,3 +109,19 @@ def tiny_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     yield server
     server.stop()
     assert server.proc.poll() is not None
+
+
+@pytest.fixture(scope="session")
+def tiny_server_b(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second, identical tiny-k2 deployment (a stand-in for a reference endpoint)."""
+    server = start_tiny_server(tmp_path_factory.mktemp("tiny-b"), "tiny-k2-b")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_server_noparser(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same deployment started without --tool-call-parser (and so without auto tool choice)."""
+    server = start_tiny_server(tmp_path_factory.mktemp("tiny-np"), "tiny-k2-noparser", tool_call_parser=None)
+    yield server
+    server.stop()

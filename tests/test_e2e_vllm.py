@@ -16,7 +16,7 @@ from openai import OpenAI
 
 from kimi_deploy.toolsuite import TOOL_BY_NAME, TOOLS
 
-from .conftest import Server, start_tiny_server
+from .conftest import Server
 
 OFF = {"chat_template_kwargs": {"thinking": False}}
 
@@ -91,22 +91,17 @@ def test_multi_turn_after_a_tool_result(tiny_server: Server) -> None:
     assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content
 
 
-def test_without_tool_parser_the_markers_stay_in_content(tiny_dir: Path, tmp_path: Path) -> None:
+def test_without_tool_parser_the_markers_stay_in_content(tiny_server_noparser: Server) -> None:
     """Proof that the parser is what makes tool calls work: the same deployment without it."""
-    server = start_tiny_server(tmp_path, "tiny-k2-noparser", tool_call_parser=None)
-    try:
-        c = _client(server)
-        ask = [{"role": "user", "content": "What's the weather in Paris?"}]
-        # Without a parser vLLM refuses automatic tool choice outright...
-        with pytest.raises(openai.BadRequestError, match="tool-call-parser"):
-            c.chat.completions.create(model="tiny-k2", messages=ask, tools=TOOLS, extra_body=OFF, max_tokens=96)
-        # ...and with tool_choice none the tools still reach the prompt, so the model's markers come back raw.
-        r = c.chat.completions.create(model="tiny-k2", messages=ask, tools=TOOLS, tool_choice="none",
-                                      temperature=0, extra_body=OFF, max_tokens=96)
-        choice = r.choices[0]
-        assert not choice.message.tool_calls and choice.finish_reason == "stop"
-        assert "<|tool_calls_section_begin|>" in choice.message.content
-        assert "<|tool_call_begin|>functions.get_weather:0" in choice.message.content
-    finally:
-        server.stop()
-    assert server.proc.poll() is not None
+    c = _client(tiny_server_noparser)
+    ask = [{"role": "user", "content": "What's the weather in Paris?"}]
+    # Without a parser vLLM refuses automatic tool choice outright...
+    with pytest.raises(openai.BadRequestError, match="tool-call-parser"):
+        c.chat.completions.create(model="tiny-k2", messages=ask, tools=TOOLS, extra_body=OFF, max_tokens=96)
+    # ...and with tool_choice none the tools still reach the prompt, so the model's markers come back raw.
+    r = c.chat.completions.create(model="tiny-k2", messages=ask, tools=TOOLS, tool_choice="none",
+                                  temperature=0, extra_body=OFF, max_tokens=96)
+    choice = r.choices[0]
+    assert not choice.message.tool_calls and choice.finish_reason == "stop"
+    assert "<|tool_calls_section_begin|>" in choice.message.content
+    assert "<|tool_call_begin|>functions.get_weather:0" in choice.message.content

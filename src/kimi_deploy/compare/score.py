@@ -1,0 +1,184 @@
+"""Scoring a local deployment against a reference, in the spirit of Moonshot's K2-Vendor-Verifier
+(kimi-k2-facts.md §5):
+
+- tool_call_f1: per request, finish_reason "tool_calls" on both sides is a true positive, local only a
+  false positive, reference only a false negative (a local error where the reference called a tool is a
+  false negative too: failures stay in the denominator); F1 of precision and recall;
+- schema_accuracy, per endpoint: answers with finish_reason "tool_calls" whose every call names an
+  offered tool and has JSON arguments valid against that tool's `parameters` (jsonschema), over all
+  answers with finish_reason "tool_calls";
+- findings: leaked special tokens in content or reasoning, schema failures, finish-reason disagreements,
+  argument disagreements, empty or truncated answers, missing reasoning in thinking mode, errors.
+Thresholds: K2VV's tool_call_f1 >= 0.80 (K2-Instruct family) or >= 0.73 (thinking models)."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from typing import Any
+
+import jsonschema
+
+from .run import Outcome
+
+LEAK = re.compile(r"<\|[a-z_]+\|>|</?think>")
+DEFAULT_F1 = {"instruct": 0.80, "thinking": 0.73}  # K2VV thresholds (K2-Instruct-0905 / K2-Thinking)
+
+
+def _leaks(text: str | None) -> list[str]:
+    return sorted(set(LEAK.findall(text or "")))
+
+
+def _schema_ok(row: dict[str, Any], out: Outcome) -> tuple[bool, str]:
+    offered = {t["function"]["name"]: t["function"].get("parameters", {}) for t in row.get("tools") or []}
+    if not out.tool_calls:
+        return False, "finish_reason tool_calls without tool calls"
+    for call in out.tool_calls:
+        if call["name"] not in offered:
+            return False, f"unknown tool {call['name']!r}"
+        try:
+            args = json.loads(call["arguments"] or "{}")
+        except json.JSONDecodeError as exc:
+            return False, f"invalid JSON arguments ({exc.msg}): {call['arguments'][:80]!r}"
+        try:
+            jsonschema.validate(args, offered[call["name"]])
+        except jsonschema.ValidationError as exc:
+            return False, f"{call['name']}: {exc.message}"
+    return True, ""
+
+
+def _stats(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+    return {"mean": round(statistics.fmean(v), 1), "p50": v[len(v) // 2], "p90": v[int(len(v) * 0.9) - 1 if len(v) > 1 else 0],
+            "max": v[-1]}
+
+
+class Findings:
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def add(self, kind: str, example: dict[str, Any]) -> None:
+        f = self.items.setdefault(kind, {"kind": kind, "count": 0, "example": example, "ids": []})
+        f["count"] += 1
+        f["ids"].append(example.get("id"))
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return sorted(self.items.values(), key=lambda f: -f["count"])
+
+
+def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref: dict[str, Outcome],
+          thresholds: dict[str, float]) -> dict[str, Any]:
+    findings = Findings()
+    tp = fp = fn = 0
+    schema = {"local": [0, 0], "reference": [0, 0]}  # [ok, tool-call answers]
+    args_same = args_total = 0
+    errors = {"local": 0, "reference": 0}
+    finish = {"local": {}, "reference": {}}
+    lengths: dict[str, list[int]] = {"local": [], "reference": []}
+    disagreements: list[dict[str, Any]] = []
+    by_id = {r["id"]: r for r in rows}
+    for rid, row in by_id.items():
+        lo, re_ = local.get(rid), ref.get(rid)
+        if lo is None or re_ is None:
+            continue
+        for side, out in (("local", lo), ("reference", re_)):
+            key = out.finish_reason or ("error" if out.error else "none")
+            finish[side][key] = finish[side].get(key, 0) + 1
+            if out.completion_tokens is not None:
+                lengths[side].append(out.completion_tokens)
+            if out.error:
+                errors[side] += 1
+                findings.add(f"{side}_error", {"id": rid, "error": out.error})
+                if out.probe_content and _leaks(out.probe_content):
+                    findings.add("tools_refused_markers_in_content",
+                                 {"id": rid, "side": side, "probe_content": out.probe_content[:300],
+                                  "note": "server refused tools (no tool-call parser); re-asked with "
+                                          "tool_choice=none, the model's tool-call markers came back as text"})
+                continue
+            for where, text in (("content", out.content), ("reasoning", out.reasoning)):
+                if leaked := _leaks(text):
+                    findings.add(f"leaked_special_tokens_{side}", {"id": rid, "in": where, "tokens": leaked,
+                                                                   "text": (text or "")[:300]})
+            if out.finish_reason == "tool_calls":
+                ok, why = _schema_ok(row, out)
+                schema[side][1] += 1
+                schema[side][0] += ok
+                if not ok:
+                    findings.add(f"schema_invalid_{side}", {"id": rid, "why": why})
+            elif out.finish_reason == "length":
+                findings.add(f"truncated_{side}", {"id": rid, "completion_tokens": out.completion_tokens})
+            elif out.finish_reason == "stop" and not (out.content or "").strip() and not out.tool_calls:
+                findings.add(f"empty_answer_{side}", {"id": rid})
+            if row.get("thinking") and not out.reasoning and (row.get("expected") or {}).get("reasoning"):
+                findings.add(f"missing_reasoning_{side}", {"id": rid, "content": (out.content or "")[:200]})
+        if re_.error:
+            continue  # the reference could not answer: nothing to compare against
+        ref_calls = re_.finish_reason == "tool_calls"
+        loc_calls = (not lo.error) and lo.finish_reason == "tool_calls"
+        if ref_calls and loc_calls:
+            tp += 1
+            args_total += 1
+            same = _same_calls(lo.tool_calls, re_.tool_calls)
+            args_same += same
+            if not same:
+                findings.add("argument_disagreement", {"id": rid, "local": lo.tool_calls, "reference": re_.tool_calls})
+                disagreements.append(_pair(row, lo, re_, "same tool call, different arguments"))
+        elif loc_calls:
+            fp += 1
+            findings.add("tool_call_only_local", {"id": rid, "local": lo.tool_calls, "reference": re_.content})
+            disagreements.append(_pair(row, lo, re_, "local called a tool, reference did not"))
+        elif ref_calls:
+            fn += 1
+            findings.add("tool_call_only_reference", {"id": rid, "local": lo.error or lo.content,
+                                                      "reference": re_.tool_calls})
+            disagreements.append(_pair(row, lo, re_, "reference called a tool, local did not"))
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    n = sum(1 for rid in by_id if rid in local and rid in ref)
+    acc = {side: (ok / total if total else None) for side, (ok, total) in schema.items()}
+    leaks = sum(f["count"] for f in findings.to_list() if f["kind"].startswith(("leaked_special_tokens_local",
+                                                                               "tools_refused")))
+    checks = {
+        "tool_call_f1": {"value": round(f1, 4), "min": thresholds["tool_call_f1"], "ok": f1 >= thresholds["tool_call_f1"]},
+        "schema_accuracy_local": {"value": acc["local"], "min": thresholds["schema_accuracy"],
+                                  "ok": acc["local"] is None or acc["local"] >= thresholds["schema_accuracy"]},
+        "leaked_special_tokens_local": {"value": leaks, "max": thresholds["leaked_special_tokens"],
+                                        "ok": leaks <= thresholds["leaked_special_tokens"]},
+        "local_error_rate": {"value": round(errors["local"] / n, 4) if n else 0.0, "max": thresholds["error_rate"],
+                             "ok": (errors["local"] / n if n else 0.0) <= thresholds["error_rate"]},
+    }
+    return {
+        "suite": suite, "n": n,
+        "tool_call_f1": round(f1, 4), "precision": round(precision, 4), "recall": round(recall, 4),
+        "confusion": {"tp": tp, "fp": fp, "fn": fn},
+        "schema_accuracy": {k: (round(v, 4) if v is not None else None) for k, v in acc.items()},
+        "argument_agreement": round(args_same / args_total, 4) if args_total else None,
+        "finish_reasons": finish, "completion_tokens": {k: _stats(v) for k, v in lengths.items()},
+        "errors": errors, "findings": findings.to_list(), "checks": checks, "thresholds": thresholds,
+        "verdict": "PASS" if all(c["ok"] for c in checks.values()) else "FAIL",
+        "disagreements": disagreements,
+    }
+
+
+def _same_calls(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    def norm(calls: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        out = []
+        for c in calls:
+            try:
+                out.append((c["name"], json.loads(c["arguments"] or "{}")))
+            except json.JSONDecodeError:
+                out.append((c["name"], c["arguments"]))
+        return out
+    return norm(a) == norm(b)
+
+
+def _pair(row: dict[str, Any], lo: Outcome, re_: Outcome, why: str) -> dict[str, Any]:
+    user = next((m.get("content") for m in reversed(row["messages"]) if m.get("role") == "user"), "")
+    return {"id": row["id"], "why": why, "prompt": user,
+            "local": {"finish_reason": lo.finish_reason, "content": lo.content, "tool_calls": lo.tool_calls,
+                      "error": lo.error},
+            "reference": {"finish_reason": re_.finish_reason, "content": re_.content, "tool_calls": re_.tool_calls}}
