@@ -1,0 +1,234 @@
+"""`kimi-deploy bench`: run a workload against an OpenAI-compatible endpoint with the load generator,
+write requests.jsonl as requests finish, scrape the engine's Prometheus metrics before, during and after,
+and write summary.json (with metric definitions), plots and an HTML report. Ctrl-C keeps what finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue as queue_mod
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ..errors import BadInput
+from . import loadgen
+from .metrics import DEFINITIONS, per_request, summarize
+from .report import cdf_plot, html_report
+from .workloads import (Tokenizer, jsonl_bodies, random_bodies, shared_prefix_bodies, thinking_fields,
+                        tool_call_bodies)
+
+KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
+                "vllm:generation_tokens", "vllm:prompt_tokens", "sglang:num_running_reqs", "sglang:num_queue_reqs",
+                "sglang:token_usage", "sglang:cache_hit_rate", "sglang:gen_throughput", "sim:num_requests_running",
+                "sim:requests_total", "sim:generation_tokens_total")
+
+
+@dataclass
+class BenchConfig:
+    base_url: str
+    model: str
+    output: Path
+    workload: str = "random"
+    num_requests: int = 100
+    duration_s: float | None = None
+    warmup: int = 0
+    concurrency: int | None = None
+    rate: float | None = None
+    burstiness: float = 1.0
+    ramp_up_s: float = 0.0
+    max_concurrency: int | None = None
+    input_len: int = 256
+    output_len: int = 128
+    dataset: str | None = None
+    prefix_len: int = 512
+    prefix_groups: int = 4
+    thinking: bool | None = None
+    hosted: bool = False
+    slo: dict[str, float] = field(default_factory=dict)
+    workers: int = 0
+    seed: int = 0
+    api_key_env: str | None = None
+    temperature: float | None = None
+
+
+def scrape(base: str) -> dict[str, float]:
+    """The engine's Prometheus metrics we keep, summed over label sets; {} when there is no /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        r = httpx.get(base.rstrip("/").removesuffix("/v1") + "/metrics", timeout=10)
+        if r.status_code != 200:
+            return {}
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(r.text):
+            for s in fam.samples:
+                name = s.name.removesuffix("_total")
+                if name in KEEP_METRICS or s.name in KEEP_METRICS:
+                    out[s.name] = out.get(s.name, 0.0) + float(s.value)
+        return out
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
+def fingerprint(base: str, headers: dict[str, str]) -> dict[str, Any]:
+    root = base.rstrip("/").removesuffix("/v1")
+    info: dict[str, Any] = {"url": base}
+    for path, key in (("/v1/models", "models"), ("/version", "version")):
+        try:
+            r = httpx.get(root + path, headers=headers, timeout=10)
+            if r.status_code == 200:
+                info[key] = r.json()
+        except (httpx.HTTPError, ValueError):
+            pass
+    return info
+
+
+def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[list[loadgen.Job], dict[str, Any]]:
+    total = cfg.warmup + cfg.num_requests
+    facts: dict[str, Any] = {}
+    if cfg.workload == "random":
+        # unique prompts (a repeated prompt would measure the prefix cache, not the model), up to 1024
+        bodies, facts = random_bodies(min(total, 1024), cfg.input_len, cfg.output_len, cfg.seed, tok)
+    elif cfg.workload == "jsonl":
+        if not cfg.dataset:
+            raise BadInput("the jsonl workload needs --dataset FILE", "--dataset")
+        bodies = jsonl_bodies(Path(cfg.dataset), min(total, 4096), cfg.output_len, cfg.seed)
+    elif cfg.workload == "tool-calls":
+        bodies = tool_call_bodies(min(total, 4096), cfg.output_len)
+    elif cfg.workload == "shared-prefix":
+        bodies = shared_prefix_bodies(min(total, 4096), cfg.prefix_len, cfg.input_len, cfg.output_len,
+                                      cfg.prefix_groups, cfg.seed)
+    else:
+        raise BadInput(f"unknown workload {cfg.workload!r}; known: random, jsonl, tool-calls, shared-prefix",
+                       "--workload")
+    extra = thinking_fields(cfg.thinking, cfg.hosted)
+    times = loadgen.schedule(total, cfg.rate, cfg.burstiness, cfg.ramp_up_s, cfg.seed) if cfg.rate else None
+    jobs = []
+    for i in range(total):
+        body = {"model": cfg.model, **bodies[i % len(bodies)], **extra}
+        if cfg.temperature is not None:
+            body["temperature"] = cfg.temperature
+        jobs.append(loadgen.Job(i, body, times[i] if times else None, warmup=i < cfg.warmup))
+    return jobs, facts
+
+
+def _live_table(done: int, failed: int, total: int, recent: list[dict[str, Any]], t0: float) -> Table:
+    t = Table(title=f"bench: {done}/{total} done, {failed} failed, {time.monotonic() - t0:.0f} s")
+    t.add_column("metric")
+    t.add_column("last 50 p50 (ms)", justify="right")
+    for key in ("ttft", "tpot", "e2e"):
+        vals = sorted(m[key] for m in recent[-50:] if m["ok"] and m[key] is not None)
+        t.add_row(key, f"{vals[len(vals) // 2]:.1f}" if vals else "-")
+    return t
+
+
+def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
+    if cfg.concurrency is None and cfg.rate is None:
+        raise BadInput("give --concurrency N (closed loop) or --rate R (open loop)", "--concurrency")
+    if cfg.concurrency is not None and cfg.rate is not None:
+        raise BadInput("--concurrency and --rate are two load modes: give one (cap an open loop with "
+                       "--max-concurrency)", "--rate")
+    for name, value in (("--num-requests", cfg.num_requests), ("--concurrency", cfg.concurrency),
+                        ("--input-len", cfg.input_len), ("--output-len", cfg.output_len)):
+        if value is not None and value < 1:
+            raise BadInput(f"must be >= 1, got {value}", name)
+    if cfg.rate is not None and cfg.rate <= 0:
+        raise BadInput(f"must be > 0, got {cfg.rate}", "--rate")
+    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    if cfg.api_key_env and api_key is None:
+        raise BadInput(f"environment variable {cfg.api_key_env} is not set", "--api-key-env")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    server = fingerprint(cfg.base_url, headers)
+    if "models" not in server:
+        raise BadInput(f"{cfg.base_url} does not answer /v1/models (unreachable, or not OpenAI-compatible)",
+                       "--base-url")
+    served = [m["id"] for m in server["models"].get("data", [])]
+    if served and cfg.model not in served:
+        raise BadInput(f"{cfg.base_url} serves {', '.join(served)}, not {cfg.model!r}", "--model")
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(cfg.base_url, cfg.model, api_key)
+    jobs, workload_facts = build_jobs(cfg, tok)
+    server["metrics_before"] = scrape(cfg.base_url)
+    during: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(5.0):
+            snap = scrape(cfg.base_url)
+            if snap:
+                during.append({"t": round(time.monotonic() - t_start, 1), **snap})
+
+    lcfg = loadgen.LoadConfig(cfg.base_url, api_key, cfg.concurrency, cfg.rate, cfg.burstiness, cfg.ramp_up_s,
+                              cfg.duration_s, cfg.max_concurrency, cfg.workers, seed=cfg.seed)
+    records: dict[int, dict[str, Any]] = {}
+    workers: list[dict[str, Any]] = []
+    t_start = time.monotonic()
+    procs, q, t0 = loadgen.start(jobs, lcfg)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    interrupted = False
+    measured_rows: list[dict[str, Any]] = []
+    with (cfg.output / "requests.jsonl").open("w") as fh, \
+            Live(_live_table(0, 0, len(jobs), [], t_start), console=console, refresh_per_second=2,
+                 transient=not console.is_terminal) as live:
+        try:
+            while len(workers) < len(procs):
+                try:
+                    item = q.get(timeout=0.5)
+                except queue_mod.Empty:
+                    if not any(p.is_alive() for p in procs):
+                        break
+                    continue
+                if "worker" in item:
+                    workers.append(item)
+                    continue
+                text = item.pop("text", {})
+                item["output_tokens_client"] = None
+                item["_text"] = text
+                records[item["index"]] = item
+                m = per_request(item)
+                measured_rows.append(m)
+                fh.write(json.dumps({**m, "text_chars": {k: len(v) for k, v in text.items()}}) + "\n")
+                fh.flush()  # an interrupted run keeps every finished request
+                live.update(_live_table(len(records), sum(1 for r in measured_rows if not r["ok"]), len(jobs),
+                                        measured_rows, t_start))
+        except KeyboardInterrupt:
+            interrupted = True
+            for p in procs:
+                p.terminate()
+        finally:
+            stop.set()
+            for p in procs:
+                p.join(timeout=10)
+    # Client-side token counts, after the run so tokenization never competes with the measurement.
+    for rec in records.values():
+        t = rec.pop("_text", {})
+        if "error" not in rec:
+            rec["output_tokens_client"] = tok.count(text=t.get("reasoning", "") + t.get("content", "") + t.get("tool", ""))
+    rows = [per_request(r) for r in sorted(records.values(), key=lambda r: r["index"])]
+    with (cfg.output / "requests.jsonl").open("w") as fh:
+        for m in rows:
+            fh.write(json.dumps(m) + "\n")
+    measured = [m for m in rows if not m["warmup"]]
+    server["metrics_during"] = during
+    server["metrics_after"] = scrape(cfg.base_url)
+    summary = {
+        "definitions": DEFINITIONS,
+        "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+                   "workload_facts": workload_facts, "interrupted": interrupted, "api_key_env": cfg.api_key_env},
+        "server": server,
+        **summarize(measured, workers, cfg.slo),
+    }
+    (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    pngs = [cdf_plot(measured, cfg.output)]
+    html_report(summary, pngs, cfg.output)
+    return summary

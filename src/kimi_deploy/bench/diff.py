@@ -1,0 +1,67 @@
+"""`kimi-deploy bench diff A B`: two result directories side by side, with bootstrap confidence
+intervals on the difference of each metric's mean and median, saying which differences are real
+(the 95 % interval excludes zero) and which are noise."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+
+METRICS = ("ttft", "ttfat", "tpot", "e2e")
+
+
+def _load(d: Path) -> list[dict[str, Any]]:
+    p = d / "requests.jsonl"
+    if not p.is_file():
+        raise BadInput("no requests.jsonl (not a bench result directory)", str(d))
+    rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    return [r for r in rows if r.get("ok") and not r.get("warmup")]
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def bootstrap(a: list[float], b: list[float], stat, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(observed stat(b) - stat(a), 2.5 %, 97.5 %) by resampling each side with replacement."""
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(n):
+        ra = [a[rng.randrange(len(a))] for _ in a]
+        rb = [b[rng.randrange(len(b))] for _ in b]
+        diffs.append(stat(rb) - stat(ra))
+    diffs.sort()
+    return stat(b) - stat(a), diffs[int(0.025 * n)], diffs[int(0.975 * n) - 1]
+
+
+def diff(a_dir: Path, b_dir: Path) -> list[dict[str, Any]]:
+    a, b = _load(a_dir), _load(b_dir)
+    out = []
+    for key in METRICS + ("itl",):
+        if key == "itl":
+            va = [x for r in a for x in r.get("itl", [])][:20000]
+            vb = [x for r in b for x in r.get("itl", [])][:20000]
+        else:
+            va = [r[key] for r in a if r.get(key) is not None]
+            vb = [r[key] for r in b if r.get(key) is not None]
+        if len(va) < 2 or len(vb) < 2:
+            continue
+        for name, stat in (("mean", lambda v: sum(v) / len(v)), ("p50", _median)):
+            d, lo, hi = bootstrap(va, vb, stat, n=500 if key == "itl" else 2000)
+            base = stat(va)
+            out.append({"metric": f"{key} {name} (ms)", "a": round(base, 3), "b": round(stat(vb), 3),
+                        "delta": round(d, 3), "delta_pct": round(100 * d / base, 2) if base else None,
+                        "ci95": [round(lo, 3), round(hi, 3)], "real": lo > 0 or hi < 0})
+    sa = json.loads((a_dir / "summary.json").read_text())["throughput"]
+    sb = json.loads((b_dir / "summary.json").read_text())["throughput"]
+    for k in ("requests_per_s", "output_tokens_per_s"):
+        out.append({"metric": k, "a": sa[k], "b": sb[k], "delta": round(sb[k] - sa[k], 4),
+                    "delta_pct": round(100 * (sb[k] - sa[k]) / sa[k], 2) if sa[k] else None, "ci95": None,
+                    "real": None})
+    return out

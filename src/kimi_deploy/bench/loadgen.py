@@ -1,0 +1,237 @@
+"""The load generator: a precomputed arrival schedule executed by several worker processes (each an
+asyncio loop with one pooled aiohttp session), so the client is never the bottleneck, and measures
+itself to prove it (schedule lag, event-loop lag, CPU per worker).
+
+Timing points of every streamed request (all on CLOCK_MONOTONIC, shared by the processes):
+t_sched (when the schedule or a free user said "send"), t_send (just before the HTTP request is
+written), the first chunk carrying any token (content, reasoning or tool-call delta), the first answer
+content, the first tool-call delta, every token-bearing chunk, and the end of the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
+
+@dataclass
+class Job:
+    index: int
+    body: dict[str, Any]
+    at: float | None = None  # seconds after the start (open loop); None for closed loop
+    warmup: bool = False
+
+
+@dataclass
+class LoadConfig:
+    base_url: str
+    api_key: str | None = None
+    concurrency: int | None = None  # closed loop: this many users
+    rate: float | None = None  # open loop: requests per second
+    burstiness: float = 1.0  # gamma shape; 1.0 = Poisson
+    ramp_up_s: float = 0.0
+    duration_s: float | None = None
+    max_concurrency: int | None = None  # cap for open loop
+    workers: int = 0  # 0 = one per CPU core
+    timeout_s: float = 6 * 3600
+    seed: int = 0
+
+
+def schedule(n: int, rate: float, burstiness: float, ramp_up_s: float, seed: int) -> list[float]:
+    """Arrival times for an open loop: gamma inter-arrivals with mean 1/rate (shape = burstiness; 1 is
+    Poisson), stretched at the start by a linear rate ramp."""
+    rng = random.Random(seed)
+    shape = burstiness
+    times, t = [], 0.0
+    for _ in range(n):
+        gap = rng.gammavariate(shape, 1.0 / (rate * shape))
+        if ramp_up_s and t < ramp_up_s:
+            gap /= max((t + gap / 2) / ramp_up_s, 0.05)  # lower rate early in the ramp
+        t += gap
+        times.append(t)
+    return times
+
+
+async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    import aiohttp
+
+    rec: dict[str, Any] = {"index": job.index, "warmup": job.warmup, "t_sched": t_sched, "chunks": []}
+    body = dict(job.body)
+    stream = body.get("stream", True)
+    body["stream"] = stream
+    if stream:
+        body.setdefault("stream_options", {"include_usage": True})
+    content, reasoning, tool_args = [], [], []
+    finish = None
+    usage = None
+    rec["t_send"] = time.monotonic()
+    try:
+        async with session.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            rec["status"] = resp.status
+            if resp.status != 200:
+                rec["error"] = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                rec["t_end"] = time.monotonic()
+                return rec
+            done = False
+            async for raw in resp.content:
+                now = time.monotonic()
+                line = raw.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    obj = _loads(data)
+                except ValueError:
+                    rec["error"] = f"malformed SSE data: {data[:80]!r}"
+                    break
+                if obj.get("usage"):
+                    usage = obj["usage"]
+                for ch in obj.get("choices") or []:
+                    delta = ch.get("delta") or {}
+                    got = False
+                    c = delta.get("content")
+                    r = delta.get("reasoning_content") or delta.get("reasoning")
+                    tc = delta.get("tool_calls")
+                    if c:
+                        content.append(c)
+                        got = True
+                        rec.setdefault("t_first_answer", now)
+                    if r:
+                        reasoning.append(r)
+                        got = True
+                    if tc:
+                        for call in tc:
+                            fn = call.get("function") or {}
+                            tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
+                        got = True
+                        rec.setdefault("t_first_tool", now)
+                    if got:
+                        rec.setdefault("t_first", now)
+                        rec["chunks"].append(now)
+                    if ch.get("finish_reason"):
+                        finish = ch["finish_reason"]
+            rec["t_end"] = time.monotonic()
+            if not done and "error" not in rec:
+                rec["error"] = "stream ended without [DONE] (dropped mid-stream)"
+    except asyncio.TimeoutError:
+        rec["error"] = f"timeout after {timeout:.0f} s"
+    except aiohttp.ClientPayloadError:  # the connection closed before the chunked body ended
+        rec["error"] = "stream ended without [DONE] (dropped mid-stream)"
+    except Exception as exc:  # connection refused/reset, payload errors: a failed request, never a crash
+        rec["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    rec.setdefault("t_end", time.monotonic())
+    rec["finish_reason"] = finish
+    rec["usage"] = usage
+    rec["text"] = {"content": "".join(content), "reasoning": "".join(reasoning), "tool": "".join(tool_args)}
+    return rec
+
+
+async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05) -> None:
+    while not stop.is_set():
+        t = time.monotonic()
+        await asyncio.sleep(period)
+        lags.append(max(time.monotonic() - t - period, 0.0))
+
+
+async def _worker_main(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t0: float, deadline: float | None,
+                       out: Any) -> None:
+    import aiohttp
+
+    url = cfg.base_url.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    lags: list[float] = []
+    stop = asyncio.Event()
+    mon = asyncio.create_task(_monitor(lags, stop))
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall0 = time.monotonic()
+    async with aiohttp.ClientSession(connector=connector, read_bufsize=4 * 2**20) as session:
+        if cfg.rate is not None:
+            sem = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
+
+            async def fire(job: Job) -> None:
+                due = t0 + (job.at or 0.0)
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if deadline and time.monotonic() > deadline:
+                    return
+                if sem:
+                    async with sem:
+                        out.put(await _one(session, url, job, due, headers, cfg.timeout_s))
+                else:
+                    out.put(await _one(session, url, job, due, headers, cfg.timeout_s))
+            await asyncio.gather(*(fire(j) for j in jobs))
+        else:
+            queue = list(reversed(jobs))
+            ramp = cfg.ramp_up_s
+
+            async def user(u: int) -> None:
+                t_ready = t0 + (ramp * u / max(users, 1) if ramp else 0.0)
+                wait = t_ready - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                while queue:
+                    if deadline and time.monotonic() > deadline:
+                        return
+                    job = queue.pop()
+                    rec = await _one(session, url, job, t_ready, headers, cfg.timeout_s)
+                    out.put(rec)
+                    t_ready = time.monotonic()
+            await asyncio.gather(*(user(u) for u in range(users)))
+    stop.set()
+    await mon
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.monotonic() - wall0
+    cpu = (cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime) / wall if wall else 0.0
+    out.put({"worker": wid, "loop_lag": lags, "cpu": cpu, "wall": wall})
+
+
+def _worker(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t0: float, deadline: float | None, out: Any) -> None:
+    try:
+        import uvloop  # optional: a faster event loop when installed
+
+        uvloop.install()
+    except ImportError:
+        pass
+    import gc
+
+    gc.freeze()  # objects made so far are never collected: fewer pauses on the hot path
+    asyncio.run(_worker_main(wid, jobs, cfg, users, t0, deadline, out))
+
+
+def start(jobs: list[Job], cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
+    """Split the jobs (and users) over worker processes and start them. Returns (processes, queue, t0)."""
+    n = cfg.workers or os.cpu_count() or 1
+    if cfg.concurrency is not None:
+        n = max(1, min(n, cfg.concurrency))
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    t0 = time.monotonic() + 0.5  # every worker is up before the first send
+    deadline = t0 + cfg.duration_s if cfg.duration_s else None
+    procs = []
+    for w in range(n):
+        mine = jobs[w::n]
+        users = 0
+        if cfg.concurrency is not None:
+            users = cfg.concurrency // n + (1 if w < cfg.concurrency % n else 0)
+        p = ctx.Process(target=_worker, args=(w, mine, cfg, users, t0, deadline, out), daemon=True)
+        p.start()
+        procs.append(p)
+    return procs, out, t0

@@ -1,0 +1,150 @@
+"""Metrics, each defined by where it starts and stops (the definitions travel inside summary.json), and
+the summary of a run: latency distributions, throughput over a stated window, server vs client token
+counts, goodput under SLOs with failures in the denominator, and the client's own validity checks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+DEFINITIONS = {
+    "ttft": "t_send -> first streamed chunk carrying any token (answer content, reasoning or tool-call delta); "
+            "role-only chunks do not count",
+    "ttfat": "t_send -> first chunk with non-empty answer content (excludes reasoning and tool calls)",
+    "ttftc": "t_send -> first chunk with a tool-call delta",
+    "itl": "gap between consecutive token-bearing chunks of one request (per chunk, all requests pooled)",
+    "tpot": "per request (e2e - ttft) / (output_tokens - 1), output_tokens from server usage "
+            "(client count when the server sent none)",
+    "e2e": "t_send -> end of the stream ([DONE] or last byte)",
+    "schedule_lag": "t_send - t_sched: how late the client sent relative to its arrival schedule (open loop) or "
+                    "to the moment a user became free (closed loop)",
+    "loop_lag": "overshoot of a 50 ms asyncio sleep in each worker: time the event loop was too busy to run",
+    "window": "throughput window: first measured t_send -> last measured completion (warm-up excluded)",
+    "goodput": "requests meeting every SLO / all measured requests (failures count as misses) per second of window",
+    "output_tokens_client": "tokens of the streamed text (answer + reasoning + tool-call arguments) counted by the "
+                            "server's /tokenize when it has one, else by whitespace",
+}
+
+# Above these the client itself may have distorted the numbers: the run is marked invalid.
+MAX_SCHEDULE_LAG_P99_MS = 50.0
+MAX_LOOP_LAG_P99_MS = 20.0
+MAX_WORKER_CPU = 0.90
+
+
+def stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p90": None, "p99": None, "max": None, "n": 0}
+    v = sorted(values)
+
+    def pct(p: float) -> float:
+        k = (len(v) - 1) * p
+        lo, hi = math.floor(k), math.ceil(k)
+        return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+    return {"mean": round(sum(v) / len(v), 3), "p50": round(pct(0.5), 3), "p90": round(pct(0.9), 3),
+            "p99": round(pct(0.99), 3), "max": round(v[-1], 3), "n": len(v)}
+
+
+def per_request(rec: dict[str, Any]) -> dict[str, Any]:
+    """Millisecond metrics of one raw record."""
+    ms = lambda a, b: round((rec[b] - rec[a]) * 1000, 3) if a in rec and b in rec else None  # noqa: E731
+    chunks = rec.get("chunks") or []
+    usage = rec.get("usage") or {}
+    out_server = usage.get("completion_tokens")
+    details = usage.get("completion_tokens_details") or {}
+    out_tokens = out_server if out_server is not None else rec.get("output_tokens_client")
+    m = {
+        "index": rec["index"], "warmup": rec.get("warmup", False), "ok": "error" not in rec,
+        "error": rec.get("error"), "ttft": ms("t_send", "t_first"), "ttfat": ms("t_send", "t_first_answer"),
+        "ttftc": ms("t_send", "t_first_tool"), "e2e": ms("t_send", "t_end"),
+        "schedule_lag": ms("t_sched", "t_send"),
+        "itl": [round((b - a) * 1000, 3) for a, b in zip(chunks, chunks[1:])],
+        "output_tokens_server": out_server, "output_tokens_client": rec.get("output_tokens_client"),
+        "reasoning_tokens": details.get("reasoning_tokens"), "prompt_tokens": usage.get("prompt_tokens"),
+        "finish_reason": rec.get("finish_reason"), "t_send": rec.get("t_send"), "t_end": rec.get("t_end"),
+    }
+    if m["ok"] and m["ttft"] is not None and out_tokens and out_tokens > 1:
+        m["tpot"] = round((m["e2e"] - m["ttft"]) / (out_tokens - 1), 3)
+    else:
+        m["tpot"] = None
+    return m
+
+
+def parse_slo(text: str | None) -> dict[str, float]:
+    from ..errors import BadInput
+
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in ("ttft_ms", "tpot_ms", "e2e_ms", "ttfat_ms", "itl_ms"):
+            raise BadInput(f"unknown SLO {name!r}; allowed: ttft_ms, ttfat_ms, tpot_ms, itl_ms, e2e_ms", "--slo")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise BadInput(f"{part!r} is not NAME=MILLISECONDS", "--slo") from None
+    return out
+
+
+def _meets(m: dict[str, Any], slo: dict[str, float]) -> bool:
+    if not m["ok"]:
+        return False
+    for name, bound in slo.items():
+        key = name.removesuffix("_ms")
+        value = max(m["itl"]) if key == "itl" and m["itl"] else m.get(key)
+        if value is None or value > bound:
+            return False
+    return True
+
+
+def summarize(measured: list[dict[str, Any]], workers: list[dict[str, Any]], slo: dict[str, float]) -> dict[str, Any]:
+    ok = [m for m in measured if m["ok"]]
+    window = 0.0
+    if measured:
+        start = min(m["t_send"] for m in measured if m["t_send"] is not None)
+        end = max(m["t_end"] for m in measured if m["t_end"] is not None)
+        window = max(end - start, 1e-9)
+    out_server = sum(m["output_tokens_server"] or 0 for m in ok)
+    out_client = sum(m["output_tokens_client"] or 0 for m in ok)
+    prompt = sum(m["prompt_tokens"] or 0 for m in ok)
+    out_tokens = out_server if any(m["output_tokens_server"] is not None for m in ok) else out_client
+    good = sum(1 for m in measured if _meets(m, slo)) if slo else None
+    lag = [m["schedule_lag"] for m in measured if m["schedule_lag"] is not None]
+    loop = [x * 1000 for w in workers for x in w.get("loop_lag", [])]
+    lag_p99 = stats(lag)["p99"] or 0.0
+    loop_p99 = stats(loop)["p99"] or 0.0
+    cpu_max = max((w.get("cpu", 0.0) for w in workers), default=0.0)
+    reasons = []
+    if lag_p99 > MAX_SCHEDULE_LAG_P99_MS:
+        reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms")
+    if loop_p99 > MAX_LOOP_LAG_P99_MS:
+        reasons.append(f"event-loop lag p99 {loop_p99:.1f} ms > {MAX_LOOP_LAG_P99_MS} ms")
+    if cpu_max > MAX_WORKER_CPU:
+        reasons.append(f"a client worker used {cpu_max:.0%} of a core (> {MAX_WORKER_CPU:.0%})")
+    errors: dict[str, int] = {}
+    for m in measured:
+        if not m["ok"]:
+            key = (m["error"] or "error").split(":")[0]
+            errors[key] = errors.get(key, 0) + 1
+    disagreement = None
+    if out_server and out_client:
+        disagreement = round((out_client - out_server) / out_server, 4)
+    return {
+        "requests": {"completed": len(ok), "failed": len(measured) - len(ok), "errors": errors},
+        "latency_ms": {k: stats([m[k] for m in ok if m[k] is not None]) for k in ("ttft", "ttfat", "ttftc", "tpot", "e2e")}
+        | {"itl": stats([x for m in ok for x in m["itl"]])},
+        "throughput": {"window_s": round(window, 3), "requests_per_s": round(len(ok) / window, 4) if window else 0.0,
+                       "output_tokens_per_s": round(out_tokens / window, 2) if window else 0.0,
+                       "total_tokens_per_s": round((out_tokens + prompt) / window, 2) if window else 0.0},
+        "tokens": {"output_server": out_server, "output_client": out_client, "prompt": prompt,
+                   "reasoning": sum(m["reasoning_tokens"] or 0 for m in ok),
+                   "client_vs_server": disagreement},
+        "goodput": {"slo": slo, "good": good, "of": len(measured),
+                    "fraction": round(good / len(measured), 4) if slo and measured else None,
+                    "requests_per_s": round(good / window, 4) if slo and window else None},
+        "client": {"schedule_lag_ms_p99": round(lag_p99, 3), "loop_lag_ms_p99": round(loop_p99, 3),
+                   "worker_cpu_max": round(cpu_max, 3), "workers": len(workers), "valid": not reasons,
+                   "invalid_because": reasons},
+    }

@@ -1,0 +1,213 @@
+"""`kimi-deploy sim`: an OpenAI-compatible server whose latencies are known, the ground truth that
+calibrates the benchmark harness and a stand-in endpoint for dry runs.
+
+Every answer token is scheduled at an absolute time from the moment the request arrived: the first at
+TTFT, then one per ITL draw (fixed, normal or exponential), so event-loop jitter does not accumulate.
+Chat and completions, streaming or not, with usage; tool calls when tools are offered (`--tool-rate`);
+reasoning tokens in `reasoning_content` when thinking is on; /tokenize (one token per whitespace-separated
+word, the sim's tokenizer), /metrics, /health, /v1/models, /version; injected faults: HTTP 500s
+(`--error-rate`), streams dropped mid-way (`--drop-rate`), malformed SSE (`--malformed-rate`), a slow
+start (`--slow-start`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class SimConfig:
+    model: str = "sim"
+    ttft_ms: float = 50.0
+    itl_ms: float = 20.0
+    dist: str = "fixed"  # fixed | normal | exponential
+    jitter: float = 0.1  # relative std-dev for normal
+    default_output: int = 128
+    reasoning_tokens: int = 0  # per answer when thinking is on
+    tool_rate: float = 1.0  # fraction of requests with tools that answer with a tool call
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    malformed_rate: float = 0.0  # share of streams with one chunk that is not JSON
+    slow_start_s: float = 0.0
+    seed: int = 0
+
+
+class Sim:
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.started = time.monotonic()
+        self.running = 0
+        self.total = 0
+        self.generated = 0
+        self.errors = 0
+
+    def draw(self, mean_ms: float) -> float:
+        c = self.cfg
+        if c.dist == "normal":
+            return max(self.rng.gauss(mean_ms, mean_ms * c.jitter), 0.0) / 1000
+        if c.dist == "exponential":
+            return self.rng.expovariate(1.0 / mean_ms) / 1000 if mean_ms > 0 else 0.0
+        return mean_ms / 1000
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/version", lambda r: web.json_response({"version": "sim-1"}))
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        return app
+
+    def ready(self) -> bool:
+        return time.monotonic() - self.started >= self.cfg.slow_start_s
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if self.ready() else 503)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.cfg.model, "object": "model"}]})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = (f"sim:num_requests_running {self.running}\nsim:requests_total {self.total}\n"
+                f"sim:generation_tokens_total {self.generated}\nsim:errors_total {self.errors}\n")
+        return web.Response(text=text, content_type="text/plain")
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        text = body.get("prompt")
+        if text is None:
+            text = " ".join(str(m.get("content") or "") for m in body.get("messages", []))
+        tokens = list(range(len(str(text).split())))
+        return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 1 << 20})
+
+    # --- generation ------------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    def _plan(self, body: dict[str, Any], chat: bool) -> tuple[int, int, dict[str, Any] | None, int]:
+        n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or self.cfg.default_output)
+        kw = body.get("chat_template_kwargs") or {}
+        thinking = kw.get("thinking", kw.get("enable_thinking", False)) or (body.get("thinking") or {}).get("type") == "enabled"
+        reasoning = min(self.cfg.reasoning_tokens, max(n_out - 1, 0)) if (chat and thinking) else 0
+        call = None
+        if chat and body.get("tools") and body.get("tool_choice") != "none" and self.rng.random() < self.cfg.tool_rate:
+            fn = body["tools"][0]["function"]["name"]
+            call = {"name": fn, "id": f"functions.{fn}:0"}
+        prompt = body.get("messages") if chat else body.get("prompt")
+        n_in = len(json.dumps(prompt).split())
+        return n_out, reasoning, call, n_in
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        t0 = time.monotonic()
+        if not self.ready():
+            return web.json_response({"error": {"message": "starting"}}, status=503)
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return web.json_response({"error": {"message": "invalid JSON"}}, status=400)
+        if body.get("model") != self.cfg.model:
+            return web.json_response({"error": {"message": f"model {body.get('model')!r} not found"}}, status=404)
+        self.total += 1
+        if self.rng.random() < self.cfg.error_rate:
+            self.errors += 1
+            return web.json_response({"error": {"message": "injected failure"}}, status=500)
+        n_out, n_reason, call, n_in = self._plan(body, chat)
+        drop_at = self.rng.randrange(1, max(n_out, 2)) if self.rng.random() < self.cfg.drop_rate else None
+        garble_at = self.rng.randrange(0, max(n_out, 1)) if self.rng.random() < self.cfg.malformed_rate else None
+        # absolute due time of every token: ttft, then cumulative ITL draws
+        due, t = [], t0 + self.draw(self.cfg.ttft_ms)
+        for _ in range(n_out):
+            due.append(t)
+            t += self.draw(self.cfg.itl_ms)
+        rid = f"sim-{uuid.uuid4().hex[:12]}"
+        usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
+                 "completion_tokens_details": {"reasoning_tokens": n_reason}}
+        self.running += 1
+        try:
+            if not body.get("stream"):
+                await asyncio.sleep(max(due[-1] - time.monotonic(), 0) if due else 0)
+                self.generated += n_out
+                return web.json_response(self._full(rid, chat, n_out, n_reason, call, usage))
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            for i in range(n_out):
+                wait = due[i] - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if drop_at is not None and i == drop_at:
+                    request.transport.close()  # the stream stops mid-way, no [DONE]
+                    return resp
+                if garble_at is not None and i == garble_at:
+                    await resp.write(b"data: {this is not json\n\n")
+                    continue
+                await resp.write(self._chunk(rid, chat, i, n_reason, call, n_out))
+                self.generated += 1
+            finish = "tool_calls" if call else "length"
+            final = self._delta(rid, chat, {}, finish)
+            await resp.write(f"data: {json.dumps(final)}\n\n".encode())
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await resp.write(f"data: {json.dumps({'id': rid, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        finally:
+            self.running -= 1
+
+    def _delta(self, rid: str, chat: bool, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        if chat:
+            return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": self.cfg.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": self.cfg.model,
+                "choices": [{"index": 0, "text": delta.get("content", ""), "finish_reason": finish}]}
+
+    def _chunk(self, rid: str, chat: bool, i: int, n_reason: int, call: dict[str, Any] | None, n_out: int) -> bytes:
+        if i < n_reason:
+            delta: dict[str, Any] = {"reasoning_content": f" r{i}"}
+        elif call is not None:
+            if i == n_reason:
+                delta = {"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                         "function": {"name": call["name"], "arguments": "{\"w\": \""}}]}
+            elif i == n_out - 1:
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": f" a{i}\"}}"}}]}
+            else:
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": f" a{i}"}}]}
+        else:
+            delta = {"content": f" w{i}"}
+        if i == 0 and chat:
+            delta["role"] = "assistant"
+        return f"data: {json.dumps(self._delta(rid, chat, delta, None))}\n\n".encode()
+
+    def _full(self, rid: str, chat: bool, n_out: int, n_reason: int, call: dict[str, Any] | None,
+              usage: dict[str, Any]) -> dict[str, Any]:
+        text = "".join(f" w{i}" for i in range(n_reason, n_out))
+        if not chat:
+            return {"id": rid, "object": "text_completion", "model": self.cfg.model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage}
+        msg: dict[str, Any] = {"role": "assistant", "content": None if call else text}
+        if n_reason:
+            msg["reasoning_content"] = "".join(f" r{i}" for i in range(n_reason))
+        if call:
+            args = json.dumps({"w": " ".join(f"a{i}" for i in range(n_reason, n_out))})
+            msg["tool_calls"] = [{"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": args}}]
+        return {"id": rid, "object": "chat.completion", "model": self.cfg.model, "usage": usage,
+                "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if call else "length"}]}
+
+
+def serve(cfg: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
+    web.run_app(Sim(cfg).app(), host=host, port=port, print=None, access_log=None)

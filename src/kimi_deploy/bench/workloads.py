@@ -1,0 +1,164 @@
+"""Benchmark workloads: chat-completion request bodies. Random prompts of an exact input length (aligned
+with the server's own tokenizer through /tokenize when it has one) and a fixed output length
+(ignore_eos); JSONL conversations (ShareGPT or OpenAI messages); the tool-call suite; shared-prefix
+prompts; thinking on or off, expressed the way each kind of endpoint wants it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..errors import BadInput
+
+WORKLOADS = ("random", "jsonl", "tool-calls", "shared-prefix")
+_WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu cluster tensor expert kernel "
+          "latency memory router shard token vector weight").split()
+
+
+def thinking_fields(thinking: bool | None, hosted: bool) -> dict[str, Any]:
+    """Self-hosted engines take chat_template_kwargs.thinking; Moonshot's API takes thinking.type."""
+    if thinking is None:
+        return {}
+    if hosted:
+        return {} if thinking else {"thinking": {"type": "disabled"}}
+    return {"chat_template_kwargs": {"thinking": thinking}}
+
+
+class Tokenizer:
+    """Counts tokens with the server's /tokenize (vLLM, the sim); whitespace words otherwise."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None) -> None:
+        self.url = base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
+        self.model = model
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.available: bool | None = None
+
+    def count(self, text: str | None = None, messages: list[dict[str, Any]] | None = None) -> int:
+        if self.available is not False:
+            body: dict[str, Any] = {"model": self.model}
+            body.update({"messages": messages} if messages is not None else {"prompt": text or "",
+                                                                             "add_special_tokens": False})
+            try:
+                r = httpx.post(self.url, json=body, headers=self.headers, timeout=30)
+                if r.status_code == 200:
+                    self.available = True
+                    data = r.json()
+                    return int(data.get("count", len(data.get("tokens", []))))
+            except httpx.HTTPError:
+                pass
+            self.available = False
+        source = text if messages is None else " ".join(str(m.get("content") or "") for m in messages)
+        return len((source or "").split())
+
+
+def _random_prompt(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(max(n, 1)))
+
+
+def _fit(words: list[str], target: int, start_n: int, tok: Tokenizer) -> tuple[list[dict[str, Any]], int, int]:
+    """The prefix of `words` (last word swapped if needed) whose chat-templated prompt is `target` tokens."""
+    def measure(ws: list[str]) -> tuple[list[dict[str, Any]], int]:
+        messages = [{"role": "user", "content": " ".join(ws)}]
+        return messages, tok.count(messages=messages)
+
+    n = max(1, min(start_n, len(words)))
+    best: tuple[list[dict[str, Any]], int, int] | None = None
+    seen: set[int] = set()
+    for step in range(40):  # coarse: scale the word count a few times, then single words
+        messages, got = measure(words[:n])
+        if best is None or abs(got - target) < abs(best[1] - target):
+            best = (messages, got, n)
+        if got == target or n in seen:  # exact, or oscillating around the target: go to the fine stage
+            break
+        seen.add(n)
+        gap = target - got
+        move = gap * n // max(got, 1) if (abs(gap) > 2 and step < 4) else 0
+        n = max(1, min(len(words), n + (move or (1 if gap > 0 else -1))))
+    messages, got, n = best
+    if got != target and n > 1:  # fine: swap the last word for one that lands exactly
+        for w in _WORDS:
+            cand, g = measure(words[: n - 1] + [w])
+            if g == target:
+                return cand, g, n
+    return messages, got, n
+
+
+def random_bodies(n: int, input_len: int, output_len: int, seed: int, tok: Tokenizer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Unique random prompts whose chat-templated length is input_len tokens by the server's own count
+    (the achieved lengths are reported), each asking for exactly output_len tokens."""
+    bodies, achieved = [], []
+    est = input_len
+    for i in range(n):
+        rng = random.Random(seed * 1_000_003 + i)
+        words = [rng.choice(_WORDS) for _ in range(input_len * 2 + 16)]
+        messages, got, used = _fit(words, input_len, est, tok)
+        est = used
+        achieved.append(got)
+        bodies.append({"messages": messages, "max_tokens": output_len, "min_tokens": output_len, "ignore_eos": True})
+    exact = sum(1 for a in achieved if a == input_len)
+    return bodies, {"input_len_target": input_len, "input_len_exact": exact, "input_len_min": min(achieved),
+                    "input_len_max": max(achieved), "unique_prompts": n,
+                    "tokenizer": "server /tokenize" if tok.available else "whitespace"}
+
+
+def jsonl_bodies(path: Path, n: int, output_len: int | None, seed: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise BadInput("dataset file not found", str(path))
+    rows = []
+    for ln, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"line {ln}: invalid JSON ({exc.msg})", str(path)) from None
+        if "messages" in obj:
+            messages = obj["messages"]
+        elif "conversations" in obj:  # ShareGPT: the first human turn
+            first = next((c for c in obj["conversations"] if c.get("from") in ("human", "user")), None)
+            if first is None:
+                continue
+            messages = [{"role": "user", "content": first.get("value", "")}]
+        elif "prompt" in obj:
+            messages = [{"role": "user", "content": obj["prompt"]}]
+        else:
+            raise BadInput(f"line {ln}: needs messages, conversations or prompt", str(path))
+        body: dict[str, Any] = {"messages": messages}
+        for key in ("tools", "tool_choice", "max_tokens"):
+            if key in obj:
+                body[key] = obj[key]
+        if output_len:
+            body["max_tokens"] = output_len
+        rows.append(body)
+    if not rows:
+        raise BadInput("no usable rows", str(path))
+    rng = random.Random(seed)
+    return [rows[i % len(rows)] if n <= len(rows) else rng.choice(rows) for i in range(n)]
+
+
+def tool_call_bodies(n: int, output_len: int | None) -> list[dict[str, Any]]:
+    from ..compare.suites import load
+
+    _, rows = load("tool-calls")
+    out = []
+    for i in range(n):
+        r = rows[i % len(rows)]
+        body = {"messages": r["messages"], "tools": r.get("tools"), "max_tokens": output_len or r.get("max_tokens", 256)}
+        out.append({k: v for k, v in body.items() if v is not None})
+    return out
+
+
+def shared_prefix_bodies(n: int, prefix_len: int, input_len: int, output_len: int, groups: int,
+                         seed: int) -> list[dict[str, Any]]:
+    """`groups` system prompts of prefix_len words shared by the requests of each group, plus a unique
+    user question: the workload prefix caching is for."""
+    rng = random.Random(seed)
+    prefixes = [_random_prompt(random.Random(seed + g), prefix_len) for g in range(groups)]
+    return [{"messages": [{"role": "system", "content": prefixes[i % groups]},
+                          {"role": "user", "content": _random_prompt(rng, input_len)}],
+             "max_tokens": output_len, "min_tokens": output_len, "ignore_eos": True} for i in range(n)]

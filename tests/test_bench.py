@@ -1,0 +1,174 @@
+"""`kimi-deploy bench` against `kimi-deploy sim`, whose latencies are the injected ground truth: measured
+TTFT, ITL, TPOT and E2E match within stated tolerances; failures are counted with reasons, never a
+crash; an interrupted run keeps its data; `bench diff` tells a real difference from noise. Then an end
+to end run on the real vLLM tiny-k2 deployment with a tool-call and a thinking workload."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from .conftest import ROOT, Server, assert_clean_error, free_port, run_cli
+
+CONTRACT = {"definitions", "config", "server", "requests", "latency_ms", "throughput", "tokens", "goodput", "client"}
+
+
+def _start_sim(*args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "sim", "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code in (200, 503):
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc, url
+
+
+@pytest.fixture
+def sim_factory() -> Iterator:
+    procs = []
+
+    def make(*args: str) -> str:
+        proc, url = _start_sim(*args)
+        procs.append(proc)
+        return url
+
+    yield make
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def _bench(url: str, out: Path, *args: str, model: str = "sim") -> dict:
+    proc = run_cli("bench", "--base-url", url, "--model", model, "--output", str(out), *args, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_measurements_match_the_injected_truth(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "200", "--itl-ms", "20")
+    s = _bench(url, tmp_path / "r", "--concurrency", "8", "--num-requests", "32", "--warmup", "4",
+               "--output-len", "40", "--input-len", "64")
+    assert CONTRACT <= set(s) and s["requests"] == {"completed": 32, "failed": 0, "errors": {}}
+    lat = s["latency_ms"]
+    # Tolerances: the client measures the sim's scheduled times plus local HTTP and parsing overhead.
+    assert 200 <= lat["ttft"]["mean"] <= 215, lat["ttft"]
+    assert 19.0 <= lat["tpot"]["mean"] <= 21.0, lat["tpot"]
+    assert 18.0 <= lat["itl"]["p50"] <= 22.0, lat["itl"]
+    assert 200 + 39 * 20 <= lat["e2e"]["mean"] <= 200 + 39 * 20 + 30, lat["e2e"]
+    assert s["tokens"]["output_server"] == s["tokens"]["output_client"] == 32 * 40
+    assert s["config"]["workload_facts"]["input_len_exact"] > 0  # aligned with the server's /tokenize
+    assert s["client"]["valid"] and s["client"]["schedule_lag_ms_p99"] < 50
+    assert "ttft" in s["definitions"] and (tmp_path / "r" / "report.html").read_text().startswith("<!doctype html>")
+    assert (tmp_path / "r" / "latency_cdf.png").stat().st_size > 1000
+    rows = [json.loads(x) for x in (tmp_path / "r" / "requests.jsonl").read_text().splitlines()]
+    assert len(rows) == 36 and sum(r["warmup"] for r in rows) == 4
+
+
+def test_open_loop_rate_and_goodput(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "20", "--itl-ms", "5")
+    s = _bench(url, tmp_path / "r", "--rate", "20", "--num-requests", "60", "--output-len", "20",
+               "--slo", "ttft_ms=100,tpot_ms=10")
+    assert 14 <= s["throughput"]["requests_per_s"] <= 26, s["throughput"]
+    assert s["goodput"]["fraction"] == 1.0 and s["goodput"]["of"] == 60
+    assert s["client"]["valid"], s["client"]
+
+
+def test_failures_are_counted_with_reasons(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "10", "--itl-ms", "2", "--error-rate", "0.2", "--drop-rate", "0.2",
+                      "--malformed-rate", "0.1", "--seed", "3")
+    s = _bench(url, tmp_path / "r", "--concurrency", "4", "--num-requests", "60", "--output-len", "20",
+               "--slo", "ttft_ms=1000")
+    errs = s["requests"]["errors"]
+    assert s["requests"]["failed"] > 0 and s["requests"]["completed"] + s["requests"]["failed"] == 60
+    assert "HTTP 500" in errs and "stream ended without [DONE] (dropped mid-stream)" in errs, errs
+    assert "malformed SSE data" in errs, errs
+    assert s["goodput"]["good"] == s["requests"]["completed"]  # failures sit in the denominator
+    assert s["goodput"]["fraction"] < 1.0
+
+
+def test_reasoning_and_tool_call_timings(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "50", "--itl-ms", "5", "--reasoning-tokens", "10")
+    s = _bench(url, tmp_path / "r", "--workload", "tool-calls", "--thinking", "on", "--concurrency", "4",
+               "--num-requests", "16", "--output-len", "30")
+    lat = s["latency_ms"]
+    assert lat["ttftc"]["n"] == 16 and lat["ttftc"]["mean"] >= lat["ttft"]["mean"] + 10 * 5 - 5
+    assert s["tokens"]["reasoning"] == 16 * 10
+
+
+def test_interrupted_run_keeps_its_data(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "10", "--itl-ms", "50")
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "bench", "--base-url", url, "--model", "sim",
+                             "--output", str(out), "--concurrency", "4", "--num-requests", "40", "--output-len", "20"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        lines = (out / "requests.jsonl").read_text().splitlines() if (out / "requests.jsonl").exists() else []
+        if len(lines) >= 4:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["interrupted"] is True
+    assert 4 <= s["requests"]["completed"] < 40
+    assert len((out / "requests.jsonl").read_text().splitlines()) == s["requests"]["completed"] + s["requests"]["failed"]
+
+
+def test_bench_diff_tells_real_from_noise(sim_factory, tmp_path: Path) -> None:
+    fast, slow = sim_factory("--itl-ms", "10"), sim_factory("--itl-ms", "14")
+    args = ("--concurrency", "4", "--num-requests", "24", "--output-len", "20")
+    _bench(fast, tmp_path / "a", *args)
+    _bench(slow, tmp_path / "b", *args)
+    from kimi_deploy.bench.diff import diff
+
+    rows = {r["metric"]: r for r in diff(tmp_path / "a", tmp_path / "b")}
+    assert rows["tpot mean (ms)"]["real"] is True and rows["tpot mean (ms)"]["delta"] > 3
+    same = {r["metric"]: r for r in diff(tmp_path / "a", tmp_path / "a")}
+    assert same["tpot mean (ms)"]["real"] is False
+    proc = run_cli("bench", "diff", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert proc.returncode == 0 and "tpot mean" in proc.stdout
+
+
+def test_bad_input(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory()
+    out = str(tmp_path / "r")
+    assert_clean_error(run_cli("bench", "--base-url", "http://127.0.0.1:9", "--model", "sim", "--output", out,
+                               "--concurrency", "1"), "--base-url", "does not answer")
+    assert_clean_error(run_cli("bench", "--base-url", url, "--model", "gpt-9", "--output", out, "--concurrency", "1"),
+                       "--model", "serves sim")
+    assert_clean_error(run_cli("bench", "--base-url", url, "--model", "sim", "--output", out), "--concurrency")
+    assert_clean_error(run_cli("bench", "--base-url", url, "--model", "sim", "--output", out, "--rate", "1",
+                               "--concurrency", "2"), "--rate", "two load modes")
+    assert_clean_error(run_cli("bench", "--base-url", url, "--model", "sim", "--output", out, "--concurrency", "1",
+                               "--slo", "latency=5"), "--slo", "unknown SLO")
+    assert_clean_error(run_cli("bench", "diff", out, out), "requests.jsonl")
+
+
+def test_end_to_end_on_real_vllm(tiny_server: Server, tmp_path: Path) -> None:
+    url = f"{tiny_server.url}/v1"
+    s = _bench(url, tmp_path / "tools", "--workload", "tool-calls", "--thinking", "off", "--concurrency", "4",
+               "--num-requests", "12", "--seed", "1", model="tiny-k2")
+    assert s["requests"]["failed"] == 0 and s["latency_ms"]["ttftc"]["n"] > 0
+    assert s["server"]["metrics_after"].get("vllm:num_requests_running", 0) == 0
+    think = _bench(url, tmp_path / "think", "--workload", "tool-calls", "--thinking", "on", "--concurrency", "4",
+                   "--num-requests", "8", model="tiny-k2")
+    assert think["tokens"]["reasoning"] > 0
+    assert think["latency_ms"]["ttftc"]["mean"] > think["latency_ms"]["ttft"]["mean"]
+    rnd = _bench(url, tmp_path / "rand", "--input-len", "64", "--output-len", "16", "--concurrency", "4",
+                 "--num-requests", "8", model="tiny-k2")
+    facts = rnd["config"]["workload_facts"]
+    assert facts["tokenizer"] == "server /tokenize" and facts["input_len_exact"] == 8, facts
+    assert rnd["tokens"]["output_server"] == 8 * 16  # ignore_eos held the output length
