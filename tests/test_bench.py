@@ -107,6 +107,22 @@ def test_reasoning_and_tool_call_timings(sim_factory, tmp_path: Path) -> None:
     assert s["tokens"]["reasoning"] == 16 * 10
 
 
+def test_sweep_finds_saturation_and_multi_turn_carries_history(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "20", "--itl-ms", "5", "--reasoning-tokens", "3")
+    proc = run_cli("bench", "--base-url", url, "--model", "sim", "--output", str(tmp_path / "sw"), "--sweep",
+                   "concurrency=1,2,4", "--num-requests", "8", "--output-len", "10", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    sweep = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    tput = [p["output_tokens_per_s"] for p in sweep["points"]]
+    assert [p["load"] for p in sweep["points"]] == [1, 2, 4] and tput[0] < tput[1] < tput[2]
+    assert (tmp_path / "sw" / "sweep.png").is_file() and (tmp_path / "sw" / "concurrency-4" / "summary.json").is_file()
+    s = _bench(url, tmp_path / "mt", "--workload", "multi-turn", "--thinking", "on", "--concurrency", "2",
+               "--num-requests", "4", "--output-len", "12")
+    rows = [json.loads(x) for x in (tmp_path / "mt" / "requests.jsonl").read_text().splitlines()]
+    assert {r["session"] for r in rows} == {0, 1, 2, 3} and max(r["turn"] for r in rows) >= 1
+    assert s["requests"]["failed"] == 0
+
+
 def test_interrupted_run_keeps_its_data(sim_factory, tmp_path: Path) -> None:
     url = sim_factory("--ttft-ms", "10", "--itl-ms", "50")
     out = tmp_path / "r"
@@ -172,3 +188,7 @@ def test_end_to_end_on_real_vllm(tiny_server: Server, tmp_path: Path) -> None:
     facts = rnd["config"]["workload_facts"]
     assert facts["tokenizer"] == "server /tokenize" and facts["input_len_exact"] == 8, facts
     assert rnd["tokens"]["output_server"] == 8 * 16  # ignore_eos held the output length
+    mt = _bench(url, tmp_path / "mt", "--workload", "multi-turn", "--thinking", "off", "--concurrency", "2",
+                "--num-requests", "4", model="tiny-k2")
+    rows = [json.loads(x) for x in (tmp_path / "mt" / "requests.jsonl").read_text().splitlines()]
+    assert mt["requests"]["failed"] == 0 and max(r["turn"] for r in rows) >= 2  # tool call, result, follow-up

@@ -450,7 +450,7 @@ def bench(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="e.g. http://head:8000/v1"),
     model: Optional[str] = typer.Option(None, "--model", help="Served model name."),
     output: Optional[Path] = typer.Option(None, "--output", help="Result directory."),
-    workload: str = typer.Option("random", help="random, jsonl, tool-calls or shared-prefix."),
+    workload: str = typer.Option("random", help="random, jsonl, tool-calls, shared-prefix or multi-turn."),
     num_requests: int = typer.Option(100, "--num-requests", help="Measured requests (after warm-up)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
     warmup: int = typer.Option(0, help="Requests sent first and left out of the statistics."),
@@ -466,6 +466,7 @@ def bench(
     thinking: Optional[str] = typer.Option(None, help="on or off (default: the server's default)."),
     hosted: bool = typer.Option(False, "--hosted", help="The endpoint is Moonshot's API (thinking.type)."),
     slo: Optional[str] = typer.Option(None, help="Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50"),
+    sweep: Optional[str] = typer.Option(None, help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search)."),
     workers: int = typer.Option(0, help="Client processes (0 = one per core)."),
     seed: int = typer.Option(0),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var with the API key."),
@@ -480,12 +481,27 @@ def bench(
         raise BadInput(f"missing {', '.join(missing)}", missing[0])
     if thinking not in (None, "on", "off"):
         raise BadInput(f"must be on or off, got {thinking!r}", "--thinking")
+    if sweep and (concurrency is not None or rate is not None):
+        raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
     url = base_url.rstrip("/")
     url = url if url.endswith("/v1") else url + "/v1"
     cfg = BenchConfig(url, model, output, workload, num_requests, duration, warmup, concurrency, rate, burstiness,
                       ramp_up, max_concurrency, input_len, output_len, dataset, prefix_len, 4,
                       None if thinking is None else thinking == "on", hosted, parse_slo(slo), workers, seed,
                       api_key_env)
+    if sweep:
+        from .bench.sweep import run_sweep
+
+        result = run_sweep(cfg, sweep, err)
+        table = Table(title=f"sweep over {result['mode']}; saturated at {result['saturated_at']}")
+        for col in ("load", "out tok/s", "req/s", "TPOT mean ms", "per-user tok/s", "TTFT p50 ms", "valid"):
+            table.add_column(col, justify="right")
+        for p in result["points"]:
+            table.add_row(str(p["load"]), str(p["output_tokens_per_s"]), str(p["requests_per_s"]), str(p["tpot_mean_ms"]),
+                          str(p["per_user_tokens_per_s"]), str(p["ttft_p50_ms"]), str(p["valid"]))
+        out.print(table)
+        out.print(f"results: {output / 'sweep.json'}, {output / 'sweep.png'}")
+        return
     s = run_bench(cfg, err)
     lat = s["latency_ms"]
     table = Table(title=f"{s['requests']['completed']} ok, {s['requests']['failed']} failed; "

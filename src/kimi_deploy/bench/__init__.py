@@ -22,8 +22,8 @@ from ..errors import BadInput
 from . import loadgen
 from .metrics import DEFINITIONS, per_request, summarize
 from .report import cdf_plot, html_report
-from .workloads import (Tokenizer, jsonl_bodies, random_bodies, shared_prefix_bodies, thinking_fields,
-                        tool_call_bodies)
+from .workloads import (Tokenizer, jsonl_bodies, multi_turn_sessions, random_bodies, shared_prefix_bodies,
+                        thinking_fields, tool_call_bodies)
 
 KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                 "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
@@ -104,12 +104,15 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[list[loadgen.Job], dic
         bodies = jsonl_bodies(Path(cfg.dataset), min(total, 4096), cfg.output_len, cfg.seed)
     elif cfg.workload == "tool-calls":
         bodies = tool_call_bodies(min(total, 4096), cfg.output_len)
+    elif cfg.workload == "multi-turn":
+        sessions = multi_turn_sessions(min(total, 4096), cfg.output_len, cfg.seed)
+        bodies = [b for b, _, _ in sessions]
     elif cfg.workload == "shared-prefix":
         bodies = shared_prefix_bodies(min(total, 4096), cfg.prefix_len, cfg.input_len, cfg.output_len,
                                       cfg.prefix_groups, cfg.seed)
     else:
-        raise BadInput(f"unknown workload {cfg.workload!r}; known: random, jsonl, tool-calls, shared-prefix",
-                       "--workload")
+        raise BadInput(f"unknown workload {cfg.workload!r}; known: random, jsonl, tool-calls, shared-prefix, "
+                       "multi-turn", "--workload")
     extra = thinking_fields(cfg.thinking, cfg.hosted)
     times = loadgen.schedule(total, cfg.rate, cfg.burstiness, cfg.ramp_up_s, cfg.seed) if cfg.rate else None
     jobs = []
@@ -117,7 +120,10 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[list[loadgen.Job], dic
         body = {"model": cfg.model, **bodies[i % len(bodies)], **extra}
         if cfg.temperature is not None:
             body["temperature"] = cfg.temperature
-        jobs.append(loadgen.Job(i, body, times[i] if times else None, warmup=i < cfg.warmup))
+        job = loadgen.Job(i, body, times[i] if times else None, warmup=i < cfg.warmup)
+        if cfg.workload == "multi-turn":
+            _, job.followups, job.tool_results = sessions[i % len(sessions)]
+        jobs.append(job)
     return jobs, facts
 
 

@@ -33,6 +33,11 @@ class Job:
     body: dict[str, Any]
     at: float | None = None  # seconds after the start (open loop); None for closed loop
     warmup: bool = False
+    # Multi-turn session: user messages to send after each answer. A tool call is answered with a tool
+    # result first (from `tool_results`, by function name); the assistant turn, reasoning_content
+    # included, is carried forward as Kimi's thinking mode requires.
+    followups: list[str] = field(default_factory=list)
+    tool_results: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +80,7 @@ async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[s
     if stream:
         body.setdefault("stream_options", {"include_usage": True})
     content, reasoning, tool_args = [], [], []
+    calls: dict[int, dict[str, str]] = {}
     finish = None
     usage = None
     rec["t_send"] = time.monotonic()
@@ -119,6 +125,10 @@ async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[s
                         for call in tc:
                             fn = call.get("function") or {}
                             tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
+                            slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                            slot["id"] = call.get("id") or slot["id"]
+                            slot["name"] += fn.get("name") or ""
+                            slot["arguments"] += fn.get("arguments") or ""
                         got = True
                         rec.setdefault("t_first_tool", now)
                     if got:
@@ -139,7 +149,45 @@ async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[s
     rec["finish_reason"] = finish
     rec["usage"] = usage
     rec["text"] = {"content": "".join(content), "reasoning": "".join(reasoning), "tool": "".join(tool_args)}
+    rec["_calls"] = [calls[k] for k in sorted(calls)]
     return rec
+
+
+async def run_job(session: Any, url: str, job: Job, t_sched: float, headers: dict[str, str], timeout: float,
+                  out: Any) -> None:
+    """One request, or every turn of a session; each answer is put on the queue as it finishes."""
+    body = job.body
+    messages = list(body.get("messages", []))
+    followups = list(job.followups)
+    turn = 0
+    while True:
+        sub = Job(job.index, {**body, "messages": messages}, job.at, job.warmup)
+        rec = await _one(session, url, sub, t_sched, headers, timeout)
+        calls = rec.pop("_calls", [])
+        is_session = bool(job.followups or job.tool_results)
+        if is_session:
+            rec["session"], rec["turn"] = job.index, turn
+            rec["index"] = job.index * 1000 + turn
+        out.put(rec)
+        if not is_session or "error" in rec or turn >= 8:  # a session that keeps calling tools ends at 8 turns
+            return
+        t = rec["text"]
+        assistant: dict[str, Any] = {"role": "assistant", "content": t["content"] or ""}
+        if t["reasoning"]:
+            assistant["reasoning_content"] = t["reasoning"]
+        if calls:
+            assistant["tool_calls"] = [{"id": c["id"] or f"functions.{c['name']}:{turn}", "type": "function",
+                                        "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
+        messages = messages + [assistant]
+        if calls:
+            messages += [{"role": "tool", "tool_call_id": tc["id"], "content": job.tool_results.get(
+                tc["function"]["name"], "{}")} for tc in assistant["tool_calls"]]
+        elif followups:
+            messages.append({"role": "user", "content": followups.pop(0)})
+        else:
+            return
+        turn += 1
+        t_sched = time.monotonic()
 
 
 async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05) -> None:
@@ -174,9 +222,9 @@ async def _worker_main(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t
                     return
                 if sem:
                     async with sem:
-                        out.put(await _one(session, url, job, due, headers, cfg.timeout_s))
+                        await run_job(session, url, job, due, headers, cfg.timeout_s, out)
                 else:
-                    out.put(await _one(session, url, job, due, headers, cfg.timeout_s))
+                    await run_job(session, url, job, due, headers, cfg.timeout_s, out)
             await asyncio.gather(*(fire(j) for j in jobs))
         else:
             queue = list(reversed(jobs))
@@ -191,8 +239,7 @@ async def _worker_main(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t
                     if deadline and time.monotonic() > deadline:
                         return
                     job = queue.pop()
-                    rec = await _one(session, url, job, t_ready, headers, cfg.timeout_s)
-                    out.put(rec)
+                    await run_job(session, url, job, t_ready, headers, cfg.timeout_s, out)
                     t_ready = time.monotonic()
             await asyncio.gather(*(user(u) for u in range(users)))
     stop.set()

@@ -55,6 +55,7 @@ def per_request(rec: dict[str, Any]) -> dict[str, Any]:
     out_tokens = out_server if out_server is not None else rec.get("output_tokens_client")
     m = {
         "index": rec["index"], "warmup": rec.get("warmup", False), "ok": "error" not in rec,
+        "session": rec.get("session"), "turn": rec.get("turn"),
         "error": rec.get("error"), "ttft": ms("t_send", "t_first"), "ttfat": ms("t_send", "t_first_answer"),
         "ttftc": ms("t_send", "t_first_tool"), "e2e": ms("t_send", "t_end"),
         "schedule_lag": ms("t_sched", "t_send"),

@@ -14,7 +14,7 @@ import httpx
 
 from ..errors import BadInput
 
-WORKLOADS = ("random", "jsonl", "tool-calls", "shared-prefix")
+WORKLOADS = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn")
 _WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
           "quebec romeo sierra tango uniform victor whiskey xray yankee zulu cluster tensor expert kernel "
           "latency memory router shard token vector weight").split()
@@ -162,3 +162,20 @@ def shared_prefix_bodies(n: int, prefix_len: int, input_len: int, output_len: in
     return [{"messages": [{"role": "system", "content": prefixes[i % groups]},
                           {"role": "user", "content": _random_prompt(rng, input_len)}],
              "max_tokens": output_len, "min_tokens": output_len, "ignore_eos": True} for i in range(n)]
+
+
+def multi_turn_sessions(n: int, output_len: int | None, seed: int) -> list[tuple[dict[str, Any], list[str], dict[str, str]]]:
+    """Agentic sessions: a tool request (answered with a tool result when the model calls the tool),
+    then a follow-up question; (first body, follow-up user messages, tool results by name)."""
+    from ..toolsuite import CHAT, tool_case, tool_result, tool_subset
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        case = tool_case(rng)
+        body = {"messages": [{"role": "user", "content": case.prompt}], "tools": tool_subset(rng, case.tool),
+                "max_tokens": output_len or 256}
+        results = {name: json.dumps(tool_result(case)) for name in ("get_weather", "get_stock_price",
+                                                                    "convert_currency", "get_time")}
+        out.append((body, [rng.choice(CHAT)[0]], results))
+    return out
