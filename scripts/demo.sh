@@ -31,8 +31,13 @@ if ! "$KD" wait "$URL" --timeout 600; then
 fi
 .venv/bin/python -m kimi_deploy.demo "$URL" tiny-k2
 
+echo "[demo] kimi-deploy bench (tool-call workload, 4 users, 24 requests)"
+"$KD" bench --base-url "$URL/v1" --model tiny-k2 --output runs/demo/bench --workload tool-calls \
+  --concurrency 4 --num-requests 24 --warmup 4 --thinking off
+
 # The comparison a real deployment runs against Moonshot's API (MOONSHOT_API_KEY), here against the same
 # endpoint as its own reference, since the demo has no key and tiny-k2 is not Kimi K2: a self-consistency
 # run at temperature 0 that shows the verdict, summary.json and the report.
 echo "[demo] kimi-deploy compare (tool-call suite, the deployment against itself)"
 "$KD" compare --local "$URL" --reference "$URL/v1" --suite tool-calls --output runs/demo/compare
+echo "[demo] reports: runs/demo/bench/report.html, runs/demo/compare/report.html"
