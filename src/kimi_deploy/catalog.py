@@ -73,6 +73,18 @@ def _yarn(factor: float, beta_fast: float = 1.0) -> dict[str, Any]:
             "beta_fast": beta_fast, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
 
 
+def _k25() -> dict[str, Any]:
+    """Kimi-K2.5's multimodal wrapper: the K2 text backbone (256K yarn, beta_fast 32, eps 1e-5) in
+    text_config, INT4 experts, MoonViT (kimi-k2-facts.md §2 K2.5 deltas)."""
+    return {
+        "architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
+        "text_config": _k2(rope_scaling=_yarn(64.0, beta_fast=32.0), max_position_embeddings=262144,
+                           rms_norm_eps=1e-05),
+        "quantization_config": _INT4,
+        "vision_config": {"num_hidden_layers": 27, "hidden_size": 1152, "patch_size": 14},
+    }
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float
@@ -137,13 +149,7 @@ MODELS: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             id="kimi-k2.5", repo="moonshotai/Kimi-K2.5",
-            config={
-                "architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
-                "text_config": _k2(rope_scaling=_yarn(64.0, beta_fast=32.0), max_position_embeddings=262144,
-                                   rms_norm_eps=1e-05),
-                "quantization_config": _INT4,
-                "vision_config": {"num_hidden_layers": 27, "hidden_size": 1152, "patch_size": 14},
-            },
+            config=_k25(),
             context_length=262144, thinking=True, thinking_default_on=True,
             sampling=Sampling(1.0, 0.95),  # K25R README: thinking 1.0 / top_p 0.95 (instant 0.6)
             hosted_name="kimi-k2.5", shards=64, min_vllm="0.15.0",  # REC md: >= 0.15.0
@@ -151,13 +157,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             id="kimi-k2.6", repo="moonshotai/Kimi-K2.6",
             # REC Kimi-K2.6.yaml: "same architecture as K2.5", INT4, 262,144 context
-            config={
-                "architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
-                "text_config": _k2(rope_scaling=_yarn(64.0, beta_fast=32.0), max_position_embeddings=262144,
-                                   rms_norm_eps=1e-05),
-                "quantization_config": _INT4,
-                "vision_config": {"num_hidden_layers": 27, "hidden_size": 1152, "patch_size": 14},
-            },
+            config=_k25(),
             context_length=262144, thinking=True, thinking_default_on=True,
             sampling=Sampling(1.0, 0.95), hosted_name="kimi-k2.6", shards=None, min_vllm="0.19.1",
         ),

@@ -32,11 +32,7 @@ def cdf_plot(per_request: list[dict[str, Any]], out: Path) -> Path:
         ax.set_xlabel(f"{key} (ms)")
         ax.set_ylabel("fraction of " + ("chunks" if key == "itl" else "requests"))
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "latency_cdf.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "latency_cdf.png")
 
 
 def sweep_plot(points: list[dict[str, Any]], out: Path) -> Path:
@@ -50,8 +46,11 @@ def sweep_plot(points: list[dict[str, Any]], out: Path) -> Path:
     ax.set_xlabel("per-user output tokens/s (1000 / mean TPOT)")
     ax.set_ylabel("output tokens/s")
     ax.grid(alpha=0.3)
+    return _save(plt, fig, out / "sweep.png")
+
+
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / "sweep.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
