@@ -48,8 +48,7 @@ def deploy_examples() -> list[Path]:
 import os
 import signal
 import socket
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import yaml
 

@@ -6,7 +6,6 @@ kimi_k2 reasoning parser. No GPU, no Hub: the checkpoint is the locally trained 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import openai

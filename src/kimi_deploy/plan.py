@@ -20,7 +20,6 @@ MLA caches kv_lora_rank + qk_rope_head_dim values per token per layer, the same 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
