@@ -565,6 +565,19 @@ def sim(
                       drop_rate, malformed_rate, slow_start, seed), host, port)
 
 
+@app.command("k8s")
+def k8s_cmd(
+    spec: Path = typer.Argument(..., help="Deployment spec (YAML)."),
+    out_dir: Path = typer.Option(..., "-o", "--output", help="Directory for one file per object + kustomization.yaml."),
+) -> None:
+    """Kubernetes manifests (Deployment or LeaderWorkerSet, weights PVC + download Job, probes, Service,
+    PDB, PodMonitor, bench Job) rendered from the spec."""
+    from .k8s import write
+
+    paths = write(spec, out_dir)
+    out.print(f"wrote {len(paths)} files to {out_dir}: " + ", ".join(p.name for p in paths))
+
+
 @app.command("tiny-model")
 def tiny_model(
     dest: Path = typer.Argument(..., help="Directory to write the checkpoint into."),

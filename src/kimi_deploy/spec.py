@@ -161,11 +161,29 @@ class Network(_Strict):
     dist_timeout_s: int = Field(default=1800, gt=0)
 
 
+class RDMA(_Strict):
+    resource: str | None = None  # the device plugin's resource name, e.g. rdma/ib or nvidia.com/hostdev
+    count: int = Field(default=1, gt=0)
+
+
 class K8s(_Strict):
-    namespace: str = "default"
-    image: str | None = None
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    image: str = "vllm/vllm-openai:latest"  # the engine image with kimi-deploy installed in it
+    weights_mode: Literal["pvc", "hostpath"] = "pvc"  # shared ReadWriteMany volume, or a node-local cache
     storage_class: str | None = None
-    rdma: str | None = None
+    weights_pvc_size: str | None = None  # default: checkpoint size + 10 %
+    shm_size: str = "32Gi"  # /dev/shm for NCCL and the engines' multiprocess queues
+    rdma: RDMA | None = None
+    gpus_per_pod: int | None = Field(default=None, gt=0)
+    api_key_secret: str | None = None  # Secret holding the API key under the key named by serving.api_key_env
+    hf_token_secret: str | None = None  # Secret with key HF_TOKEN for gated repos
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    exclusive_topology: str | None = None  # one LWS group per topology domain (LWS annotation)
+    startup_budget_s: int | None = Field(default=None, gt=0)  # override the plan-derived startup budget
+    pdb: bool = True
+    bench_concurrency: int = Field(default=16, gt=0)
 
 
 class Spec(_Strict):

@@ -1,0 +1,273 @@
+"""Kubernetes manifests from a deployment spec: a Deployment (one node) or a LeaderWorkerSet (several),
+weights staged on a ReadWriteMany PVC by a download+verify Job (or a node-local hostPath cache), an init
+container that waits for the verify marker, probes sized from the plan, a Service selecting exactly the
+pods that serve HTTP, a PodDisruptionBudget, a PodMonitor and a benchmark Job. The engine command is not
+written into the manifests: every pod runs the launcher entrypoint, which calls `kimi-deploy serve` on
+the same spec (shipped in a ConfigMap), so Kubernetes runs exactly what `render` shows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .engines import render
+from .engines.base import network_env
+from .errors import BadInput
+from .launch import VERIFY_MARKER
+from .plan import plan
+from .spec import Spec, load_spec, plan_input
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC_PATH = "/etc/kimi-deploy/spec.yaml"
+ENTRYPOINT = "/etc/kimi-deploy/entrypoint.sh"
+# Startup budget: weights per node over a conservative shared-storage read rate, within a floor and cap
+# (a 1 TB K2 over 2 nodes at 0.5 GB/s is ~17 min; SGLang/vLLM also compile and capture graphs).
+LOAD_BYTES_PER_S = 0.5e9
+STARTUP_FLOOR_S, STARTUP_CAP_S, STARTUP_EXTRA_S = 600, 4 * 3600, 300
+PROBE_PERIOD_S = 10
+
+
+def _entrypoint_text() -> str:
+    path = ROOT / "launchers" / "entrypoint.sh"
+    if path.is_file():
+        return path.read_text()
+    return "#!/usr/bin/env bash\nset -euo pipefail\nexec kimi-deploy serve \"${KIMI_SPEC:-/etc/kimi-deploy/spec.yaml}\" \"$@\"\n"
+
+
+def lws_name_limit(replicas: int) -> int:
+    """LWS webhook: the name must leave room for the group and worker indexes in pod names
+    (issue 8: name length <= 51 - replicas/10)."""
+    return 51 - replicas // 10
+
+
+def startup_budget(spec: Spec) -> int:
+    if spec.k8s.startup_budget_s:
+        return spec.k8s.startup_budget_s
+    p = plan(plan_input(spec), suggest=False)
+    per_node = p.weight_bytes * spec.hardware.gpus_per_node
+    return int(min(max(per_node / LOAD_BYTES_PER_S + STARTUP_EXTRA_S, STARTUP_FLOOR_S), STARTUP_CAP_S))
+
+
+def check(spec: Spec) -> list[str]:
+    """Errors that make a spec impossible to deploy on Kubernetes (raised as bad input)."""
+    k = spec.k8s
+    errors = []
+    if spec.hardware.gpu == "CPU":
+        errors.append("hardware.gpu: CPU specs are local demos; Kubernetes manifests are for GPU nodes")
+    if spec.weights.dir and not spec.weights.dir.startswith("/"):
+        errors.append(f"weights.dir: {spec.weights.dir!r} must be an absolute path inside the pods")
+    if spec.topology.pd is not None:
+        errors.append("topology.pd: prefill/decode disaggregation on Kubernetes is not rendered yet "
+                      "(use render + launchers/entrypoint.sh with KIMI_PD_GROUP)")
+    if spec.hardware.nodes > 1 and k.weights_mode == "pvc" and not (spec.weights.dir and k.storage_class):
+        errors.append("k8s.storage_class: a multi-node deployment needs shared ReadWriteMany storage for the "
+                      "weights (set k8s.storage_class and weights.dir) or k8s.weights_mode: hostpath")
+    if k.weights_mode == "hostpath" and not spec.weights.dir:
+        errors.append("weights.dir: the hostPath cache needs a directory on the nodes")
+    if spec.hardware.nodes > 1 and len(spec.name) > lws_name_limit(1):
+        errors.append(f"name: {spec.name!r} is {len(spec.name)} characters; a LeaderWorkerSet name may have at "
+                      f"most {lws_name_limit(1)}")
+    if k.rdma is not None and not k.rdma.resource:
+        errors.append("k8s.rdma.resource: RDMA needs the device plugin's resource name (e.g. rdma/ib)")
+    if k.gpus_per_pod is not None and k.gpus_per_pod != spec.hardware.gpus_per_node:
+        errors.append(f"k8s.gpus_per_pod: {k.gpus_per_pod} differs from hardware.gpus_per_node "
+                      f"{spec.hardware.gpus_per_node}: one pod per node must own all its GPUs")
+    if spec.serving.api_key_env and not k.api_key_secret:
+        errors.append("k8s.api_key_secret: serving.api_key_env is set, so name the Secret that holds the key")
+    return errors
+
+
+def _labels(spec: Spec, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "kimi-deploy", "app.kubernetes.io/instance": spec.name,
+            "app.kubernetes.io/component": component}
+
+
+def _probe(path: str, port: int, period: int, failures: int, timeout: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures,
+            "timeoutSeconds": timeout}
+
+
+def _pod_spec(spec: Spec, serves_http: bool, health_only: bool, budget: int) -> dict[str, Any]:
+    k, s = spec.k8s, spec.serving
+    env = [{"name": "KIMI_SPEC", "value": SPEC_PATH}]
+    a2a = spec.topology.all2all
+    env += [{"name": n, "value": v} for n, v in
+            network_env(spec, spec.hardware.nodes > 1, bool(a2a and a2a.startswith("deepep"))).items()]
+    if s.api_key_env and k.api_key_secret:
+        env.append({"name": s.api_key_env, "valueFrom": {"secretKeyRef": {"name": k.api_key_secret,
+                                                                             "key": s.api_key_env}}})
+    if k.hf_token_secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
+                                                                        "optional": True}}})
+    resources = {"nvidia.com/gpu": str(spec.hardware.gpus_per_node)}
+    if k.rdma and k.rdma.resource:
+        resources[k.rdma.resource] = str(k.rdma.count)
+    container: dict[str, Any] = {
+        "name": "engine", "image": k.image, "command": ["bash", ENTRYPOINT],
+        "env": env, "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": {"privileged": False, "capabilities": {"add": ["IPC_LOCK"]}},
+        "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
+                         {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if spec.weights.dir:
+        container["volumeMounts"].append({"name": "weights", "mountPath": spec.weights.dir})
+    if serves_http or health_only:
+        container["ports"] = [{"name": "http", "containerPort": s.port}]
+        # Until the weights are loaded vLLM refuses connections and SGLang answers 503: the startup probe
+        # waits out the whole load; SGLang's /health runs a 1-token generation (20 s timeout).
+        timeout = 25 if spec.engine.name == "sglang" else 5
+        container["startupProbe"] = _probe("/health", s.port, PROBE_PERIOD_S, math.ceil(budget / PROBE_PERIOD_S), timeout)
+        container["livenessProbe"] = _probe("/health", s.port, 30, 6, timeout)
+        if serves_http and not health_only:
+            container["readinessProbe"] = _probe("/health", s.port, PROBE_PERIOD_S, 3, timeout)
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": f"{spec.name}-spec", "defaultMode": 0o555}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k.shm_size}},
+    ]
+    init: list[dict[str, Any]] = []
+    if spec.weights.dir:
+        if k.weights_mode == "pvc":
+            volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": f"{spec.name}-weights"}})
+            marker = f"{spec.weights.dir}/{VERIFY_MARKER}"
+            init.append({"name": "wait-for-weights", "image": k.image, "command": ["bash", "-c",
+                         f'until [ -f "{marker}" ]; do echo "waiting for {marker}"; sleep 15; done'],
+                         "volumeMounts": [{"name": "weights", "mountPath": spec.weights.dir}]})
+        else:
+            volumes.append({"name": "weights", "hostPath": {"path": spec.weights.dir, "type": "DirectoryOrCreate"}})
+            init.append({"name": "stage-weights", "image": k.image, "command": ["bash", "-c",
+                         f"kimi-deploy download {SPEC_PATH} && kimi-deploy verify {spec.weights.dir}"],
+                         "env": [e for e in env if e["name"] in ("HF_TOKEN",)],
+                         "volumeMounts": container["volumeMounts"][:1] + [{"name": "weights",
+                                                                            "mountPath": spec.weights.dir}]})
+    pod: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 60}
+    if init:
+        pod["initContainers"] = init
+    if k.node_selector:
+        pod["nodeSelector"] = dict(k.node_selector)
+    if k.tolerations:
+        pod["tolerations"] = list(k.tolerations)
+    if k.affinity:
+        pod["affinity"] = dict(k.affinity)
+    return pod
+
+
+def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
+    """filename -> object."""
+    errors = check(spec)
+    if errors:
+        raise BadInput("cannot render Kubernetes manifests:\n  " + "\n  ".join(errors))
+    k, ns, name = spec.k8s, spec.k8s.namespace, spec.name
+    nodes = render(spec)
+    budget = startup_budget(spec)
+    meta = lambda n, comp: {"name": n, "namespace": ns, "labels": _labels(spec, comp)}  # noqa: E731
+    out: dict[str, dict[str, Any]] = {}
+    out["configmap-spec.yaml"] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-spec", "config"),
+                                  "data": {"spec.yaml": spec_text, "entrypoint.sh": _entrypoint_text()}}
+    engine_labels = _labels(spec, "engine")
+    head, workers = nodes[0], nodes[1:]
+    hybrid = all(n.serves_http for n in nodes)
+    if spec.hardware.nodes == 1:
+        template = {"metadata": {"labels": engine_labels}, "spec": _pod_spec(spec, True, False, budget)}
+        out["deployment.yaml"] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, "engine"),
+                                  "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+                                           "selector": {"matchLabels": engine_labels}, "template": template}}
+        selector = dict(engine_labels)
+    else:
+        worker = workers[0]
+        lws: dict[str, Any] = {
+            "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": meta(name, "engine"),
+            "spec": {
+                "replicas": 1,
+                # Workers start with the leader; with Ray or vLLM's native multi-node the leader cannot become
+                # Ready before the workers join, so LeaderReady would deadlock.
+                "startupPolicy": "LeaderCreated",
+                "leaderWorkerTemplate": {
+                    "size": spec.hardware.nodes,
+                    # One dead rank breaks NCCL for the whole group: restart the group together.
+                    "restartPolicy": "RecreateGroupOnPodRestart",
+                    "leaderTemplate": {"metadata": {"labels": {**engine_labels, "kimi-deploy/role": head.role}},
+                                       "spec": _pod_spec(spec, head.serves_http, head.health_only, budget)},
+                    "workerTemplate": {"metadata": {"labels": {**engine_labels, "kimi-deploy/role": worker.role}},
+                                       "spec": _pod_spec(spec, worker.serves_http, worker.health_only, budget)},
+                },
+            },
+        }
+        if k.exclusive_topology:
+            lws["metadata"]["annotations"] = {"leaderworkerset.sigs.k8s.io/exclusive-topology": k.exclusive_topology}
+        out["leaderworkerset.yaml"] = lws
+        # The API answers on the leader only (internal LB, native multi-node, SGLang TP), or on every pod
+        # with vLLM's hybrid LB.
+        selector = dict(engine_labels) if hybrid else {**engine_labels, "leaderworkerset.sigs.k8s.io/worker-index": "0"}
+    out["service.yaml"] = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, "engine"),
+                           "spec": {"selector": selector, "ports": [{"name": "http", "port": spec.serving.port,
+                                                                     "targetPort": spec.serving.port}]}}
+    if k.pdb:
+        # Evicting any rank restarts the whole group (a long weight load): drains must be deliberate.
+        out["poddisruptionbudget.yaml"] = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                                           "metadata": meta(name, "engine"),
+                                           "spec": {"maxUnavailable": 0, "selector": {"matchLabels": engine_labels}}}
+    out["podmonitor.yaml"] = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+                              "metadata": meta(name, "monitoring"),
+                              "spec": {"selector": {"matchLabels": selector},
+                                       "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}]}}
+    if spec.weights.dir and k.weights_mode == "pvc":
+        p = plan(plan_input(spec), suggest=False)
+        size = k.weights_pvc_size or f"{math.ceil(p.weight_bytes_total * 1.1 / 2**30)}Gi"
+        pvc: dict[str, Any] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                               "metadata": meta(f"{name}-weights", "weights"),
+                               "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}}}
+        if k.storage_class:
+            pvc["spec"]["storageClassName"] = k.storage_class
+        out["pvc-weights.yaml"] = pvc
+        env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
+                                                                    "optional": True}}}] if k.hf_token_secret else []
+        entry = spec.model_entry()
+        model_flag = f" --model {entry.id}" if entry else ""
+        out["job-download.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-download", "weights"),
+                                    "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": {
+                                        "restartPolicy": "OnFailure",
+                                        "containers": [{"name": "download", "image": k.image, "env": env,
+                                                        "command": ["bash", "-c", f"kimi-deploy download {SPEC_PATH} && "
+                                                                    f"kimi-deploy verify {spec.weights.dir}{model_flag}"],
+                                                        "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
+                                                                         {"name": "weights", "mountPath": spec.weights.dir}]}],
+                                        "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},
+                                                    {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]}}}}
+    served = spec.serving.served_model_name or name
+    bench_env = [{"name": spec.serving.api_key_env, "valueFrom": {"secretKeyRef": {
+        "name": k.api_key_secret, "key": spec.serving.api_key_env}}}] if spec.serving.api_key_env else []
+    key_flag = f" --api-key-env {spec.serving.api_key_env}" if spec.serving.api_key_env else ""
+    out["pvc-bench-results.yaml"] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                     "metadata": meta(f"{name}-bench-results", "bench"),
+                                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}
+    out["job-bench.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-bench", "bench"),
+                             "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": _labels(spec, "bench")}, "spec": {
+                                 "restartPolicy": "Never",
+                                 "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": ["bash", "-c",
+                                     f"kimi-deploy wait http://{name}.{ns}.svc:{spec.serving.port} --timeout 14400{key_flag} && "
+                                     f"kimi-deploy bench --base-url http://{name}.{ns}.svc:{spec.serving.port}/v1 "
+                                     f"--model {served} --output /results/$(date +%Y%m%dT%H%M%S) "
+                                     f"--concurrency {k.bench_concurrency} --num-requests {k.bench_concurrency * 8}{key_flag}"],
+                                     "volumeMounts": [{"name": "results", "mountPath": "/results"}]}],
+                                 "volumes": [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-bench-results"}}]}}}}
+    out["kustomization.yaml"] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                                 "resources": sorted(f for f in out if f != "kustomization.yaml")}
+    return out
+
+
+def write(spec_path: Path, out_dir: Path) -> list[Path]:
+    spec = load_spec(spec_path)
+    objs = manifests(spec, spec_path.read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.yaml"):
+        old.unlink()
+    paths = []
+    for fname, obj in objs.items():
+        p = out_dir / fname
+        p.write_text(f"# rendered by kimi-deploy k8s from {spec_path.name}; do not edit by hand\n"
+                     + yaml.safe_dump(obj, sort_keys=False, width=120))
+        paths.append(p)
+    return paths

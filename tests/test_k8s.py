@@ -1,0 +1,172 @@
+"""Kubernetes manifests rendered from the deploy/ examples: core objects against the Kubernetes OpenAPI
+schemas of a pinned version (kubernetes-validate, strict), the LeaderWorkerSet against the real LWS
+v0.10.0 CRD schema (made strict: unknown fields fail) plus the LWS webhook's own rules, probes and
+Service selection per topology, secrets by reference only, the k8s/ tree in sync, and bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from kimi_deploy.k8s import lws_name_limit
+
+from .conftest import DEPLOY, ROOT, assert_clean_error, run_cli
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from importlib import import_module  # noqa: E402
+
+K8S_VERSION = "1.33.0"
+EXAMPLES = import_module("render-k8s").k8s_examples()
+CRD = ROOT / "schemas" / "leaderworkerset-v0.10.0-crd.yaml"
+
+
+def _strict(schema: Any) -> Any:
+    """The CRD schema with additionalProperties: false wherever it lists properties, so a misspelled
+    field fails (the published schema lets unknown fields through)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out and \
+                not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+LWS_SCHEMA = _strict(yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def _render(spec: Path, out: Path) -> dict[str, Any]:
+    proc = run_cli("k8s", str(spec), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(out.glob("*.yaml"))}
+
+
+def validate_lws(obj: dict[str, Any]) -> None:
+    jsonschema.validate(obj, LWS_SCHEMA)
+    spec = obj["spec"]
+    assert len(obj["metadata"]["name"]) <= lws_name_limit(spec.get("replicas", 1))
+    assert spec["leaderWorkerTemplate"]["size"] >= 1
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 6
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
+def test_manifests_validate(spec: Path, tmp_path: Path) -> None:
+    objs = _render(spec, tmp_path)
+    kinds = {o.get("kind") for o in objs.values()}
+    for name, obj in objs.items():
+        if obj["kind"] == "LeaderWorkerSet":
+            validate_lws(obj)
+        elif obj["kind"] == "PodMonitor":
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"]["podMetricsEndpoints"]
+        elif obj["kind"] == "Kustomization":
+            assert sorted(obj["resources"]) == sorted(n for n in objs if n != "kustomization.yaml")
+        else:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    data = yaml.safe_load(spec.read_text())
+    assert ("LeaderWorkerSet" in kinds) == (data["hardware"]["nodes"] > 1)
+    assert ("Deployment" in kinds) == (data["hardware"]["nodes"] == 1)
+
+
+def test_a_misspelled_field_fails_the_lws_schema(tmp_path: Path) -> None:
+    objs = _render(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml", tmp_path)
+    bad = copy.deepcopy(objs["leaderworkerset.yaml"])
+    bad["spec"]["leaderWorkerTemplate"]["sise"] = 2
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, LWS_SCHEMA)
+    bad = copy.deepcopy(objs["leaderworkerset.yaml"])
+    bad["spec"]["startupPolicy"] = "Whenever"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, LWS_SCHEMA)
+
+
+def test_k8s_tree_is_in_sync(tmp_path: Path) -> None:
+    for spec in EXAMPLES:
+        fresh = tmp_path / spec.stem
+        _render(spec, fresh)
+        committed = ROOT / "k8s" / spec.stem
+        assert sorted(p.name for p in fresh.glob("*.yaml")) == sorted(p.name for p in committed.glob("*.yaml")), spec
+        for p in fresh.glob("*.yaml"):
+            assert p.read_text() == (committed / p.name).read_text(), \
+                f"k8s/{spec.stem}/{p.name} drifted: run .venv/bin/python scripts/render-k8s.py"
+
+
+def _containers(template: dict[str, Any]) -> dict[str, Any]:
+    return template["spec"]["containers"][0]
+
+
+def test_topology_specific_choices(tmp_path: Path) -> None:
+    tp16 = _render(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml", tmp_path / "a")
+    lws = tp16["leaderworkerset.yaml"]["spec"]
+    assert lws["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"
+    leader = _containers(lws["leaderWorkerTemplate"]["leaderTemplate"])
+    worker = _containers(lws["leaderWorkerTemplate"]["workerTemplate"])
+    assert "startupProbe" in leader and "readinessProbe" in leader
+    assert not {"startupProbe", "readinessProbe", "livenessProbe", "ports"} & set(worker)  # vLLM headless: no HTTP
+    assert tp16["service.yaml"]["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+    # startup budget from the plan: ~61 GiB x 8 GPUs over 0.5 GB/s, plus 5 min
+    budget = leader["startupProbe"]["failureThreshold"] * leader["startupProbe"]["periodSeconds"]
+    assert 1200 <= budget <= 1500
+    assert leader["resources"]["limits"] == {"nvidia.com/gpu": "8", "rdma/ib": "1"}
+    assert leader["securityContext"] == {"privileged": False, "capabilities": {"add": ["IPC_LOCK"]}}
+    volumes = {v["name"]: v for v in lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    init = lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["initContainers"][0]
+    assert ".kimi-deploy-verified.json" in init["command"][-1]
+    assert tp16["pvc-weights.yaml"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "kimi-deploy verify" in tp16["job-download.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    hybrid = _render(DEPLOY / "kimi-k2-instruct-h200x16-vllm-dpep-hybrid.yaml", tmp_path / "b")
+    assert "leaderworkerset.sigs.k8s.io/worker-index" not in hybrid["service.yaml"]["spec"]["selector"]
+    sgl = _render(DEPLOY / "kimi-k2-instruct-h200x16-sglang-tp16.yaml", tmp_path / "c")
+    sworker = _containers(sgl["leaderworkerset.yaml"]["spec"]["leaderWorkerTemplate"]["workerTemplate"])
+    assert "livenessProbe" in sworker and "readinessProbe" not in sworker  # dummy /health on rank >= 1
+    single = _render(DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml", tmp_path / "d")
+    assert single["deployment.yaml"]["spec"]["strategy"]["type"] == "Recreate"
+    assert "kimi-deploy bench" in single["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+
+
+def test_secrets_by_reference_only(tmp_path: Path, monkeypatch) -> None:
+    secret = "sk-live-never-in-a-manifest"
+    monkeypatch.setenv("KIMI_API_KEY", secret)
+    monkeypatch.setenv("HF_TOKEN", "hf_never_either")
+    objs = _render(DEPLOY / "kimi-k2-instruct-h200x16-vllm-dpep.yaml", tmp_path)
+    text = json.dumps(objs)
+    assert secret not in text and "hf_never_either" not in text
+    env = _containers(objs["leaderworkerset.yaml"]["spec"]["leaderWorkerTemplate"]["leaderTemplate"])["env"]
+    key = next(e for e in env if e["name"] == "KIMI_API_KEY")
+    assert key == {"name": "KIMI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "kimi-api-key", "key": "KIMI_API_KEY"}}}
+
+
+@pytest.mark.parametrize("k8s, needles", [
+    ({"storage_class": None}, ["k8s.storage_class", "ReadWriteMany"]),
+    ({"rdma": {"count": 1}}, ["k8s.rdma.resource"]),
+    ({"gpus_per_pod": 4}, ["k8s.gpus_per_pod", "differs"]),
+    ({"api_key_secret": None}, ["k8s.api_key_secret"]),
+])
+def test_bad_input(tmp_path: Path, k8s: dict, needles: list[str]) -> None:
+    data = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
+    data["k8s"].update(k8s)
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), *needles)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_name_too_long_for_lws(tmp_path: Path) -> None:
+    data = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
+    data["name"] = "k" * 55
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "name", "at most 51")
