@@ -76,8 +76,9 @@ def test_manifests_validate(spec: Path, tmp_path: Path) -> None:
         else:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     data = yaml.safe_load(spec.read_text())
+    pd = (data.get("topology") or {}).get("pd")
     assert ("LeaderWorkerSet" in kinds) == (data["hardware"]["nodes"] > 1)
-    assert ("Deployment" in kinds) == (data["hardware"]["nodes"] == 1)
+    assert ("Deployment" in kinds) == (data["hardware"]["nodes"] == 1 or bool(pd))  # P/D: the router
 
 
 def test_a_misspelled_field_fails_the_lws_schema(tmp_path: Path) -> None:
@@ -135,6 +136,27 @@ def test_topology_specific_choices(tmp_path: Path) -> None:
     single = _render(DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml", tmp_path / "d")
     assert single["deployment.yaml"]["spec"]["strategy"]["type"] == "Recreate"
     assert "kimi-deploy bench" in single["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+
+
+def test_prefill_decode(tmp_path: Path) -> None:
+    objs = _render(DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml", tmp_path)
+    for group in ("prefill", "decode"):
+        lws = objs[f"leaderworkerset-{group}.yaml"]["spec"]["leaderWorkerTemplate"]
+        env = {e["name"]: e.get("value") for e in _containers(lws["leaderTemplate"])["env"]}
+        assert env["KIMI_PD_GROUP"] == group and lws["size"] == 2
+        assert objs[f"service-{group}.yaml"]["spec"]["selector"]["kimi-deploy/group"] == group
+    router = objs["deployment-router.yaml"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in router["env"]}
+    assert env["KIMI_PD_GROUP"] == "router" and env["KIMI_PREFILL_HEAD_ADDR"] == "kimi-k2-sglang-pd-prefill.kimi.svc"
+    assert "nvidia.com/gpu" not in router["resources"]["limits"]
+    assert objs["service.yaml"]["spec"]["ports"][0]["port"] == 8000  # the router's port
+    # and the router pod's serve resolves its role from that environment
+    from kimi_deploy.launch import node_command, resolve_node
+    from kimi_deploy.spec import load_spec
+
+    spec = load_spec(DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml")
+    node = node_command(spec, resolve_node(spec, None, None, env))
+    assert node.role == "router" and "http://kimi-k2-sglang-pd-prefill.kimi.svc:30001" in node.argv
 
 
 def test_secrets_by_reference_only(tmp_path: Path, monkeypatch) -> None:

@@ -46,8 +46,8 @@ def lws_name_limit(replicas: int) -> int:
 def startup_budget(spec: Spec) -> int:
     if spec.k8s.startup_budget_s:
         return spec.k8s.startup_budget_s
-    p = plan(plan_input(spec), suggest=False)
-    per_node = p.weight_bytes * spec.hardware.gpus_per_node
+    groups = ("prefill", "decode") if spec.topology.pd else (None,)
+    per_node = max(plan(plan_input(spec, g), suggest=False).weight_bytes for g in groups) * spec.hardware.gpus_per_node
     return int(min(max(per_node / LOAD_BYTES_PER_S + STARTUP_EXTRA_S, STARTUP_FLOOR_S), STARTUP_CAP_S))
 
 
@@ -59,16 +59,14 @@ def check(spec: Spec) -> list[str]:
         errors.append("hardware.gpu: CPU specs are local demos; Kubernetes manifests are for GPU nodes")
     if spec.weights.dir and not spec.weights.dir.startswith("/"):
         errors.append(f"weights.dir: {spec.weights.dir!r} must be an absolute path inside the pods")
-    if spec.topology.pd is not None:
-        errors.append("topology.pd: prefill/decode disaggregation on Kubernetes is not rendered yet "
-                      "(use render + launchers/entrypoint.sh with KIMI_PD_GROUP)")
     if spec.hardware.nodes > 1 and k.weights_mode == "pvc" and not (spec.weights.dir and k.storage_class):
         errors.append("k8s.storage_class: a multi-node deployment needs shared ReadWriteMany storage for the "
                       "weights (set k8s.storage_class and weights.dir) or k8s.weights_mode: hostpath")
     if k.weights_mode == "hostpath" and not spec.weights.dir:
         errors.append("weights.dir: the hostPath cache needs a directory on the nodes")
-    if spec.hardware.nodes > 1 and len(spec.name) > lws_name_limit(1):
-        errors.append(f"name: {spec.name!r} is {len(spec.name)} characters; a LeaderWorkerSet name may have at "
+    longest = spec.name + ("-prefill" if spec.topology.pd else "")
+    if spec.hardware.nodes > 1 and len(longest) > lws_name_limit(1):
+        errors.append(f"name: {longest!r} is {len(longest)} characters; a LeaderWorkerSet name may have at "
                       f"most {lws_name_limit(1)}")
     if k.rdma is not None and not k.rdma.resource:
         errors.append("k8s.rdma.resource: RDMA needs the device plugin's resource name (e.g. rdma/ib)")
@@ -90,9 +88,14 @@ def _probe(path: str, port: int, period: int, failures: int, timeout: int) -> di
             "timeoutSeconds": timeout}
 
 
-def _pod_spec(spec: Spec, serves_http: bool, health_only: bool, budget: int) -> dict[str, Any]:
+def _pod_spec(spec: Spec, serves_http: bool, health_only: bool, budget: int, port: int | None = None,
+              group: str | None = None, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     k, s = spec.k8s, spec.serving
+    port = port or s.port
     env = [{"name": "KIMI_SPEC", "value": SPEC_PATH}]
+    if group:
+        env.append({"name": "KIMI_PD_GROUP", "value": group})  # launch.resolve_node: which P/D side this is
+    env += [{"name": n, "value": v} for n, v in (extra_env or {}).items()]
     a2a = spec.topology.all2all
     env += [{"name": n, "value": v} for n, v in
             network_env(spec, spec.hardware.nodes > 1, bool(a2a and a2a.startswith("deepep"))).items()]
@@ -102,33 +105,35 @@ def _pod_spec(spec: Spec, serves_http: bool, health_only: bool, budget: int) -> 
     if k.hf_token_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
                                                                         "optional": True}}})
-    resources = {"nvidia.com/gpu": str(spec.hardware.gpus_per_node)}
-    if k.rdma and k.rdma.resource:
+    gpus = group != "router"
+    resources = {"nvidia.com/gpu": str(spec.hardware.gpus_per_node)} if gpus else {"cpu": "2", "memory": "2Gi"}
+    if gpus and k.rdma and k.rdma.resource:
         resources[k.rdma.resource] = str(k.rdma.count)
     container: dict[str, Any] = {
         "name": "engine", "image": k.image, "command": ["bash", ENTRYPOINT],
         "env": env, "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "securityContext": {"privileged": False, "capabilities": {"add": ["IPC_LOCK"]}},
+        "securityContext": {"privileged": False, "capabilities": {"add": ["IPC_LOCK"] if gpus else []}},
         "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
                          {"name": "dshm", "mountPath": "/dev/shm"}],
     }
-    if spec.weights.dir:
+    if spec.weights.dir and gpus:
         container["volumeMounts"].append({"name": "weights", "mountPath": spec.weights.dir})
     if serves_http or health_only:
-        container["ports"] = [{"name": "http", "containerPort": s.port}]
+        container["ports"] = [{"name": "http", "containerPort": port}]
         # Until the weights are loaded vLLM refuses connections and SGLang answers 503: the startup probe
         # waits out the whole load; SGLang's /health runs a 1-token generation (20 s timeout).
         timeout = 25 if spec.engine.name == "sglang" else 5
-        container["startupProbe"] = _probe("/health", s.port, PROBE_PERIOD_S, math.ceil(budget / PROBE_PERIOD_S), timeout)
-        container["livenessProbe"] = _probe("/health", s.port, 30, 6, timeout)
+        starting = math.ceil((budget if gpus else 600) / PROBE_PERIOD_S)
+        container["startupProbe"] = _probe("/health", port, PROBE_PERIOD_S, starting, timeout)
+        container["livenessProbe"] = _probe("/health", port, 30, 6, timeout)
         if serves_http and not health_only:
-            container["readinessProbe"] = _probe("/health", s.port, PROBE_PERIOD_S, 3, timeout)
+            container["readinessProbe"] = _probe("/health", port, PROBE_PERIOD_S, 3, timeout)
     volumes: list[dict[str, Any]] = [
         {"name": "spec", "configMap": {"name": f"{spec.name}-spec", "defaultMode": 0o555}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k.shm_size}},
     ]
     init: list[dict[str, Any]] = []
-    if spec.weights.dir:
+    if spec.weights.dir and gpus:
         if k.weights_mode == "pvc":
             volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": f"{spec.name}-weights"}})
             marker = f"{spec.weights.dir}/{VERIFY_MARKER}"
@@ -167,43 +172,29 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
     out["configmap-spec.yaml"] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-spec", "config"),
                                   "data": {"spec.yaml": spec_text, "entrypoint.sh": _entrypoint_text()}}
     engine_labels = _labels(spec, "engine")
-    head, workers = nodes[0], nodes[1:]
-    hybrid = all(n.serves_http for n in nodes)
-    if spec.hardware.nodes == 1:
-        template = {"metadata": {"labels": engine_labels}, "spec": _pod_spec(spec, True, False, budget)}
-        out["deployment.yaml"] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, "engine"),
-                                  "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
-                                           "selector": {"matchLabels": engine_labels}, "template": template}}
-        selector = dict(engine_labels)
+    if spec.topology.pd is None:
+        hybrid = all(n.serves_http for n in nodes)
+        selector = _engine_objects(spec, out, nodes, name, engine_labels, budget, meta, None, hybrid)
     else:
-        worker = workers[0]
-        lws: dict[str, Any] = {
-            "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": meta(name, "engine"),
-            "spec": {
-                "replicas": 1,
-                # Workers start with the leader; with Ray or vLLM's native multi-node the leader cannot become
-                # Ready before the workers join, so LeaderReady would deadlock.
-                "startupPolicy": "LeaderCreated",
-                "leaderWorkerTemplate": {
-                    "size": spec.hardware.nodes,
-                    # One dead rank breaks NCCL for the whole group: restart the group together.
-                    "restartPolicy": "RecreateGroupOnPodRestart",
-                    "leaderTemplate": {"metadata": {"labels": {**engine_labels, "kimi-deploy/role": head.role}},
-                                       "spec": _pod_spec(spec, head.serves_http, head.health_only, budget)},
-                    "workerTemplate": {"metadata": {"labels": {**engine_labels, "kimi-deploy/role": worker.role}},
-                                       "spec": _pod_spec(spec, worker.serves_http, worker.health_only, budget)},
-                },
-            },
-        }
-        if k.exclusive_topology:
-            lws["metadata"]["annotations"] = {"leaderworkerset.sigs.k8s.io/exclusive-topology": k.exclusive_topology}
-        out["leaderworkerset.yaml"] = lws
-        # The API answers on the leader only (internal LB, native multi-node, SGLang TP), or on every pod
-        # with vLLM's hybrid LB.
-        selector = dict(engine_labels) if hybrid else {**engine_labels, "leaderworkerset.sigs.k8s.io/worker-index": "0"}
+        pd = spec.topology.pd
+        for group in ("prefill", "decode"):
+            group_nodes = [n for n in nodes if n.group == group]
+            labels = {**engine_labels, "kimi-deploy/group": group}
+            gsel = _engine_objects(spec, out, group_nodes, f"{name}-{group}", labels, budget, meta, group, False)
+            port = int(group_nodes[0].argv[group_nodes[0].argv.index("--port") + 1])
+            out[f"service-{group}.yaml"] = {"apiVersion": "v1", "kind": "Service", "metadata": meta(f"{name}-{group}", "engine"),
+                                            "spec": {"selector": gsel, "ports": [{"name": "http", "port": port, "targetPort": port}]}}
+        router_labels = _labels(spec, "router")
+        router_env = {"KIMI_PREFILL_HEAD_ADDR": f"{name}-prefill.{ns}.svc", "KIMI_DECODE_HEAD_ADDR": f"{name}-decode.{ns}.svc"}
+        router_pod = _pod_spec(spec, True, False, budget, pd.router_port, "router", router_env)
+        out["deployment-router.yaml"] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(f"{name}-router", "router"),
+                                         "spec": {"replicas": 1, "selector": {"matchLabels": router_labels},
+                                                  "template": {"metadata": {"labels": router_labels}, "spec": router_pod}}}
+        selector = router_labels
+    service_port = spec.topology.pd.router_port if spec.topology.pd else spec.serving.port
     out["service.yaml"] = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, "engine"),
-                           "spec": {"selector": selector, "ports": [{"name": "http", "port": spec.serving.port,
-                                                                     "targetPort": spec.serving.port}]}}
+                           "spec": {"selector": selector, "ports": [{"name": "http", "port": service_port,
+                                                                     "targetPort": service_port}]}}
     if k.pdb:
         # Evicting any rank restarts the whole group (a long weight load): drains must be deliberate.
         out["poddisruptionbudget.yaml"] = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
@@ -211,10 +202,10 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
                                            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": engine_labels}}}
     out["podmonitor.yaml"] = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
                               "metadata": meta(name, "monitoring"),
-                              "spec": {"selector": {"matchLabels": selector},
+                              "spec": {"selector": {"matchLabels": selector if spec.topology.pd is None else engine_labels},
                                        "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}]}}
     if spec.weights.dir and k.weights_mode == "pvc":
-        p = plan(plan_input(spec), suggest=False)
+        p = plan(plan_input(spec, "decode" if spec.topology.pd else None), suggest=False)
         size = k.weights_pvc_size or f"{math.ceil(p.weight_bytes_total * 1.1 / 2**30)}Gi"
         pvc: dict[str, Any] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                "metadata": meta(f"{name}-weights", "weights"),
@@ -247,8 +238,8 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
                              "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": _labels(spec, "bench")}, "spec": {
                                  "restartPolicy": "Never",
                                  "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": ["bash", "-c",
-                                     f"kimi-deploy wait http://{name}.{ns}.svc:{spec.serving.port} --timeout 14400{key_flag} && "
-                                     f"kimi-deploy bench --base-url http://{name}.{ns}.svc:{spec.serving.port}/v1 "
+                                     f"kimi-deploy wait http://{name}.{ns}.svc:{service_port} --timeout 14400{key_flag} && "
+                                     f"kimi-deploy bench --base-url http://{name}.{ns}.svc:{service_port}/v1 "
                                      f"--model {served} --output /results/$(date +%Y%m%dT%H%M%S) "
                                      f"--concurrency {k.bench_concurrency} --num-requests {k.bench_concurrency * 8}{key_flag}"],
                                      "volumeMounts": [{"name": "results", "mountPath": "/results"}]}],
@@ -256,6 +247,50 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
     out["kustomization.yaml"] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                                  "resources": sorted(f for f in out if f != "kustomization.yaml")}
     return out
+
+
+def _engine_objects(spec: Spec, out: dict[str, dict[str, Any]], nodes: list, name: str, labels: dict[str, str],
+                    budget: int, meta, group: str | None, hybrid: bool) -> dict[str, str]:
+    """The Deployment (one node, not P/D) or LeaderWorkerSet for one set of engine nodes; returns the
+    selector of the pods that serve its HTTP API."""
+    head = nodes[0]
+    port = int(head.argv[head.argv.index("--port") + 1])
+    suffix = f"-{group}" if group else ""
+    if len(nodes) == 1 and group is None:
+        template = {"metadata": {"labels": labels}, "spec": _pod_spec(spec, True, False, budget, port)}
+        out["deployment.yaml"] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, "engine"),
+                                  "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+                                           "selector": {"matchLabels": labels}, "template": template}}
+        return dict(labels)
+    worker = nodes[1] if len(nodes) > 1 else head
+    lws: dict[str, Any] = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": meta(name, "engine"),
+        "spec": {
+            "replicas": 1,
+            # Workers start with the leader; with Ray or vLLM's native multi-node the leader cannot become
+            # Ready before the workers join, so LeaderReady would deadlock.
+            "startupPolicy": "LeaderCreated",
+            "leaderWorkerTemplate": {
+                "size": len(nodes),
+                # One dead rank breaks NCCL for the whole group: restart the group together.
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": {"metadata": {"labels": {**labels, "kimi-deploy/role": head.role}},
+                                   "spec": _pod_spec(spec, head.serves_http, head.health_only, budget, port, group)},
+            },
+        },
+    }
+    if len(nodes) > 1:
+        lws["spec"]["leaderWorkerTemplate"]["workerTemplate"] = {
+            "metadata": {"labels": {**labels, "kimi-deploy/role": worker.role}},
+            "spec": _pod_spec(spec, worker.serves_http, worker.health_only, budget, port, group)}
+    else:  # an LWS of size 1 still needs a worker template; it is never instantiated
+        lws["spec"]["leaderWorkerTemplate"]["workerTemplate"] = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]
+    if spec.k8s.exclusive_topology:
+        lws["metadata"]["annotations"] = {"leaderworkerset.sigs.k8s.io/exclusive-topology": spec.k8s.exclusive_topology}
+    out[f"leaderworkerset{suffix}.yaml"] = lws
+    # The API answers on the leader only (internal LB, native multi-node, SGLang TP), or on every pod
+    # with vLLM's hybrid LB.
+    return dict(labels) if hybrid else {**labels, "leaderworkerset.sigs.k8s.io/worker-index": "0"}
 
 
 def write(spec_path: Path, out_dir: Path) -> list[Path]:

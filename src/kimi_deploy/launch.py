@@ -78,6 +78,8 @@ def resolve_node(spec: Spec, node_rank: int | None, head_address: str | None,
         prefill_head=env.get("KIMI_PREFILL_HEAD_ADDR", PREFILL_HEAD),
         decode_head=env.get("KIMI_DECODE_HEAD_ADDR", DECODE_HEAD),
     )
+    if node_rank is None and pd_group == "router":  # the P/D router pod: no LWS group, no GPUs
+        return NodeContext(offsets["router"], replace(addrs, head=head_address or HEAD), "env")
     if node_rank is not None:
         rank, source = node_rank, "flags"
         head = head_address
