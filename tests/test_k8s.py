@@ -81,6 +81,17 @@ def test_manifests_validate(spec: Path, tmp_path: Path) -> None:
     assert ("Deployment" in kinds) == (data["hardware"]["nodes"] == 1 or bool(pd))  # P/D: the router
 
 
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
+def test_kubectl_kustomize_builds_the_tree(spec: Path) -> None:
+    import subprocess
+
+    kubectl = Path(sys.executable).parent / "kubectl"
+    proc = subprocess.run([str(kubectl), "kustomize", str(ROOT / "k8s" / spec.stem)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert len(docs) == len(list((ROOT / "k8s" / spec.stem).glob("*.yaml"))) - 1  # every object but the kustomization
+
+
 def test_a_misspelled_field_fails_the_lws_schema(tmp_path: Path) -> None:
     objs = _render(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml", tmp_path)
     bad = copy.deepcopy(objs["leaderworkerset.yaml"])
