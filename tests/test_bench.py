@@ -123,6 +123,23 @@ def test_sweep_finds_saturation_and_multi_turn_carries_history(sim_factory, tmp_
     assert s["requests"]["failed"] == 0
 
 
+def test_jsonl_and_shared_prefix_workloads(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "5", "--itl-ms", "2")
+    data = tmp_path / "sharegpt.jsonl"
+    data.write_text("\n".join(json.dumps({"conversations": [{"from": "human", "value": f"question {i}"},
+                                                           {"from": "gpt", "value": "answer"}]}) for i in range(5)))
+    s = _bench(url, tmp_path / "j", "--workload", "jsonl", "--dataset", str(data), "--concurrency", "2",
+               "--num-requests", "6", "--output-len", "8")
+    assert s["requests"]["completed"] == 6 and s["tokens"]["output_server"] == 48
+    s = _bench(url, tmp_path / "p", "--workload", "shared-prefix", "--prefix-len", "50", "--input-len", "10",
+               "--concurrency", "2", "--num-requests", "6", "--output-len", "8")
+    assert s["requests"]["completed"] == 6 and s["tokens"]["prompt"] > 6 * 60
+    data.write_text("not json\n")
+    assert_clean_error(run_cli("bench", "--base-url", url, "--model", "sim", "--output", str(tmp_path / "x"),
+                               "--workload", "jsonl", "--dataset", str(data), "--concurrency", "1"),
+                       "sharegpt.jsonl", "line 1")
+
+
 def test_interrupted_run_keeps_its_data(sim_factory, tmp_path: Path) -> None:
     url = sim_factory("--ttft-ms", "10", "--itl-ms", "50")
     out = tmp_path / "r"

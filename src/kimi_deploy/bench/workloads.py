@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from ..errors import BadInput
+from ..jsonl import read_jsonl
 
 WORKLOADS = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn")
 _WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
@@ -110,13 +111,9 @@ def jsonl_bodies(path: Path, n: int, output_len: int | None, seed: int) -> list[
     if not path.is_file():
         raise BadInput("dataset file not found", str(path))
     rows = []
-    for ln, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"line {ln}: invalid JSON ({exc.msg})", str(path)) from None
+    for ln, obj in read_jsonl(path):
+        if not isinstance(obj, dict):
+            raise BadInput(f"line {ln}: each line must be a JSON object", str(path))
         if "messages" in obj:
             messages = obj["messages"]
         elif "conversations" in obj:  # ShareGPT: the first human turn

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..jsonl import read_jsonl
 from ..toolsuite import CHAT, arguments_json, tool_case, tool_result, tool_subset
 
 SUITES = ("tool-calls", "chat", "thinking")
@@ -33,13 +34,7 @@ def load(name_or_path: str) -> tuple[str, list[dict[str, Any]]]:
     if not path.is_file():
         raise BadInput("suite file not found", str(path))
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"line {n}: invalid JSON ({exc.msg})", str(path)) from None
+    for n, row in read_jsonl(path):
         if not isinstance(row, dict) or "messages" not in row or "id" not in row:
             raise BadInput(f"line {n}: each line needs an id and messages", str(path))
         rows.append(row)
