@@ -63,10 +63,11 @@ def test_measurements_match_the_injected_truth(sim_factory, tmp_path: Path) -> N
     assert CONTRACT <= set(s) and s["requests"] == {"completed": 32, "failed": 0, "errors": {}}
     lat = s["latency_ms"]
     # Tolerances: the client measures the sim's scheduled times plus local HTTP and parsing overhead.
-    assert 200 <= lat["ttft"]["mean"] <= 215, lat["ttft"]
-    assert 19.0 <= lat["tpot"]["mean"] <= 21.0, lat["tpot"]
-    assert 18.0 <= lat["itl"]["p50"] <= 22.0, lat["itl"]
-    assert 200 + 39 * 20 <= lat["e2e"]["mean"] <= 200 + 39 * 20 + 30, lat["e2e"]
+    # (stated tolerances: TTFT +25 ms, TPOT and ITL p50 +-1.5 ms, E2E +50 ms on a loaded 2-core machine)
+    assert 200 <= lat["ttft"]["mean"] <= 225, lat["ttft"]
+    assert 18.5 <= lat["tpot"]["mean"] <= 21.5, lat["tpot"]
+    assert 18.5 <= lat["itl"]["p50"] <= 21.5, lat["itl"]
+    assert 200 + 39 * 20 <= lat["e2e"]["mean"] <= 200 + 39 * 20 + 50, lat["e2e"]
     assert s["tokens"]["output_server"] == s["tokens"]["output_client"] == 32 * 40
     assert s["config"]["workload_facts"]["input_len_exact"] > 0  # aligned with the server's /tokenize
     assert s["client"]["valid"] and s["client"]["schedule_lag_ms_p99"] < 50
