@@ -25,10 +25,10 @@ BIG = 24 * 2**20  # bigger than huggingface_hub's 10 MiB read chunk, so a droppe
 
 
 @pytest.fixture(scope="module")
-def repo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repo_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
     """A small checkpoint shaped like a real one: config, tokenizer files, index, two large shards."""
     d = tmp_path_factory.mktemp("repo")
-    tiny = ROOT / "runs" / "tiny-k2"
+    tiny = tiny_dir
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "README.md"):
         if (tiny / name).exists():
             shutil.copy(tiny / name, d / name)
