@@ -281,7 +281,8 @@ def preflight(spec: Spec, node: RenderedNode, check_args: bool = True) -> Prefli
         pf.add("/dev/shm", size >= want, f"{size / 2**30:.1f} GiB", fatal=False)
     if node.serves_http or node.health_only:
         port = int(node.argv[node.argv.index("--port") + 1]) if "--port" in node.argv else spec.serving.port
-        pf.add("port", _port_free(port), f"{port} {'free' if _port_free(port) else 'already in use'}")
+        free = _port_free(port)
+        pf.add("port", free, f"{port} {'free' if free else 'already in use'}")
     return pf
 
 
