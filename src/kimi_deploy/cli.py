@@ -414,8 +414,7 @@ def compare(
             overrides[name.strip()] = float(value)
         except ValueError:
             raise BadInput(f"{item!r} is not NAME=NUMBER", "--threshold") from None
-    local_url = local.rstrip("/")
-    local_url = local_url if local_url.endswith("/v1") else local_url + "/v1"
+    local_url = _v1(local)
     if model is None:
         model = _served_model(local_url, os.environ.get(local_key_env) if local_key_env else None)
     summary = run_compare(local_url, model, suite, output, reference, reference_file, reference_model, reference_kind,
@@ -424,6 +423,12 @@ def compare(
     out.print(f"summary: {output / 'summary.json'}; report: {output / 'report.html'}")
     if summary["verdict"] != "PASS":
         raise typer.Exit(1)
+
+
+def _v1(url: str) -> str:
+    """An OpenAI base URL: the root or the /v1 URL both work on the command line."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
 
 
 def _served_model(url: str, key: Optional[str]) -> str:
@@ -483,8 +488,7 @@ def bench(
         raise BadInput(f"must be on or off, got {thinking!r}", "--thinking")
     if sweep and (concurrency is not None or rate is not None):
         raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
-    url = base_url.rstrip("/")
-    url = url if url.endswith("/v1") else url + "/v1"
+    url = _v1(base_url)
     cfg = BenchConfig(url, model, output, workload, num_requests, duration, warmup, concurrency, rate, burstiness,
                       ramp_up, max_concurrency, input_len, output_len, dataset, prefix_len, 4,
                       None if thinking is None else thinking == "on", hosted, parse_slo(slo), workers, seed,

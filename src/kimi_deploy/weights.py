@@ -8,6 +8,7 @@ marker that `serve` preflight and the Kubernetes init container trust."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import fnmatch
 import hashlib
 import json
@@ -118,7 +119,9 @@ def list_mirror(root: str) -> Listing:
     return Listing("mirror", str(base), None, files)
 
 
+@functools.lru_cache(maxsize=8)
 def _s3(url: str) -> tuple[Any, str, str]:
+    """One boto3 client per source URL, shared by the listing and every file (boto3 clients are thread-safe)."""
     try:
         import boto3
     except ImportError:

@@ -16,7 +16,7 @@ from ..catalog import get_model
 from ..errors import BadInput
 from .adapters import Endpoint
 from .report import print_summary, write_reports
-from .run import Store, collect, preflight
+from .run import Store, collect, preflight, request_key
 from .score import DEFAULT_F1, score
 from .suites import load
 
@@ -56,7 +56,7 @@ def run_compare(local_url: str, model: str, suite_name: str, output: Path, refer
                                   kind="self-hosted")
         reference.model = ref_model
         ref_store = Store(reference_file, suite, ref_model)
-        missing = [r["id"] for r in rows if ref_store.outcome(_key(suite, r)) is None]
+        missing = [r["id"] for r in rows if ref_store.outcome(request_key(suite, r)) is None]
         if missing:
             raise BadInput(f"{len(missing)} request(s) of suite {suite!r} are not in the recording, e.g. {missing[0]}",
                            str(reference_file))
@@ -83,7 +83,7 @@ def run_compare(local_url: str, model: str, suite_name: str, output: Path, refer
                                      on_done=lambda o, t=t: progress.advance(t)))
             got = await asyncio.gather(*tasks)
             lo = got[0]
-            ref = got[1] if len(got) > 1 else {r["id"]: ref_store.outcome(_key(suite, r)) for r in rows}
+            ref = got[1] if len(got) > 1 else {r["id"]: ref_store.outcome(request_key(suite, r)) for r in rows}
             return lo, ref
         lo, ref = asyncio.run(both())
     summary = score(suite, rows, lo, ref, thresholds_for(model, threshold_overrides))
@@ -94,12 +94,6 @@ def run_compare(local_url: str, model: str, suite_name: str, output: Path, refer
     write_reports(output, summary)
     print_summary(console, summary)
     return summary
-
-
-def _key(suite: str, row: dict[str, Any]) -> str:
-    from .run import request_key
-
-    return request_key(suite, row)
 
 
 async def _preflight_all(endpoints: list[Endpoint]) -> None:
