@@ -162,10 +162,11 @@ def test_prefill_decode(tmp_path: Path) -> None:
     assert "nvidia.com/gpu" not in router["resources"]["limits"]
     assert objs["service.yaml"]["spec"]["ports"][0]["port"] == 8000  # the router's port
     # and the router pod's serve resolves its role from that environment
+    from kimi_deploy.deployment import resolve
     from kimi_deploy.launch import node_command, resolve_node
     from kimi_deploy.spec import load_spec
 
-    spec = load_spec(DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml")
+    spec = resolve(load_spec(DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"))
     node = node_command(spec, resolve_node(spec, None, None, env))
     assert node.role == "router" and "http://kimi-k2-sglang-pd-prefill.kimi.svc:30001" in node.argv
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kimi_deploy.engines import Addresses, render
+from kimi_deploy.deployment import resolve
+from kimi_deploy.engines import render
 from kimi_deploy.engines.check import check_argv, check_nodes
 from kimi_deploy.errors import BadInput
 from kimi_deploy.spec import load_spec, parse_spec
@@ -19,7 +20,7 @@ from kimi_deploy.spec import load_spec, parse_spec
 from .conftest import DEPLOY, assert_clean_error, run_cli
 
 EXAMPLES = sorted(DEPLOY.glob("*.yaml"))
-ADDRS = Addresses(head="10.0.0.1", prefill_head="10.0.0.1", decode_head="10.0.0.3")
+HEADS = {"serve": "10.0.0.1", "prefill": "10.0.0.1", "decode": "10.0.0.3"}
 
 
 def _engine_argvs(nodes):
@@ -27,10 +28,9 @@ def _engine_argvs(nodes):
 
 
 def _assert_k2_invariants(spec, nodes) -> None:
-    from kimi_deploy.engines.base import thinking as spec_thinking
-
-    thinking = spec_thinking(spec)  # the catalog's answer, or serving.thinking for a local checkpoint
-    entry = spec.model_entry()
+    dep = resolve(spec)
+    thinking = dep.thinking  # the catalog's answer, or serving.thinking for a local checkpoint
+    entry = dep.entry
     if entry is not None and spec.serving.thinking is None:
         assert thinking == entry.thinking
     for argv in _engine_argvs(nodes):
@@ -42,7 +42,7 @@ def _assert_k2_invariants(spec, nodes) -> None:
             assert spec.serving.host == "0.0.0.0"
         if spec.engine.name == "vllm":
             assert "--enable-auto-tool-choice" in argv
-        else:  # SGLang: never the prefix abbreviations (engines.md §4)
+        else:  # SGLang: never the prefix abbreviations (`--tp`, `--dp` are argparse prefixes of --tp-size / --dp-size)
             assert not {"--tp", "--dp", "--pp", "--cuda-graph-max-bs"} & set(argv)
     for n in nodes:  # the API key is an env reference, never a value
         text = " ".join(n.argv) + " ".join(n.env.values())
@@ -53,7 +53,7 @@ def _assert_k2_invariants(spec, nodes) -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_passes_the_real_parsers(path: Path) -> None:
     spec = load_spec(path)
-    nodes = render(spec, ADDRS)
+    nodes = render(resolve(spec), HEADS)
     assert check_nodes(nodes) == []
     _assert_k2_invariants(spec, nodes)
 
@@ -102,7 +102,7 @@ def test_topology_matrix_passes_the_real_parsers(engine, nodes, topology, roles)
     data["hardware"]["nodes"] = nodes
     data["topology"] = topology
     spec = parse_spec(data)
-    rendered = render(spec, ADDRS)
+    rendered = render(resolve(spec), HEADS)
     assert [n.role for n in rendered] == roles
     assert check_nodes(rendered) == []
     _assert_k2_invariants(spec, rendered)
@@ -111,14 +111,14 @@ def test_topology_matrix_passes_the_real_parsers(engine, nodes, topology, roles)
 def test_vllm_multinode_shapes() -> None:
     data = copy.deepcopy(BASE)
     data["topology"] = {"mode": "dp-ep", "tp": 1, "dp": 16}
-    head, worker = render(parse_spec(data), ADDRS)
+    head, worker = render(resolve(parse_spec(data)), HEADS)
     # internal LB: one API server on the head; the worker is headless and starts at DP rank 8
     assert "--headless" not in head.argv and head.serves_http
     assert worker.argv[worker.argv.index("--data-parallel-start-rank") + 1] == "8"
     assert "--headless" in worker.argv and not worker.serves_http
     assert head.argv[head.argv.index("--data-parallel-address") + 1] == "10.0.0.1"
     data["topology"] = {"mode": "tp", "tp": 16}
-    head, worker = render(parse_spec(data), ADDRS)
+    head, worker = render(resolve(parse_spec(data)), HEADS)
     assert head.argv[head.argv.index("--node-rank") + 1] == "0"
     assert worker.argv[worker.argv.index("--node-rank") + 1] == "1" and "--headless" in worker.argv
 
@@ -126,7 +126,7 @@ def test_vllm_multinode_shapes() -> None:
 def test_sglang_same_command_on_every_node() -> None:
     data = copy.deepcopy(BASE)
     data["engine"]["name"] = "sglang"
-    head, worker = render(parse_spec(data), ADDRS)
+    head, worker = render(resolve(parse_spec(data)), HEADS)
     strip = lambda a: [x for i, x in enumerate(a) if not (i > 0 and a[i - 1] == "--node-rank")]  # noqa: E731
     assert strip(head.argv) == strip(worker.argv)
     assert worker.health_only and head.argv[head.argv.index("--dist-init-addr") + 1] == "10.0.0.1:5000"
@@ -134,7 +134,7 @@ def test_sglang_same_command_on_every_node() -> None:
 
 def test_the_checker_catches_what_it_should() -> None:
     assert "unrecognized arguments: --disable-log-requests" in check_argv(
-        ["vllm", "serve", "m", "--disable-log-requests"])  # removed in 2026-03 (engines.md §4)
+        ["vllm", "serve", "m", "--disable-log-requests"])  # removed in vllm #35723 (2026-03-02)
     assert "kimi_k9" in check_argv(["vllm", "serve", "m", "--enable-auto-tool-choice", "--tool-call-parser", "kimi_k9"])
     assert "unrecognized arguments: --tp 8" in check_argv(
         ["python3", "-m", "sglang.launch_server", "--model-path", "m", "--tp", "8"])
@@ -173,11 +173,11 @@ def test_topology_vllm_cannot_express(tmp_path: Path) -> None:
     data["topology"] = {"tp": 3, "dp": 5, "expert_parallel": True}
     data["hardware"] = {"gpu": "H200", "gpus_per_node": 15, "nodes": 1}
     with pytest.raises(BadInput, match="does not divide num_attention_heads"):
-        render(parse_spec(data), ADDRS)
+        render(resolve(parse_spec(data)), HEADS)
     data["hardware"] = {"gpu": "H200", "gpus_per_node": 6, "nodes": 2}
     data["topology"] = {"tp": 4, "pp": 1, "dp": 3, "expert_parallel": True}
     with pytest.raises(BadInput, match="each node runs whole DP ranks"):
-        render(parse_spec(data), ADDRS)
+        render(resolve(parse_spec(data)), HEADS)
 
 
 def test_render_cli_shell_and_json(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from kimi_deploy.launch import expand_slurm_nodelist, resolve_node
+from kimi_deploy.deployment import resolve
 from kimi_deploy.spec import load_spec
 
 from .conftest import DEPLOY, ROOT, assert_clean_error, run_cli
 
-LAUNCHERS = ROOT / "launchers"
+LAUNCHERS = ROOT / "src" / "kimi_deploy" / "launchers"
 BIN = Path(sys.executable).parent
 SECRET = "sk-test-do-not-leak-1234"
 
@@ -67,19 +68,19 @@ def test_slurm_nodelist_expansion() -> None:
 
 
 def test_role_resolution_sources() -> None:
-    spec = load_spec(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml")
+    spec = resolve(load_spec(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml"))
     lws = resolve_node(spec, None, None, {"LWS_LEADER_ADDRESS": "leader.svc", "LWS_WORKER_INDEX": "1",
                                           "LWS_GROUP_SIZE": "2"})
-    assert (lws.rank, lws.addrs.head, lws.source) == (1, "leader.svc", "lws")
+    assert (lws.rank, lws.heads['serve'], lws.source) == (1, "leader.svc", "lws")
     slurm = resolve_node(spec, None, None, {"SLURM_NODEID": "1", "SLURM_NNODES": "2",
                                             "SLURM_JOB_NODELIST": "gpu[07-08]"})
-    assert (slurm.rank, slurm.addrs.head, slurm.source) == (1, "gpu07", "slurm")
+    assert (slurm.rank, slurm.heads['serve'], slurm.source) == (1, "gpu07", "slurm")
     flags = resolve_node(spec, 1, "10.0.0.9", {"SLURM_NODEID": "0"})  # flags win over env
-    assert (flags.rank, flags.addrs.head, flags.source) == (1, "10.0.0.9", "flags")
-    pd = load_spec(DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml")
+    assert (flags.rank, flags.heads['serve'], flags.source) == (1, "10.0.0.9", "flags")
+    pd = resolve(load_spec(DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"))
     d = resolve_node(pd, None, None, {"LWS_LEADER_ADDRESS": "dec-0", "LWS_WORKER_INDEX": "1",
                                       "LWS_GROUP_SIZE": "2", "KIMI_PD_GROUP": "decode"})
-    assert (d.rank, d.addrs.decode_head) == (3, "dec-0")
+    assert (d.rank, d.heads['decode']) == (3, "dec-0")
 
 
 @pytest.mark.parametrize("env, needles", [

@@ -179,13 +179,14 @@ def test_replace_keeps_inputs_independent() -> None:
 @pytest.mark.parametrize("args, needles", [
     (["--model", "kimi-k9"], ["unknown model 'kimi-k9'", "kimi-k2-instruct"]),
     (["--model", "kimi-k2-instruct", "--gpu", "H900"], ["unknown GPU 'H900'", "H200"]),
-    (["--engine", "trtllm"], ["unknown engine 'trtllm'", "vllm, sglang"]),
+    (["--engine", "trtllm"], ["--engine", "'trtllm' is not one of", "'vllm', 'sglang'"]),
     (["--tp", "4"], ["tp*pp*dp = 4 GPUs", "8 GPUs"]),
     (["--tp", "6", "--gpus-per-node", "6"], ["does not divide num_attention_heads"]),
-    (["--tp", "0"], ["--tp: must be >= 1"]),
-    (["--max-model-len", "-5"], ["--max-model-len: must be >= 1"]),
+    (["--tp", "0"], ["'--tp'", "greater than or equal to 1"]),
+    (["--max-model-len", "-5"], ["'--max-model-len'", "greater than or equal to 1"]),
     (["--kv-cache-dtype", "int3"], ["unknown kv_cache_dtype 'int3'", "fp8"]),
-    (["--gpu-memory-utilization", "1.5"], ["gpu_memory_utilization", "(0, 1]"]),
+    (["--gpu-memory-utilization", "1.5"], ["'--gpu-memory-utilization'", "less than or equal to 1"]),
+    (["--gpu-memory-utilization", "0"], ["gpu_memory_utilization", "(0, 1]"]),
 ])
 def test_bad_what_if_flags(args: list[str], needles: list[str]) -> None:
     base = {"--model": "kimi-k2-instruct", "--gpu": "H200", "--gpus-per-node": "8"}

@@ -3,24 +3,25 @@ weights staged on a ReadWriteMany PVC by a download+verify Job (or a node-local 
 container that waits for the verify marker, probes sized from the plan, a Service selecting exactly the
 pods that serve HTTP, a PodDisruptionBudget, a PodMonitor and a benchmark Job. The engine command is not
 written into the manifests: every pod runs the launcher entrypoint, which calls `kimi-deploy serve` on
-the same spec (shipped in a ConfigMap), so Kubernetes runs exactly what `render` shows."""
+the same spec (shipped in a ConfigMap), so Kubernetes runs exactly what `render` shows. Stock engine
+images do not contain kimi-deploy: `k8s.image` names the image built by docker/Dockerfile (the engine
+image plus kimi-deploy), and stock images are refused."""
 
 from __future__ import annotations
 
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .engines import render
-from .engines.base import network_env
+from .deployment import Deployment, Group, resolve
+from .engines import RenderedNode, render
 from .errors import BadInput
 from .launch import VERIFY_MARKER
-from .plan import plan
-from .spec import Spec, load_spec, plan_input
+from .spec import Spec, load_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = "/etc/kimi-deploy/spec.yaml"
 ENTRYPOINT = "/etc/kimi-deploy/entrypoint.sh"
 # Startup budget: weights per node over a conservative shared-storage read rate, within a floor and cap
@@ -28,13 +29,15 @@ ENTRYPOINT = "/etc/kimi-deploy/entrypoint.sh"
 LOAD_BYTES_PER_S = 0.5e9
 STARTUP_FLOOR_S, STARTUP_CAP_S, STARTUP_EXTRA_S = 600, 4 * 3600, 300
 PROBE_PERIOD_S = 10
+# The first line of every file `k8s` writes: files without it are the user's and are never touched.
+HEADER = "# rendered by kimi-deploy k8s"
+# Official engine images: they do not contain kimi-deploy, so a pod on them cannot run its entrypoint.
+STOCK_IMAGES = ("vllm/vllm-openai", "lmsysorg/sglang", "rocm/vllm", "rocm/sgl-dev", "rocm/sglang")
 
 
-def _entrypoint_text() -> str:
-    path = ROOT / "launchers" / "entrypoint.sh"
-    if path.is_file():
-        return path.read_text()
-    return "#!/usr/bin/env bash\nset -euo pipefail\nexec kimi-deploy serve \"${KIMI_SPEC:-/etc/kimi-deploy/spec.yaml}\" \"$@\"\n"
+def entrypoint_text() -> str:
+    """The container entrypoint, shipped inside the package (a wheel install has no launchers/ dir)."""
+    return resources.files("kimi_deploy").joinpath("launchers", "entrypoint.sh").read_text()
 
 
 def lws_name_limit(replicas: int) -> int:
@@ -43,11 +46,10 @@ def lws_name_limit(replicas: int) -> int:
     return 51 - replicas // 10
 
 
-def startup_budget(spec: Spec) -> int:
-    if spec.k8s.startup_budget_s:
-        return spec.k8s.startup_budget_s
-    groups = ("prefill", "decode") if spec.topology.pd else (None,)
-    per_node = max(plan(plan_input(spec, g), suggest=False).weight_bytes for g in groups) * spec.hardware.gpus_per_node
+def startup_budget(dep: Deployment) -> int:
+    if dep.spec.k8s.startup_budget_s:
+        return dep.spec.k8s.startup_budget_s
+    per_node = max(g.plan.weight_bytes for g in dep.groups) * dep.spec.hardware.gpus_per_node
     return int(min(max(per_node / LOAD_BYTES_PER_S + STARTUP_EXTRA_S, STARTUP_FLOOR_S), STARTUP_CAP_S))
 
 
@@ -75,6 +77,12 @@ def check(spec: Spec) -> list[str]:
                       f"{spec.hardware.gpus_per_node}: one pod per node must own all its GPUs")
     if spec.serving.api_key_env and not k.api_key_secret:
         errors.append("k8s.api_key_secret: serving.api_key_env is set, so name the Secret that holds the key")
+    if not k.image:
+        errors.append("k8s.image: name the image built from docker/Dockerfile (the engine image plus kimi-deploy), "
+                      "e.g. registry.example.com/kimi-deploy:0.1.0-vllm0.32.0")
+    elif k.image.split("@")[0].rsplit(":", 1)[0].removeprefix("docker.io/") in STOCK_IMAGES:
+        errors.append(f"k8s.image: {k.image} is a stock engine image without kimi-deploy, so its pods cannot "
+                      "start; build docker/Dockerfile FROM it and name the result")
     return errors
 
 
@@ -88,17 +96,19 @@ def _probe(path: str, port: int, period: int, failures: int, timeout: int) -> di
             "timeoutSeconds": timeout}
 
 
-def _pod_spec(spec: Spec, serves_http: bool, health_only: bool, budget: int, port: int | None = None,
-              group: str | None = None, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | None,
+              extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The pod of one rendered node: env (the same network env the node's command gets), probes on the
+    node's own port, volumes, weights staging."""
+    spec = dep.spec
     k, s = spec.k8s, spec.serving
-    port = port or s.port
+    serves_http, health_only, port, group = node.serves_http, node.health_only, node.port, pd_group
     env = [{"name": "KIMI_SPEC", "value": SPEC_PATH}]
     if group:
         env.append({"name": "KIMI_PD_GROUP", "value": group})  # launch.resolve_node: which P/D side this is
     env += [{"name": n, "value": v} for n, v in (extra_env or {}).items()]
-    a2a = spec.topology.all2all
-    env += [{"name": n, "value": v} for n, v in
-            network_env(spec, spec.hardware.nodes > 1, bool(a2a and a2a.startswith("deepep"))).items()]
+    if node.group != "router":
+        env += [{"name": n, "value": v} for n, v in dep.group(node.group).network_env.items()]
     if s.api_key_env and k.api_key_secret:
         env.append({"name": s.api_key_env, "valueFrom": {"secretKeyRef": {"name": k.api_key_secret,
                                                                              "key": s.api_key_env}}})
@@ -118,11 +128,11 @@ def _pod_spec(spec: Spec, serves_http: bool, health_only: bool, budget: int, por
     }
     if spec.weights.dir and gpus:
         container["volumeMounts"].append({"name": "weights", "mountPath": spec.weights.dir})
-    if serves_http or health_only:
+    if port is not None:
         container["ports"] = [{"name": "http", "containerPort": port}]
         # Until the weights are loaded vLLM refuses connections and SGLang answers 503: the startup probe
         # waits out the whole load; SGLang's /health runs a 1-token generation (20 s timeout).
-        timeout = 25 if spec.engine.name == "sglang" else 5
+        timeout = 25 if dep.engine == "sglang" else 5
         starting = math.ceil((budget if gpus else 600) / PROBE_PERIOD_S)
         container["startupProbe"] = _probe("/health", port, PROBE_PERIOD_S, starting, timeout)
         container["livenessProbe"] = _probe("/health", port, 30, 6, timeout)
@@ -159,39 +169,42 @@ def _pod_spec(spec: Spec, serves_http: bool, health_only: bool, budget: int, por
     return pod
 
 
-def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
+def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
     """filename -> object."""
+    spec = dep.spec
     errors = check(spec)
     if errors:
         raise BadInput("cannot render Kubernetes manifests:\n  " + "\n  ".join(errors))
     k, ns, name = spec.k8s, spec.k8s.namespace, spec.name
-    nodes = render(spec)
-    budget = startup_budget(spec)
+    nodes = render(dep)
+    budget = startup_budget(dep)
     meta = lambda n, comp: {"name": n, "namespace": ns, "labels": _labels(spec, comp)}  # noqa: E731
     out: dict[str, dict[str, Any]] = {}
     out["configmap-spec.yaml"] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-spec", "config"),
-                                  "data": {"spec.yaml": spec_text, "entrypoint.sh": _entrypoint_text()}}
+                                  "data": {"spec.yaml": spec_text, "entrypoint.sh": entrypoint_text()}}
     engine_labels = _labels(spec, "engine")
-    if spec.topology.pd is None:
+    if not dep.pd:
+        group = dep.groups[0]
         hybrid = all(n.serves_http for n in nodes)
-        selector = _engine_objects(spec, out, nodes, name, engine_labels, budget, meta, None, hybrid)
+        selector = _engine_objects(dep, out, group, nodes, name, engine_labels, budget, meta, hybrid)
     else:
-        pd = spec.topology.pd
-        for group in ("prefill", "decode"):
-            group_nodes = [n for n in nodes if n.group == group]
-            labels = {**engine_labels, "kimi-deploy/group": group}
-            gsel = _engine_objects(spec, out, group_nodes, f"{name}-{group}", labels, budget, meta, group, False)
-            port = int(group_nodes[0].argv[group_nodes[0].argv.index("--port") + 1])
-            out[f"service-{group}.yaml"] = {"apiVersion": "v1", "kind": "Service", "metadata": meta(f"{name}-{group}", "engine"),
-                                            "spec": {"selector": gsel, "ports": [{"name": "http", "port": port, "targetPort": port}]}}
+        for group in dep.groups:
+            group_nodes = [n for n in nodes if n.group == group.name]
+            labels = {**engine_labels, "kimi-deploy/group": group.name}
+            gsel = _engine_objects(dep, out, group, group_nodes, f"{name}-{group.name}", labels, budget, meta, False)
+            out[f"service-{group.name}.yaml"] = {
+                "apiVersion": "v1", "kind": "Service", "metadata": meta(f"{name}-{group.name}", "engine"),
+                "spec": {"selector": gsel, "ports": [{"name": "http", "port": group.port, "targetPort": group.port}]}}
         router_labels = _labels(spec, "router")
-        router_env = {"KIMI_PREFILL_HEAD_ADDR": f"{name}-prefill.{ns}.svc", "KIMI_DECODE_HEAD_ADDR": f"{name}-decode.{ns}.svc"}
-        router_pod = _pod_spec(spec, True, False, budget, pd.router_port, "router", router_env)
+        # The router reaches each side through its Service (the group's head variable, filled in here).
+        router_env = {g.head_var: f"{name}-{g.name}.{ns}.svc" for g in dep.groups}
+        router_node = next(n for n in nodes if n.group == "router")
+        router_pod = _pod_spec(dep, router_node, budget, "router", router_env)
         out["deployment-router.yaml"] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(f"{name}-router", "router"),
                                          "spec": {"replicas": 1, "selector": {"matchLabels": router_labels},
                                                   "template": {"metadata": {"labels": router_labels}, "spec": router_pod}}}
         selector = router_labels
-    service_port = spec.topology.pd.router_port if spec.topology.pd else spec.serving.port
+    service_port = dep.http_port
     out["service.yaml"] = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, "engine"),
                            "spec": {"selector": selector, "ports": [{"name": "http", "port": service_port,
                                                                      "targetPort": service_port}]}}
@@ -202,11 +215,10 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
                                            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": engine_labels}}}
     out["podmonitor.yaml"] = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
                               "metadata": meta(name, "monitoring"),
-                              "spec": {"selector": {"matchLabels": selector if spec.topology.pd is None else engine_labels},
+                              "spec": {"selector": {"matchLabels": engine_labels if dep.pd else selector},
                                        "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}]}}
     if spec.weights.dir and k.weights_mode == "pvc":
-        p = plan(plan_input(spec, "decode" if spec.topology.pd else None), suggest=False)
-        size = k.weights_pvc_size or f"{math.ceil(p.weight_bytes_total * 1.1 / 2**30)}Gi"
+        size = k.weights_pvc_size or f"{math.ceil(dep.primary.plan.weight_bytes_total * 1.1 / 2**30)}Gi"
         pvc: dict[str, Any] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                "metadata": meta(f"{name}-weights", "weights"),
                                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}}}
@@ -215,8 +227,7 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
         out["pvc-weights.yaml"] = pvc
         env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
                                                                     "optional": True}}}] if k.hf_token_secret else []
-        entry = spec.model_entry()
-        model_flag = f" --model {entry.id}" if entry else ""
+        model_flag = f" --model {dep.entry.id}" if dep.entry else ""
         out["job-download.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-download", "weights"),
                                     "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": {
                                         "restartPolicy": "OnFailure",
@@ -227,20 +238,20 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
                                                                          {"name": "weights", "mountPath": spec.weights.dir}]}],
                                         "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},
                                                     {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]}}}}
-    served = spec.serving.served_model_name or name
-    bench_env = [{"name": spec.serving.api_key_env, "valueFrom": {"secretKeyRef": {
-        "name": k.api_key_secret, "key": spec.serving.api_key_env}}}] if spec.serving.api_key_env else []
-    key_flag = f" --api-key-env {spec.serving.api_key_env}" if spec.serving.api_key_env else ""
+    bench_env = [{"name": dep.api_key_env, "valueFrom": {"secretKeyRef": {
+        "name": k.api_key_secret, "key": dep.api_key_env}}}] if dep.api_key_env else []
+    key_flag = f" --api-key-env {dep.api_key_env}" if dep.api_key_env else ""
     out["pvc-bench-results.yaml"] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                      "metadata": meta(f"{name}-bench-results", "bench"),
                                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}
+    # The bench asks for the name the engine serves (served_model_name, else the catalog id).
     out["job-bench.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-bench", "bench"),
                              "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": _labels(spec, "bench")}, "spec": {
                                  "restartPolicy": "Never",
                                  "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": ["bash", "-c",
                                      f"kimi-deploy wait http://{name}.{ns}.svc:{service_port} --timeout 14400{key_flag} && "
                                      f"kimi-deploy bench --base-url http://{name}.{ns}.svc:{service_port}/v1 "
-                                     f"--model {served} --output /results/$(date +%Y%m%dT%H%M%S) "
+                                     f"--model {dep.served_model_name} --output /results/$(date +%Y%m%dT%H%M%S) "
                                      f"--concurrency {k.bench_concurrency} --num-requests {k.bench_concurrency * 8}{key_flag}"],
                                      "volumeMounts": [{"name": "results", "mountPath": "/results"}]}],
                                  "volumes": [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-bench-results"}}]}}}}
@@ -249,20 +260,22 @@ def manifests(spec: Spec, spec_text: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _engine_objects(spec: Spec, out: dict[str, dict[str, Any]], nodes: list, name: str, labels: dict[str, str],
-                    budget: int, meta, group: str | None, hybrid: bool) -> dict[str, str]:
-    """The Deployment (one node, not P/D) or LeaderWorkerSet for one set of engine nodes; returns the
-    selector of the pods that serve its HTTP API."""
+def _engine_objects(dep: Deployment, out: dict[str, dict[str, Any]], group: Group, nodes: list[RenderedNode],
+                    name: str, labels: dict[str, str], budget: int, meta, hybrid: bool) -> dict[str, str]:
+    """The Deployment (one node, not P/D) or LeaderWorkerSet for one group; returns the selector of the
+    pods that serve its HTTP API."""
     head = nodes[0]
-    port = int(head.argv[head.argv.index("--port") + 1])
-    suffix = f"-{group}" if group else ""
-    if len(nodes) == 1 and group is None:
-        template = {"metadata": {"labels": labels}, "spec": _pod_spec(spec, True, False, budget, port)}
+    pd_group = group.name if dep.pd else None
+    suffix = f"-{group.name}" if dep.pd else ""
+    if len(nodes) == 1 and not dep.pd:
+        template = {"metadata": {"labels": labels}, "spec": _pod_spec(dep, head, budget, None)}
         out["deployment.yaml"] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, "engine"),
                                   "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
                                            "selector": {"matchLabels": labels}, "template": template}}
         return dict(labels)
     worker = nodes[1] if len(nodes) > 1 else head
+    leader_template = {"metadata": {"labels": {**labels, "kimi-deploy/role": head.role}},
+                       "spec": _pod_spec(dep, head, budget, pd_group)}
     lws: dict[str, Any] = {
         "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": meta(name, "engine"),
         "spec": {
@@ -274,35 +287,50 @@ def _engine_objects(spec: Spec, out: dict[str, dict[str, Any]], nodes: list, nam
                 "size": len(nodes),
                 # One dead rank breaks NCCL for the whole group: restart the group together.
                 "restartPolicy": "RecreateGroupOnPodRestart",
-                "leaderTemplate": {"metadata": {"labels": {**labels, "kimi-deploy/role": head.role}},
-                                   "spec": _pod_spec(spec, head.serves_http, head.health_only, budget, port, group)},
+                "leaderTemplate": leader_template,
+                # An LWS of size 1 still needs a worker template; it is never instantiated.
+                "workerTemplate": leader_template if len(nodes) == 1 else {
+                    "metadata": {"labels": {**labels, "kimi-deploy/role": worker.role}},
+                    "spec": _pod_spec(dep, worker, budget, pd_group)},
             },
         },
     }
-    if len(nodes) > 1:
-        lws["spec"]["leaderWorkerTemplate"]["workerTemplate"] = {
-            "metadata": {"labels": {**labels, "kimi-deploy/role": worker.role}},
-            "spec": _pod_spec(spec, worker.serves_http, worker.health_only, budget, port, group)}
-    else:  # an LWS of size 1 still needs a worker template; it is never instantiated
-        lws["spec"]["leaderWorkerTemplate"]["workerTemplate"] = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]
-    if spec.k8s.exclusive_topology:
-        lws["metadata"]["annotations"] = {"leaderworkerset.sigs.k8s.io/exclusive-topology": spec.k8s.exclusive_topology}
+    if dep.spec.k8s.exclusive_topology:
+        lws["metadata"]["annotations"] = {"leaderworkerset.sigs.k8s.io/exclusive-topology": dep.spec.k8s.exclusive_topology}
     out[f"leaderworkerset{suffix}.yaml"] = lws
     # The API answers on the leader only (internal LB, native multi-node, SGLang TP), or on every pod
     # with vLLM's hybrid LB.
     return dict(labels) if hybrid else {**labels, "leaderworkerset.sigs.k8s.io/worker-index": "0"}
 
 
+def _ours(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.readline().startswith(HEADER)
+    except OSError:
+        return False
+
+
 def write(spec_path: Path, out_dir: Path) -> list[Path]:
+    """Write one file per object. Files this command wrote before and no longer renders are removed;
+    any other file (the user's spec, notes, overlays) is left alone, and one that would be overwritten
+    is refused."""
     spec = load_spec(spec_path)
-    objs = manifests(spec, spec_path.read_text())
+    objs = manifests(resolve(spec), spec_path.read_text())
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput("exists and is not a directory", str(out_dir))
+    clobbered = [f for f in objs if (out_dir / f).exists() and not _ours(out_dir / f)]
+    if clobbered:
+        raise BadInput(f"{', '.join(clobbered)} already exist there and were not written by kimi-deploy k8s; "
+                       "choose an empty directory", str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.yaml"):
-        old.unlink()
+    for stale in out_dir.glob("*.yaml"):
+        if stale.name not in objs and _ours(stale):
+            stale.unlink()
     paths = []
     for fname, obj in objs.items():
         p = out_dir / fname
-        p.write_text(f"# rendered by kimi-deploy k8s from {spec_path.name}; do not edit by hand\n"
+        p.write_text(f"{HEADER} from {spec_path.name}; do not edit by hand\n"
                      + yaml.safe_dump(obj, sort_keys=False, width=120))
         paths.append(p)
     return paths

@@ -12,26 +12,28 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .engines import Addresses, RenderedNode, render
-from .engines.base import DECODE_HEAD, HEAD, PREFILL_HEAD
+import yaml
+
+from .deployment import Deployment
+from .engines import RenderedNode, render
 from .errors import BadInput, OperationFailed
-from .spec import Spec
 
 # Written by `kimi-deploy verify` next to the weights; trusted by serve and the k8s init container.
 VERIFY_MARKER = ".kimi-deploy-verified.json"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeContext:
     rank: int
-    addrs: Addresses
-    source: str  # flags | lws | slurm | single
+    heads: Mapping[str, str]  # group name -> head address (groups not known here stay references)
+    source: str  # flags | lws | slurm | single | env
 
 
 def expand_slurm_nodelist(nodelist: str) -> list[str]:
@@ -58,36 +60,35 @@ def _local_address() -> str:
         return "127.0.0.1"
 
 
-def _pd_offsets(spec: Spec) -> dict[str, int]:
-    pd = spec.topology.pd
-    if pd is None:
-        return {}
-    return {"prefill": 0, "decode": pd.prefill.nodes, "router": pd.prefill.nodes + pd.decode.nodes}
-
-
-def resolve_node(spec: Spec, node_rank: int | None, head_address: str | None,
+def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | None,
                  env: Mapping[str, str]) -> NodeContext:
-    """Which rank this node is and where its head is."""
-    total = spec.hardware.nodes + (1 if spec.topology.pd else 0)  # P/D adds the router as the last rank
-    offsets = _pd_offsets(spec)
+    """Which rank this node is and where the heads are."""
+    total = dep.total_ranks
+    offsets = {g.name: g.first_rank for g in dep.groups if dep.pd}
+    if dep.router:
+        offsets["router"] = dep.router.rank
     pd_group = env.get("KIMI_PD_GROUP")  # under LWS each P/D side is its own group
     if pd_group is not None and pd_group not in offsets:
         raise BadInput(f"KIMI_PD_GROUP must be one of {', '.join(offsets) or '(none: spec has no pd)'}",
                        "KIMI_PD_GROUP")
-    addrs = Addresses(
-        prefill_head=env.get("KIMI_PREFILL_HEAD_ADDR", PREFILL_HEAD),
-        decode_head=env.get("KIMI_DECODE_HEAD_ADDR", DECODE_HEAD),
-    )
+    # Heads known from the environment (the P/D router pod gets both sides' Service names).
+    heads = {g.name: env[g.head_var] for g in dep.groups if g.head_var in env}
     if node_rank is None and pd_group == "router":  # the P/D router pod: no LWS group, no GPUs
-        return NodeContext(offsets["router"], replace(addrs, head=head_address or HEAD), "env")
+        return NodeContext(offsets["router"], heads, "env")
+    own = pd_group if pd_group in ("prefill", "decode") else None
     if node_rank is not None:
         rank, source = node_rank, "flags"
+        group = dep.group_of_rank(rank)
         head = head_address
-        if head is None and rank == 0:
+        if head is None and group is not None and rank == group.first_rank:
             head = _local_address()
-        if head is None and spec.hardware.nodes > 1 and rank < spec.hardware.nodes:
+        if head is None and group is not None and group.multi_node:
             raise BadInput(f"node rank {rank} is a worker and needs the head's address (--head-address)",
                            "--head-address")
+        if head and group is not None:
+            heads[group.name] = head
+        elif head and not dep.pd:
+            heads["serve"] = head
     elif "LWS_LEADER_ADDRESS" in env or "LWS_WORKER_INDEX" in env:
         source = "lws"
         try:
@@ -95,22 +96,17 @@ def resolve_node(spec: Spec, node_rank: int | None, head_address: str | None,
             size = int(env.get("LWS_GROUP_SIZE", "1"))
         except ValueError:
             raise BadInput("LWS_WORKER_INDEX and LWS_GROUP_SIZE must be integers", "LWS_WORKER_INDEX") from None
-        expected = spec.hardware.nodes
-        if pd_group in ("prefill", "decode"):
-            expected = getattr(spec.topology.pd, pd_group).nodes
-        elif pd_group == "router":
-            expected = 1
+        group = dep.group(own) if own else (None if dep.pd else dep.groups[0])
+        expected = group.nodes if group else 1
         if size != expected:
             raise BadInput(f"LWS_GROUP_SIZE is {size} but the spec needs {expected} node(s) per group",
                            "LWS_GROUP_SIZE")
-        rank = offsets.get(pd_group or "", 0) + index
+        rank = (group.first_rank if group else 0) + index
         head = head_address or env.get("LWS_LEADER_ADDRESS")
         if head is None:
             raise BadInput("LWS_WORKER_INDEX is set but LWS_LEADER_ADDRESS is not", "LWS_LEADER_ADDRESS")
-        if pd_group == "prefill":
-            addrs = replace(addrs, prefill_head=head)
-        elif pd_group == "decode":
-            addrs = replace(addrs, decode_head=head)
+        if group is not None:
+            heads[group.name] = head
     elif "SLURM_NODEID" in env:
         source = "slurm"
         try:
@@ -124,22 +120,23 @@ def resolve_node(spec: Spec, node_rank: int | None, head_address: str | None,
         if len(hosts) < nnodes:
             raise BadInput(f"SLURM_JOB_NODELIST names {len(hosts)} host(s), fewer than {nnodes}",
                            "SLURM_JOB_NODELIST")
-        head = head_address or hosts[0]
-        if offsets:
-            addrs = replace(addrs, prefill_head=hosts[offsets["prefill"]], decode_head=hosts[offsets["decode"]])
-    elif spec.hardware.nodes == 1:
-        rank, source, head = 0, "single", head_address or _local_address()
+        # Every group's head is the first host of its ranks; --head-address overrides a single group's.
+        heads.update({g.name: hosts[g.first_rank] for g in dep.groups})
+        if head_address and not dep.pd:
+            heads["serve"] = head_address
+    elif total == 1:
+        rank, source = 0, "single"
+        heads["serve"] = head_address or _local_address()
     else:
-        raise BadInput(f"the spec spans {spec.hardware.nodes} nodes: give --node-rank and --head-address, or run "
+        raise BadInput(f"the spec spans {total} nodes: give --node-rank and --head-address, or run "
                        "under a LeaderWorkerSet or a Slurm allocation", "--node-rank")
     if not 0 <= rank < total:
         raise BadInput(f"node rank {rank} is outside 0..{total - 1} for this spec", "--node-rank")
-    return NodeContext(rank, replace(addrs, head=head or HEAD), source)
+    return NodeContext(rank, heads, source)
 
 
-def node_command(spec: Spec, ctx: NodeContext) -> RenderedNode:
-    nodes = render(spec, ctx.addrs)
-    return next(n for n in nodes if n.rank == ctx.rank)
+def node_command(dep: Deployment, ctx: NodeContext) -> RenderedNode:
+    return next(n for n in render(dep, ctx.heads) if n.rank == ctx.rank)
 
 
 # --- placeholders and secrets ---------------------------------------------------------------------
@@ -156,9 +153,9 @@ def expand_refs(text: str, env: Mapping[str, str]) -> str:
     return _REF.sub(sub, text)
 
 
-def redact(text: str, env: Mapping[str, str], spec: Spec) -> str:
+def redact(text: str, env: Mapping[str, str], dep: Deployment) -> str:
     """Belt and braces: no secret value ever reaches a log line."""
-    for name in filter(None, [spec.serving.api_key_env, "HF_TOKEN", "MOONSHOT_API_KEY"]):
+    for name in filter(None, [dep.api_key_env, "HF_TOKEN", "MOONSHOT_API_KEY"]):
         value = env.get(name)
         if value and len(value) >= 4:
             text = text.replace(value, f"${{{name}}}")
@@ -234,17 +231,14 @@ def check_weights_dir(path: Path) -> tuple[bool, str]:
     return True, "single-file checkpoint present"
 
 
-def preflight(spec: Spec, node: RenderedNode, check_args: bool = True) -> Preflight:
-    from .plan import plan
-    from .spec import plan_input
-
+def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True) -> Preflight:
     pf = Preflight()
+    spec = dep.spec
     runs_engine = node.group != "router" and node.argv[:2] != ["ray", "start"]
-    engine = spec.engine.name
     if runs_engine:
-        version = _engine_version(engine)
+        version = _engine_version(dep.engine)
         pf.add("engine installed", version is not None,
-               f"{engine} {version}" if version else f"{engine} is not installed in this environment")
+               f"{dep.engine} {version}" if version else f"{dep.engine} is not installed in this environment")
     if check_args and (runs_engine or node.group == "router"):
         from .engines.check import EngineNotInstalled, check_argv
 
@@ -259,8 +253,7 @@ def preflight(spec: Spec, node: RenderedNode, check_args: bool = True) -> Prefli
             pf.add("GPUs", True, "nvidia-smi not found: GPU check skipped", fatal=False)
         else:
             need = spec.hardware.gpus_per_node
-            group = node.group if node.group in ("prefill", "decode") else None
-            p = plan(plan_input(spec, group), suggest=False)
+            p = dep.group(node.group).plan
             low = [i for i, (_, free) in enumerate(gpus) if free * 2**20 < p.weight_bytes + p.overhead_bytes]
             pf.add("GPUs", len(gpus) >= need and not low,
                    f"{len(gpus)} visible (need {need}); "
@@ -277,12 +270,11 @@ def preflight(spec: Spec, node: RenderedNode, check_args: bool = True) -> Prefli
         st = os.statvfs("/dev/shm")
         size = st.f_blocks * st.f_frsize
         # NCCL and the engines' multiprocess queues live in /dev/shm; containers default to 64 MiB.
-        want = 1 * 2**30 if spec.gpus > 1 else 64 * 2**20
+        want = 1 * 2**30 if spec.hardware.gpus_per_node * spec.hardware.nodes > 1 else 64 * 2**20
         pf.add("/dev/shm", size >= want, f"{size / 2**30:.1f} GiB", fatal=False)
-    if node.serves_http or node.health_only:
-        port = int(node.argv[node.argv.index("--port") + 1]) if "--port" in node.argv else spec.serving.port
-        free = _port_free(port)
-        pf.add("port", free, f"{port} {'free' if free else 'already in use'}")
+    if node.port is not None:
+        free = _port_free(node.port)
+        pf.add("port", free, f"{node.port} {'free' if free else 'already in use'}")
     return pf
 
 
@@ -313,17 +305,45 @@ def resolve_executable(argv: list[str]) -> list[str]:
 
 
 def materialize(node: RenderedNode, env: Mapping[str, str]) -> tuple[list[list[str]], list[str], dict[str, str]]:
-    """Setup commands, argv and full environment with every ${VAR} reference filled in."""
+    """Setup commands, argv and full environment with every ${VAR} reference filled in. Secret files
+    are not written here (see write_secret_files); their paths are references like any other."""
     setup = [[expand_refs(a, env) for a in cmd] for cmd in node.setup]
     argv = [expand_refs(a, env) for a in node.argv]
     child_env = dict(env)
     child_env.update({k: expand_refs(v, env) for k, v in node.env.items()})
+    for f in node.secret_files:
+        for value in f.content.values():
+            expand_refs(value, env)  # a missing secret is bad input before anything is written
     return setup, argv, child_env
+
+
+def _secret_dir() -> Path:
+    """A private directory on a memory-backed filesystem: the secret never touches a disk."""
+    for base in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+        if base and Path(base).is_dir() and os.access(base, os.W_OK):
+            return Path(tempfile.mkdtemp(prefix="kimi-deploy-", dir=base))
+    return Path(tempfile.mkdtemp(prefix="kimi-deploy-"))
+
+
+def write_secret_files(node: RenderedNode, env: dict[str, str]) -> None:
+    """Write each secret file 0600 in a private tmpfs directory and point its ${VAR} path at it."""
+    for f in node.secret_files:
+        content = {k: expand_refs(v, env) for k, v in f.content.items()}
+        var = _REF.fullmatch(f.path)
+        if var is None:
+            raise ValueError(f"secret file path must be a ${{VAR}} reference, got {f.path!r}")
+        path = _secret_dir() / "config.yaml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(content, fh)
+        env[var.group(1)] = str(path)
 
 
 def exec_node(node: RenderedNode, env: Mapping[str, str]) -> None:
     """Run setup commands, then replace this process with the engine (signals go straight to it)."""
-    setup, argv, child_env = materialize(node, env)
+    full_env = dict(env)
+    write_secret_files(node, full_env)
+    setup, argv, child_env = materialize(node, full_env)
     for cmd in setup:
         done = subprocess.run(resolve_executable(cmd), env=child_env)
         if done.returncode != 0:

@@ -1,6 +1,7 @@
 """The deployment spec: one YAML file that every other output (plan, engine commands, launchers,
-manifests, benchmark and comparison runs) is derived from. Validated with pydantic; every error names
-the field and what is allowed, and becomes exit code 2 in the CLI."""
+manifests, benchmark and comparison runs) is derived from. This module only parses and validates it
+(pydantic; every error names the field and what is allowed, and becomes exit code 2 in the CLI);
+deployment.py resolves it into the one object everything else reads."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .architecture import Architecture
-from .catalog import MODELS, ModelEntry, get_gpu, get_model, gpu_names
+from .catalog import MODELS, get_gpu, get_model, gpu_names
 from .errors import BadInput
-from .plan import KV_DTYPE_BYTES, PlanInput, Topology
+from .plan import KV_DTYPE_BYTES
 
 
 class _Strict(BaseModel):
@@ -62,13 +62,14 @@ class EngineSpec(_Strict):
 
 TopologyMode = Literal["auto", "tp", "tp-pp", "dp-ep", "tp-ep", "pd"]
 
-# vLLM --all2all-backend choices (engines.md §1.1); SGLang takes deepep via --moe-a2a-backend.
+# vLLM --all2all-backend choices (vllm-project/vllm vllm/config/parallel.py, All2AllBackend); SGLang takes
+# deepep via --moe-a2a-backend.
 ALL2ALL_BACKENDS = ("allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency", "deepep_v2",
                     "mori_high_throughput", "mori_low_latency", "nixl_ep", "flashinfer_nvlink_one_sided",
                     "flashinfer_nvlink_two_sided")
 
 
-class _ParallelFields(_Strict):
+class ParallelFields(_Strict):
     tp: int | None = Field(default=None, gt=0)
     pp: int | None = Field(default=None, gt=0)
     dp: int | None = Field(default=None, gt=0)
@@ -85,7 +86,7 @@ class _ParallelFields(_Strict):
         return v
 
 
-class PDGroup(_ParallelFields):
+class PDGroup(ParallelFields):
     """One side of prefill/decode disaggregation: its own nodes and parallelism."""
 
     nodes: int = Field(gt=0)
@@ -95,13 +96,14 @@ class PDGroup(_ParallelFields):
 class PDSpec(_Strict):
     prefill: PDGroup
     decode: PDGroup
-    # SGLang: mooncake (default) or nixl; vLLM: NixlConnector (engines.md §1.2, §2.1)
+    # SGLang: --disaggregation-transfer-backend mooncake (default) or nixl (sgl-project/sglang
+    # python/sglang/srt/server_args.py); vLLM: NixlConnector (vllm-project/vllm docs/features/nixl_connector_usage.md)
     transfer_backend: Literal["mooncake", "nixl"] = "mooncake"
     ib_device: str | None = None  # SGLang --disaggregation-ib-device, e.g. mlx5_0
     router_port: int = Field(default=8000, gt=0, lt=65536)
 
 
-class TopologySpec(_ParallelFields):
+class TopologySpec(ParallelFields):
     mode: TopologyMode = "auto"
     dcp: int = Field(default=1, gt=0)  # vLLM --decode-context-parallel-size
     multinode_backend: Literal["native", "ray"] = "native"  # vLLM multi-node TP/PP launcher
@@ -116,7 +118,7 @@ class TopologySpec(_ParallelFields):
 
 
 class Serving(_Strict):
-    host: str = "0.0.0.0"  # reachable from other pods; SGLang's own default is loopback (engines.md §4)
+    host: str = "0.0.0.0"  # reachable from other pods; SGLang's own --host default is 127.0.0.1 (sglang server_args.py)
     port: int = Field(default=8000, gt=0, lt=65536)
     served_model_name: str | None = None
     max_model_len: int | None = Field(default=None, gt=0)
@@ -127,7 +129,8 @@ class Serving(_Strict):
     mem_fraction_static: float | None = Field(default=None, gt=0, le=1)  # SGLang
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # The API key is read from this env var at start-up; it is never written into a spec or command.
-    tool_call_parser: str | None = "kimi_k2"  # every K2-family model (engines.md §1.4); null disables
+    # auto: the catalog entry's parser (kimi_k2 for the whole family); a name forces one; null disables.
+    tool_call_parser: str | None = "auto"
     thinking: bool | None = None  # reasoning parser; default from the catalog (local checkpoints: off)
     env: dict[str, str] = Field(default_factory=dict)  # plain settings only, never secrets
     extra_args: list[str] = Field(default_factory=list)
@@ -153,11 +156,12 @@ class Serving(_Strict):
 class Network(_Strict):
     socket_ifname: str | None = None  # NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME
     ib_hca: str | None = None  # NCCL_IB_HCA (and NVSHMEM_HCA_LIST for DeepEP)
-    master_port: int = Field(default=29501, gt=0, lt=65536)  # vLLM --master-port default (engines.md §1.1)
-    dist_init_port: int = Field(default=5000, gt=0, lt=65536)  # SGLang --dist-init-addr port (K2R guide)
-    dp_rpc_port: int = Field(default=13345, gt=0, lt=65536)  # vLLM -dpp, as in vLLM's EP docs
-    ray_port: int = Field(default=6379, gt=0, lt=65536)  # ray start --port (vLLM run_cluster.sh)
-    # 1 TB loads over shared storage outlast NCCL's 600 s default init timeout (engines.md §1.1).
+    master_port: int = Field(default=29501, gt=0, lt=65536)  # vLLM --master-port default (vllm/engine/arg_utils.py)
+    dist_init_port: int = Field(default=5000, gt=0, lt=65536)  # SGLang --dist-init-addr port (MoonshotAI/Kimi-K2 docs/deploy_guidance.md)
+    dp_rpc_port: int = Field(default=13345, gt=0, lt=65536)  # vLLM -dpp (vllm docs/serving/data_parallel_deployment.md)
+    ray_port: int = Field(default=6379, gt=0, lt=65536)  # ray start --port (vllm examples/online_serving/run_cluster.sh)
+    # 1 TB loads over shared storage outlast torch.distributed's 600 s default NCCL init timeout
+    # (https://docs.pytorch.org/docs/stable/distributed.html#torch.distributed.init_process_group).
     dist_timeout_s: int = Field(default=1800, gt=0)
 
 
@@ -168,7 +172,7 @@ class RDMA(_Strict):
 
 class K8s(_Strict):
     namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
-    image: str = "vllm/vllm-openai:latest"  # the engine image with kimi-deploy installed in it
+    image: str | None = None  # the engine image with kimi-deploy installed in it (docker/Dockerfile)
     weights_mode: Literal["pvc", "hostpath"] = "pvc"  # shared ReadWriteMany volume, or a node-local cache
     storage_class: str | None = None
     weights_pvc_size: str | None = None  # default: checkpoint size + 10 %
@@ -201,7 +205,7 @@ class Spec(_Strict):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str | ModelRef) -> str | ModelRef:
-        if isinstance(v, str) and not _looks_like_path(v):
+        if isinstance(v, str) and not looks_like_path(v):
             try:
                 return get_model(v).id
             except BadInput:
@@ -230,11 +234,8 @@ class Spec(_Strict):
             raise ValueError("topology.pd.transfer_backend: vLLM disaggregation uses nixl (NixlConnector)")
         return self
 
-    def model_entry(self) -> ModelEntry | None:
-        return resolve_model(self.model)[2]
 
-
-def _looks_like_path(v: str) -> bool:
+def looks_like_path(v: str) -> bool:
     """A local checkpoint rather than a catalog id or Hub repo: an explicit path, or one that exists."""
     return v.startswith(("/", "./", "../", "~")) or Path(v).expanduser().is_dir()
 
@@ -282,74 +283,3 @@ def load_spec(path: str | Path) -> Spec:
         problem = getattr(exc, "problem", None) or str(exc)
         raise BadInput(f"YAML syntax error{where}: {problem}", str(path)) from None
     return parse_spec(data, source=str(path))
-
-
-# --- resolution ------------------------------------------------------------------------------------
-
-def resolve_model(spec_model: str | ModelRef) -> tuple[str, Architecture, ModelEntry | None]:
-    """(display name, architecture, catalog entry or None for a local checkpoint)."""
-    if isinstance(spec_model, ModelRef):
-        if spec_model.path:
-            return spec_model.path, Architecture.from_path(spec_model.path), None
-        entry = get_model(spec_model.repo or "")
-        return entry.id, entry.architecture(), entry
-    if _looks_like_path(spec_model):
-        return spec_model, Architecture.from_path(Path(spec_model).expanduser()), None
-    entry = get_model(spec_model)
-    return entry.id, entry.architecture(), entry
-
-
-def resolve_topology(spec: Spec, arch: Architecture, group: str | None = None) -> Topology:
-    """Fill in the topology from its mode; explicit numbers always win. For prefill/decode
-    disaggregation, `group` picks the side ("prefill" or "decode") and its own nodes."""
-    t = spec.topology
-    gpn = spec.hardware.gpus_per_node
-    fields: _ParallelFields = t
-    nodes = spec.hardware.nodes
-    mode = t.mode
-    if t.pd is not None:
-        fields = getattr(t.pd, group or "decode")
-        nodes = fields.nodes
-        mode = "dp-ep" if fields.expert_parallel and (fields.dp or 1) > 1 else "tp"
-    gpus = gpn * nodes
-    if mode == "auto":
-        mode = "tp" if arch.num_attention_heads % gpus == 0 else "tp-pp"
-    if mode == "tp":
-        base = Topology(tp=gpus)
-    elif mode == "tp-ep":
-        base = Topology(tp=gpus, expert_parallel=True)
-    elif mode == "tp-pp":
-        base = Topology(tp=gpn, pp=nodes)
-    else:  # dp-ep
-        base = (Topology(tp=1, dp=gpus, expert_parallel=True) if spec.engine.name == "vllm"
-                else Topology(tp=gpus, dp=gpus, dp_attention=True, expert_parallel=True))
-    return Topology(
-        tp=fields.tp if fields.tp is not None else base.tp,
-        pp=fields.pp if fields.pp is not None else base.pp,
-        dp=fields.dp if fields.dp is not None else base.dp,
-        expert_parallel=fields.expert_parallel if fields.expert_parallel is not None else base.expert_parallel,
-        dp_attention=fields.dp_attention if fields.dp_attention is not None else base.dp_attention,
-        dcp=t.dcp,
-    )
-
-
-def plan_input(spec: Spec, group: str | None = None) -> PlanInput:
-    """The planner's input for this spec (for prefill/decode disaggregation: one side, decode by
-    default, since it holds the long-lived KV cache)."""
-    name, arch, entry = resolve_model(spec.model)
-    s = spec.serving
-    max_len = s.max_model_len or (entry.context_length if entry else arch.max_position_embeddings)
-    frac = s.gpu_memory_utilization if spec.engine.name == "vllm" else s.mem_fraction_static
-    extra: dict[str, Any] = {}
-    if s.max_num_batched_tokens:
-        extra["max_num_batched_tokens"] = s.max_num_batched_tokens
-    if s.max_num_seqs:
-        extra["max_num_seqs"] = s.max_num_seqs
-    return PlanInput(
-        model=name, arch=arch, engine=spec.engine.name, gpu=get_gpu(spec.hardware.gpu),
-        gpus_per_node=spec.hardware.gpus_per_node,
-        nodes=getattr(spec.topology.pd, group or "decode").nodes if spec.topology.pd else spec.hardware.nodes,
-        topology=resolve_topology(spec, arch, group), max_model_len=max_len, kv_cache_dtype=s.kv_cache_dtype,
-        gpu_memory_utilization=frac, **extra,
-    )
-

@@ -1,26 +1,37 @@
-"""Engine renderers: a spec becomes one command (argv + env) per node, for vLLM or SGLang."""
+"""Engine renderers: a Deployment becomes one command (argv + env) per node, for vLLM or SGLang.
+
+The skeleton is written once here: each group's nodes from its engine, the P/D additions on both
+sides, the router last, then the version gates over every feature the commands use."""
 
 from __future__ import annotations
 
-from ..plan import check_topology
-from ..spec import Spec, plan_input
+from typing import Mapping
+
+from ..deployment import Deployment
 from . import sglang, vllm
-from .base import Addresses, RenderedNode
+from .base import Engine, RenderedNode, SecretFile, env_ref, head_refs
 from .versions import check_features
 
+ENGINES: Mapping[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE}
 
-def render(spec: Spec, addrs: Addresses | None = None) -> list[RenderedNode]:
-    """Every node's command, after refusing features the pinned engine version lacks."""
-    addrs = addrs or Addresses()
-    for group in (("prefill", "decode") if spec.topology.pd else (None,)):
-        check_topology(plan_input(spec, group))  # the same topology rules as the planner
-    module = vllm if spec.engine.name == "vllm" else sglang
-    nodes = module.render(spec, addrs)
-    entry = spec.model_entry()
-    model_min = entry.min_vllm if (entry and spec.engine.name == "vllm") else None
-    used = sorted({f for n in nodes for f in n.features})
-    check_features(spec.engine.name, spec.engine.version, used, model_min, entry.id if entry else "")
+
+def render(dep: Deployment, heads: Mapping[str, str] | None = None) -> list[RenderedNode]:
+    """Every node's command. `heads` maps a group name to its head address; a group not named gets a
+    ${...} reference that `serve` fills in on the node. Refuses features the pinned engine lacks."""
+    engine = ENGINES[dep.engine]
+    heads = {**head_refs(dep), **(heads or {})}
+    nodes: list[RenderedNode] = []
+    for g in dep.groups:
+        group_nodes = engine.group_nodes(dep, g, heads[g.name], engine.pd_flags(dep, g) if dep.pd else [])
+        if dep.pd:
+            for node in group_nodes:
+                node.features.append(engine.pd_feature)
+        nodes += group_nodes
+    if dep.router:
+        nodes.append(engine.router(dep, {g.name: f"http://{heads[g.name]}:{g.port}" for g in dep.groups}))
+    check_features(engine=dep.engine, pinned=dep.engine_version, used=[f for n in nodes for f in n.features],
+                   gates=engine.gates, model_min=engine.model_min_version(dep), model=dep.model)
     return nodes
 
 
-__all__ = ["Addresses", "RenderedNode", "render"]
+__all__ = ["ENGINES", "RenderedNode", "SecretFile", "env_ref", "head_refs", "render"]

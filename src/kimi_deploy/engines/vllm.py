@@ -1,6 +1,8 @@
-"""vLLM: spec + plan + node role -> argv and env for every node.
+"""vLLM, declared once: a group of a Deployment -> argv and env for each of its nodes, the P/D additions,
+the router, and the minimum version of every feature.
 
-Launch patterns follow vLLM's own docs as summarised in shared/reference/engines.md §1.2:
+Launch patterns are vLLM's own docs (vllm-project/vllm docs/serving/data_parallel_deployment.md,
+expert_parallel_deployment.md, parallelism_scaling.md):
 - one node: `vllm serve M -tp N [--enable-expert-parallel]`;
 - TP/PP across nodes, native: the same command on every node with --nnodes/--node-rank/--master-addr,
   workers add --headless; or on Ray: `ray start` everywhere, then one `vllm serve` on the head with
@@ -14,79 +16,101 @@ Flags are always the full names, and only ones the installed parser accepts (tes
 from __future__ import annotations
 
 import json
+from typing import Mapping
 
+from ..deployment import Deployment, Group
 from ..errors import BadInput
-from ..plan import PlanInput, Topology
-from ..spec import PDGroup, Spec, plan_input
-from .base import Addresses, RenderedNode, env_ref, model_path, network_env, served_name, thinking
+from .. import serving_flags as table
+from .base import Engine, RenderedNode, env_ref
+from .versions import Feature, Gate
 
 VLLM_SERVE = ["vllm", "serve"]
+ROUTER = ["vllm-router"]
+
+# Minimum versions: PR numbers in vllm-project/vllm; "≈" = release inferred from the merge date.
+GATES: Mapping[Feature, Gate] = {
+    Feature.TOOL_PARSER_KIMI_K2: Gate("0.10.0", "vllm #20789 2025-07-11; MoonshotAI/Kimi-K2 docs/deploy_guidance.md: vLLM >= v0.10.0rc1"),
+    Feature.REASONING_PARSER_KIMI_K2: Gate("0.11.1", "vllm #28128 2025-11-05 (≈0.11.1); MoonshotAI/K2-Vendor-Verifier: >= 0.11.1rc6 for K2-Thinking"),
+    Feature.EXPERT_PARALLEL: Gate("0.8.0", "vllm #14305 2025-03-06 (≈0.8.0)"),
+    Feature.MULTINODE_DATA_PARALLEL: Gate("0.9.0", "vllm #15977 2025-05-13 (≈0.9.0)"),
+    Feature.DATA_PARALLEL_HYBRID_LB: Gate("0.10.1", "vllm #21238 2025-07-23 (≈0.10.1)"),
+    Feature.EPLB: Gate("0.10.2", "vllm #20562 2025-08-20 (≈0.10.2), --eplb-config"),
+    Feature.DECODE_CONTEXT_PARALLEL: Gate("0.11.0", "vllm #23734 2025-09-06 (≈0.11.0)"),
+    Feature.ALL2ALL_BACKEND_FLAG: Gate("0.11.1", "vllm #26732 2025-10-13 (≈0.11.1)"),
+    Feature.NATIVE_MULTINODE: Gate("0.12.0", "vllm #23691 2025-11-16 (≈v0.12.0)"),
+    Feature.DISTRIBUTED_TIMEOUT_FLAG: Gate("0.17.0", "vllm #36047 2026-03-05 (≈0.17.0)"),
+    Feature.NIXL_PD: Gate("0.9.0", "vllm V1 KV connector API #15960 2025-04 (≈0.9.0)"),
+}
 
 
-def _common(spec: Spec, inp: PlanInput, port: int, features: list[str]) -> list[str]:
-    s = spec.serving
-    argv = [*VLLM_SERVE, model_path(spec), "--served-model-name", served_name(spec), "--trust-remote-code",
-            "--host", s.host, "--port", str(port), "--max-model-len", str(inp.max_model_len)]
-    if s.tool_call_parser:
-        # --enable-auto-tool-choice requires a parser (validate_parsed_serve_args).
-        argv += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
-        features.append("tool parser kimi_k2")
-    if thinking(spec):
-        argv += ["--reasoning-parser", "kimi_k2"]
-        features.append("reasoning parser kimi_k2")
-    if s.gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
-    if s.max_num_seqs:
-        argv += ["--max-num-seqs", str(s.max_num_seqs)]
-    if s.max_num_batched_tokens:
-        argv += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
-    if s.kv_cache_dtype != "auto":
-        argv += ["--kv-cache-dtype", s.kv_cache_dtype]
-    return argv
+def _model_min(dep: Deployment) -> str | None:
+    return dep.entry.min_vllm if dep.entry else None
 
 
-def _parallel(t: Topology, a2a: str | None, eplb: int | None, features: list[str]) -> list[str]:
+def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
+    s = dep.spec.serving
+    argv = [*VLLM_SERVE, dep.model_path, "--served-model-name", dep.served_model_name, "--trust-remote-code",
+            "--host", s.host, "--port", str(port)]
+    if dep.tool_parser:
+        # --enable-auto-tool-choice requires a parser (vllm validate_parsed_serve_args).
+        argv += ["--enable-auto-tool-choice", "--tool-call-parser", dep.tool_parser]
+        if dep.tool_parser == "kimi_k2":
+            features.append(Feature.TOOL_PARSER_KIMI_K2)
+    if dep.reasoning_parser:
+        argv += ["--reasoning-parser", dep.reasoning_parser]
+        if dep.reasoning_parser == "kimi_k2":
+            features.append(Feature.REASONING_PARSER_KIMI_K2)
+    return argv + table.flags("vllm", dep.serving)
+
+
+def _parallel(g: Group, features: list[Feature]) -> list[str]:
+    t = g.topology
     argv = ["--tensor-parallel-size", str(t.tp)]
     if t.pp > 1:
         argv += ["--pipeline-parallel-size", str(t.pp)]
     if t.expert_parallel:
         argv.append("--enable-expert-parallel")
-        features.append("expert parallel")
-    if a2a:
-        argv += ["--all2all-backend", a2a]
-        features.append("all2all backend flag")
-    if eplb is not None:
-        argv += ["--enable-eplb", "--eplb-config", json.dumps({"num_redundant_experts": eplb})]
-        features.append("eplb config")
+        features.append(Feature.EXPERT_PARALLEL)
+    if g.all2all:
+        argv += ["--all2all-backend", g.all2all]
+        features.append(Feature.ALL2ALL_BACKEND_FLAG)
+    if g.eplb_redundant_experts is not None:
+        argv += ["--enable-eplb", "--eplb-config", json.dumps({"num_redundant_experts": g.eplb_redundant_experts})]
+        features.append(Feature.EPLB)
     if t.dcp > 1:
         argv += ["--decode-context-parallel-size", str(t.dcp)]
-        features.append("decode context parallel")
+        features.append(Feature.DECODE_CONTEXT_PARALLEL)
     return argv
 
 
-def _env(spec: Spec, multi_node: bool, a2a: str | None) -> dict[str, str]:
-    env = network_env(spec, multi_node, deepep=bool(a2a and a2a.startswith("deepep")))
-    if spec.serving.api_key_env:
-        # vLLM falls back to VLLM_API_KEY when --api-key is absent (engines.md §1.3): the key stays in the
-        # environment and never reaches a printed command line.
-        env["VLLM_API_KEY"] = env_ref(spec.serving.api_key_env)
+def _env(dep: Deployment, g: Group) -> dict[str, str]:
+    env = dict(g.network_env)
+    if dep.api_key_env:
+        # vLLM falls back to VLLM_API_KEY when --api-key is absent (vllm/entrypoints/openai/cli_args.py,
+        # `api_key` help): the key stays in the environment, never on a command line.
+        env["VLLM_API_KEY"] = env_ref(dep.api_key_env)
     return env
 
 
-def _group_nodes(spec: Spec, inp: PlanInput, head: str, first_rank: int, port: int, group: str,
-                 extra: list[str], a2a: str | None, eplb: int | None) -> list[RenderedNode]:
+def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> list[RenderedNode]:
     """The nodes of one vLLM deployment (the whole spec, or one P/D side)."""
-    t, nodes, gpn = inp.topology, inp.nodes, inp.gpus_per_node
-    n = spec.network
-    multi = nodes > 1
-    prefix = "" if group == "serve" else f"{group}-"
+    t, nodes, gpn = g.topology, g.nodes, dep.spec.hardware.gpus_per_node
+    n = dep.spec.network
+    multi = g.multi_node
+    prefix = "" if g.name == "serve" else f"{g.name}-"
+    extra = pd_flags + list(g.extra_args)
     out: list[RenderedNode] = []
     timeout = ["--distributed-timeout-seconds", str(n.dist_timeout_s)] if multi else []
+
+    def node(r: int, role: str, argv: list[str], features: list[Feature], **kw) -> RenderedNode:
+        kw.setdefault("env", _env(dep, g))
+        serves = kw.get("serves_http", True)
+        return RenderedNode(g.first_rank + r, prefix + role, argv, group=g.name, features=features,
+                            port=g.port if serves else None, **kw)
+
     for r in range(nodes):
-        features: list[str] = ["distributed timeout flag"] if multi else []
-        base = _common(spec, inp, port, features) + _parallel(t, a2a, eplb, features) + timeout
-        env = _env(spec, multi, a2a)
-        rank = first_rank + r
+        features: list[Feature] = [Feature.DISTRIBUTED_TIMEOUT_FLAG] if multi else []
+        base = _common(dep, g.port, features) + _parallel(g, features) + timeout
         if t.dp > 1:
             per_node = gpn // (t.tp * t.pp)
             if per_node < 1 or gpn % (t.tp * t.pp) or per_node * nodes != t.dp:
@@ -94,73 +118,55 @@ def _group_nodes(spec: Spec, inp: PlanInput, head: str, first_rank: int, port: i
                     f"vLLM data parallel needs dp ({t.dp}) = nodes ({nodes}) x GPUs per node ({gpn}) / (tp x pp) "
                     f"({t.tp}x{t.pp}): each node runs whole DP ranks", "topology.dp")
             argv = base + ["--data-parallel-size", str(t.dp), "--data-parallel-size-local", str(per_node)]
-            if multi:
-                features.append("multi-node data parallel")
-                argv += ["--data-parallel-address", head, "--data-parallel-rpc-port", str(n.dp_rpc_port)]
-                if spec.topology.lb == "hybrid":
-                    features.append("data parallel hybrid LB")
-                    argv += ["--data-parallel-hybrid-lb", "--data-parallel-start-rank", str(r * per_node)]
-                    role = "head" if r == 0 else "server"
-                    out.append(RenderedNode(rank, prefix + role, argv + extra, env, group=group, features=features))
-                    continue
-                if r > 0:
-                    # Without --headless, -dpr would silently switch this node to hybrid LB (engines.md §4).
-                    argv += ["--headless", "--data-parallel-start-rank", str(r * per_node)]
-            role = ("head" if r == 0 else "worker") if multi else "single"
-            out.append(RenderedNode(rank, prefix + role, argv + extra, env, serves_http=r == 0, group=group,
-                                    features=features))
-        elif multi and spec.topology.multinode_backend == "ray":
+            if not multi:
+                out.append(node(r, "single", argv + extra, features))
+                continue
+            features.append(Feature.MULTINODE_DATA_PARALLEL)
+            argv += ["--data-parallel-address", head, "--data-parallel-rpc-port", str(n.dp_rpc_port)]
+            if dep.spec.topology.lb == "hybrid":
+                features.append(Feature.DATA_PARALLEL_HYBRID_LB)
+                argv += ["--data-parallel-hybrid-lb", "--data-parallel-start-rank", str(r * per_node)]
+                out.append(node(r, "head" if r == 0 else "server", argv + extra, features))
+                continue
+            if r > 0:
+                # Without --headless, -dpr would silently switch this node to hybrid LB (vllm #21238).
+                argv += ["--headless", "--data-parallel-start-rank", str(r * per_node)]
+            out.append(node(r, "head" if r == 0 else "worker", argv + extra, features, serves_http=r == 0))
+        elif multi and dep.spec.topology.multinode_backend == "ray":
             if r == 0:
                 setup = [["ray", "start", "--head", f"--node-ip-address={head}", f"--port={n.ray_port}"]]
                 argv = base + ["--distributed-executor-backend", "ray"] + extra
-                env = {**env, "VLLM_HOST_IP": head}
-                out.append(RenderedNode(rank, prefix + "ray-head", argv, env, setup=setup, group=group,
-                                        features=features))
+                out.append(node(r, "ray-head", argv, features, setup=setup,
+                                env={**_env(dep, g), "VLLM_HOST_IP": head}))
             else:
                 argv = ["ray", "start", "--block", f"--address={head}:{n.ray_port}"]
-                out.append(RenderedNode(rank, prefix + "ray-worker", argv, env, serves_http=False, group=group))
+                out.append(node(r, "ray-worker", argv, [], serves_http=False))
         elif multi:
-            features.append("native multi-node (--nnodes)")
+            features.append(Feature.NATIVE_MULTINODE)
             argv = base + ["--nnodes", str(nodes), "--node-rank", str(r), "--master-addr", head,
                            "--master-port", str(n.master_port)]
             if r > 0:
                 argv.append("--headless")
-            out.append(RenderedNode(rank, prefix + ("head" if r == 0 else "worker"), argv + extra, env,
-                                    serves_http=r == 0, group=group, features=features))
+            out.append(node(r, "head" if r == 0 else "worker", argv + extra, features, serves_http=r == 0))
         else:
-            out.append(RenderedNode(rank, prefix + "single", base + extra, env, group=group, features=features))
+            out.append(node(r, "single", base + extra, features))
     return out
 
 
-def render(spec: Spec, addrs: Addresses) -> list[RenderedNode]:
-    extra = list(spec.serving.extra_args)
-    t = spec.topology
-    if t.pd is None:
-        inp = plan_input(spec)
-        return _group_nodes(spec, inp, addrs.head, 0, spec.serving.port, "serve", extra, t.all2all,
-                            t.eplb_redundant_experts)
-    # P/D disaggregation: both sides transfer KV through NIXL; vllm-router fronts them.
-    kv = json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"})
-    nodes: list[RenderedNode] = []
-    first = 0
-    urls: dict[str, list[str]] = {"prefill": [], "decode": []}
-    for group, head in (("prefill", addrs.prefill_head), ("decode", addrs.decode_head)):
-        g: PDGroup = getattr(t.pd, group)
-        inp = plan_input(spec, group)
-        port = spec.serving.port + (1 if group == "prefill" else 2)
-        rendered = _group_nodes(spec, inp, head, first, port, group,
-                                extra + ["--kv-transfer-config", kv] + g.extra_args, g.all2all,
-                                g.eplb_redundant_experts)
-        for node in rendered:
-            node.features.append("NixlConnector P/D")
-        nodes += rendered
-        urls[group] = [f"http://{head}:{port}"]
-        first += g.nodes
-    router = ["vllm-router", "--vllm-pd-disaggregation", "--host", spec.serving.host,
-              "--port", str(t.pd.router_port), "--kv-connector", "nixl",
-              "--prefill", *urls["prefill"], "--decode", *urls["decode"]]
+def _pd_flags(dep: Deployment, g: Group) -> list[str]:
+    # Both sides move KV through NIXL (vllm docs/features/nixl_connector_usage.md).
+    return ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"})]
+
+
+def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
+    assert dep.router is not None
+    argv = [*ROUTER, "--vllm-pd-disaggregation", "--host", dep.spec.serving.host, "--port", str(dep.router.port),
+            "--kv-connector", "nixl", "--prefill", urls["prefill"], "--decode", urls["decode"]]
     env: dict[str, str] = {}
-    if spec.serving.api_key_env:
-        router += ["--api-key", env_ref(spec.serving.api_key_env)]
-    nodes.append(RenderedNode(first, "router", router, env, group="router"))
-    return nodes
+    if dep.api_key_env:
+        argv += ["--api-key", env_ref(dep.api_key_env)]
+    return RenderedNode(dep.router.rank, "router", argv, env, group="router", port=dep.router.port)
+
+
+ENGINE = Engine(name="vllm", gates=GATES, model_min_version=_model_min, group_nodes=group_nodes,
+                pd_flags=_pd_flags, pd_feature=Feature.NIXL_PD, router=_router)

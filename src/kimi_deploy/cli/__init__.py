@@ -1,0 +1,63 @@
+"""The `kimi-deploy` command line (typer + rich), one module per command group (the layout of
+huggingface_hub's cli/): plan.py (validate, plan), launch.py (render, serve, wait, k8s), weights.py
+(download, verify), bench.py (bench, bench diff, sim), compare.py, tiny.py (tiny-model). Each command is
+a thin layer over a library module. Errors are one clear line on stderr with exit codes 2 (bad input)
+and 3 (does not fit), 1 when the operation failed, and a traceback only with --debug."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.markup import escape
+
+from ..errors import KimiDeployError
+from . import bench, compare, launch, plan, tiny, weights
+from ._common import err
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Plan, launch, benchmark and verify self-hosted Kimi K2 deployments on vLLM and SGLang.",
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    """--debug is read by main() before the app runs; declared here so it shows in --help."""
+
+
+for group in (plan, launch, weights, compare, tiny):
+    group.register(app)
+app.add_typer(bench.bench_app, name="bench")
+bench.register(app)
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning our errors into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        code = app(standalone_mode=False)
+    except KimiDeployError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:
+        # Usage errors (bad option values, unknown commands) come from the click that typer bundles:
+        # they know how to print themselves and carry exit code 2.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for details)")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,56 @@
+"""What every command group shares: the consoles, choice enums and typed option aliases (one
+definition each, with its range checked by typer, not by hand), and small helpers."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_DOES_NOT_FIT = 3
+
+
+class EngineName(str, Enum):
+    vllm = "vllm"
+    sglang = "sglang"
+
+
+class PDGroupName(str, Enum):
+    prefill = "prefill"
+    decode = "decode"
+
+
+class Source(str, Enum):
+    hf = "hf"
+    mirror = "mirror"
+    s3 = "s3"
+
+
+class ReferenceKind(str, Enum):
+    auto = "auto"
+    moonshot = "moonshot"
+    self_hosted = "self-hosted"
+
+
+class OnOff(str, Enum):
+    on = "on"
+    off = "off"
+
+
+class SimDist(str, Enum):
+    fixed = "fixed"
+    normal = "normal"
+    exponential = "exponential"
+
+
+SpecArg = Annotated[Path, typer.Argument(help="Deployment spec (YAML).")]
+NodeRank = Annotated[Optional[int], typer.Option("--node-rank", min=0, help="This node's rank.")]
+HeadAddress = Annotated[Optional[str], typer.Option("--head-address", help="The head node's address.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the JSON contract.")]
+ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help="Env var holding the API key (never the key itself).")]

@@ -1,0 +1,157 @@
+"""`render`, `serve`, `wait` and `k8s`: the engine command of every node, starting this node's part,
+waiting for an endpoint, and Kubernetes manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from ..deployment import resolve
+from ..engines import RenderedNode, render
+from ..errors import BadInput, OperationFailed
+from ..spec import load_spec
+from ._common import HeadAddress, NodeRank, SpecArg, err, out
+
+
+def shell_word(tok: str) -> str:
+    """Quote for a shell, leaving ${VAR} references to be expanded on the node."""
+    if "${" in tok and not any(c in tok for c in '"`\\!'):
+        return f'"{tok}"'
+    return shlex.quote(tok)
+
+
+def _shell(node: RenderedNode) -> str:
+    lines = [f"# node {node.rank}: {node.role}"
+             + (" (serves HTTP)" if node.serves_http and not node.health_only else
+                " (health endpoint only)" if node.health_only else " (no HTTP)")]
+    lines += [f"export {k}={shell_word(v)}" for k, v in node.env.items()]
+    lines += [" ".join(shell_word(t) for t in cmd) for cmd in node.setup]
+    words = [shell_word(t) for t in node.argv]
+    out_lines, cur = [], words[0]
+    for w in words[1:]:
+        if w.startswith("--"):
+            out_lines.append(cur)
+            cur = "  " + w
+        else:
+            cur += " " + w
+    out_lines.append(cur)
+    lines.append(" \\\n".join(out_lines))
+    return "\n".join(lines)
+
+
+def render_cmd(
+    spec: SpecArg,
+    node_rank: Annotated[Optional[int], typer.Option("--node-rank", min=0, help="Only this node's command.")] = None,
+    head_address: Annotated[Optional[str], typer.Option(
+        "--head-address", help="Head node address (default: a ${KIMI_HEAD_ADDR} reference).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"nodes": [{rank, role, argv, env}]}.')] = False,
+    check: Annotated[bool, typer.Option("--check", help="Also check every command with the installed engine's parser.")] = False,
+) -> None:
+    """The engine command for every node (copy-paste-ready shell, or JSON)."""
+    dep = resolve(load_spec(spec))
+    # --head-address names the head of a non-disaggregated deployment; P/D heads stay references.
+    nodes = render(dep, {"serve": head_address} if head_address and not dep.pd else None)
+    if node_rank is not None:
+        if not node_rank < len(nodes):
+            raise BadInput(f"node rank {node_rank} is outside 0..{len(nodes) - 1} for this spec", "--node-rank")
+        nodes = [n for n in nodes if n.rank == node_rank]
+    if check:
+        from ..engines.check import check_nodes
+
+        bad = check_nodes(nodes)
+        if bad:
+            rank, role, msg = bad[0]
+            raise BadInput(f"node {rank} ({role}): the engine's parser rejects the command: {msg}", "serving.extra_args")
+    if as_json:
+        sys.stdout.write(json.dumps({"nodes": [n.to_json() for n in nodes]}, indent=2) + "\n")
+    else:
+        sys.stdout.write("\n\n".join(_shell(n) for n in nodes) + "\n")
+
+
+def serve(
+    spec: SpecArg,
+    node_rank: NodeRank = None,
+    head_address: HeadAddress = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve role and run preflight; start nothing.")] = False,
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start even if preflight fails.")] = False,
+) -> None:
+    """This node: resolve its role, preflight, then exec the engine."""
+    from ..launch import exec_node, materialize, node_command, preflight, redact, resolve_node
+
+    dep = resolve(load_spec(spec))
+    env = dict(os.environ)
+    ctx = resolve_node(dep, node_rank, head_address, env)
+    node = node_command(dep, ctx)
+    materialize(node, env)  # fails early (exit 2) when a referenced env var such as the API key is missing
+    head = ctx.heads.get(node.group, "-") if node.group != "router" else ", ".join(ctx.heads.values())
+    out.print(f"node {ctx.rank} of {dep.name}: role [bold]{node.role}[/bold] (from {ctx.source}), head {head}")
+    pf = preflight(dep, node)
+    for c in pf.checks:
+        mark = "[green]ok[/green]" if c.ok else ("[red]FAIL[/red]" if c.fatal else "[yellow]warn[/yellow]")
+        out.print(f"  {mark} {c.name}: {escape(redact(c.detail, env, dep))}")
+    shown = " ".join(shell_word(t) for t in node.argv)  # references, never the secret values
+    out.print(f"  command: {escape(redact(shown, env, dep))}", soft_wrap=True)
+    if pf.failed and not skip_preflight:
+        if any(c.name == "engine installed" for c in pf.failed):
+            raise BadInput(f"{dep.engine} is not installed in this environment (install it, or run inside "
+                           "the engine's image)", "engine.name")
+        arg_fail = [c for c in pf.failed if c.name == "arguments"]
+        if arg_fail:
+            raise BadInput(f"the engine's parser rejects the command: {arg_fail[0].detail}", "serving.extra_args")
+        raise OperationFailed("preflight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in pf.failed))
+    if dry_run:
+        out.print("dry run: not starting the engine")
+        return
+    exec_node(node, env)
+
+
+def wait_cmd(
+    url: str = typer.Argument(..., help="Base URL, e.g. http://head:8000"),
+    timeout: float = typer.Option(1800, "--timeout", help="Seconds before giving up (exit 1)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Expect this served model name."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var holding the API key."),
+) -> None:
+    """Wait until the endpoint really answers: /health, then /v1/models, then one tiny completion."""
+    from rich.status import Status
+
+    from ..launch import wait_for
+
+    if timeout <= 0:
+        raise BadInput("must be > 0", "--timeout")
+    if not url.startswith(("http://", "https://")):
+        raise BadInput(f"{url!r} is not an http(s) URL", "URL")
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if key is None:
+            raise BadInput(f"environment variable {api_key_env} is not set", "--api-key-env")
+    with Status("waiting", console=err) as status:
+        result = wait_for(url, timeout, key, model,
+                          on_phase=lambda phase, t: status.update(f"waiting for {url}: {phase} ({t:.0f} s)"))
+    out.print(f"[green]ready[/green] {url}: model {result.model} answered after {result.seconds:.1f} s")
+
+
+def k8s_cmd(
+    spec: SpecArg,
+    out_dir: Annotated[Path, typer.Option("-o", "--output", help="Directory for one file per object + kustomization.yaml.")],
+) -> None:
+    """Kubernetes manifests (Deployment or LeaderWorkerSet, weights PVC + download Job, probes, Service,
+    PDB, PodMonitor, bench Job) rendered from the spec."""
+    from ..k8s import write
+
+    paths = write(spec, out_dir)
+    out.print(f"wrote {len(paths)} files to {out_dir}: " + ", ".join(p.name for p in paths))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render")(render_cmd)
+    app.command()(serve)
+    app.command("wait")(wait_cmd)
+    app.command("k8s")(k8s_cmd)

@@ -1,0 +1,84 @@
+"""`download` and `verify`: fetch exactly what serving needs, and prove a checkpoint is intact."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from ..errors import BadInput
+from ..spec import ModelRef, load_spec
+from ._common import Source, err, out
+
+
+def download(
+    spec: Annotated[Optional[Path], typer.Argument(help="Deployment spec (model, revision, weights.*).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Catalog id or Hub repo id.")] = None,
+    revision: Annotated[Optional[str], typer.Option(help="Pinned revision (commit, tag or branch).")] = None,
+    dest: Annotated[Optional[Path], typer.Option("--dir", help="Target directory.")] = None,
+    source: Annotated[Optional[Source], typer.Option(help="Where to fetch from (default hf).")] = None,
+    mirror: Annotated[Optional[str], typer.Option(help="Mirror directory or s3://bucket/prefix.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel file downloads.")] = 8,
+    retries: Annotated[int, typer.Option(min=0, help="Retries per file on 429, 5xx and dropped connections.")] = 5,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Exit instead of waiting when another download holds the directory.")] = False,
+) -> None:
+    """Fetch exactly the files serving needs, resumably, into a directory shared safely between nodes."""
+    from ..catalog import get_model
+    from ..deployment import resolve
+    from ..weights import REPORT, download as fetch, list_hub, list_mirror, list_s3
+
+    src = source.value if source else None
+    if spec is not None:
+        s = load_spec(spec)
+        entry = resolve(s).entry
+        model = model or (entry.repo if entry else None)
+        revision = revision or s.revision or (s.model.revision if isinstance(s.model, ModelRef) else None)
+        dest = dest or (Path(s.weights.dir) if s.weights.dir else None)
+        src = src or s.weights.source
+        mirror = mirror or s.weights.mirror
+    src = src or "hf"
+    if dest is None:
+        raise BadInput("give --dir (or weights.dir in the spec)", "--dir")
+    if src == "hf":
+        if not model:
+            raise BadInput("give --model (a catalog id or Hub repo id)", "--model")
+        repo = get_model(model).repo if "/" not in model else model
+        listing = list_hub(repo, revision, os.environ.get("HF_TOKEN"))
+    elif not mirror:
+        raise BadInput(f"source {src} needs --mirror (a directory or s3:// URL)", "--mirror")
+    else:
+        listing = list_mirror(mirror) if src == "mirror" else list_s3(mirror)
+    err.print(f"{listing.location}" + (f"@{listing.revision}" if listing.revision else "")
+              + f": {len(listing.files)} files, {listing.total_bytes / 1e9:,.2f} GB -> {dest}")
+    report = fetch(listing, dest, workers=workers, retries=retries, wait_for_lock=not no_wait,
+                   token=os.environ.get("HF_TOKEN"), log=lambda m: err.print(escape(m)),
+                   show_progress=err.is_terminal)
+    out.print(f"[green]done[/green]: {report.downloaded} downloaded, {report.skipped} already complete, "
+              f"{report.bytes / 1e9:,.2f} GB in {report.seconds:.1f} s ({report.throughput_mb_s:,.1f} MB/s), "
+              f"{report.retries} retries; report in {dest / REPORT}")
+
+
+def verify(
+    dest: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    model: Annotated[Optional[str], typer.Option(help="Catalog id whose architecture config.json must match.")] = None,
+    full_hash: Annotated[bool, typer.Option("--hash", help="Also sha256 every shard against the source's hashes.")] = False,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Hashing threads (default: CPU count).")] = None,
+) -> None:
+    """Prove a checkpoint is complete and intact; write the marker serve and Kubernetes trust."""
+    from ..weights import VERIFY_MARKER, verify as check
+
+    result = check(dest, model=model, full_hash=full_hash, workers=workers, show_progress=err.is_terminal)
+    for note in result.notes:
+        err.print(f"note: {note}")
+    if not result.ok:
+        raise BadInput("verification failed:\n  " + "\n  ".join(result.problems), str(dest))
+    out.print(f"[green]verified[/green] {dest}: {result.files} shards, {result.bytes / 1e9:,.3f} GB"
+              f"{', sha256 checked' if result.hashed else ''} in {result.seconds:.1f} s; marker {dest / VERIFY_MARKER}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(download)
+    app.command()(verify)

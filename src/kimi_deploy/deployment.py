@@ -1,0 +1,249 @@
+"""A spec resolved once: `resolve(spec) -> Deployment`.
+
+The Deployment is immutable and holds everything the consumers (engine renderers, Kubernetes
+manifests, launch/preflight, the CLI) need: the catalog entry and architecture, the served model name
+and model path, the parsers, the serving values (spec, else catalog defaults), and for each engine
+group (the whole deployment, or each side of prefill/decode) its nodes, first rank, port, head-address
+variable, topology, network environment, planner input and plan. Nothing downstream recomputes any of
+it. (The shape follows skypilot's sky/task.py: one validated object that every backend reads.)
+
+spec.py parses and validates the YAML; this module decides."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
+
+from .architecture import Architecture
+from .catalog import ModelEntry, get_gpu, get_model
+from .serving_flags import plan_fields, resolve_values
+from .errors import BadInput
+from .plan import Plan, PlanInput, Topology, plan
+from .spec import ModelRef, Spec, ParallelFields, looks_like_path
+
+GroupName = Literal["serve", "prefill", "decode"]
+
+# The env var that carries each group's head address at start-up (filled by `serve` from flags, LWS or
+# Slurm; printed as a ${...} reference by `render`).
+HEAD_VARS: Mapping[str, str] = MappingProxyType(
+    {"serve": "KIMI_HEAD_ADDR", "prefill": "KIMI_PREFILL_HEAD_ADDR", "decode": "KIMI_DECODE_HEAD_ADDR"})
+# P/D sides listen next to the public port, which the router takes.
+PD_PORT_OFFSET: Mapping[str, int] = MappingProxyType({"prefill": 1, "decode": 2})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Group:
+    """One engine deployment: all nodes of a non-disaggregated spec, or one P/D side."""
+
+    name: GroupName
+    nodes: int
+    first_rank: int
+    port: int
+    head_var: str
+    topology: Topology
+    all2all: str | None
+    eplb_redundant_experts: int | None
+    extra_args: tuple[str, ...]
+    network_env: Mapping[str, str]
+    plan_input: PlanInput
+    plan: Plan
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes > 1
+
+    @property
+    def deepep(self) -> bool:
+        return bool(self.all2all and self.all2all.startswith("deepep"))
+
+    @property
+    def ranks(self) -> range:
+        return range(self.first_rank, self.first_rank + self.nodes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Router:
+    """The prefill/decode router: one process, no GPUs, the last rank."""
+
+    rank: int
+    port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    spec: Spec
+    name: str
+    engine: Literal["vllm", "sglang"]
+    engine_version: str | None
+    model: str  # catalog id, or the local checkpoint path
+    entry: ModelEntry | None
+    arch: Architecture
+    model_path: str  # what the engine loads
+    served_model_name: str
+    thinking: bool
+    tool_parser: str | None
+    reasoning_parser: str | None
+    serving: Mapping[str, Any]  # serving_flags.py values: spec, else defaults
+    api_key_env: str | None
+    groups: tuple[Group, ...]
+    router: Router | None
+
+    @property
+    def pd(self) -> bool:
+        return self.router is not None
+
+    @property
+    def total_ranks(self) -> int:
+        """Engine nodes plus the router."""
+        return sum(g.nodes for g in self.groups) + (1 if self.router else 0)
+
+    @property
+    def http_port(self) -> int:
+        """Where clients connect: the router for P/D, else the serving port."""
+        return self.router.port if self.router else self.groups[0].port
+
+    @property
+    def primary(self) -> Group:
+        """The group whose plan describes serving capacity: decode for P/D (it holds the long-lived
+        KV cache), else the only group."""
+        return self.group("decode") if self.pd else self.groups[0]
+
+    def group(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise BadInput(f"no group {name!r}; this deployment has {', '.join(g.name for g in self.groups)}", "--group")
+
+    def group_of_rank(self, rank: int) -> Group | None:
+        return next((g for g in self.groups if rank in g.ranks), None)
+
+
+# --- resolution -------------------------------------------------------------------------------------
+
+def resolve_model(spec_model: str | ModelRef) -> tuple[str, Architecture, ModelEntry | None]:
+    """(display name, architecture, catalog entry or None for a local checkpoint)."""
+    if isinstance(spec_model, ModelRef):
+        if spec_model.path:
+            return spec_model.path, Architecture.from_path(os.path.expanduser(spec_model.path)), None
+        entry = get_model(spec_model.repo or "")
+        return entry.id, entry.architecture(), entry
+    if looks_like_path(spec_model):
+        return spec_model, Architecture.from_path(os.path.expanduser(spec_model)), None
+    entry = get_model(spec_model)
+    return entry.id, entry.architecture(), entry
+
+
+def _topology(spec: Spec, arch: Architecture, fields: ParallelFields, nodes: int, mode: str) -> Topology:
+    """Fill in the topology from its mode; explicit numbers always win."""
+    gpn = spec.hardware.gpus_per_node
+    gpus = gpn * nodes
+    if mode == "auto":
+        mode = "tp" if arch.num_attention_heads % gpus == 0 else "tp-pp"
+    if mode == "tp":
+        base = Topology(tp=gpus)
+    elif mode == "tp-ep":
+        base = Topology(tp=gpus, expert_parallel=True)
+    elif mode == "tp-pp":
+        base = Topology(tp=gpn, pp=nodes)
+    else:  # dp-ep
+        base = (Topology(tp=1, dp=gpus, expert_parallel=True) if spec.engine.name == "vllm"
+                else Topology(tp=gpus, dp=gpus, dp_attention=True, expert_parallel=True))
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    return Topology(tp=pick(fields.tp, base.tp), pp=pick(fields.pp, base.pp), dp=pick(fields.dp, base.dp),
+                    expert_parallel=pick(fields.expert_parallel, base.expert_parallel),
+                    dp_attention=pick(fields.dp_attention, base.dp_attention), dcp=spec.topology.dcp)
+
+
+def _network_env(spec: Spec, multi_node: bool, deepep: bool) -> dict[str, str]:
+    """NCCL / Gloo / NVSHMEM settings for one group, then the spec's own serving.env."""
+    n = spec.network
+    env: dict[str, str] = {}
+    if n.socket_ifname:
+        # Gloo picks the wrong NIC on InfiniBand hosts and hangs at init
+        # (vllm-project/vllm docs/serving/data_parallel_deployment.md).
+        env["NCCL_SOCKET_IFNAME"] = n.socket_ifname
+        env["GLOO_SOCKET_IFNAME"] = n.socket_ifname
+    if n.ib_hca:
+        env["NCCL_IB_HCA"] = n.ib_hca
+    if deepep:
+        # DeepEP's low-latency kernels use GPU-initiated RDMA through NVSHMEM
+        # (https://docs.nvidia.com/nvshmem/api/gen/env.html: NVSHMEM_IB_ENABLE_IBGDA, NVSHMEM_HCA_LIST).
+        env["NVSHMEM_IB_ENABLE_IBGDA"] = "1"
+        if n.ib_hca:
+            env["NVSHMEM_HCA_LIST"] = n.ib_hca
+    if multi_node:
+        env.setdefault("NCCL_DEBUG", "WARN")
+    env.update(spec.serving.env)
+    return env
+
+
+def _model_path(spec: Spec, entry: ModelEntry | None, name: str) -> str:
+    """What the engine loads: the staged weights dir, else the Hub repo (a download at start-up)."""
+    if spec.weights.dir:
+        return spec.weights.dir
+    if isinstance(spec.model, ModelRef):
+        return spec.model.path or spec.model.repo or ""
+    return entry.repo if entry else name
+
+
+def _parsers(spec: Spec, entry: ModelEntry | None) -> tuple[bool, str | None, str | None]:
+    """(thinking, tool parser, reasoning parser): the catalog entry's, unless the spec says otherwise."""
+    s = spec.serving
+    thinking = s.thinking if s.thinking is not None else bool(entry and entry.thinking)
+    if s.tool_call_parser != "auto":
+        tool = s.tool_call_parser
+    else:
+        # A local checkpoint has no entry; this toolkit serves the Kimi K2 family, whose format is kimi_k2.
+        tool = entry.tool_parser if entry else "kimi_k2"
+    reasoning = None
+    if thinking:
+        reasoning = (entry.reasoning_parser if entry else None) or "kimi_k2"
+    return thinking, tool, reasoning
+
+
+def resolve(spec: Spec) -> Deployment:
+    """Resolve a parsed spec into the Deployment every consumer reads. Raises BadInput for a topology
+    the engine cannot express (the planner's rules)."""
+    name, arch, entry = resolve_model(spec.model)
+    engine = spec.engine.name
+    defaults = {"max_model_len": entry.context_length if entry else arch.max_position_embeddings}
+    serving = resolve_values(spec.serving, engine, defaults)
+    gpu = get_gpu(spec.hardware.gpu)
+    t = spec.topology
+
+    def group(gname: GroupName, fields: ParallelFields, nodes: int, first_rank: int, port: int, mode: str,
+              extra: tuple[str, ...]) -> Group:
+        topo = _topology(spec, arch, fields, nodes, mode)
+        inp = PlanInput(model=name, arch=arch, engine=engine, gpu=gpu, gpus_per_node=spec.hardware.gpus_per_node,
+                        nodes=nodes, topology=topo, **plan_fields(engine, serving))
+        deepep = bool(fields.all2all and fields.all2all.startswith("deepep"))
+        return Group(name=gname, nodes=nodes, first_rank=first_rank, port=port, head_var=HEAD_VARS[gname],
+                     topology=topo, all2all=fields.all2all, eplb_redundant_experts=fields.eplb_redundant_experts,
+                     extra_args=extra, network_env=MappingProxyType(_network_env(spec, nodes > 1, deepep)),
+                     plan_input=inp, plan=plan(inp, suggest=False))  # plan() checks the topology first
+
+    extra = tuple(spec.serving.extra_args)
+    groups: list[Group] = []
+    router = None
+    if t.pd is None:
+        groups.append(group("serve", t, spec.hardware.nodes, 0, spec.serving.port, t.mode, extra))
+    else:
+        first = 0
+        for side in ("prefill", "decode"):
+            g = getattr(t.pd, side)
+            # A P/D side is DP+EP when it asks for expert parallelism over several DP ranks, else TP.
+            mode = "dp-ep" if g.expert_parallel and (g.dp or 1) > 1 else "tp"
+            groups.append(group(side, g, g.nodes, first, spec.serving.port + PD_PORT_OFFSET[side], mode,
+                                extra + tuple(g.extra_args)))
+            first += g.nodes
+        router = Router(rank=first, port=t.pd.router_port)
+    thinking, tool, reasoning = _parsers(spec, entry)
+    return Deployment(
+        spec=spec, name=spec.name, engine=engine, engine_version=spec.engine.version, model=name, entry=entry,
+        arch=arch, model_path=_model_path(spec, entry, name),
+        served_model_name=spec.serving.served_model_name or (entry.id if entry else spec.name),
+        thinking=thinking, tool_parser=tool, reasoning_parser=reasoning, serving=MappingProxyType(serving),
+        api_key_env=spec.serving.api_key_env, groups=tuple(groups), router=router,
+    )
