@@ -16,9 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
-
-import yaml
+from typing import Any, Mapping
 
 from .deployment import Deployment
 from .engines import RenderedNode, render
@@ -304,45 +302,59 @@ def resolve_executable(argv: list[str]) -> list[str]:
     return [found, *argv[1:]]
 
 
+def expand_tree(value: Any, env: Mapping[str, str]) -> Any:
+    """expand_refs over every string in a JSON-like value."""
+    if isinstance(value, str):
+        return expand_refs(value, env)
+    if isinstance(value, Mapping):
+        return {k: expand_tree(v, env) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [expand_tree(v, env) for v in value]
+    return value
+
+
 def materialize(node: RenderedNode, env: Mapping[str, str]) -> tuple[list[list[str]], list[str], dict[str, str]]:
-    """Setup commands, argv and full environment with every ${VAR} reference filled in. Secret files
-    are not written here (see write_secret_files); their paths are references like any other."""
+    """Setup commands, argv and full environment with every ${VAR} reference filled in. A startup
+    file's variable stands for its path, which exists only once write_startup_files ran: until then
+    a placeholder keeps this usable as the early check (dry runs, preflight)."""
+    env = {**{f.var: f"<{f.var}>" for f in node.startup_files}, **env}
+    for f in node.startup_files:
+        expand_tree(f.content, env)  # a missing secret is bad input before anything is written
+    for name in node.needs_env:
+        expand_refs("${" + name + "}", env)
     setup = [[expand_refs(a, env) for a in cmd] for cmd in node.setup]
     argv = [expand_refs(a, env) for a in node.argv]
     child_env = dict(env)
     child_env.update({k: expand_refs(v, env) for k, v in node.env.items()})
-    for f in node.secret_files:
-        for value in f.content.values():
-            expand_refs(value, env)  # a missing secret is bad input before anything is written
     return setup, argv, child_env
 
 
-def _secret_dir() -> Path:
-    """A private directory on a memory-backed filesystem: the secret never touches a disk."""
+def _private_dir() -> Path:
+    """A private directory on a memory-backed filesystem: a secret never touches a disk."""
     for base in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
         if base and Path(base).is_dir() and os.access(base, os.W_OK):
             return Path(tempfile.mkdtemp(prefix="kimi-deploy-", dir=base))
     return Path(tempfile.mkdtemp(prefix="kimi-deploy-"))
 
 
-def write_secret_files(node: RenderedNode, env: dict[str, str]) -> None:
-    """Write each secret file 0600 in a private tmpfs directory and point its ${VAR} path at it."""
-    for f in node.secret_files:
-        content = {k: expand_refs(v, env) for k, v in f.content.items()}
-        var = _REF.fullmatch(f.path)
-        if var is None:
-            raise ValueError(f"secret file path must be a ${{VAR}} reference, got {f.path!r}")
-        path = _secret_dir() / "config.yaml"
+def write_startup_files(node: RenderedNode, env: Mapping[str, str]) -> dict[str, str]:
+    """Write each startup file (mode 0600, in a new 0700 directory on tmpfs); {var: path}."""
+    paths: dict[str, str] = {}
+    if not node.startup_files:
+        return paths
+    folder = _private_dir()
+    for i, f in enumerate(node.startup_files):
+        path = folder / f"{i}{f.suffix}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(content, fh)
-        env[var.group(1)] = str(path)
+            json.dump(expand_tree(f.content, env), fh)
+        paths[f.var] = str(path)
+    return paths
 
 
 def exec_node(node: RenderedNode, env: Mapping[str, str]) -> None:
     """Run setup commands, then replace this process with the engine (signals go straight to it)."""
-    full_env = dict(env)
-    write_secret_files(node, full_env)
+    full_env = {**env, **write_startup_files(node, env)}
     setup, argv, child_env = materialize(node, full_env)
     for cmd in setup:
         done = subprocess.run(resolve_executable(cmd), env=child_env)

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from ..deployment import resolve
-from ..engines import RenderedNode, render
+from ..engines import RenderedNode, StartupFile, render
 from ..errors import BadInput, OperationFailed
 from ..spec import load_spec
 from ._common import HeadAddress, NodeRank, SpecArg, err, out
@@ -27,10 +27,35 @@ def shell_word(tok: str) -> str:
     return shlex.quote(tok)
 
 
+# Fills ${NAME} references in a JSON template (argv[1]) from the environment and prints the JSON: the
+# secret is read inside python3, so it is never on a command line.
+_FILL_TEMPLATE = (
+    "import json, os, re, sys\n"
+    "def fill(v):\n"
+    "    if isinstance(v, dict): return {k: fill(x) for k, x in v.items()}\n"
+    "    if isinstance(v, list): return [fill(x) for x in v]\n"
+    "    if isinstance(v, str): return re.sub(r'\\$\\{(\\w+)\\}', lambda m: os.environ[m.group(1)], v)\n"
+    "    return v\n"
+    "json.dump(fill(json.loads(sys.argv[1])), sys.stdout)"
+)
+
+
+def _startup_file_lines(f: StartupFile) -> list[str]:
+    """Shell that does what `serve` does for a startup file: a private 0600 file on tmpfs, filled from
+    the environment, its path in ${var}."""
+    return [
+        f'{f.var}="$(umask 077 && mktemp --suffix={f.suffix} "${{XDG_RUNTIME_DIR:-/dev/shm}}/kimi-deploy-XXXXXX")"',
+        f"export {f.var}",
+        f"python3 -c {shlex.quote(_FILL_TEMPLATE)} {shlex.quote(json.dumps(f.content))} > \"${f.var}\"",
+    ]
+
+
 def _shell(node: RenderedNode) -> str:
     lines = [f"# node {node.rank}: {node.role}"
              + (" (serves HTTP)" if node.serves_http and not node.health_only else
                 " (health endpoint only)" if node.health_only else " (no HTTP)")]
+    for f in node.startup_files:
+        lines += _startup_file_lines(f)
     lines += [f"export {k}={shell_word(v)}" for k, v in node.env.items()]
     lines += [" ".join(shell_word(t) for t in cmd) for cmd in node.setup]
     words = [shell_word(t) for t in node.argv]

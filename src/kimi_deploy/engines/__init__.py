@@ -9,7 +9,7 @@ from typing import Mapping
 
 from ..deployment import Deployment
 from . import sglang, vllm
-from .base import Engine, RenderedNode, SecretFile, env_ref, head_refs
+from .base import Engine, RenderedNode, StartupFile, env_ref, head_refs
 from .versions import check_features
 
 ENGINES: Mapping[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE}
@@ -34,4 +34,4 @@ def render(dep: Deployment, heads: Mapping[str, str] | None = None) -> list[Rend
     return nodes
 
 
-__all__ = ["ENGINES", "RenderedNode", "SecretFile", "env_ref", "head_refs", "render"]
+__all__ = ["ENGINES", "RenderedNode", "StartupFile", "env_ref", "head_refs", "render"]

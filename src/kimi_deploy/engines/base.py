@@ -22,12 +22,16 @@ def head_refs(dep: Deployment) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class SecretFile:
-    """A file the engine reads a secret from, written 0600 at start-up (never a command-line value).
-    `content` maps keys to ${VAR} references; `serve` writes it as YAML with the values filled in."""
+class StartupFile:
+    """A file written at start-up, before the engine runs: how a secret reaches an engine that has no
+    environment variable for it (never as a command-line value). `serve` writes `content` as JSON
+    (which YAML readers accept too) to a new file, mode 0600, in a private directory on tmpfs,
+    named with `suffix`, and sets the variable `var` to its path; the command refers to ${var}.
+    String values may be a ${NAME} reference, filled in from the environment."""
 
-    path: str
-    content: Mapping[str, str]
+    var: str
+    content: Mapping[str, Any]
+    suffix: str = ".json"
 
 
 @dataclass
@@ -42,15 +46,17 @@ class RenderedNode:
     group: str = "serve"  # serve | prefill | decode | router
     port: int | None = None  # the HTTP port, when the node listens on one
     features: list[Feature] = field(default_factory=list)
-    secret_files: list[SecretFile] = field(default_factory=list)
+    startup_files: list[StartupFile] = field(default_factory=list)
+    needs_env: list[str] = field(default_factory=list)  # read by name inside the process (never on argv)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"rank": self.rank, "role": self.role, "argv": self.argv, "env": self.env,
                              "serves_http": self.serves_http, "group": self.group}
         if self.setup:
             d["setup"] = self.setup
-        if self.secret_files:
-            d["secret_files"] = [{"path": f.path, "content": dict(f.content)} for f in self.secret_files]
+        if self.startup_files:
+            d["startup_files"] = [{"var": f.var, "suffix": f.suffix, "content": dict(f.content)}
+                                  for f in self.startup_files]
         return d
 
 

@@ -12,9 +12,12 @@ import os
 import re
 from typing import Callable
 
+from .. import routers
 from .base import RenderedNode
 from .sglang import LAUNCH
-from .vllm import VLLM_SERVE
+from .sglang import ROUTER as SGLANG_ROUTER
+from .vllm import ROUTER as VLLM_ROUTER
+from .vllm import ROUTER_WITH_KEY, VLLM_SERVE
 
 
 class EngineNotInstalled(Exception):
@@ -43,11 +46,11 @@ def _vllm(args: list[str]) -> str | None:
     try:
         try:
             from vllm.utils.argparse_utils import FlexibleArgumentParser
-        except ImportError:  # vLLM before 2025-10-26 (engines.md §1.7)
+        except ImportError:  # vLLM before #27188 (2025-10-26) moved it to argparse_utils
             from vllm.utils import FlexibleArgumentParser  # type: ignore[no-redef]
         try:
             from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-        except ImportError:  # releases before the launchers package (cpu-engines.md)
+        except ImportError:  # releases before vllm/entrypoints/launchers/ existed (e.g. 0.11)
             from vllm.entrypoints.openai.cli_args import make_arg_parser, validate_parsed_serve_args
         from vllm.reasoning import ReasoningParserManager
         from vllm.tool_parsers import ToolParserManager
@@ -65,14 +68,15 @@ def _vllm(args: list[str]) -> str | None:
     if error:
         return error
     ns = result["ns"]
-    # vLLM checks parser names only when the server starts (engines.md §1.4): check them here.
+    # vLLM checks parser names only when the server starts (validate_api_server_args in
+    # vllm/entrypoints/openai/api_server.py): check them here.
     if getattr(ns, "tool_call_parser", None) and ns.tool_call_parser not in ToolParserManager.list_registered():
         return f"unknown tool call parser {ns.tool_call_parser!r}"
     if getattr(ns, "reasoning_parser", None) and ns.reasoning_parser not in ReasoningParserManager.list_registered():
         return f"unknown reasoning parser {ns.reasoning_parser!r}"
     lb_modes = [m for m in ("data_parallel_hybrid_lb", "data_parallel_external_lb",
                             "data_parallel_multi_port_external_lb") if getattr(ns, m, False)]
-    if len(lb_modes) > 1:  # raised only in vLLM's serve command, not by the parser (engines.md §1.7)
+    if len(lb_modes) > 1:  # raised only in vLLM's serve command (vllm/entrypoints/cli/serve.py), not by the parser
         return f"conflicting load-balancing modes: {', '.join(lb_modes)}"
     if getattr(ns, "headless", False) and getattr(ns, "data_parallel_hybrid_lb", False):
         return "--headless is not compatible with --data-parallel-hybrid-lb"
@@ -103,12 +107,20 @@ def check_argv(argv: list[str]) -> str | None:
         return _vllm(argv[2:])
     if argv[: len(LAUNCH)] == LAUNCH:
         return _sglang(argv[len(LAUNCH):])
-    if argv[:1] == ["vllm-router"]:
-        return _router("vllm_router", argv[1:])
-    if argv[:3] == ["python3", "-m", "sglang_router.launch_router"]:
-        return _router("sglang_router", argv[3:])
+    if argv[: len(VLLM_ROUTER)] == VLLM_ROUTER:
+        return _router("vllm_router", argv[len(VLLM_ROUTER):])
+    if argv[: len(SGLANG_ROUTER)] == SGLANG_ROUTER:
+        return _router("sglang_router", argv[len(SGLANG_ROUTER):])
+    if argv[: len(ROUTER_WITH_KEY)] == ROUTER_WITH_KEY:  # a router started with its key from the env
+        try:
+            router, _, args = routers.split_argv(argv[len(ROUTER_WITH_KEY):])
+        except ValueError as exc:
+            return str(exc)
+        return _router(f"{router}_router", args)
     if argv[:2] == ["ray", "start"]:
-        return None  # Ray is not a dependency (engines.md §1.2); its two flags are fixed strings
+        # Ray is not a vLLM dependency any more (vllm #36170); the two flags are fixed strings from
+        # vllm examples/online_serving/run_cluster.sh.
+        return None
     return f"not an engine command: {' '.join(argv[:3])}"
 
 

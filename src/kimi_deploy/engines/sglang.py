@@ -16,11 +16,16 @@ from typing import Mapping
 
 from ..deployment import Deployment, Group
 from .. import serving_flags as table
-from .base import Engine, RenderedNode, env_ref
+from ..redact_log import sglang_logging_config
+from .base import Engine, RenderedNode, StartupFile, env_ref
 from .versions import Feature, Gate
 
 LAUNCH = ["python3", "-m", "sglang.launch_server"]
 ROUTER = ["python3", "-m", "sglang_router.launch_router"]
+ROUTER_WITH_KEY = ["python3", "-m", "kimi_deploy.routers"]
+# Where `serve` puts the files that carry the API key (see _secrets).
+CONFIG_VAR = "KIMI_SGLANG_CONFIG"
+LOGGING_VAR = "KIMI_SGLANG_LOGGING"
 
 # Minimum versions: PR numbers in sgl-project/sglang; "≈" = release inferred from the merge date.
 GATES: Mapping[Feature, Gate] = {
@@ -30,6 +35,7 @@ GATES: Mapping[Feature, Gate] = {
     Feature.ALL2ALL_BACKEND_FLAG: Gate("0.5.0", "sglang #8658 2025-08-01 (≈0.5.0): --moe-a2a-backend replaced --enable-deepep-moe"),
     Feature.PD_DISAGGREGATION: Gate("0.4.5", "sglang #4654 2025-03-21 (≈0.4.5)"),
     Feature.EPLB: Gate("0.4.7", "sglang #6469 2025-05-21 (≈0.4.7)"),
+    Feature.CONFIG_FILE: Gate("0.5.3", "sglang #10534 2025-09-17 (≈0.5.3): --config FILE.yaml"),
 }
 
 
@@ -47,9 +53,21 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
             features.append(Feature.REASONING_PARSER_KIMI_K2)
     argv += table.flags("sglang", dep.serving)
     if dep.api_key_env:
-        # SGLang has only the flag; the command holds a reference that `serve` expands from the env.
-        argv += ["--api-key", env_ref(dep.api_key_env)]
+        argv += ["--config", env_ref(CONFIG_VAR)]
+        features.append(Feature.CONFIG_FILE)
     return argv
+
+
+def _secrets(dep: Deployment) -> tuple[list[StartupFile], dict[str, str]]:
+    """SGLang reads its API key only from --api-key, which would put it in /proc/*/cmdline: it goes into
+    the --config YAML instead (keys are flag names with dashes; python/sglang/srt/utils/
+    server_args_config_parser.py; the file must end in .yaml). SGLang also logs all its arguments at
+    start-up, key included (sgl-project/sglang#37457), so its logging config masks the key."""
+    if not dep.api_key_env:
+        return [], {}
+    files = [StartupFile(CONFIG_VAR, {"api-key": env_ref(dep.api_key_env)}, ".yaml"),
+             StartupFile(LOGGING_VAR, sglang_logging_config([dep.api_key_env]), ".json")]
+    return files, {"SGLANG_LOGGING_CONFIG_PATH": env_ref(LOGGING_VAR)}
 
 
 def _parallel(g: Group, features: list[Feature]) -> list[str]:
@@ -86,9 +104,10 @@ def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> li
             argv += ["--dist-init-addr", f"{head}:{net.dist_init_port}", "--nnodes", str(g.nodes),
                      "--node-rank", str(r), "--dist-timeout", str(net.dist_timeout_s)]
         role = "single" if not multi else ("head" if r == 0 else "worker")
+        files, env = _secrets(dep)
         out.append(RenderedNode(g.first_rank + r, prefix + role, argv + pd_flags + list(g.extra_args),
-                                dict(g.network_env), group=g.name, health_only=multi and r > 0, port=g.port,
-                                features=features))
+                                {**g.network_env, **env}, group=g.name, health_only=multi and r > 0,
+                                port=g.port, features=features, startup_files=files))
     return out
 
 
@@ -106,8 +125,11 @@ def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
     argv = [*ROUTER, "--pd-disaggregation", "--prefill", urls["prefill"], "--decode", urls["decode"],
             "--host", dep.spec.serving.host, "--port", str(dep.router.port)]
     if dep.api_key_env:
-        argv += ["--api-key", env_ref(dep.api_key_env)]
-    return RenderedNode(dep.router.rank, "router", argv, {}, group="router", port=dep.router.port)
+        # The key stays out of argv: kimi_deploy.routers sets it inside the process (the router checks
+        # clients' keys and sends it to the engines).
+        argv = [*ROUTER_WITH_KEY, "sglang", "--api-key-env", dep.api_key_env, *argv[len(ROUTER):]]
+    return RenderedNode(dep.router.rank, "router", argv, {}, group="router", port=dep.router.port,
+                        needs_env=[dep.api_key_env] if dep.api_key_env else [])
 
 
 ENGINE = Engine(name="sglang", gates=GATES, model_min_version=lambda dep: None, group_nodes=group_nodes,

@@ -33,6 +33,7 @@ class Feature(str, Enum):
     DP_ATTENTION = "dp attention"
     PD_DISAGGREGATION = "PD disaggregation"
     NIXL_PD = "NixlConnector P/D"
+    CONFIG_FILE = "--config YAML file"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from .versions import Feature, Gate
 
 VLLM_SERVE = ["vllm", "serve"]
 ROUTER = ["vllm-router"]
+ROUTER_WITH_KEY = ["python3", "-m", "kimi_deploy.routers"]
 
 # Minimum versions: PR numbers in vllm-project/vllm; "≈" = release inferred from the merge date.
 GATES: Mapping[Feature, Gate] = {
@@ -162,10 +163,12 @@ def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
     assert dep.router is not None
     argv = [*ROUTER, "--vllm-pd-disaggregation", "--host", dep.spec.serving.host, "--port", str(dep.router.port),
             "--kv-connector", "nixl", "--prefill", urls["prefill"], "--decode", urls["decode"]]
-    env: dict[str, str] = {}
     if dep.api_key_env:
-        argv += ["--api-key", env_ref(dep.api_key_env)]
-    return RenderedNode(dep.router.rank, "router", argv, env, group="router", port=dep.router.port)
+        # The key stays out of argv: kimi_deploy.routers sets it inside the process. vllm-router uses it
+        # for its own calls to the engines; clients' keys are checked by the engines themselves.
+        argv = [*ROUTER_WITH_KEY, "vllm", "--api-key-env", dep.api_key_env, *argv[len(ROUTER):]]
+    return RenderedNode(dep.router.rank, "router", argv, {}, group="router", port=dep.router.port,
+                        needs_env=[dep.api_key_env] if dep.api_key_env else [])
 
 
 ENGINE = Engine(name="vllm", gates=GATES, model_min_version=_model_min, group_nodes=group_nodes,

@@ -1,0 +1,49 @@
+"""Start a prefill/decode router with its API key taken from the environment inside this process.
+
+Neither router reads its key from the environment, and `--api-key KEY` would sit in /proc/PID/cmdline
+(readable by every user on the node) for the router's whole life. Both routers are Rust extensions
+that run inside the Python process, so this module parses the router's own arguments with the
+router's own parser, sets `api_key` on the parsed object, and calls the router's launch function:
+  vllm-router:   vllm_router.launch_router.parse_router_args / launch_router (vllm-project/router)
+  sglang-router: sglang_router.launch_router.parse_router_args / launch_router (sgl-project/sglang,
+                 sgl-model-gateway/bindings/python)
+The key never appears in argv, and neither router logs it.
+
+    python3 -m kimi_deploy.routers {vllm|sglang} --api-key-env NAME [router arguments...]
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+MODULES = {"vllm": "vllm_router.launch_router", "sglang": "sglang_router.launch_router"}
+USAGE = "usage: python3 -m kimi_deploy.routers {vllm|sglang} --api-key-env NAME [router arguments...]"
+
+
+def split_argv(argv: list[str]) -> tuple[str, str, list[str]]:
+    """(router, env var name, the router's own arguments); ValueError with the usage otherwise."""
+    if len(argv) < 3 or argv[0] not in MODULES or argv[1] != "--api-key-env" or not argv[2]:
+        raise ValueError(USAGE)
+    return argv[0], argv[2], argv[3:]
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        router, key_env, args = split_argv(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    key = os.environ.get(key_env)
+    if not key:
+        print(f"{key_env}: environment variable is not set (the router's API key)", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(MODULES[router])
+    parsed = module.parse_router_args(args)
+    parsed.api_key = key
+    module.launch_router(parsed)
+
+
+if __name__ == "__main__":
+    main()

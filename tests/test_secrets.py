@@ -1,0 +1,209 @@
+"""The API key never reaches a command line (/proc/PID/cmdline is readable by every user on a node, and
+engines print their arguments when they start) nor a start-up log, for every engine and router:
+
+- vLLM reads VLLM_API_KEY (an env reference in the rendered command);
+- SGLang gets the key in a --config YAML written 0600 on tmpfs, checked here with SGLang 0.5.23's own
+  prepare_server_args; its start-up log line `server_args=...` goes through SGLang's own
+  configure_logger with the logging config kimi-deploy writes, and comes out masked;
+- both P/D routers start through kimi_deploy.routers, checked here by starting the real sglang-router
+  and vllm-router processes in front of two stand-in workers (tiny HTTP servers, since no engine runs
+  on these machines) and reading their /proc/PID/cmdline and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from kimi_deploy.deployment import resolve
+from kimi_deploy.engines import render
+from kimi_deploy.launch import materialize, write_startup_files
+from kimi_deploy.spec import load_spec, parse_spec
+
+from .conftest import DEPLOY, free_port, run_cli
+
+SECRET = "sk-kimi-never-on-argv-8c1f2e"
+SGLANG_TP8 = DEPLOY / "kimi-k2.5-h200x8-sglang-tp8.yaml"
+SGLANG_PD = DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"
+VLLM_PD = DEPLOY / "kimi-k2-thinking-h200x16-vllm-pd.yaml"
+
+
+def _all_text(node) -> str:
+    return json.dumps(node.to_json())
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.glob("*.yaml")), ids=lambda p: p.name)
+def test_no_rendered_command_carries_a_key_value(path: Path) -> None:
+    """Every node of every example: the key appears only as a reference, never as --api-key."""
+    if "tiny" in path.name and not (DEPLOY.parent / "runs" / "tiny-k2" / "config.json").is_file():
+        pytest.skip("needs the tiny-k2 checkpoint (built by the e2e fixtures)")
+    dep = resolve(load_spec(path))
+    for node in render(dep):
+        assert "--api-key" not in node.argv, (path.name, node.role)
+        if dep.api_key_env:  # named: as a ${reference}, or read by name inside the router process
+            assert "${" + dep.api_key_env + "}" in _all_text(node) or dep.api_key_env in node.needs_env, \
+                (path.name, node.role)
+        env = {dep.api_key_env or "X": SECRET, "KIMI_HEAD_ADDR": "h", "KIMI_PREFILL_HEAD_ADDR": "p",
+               "KIMI_DECODE_HEAD_ADDR": "d"}
+        setup, argv, _ = materialize(node, env)
+        assert SECRET not in json.dumps([setup, argv]), (path.name, node.role)
+
+
+def test_sglang_reads_the_key_from_its_config_file(tmp_path: Path) -> None:
+    dep = resolve(load_spec(SGLANG_TP8))
+    node = render(dep)[0]
+    env = {"KIMI_API_KEY": SECRET}
+    paths = write_startup_files(node, env)
+    try:
+        config = Path(paths["KIMI_SGLANG_CONFIG"])
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+        _, argv, child_env = materialize(node, {**env, **paths})
+        assert SECRET not in " ".join(argv)
+        # SGLang's own argument handling (config merge included); `--model-path dummy` stops its
+        # post-init before it would read a model config.
+        args = argv[3:]
+        args[args.index("--model-path") + 1] = "dummy"
+        probe = ("import sys\nfrom sglang.srt.server_args import prepare_server_args\n"
+                 "print('api_key=' + str(prepare_server_args(sys.argv[1:]).api_key))")
+        proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"api_key={SECRET}" in proc.stdout
+        # and its start-up log line, through SGLang's configure_logger with the config we wrote
+        logged = ("import logging\nfrom sglang.srt.utils.common import configure_logger\n"
+                  "configure_logger(None)\n"
+                  "logging.getLogger('sglang.srt.entrypoints.engine').info("
+                  f"\"server_args={{'api_key': '{SECRET}', 'port': 30000}}\")\n")
+        log_env = {**os.environ, "KIMI_API_KEY": SECRET,
+                   "SGLANG_LOGGING_CONFIG_PATH": child_env["SGLANG_LOGGING_CONFIG_PATH"]}
+        proc = subprocess.run([sys.executable, "-c", logged], capture_output=True, text=True, timeout=300,
+                              env=log_env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "server_args=" in proc.stderr and "'api_key': '***'" in proc.stderr, proc.stderr[-2000:]
+        assert SECRET not in proc.stderr + proc.stdout
+    finally:
+        for p in paths.values():
+            Path(p).unlink(missing_ok=True)
+
+
+def test_rendered_shell_writes_the_same_files(tmp_path: Path) -> None:
+    """What `render` prints for a human does what `serve` does: run its startup-file lines."""
+    shell = run_cli("render", str(SGLANG_TP8), check=True).stdout
+    lines = shell.split("python3 -m sglang.launch_server")[0]
+    script = lines + 'cat "$KIMI_SGLANG_CONFIG"; echo; stat -c %a "$KIMI_SGLANG_CONFIG"; ' \
+                     'python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$SGLANG_LOGGING_CONFIG_PATH"\n'
+    env = {**os.environ, "KIMI_API_KEY": SECRET, "XDG_RUNTIME_DIR": str(tmp_path),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout.splitlines()[0]) == {"api-key": SECRET}
+    assert proc.stdout.splitlines()[1] == "600"
+    assert SECRET not in shell
+
+
+# --- routers ----------------------------------------------------------------------------------------
+
+class _Worker(BaseHTTPRequestHandler):
+    """A stand-in engine: answers every request with 200 JSON and remembers the Authorization it got."""
+
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        _Worker.seen.append(self.headers.get("Authorization") or "")
+        body = json.dumps({"object": "list", "data": [{"id": "kimi"}], "status": "ok"}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _router_node(path: Path, base_port: int, router_port: int):
+    data = yaml.safe_load(path.read_text())
+    data["serving"]["port"] = base_port
+    data["topology"]["pd"]["router_port"] = router_port
+    dep = resolve(parse_spec(data))
+    node = next(n for n in render(dep, {"prefill": "127.0.0.1", "decode": "127.0.0.1"}) if n.group == "router")
+    return dep, node
+
+
+@pytest.mark.parametrize("path", [SGLANG_PD, VLLM_PD], ids=["sglang-router", "vllm-router"])
+def test_router_key_stays_off_argv(path: Path, tmp_path: Path) -> None:
+    # The P/D sides listen on serving.port + 1 / + 2: put stand-in workers there.
+    base = free_port()
+    while True:
+        try:
+            servers = [ThreadingHTTPServer(("127.0.0.1", base + i), _Worker) for i in (1, 2)]
+            break
+        except OSError:
+            base = free_port()
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    router_port = free_port()
+    dep, node = _router_node(path, base, router_port)
+    assert node.argv[:3] == ["python3", "-m", "kimi_deploy.routers"]
+    _, argv, child_env = materialize(node, {**os.environ, "KIMI_API_KEY": SECRET})
+    argv = [sys.executable, *argv[1:]]
+    log = tmp_path / "router.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(argv, env={**child_env, "RUST_LOG": "debug"}, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
+            assert SECRET not in cmdline  # checked from the very first moment, not only once it is up
+            try:
+                httpx.get(f"http://127.0.0.1:{router_port}/health", timeout=2)
+                ready = True
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert ready, log.read_text()[-3000:]
+        r = httpx.post(f"http://127.0.0.1:{router_port}/v1/chat/completions", timeout=30,
+                       json={"model": "kimi", "messages": [{"role": "user", "content": "hi"}]})
+        if dep.engine == "sglang":
+            # sglang-router checks clients' keys itself: without one it refuses
+            assert r.status_code == 401, r.text
+            r = httpx.post(f"http://127.0.0.1:{router_port}/v1/chat/completions", timeout=30,
+                           headers={"Authorization": f"Bearer {SECRET}"},
+                           json={"model": "kimi", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code != 401, r.text
+        assert SECRET not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        for s in servers:
+            s.shutdown()
+    assert SECRET not in log.read_text()
+
+
+def test_router_wrapper_refuses_a_missing_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KIMI_API_KEY"}
+    proc = subprocess.run([sys.executable, "-m", "kimi_deploy.routers", "sglang", "--api-key-env", "KIMI_API_KEY",
+                           "--port", "1"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and "KIMI_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "kimi_deploy.routers", "trtllm"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "usage" in proc.stderr
