@@ -124,3 +124,35 @@ def tiny_server_noparser(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactor
     server = start_tiny_server(tmp_path_factory.mktemp("tiny-np"), "tiny-k2-noparser", tool_call_parser=None)
     yield server
     server.stop()
+
+
+# --- the built wheel --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def wheel_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from a clean copy of this working tree (a stale build/ directory cannot leak into it)."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src-tree"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    dist = tmp / "dist"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                           str(dist), str(src)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = dist.glob("kimi_deploy-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def built_wheel(wheel_file: Path) -> Iterator[Path]:
+    """The wheel installed (without dependencies: the venv has them) into its own directory; yields that
+    directory, to be put first on PYTHONPATH (console scripts in its bin/)."""
+    site = wheel_file.parent.parent / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                           str(wheel_file)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield site

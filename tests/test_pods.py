@@ -1,0 +1,170 @@
+"""Every pod in the committed k8s/ trees can start on the image it names.
+
+Each pod is run as Kubernetes would run it, as far as this GPU-less machine allows: the ConfigMap's
+files are bind-mounted at /etc/kimi-deploy in a private mount namespace, the container's own command
+runs with the container's own environment (Secret references filled with a stand-in key) plus what
+the LeaderWorkerSet controller injects (LWS_LEADER_ADDRESS, LWS_WORKER_INDEX, LWS_GROUP_SIZE), and
+`kimi-deploy` is the one installed from the built wheel, as docker/Dockerfile installs it into the
+engine image. The pod starts in --dry-run (no GPU here), and the engine command it would exec must be
+exactly what `render` gives for that rank, which the engines' own parsers accept. Jobs and init
+containers run `kimi-deploy` subcommands: each is parsed by the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import typer
+import yaml
+
+from kimi_deploy.cli import app
+from kimi_deploy.deployment import resolve
+from kimi_deploy.engines import render
+from kimi_deploy.engines.check import check_argv
+from kimi_deploy.k8s import STOCK_IMAGES
+from kimi_deploy.spec import parse_spec
+
+from .conftest import ROOT
+
+SECRET = "sk-pod-stand-in-key-5d2a"
+TREES = sorted(p for p in (ROOT / "k8s").iterdir() if p.is_dir())
+MOUNT = Path("/etc/kimi-deploy")
+
+
+def _objects(tree: Path) -> dict[str, dict[str, Any]]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(tree.glob("*.yaml"))}
+
+
+def _pods(objs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, str]]]:
+    """(label, pod spec, env the controller injects) for every pod the workloads create."""
+    for fname, obj in objs.items():
+        if obj["kind"] == "Deployment":
+            yield fname, obj["spec"]["template"]["spec"], {}
+        elif obj["kind"] == "LeaderWorkerSet":
+            lwt = obj["spec"]["leaderWorkerTemplate"]
+            size, name, ns = lwt["size"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+            leader = f"{name}-0.{name}.{ns}"  # the LWS controller's leader address for group 0
+            for index in range(size):
+                template = lwt["leaderTemplate"] if index == 0 else lwt["workerTemplate"]
+                yield f"{fname}#{index}", template["spec"], {
+                    "LWS_LEADER_ADDRESS": leader, "LWS_WORKER_INDEX": str(index), "LWS_GROUP_SIZE": str(size)}
+
+
+def _container_env(container: dict[str, Any]) -> dict[str, str]:
+    env = {}
+    for e in container.get("env", []):
+        env[e["name"]] = e["value"] if "value" in e else SECRET  # valueFrom: a Secret's key
+    return env
+
+
+@lru_cache(maxsize=None)
+def _parsers_accept(argv: tuple[str, ...]) -> str | None:
+    return check_argv(list(argv))
+
+
+def _can_mount() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    MOUNT.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return proc.returncode == 0
+
+
+def test_there_are_trees() -> None:
+    assert len(TREES) >= 10
+
+
+def _templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    if obj["kind"] == "LeaderWorkerSet":
+        return [obj["spec"]["leaderWorkerTemplate"][k] for k in ("leaderTemplate", "workerTemplate")]
+    if obj["kind"] in ("Deployment", "Job"):
+        return [obj["spec"]["template"]]
+    return []
+
+
+@pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)
+def test_every_image_carries_kimi_deploy(tree: Path) -> None:
+    objs = _objects(tree)
+    spec = parse_spec(yaml.safe_load(objs["configmap-spec.yaml"]["data"]["spec.yaml"]))
+    images = {c["image"] for obj in objs.values() for t in _templates(obj)
+              for c in [*t["spec"].get("initContainers", []), *t["spec"]["containers"]]}
+    assert images == {spec.k8s.image}
+    assert not any(spec.k8s.image.startswith(stock) for stock in STOCK_IMAGES)
+
+
+def _job_commands(objs: dict[str, dict[str, Any]]) -> Iterator[list[str]]:
+    """Every `kimi-deploy ...` invocation in a Job's or init container's shell command."""
+    for obj in objs.values():
+        templates = []
+        if obj["kind"] in ("Job", "Deployment"):
+            templates = [obj["spec"]["template"]]
+        elif obj["kind"] == "LeaderWorkerSet":
+            templates = [obj["spec"]["leaderWorkerTemplate"]["leaderTemplate"]]
+        for t in templates:
+            containers = t["spec"].get("initContainers", []) + (t["spec"]["containers"] if obj["kind"] == "Job" else [])
+            for c in containers:
+                cmd = c["command"]
+                if cmd[:2] == ["bash", "-c"]:
+                    for part in cmd[2].split("&&"):
+                        words = shlex.split(part)
+                        if words and words[0] == "kimi-deploy":
+                            yield words[1:]
+
+
+@pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)
+def test_job_commands_parse_with_the_real_cli(tree: Path) -> None:
+    command = typer.main.get_command(app)
+    seen = 0
+    for args in _job_commands(_objects(tree)):
+        # click parses and type-checks every option without running the command
+        sub = command.commands[args[0]]  # type: ignore[attr-defined]
+        ctx = sub.make_context(args[0], args[1:])
+        assert ctx.params, args
+        seen += 1
+    assert seen >= 2  # at least the download (or stage) step and the bench Job
+
+
+@pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)
+def test_every_engine_pod_starts_the_rendered_command(tree: Path, built_wheel: Path, tmp_path: Path) -> None:
+    if not _can_mount():
+        pytest.skip("needs root and mount namespaces (unshare) to mount the ConfigMap at /etc/kimi-deploy")
+    objs = _objects(tree)
+    config = tmp_path / "configmap"
+    config.mkdir()
+    for name, text in objs["configmap-spec.yaml"]["data"].items():
+        (config / name).write_text(text)
+    dep = resolve(parse_spec(yaml.safe_load((config / "spec.yaml").read_text())))
+    bin_dir = built_wheel / "bin"
+    assert (bin_dir / "kimi-deploy").is_file()
+    ranks: list[int] = []
+    for label, pod, injected in _pods(objs):
+        (container,) = pod["containers"]
+        env = {"PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+               "PYTHONPATH": str(built_wheel), "HOME": str(tmp_path), **_container_env(container), **injected}
+        # The pod's own command, in a mount namespace where the ConfigMap is at /etc/kimi-deploy.
+        command = [*container["command"], "--dry-run", "--skip-preflight", "--no-check-args"]
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                               'mount --bind "$1" /etc/kimi-deploy && shift && exec "$@"', "pod", str(config),
+                               *command], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, (label, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert SECRET not in proc.stdout + proc.stderr, label
+        lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("command: ")]
+        assert len(lines) == 1, (label, proc.stdout)
+        argv = shlex.split(lines[0].strip().removeprefix("command: "))
+        rank = int(proc.stdout.split("node ", 1)[1].split(" ", 1)[0])
+        # What `render` gives for that rank, with the heads this pod knows.
+        heads = {g.name: injected["LWS_LEADER_ADDRESS"] for g in dep.groups
+                 if injected and g.name == env.get("KIMI_PD_GROUP", "serve")}
+        heads.update({g.name: env[g.head_var] for g in dep.groups if g.head_var in env})
+        expected = next(n for n in render(dep, heads) if n.rank == rank)
+        assert argv == expected.argv, label
+        assert _parsers_accept(tuple(expected.argv)) is None, (label, expected.argv)
+        ranks.append(rank)
+    assert sorted(ranks) == list(range(dep.total_ranks))  # every rank exactly once, router included
