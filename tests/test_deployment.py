@@ -1,0 +1,184 @@
+"""The spec is resolved once into an immutable Deployment that every consumer reads, and engine
+knowledge is data: one table from serving fields to both engines' flags and the planner."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kimi_deploy import deployment, serving_flags
+from kimi_deploy.deployment import resolve
+from kimi_deploy.engines import render
+from kimi_deploy.errors import BadInput
+from kimi_deploy.k8s import manifests
+from kimi_deploy.launch import node_command, preflight, resolve_node
+from kimi_deploy.spec import Serving, load_spec, parse_spec
+
+from .conftest import DEPLOY, assert_clean_error, run_cli
+
+VLLM_TP16 = DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml"
+SGLANG_TP16 = DEPLOY / "kimi-k2-instruct-h200x16-sglang-tp16.yaml"
+SGLANG_PD = DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"
+
+
+def _data(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _flag(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def test_every_serving_field_has_one_home() -> None:
+    """A new serving field must be given a row in the table (or a rule of its own): none is lost."""
+    table = {row.field for row in serving_flags.SERVING_FLAGS}
+    assert not table & serving_flags.HANDLED_ELSEWHERE
+    assert set(Serving.model_fields) == table | serving_flags.HANDLED_ELSEWHERE
+    for row in serving_flags.SERVING_FLAGS:
+        assert row.vllm or row.sglang, row.field
+
+
+@pytest.mark.parametrize("path, flag", [(VLLM_TP16, "--max-num-seqs"), (SGLANG_TP16, "--max-running-requests")])
+def test_one_table_row_carries_a_field_to_the_command_and_the_plan(path: Path, flag: str, monkeypatch) -> None:
+    data = _data(path)
+    data["serving"]["max_num_seqs"] = 77
+    dep = resolve(parse_spec(data))
+    assert all(_flag(n.argv, flag) == "77" for n in render(dep) if n.group != "router")
+    assert dep.primary.plan_input.max_num_seqs == 77
+    # Without its row the field reaches neither the engine nor the planner: the table is the only path.
+    rows = tuple(r for r in serving_flags.SERVING_FLAGS if r.field != "max_num_seqs")
+    monkeypatch.setattr(serving_flags, "SERVING_FLAGS", rows)
+    dep = resolve(parse_spec(data))
+    assert all(flag not in n.argv for n in render(dep))
+    assert dep.primary.plan_input.max_num_seqs != 77
+
+
+def test_resolved_once_then_only_read(monkeypatch) -> None:
+    """Everything downstream of resolve() reads the Deployment: no planner run, no model lookup again."""
+    calls = {"plan": 0, "model": 0}
+    real_plan, real_model = deployment.plan, deployment.resolve_model
+
+    def counting_plan(*a, **k):
+        calls["plan"] += 1
+        return real_plan(*a, **k)
+
+    def counting_model(*a, **k):
+        calls["model"] += 1
+        return real_model(*a, **k)
+
+    monkeypatch.setattr(deployment, "plan", counting_plan)
+    monkeypatch.setattr(deployment, "resolve_model", counting_model)
+    dep = resolve(load_spec(SGLANG_PD))
+    assert calls == {"plan": 2, "model": 1}  # one plan per P/D side, one catalog lookup
+    monkeypatch.setattr(deployment, "plan", None)  # any later call would blow up
+    monkeypatch.setattr(deployment, "resolve_model", None)
+    manifests(dep, SGLANG_PD.read_text())
+    env = {"LWS_LEADER_ADDRESS": "d-0", "LWS_WORKER_INDEX": "1", "LWS_GROUP_SIZE": "2", "KIMI_PD_GROUP": "decode"}
+    node = node_command(dep, resolve_node(dep, None, None, env))
+    preflight(dep, node, check_args=False)
+    assert node.port == dep.group("decode").port == 30002
+
+
+def test_the_deployment_is_immutable() -> None:
+    dep = resolve(load_spec(VLLM_TP16))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dep.served_model_name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        dep.serving["max_model_len"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        dep.groups[0].network_env["NCCL_DEBUG"] = "INFO"  # type: ignore[index]
+
+
+def test_parsers_come_from_the_catalog_entry() -> None:
+    data = _data(DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml")
+    dep = resolve(parse_spec(data))
+    assert (dep.tool_parser, dep.reasoning_parser) == (dep.entry.tool_parser, dep.entry.reasoning_parser)
+    data["serving"]["tool_call_parser"] = None  # null disables tool calling
+    data["serving"]["thinking"] = False
+    (node,) = render(resolve(parse_spec(data)))
+    assert "--tool-call-parser" not in node.argv and "--reasoning-parser" not in node.argv
+    assert "--enable-auto-tool-choice" not in node.argv
+
+
+def test_a_field_the_engine_lacks_is_refused(tmp_path: Path) -> None:
+    data = _data(SGLANG_TP16)
+    data["serving"]["gpu_memory_utilization"] = 0.9
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("render", str(p)), "serving.gpu_memory_utilization", "mem_fraction_static")
+    with pytest.raises(BadInput, match="serving.gpu_memory_utilization"):
+        resolve(parse_spec(data))
+
+
+def test_pd_sides_get_their_own_network_env() -> None:
+    """The renderer and the pod env read the same per-group network env (DeepEP only where used)."""
+    data = _data(SGLANG_PD)
+    data["topology"]["pd"]["prefill"]["all2all"] = None
+    dep = resolve(parse_spec(data))
+    assert "NVSHMEM_IB_ENABLE_IBGDA" not in dep.group("prefill").network_env
+    assert dep.group("decode").network_env["NVSHMEM_IB_ENABLE_IBGDA"] == "1"
+    objs = manifests(dep, "")
+    for side in ("prefill", "decode"):
+        pod = objs[f"leaderworkerset-{side}.yaml"]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        node = next(n for n in render(dep) if n.group == side)
+        for name, value in dep.group(side).network_env.items():
+            assert env[name] == value == node.env[name]
+        assert ("NVSHMEM_IB_ENABLE_IBGDA" in env) == (side == "decode")
+
+
+def test_bench_job_asks_for_the_served_model(tmp_path: Path) -> None:
+    """Without served_model_name the engine serves the catalog id, and so the bench Job asks for it."""
+    data = _data(VLLM_TP16)
+    del data["serving"]["served_model_name"]
+    dep = resolve(parse_spec(data))
+    assert dep.served_model_name == "kimi-k2-instruct"
+    job = manifests(dep, "")["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert "--model kimi-k2-instruct " in job and data["name"] not in job.split("--model ")[1].split()[0]
+
+
+def test_k8s_output_never_deletes_or_overwrites_the_users_files(tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    out.mkdir()
+    (out / "spec.yaml").write_text("my spec\n")
+    (out / "notes.yaml").write_text("mine\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(VLLM_TP16.read_text())
+    assert run_cli("k8s", str(spec), "-o", str(out)).returncode == 0
+    assert (out / "spec.yaml").read_text() == "my spec\n" and (out / "notes.yaml").read_text() == "mine\n"
+    # a file we wrote and no longer render goes; ours are replaced
+    (out / "leaderworkerset-old.yaml").write_text("# rendered by kimi-deploy k8s from x.yaml; do not edit by hand\n")
+    assert run_cli("k8s", str(spec), "-o", str(out)).returncode == 0
+    assert not (out / "leaderworkerset-old.yaml").exists() and (out / "service.yaml").exists()
+    # a user's file under a name we would write: refused, nothing touched
+    (out / "service.yaml").write_text("my service\n")
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(out)), "service.yaml", "not written by kimi-deploy")
+    assert {p.name: p.read_text() for p in out.iterdir()} == before
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(out / "spec.yaml")), "not a directory")
+
+
+def test_stock_engine_image_is_refused(tmp_path: Path) -> None:
+    data = _data(VLLM_TP16)
+    data["k8s"]["image"] = "vllm/vllm-openai:v0.32.0"
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "k8s.image", "docker/Dockerfile")
+    del data["k8s"]["image"]
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "k8s.image")
+    assert not (tmp_path / "out").exists()
+
+
+def test_serve_refuses_an_image_without_ray(tmp_path: Path) -> None:
+    """The Ray example needs `ray` in the image; preflight says so before anything starts."""
+    import shutil
+
+    if shutil.which("ray"):
+        pytest.skip("ray is installed here")
+    proc = run_cli("serve", str(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp8pp2-ray.yaml"), "--node-rank", "1",
+                   "--head-address", "10.0.0.1", "--no-check-args", env={"PATH": "/usr/bin:/bin", "KIMI_API_KEY": "k"})
+    assert_clean_error(proc, "executables", "ray not installed", code=1)
