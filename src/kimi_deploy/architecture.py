@@ -239,17 +239,11 @@ def _linear(name: str, out_f: int, in_f: int, quantized: WeightFormat, q: Quanti
     return [Tensor(f"{name}.weight", (out_f, in_f), "BF16")]
 
 
-# Components: the unit the planner shards. `layer` is None for components outside the decoder stack.
-COMPONENT_KINDS = (
-    "embed", "lm_head", "final_norm", "vision",
-    "attn_replicated",  # q_a/kv_a projections and the norms: vLLM and SGLang keep them whole per rank
-    "attn_sharded",  # q_b, kv_b, o: split over attention TP ranks
-    "dense_mlp", "router", "shared_experts", "routed_experts",
-)
-
-
 @dataclass
 class Component:
+    """The unit the planner shards. `layer` is None outside the decoder stack. `attn_replicated` holds
+    q_a/kv_a and the norms (whole on every rank), `attn_sharded` q_b/kv_b/o (split over attention TP)."""
+
     kind: str
     layer: int | None
     tensors: list[Tensor]
@@ -358,12 +352,6 @@ class Inventory:
     @property
     def total_bytes(self) -> int:
         return sum(r[3] for r in self.components)
-
-    def bytes_by_kind(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for kind, _, _, nbytes in self.components:
-            out[kind] = out.get(kind, 0) + nbytes
-        return out
 
 
 def logical_params(arch: Architecture) -> int:
