@@ -2,7 +2,8 @@
 inventory of tensors a checkpoint of it stores (names, shapes, dtypes), grouped into the components the
 planner shards.
 
-Tensor names and storage formats follow the real checkpoints (kimi-k2-facts.md §2):
+Tensor names and storage formats follow the real checkpoints (config.json `quantization_config` and
+model.safetensors.index.json of huggingface.co/moonshotai/Kimi-K2-Instruct and moonshotai/Kimi-K2.5):
 - FP8 checkpoints (K2-Base/Instruct/0905): every linear inside attention and the MLPs is e4m3 with a
   float32 `weight_scale_inv` per 128x128 block; embeddings, lm_head, norms and the router stay BF16, the
   router's `e_score_correction_bias` is float32.
@@ -111,7 +112,7 @@ class Architecture:
     tie_word_embeddings: bool = False
     quantization: Quantization = field(default_factory=Quantization)
     vision: VisionTower | None = None
-    # K2.5 nests the text model as `language_model.*` (kimi-k2-facts.md §2, K2.5 tensor names).
+    # K2.5 nests the text model as `language_model.*` (moonshotai/Kimi-K2.5 model.safetensors.index.json).
     tensor_prefix: str = ""
 
     REQUIRED = (
