@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kimi_deploy.launch import VERIFY_MARKER
+from kimi_deploy.weights import VERIFY_MARKER
 
 from .conftest import ROOT, assert_clean_error, free_port, run_cli
 from .hubstub import COMMIT, Faults, Hub, HubServer

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import BadInput, OperationFailed
-from .launch import VERIFY_MARKER
 
 MANIFEST = ".kimi-deploy-manifest.json"
+# Written by verify() only after a clean pass; `serve` preflight and the Kubernetes init container wait for it.
+VERIFY_MARKER = ".kimi-deploy-verified.json"
 LOCK = ".kimi-deploy.lock"
 REPORT = "download-report.json"
 # What serving needs: weights, index, configs, tokenizer (incl. tiktoken + remote code), chat template.
