@@ -82,6 +82,36 @@ def test_download_resumes_and_retries_then_verifies(repo_dir: Path, tmp_path: Pa
     assert marker["revision"] == COMMIT and marker["full_hash"] is True
 
 
+def test_truncated_transfer_is_retried(repo_dir: Path, tmp_path: Path) -> None:
+    """A well-formed transfer that delivers fewer bytes than the listing says is deleted and fetched again."""
+    shard = "model-00002-of-00002.safetensors"
+    hub = Hub(repo_dir, faults=Faults(short_body_once={shard: 5 * 2**20}))
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(dest), env=_env(server))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{shard}: SizeMismatch; retrying" in proc.stderr
+    gets = [line for line in hub.log if line.startswith("GET") and shard in line]
+    assert gets == [f"GET /{hub.repo}/resolve/{COMMIT}/{shard} range=None"] * 2  # fetched anew, not resumed
+    assert json.loads((dest / "download-report.json").read_text())["retries"] >= 1
+    _same_files(repo_dir, dest)
+
+
+def test_file_never_matching_the_listing_fails_clearly(repo_dir: Path, tmp_path: Path) -> None:
+    """Bodies shorter and longer than the listed size: retried, then one clear failure naming the file."""
+    shard, small = "model-00001-of-00002.safetensors", "tokenizer_config.json"
+    hub = Hub(repo_dir, faults=Faults(listed_size_delta={shard: 4096, small: -7}))
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--retries", "1", env=_env(server))
+    assert_clean_error(proc, "2 file(s) failed", "SizeMismatch", "the source listed", code=1)
+    report = json.loads((dest / "download-report.json").read_text())
+    assert sorted(e.split(":")[0] for e in report["errors"]) == sorted([shard, small])
+    assert report["retries"] >= 2 and report["downloaded"] == len(hub.files()) - 3  # README is not fetched
+    assert not (dest / shard).exists() and not (dest / small).exists()  # nothing wrong-sized left to trust
+    assert (dest / "model-00002-of-00002.safetensors").exists()
+
+
 def test_hub_errors_are_clear(repo_dir: Path, tmp_path: Path) -> None:
     hub = Hub(repo_dir, gated_token="hf_right")
     with HubServer(hub) as server:

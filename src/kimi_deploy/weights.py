@@ -189,10 +189,16 @@ def dir_lock(dest: Path, wait: bool, timeout: float, log: Callable[[str], None])
 
 # --- fetching --------------------------------------------------------------------------------------
 
+class SizeMismatch(OperationFailed):
+    """A fetched file's size differs from the listing (truncated or substituted transfer): retried."""
+
+
 def _retryable(exc: BaseException) -> bool:
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
+    if isinstance(exc, SizeMismatch):
+        return True
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         return status is None or status == 429 or status >= 500
@@ -269,9 +275,10 @@ def _fetch_one(listing: Listing, f: RemoteFile, dest: Path, token: str | None) -
             client, bucket, prefix = _s3(listing.location)
             client.download_file(bucket, f"{prefix}/{f.name}" if prefix else f.name, str(tmp))
         os.replace(tmp, target)  # atomic on POSIX filesystems, NFS included
-    if target.stat().st_size != f.size:
-        target.unlink()
-        raise OperationFailed(f"{f.name}: got {target.stat().st_size} bytes, expected {f.size}")
+    got = target.stat().st_size
+    if got != f.size:
+        target.unlink()  # a wrong-sized file must not pass for complete on the next run
+        raise SizeMismatch(f"got {got} bytes, the source listed {f.size}")
 
 
 def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, wait_for_lock: bool = True,
