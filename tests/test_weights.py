@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,42 @@ def test_download_resumes_and_retries_then_verifies(repo_dir: Path, tmp_path: Pa
     assert verified.returncode == 0, verified.stderr
     marker = json.loads((dest / VERIFY_MARKER).read_text())
     assert marker["revision"] == COMMIT and marker["full_hash"] is True
+
+
+def _on_terminal(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run cmd with stdout and stderr on a pseudo-terminal, as from an operator's shell: (exit code, output)."""
+    import pty
+
+    main_fd, term_fd = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=term_fd, stderr=term_fd)
+    os.close(term_fd)
+    out = b""
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:  # EIO: the child closed its end of the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.close(main_fd)
+    return proc.wait(timeout=120), out.decode(errors="replace")
+
+
+def test_one_progress_bar_on_a_terminal(repo_dir: Path, tmp_path: Path) -> None:
+    """Ours only, no per-file tqdm bars from huggingface_hub. They show only on a terminal (it creates
+    them with disable=None); there rich's live display takes over their output and leaves one blank line
+    per file above our bar, so the screen must have no blank line."""
+    hub = Hub(repo_dir)
+    with HubServer(hub) as server:
+        cmd = [sys.executable, "-m", "kimi_deploy", "download", "--model", hub.repo, "--dir", str(tmp_path / "k2")]
+        code, out = _on_terminal(cmd, _env(server, TERM="xterm", COLUMNS="120"))
+    assert code == 0 and "done" in out, out
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+    # what each line leaves on screen: the text after its last carriage return
+    screen = [ansi.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]) for line in out.split("\n")[:-1]]
+    assert "" not in screen, screen
+    _same_files(repo_dir, tmp_path / "k2")
 
 
 def test_truncated_transfer_is_retried(repo_dir: Path, tmp_path: Path) -> None:

@@ -241,6 +241,23 @@ class _HubRetryCounter(logging.Handler):
             self.log(msg.splitlines()[0][:200] + " (retrying)")
 
 
+@contextmanager
+def _hub_bars_off() -> Iterator[None]:
+    """One bar, ours: silence huggingface_hub's per-file tqdm bars for the duration. Setting the
+    HF_HUB_DISABLE_PROGRESS_BARS variable here would not work: huggingface_hub reads it once, at import
+    (huggingface_hub/constants.py, used by huggingface_hub/utils/tqdm.py). An operator's explicit
+    HF_HUB_DISABLE_PROGRESS_BARS=0 still wins (huggingface_hub warns and keeps its bars)."""
+    from huggingface_hub import utils as hub_utils
+
+    was_on = not hub_utils.are_progress_bars_disabled()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            hub_utils.enable_progress_bars()
+
+
 def _complete(dest: Path, f: RemoteFile) -> bool:
     p = dest / f.name
     return p.is_file() and p.stat().st_size == f.size
@@ -308,8 +325,7 @@ def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, w
 
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                             TransferSpeedColumn(), TimeRemainingColumn(), disable=not show_progress)
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one bar, ours
-        with progress:
+        with progress, _hub_bars_off():
             task = progress.add_task(f"{len(todo)} files", total=listing.total_bytes, completed=done_bytes)
             finished = 0
             with ThreadPoolExecutor(max_workers=min(workers, max(len(todo), 1))) as pool:
