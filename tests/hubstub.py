@@ -23,6 +23,12 @@ class Faults:
     status_once: dict[str, int] = field(default_factory=dict)  # file -> status of its first GET (429, 503)
     throttle_s: float = 0.0  # sleep per 64 KiB sent (to make downloads overlap)
     huge: bool = False  # advertise an absurd size (disk-space precheck)
+    # file -> bytes the listing adds to its true size: every body served is shorter (+) or longer (-)
+    # than announced, as from a stale listing or a mirror that rewrote the file
+    listed_size_delta: dict[str, int] = field(default_factory=dict)
+    # file -> length its first download is cut to, with matching Content-Length headers (HEAD and GET):
+    # a well-formed but truncated transfer that only the size check against the listing can catch
+    short_body_once: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -39,6 +45,7 @@ class Hub:
     def sibling(self, p: Path) -> dict:
         rel = str(p.relative_to(self.root))
         size = 10**16 if (self.faults.huge and p.suffix == ".safetensors") else p.stat().st_size
+        size += self.faults.listed_size_delta.get(rel, 0)
         entry = {"rfilename": rel, "size": size, "blobId": hashlib.sha1(p.read_bytes()).hexdigest()}
         if p.suffix == ".safetensors":  # stored in LFS on the real Hub
             entry["lfs"] = {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "size": size, "pointerSize": 134}
@@ -102,6 +109,9 @@ def make_handler(hub: Hub):
             if not f.is_file():
                 return self._error(404, "EntryNotFound", "Entry not found")
             data = f.read_bytes()
+            if name in hub.faults.short_body_once:  # the HEAD before the GET announces the cut size too
+                cut_to = hub.faults.short_body_once.pop(name) if self.command == "GET" else hub.faults.short_body_once[name]
+                data = data[:cut_to]
             if self.command == "GET" and name in hub.faults.status_once:
                 status = hub.faults.status_once.pop(name)
                 return self._error(status, None, "rate limited" if status == 429 else "unavailable")

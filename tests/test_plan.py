@@ -3,8 +3,6 @@ accounting of weights across GPUs (property-tested against the replication rules
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -108,7 +106,7 @@ def test_tp32_fp8_needs_expert_parallel() -> None:
 
 
 def test_sglang_dp_attention_counts_gpus_as_tp() -> None:
-    # SGLang: --tp 16 --dp 16 --enable-dp-attention is 16 GPUs (engines.md §4).
+    # SGLang: --tp 16 --dp 16 --enable-dp-attention is 16 GPUs (docs.sglang.io/docs/advanced_features/dp_dpa_smg_guide).
     p = plan(_inp(engine="sglang", nodes=2, topo=Topology(tp=16, dp=16, dp_attention=True, expert_parallel=True)))
     assert p.inp.gpus == 16 and len(p.per_gpu_weight_bytes) == 16
     with pytest.raises(BadInput, match="16 GPUs but the hardware has"):
@@ -170,10 +168,11 @@ def test_summed_weights_equal_total_plus_replication(model, engine, tp, pp, dp, 
     assert p.weight_bytes == max(p.per_gpu_weight_bytes)
 
 
-def test_replace_keeps_inputs_independent() -> None:
-    base = _inp()
-    other = replace(base, nodes=2, topology=Topology(tp=16))
-    assert base.gpus == 8 and other.gpus == 16
+def test_default_gpu_memory_utilization_is_the_installed_vllms() -> None:
+    """Unset gpu_memory_utilization plans with vLLM's own default, read from the installed engine."""
+    from vllm.config import CacheConfig
+
+    assert plan(_inp(nodes=2)).assumptions["memory_fraction"] == CacheConfig().gpu_memory_utilization
 
 
 @pytest.mark.parametrize("args, needles", [

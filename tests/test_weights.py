@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kimi_deploy.launch import VERIFY_MARKER
+from kimi_deploy.weights import VERIFY_MARKER
 
 from .conftest import ROOT, assert_clean_error, free_port, run_cli
 from .hubstub import COMMIT, Faults, Hub, HubServer
@@ -80,6 +81,72 @@ def test_download_resumes_and_retries_then_verifies(repo_dir: Path, tmp_path: Pa
     assert verified.returncode == 0, verified.stderr
     marker = json.loads((dest / VERIFY_MARKER).read_text())
     assert marker["revision"] == COMMIT and marker["full_hash"] is True
+
+
+def _on_terminal(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run cmd with stdout and stderr on a pseudo-terminal, as from an operator's shell: (exit code, output)."""
+    import pty
+
+    main_fd, term_fd = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=term_fd, stderr=term_fd)
+    os.close(term_fd)
+    out = b""
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:  # EIO: the child closed its end of the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.close(main_fd)
+    return proc.wait(timeout=120), out.decode(errors="replace")
+
+
+def test_one_progress_bar_on_a_terminal(repo_dir: Path, tmp_path: Path) -> None:
+    """Ours only, no per-file tqdm bars from huggingface_hub. They show only on a terminal (it creates
+    them with disable=None); there rich's live display takes over their output and leaves one blank line
+    per file above our bar, so the screen must have no blank line."""
+    hub = Hub(repo_dir)
+    with HubServer(hub) as server:
+        cmd = [sys.executable, "-m", "kimi_deploy", "download", "--model", hub.repo, "--dir", str(tmp_path / "k2")]
+        code, out = _on_terminal(cmd, _env(server, TERM="xterm", COLUMNS="120"))
+    assert code == 0 and "done" in out, out
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+    # what each line leaves on screen: the text after its last carriage return
+    screen = [ansi.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]) for line in out.split("\n")[:-1]]
+    assert "" not in screen, screen
+    _same_files(repo_dir, tmp_path / "k2")
+
+
+def test_truncated_transfer_is_retried(repo_dir: Path, tmp_path: Path) -> None:
+    """A well-formed transfer that delivers fewer bytes than the listing says is deleted and fetched again."""
+    shard = "model-00002-of-00002.safetensors"
+    hub = Hub(repo_dir, faults=Faults(short_body_once={shard: 5 * 2**20}))
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(dest), env=_env(server))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{shard}: SizeMismatch; retrying" in proc.stderr
+    gets = [line for line in hub.log if line.startswith("GET") and shard in line]
+    assert gets == [f"GET /{hub.repo}/resolve/{COMMIT}/{shard} range=None"] * 2  # fetched anew, not resumed
+    assert json.loads((dest / "download-report.json").read_text())["retries"] >= 1
+    _same_files(repo_dir, dest)
+
+
+def test_file_never_matching_the_listing_fails_clearly(repo_dir: Path, tmp_path: Path) -> None:
+    """Bodies shorter and longer than the listed size: retried, then one clear failure naming the file."""
+    shard, small = "model-00001-of-00002.safetensors", "tokenizer_config.json"
+    hub = Hub(repo_dir, faults=Faults(listed_size_delta={shard: 4096, small: -7}))
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--retries", "1", env=_env(server))
+    assert_clean_error(proc, "2 file(s) failed", "SizeMismatch", "the source listed", code=1)
+    report = json.loads((dest / "download-report.json").read_text())
+    assert sorted(e.split(":")[0] for e in report["errors"]) == sorted([shard, small])
+    assert report["retries"] >= 2 and report["downloaded"] == len(hub.files()) - 3  # README is not fetched
+    assert not (dest / shard).exists() and not (dest / small).exists()  # nothing wrong-sized left to trust
+    assert (dest / "model-00002-of-00002.safetensors").exists()
 
 
 def test_hub_errors_are_clear(repo_dir: Path, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 inventory of tensors a checkpoint of it stores (names, shapes, dtypes), grouped into the components the
 planner shards.
 
-Tensor names and storage formats follow the real checkpoints (kimi-k2-facts.md §2):
+Tensor names and storage formats follow the real checkpoints (config.json `quantization_config` and
+model.safetensors.index.json of huggingface.co/moonshotai/Kimi-K2-Instruct and moonshotai/Kimi-K2.5):
 - FP8 checkpoints (K2-Base/Instruct/0905): every linear inside attention and the MLPs is e4m3 with a
   float32 `weight_scale_inv` per 128x128 block; embeddings, lm_head, norms and the router stay BF16, the
   router's `e_score_correction_bias` is float32.
@@ -111,7 +112,7 @@ class Architecture:
     tie_word_embeddings: bool = False
     quantization: Quantization = field(default_factory=Quantization)
     vision: VisionTower | None = None
-    # K2.5 nests the text model as `language_model.*` (kimi-k2-facts.md §2, K2.5 tensor names).
+    # K2.5 nests the text model as `language_model.*` (moonshotai/Kimi-K2.5 model.safetensors.index.json).
     tensor_prefix: str = ""
 
     REQUIRED = (
@@ -239,17 +240,11 @@ def _linear(name: str, out_f: int, in_f: int, quantized: WeightFormat, q: Quanti
     return [Tensor(f"{name}.weight", (out_f, in_f), "BF16")]
 
 
-# Components: the unit the planner shards. `layer` is None for components outside the decoder stack.
-COMPONENT_KINDS = (
-    "embed", "lm_head", "final_norm", "vision",
-    "attn_replicated",  # q_a/kv_a projections and the norms: vLLM and SGLang keep them whole per rank
-    "attn_sharded",  # q_b, kv_b, o: split over attention TP ranks
-    "dense_mlp", "router", "shared_experts", "routed_experts",
-)
-
-
 @dataclass
 class Component:
+    """The unit the planner shards. `layer` is None outside the decoder stack. `attn_replicated` holds
+    q_a/kv_a and the norms (whole on every rank), `attn_sharded` q_b/kv_b/o (split over attention TP)."""
+
     kind: str
     layer: int | None
     tensors: list[Tensor]
@@ -358,12 +353,6 @@ class Inventory:
     @property
     def total_bytes(self) -> int:
         return sum(r[3] for r in self.components)
-
-    def bytes_by_kind(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for kind, _, _, nbytes in self.components:
-            out[kind] = out.get(kind, 0) + nbytes
-        return out
 
 
 def logical_params(arch: Architecture) -> int:

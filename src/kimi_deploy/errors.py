@@ -1,4 +1,4 @@
-"""Error types that map to the CLI's exit codes (design.md: 1 failed, 2 bad input, 3 does not fit)."""
+"""Error types that map to the CLI's exit codes (README.md: 1 failed, 2 bad input, 3 does not fit)."""
 
 from __future__ import annotations
 

