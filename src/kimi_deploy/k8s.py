@@ -19,8 +19,8 @@ import yaml
 from .deployment import Deployment, Group, resolve
 from .engines import RenderedNode, render
 from .errors import BadInput
-from .launch import VERIFY_MARKER
 from .spec import Spec, load_spec
+from .weights import VERIFY_MARKER
 
 SPEC_PATH = "/etc/kimi-deploy/spec.yaml"
 ENTRYPOINT = "/etc/kimi-deploy/entrypoint.sh"

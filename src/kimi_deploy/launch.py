@@ -21,9 +21,8 @@ from typing import Any, Mapping
 from .deployment import Deployment
 from .engines import RenderedNode, render
 from .errors import BadInput, OperationFailed
+from .weights import VERIFY_MARKER
 
-# Written by `kimi-deploy verify` next to the weights; trusted by serve and the k8s init container.
-VERIFY_MARKER = ".kimi-deploy-verified.json"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

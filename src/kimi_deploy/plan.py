@@ -464,7 +464,7 @@ def suggestions(inp: PlanInput) -> list[str]:
             break
     if inp.arch.quantization.format is WeightFormat.FP8_BLOCK:
         int4 = replace(inp.arch, quantization=replace(inp.arch.quantization, format=WeightFormat.INT4_EXPERTS))
-        s = _try(inp, "an INT4 (W4A16 experts) checkpoint, e.g. RedHatAI/Kimi-K2-Instruct-quantized.w4a16 (REC)",
+        s = _try(inp, "an INT4 (W4A16 experts) checkpoint, e.g. RedHatAI/Kimi-K2-Instruct-quantized.w4a16 (vllm-project/recipes)",
                  arch=int4)
         if s:
             out.append(s)
