@@ -156,3 +156,17 @@ def built_wheel(wheel_file: Path) -> Iterator[Path]:
                            str(wheel_file)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield site
+
+
+# --- markers ----------------------------------------------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: starts a real vLLM server or trains tiny-k2 (minutes); "
+                                       "`pytest -m 'not e2e'` runs the rest")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs tiny-k2 (its training or a vLLM server serving it) is end to end."""
+    for item in items:
+        if "tiny_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
