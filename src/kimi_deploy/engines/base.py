@@ -16,6 +16,21 @@ def env_ref(name: str) -> str:
     return "${" + name + "}"
 
 
+def parser_flags(dep: Deployment, features: list[Feature], tool_prefix: tuple[str, ...] = ()) -> list[str]:
+    """--tool-call-parser / --reasoning-parser, named alike by both engines (vllm cli_args.py; sglang
+    server_args.py); `tool_prefix` is what an engine needs before its tool parser flag."""
+    argv: list[str] = []
+    if dep.tool_parser:
+        argv += [*tool_prefix, "--tool-call-parser", dep.tool_parser]
+        if dep.tool_parser == "kimi_k2":
+            features.append(Feature.TOOL_PARSER_KIMI_K2)
+    if dep.reasoning_parser:
+        argv += ["--reasoning-parser", dep.reasoning_parser]
+        if dep.reasoning_parser == "kimi_k2":
+            features.append(Feature.REASONING_PARSER_KIMI_K2)
+    return argv
+
+
 def head_refs(dep: Deployment) -> dict[str, str]:
     """Every group's head address as a reference to its variable."""
     return {g.name: env_ref(g.head_var) for g in dep.groups}

@@ -17,7 +17,7 @@ from typing import Mapping
 from ..deployment import Deployment, Group
 from .. import serving_flags as table
 from ..redact_log import sglang_logging_config
-from .base import Engine, RenderedNode, StartupFile, env_ref
+from .base import Engine, RenderedNode, StartupFile, env_ref, parser_flags
 from .versions import Feature, Gate
 
 LAUNCH = ["python3", "-m", "sglang.launch_server"]
@@ -43,14 +43,7 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
     s = dep.spec.serving
     argv = [*LAUNCH, "--model-path", dep.model_path, "--served-model-name", dep.served_model_name,
             "--trust-remote-code", "--host", s.host, "--port", str(port), "--enable-metrics"]
-    if dep.tool_parser:
-        argv += ["--tool-call-parser", dep.tool_parser]
-        if dep.tool_parser == "kimi_k2":
-            features.append(Feature.TOOL_PARSER_KIMI_K2)
-    if dep.reasoning_parser:
-        argv += ["--reasoning-parser", dep.reasoning_parser]
-        if dep.reasoning_parser == "kimi_k2":
-            features.append(Feature.REASONING_PARSER_KIMI_K2)
+    argv += parser_flags(dep, features)
     argv += table.flags("sglang", dep.serving)
     if dep.api_key_env:
         argv += ["--config", env_ref(CONFIG_VAR)]

@@ -21,7 +21,7 @@ from typing import Mapping
 from ..deployment import Deployment, Group
 from ..errors import BadInput
 from .. import serving_flags as table
-from .base import Engine, RenderedNode, env_ref
+from .base import Engine, RenderedNode, env_ref, parser_flags
 from .versions import Feature, Gate
 
 VLLM_SERVE = ["vllm", "serve"]
@@ -52,15 +52,8 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
     s = dep.spec.serving
     argv = [*VLLM_SERVE, dep.model_path, "--served-model-name", dep.served_model_name, "--trust-remote-code",
             "--host", s.host, "--port", str(port)]
-    if dep.tool_parser:
-        # --enable-auto-tool-choice requires a parser (vllm validate_parsed_serve_args).
-        argv += ["--enable-auto-tool-choice", "--tool-call-parser", dep.tool_parser]
-        if dep.tool_parser == "kimi_k2":
-            features.append(Feature.TOOL_PARSER_KIMI_K2)
-    if dep.reasoning_parser:
-        argv += ["--reasoning-parser", dep.reasoning_parser]
-        if dep.reasoning_parser == "kimi_k2":
-            features.append(Feature.REASONING_PARSER_KIMI_K2)
+    # Auto tool choice goes with a tool parser and needs one (vllm validate_parsed_serve_args).
+    argv += parser_flags(dep, features, tool_prefix=("--enable-auto-tool-choice",))
     return argv + table.flags("vllm", dep.serving)
 
 
