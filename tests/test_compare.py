@@ -1,15 +1,17 @@
 """`kimi-deploy compare` end to end on real vLLM tiny-k2 endpoints (never the hosted API): identical
 deployments pass with tool-call F1 = 1.0; a deployment without the tool parser fails with the finding
 that explains why; a recorded reference replays offline; resumable records; bad input; and the hosted
-adapter's request shapes checked against the facts of kimi-k2-facts.md §4."""
+adapter's request shapes checked against Moonshot's published API behaviour (platform.kimi.ai/docs/api/
+models-overview parameter table; github.com/MoonshotAI/Kimi-K2.5 README.md on thinking on/off)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from kimi_deploy.compare.adapters import Endpoint, normalize_tool_ids
-from kimi_deploy.compare.suites import generate, suites_dir
+from kimi_deploy.compare.adapters import normalize_tool_ids, request_kwargs
+from kimi_deploy.compare.suites import builtin, generate
+from kimi_deploy.endpoint import Endpoint
 
 from .conftest import Server, assert_clean_error, run_cli
 
@@ -107,23 +109,24 @@ def test_hosted_adapter_request_shapes() -> None:
                         {"role": "assistant", "content": "", "tool_calls": [
                             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
                         {"role": "tool", "tool_call_id": "call_1", "content": "{}"}]}
-    hosted = Endpoint.make("reference", "https://api.moonshot.ai/v1", "kimi-k2.5", "k")
-    req = hosted.request(row, temperature=0.6, max_tokens=None)
+    hosted = Endpoint.from_url("https://api.moonshot.ai/v1", flag="--reference")
+    req = request_kwargs(hosted, hosted.model_id("kimi-k2.5"), row, temperature=0.6, max_tokens=None)
     assert hosted.hosted and req["model"] == "kimi-k2.5"
     assert "temperature" not in req  # K2.5 sampling "cannot be modified" on the hosted API
     assert req["extra_body"] == {"thinking": {"type": "disabled"}}
     assert req["messages"][1]["tool_calls"][0]["id"] == "functions.get_weather:0"
     assert req["messages"][2]["tool_call_id"] == "functions.get_weather:0"
-    k2 = Endpoint.make("reference", "https://api.moonshot.ai/v1", "kimi-k2-instruct-0905", "k")
-    assert k2.model == "kimi-k2-0905-preview" and k2.request(row, 0.6, None)["temperature"] == 0.6
-    thinking = Endpoint.make("reference", "https://api.moonshot.cn/v1", "kimi-k2-thinking", "k")
-    assert "extra_body" not in thinking.request(row, None, None)  # thinking cannot be turned off there
-    local = Endpoint.make("local", "http://h:8000/v1", "kimi-k2.5", None, kind="self-hosted")
-    assert local.request(row, 0.6, None)["extra_body"] == {"chat_template_kwargs": {"thinking": False}}
+    k2 = hosted.model_id("kimi-k2-instruct-0905")
+    assert k2 == "kimi-k2-0905-preview" and request_kwargs(hosted, k2, row, 0.6, None)["temperature"] == 0.6
+    cn = Endpoint.from_url("https://api.moonshot.cn/", flag="--reference")
+    assert "extra_body" not in request_kwargs(cn, "kimi-k2-thinking", row, None, None)  # cannot be turned off
+    local = Endpoint.from_url("http://h:8000/v1", flag="--local", kind="self-hosted")
+    assert local.model_id("kimi-k2-instruct-0905") == "kimi-k2-instruct-0905"
+    assert request_kwargs(local, "kimi-k2.5", row, 0.6, None)["extra_body"] == {"chat_template_kwargs": {"thinking": False}}
     assert normalize_tool_ids([{"role": "assistant", "tool_calls": [
         {"id": "functions.a:3", "function": {"name": "a"}}]}])[0]["tool_calls"][0]["id"] == "functions.a:3"
 
 
 def test_suites_are_in_sync_with_the_generator(tmp_path: Path) -> None:
     for p in generate(tmp_path):
-        assert p.read_text() == (suites_dir() / p.name).read_text(), f"regenerate {p.name}"
+        assert p.read_text() == builtin(p.stem).read_text(), f"regenerate {p.name}"

@@ -290,21 +290,15 @@ def wait_cmd(
     """Wait until the endpoint really answers: /health, then /v1/models, then one tiny completion."""
     from rich.status import Status
 
-    from .launch import wait_for
+    from .endpoint import Endpoint, wait_ready
 
     if timeout <= 0:
         raise BadInput("must be > 0", "--timeout")
-    if not url.startswith(("http://", "https://")):
-        raise BadInput(f"{url!r} is not an http(s) URL", "URL")
-    key = None
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if key is None:
-            raise BadInput(f"environment variable {api_key_env} is not set", "--api-key-env")
+    ep = Endpoint.from_url(url, flag="URL", api_key_env=api_key_env)
     with Status("waiting", console=err) as status:
-        result = wait_for(url, timeout, key, model,
-                          on_phase=lambda phase, t: status.update(f"waiting for {url}: {phase} ({t:.0f} s)"))
-    out.print(f"[green]ready[/green] {url}: model {result.model} answered after {result.seconds:.1f} s")
+        result = wait_ready(ep, timeout=timeout, model=model,
+                            on_phase=lambda phase, t: status.update(f"waiting for {ep.root}: {phase} ({t:.0f} s)"))
+    out.print(f"[green]ready[/green] {ep.root}: model {result.model} answered after {result.seconds:.1f} s")
 
 
 # --- weights ----------------------------------------------------------------------------------------
@@ -399,12 +393,11 @@ def compare(
     threshold: list[str] = typer.Option([], "--threshold", help="Override a bound, e.g. tool_call_f1=0.85 (repeatable)."),
 ) -> None:
     """Does this deployment answer like the reference? PASS/FAIL (exit 1 on FAIL), summary.json and reports."""
-    from .compare import run_compare
+    from .compare import CompareConfig, run_compare
+    from .endpoint import MOONSHOT_URL, Endpoint, require_model
 
     if concurrency < 1:
         raise BadInput(f"must be >= 1, got {concurrency}", "--concurrency")
-    if reference_kind not in ("auto", "moonshot", "self-hosted"):
-        raise BadInput(f"must be auto, moonshot or self-hosted, got {reference_kind!r}", "--reference-kind")
     if reference and reference_file:
         raise BadInput("give --reference or --reference-file, not both", "--reference-file")
     overrides: dict[str, float] = {}
@@ -414,32 +407,20 @@ def compare(
             overrides[name.strip()] = float(value)
         except ValueError:
             raise BadInput(f"{item!r} is not NAME=NUMBER", "--threshold") from None
-    local_url = _v1(local)
-    if model is None:
-        model = _served_model(local_url, os.environ.get(local_key_env) if local_key_env else None)
-    summary = run_compare(local_url, model, suite, output, reference, reference_file, reference_model, reference_kind,
-                          local_key_env, reference_key_env, concurrency, rate, temperature, max_tokens, limit,
-                          overrides, out)
+    local_ep = Endpoint.from_url(local, flag="--local", kind="self-hosted", api_key_env=local_key_env,
+                                 key_flag="--local-key-env")
+    ref_ep = None
+    if reference_file is None:  # a self-hosted reference may have no key; Moonshot's API needs one
+        ref_ep = Endpoint.from_url(reference or MOONSHOT_URL, flag="--reference", kind=reference_kind,
+                                   api_key_env=reference_key_env, key_flag="--reference-key-env", key_optional=True)
+    cfg = CompareConfig(local=local_ep, model=model or require_model(local_ep, None, "--model"), output=output,
+                        suite=suite, reference=ref_ep, reference_file=reference_file, reference_model=reference_model,
+                        concurrency=concurrency, rate=rate, temperature=temperature, max_tokens=max_tokens,
+                        limit=limit, thresholds=overrides)
+    summary = run_compare(cfg, out)
     out.print(f"summary: {output / 'summary.json'}; report: {output / 'report.html'}")
     if summary["verdict"] != "PASS":
         raise typer.Exit(1)
-
-
-def _v1(url: str) -> str:
-    """An OpenAI base URL: the root or the /v1 URL both work on the command line."""
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def _served_model(url: str, key: Optional[str]) -> str:
-    import httpx
-
-    try:
-        r = httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30)
-        r.raise_for_status()
-        return r.json()["data"][0]["id"]
-    except (httpx.HTTPError, KeyError, IndexError, ValueError):
-        raise BadInput(f"{url} is unreachable or lists no model; give --model", "--local") from None
 
 
 # --- bench and sim ------------------------------------------------------------------------------------
@@ -480,6 +461,7 @@ def bench(
         return
     from .bench import BenchConfig, run_bench
     from .bench.metrics import parse_slo
+    from .endpoint import Endpoint
 
     missing = [n for n, v in (("--base-url", base_url), ("--model", model), ("--output", output)) if v is None]
     if missing:
@@ -488,11 +470,13 @@ def bench(
         raise BadInput(f"must be on or off, got {thinking!r}", "--thinking")
     if sweep and (concurrency is not None or rate is not None):
         raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
-    url = _v1(base_url)
-    cfg = BenchConfig(url, model, output, workload, num_requests, duration, warmup, concurrency, rate, burstiness,
-                      ramp_up, max_concurrency, input_len, output_len, dataset, prefix_len, 4,
-                      None if thinking is None else thinking == "on", hosted, parse_slo(slo), workers, seed,
-                      api_key_env)
+    ep = Endpoint.from_url(base_url or "", flag="--base-url", kind="moonshot" if hosted else "auto",
+                           api_key_env=api_key_env)
+    cfg = BenchConfig(endpoint=ep, model=model, output=output, workload=workload, num_requests=num_requests,
+                      duration_s=duration, warmup=warmup, concurrency=concurrency, rate=rate, burstiness=burstiness,
+                      ramp_up_s=ramp_up, max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
+                      dataset=dataset, prefix_len=prefix_len, thinking=None if thinking is None else thinking == "on",
+                      slo=parse_slo(slo), workers=workers, seed=seed)
     if sweep:
         from .bench.sweep import run_sweep
 
