@@ -549,8 +549,10 @@ def sim(
         if not 0 <= v <= 1:
             raise BadInput(f"must be within [0, 1], got {v}", name)
     err.print(f"sim serving {model!r} on http://{host}:{port} (ttft {ttft_ms} ms, itl {itl_ms} ms, {dist})")
-    run_sim(SimConfig(model, ttft_ms, itl_ms, dist, 0.1, output_len, reasoning_tokens, tool_rate, error_rate,
-                      drop_rate, malformed_rate, slow_start, seed), host, port)
+    run_sim(SimConfig(model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, dist=dist, default_output=output_len,
+                      reasoning_tokens=reasoning_tokens, tool_rate=tool_rate, error_rate=error_rate,
+                      drop_rate=drop_rate, malformed_rate=malformed_rate, slow_start_s=slow_start, seed=seed),
+            host, port)
 
 
 @app.command("k8s")
