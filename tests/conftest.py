@@ -170,3 +170,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tiny_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+# --- the sim server ---------------------------------------------------------------------------------
+
+def start_sim(*args: str) -> tuple[subprocess.Popen, str]:
+    """`kimi-deploy sim` on a free loopback port; (process, base URL) once it answers /health."""
+    import time
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "sim", "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code in (200, 503):
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc, url
+
+
+@pytest.fixture
+def sim_factory() -> Iterator:
+    """Start as many sims as a test needs (each call: sim arguments -> base URL); all stopped after."""
+    procs = []
+
+    def make(*args: str) -> str:
+        proc, url = start_sim(*args)
+        procs.append(proc)
+        return url
+
+    yield make
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)

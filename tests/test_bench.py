@@ -6,48 +6,20 @@ to end run on the real vLLM tiny-k2 deployment with a tool-call and a thinking w
 from __future__ import annotations
 
 import json
+import math
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-import httpx
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from .conftest import ROOT, Server, assert_clean_error, free_port, run_cli
+from .conftest import ROOT, Server, assert_clean_error, run_cli
 
 CONTRACT = {"definitions", "config", "server", "requests", "latency_ms", "throughput", "tokens", "goodput", "client"}
-
-
-def _start_sim(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "sim", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code in (200, 503):
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return proc, url
-
-
-@pytest.fixture
-def sim_factory() -> Iterator:
-    procs = []
-
-    def make(*args: str) -> str:
-        proc, url = _start_sim(*args)
-        procs.append(proc)
-        return url
-
-    yield make
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=10)
 
 
 def _bench(url: str, out: Path, *args: str, model: str = "sim") -> dict:
@@ -210,3 +182,63 @@ def test_end_to_end_on_real_vllm(tiny_server: Server, tmp_path: Path) -> None:
                 "--num-requests", "4", model="tiny-k2")
     rows = [json.loads(x) for x in (tmp_path / "mt" / "requests.jsonl").read_text().splitlines()]
     assert mt["requests"]["failed"] == 0 and max(r["turn"] for r in rows) >= 2  # tool call, result, follow-up
+
+
+# --- the endpoint layer and the one percentile, through the real CLI and the sim ----------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), min_size=1, max_size=60),
+       st.floats(min_value=0, max_value=100))
+def test_percentile_is_numpys_linear(values: list[float], q: float) -> None:
+    import numpy as np
+
+    from kimi_deploy.stats import percentile
+
+    expected = float(np.percentile(values, q, method="linear"))
+    assert math.isclose(percentile(values, q), expected, rel_tol=1e-9, abs_tol=1e-6), (values, q)
+
+
+def test_summary_of_nothing_and_of_one() -> None:
+    from kimi_deploy.stats import summary
+
+    assert summary([]) == {"mean": None, "p50": None, "p90": None, "p99": None, "max": None, "n": 0}
+    assert summary([4.0]) == {"mean": 4.0, "p50": 4.0, "p90": 4.0, "p99": 4.0, "max": 4.0, "n": 1}
+    assert summary([1, 2, 3, 4])["p50"] == 2.5  # interpolated, not the upper middle value
+
+
+def test_base_url_forms_and_bad_schemes(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "1")
+    for i, form in enumerate((url, url + "/", url + "/v1", url + "/v1/")):
+        s = _bench(form, tmp_path / f"r{i}", "--concurrency", "1", "--num-requests", "2", "--output-len", "2")
+        assert s["requests"]["completed"] == 2 and s["config"]["base_url"] == url + "/v1", s["config"]
+    for bad in ("ftp://127.0.0.1/v1", "127.0.0.1:8000", "http:///v1", url + "/v1?x=1"):
+        assert_clean_error(run_cli("bench", "--base-url", bad, "--model", "sim", "--output", str(tmp_path / "x"),
+                                   "--concurrency", "1"), "--base-url")
+    assert not (tmp_path / "x").exists()
+
+
+def test_wait_url_forms_and_bad_input(sim_factory) -> None:
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "1", "--slow-start", "2")
+    for form in (url, url + "/v1/"):
+        proc = run_cli("wait", form, "--timeout", "60")
+        assert proc.returncode == 0 and "model sim answered" in proc.stdout, proc.stderr
+    assert_clean_error(run_cli("wait", "ftp://127.0.0.1:9"), "URL", "not an http(s) URL")
+    env = {k: v for k, v in os.environ.items() if k != "KD_NOT_SET"}
+    assert_clean_error(run_cli("wait", url, "--api-key-env", "KD_NOT_SET", env=env), "--api-key-env", "KD_NOT_SET")
+    wrong = run_cli("wait", url + "/v1", "--model", "gpt-9", "--timeout", "30")
+    assert wrong.returncode == 1 and "not 'gpt-9'" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_api_key_is_never_printed_or_written(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "1")
+    secret = "sk-kd-test-4f9a2c-never-print-me"
+    env = {**os.environ, "KD_TEST_KEY": secret}
+    proc = run_cli("--debug", "bench", "--base-url", url, "--model", "sim", "--output", str(tmp_path / "r"),
+                   "--concurrency", "1", "--num-requests", "3", "--output-len", "4", "--api-key-env", "KD_TEST_KEY",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert secret not in proc.stdout + proc.stderr
+    for f in (tmp_path / "r").iterdir():
+        assert secret.encode() not in f.read_bytes(), f
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["config"]["api_key_env"] == "KD_TEST_KEY" and s["config"]["hosted"] is False

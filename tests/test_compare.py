@@ -1,17 +1,27 @@
 """`kimi-deploy compare` end to end on real vLLM tiny-k2 endpoints (never the hosted API): identical
 deployments pass with tool-call F1 = 1.0; a deployment without the tool parser fails with the finding
 that explains why; a recorded reference replays offline; resumable records; bad input; and the hosted
-adapter's request shapes checked against the facts of kimi-k2-facts.md §4."""
+adapter's request shapes checked against Moonshot's published API behaviour (platform.kimi.ai/docs/api/
+models-overview parameter table; github.com/MoonshotAI/Kimi-K2.5 README.md on thinking on/off)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import threading
 from pathlib import Path
+from typing import Iterator
 
-from kimi_deploy.compare.adapters import Endpoint, normalize_tool_ids
-from kimi_deploy.compare.suites import generate, suites_dir
+import httpx
+import pytest
 
-from .conftest import Server, assert_clean_error, run_cli
+from kimi_deploy.compare.adapters import normalize_tool_ids, request_kwargs
+from kimi_deploy.compare.suites import builtin, generate
+from kimi_deploy.endpoint import Endpoint, RetryPolicy, served_models
+from kimi_deploy.errors import BadInput
+
+from .conftest import Server, assert_clean_error, free_port, run_cli, start_sim
 
 CONTRACT = {"suite", "local", "reference", "n", "tool_call_f1", "schema_accuracy", "findings", "thresholds", "verdict"}
 
@@ -107,23 +117,138 @@ def test_hosted_adapter_request_shapes() -> None:
                         {"role": "assistant", "content": "", "tool_calls": [
                             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
                         {"role": "tool", "tool_call_id": "call_1", "content": "{}"}]}
-    hosted = Endpoint.make("reference", "https://api.moonshot.ai/v1", "kimi-k2.5", "k")
-    req = hosted.request(row, temperature=0.6, max_tokens=None)
+    hosted = Endpoint.from_url("https://api.moonshot.ai/v1", flag="--reference")
+    req = request_kwargs(hosted, hosted.model_id("kimi-k2.5"), row, temperature=0.6, max_tokens=None)
     assert hosted.hosted and req["model"] == "kimi-k2.5"
     assert "temperature" not in req  # K2.5 sampling "cannot be modified" on the hosted API
     assert req["extra_body"] == {"thinking": {"type": "disabled"}}
     assert req["messages"][1]["tool_calls"][0]["id"] == "functions.get_weather:0"
     assert req["messages"][2]["tool_call_id"] == "functions.get_weather:0"
-    k2 = Endpoint.make("reference", "https://api.moonshot.ai/v1", "kimi-k2-instruct-0905", "k")
-    assert k2.model == "kimi-k2-0905-preview" and k2.request(row, 0.6, None)["temperature"] == 0.6
-    thinking = Endpoint.make("reference", "https://api.moonshot.cn/v1", "kimi-k2-thinking", "k")
-    assert "extra_body" not in thinking.request(row, None, None)  # thinking cannot be turned off there
-    local = Endpoint.make("local", "http://h:8000/v1", "kimi-k2.5", None, kind="self-hosted")
-    assert local.request(row, 0.6, None)["extra_body"] == {"chat_template_kwargs": {"thinking": False}}
+    k2 = hosted.model_id("kimi-k2-instruct-0905")
+    assert k2 == "kimi-k2-0905-preview" and request_kwargs(hosted, k2, row, 0.6, None)["temperature"] == 0.6
+    cn = Endpoint.from_url("https://api.moonshot.cn/", flag="--reference")
+    assert "extra_body" not in request_kwargs(cn, "kimi-k2-thinking", row, None, None)  # cannot be turned off
+    local = Endpoint.from_url("http://h:8000/v1", flag="--local", kind="self-hosted")
+    assert local.model_id("kimi-k2-instruct-0905") == "kimi-k2-instruct-0905"
+    assert request_kwargs(local, "kimi-k2.5", row, 0.6, None)["extra_body"] == {"chat_template_kwargs": {"thinking": False}}
     assert normalize_tool_ids([{"role": "assistant", "tool_calls": [
         {"id": "functions.a:3", "function": {"name": "a"}}]}])[0]["tool_calls"][0]["id"] == "functions.a:3"
 
 
 def test_suites_are_in_sync_with_the_generator(tmp_path: Path) -> None:
     for p in generate(tmp_path):
-        assert p.read_text() == (suites_dir() / p.name).read_text(), f"regenerate {p.name}"
+        assert p.read_text() == builtin(p.stem).read_text(), f"regenerate {p.name}"
+
+
+# --- the endpoint layer: URLs through the real CLI, thinking fields, headers, retries ----------------
+
+@pytest.fixture
+def two_sims() -> Iterator[tuple[str, str]]:
+    """Two `kimi-deploy sim` servers, a stand-in local and reference."""
+    (pa, a), (pb, b) = start_sim("--ttft-ms", "1", "--itl-ms", "1"), start_sim("--ttft-ms", "1", "--itl-ms", "1")
+    yield a, b
+    for p in (pa, pb):
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def test_local_and_reference_url_forms(two_sims, tmp_path: Path) -> None:
+    a, b = two_sims
+    for i, (local, ref) in enumerate(((a, b + "/v1"), (a + "/v1/", b + "/"))):
+        out = tmp_path / f"c{i}"
+        proc = run_cli("compare", "--local", local, "--reference", ref, "--suite", "chat", "--limit", "2",
+                       "--output", str(out))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        s = json.loads((out / "summary.json").read_text())
+        assert s["local"]["url"] == a + "/v1" and s["reference"]["url"] == b + "/v1"
+        assert s["local"]["model"] == "sim" and s["reference"]["kind"] == "self-hosted" and s["n"] == 2
+    for flag, bad in (("--local", "ftp://127.0.0.1:1"), ("--reference", "ws://127.0.0.1:1/v1"), ("--local", "h:80")):
+        args = {"--local": a, "--reference": b, flag: bad}
+        assert_clean_error(run_cli("compare", "--local", args["--local"], "--reference", args["--reference"],
+                                   "--output", str(tmp_path / "bad")), flag, "not an http(s) URL")
+    env = {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
+    assert_clean_error(run_cli("compare", "--local", a, "--reference", "https://api.moonshot.cn/v1/", "--output",
+                               str(tmp_path / "bad"), env=env), "--reference-key-env", "MOONSHOT_API_KEY", "not set")
+
+
+def test_thinking_fields_per_kind_and_model() -> None:
+    hosted = Endpoint.from_url("https://api.moonshot.ai", flag="--reference")
+    assert hosted.kind == "moonshot" and hosted.v1 == "https://api.moonshot.ai/v1"
+    for model in ("kimi-k2-thinking", "kimi-k2-thinking-turbo"):  # always thinking: no field is accepted
+        assert hosted.thinking_fields(model, False) == {} and hosted.thinking_fields(model, True) == {}
+    assert hosted.thinking_fields("kimi-k2.5", False) == {"thinking": {"type": "disabled"}}
+    assert hosted.thinking_fields("kimi-k2.5", True) == {} and hosted.thinking_fields("kimi-k2.5", None) == {}
+    gateway = Endpoint.from_url("http://gw:8080/moonshot/v1", flag="--reference", kind="moonshot")
+    assert gateway.hosted and gateway.root == "http://gw:8080/moonshot"
+    local = Endpoint.from_url("http://h:8000/v1/", flag="--local")
+    assert local.kind == "self-hosted" and local.root == "http://h:8000"
+    assert local.thinking_fields("kimi-k2-thinking", False) == {"chat_template_kwargs": {"thinking": False}}
+    assert local.thinking_fields("kimi-k2.5", True) == {"chat_template_kwargs": {"thinking": True}}
+    assert local.thinking_fields("kimi-k2.5", None) == {}
+    assert hosted.sampling_fields("kimi-k2.6", 0.3) == {} and local.sampling_fields("kimi-k2.6", 0.3) == {"temperature": 0.3}
+
+
+def test_the_key_never_shows_in_repr_str_or_facts() -> None:
+    secret = "sk-kd-unit-93bd1e"
+    ep = Endpoint.from_url("http://h:8000", flag="--local", api_key_env="KD_KEY", env={"KD_KEY": secret})
+    h = ep.headers("application/json")
+    assert h["Authorization"] == f"Bearer {secret}" and h["Content-Type"] == "application/json"
+    for text in (repr(ep), str(ep), f"{ep}", repr(h), str(h), f"{h}", json.dumps(ep.facts()), repr(ep.api_key)):
+        assert secret not in text, text
+    assert "KD_KEY" in json.dumps(ep.facts())
+    assert "Authorization" not in Endpoint.from_url("http://h:8000", flag="--local").headers()
+    with pytest.raises(BadInput, match="--api-key-env.*KD_KEY is not set"):
+        Endpoint.from_url("http://h:8000", flag="--local", api_key_env="KD_KEY", env={})
+    # a self-hosted reference may go without a key; Moonshot's API may not
+    assert Endpoint.from_url("http://h", flag="--reference", api_key_env="K", key_optional=True, env={}).api_key is None
+    with pytest.raises(BadInput, match="--reference-key-env"):
+        Endpoint.from_url("https://api.moonshot.ai/v1", flag="--reference", api_key_env="K", key_optional=True,
+                          key_flag="--reference-key-env", env={})
+
+
+@pytest.fixture
+def flaky_models() -> Iterator[tuple[str, dict]]:
+    """A real HTTP server whose /v1/models answers with the statuses queued in state["script"] (then
+    200), recording the Authorization header of every request."""
+    from aiohttp import web
+
+    state: dict = {"script": [], "auth": []}
+
+    async def models(request: web.Request) -> web.Response:
+        state["auth"].append(request.headers.get("Authorization"))
+        status = state["script"].pop(0) if state["script"] else 200
+        return web.json_response({"data": [{"id": "m"}]} if status == 200 else {"error": "x"}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}", state
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_retry_policy_on_a_real_server(flaky_models) -> None:
+    url, state = flaky_models
+    ep = Endpoint.from_url(url, flag="--local", api_key_env="K", env={"K": "sk-r"})
+    fast = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.02)
+    state["script"] = [503, 429]
+    assert served_models(ep, retry=fast) == ["m"] and len(state["auth"]) == 3  # two retried, the third answered
+    assert set(state["auth"]) == {"Bearer sk-r"}  # the one header builder's credential reached the server
+    state["auth"].clear()
+    state["script"] = [401, 200]
+    with pytest.raises(BadInput, match="--local.*401.*check the API key in K"):
+        served_models(ep, retry=fast)
+    assert len(state["auth"]) == 1  # a rejected key is not retried
+    state["script"] = [500, 502, 504]
+    with pytest.raises(BadInput, match="--local.*504"):
+        served_models(ep, retry=fast)
+    assert not fast.retryable(ValueError()) and fast.retryable(httpx.ConnectError("refused"))
+    assert 0.01 <= fast.delay(1) <= 0.0125 and fast.delay(5) <= 0.025  # backoff with jitter, capped

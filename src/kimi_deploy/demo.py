@@ -6,26 +6,27 @@ from __future__ import annotations
 import json
 import sys
 
-from openai import OpenAI
 from rich.console import Console
 from rich.panel import Panel
 
+from .endpoint import Endpoint, reasoning_of
 from .toolsuite import TOOLS
 
 
 def run(base_url: str, model: str) -> int:
     console = Console()
-    client = OpenAI(base_url=f"{base_url.rstrip('/')}/v1", api_key="demo", max_retries=0, timeout=120)
+    ep = Endpoint.from_url(base_url, flag="URL", kind="self-hosted")
+    client = ep.openai_client(timeout=120, asynchronous=False)
     chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Tell me a joke."}],
                                           temperature=0, max_tokens=128)
     msg = chat.choices[0].message
-    reasoning = getattr(msg, "reasoning", None) or getattr(msg, "reasoning_content", None)
+    reasoning = reasoning_of(msg)
     console.print(Panel(f"[dim]reasoning:[/dim] {reasoning}\n[bold]content:[/bold] {msg.content}\n"
                         f"[dim]finish_reason={chat.choices[0].finish_reason} usage={chat.usage.model_dump()}[/dim]",
                         title="chat: 'Tell me a joke.'"))
     call = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "What's the weather in Paris?"}], tools=TOOLS,
-        temperature=0, max_tokens=128, extra_body={"chat_template_kwargs": {"thinking": False}})
+        temperature=0, max_tokens=128, extra_body=ep.thinking_fields(model, False))
     cmsg = call.choices[0].message
     calls = [{"id": c.id, "name": c.function.name, "arguments": json.loads(c.function.arguments)}
              for c in cmsg.tool_calls or []]

@@ -1,6 +1,6 @@
 """Start this node's part of a deployment: find its role (explicit flags, LeaderWorkerSet env, Slurm
-env), run preflight checks, then exec the engine so signals reach it directly. Also `wait`: poll an
-endpoint until it really answers (health, model list, one tiny completion)."""
+env), run preflight checks, then exec the engine so signals reach it directly. (Waiting for an endpoint
+to answer is kimi_deploy.endpoint.wait_ready.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -371,62 +370,3 @@ def exec_node(node: RenderedNode, env: Mapping[str, str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(argv[0], argv, child_env)
-
-
-# --- wait -----------------------------------------------------------------------------------------
-
-@dataclass
-class WaitResult:
-    model: str
-    seconds: float
-    phase: str
-
-
-def wait_for(url: str, timeout: float, api_key: str | None = None, model: str | None = None,
-             on_phase=lambda phase, elapsed: None, interval: float = 2.0) -> WaitResult:
-    """Poll /health until 200, then /v1/models, then one tiny chat completion; OperationFailed on timeout."""
-    import httpx
-    import openai
-
-    base = url.rstrip("/").removesuffix("/v1")
-    start = time.monotonic()
-    phase = "health"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    last_error = ""
-    with httpx.Client(timeout=10) as http:
-        while True:
-            elapsed = time.monotonic() - start
-            if elapsed > timeout:
-                raise OperationFailed(f"{base} not ready after {timeout:.0f} s (stuck at {phase}: {last_error})")
-            on_phase(phase, elapsed)
-            try:
-                if phase == "health":
-                    r = http.get(f"{base}/health")
-                    if r.status_code == 200:
-                        phase = "models"
-                        continue
-                    last_error = f"/health answered {r.status_code}"
-                elif phase == "models":
-                    r = http.get(f"{base}/v1/models", headers=headers)
-                    if r.status_code == 200:
-                        ids = [m["id"] for m in r.json().get("data", [])]
-                        if model and model not in ids:
-                            raise OperationFailed(f"{base} serves {ids}, not {model!r}")
-                        model = model or (ids[0] if ids else None)
-                        if model:
-                            phase = "completion"
-                            continue
-                        last_error = "/v1/models lists no model"
-                    elif r.status_code in (401, 403):
-                        raise OperationFailed(f"{base}/v1/models answered {r.status_code}: check the API key")
-                    else:
-                        last_error = f"/v1/models answered {r.status_code}"
-                else:
-                    client = openai.OpenAI(base_url=f"{base}/v1", api_key=api_key or "none", timeout=60,
-                                           max_retries=0)
-                    client.chat.completions.create(model=model or "", max_tokens=1,
-                                                   messages=[{"role": "user", "content": "ping"}])
-                    return WaitResult(model or "", time.monotonic() - start, "completion")
-            except (httpx.HTTPError, openai.APIConnectionError, openai.APIStatusError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"[:200]
-            time.sleep(interval)

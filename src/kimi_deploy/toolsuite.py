@@ -1,6 +1,6 @@
 """The tool-call suite's tools and prompts: OpenAI-format tool definitions, the phrasings users ask
 with, and the argument values they use. One source for three consumers: the tiny model's synthetic
-training data, the benchmark/compare suites in benchmarks/suites/, and the tests.
+training data, the built-in benchmark/compare suites (kimi_deploy/suites/), and the tests.
 
 Everything is deterministic for a given seed (random.Random), so the same suite is produced on every
 machine."""
@@ -127,22 +127,3 @@ def final_answer(case: ToolCase) -> str:
     """What the assistant says after the tool returned (names the subject, no numbers to copy)."""
     subject = next(iter(case.arguments.values()))
     return f"Here is the result for {subject}."
-
-
-def suite_requests(n: int, seed: int = 0, tool_share: float = 0.75) -> list[dict[str, Any]]:
-    """Chat-completion request bodies for the tool-call suite (without model / sampling fields)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        if rng.random() < tool_share:
-            case = tool_case(rng)
-            tools = tool_subset(rng, case.tool)
-            body = {"messages": [{"role": "user", "content": case.prompt}], "tools": tools,
-                    "expected": {"tool": case.tool, "arguments": case.arguments}}
-        else:
-            prompt, _ = rng.choice(CHAT)
-            body = {"messages": [{"role": "user", "content": prompt}], "tools": tool_subset(rng),
-                    "expected": {"tool": None}}
-        body["id"] = f"tc-{seed}-{i:04d}"
-        out.append(body)
-    return out

@@ -5,11 +5,10 @@ and write summary.json (with metric definitions), plots and an HTML report. Ctrl
 from __future__ import annotations
 
 import json
-import os
 import queue as queue_mod
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ..endpoint import Endpoint, served_models
 from ..errors import BadInput
+from ..stats import percentile
 from . import loadgen
-from .metrics import DEFINITIONS, per_request, summarize
+from .loadgen import RequestInput, RequestOutput, WorkerStats
+from .metrics import DEFINITIONS, RequestRecord, per_request, summarize
 from .report import cdf_plot, html_report
 from .workloads import (Tokenizer, jsonl_bodies, multi_turn_sessions, random_bodies, shared_prefix_bodies,
-                        thinking_fields, tool_call_bodies)
+                        tool_call_bodies)
 
 KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                 "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
@@ -32,9 +34,14 @@ KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:
                 "sim:requests_total", "sim:generation_tokens_total")
 
 
-@dataclass
+WORKLOAD_NAMES = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn")
+
+
+@dataclass(frozen=True, kw_only=True)
 class BenchConfig:
-    base_url: str
+    """Everything one benchmark run needs; summary.json records it (`facts`), the key excepted."""
+
+    endpoint: Endpoint
     model: str
     output: Path
     workload: str = "random"
@@ -52,20 +59,28 @@ class BenchConfig:
     prefix_len: int = 512
     prefix_groups: int = 4
     thinking: bool | None = None
-    hosted: bool = False
     slo: dict[str, float] = field(default_factory=dict)
     workers: int = 0
     seed: int = 0
-    api_key_env: str | None = None
-    temperature: float | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The configuration as summary.json records it: the endpoint's URL, kind and key variable
+        (never the key), and every other field as given."""
+        out: dict[str, Any] = {"base_url": self.endpoint.v1, "hosted": self.endpoint.hosted,
+                               "api_key_env": self.endpoint.api_key_env}
+        for f in fields(self):
+            if f.name != "endpoint":
+                value = getattr(self, f.name)
+                out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
 
 
-def scrape(base: str) -> dict[str, float]:
+def scrape(ep: Endpoint) -> dict[str, float]:
     """The engine's Prometheus metrics we keep, summed over label sets; {} when there is no /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        r = httpx.get(base.rstrip("/").removesuffix("/v1") + "/metrics", timeout=10)
+        r = httpx.get(ep.url("/metrics"), headers=ep.headers(), timeout=10)
         if r.status_code != 200:
             return {}
         out: dict[str, float] = {}
@@ -79,20 +94,20 @@ def scrape(base: str) -> dict[str, float]:
         return {}
 
 
-def fingerprint(base: str, headers: dict[str, str]) -> dict[str, Any]:
-    root = base.rstrip("/").removesuffix("/v1")
-    info: dict[str, Any] = {"url": base}
-    for path, key in (("/v1/models", "models"), ("/version", "version")):
-        try:
-            r = httpx.get(root + path, headers=headers, timeout=10)
-            if r.status_code == 200:
-                info[key] = r.json()
-        except (httpx.HTTPError, ValueError):
-            pass
+def fingerprint(ep: Endpoint) -> dict[str, Any]:
+    """What the server says about itself: its model list (required: bad input naming the endpoint's
+    option when it does not answer) and /version when it has one."""
+    info: dict[str, Any] = {"url": ep.v1, "models": {"data": [{"id": m} for m in served_models(ep)]}}
+    try:
+        r = httpx.get(ep.url("/version"), headers=ep.headers(), timeout=10)
+        if r.status_code == 200:
+            info["version"] = r.json()
+    except (httpx.HTTPError, ValueError):
+        pass
     return info
 
 
-def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[list[loadgen.Job], dict[str, Any]]:
+def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[list[RequestInput], dict[str, Any]]:
     total = cfg.warmup + cfg.num_requests
     facts: dict[str, Any] = {}
     if cfg.workload == "random":
@@ -111,29 +126,26 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[list[loadgen.Job], dic
         bodies = shared_prefix_bodies(min(total, 4096), cfg.prefix_len, cfg.input_len, cfg.output_len,
                                       cfg.prefix_groups, cfg.seed)
     else:
-        raise BadInput(f"unknown workload {cfg.workload!r}; known: random, jsonl, tool-calls, shared-prefix, "
-                       "multi-turn", "--workload")
-    extra = thinking_fields(cfg.thinking, cfg.hosted)
+        raise BadInput(f"unknown workload {cfg.workload!r}; known: {', '.join(WORKLOAD_NAMES)}", "--workload")
+    extra = cfg.endpoint.thinking_fields(cfg.model, cfg.thinking)
     times = loadgen.schedule(total, cfg.rate, cfg.burstiness, cfg.ramp_up_s, cfg.seed) if cfg.rate else None
     jobs = []
     for i in range(total):
         body = {"model": cfg.model, **bodies[i % len(bodies)], **extra}
-        if cfg.temperature is not None:
-            body["temperature"] = cfg.temperature
-        job = loadgen.Job(i, body, times[i] if times else None, warmup=i < cfg.warmup)
+        job = RequestInput(index=i, body=body, at=times[i] if times else None, warmup=i < cfg.warmup)
         if cfg.workload == "multi-turn":
             _, job.followups, job.tool_results = sessions[i % len(sessions)]
         jobs.append(job)
     return jobs, facts
 
 
-def _live_table(done: int, failed: int, total: int, recent: list[dict[str, Any]], t0: float) -> Table:
+def _live_table(done: int, failed: int, total: int, recent: list[RequestRecord], t0: float) -> Table:
     t = Table(title=f"bench: {done}/{total} done, {failed} failed, {time.monotonic() - t0:.0f} s")
     t.add_column("metric")
     t.add_column("last 50 p50 (ms)", justify="right")
     for key in ("ttft", "tpot", "e2e"):
-        vals = sorted(m[key] for m in recent[-50:] if m["ok"] and m[key] is not None)
-        t.add_row(key, f"{vals[len(vals) // 2]:.1f}" if vals else "-")
+        vals = [getattr(m, key) for m in recent[-50:] if m.ok and getattr(m, key) is not None]
+        t.add_row(key, f"{percentile(vals, 50):.1f}" if vals else "-")
     return t
 
 
@@ -149,40 +161,35 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
             raise BadInput(f"must be >= 1, got {value}", name)
     if cfg.rate is not None and cfg.rate <= 0:
         raise BadInput(f"must be > 0, got {cfg.rate}", "--rate")
-    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    if cfg.api_key_env and api_key is None:
-        raise BadInput(f"environment variable {cfg.api_key_env} is not set", "--api-key-env")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    server = fingerprint(cfg.base_url, headers)
-    if "models" not in server:
-        raise BadInput(f"{cfg.base_url} does not answer /v1/models (unreachable, or not OpenAI-compatible)",
-                       "--base-url")
-    served = [m["id"] for m in server["models"].get("data", [])]
+    ep = cfg.endpoint
+    server = fingerprint(ep)
+    served = [m["id"] for m in server["models"]["data"]]
     if served and cfg.model not in served:
-        raise BadInput(f"{cfg.base_url} serves {', '.join(served)}, not {cfg.model!r}", "--model")
+        raise BadInput(f"{ep.v1} serves {', '.join(served)}, not {cfg.model!r}", "--model")
     cfg.output.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(cfg.base_url, cfg.model, api_key)
+    tok = Tokenizer(ep, cfg.model)
     jobs, workload_facts = build_jobs(cfg, tok)
-    server["metrics_before"] = scrape(cfg.base_url)
+    server["metrics_before"] = scrape(ep)
     during: list[dict[str, Any]] = []
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.wait(5.0):
-            snap = scrape(cfg.base_url)
+            snap = scrape(ep)
             if snap:
                 during.append({"t": round(time.monotonic() - t_start, 1), **snap})
 
-    lcfg = loadgen.LoadConfig(cfg.base_url, api_key, cfg.concurrency, cfg.rate, cfg.burstiness, cfg.ramp_up_s,
-                              cfg.duration_s, cfg.max_concurrency, cfg.workers, seed=cfg.seed)
-    records: dict[int, dict[str, Any]] = {}
-    workers: list[dict[str, Any]] = []
+    lcfg = loadgen.LoadConfig(endpoint=ep, concurrency=cfg.concurrency, rate=cfg.rate, burstiness=cfg.burstiness,
+                              ramp_up_s=cfg.ramp_up_s, duration_s=cfg.duration_s, max_concurrency=cfg.max_concurrency,
+                              workers=cfg.workers, seed=cfg.seed)
+    outputs: dict[int, RequestOutput] = {}
+    workers: list[WorkerStats] = []
     t_start = time.monotonic()
     procs, q, t0 = loadgen.start(jobs, lcfg)
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     interrupted = False
-    measured_rows: list[dict[str, Any]] = []
+    measured_rows: list[RequestRecord] = []
     with (cfg.output / "requests.jsonl").open("w") as fh, \
             Live(_live_table(0, 0, len(jobs), [], t_start), console=console, refresh_per_second=2,
                  transient=not console.is_terminal) as live:
@@ -194,18 +201,16 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
                     if not any(p.is_alive() for p in procs):
                         break
                     continue
-                if "worker" in item:
+                if isinstance(item, WorkerStats):
                     workers.append(item)
                     continue
-                text = item.pop("text", {})
-                item["output_tokens_client"] = None
-                item["_text"] = text
-                records[item["index"]] = item
+                outputs[item.index] = item
                 m = per_request(item)
                 measured_rows.append(m)
-                fh.write(json.dumps({**m, "text_chars": {k: len(v) for k, v in text.items()}}) + "\n")
+                chars = {"content": len(item.content), "reasoning": len(item.reasoning), "tool": len(item.tool_text)}
+                fh.write(json.dumps({**m.to_json(), "text_chars": chars}) + "\n")
                 fh.flush()  # an interrupted run keeps every finished request
-                live.update(_live_table(len(records), sum(1 for r in measured_rows if not r["ok"]), len(jobs),
+                live.update(_live_table(len(outputs), sum(1 for r in measured_rows if not r.ok), len(jobs),
                                         measured_rows, t_start))
         except KeyboardInterrupt:
             interrupted = True
@@ -216,21 +221,17 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
             for p in procs:
                 p.join(timeout=10)
     # Client-side token counts, after the run so tokenization never competes with the measurement.
-    for rec in records.values():
-        t = rec.pop("_text", {})
-        if "error" not in rec:
-            rec["output_tokens_client"] = tok.count(text=t.get("reasoning", "") + t.get("content", "") + t.get("tool", ""))
-    rows = [per_request(r) for r in sorted(records.values(), key=lambda r: r["index"])]
+    rows = [per_request(o, tok.count(text=o.reasoning + o.content + o.tool_text) if o.ok else None)
+            for o in sorted(outputs.values(), key=lambda o: o.index)]
     with (cfg.output / "requests.jsonl").open("w") as fh:
         for m in rows:
-            fh.write(json.dumps(m) + "\n")
-    measured = [m for m in rows if not m["warmup"]]
+            fh.write(json.dumps(m.to_json()) + "\n")
+    measured = [m for m in rows if not m.warmup]
     server["metrics_during"] = during
-    server["metrics_after"] = scrape(cfg.base_url)
+    server["metrics_after"] = scrape(ep)
     summary = {
         "definitions": DEFINITIONS,
-        "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-                   "workload_facts": workload_facts, "interrupted": interrupted, "api_key_env": cfg.api_key_env},
+        "config": {**cfg.facts(), "workload_facts": workload_facts, "interrupted": interrupted},
         "server": server,
         **summarize(measured, workers, cfg.slo),
     }

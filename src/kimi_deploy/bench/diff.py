@@ -10,22 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..stats import percentile
+from .metrics import RequestRecord
 
 METRICS = ("ttft", "ttfat", "tpot", "e2e")
 
 
-def _load(d: Path) -> list[dict[str, Any]]:
+def _load(d: Path) -> list[RequestRecord]:
     p = d / "requests.jsonl"
     if not p.is_file():
         raise BadInput("no requests.jsonl (not a bench result directory)", str(d))
-    rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
-    return [r for r in rows if r.get("ok") and not r.get("warmup")]
+    rows = [RequestRecord.from_json(json.loads(x)) for x in p.read_text().splitlines() if x.strip()]
+    return [r for r in rows if r.ok and not r.warmup]
 
 
 def _median(v: list[float]) -> float:
-    s = sorted(v)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+    return percentile(v, 50)
 
 
 def bootstrap(a: list[float], b: list[float], stat, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -45,11 +45,11 @@ def diff(a_dir: Path, b_dir: Path) -> list[dict[str, Any]]:
     out = []
     for key in METRICS + ("itl",):
         if key == "itl":
-            va = [x for r in a for x in r.get("itl", [])][:20000]
-            vb = [x for r in b for x in r.get("itl", [])][:20000]
+            va = [x for r in a for x in r.itl][:20000]
+            vb = [x for r in b for x in r.itl][:20000]
         else:
-            va = [r[key] for r in a if r.get(key) is not None]
-            vb = [r[key] for r in b if r.get(key) is not None]
+            va = [getattr(r, key) for r in a if getattr(r, key) is not None]
+            vb = [getattr(r, key) for r in b if getattr(r, key) is not None]
         if len(va) < 2 or len(vb) < 2:
             continue
         for name, stat in (("mean", lambda v: sum(v) / len(v)), ("p50", _median)):

@@ -16,8 +16,10 @@ import os
 import random
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from ..endpoint import Endpoint, reasoning_of
 
 try:
     import orjson
@@ -27,8 +29,10 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 
-@dataclass
-class Job:
+@dataclass(slots=True, kw_only=True)
+class RequestInput:
+    """One scheduled request (or the first turn of a session)."""
+
     index: int
     body: dict[str, Any]
     at: float | None = None  # seconds after the start (open loop); None for closed loop
@@ -40,10 +44,50 @@ class Job:
     tool_results: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True, kw_only=True)
+class RequestOutput:
+    """What the client measured for one request: CLOCK_MONOTONIC timestamps (None when the moment never
+    came), the chunk times, the server's usage and the streamed text. metrics.per_request turns it into
+    the RequestRecord written to requests.jsonl."""
+
+    index: int
+    warmup: bool = False
+    session: int | None = None
+    turn: int | None = None
+    t_sched: float = 0.0
+    t_send: float | None = None
+    t_first: float | None = None  # first chunk carrying any token
+    t_first_answer: float | None = None  # first answer content
+    t_first_tool: float | None = None  # first tool-call delta
+    t_end: float | None = None
+    chunks: list[float] = field(default_factory=list)  # every token-bearing chunk
+    status: int | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    content: str = ""
+    reasoning: str = ""
+    tool_text: str = ""  # tool names and argument deltas, for the client-side token count
+    calls: list[dict[str, str]] = field(default_factory=list)  # {id, name, arguments} per tool call
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """A worker process's self-check, sent once when it finishes."""
+
+    worker: int
+    loop_lag: list[float]
+    cpu: float
+    wall: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoadConfig:
-    base_url: str
-    api_key: str | None = None
+    endpoint: Endpoint
     concurrency: int | None = None  # closed loop: this many users
     rate: float | None = None  # open loop: requests per second
     burstiness: float = 1.0  # gamma shape; 1.0 = Poisson
@@ -70,10 +114,13 @@ def schedule(n: int, rate: float, burstiness: float, ramp_up_s: float, seed: int
     return times
 
 
-async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[str, str], timeout: float) -> dict[str, Any]:
+async def _one(session: Any, url: str, job: RequestInput, t_sched: float, headers: dict[str, str],
+               timeout: float) -> RequestOutput:
+    """Send one streamed request and time it. Never retried (endpoint.NO_RETRY): a retry would hide the
+    failure and its latency. Every failure becomes an error string on the output, never an exception."""
     import aiohttp
 
-    rec: dict[str, Any] = {"index": job.index, "warmup": job.warmup, "t_sched": t_sched, "chunks": []}
+    rec = RequestOutput(index=job.index, warmup=job.warmup, t_sched=t_sched)
     body = dict(job.body)
     stream = body.get("stream", True)
     body["stream"] = stream
@@ -81,15 +128,13 @@ async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[s
         body.setdefault("stream_options", {"include_usage": True})
     content, reasoning, tool_args = [], [], []
     calls: dict[int, dict[str, str]] = {}
-    finish = None
-    usage = None
-    rec["t_send"] = time.monotonic()
+    rec.t_send = time.monotonic()
     try:
         async with session.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            rec["status"] = resp.status
+            rec.status = resp.status
             if resp.status != 200:
-                rec["error"] = f"HTTP {resp.status}: {(await resp.text())[:200]}"
-                rec["t_end"] = time.monotonic()
+                rec.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                rec.t_end = time.monotonic()
                 return rec
             done = False
             async for raw in resp.content:
@@ -104,20 +149,21 @@ async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[s
                 try:
                     obj = _loads(data)
                 except ValueError:
-                    rec["error"] = f"malformed SSE data: {data[:80]!r}"
+                    rec.error = f"malformed SSE data: {data[:80]!r}"
                     break
                 if obj.get("usage"):
-                    usage = obj["usage"]
+                    rec.usage = obj["usage"]
                 for ch in obj.get("choices") or []:
                     delta = ch.get("delta") or {}
                     got = False
                     c = delta.get("content")
-                    r = delta.get("reasoning_content") or delta.get("reasoning")
+                    r = reasoning_of(delta)
                     tc = delta.get("tool_calls")
                     if c:
                         content.append(c)
                         got = True
-                        rec.setdefault("t_first_answer", now)
+                        if rec.t_first_answer is None:
+                            rec.t_first_answer = now
                     if r:
                         reasoning.append(r)
                         got = True
@@ -130,51 +176,51 @@ async def _one(session: Any, url: str, job: Job, t_sched: float, headers: dict[s
                             slot["name"] += fn.get("name") or ""
                             slot["arguments"] += fn.get("arguments") or ""
                         got = True
-                        rec.setdefault("t_first_tool", now)
+                        if rec.t_first_tool is None:
+                            rec.t_first_tool = now
                     if got:
-                        rec.setdefault("t_first", now)
-                        rec["chunks"].append(now)
+                        if rec.t_first is None:
+                            rec.t_first = now
+                        rec.chunks.append(now)
                     if ch.get("finish_reason"):
-                        finish = ch["finish_reason"]
-            rec["t_end"] = time.monotonic()
-            if not done and "error" not in rec:
-                rec["error"] = "stream ended without [DONE] (dropped mid-stream)"
+                        rec.finish_reason = ch["finish_reason"]
+            rec.t_end = time.monotonic()
+            if not done and rec.error is None:
+                rec.error = "stream ended without [DONE] (dropped mid-stream)"
     except asyncio.TimeoutError:
-        rec["error"] = f"timeout after {timeout:.0f} s"
+        rec.error = f"timeout after {timeout:.0f} s"
     except aiohttp.ClientPayloadError:  # the connection closed before the chunked body ended
-        rec["error"] = "stream ended without [DONE] (dropped mid-stream)"
+        rec.error = "stream ended without [DONE] (dropped mid-stream)"
     except Exception as exc:  # connection refused/reset, payload errors: a failed request, never a crash
-        rec["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    rec.setdefault("t_end", time.monotonic())
-    rec["finish_reason"] = finish
-    rec["usage"] = usage
-    rec["text"] = {"content": "".join(content), "reasoning": "".join(reasoning), "tool": "".join(tool_args)}
-    rec["_calls"] = [calls[k] for k in sorted(calls)]
+        rec.error = f"{type(exc).__name__}: {exc}"[:300]
+    if rec.t_end is None:
+        rec.t_end = time.monotonic()
+    rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
+    rec.calls = [calls[k] for k in sorted(calls)]
     return rec
 
 
-async def run_job(session: Any, url: str, job: Job, t_sched: float, headers: dict[str, str], timeout: float,
-                  out: Any) -> None:
+async def run_job(session: Any, url: str, job: RequestInput, t_sched: float, headers: dict[str, str],
+                  timeout: float, out: Any) -> None:
     """One request, or every turn of a session; each answer is put on the queue as it finishes."""
     body = job.body
     messages = list(body.get("messages", []))
     followups = list(job.followups)
     turn = 0
     while True:
-        sub = Job(job.index, {**body, "messages": messages}, job.at, job.warmup)
+        sub = replace(job, body={**body, "messages": messages}, followups=[], tool_results={})
         rec = await _one(session, url, sub, t_sched, headers, timeout)
-        calls = rec.pop("_calls", [])
+        calls = rec.calls
         is_session = bool(job.followups or job.tool_results)
         if is_session:
-            rec["session"], rec["turn"] = job.index, turn
-            rec["index"] = job.index * 1000 + turn
+            rec.session, rec.turn = job.index, turn
+            rec.index = job.index * 1000 + turn
         out.put(rec)
-        if not is_session or "error" in rec or turn >= 8:  # a session that keeps calling tools ends at 8 turns
+        if not is_session or not rec.ok or turn >= 8:  # a session that keeps calling tools ends at 8 turns
             return
-        t = rec["text"]
-        assistant: dict[str, Any] = {"role": "assistant", "content": t["content"] or ""}
-        if t["reasoning"]:
-            assistant["reasoning_content"] = t["reasoning"]
+        assistant: dict[str, Any] = {"role": "assistant", "content": rec.content}
+        if rec.reasoning:
+            assistant["reasoning_content"] = rec.reasoning
         if calls:
             assistant["tool_calls"] = [{"id": c["id"] or f"functions.{c['name']}:{turn}", "type": "function",
                                         "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
@@ -197,12 +243,12 @@ async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05)
         lags.append(max(time.monotonic() - t - period, 0.0))
 
 
-async def _worker_main(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t0: float, deadline: float | None,
-                       out: Any) -> None:
+async def _worker_main(wid: int, jobs: list[RequestInput], cfg: LoadConfig, users: int, t0: float,
+                       deadline: float | None, out: Any) -> None:
     import aiohttp
 
-    url = cfg.base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    url = cfg.endpoint.url("/v1/chat/completions")
+    headers = cfg.endpoint.headers()
     lags: list[float] = []
     stop = asyncio.Event()
     mon = asyncio.create_task(_monitor(lags, stop))
@@ -213,7 +259,7 @@ async def _worker_main(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t
         if cfg.rate is not None:
             sem = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
 
-            async def fire(job: Job) -> None:
+            async def fire(job: RequestInput) -> None:
                 due = t0 + (job.at or 0.0)
                 wait = due - time.monotonic()
                 if wait > 0:
@@ -247,10 +293,10 @@ async def _worker_main(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - wall0
     cpu = (cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime) / wall if wall else 0.0
-    out.put({"worker": wid, "loop_lag": lags, "cpu": cpu, "wall": wall})
+    out.put(WorkerStats(wid, lags, cpu, wall))
 
 
-def _worker(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t0: float, deadline: float | None, out: Any) -> None:
+def _worker(wid: int, jobs: list[RequestInput], cfg: LoadConfig, users: int, t0: float, deadline: float | None, out: Any) -> None:
     try:
         import uvloop  # optional: a faster event loop when installed
 
@@ -263,7 +309,7 @@ def _worker(wid: int, jobs: list[Job], cfg: LoadConfig, users: int, t0: float, d
     asyncio.run(_worker_main(wid, jobs, cfg, users, t0, deadline, out))
 
 
-def start(jobs: list[Job], cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
+def start(jobs: list[RequestInput], cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
     """Split the jobs (and users) over worker processes and start them. Returns (processes, queue, t0)."""
     n = cfg.workers or os.cpu_count() or 1
     if cfg.concurrency is not None:

@@ -4,8 +4,11 @@ counts, goodput under SLOs with failures in the denominator, and the client's ow
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from ..stats import summary
+from .loadgen import RequestOutput, WorkerStats
 
 DEFINITIONS = {
     "ttft": "t_send -> first streamed chunk carrying any token (answer content, reasoning or tool-call delta); "
@@ -31,43 +34,62 @@ MAX_LOOP_LAG_P99_MS = 20.0
 MAX_WORKER_CPU = 0.90
 
 
-def stats(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"mean": None, "p50": None, "p90": None, "p99": None, "max": None, "n": 0}
-    v = sorted(values)
+@dataclass(slots=True, kw_only=True)
+class RequestRecord:
+    """The metrics of one request in milliseconds: one line of requests.jsonl (field names are the file's
+    format), and what the summary, the plots and `bench diff` read."""
 
-    def pct(p: float) -> float:
-        k = (len(v) - 1) * p
-        lo, hi = math.floor(k), math.ceil(k)
-        return v[lo] + (v[hi] - v[lo]) * (k - lo)
+    index: int
+    warmup: bool = False
+    ok: bool = True
+    session: int | None = None
+    turn: int | None = None
+    error: str | None = None
+    ttft: float | None = None
+    ttfat: float | None = None
+    ttftc: float | None = None
+    e2e: float | None = None
+    schedule_lag: float | None = None
+    itl: list[float] = field(default_factory=list)
+    output_tokens_server: int | None = None
+    output_tokens_client: int | None = None
+    reasoning_tokens: int | None = None
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+    t_send: float | None = None
+    t_end: float | None = None
+    tpot: float | None = None
 
-    return {"mean": round(sum(v) / len(v), 3), "p50": round(pct(0.5), 3), "p90": round(pct(0.9), 3),
-            "p99": round(pct(0.99), 3), "max": round(v[-1], 3), "n": len(v)}
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> RequestRecord:
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
 
 
-def per_request(rec: dict[str, Any]) -> dict[str, Any]:
-    """Millisecond metrics of one raw record."""
-    ms = lambda a, b: round((rec[b] - rec[a]) * 1000, 3) if a in rec and b in rec else None  # noqa: E731
-    chunks = rec.get("chunks") or []
-    usage = rec.get("usage") or {}
+def per_request(out: RequestOutput, output_tokens_client: int | None = None) -> RequestRecord:
+    """Millisecond metrics of one measured request."""
+    def ms(a: float | None, b: float | None) -> float | None:
+        return round((b - a) * 1000, 3) if a is not None and b is not None else None
+
+    chunks = out.chunks
+    usage = out.usage or {}
     out_server = usage.get("completion_tokens")
     details = usage.get("completion_tokens_details") or {}
-    out_tokens = out_server if out_server is not None else rec.get("output_tokens_client")
-    m = {
-        "index": rec["index"], "warmup": rec.get("warmup", False), "ok": "error" not in rec,
-        "session": rec.get("session"), "turn": rec.get("turn"),
-        "error": rec.get("error"), "ttft": ms("t_send", "t_first"), "ttfat": ms("t_send", "t_first_answer"),
-        "ttftc": ms("t_send", "t_first_tool"), "e2e": ms("t_send", "t_end"),
-        "schedule_lag": ms("t_sched", "t_send"),
-        "itl": [round((b - a) * 1000, 3) for a, b in zip(chunks, chunks[1:])],
-        "output_tokens_server": out_server, "output_tokens_client": rec.get("output_tokens_client"),
-        "reasoning_tokens": details.get("reasoning_tokens"), "prompt_tokens": usage.get("prompt_tokens"),
-        "finish_reason": rec.get("finish_reason"), "t_send": rec.get("t_send"), "t_end": rec.get("t_end"),
-    }
-    if m["ok"] and m["ttft"] is not None and out_tokens and out_tokens > 1:
-        m["tpot"] = round((m["e2e"] - m["ttft"]) / (out_tokens - 1), 3)
-    else:
-        m["tpot"] = None
+    out_tokens = out_server if out_server is not None else output_tokens_client
+    m = RequestRecord(
+        index=out.index, warmup=out.warmup, ok=out.ok, session=out.session, turn=out.turn, error=out.error,
+        ttft=ms(out.t_send, out.t_first), ttfat=ms(out.t_send, out.t_first_answer),
+        ttftc=ms(out.t_send, out.t_first_tool), e2e=ms(out.t_send, out.t_end),
+        schedule_lag=ms(out.t_sched, out.t_send),
+        itl=[round((b - a) * 1000, 3) for a, b in zip(chunks, chunks[1:])],
+        output_tokens_server=out_server, output_tokens_client=output_tokens_client,
+        reasoning_tokens=details.get("reasoning_tokens"), prompt_tokens=usage.get("prompt_tokens"),
+        finish_reason=out.finish_reason, t_send=out.t_send, t_end=out.t_end,
+    )
+    if m.ok and m.ttft is not None and m.e2e is not None and out_tokens and out_tokens > 1:
+        m.tpot = round((m.e2e - m.ttft) / (out_tokens - 1), 3)
     return m
 
 
@@ -89,34 +111,34 @@ def parse_slo(text: str | None) -> dict[str, float]:
     return out
 
 
-def _meets(m: dict[str, Any], slo: dict[str, float]) -> bool:
-    if not m["ok"]:
+def _meets(m: RequestRecord, slo: dict[str, float]) -> bool:
+    if not m.ok:
         return False
     for name, bound in slo.items():
         key = name.removesuffix("_ms")
-        value = max(m["itl"]) if key == "itl" and m["itl"] else m.get(key)
+        value = max(m.itl) if key == "itl" and m.itl else getattr(m, key)
         if value is None or value > bound:
             return False
     return True
 
 
-def summarize(measured: list[dict[str, Any]], workers: list[dict[str, Any]], slo: dict[str, float]) -> dict[str, Any]:
-    ok = [m for m in measured if m["ok"]]
+def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: dict[str, float]) -> dict[str, Any]:
+    ok = [m for m in measured if m.ok]
     window = 0.0
     if measured:
-        start = min(m["t_send"] for m in measured if m["t_send"] is not None)
-        end = max(m["t_end"] for m in measured if m["t_end"] is not None)
+        start = min(m.t_send for m in measured if m.t_send is not None)
+        end = max(m.t_end for m in measured if m.t_end is not None)
         window = max(end - start, 1e-9)
-    out_server = sum(m["output_tokens_server"] or 0 for m in ok)
-    out_client = sum(m["output_tokens_client"] or 0 for m in ok)
-    prompt = sum(m["prompt_tokens"] or 0 for m in ok)
-    out_tokens = out_server if any(m["output_tokens_server"] is not None for m in ok) else out_client
+    out_server = sum(m.output_tokens_server or 0 for m in ok)
+    out_client = sum(m.output_tokens_client or 0 for m in ok)
+    prompt = sum(m.prompt_tokens or 0 for m in ok)
+    out_tokens = out_server if any(m.output_tokens_server is not None for m in ok) else out_client
     good = sum(1 for m in measured if _meets(m, slo)) if slo else None
-    lag = [m["schedule_lag"] for m in measured if m["schedule_lag"] is not None]
-    loop = [x * 1000 for w in workers for x in w.get("loop_lag", [])]
-    lag_p99 = stats(lag)["p99"] or 0.0
-    loop_p99 = stats(loop)["p99"] or 0.0
-    cpu_max = max((w.get("cpu", 0.0) for w in workers), default=0.0)
+    lag = [m.schedule_lag for m in measured if m.schedule_lag is not None]
+    loop = [x * 1000 for w in workers for x in w.loop_lag]
+    lag_p99 = summary(lag)["p99"] or 0.0
+    loop_p99 = summary(loop)["p99"] or 0.0
+    cpu_max = max((w.cpu for w in workers), default=0.0)
     reasons = []
     if lag_p99 > MAX_SCHEDULE_LAG_P99_MS:
         reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms")
@@ -126,21 +148,21 @@ def summarize(measured: list[dict[str, Any]], workers: list[dict[str, Any]], slo
         reasons.append(f"a client worker used {cpu_max:.0%} of a core (> {MAX_WORKER_CPU:.0%})")
     errors: dict[str, int] = {}
     for m in measured:
-        if not m["ok"]:
-            key = (m["error"] or "error").split(":")[0]
+        if not m.ok:
+            key = (m.error or "error").split(":")[0]
             errors[key] = errors.get(key, 0) + 1
     disagreement = None
     if out_server and out_client:
         disagreement = round((out_client - out_server) / out_server, 4)
     return {
         "requests": {"completed": len(ok), "failed": len(measured) - len(ok), "errors": errors},
-        "latency_ms": {k: stats([m[k] for m in ok if m[k] is not None]) for k in ("ttft", "ttfat", "ttftc", "tpot", "e2e")}
-        | {"itl": stats([x for m in ok for x in m["itl"]])},
+        "latency_ms": {k: summary([getattr(m, k) for m in ok if getattr(m, k) is not None]) for k in ("ttft", "ttfat", "ttftc", "tpot", "e2e")}
+        | {"itl": summary([x for m in ok for x in m.itl])},
         "throughput": {"window_s": round(window, 3), "requests_per_s": round(len(ok) / window, 4) if window else 0.0,
                        "output_tokens_per_s": round(out_tokens / window, 2) if window else 0.0,
                        "total_tokens_per_s": round((out_tokens + prompt) / window, 2) if window else 0.0},
         "tokens": {"output_server": out_server, "output_client": out_client, "prompt": prompt,
-                   "reasoning": sum(m["reasoning_tokens"] or 0 for m in ok),
+                   "reasoning": sum(m.reasoning_tokens or 0 for m in ok),
                    "client_vs_server": disagreement},
         "goodput": {"slo": slo, "good": good, "of": len(measured),
                     "fraction": round(good / len(measured), 4) if slo and measured else None,

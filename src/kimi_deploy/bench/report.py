@@ -7,7 +7,10 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .metrics import RequestRecord
 
 
 def _fig():
@@ -19,14 +22,14 @@ def _fig():
     return plt
 
 
-def cdf_plot(per_request: list[dict[str, Any]], out: Path) -> Path:
+def cdf_plot(per_request: list[RequestRecord], out: Path) -> Path:
     plt = _fig()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key in zip(axes, ("ttft", "itl", "e2e")):
         if key == "itl":
-            vals = sorted(x for m in per_request if m["ok"] for x in m["itl"])
+            vals = sorted(x for m in per_request if m.ok for x in m.itl)
         else:
-            vals = sorted(m[key] for m in per_request if m["ok"] and m[key] is not None)
+            vals = sorted(getattr(m, key) for m in per_request if m.ok and getattr(m, key) is not None)
         if vals:
             ax.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))])
         ax.set_xlabel(f"{key} (ms)")

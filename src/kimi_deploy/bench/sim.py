@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class SimConfig:
     model: str = "sim"
     ttft_ms: float = 50.0

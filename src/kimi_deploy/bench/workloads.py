@@ -1,7 +1,7 @@
 """Benchmark workloads: chat-completion request bodies. Random prompts of an exact input length (aligned
 with the server's own tokenizer through /tokenize when it has one) and a fixed output length
 (ignore_eos); JSONL conversations (ShareGPT or OpenAI messages); the tool-call suite; shared-prefix
-prompts; thinking on or off, expressed the way each kind of endpoint wants it."""
+prompts. Thinking on or off is added by the caller from endpoint.Endpoint.thinking_fields."""
 
 from __future__ import annotations
 
@@ -12,31 +12,22 @@ from typing import Any
 
 import httpx
 
+from ..endpoint import Endpoint
 from ..errors import BadInput
 from ..jsonl import read_jsonl
 
-WORKLOADS = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn")
 _WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
           "quebec romeo sierra tango uniform victor whiskey xray yankee zulu cluster tensor expert kernel "
           "latency memory router shard token vector weight").split()
 
 
-def thinking_fields(thinking: bool | None, hosted: bool) -> dict[str, Any]:
-    """Self-hosted engines take chat_template_kwargs.thinking; Moonshot's API takes thinking.type."""
-    if thinking is None:
-        return {}
-    if hosted:
-        return {} if thinking else {"thinking": {"type": "disabled"}}
-    return {"chat_template_kwargs": {"thinking": thinking}}
-
-
 class Tokenizer:
     """Counts tokens with the server's /tokenize (vLLM, the sim); whitespace words otherwise."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None) -> None:
-        self.url = base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
+    def __init__(self, endpoint: Endpoint, model: str) -> None:
+        self.url = endpoint.url("/tokenize")
         self.model = model
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = endpoint.headers()
         self.available: bool | None = None
 
     def count(self, text: str | None = None, messages: list[dict[str, Any]] | None = None) -> int:

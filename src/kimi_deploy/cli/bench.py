@@ -3,65 +3,69 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from ..errors import BadInput
-from ._common import err, out
-from .compare import _v1
+from ._common import ApiKeyEnv, OnOff, SimDist, err, out
 
 bench_app = typer.Typer(help="Benchmark an endpoint (or `bench diff A B`).", invoke_without_command=True,
                         no_args_is_help=False)
+
+Rate = Annotated[float, typer.Option(min=0, max=1, help="A share between 0 and 1.")]
 
 
 @bench_app.callback()
 def bench(
     ctx: typer.Context,
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="e.g. http://head:8000/v1"),
-    model: Optional[str] = typer.Option(None, "--model", help="Served model name."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Result directory."),
-    workload: str = typer.Option("random", help="random, jsonl, tool-calls, shared-prefix or multi-turn."),
-    num_requests: int = typer.Option(100, "--num-requests", help="Measured requests (after warm-up)."),
-    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
-    warmup: int = typer.Option(0, help="Requests sent first and left out of the statistics."),
-    concurrency: Optional[int] = typer.Option(None, help="Closed loop: this many users."),
-    rate: Optional[float] = typer.Option(None, help="Open loop: requests per second."),
-    burstiness: float = typer.Option(1.0, help="Gamma shape of inter-arrivals (1 = Poisson)."),
-    ramp_up: float = typer.Option(0.0, "--ramp-up", help="Seconds to ramp up users or rate."),
-    max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Cap for the open loop."),
-    input_len: int = typer.Option(256, "--input-len", help="Random workload: prompt tokens."),
-    output_len: int = typer.Option(128, "--output-len", help="Output tokens (ignore_eos where supported)."),
-    dataset: Optional[str] = typer.Option(None, help="JSONL dataset for the jsonl workload."),
-    prefix_len: int = typer.Option(512, "--prefix-len", help="Shared-prefix workload: shared words."),
-    thinking: Optional[str] = typer.Option(None, help="on or off (default: the server's default)."),
-    hosted: bool = typer.Option(False, "--hosted", help="The endpoint is Moonshot's API (thinking.type)."),
-    slo: Optional[str] = typer.Option(None, help="Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50"),
-    sweep: Optional[str] = typer.Option(None, help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search)."),
-    workers: int = typer.Option(0, help="Client processes (0 = one per core)."),
-    seed: int = typer.Option(0),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var with the API key."),
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="e.g. http://head:8000/v1")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Served model name.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Result directory.")] = None,
+    workload: Annotated[str, typer.Option(help="random, jsonl, tool-calls, shared-prefix or multi-turn.")] = "random",
+    num_requests: Annotated[int, typer.Option("--num-requests", min=1, help="Measured requests (after warm-up).")] = 100,
+    duration: Annotated[Optional[float], typer.Option("--duration", min=0.001, help="Stop after this many seconds.")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Requests sent first and left out of the statistics.")] = 0,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Closed loop: this many users.")] = None,
+    rate: Annotated[Optional[float], typer.Option(min=0.001, help="Open loop: requests per second.")] = None,
+    burstiness: Annotated[float, typer.Option(min=0.001, help="Gamma shape of inter-arrivals (1 = Poisson).")] = 1.0,
+    ramp_up: Annotated[float, typer.Option("--ramp-up", min=0, help="Seconds to ramp up users or rate.")] = 0.0,
+    max_concurrency: Annotated[Optional[int], typer.Option("--max-concurrency", min=1, help="Cap for the open loop.")] = None,
+    input_len: Annotated[int, typer.Option("--input-len", min=1, help="Random workload: prompt tokens.")] = 256,
+    output_len: Annotated[int, typer.Option("--output-len", min=1, help="Output tokens (ignore_eos where supported).")] = 128,
+    dataset: Annotated[Optional[str], typer.Option(help="JSONL dataset for the jsonl workload.")] = None,
+    prefix_len: Annotated[int, typer.Option("--prefix-len", min=1, help="Shared-prefix workload: shared words.")] = 512,
+    thinking: Annotated[Optional[OnOff], typer.Option(help="Thinking on or off (default: the server's default).")] = None,
+    hosted: Annotated[bool, typer.Option("--hosted", help="The endpoint is Moonshot's API (thinking.type).")] = False,
+    slo: Annotated[Optional[str], typer.Option(help="Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50")] = None,
+    sweep: Annotated[Optional[str], typer.Option(help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search).")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Client processes (0 = one per core).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for prompts and arrivals.")] = 0,
+    api_key_env: ApiKeyEnv = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    from .bench import BenchConfig, run_bench
-    from .bench.metrics import parse_slo
+    from ..bench import BenchConfig, run_bench
+    from ..bench.metrics import parse_slo
+    from ..endpoint import Endpoint
 
     missing = [n for n, v in (("--base-url", base_url), ("--model", model), ("--output", output)) if v is None]
     if missing:
         raise BadInput(f"missing {', '.join(missing)}", missing[0])
-    if thinking not in (None, "on", "off"):
-        raise BadInput(f"must be on or off, got {thinking!r}", "--thinking")
+    assert model is not None and output is not None
     if sweep and (concurrency is not None or rate is not None):
         raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
-    url = _v1(base_url)
-    cfg = BenchConfig(url, model, output, workload, num_requests, duration, warmup, concurrency, rate, burstiness,
-                      ramp_up, max_concurrency, input_len, output_len, dataset, prefix_len, 4,
-                      None if thinking is None else thinking == "on", hosted, parse_slo(slo), workers, seed,
-                      api_key_env)
+    ep = Endpoint.from_url(base_url or "", flag="--base-url", kind="moonshot" if hosted else "auto",
+                           api_key_env=api_key_env)
+    cfg = BenchConfig(endpoint=ep, model=model, output=output, workload=workload, num_requests=num_requests,
+                      duration_s=duration, warmup=warmup, concurrency=concurrency, rate=rate, burstiness=burstiness,
+                      ramp_up_s=ramp_up, max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
+                      dataset=dataset, prefix_len=prefix_len,
+                      thinking=None if thinking is None else thinking is OnOff.on,
+                      slo=parse_slo(slo), workers=workers, seed=seed)
     if sweep:
-        from .bench.sweep import run_sweep
+        from ..bench.sweep import run_sweep
 
         result = run_sweep(cfg, sweep, err)
         table = Table(title=f"sweep over {result['mode']}; saturated at {result['saturated_at']}")
@@ -88,9 +92,10 @@ def bench(
 
 
 @bench_app.command("diff")
-def bench_diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
+def bench_diff(a: Annotated[Path, typer.Argument(help="Result directory A.")],
+               b: Annotated[Path, typer.Argument(help="Result directory B.")]) -> None:
     """Two result directories side by side, with bootstrap 95 % intervals on each difference."""
-    from .bench.diff import diff
+    from ..bench.diff import diff
 
     table = Table(title=f"B = {b} vs A = {a}")
     for col in ("metric", "A", "B", "delta", "delta %", "95% CI", "real?"):
@@ -103,37 +108,29 @@ def bench_diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> 
 
 
 def sim(
-    port: int = typer.Option(8800, help="Port to listen on."),
-    host: str = typer.Option("127.0.0.1", help="Bind address."),
-    model: str = typer.Option("sim", help="Model name it serves."),
-    ttft_ms: float = typer.Option(50.0, "--ttft-ms"),
-    itl_ms: float = typer.Option(20.0, "--itl-ms"),
-    dist: str = typer.Option("fixed", help="fixed, normal or exponential."),
-    output_len: int = typer.Option(128, "--output-len", help="Tokens per answer when max_tokens is absent."),
-    reasoning_tokens: int = typer.Option(0, "--reasoning-tokens", help="Reasoning tokens when thinking is on."),
-    tool_rate: float = typer.Option(1.0, "--tool-rate", help="Share of tool-offering requests answered with a call."),
-    error_rate: float = typer.Option(0.0, "--error-rate", help="Share answered with HTTP 500."),
-    drop_rate: float = typer.Option(0.0, "--drop-rate", help="Share of streams cut mid-way."),
-    malformed_rate: float = typer.Option(0.0, "--malformed-rate", help="Share of streams with a non-JSON chunk."),
-    slow_start: float = typer.Option(0.0, "--slow-start", help="Seconds of 503 before it is ready."),
-    seed: int = typer.Option(0),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8800,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    model: Annotated[str, typer.Option(help="Model name it serves.")] = "sim",
+    ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, help="Time to first token.")] = 50.0,
+    itl_ms: Annotated[float, typer.Option("--itl-ms", min=0, help="Gap between tokens.")] = 20.0,
+    dist: Annotated[SimDist, typer.Option(help="Latency distribution.")] = SimDist.fixed,
+    output_len: Annotated[int, typer.Option("--output-len", min=1, help="Tokens per answer when max_tokens is absent.")] = 128,
+    reasoning_tokens: Annotated[int, typer.Option("--reasoning-tokens", min=0, help="Reasoning tokens when thinking is on.")] = 0,
+    tool_rate: Annotated[float, typer.Option("--tool-rate", min=0, max=1, help="Share of tool-offering requests answered with a call.")] = 1.0,
+    error_rate: Annotated[float, typer.Option("--error-rate", min=0, max=1, help="Share answered with HTTP 500.")] = 0.0,
+    drop_rate: Annotated[float, typer.Option("--drop-rate", min=0, max=1, help="Share of streams cut mid-way.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option("--malformed-rate", min=0, max=1, help="Share of streams with a non-JSON chunk.")] = 0.0,
+    slow_start: Annotated[float, typer.Option("--slow-start", min=0, help="Seconds of 503 before it is ready.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for latencies and faults.")] = 0,
 ) -> None:
     """An OpenAI-compatible server with known latencies and injected faults (the harness's ground truth)."""
-    from .bench.sim import SimConfig, serve as run_sim
+    from ..bench.sim import SimConfig, serve as run_sim
 
-    if dist not in ("fixed", "normal", "exponential"):
-        raise BadInput(f"must be fixed, normal or exponential, got {dist!r}", "--dist")
-    for name, v in (("--ttft-ms", ttft_ms), ("--itl-ms", itl_ms)):
-        if v < 0:
-            raise BadInput(f"must be >= 0, got {v}", name)
-    for name, v in (("--error-rate", error_rate), ("--drop-rate", drop_rate), ("--tool-rate", tool_rate),
-                    ("--malformed-rate", malformed_rate)):
-        if not 0 <= v <= 1:
-            raise BadInput(f"must be within [0, 1], got {v}", name)
-    err.print(f"sim serving {model!r} on http://{host}:{port} (ttft {ttft_ms} ms, itl {itl_ms} ms, {dist})")
-    run_sim(SimConfig(model, ttft_ms, itl_ms, dist, 0.1, output_len, reasoning_tokens, tool_rate, error_rate,
-                      drop_rate, malformed_rate, slow_start, seed), host, port)
-
+    err.print(f"sim serving {model!r} on http://{host}:{port} (ttft {ttft_ms} ms, itl {itl_ms} ms, {dist.value})")
+    run_sim(SimConfig(model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, dist=dist.value, default_output=output_len,
+                      reasoning_tokens=reasoning_tokens, tool_rate=tool_rate, error_rate=error_rate,
+                      drop_rate=drop_rate, malformed_rate=malformed_rate, slow_start_s=slow_start, seed=seed),
+            host, port)
 
 
 def register(app: typer.Typer) -> None:

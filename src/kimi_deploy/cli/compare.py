@@ -3,77 +3,60 @@ recording)? PASS/FAIL, summary.json and reports."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from ..errors import BadInput
-from ._common import out
+from ._common import ReferenceKind, out
+
 
 def compare(
-    local: str = typer.Option(..., "--local", help="Local endpoint base URL, e.g. http://head:8000/v1"),
-    suite: str = typer.Option("tool-calls", "--suite", help="tool-calls, chat, thinking, or a .jsonl path."),
-    output: Path = typer.Option(..., "--output", help="Directory for records, summary.json and reports."),
-    model: Optional[str] = typer.Option(None, "--model", help="Local served model name (default: the one it serves)."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="Reference base URL (default Moonshot's API)."),
-    reference_file: Optional[Path] = typer.Option(None, "--reference-file", help="Replay a recorded reference.jsonl offline."),
-    reference_model: Optional[str] = typer.Option(None, "--reference-model", help="Reference model name (default: mapped from --model)."),
-    reference_kind: str = typer.Option("auto", "--reference-kind", help="auto, moonshot or self-hosted."),
-    reference_key_env: str = typer.Option("MOONSHOT_API_KEY", "--reference-key-env", help="Env var with the reference's key."),
-    local_key_env: Optional[str] = typer.Option(None, "--local-key-env", help="Env var with the local endpoint's key."),
-    concurrency: int = typer.Option(8, help="Requests in flight per endpoint."),
-    rate: Optional[float] = typer.Option(None, help="Max requests per second per endpoint."),
-    temperature: float = typer.Option(0.0, help="Sampling temperature (not sent where the hosted API fixes it)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Default max_tokens for rows without one."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N requests of the suite."),
-    threshold: list[str] = typer.Option([], "--threshold", help="Override a bound, e.g. tool_call_f1=0.85 (repeatable)."),
+    local: Annotated[str, typer.Option("--local", help="Local endpoint base URL, e.g. http://head:8000/v1")],
+    output: Annotated[Path, typer.Option("--output", help="Directory for records, summary.json and reports.")],
+    suite: Annotated[str, typer.Option("--suite", help="tool-calls, chat, thinking, or a .jsonl path.")] = "tool-calls",
+    model: Annotated[Optional[str], typer.Option("--model", help="Local served model name (default: the one it serves).")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="Reference base URL (default Moonshot's API).")] = None,
+    reference_file: Annotated[Optional[Path], typer.Option("--reference-file", help="Replay a recorded reference.jsonl offline.")] = None,
+    reference_model: Annotated[Optional[str], typer.Option("--reference-model", help="Reference model name (default: mapped from --model).")] = None,
+    reference_kind: Annotated[ReferenceKind, typer.Option("--reference-kind", help="What the reference is.")] = ReferenceKind.auto,
+    reference_key_env: Annotated[str, typer.Option("--reference-key-env", help="Env var with the reference's key.")] = "MOONSHOT_API_KEY",
+    local_key_env: Annotated[Optional[str], typer.Option("--local-key-env", help="Env var with the local endpoint's key.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight per endpoint.")] = 8,
+    rate: Annotated[Optional[float], typer.Option(min=0.001, help="Max requests per second per endpoint.")] = None,
+    temperature: Annotated[float, typer.Option(min=0, max=2, help="Sampling temperature (not sent where the hosted API fixes it).")] = 0.0,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Default max_tokens for rows without one.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N requests of the suite.")] = None,
+    threshold: Annotated[Optional[list[str]], typer.Option("--threshold", help="Override a bound, e.g. tool_call_f1=0.85 (repeatable).")] = None,
 ) -> None:
     """Does this deployment answer like the reference? PASS/FAIL (exit 1 on FAIL), summary.json and reports."""
-    from .compare import run_compare
+    from ..compare import CompareConfig, run_compare
+    from ..endpoint import MOONSHOT_URL, Endpoint, require_model
 
-    if concurrency < 1:
-        raise BadInput(f"must be >= 1, got {concurrency}", "--concurrency")
-    if reference_kind not in ("auto", "moonshot", "self-hosted"):
-        raise BadInput(f"must be auto, moonshot or self-hosted, got {reference_kind!r}", "--reference-kind")
     if reference and reference_file:
         raise BadInput("give --reference or --reference-file, not both", "--reference-file")
     overrides: dict[str, float] = {}
-    for item in threshold:
+    for item in threshold or []:
         name, _, value = item.partition("=")
         try:
             overrides[name.strip()] = float(value)
         except ValueError:
             raise BadInput(f"{item!r} is not NAME=NUMBER", "--threshold") from None
-    local_url = _v1(local)
-    if model is None:
-        model = _served_model(local_url, os.environ.get(local_key_env) if local_key_env else None)
-    summary = run_compare(local_url, model, suite, output, reference, reference_file, reference_model, reference_kind,
-                          local_key_env, reference_key_env, concurrency, rate, temperature, max_tokens, limit,
-                          overrides, out)
+    local_ep = Endpoint.from_url(local, flag="--local", kind="self-hosted", api_key_env=local_key_env,
+                                 key_flag="--local-key-env")
+    ref_ep = None
+    if reference_file is None:  # a self-hosted reference may have no key; Moonshot's API needs one
+        ref_ep = Endpoint.from_url(reference or MOONSHOT_URL, flag="--reference", kind=reference_kind.value,
+                                   api_key_env=reference_key_env, key_flag="--reference-key-env", key_optional=True)
+    cfg = CompareConfig(local=local_ep, model=model or require_model(local_ep, None, "--model"), output=output,
+                        suite=suite, reference=ref_ep, reference_file=reference_file, reference_model=reference_model,
+                        concurrency=concurrency, rate=rate, temperature=temperature, max_tokens=max_tokens,
+                        limit=limit, thresholds=overrides)
+    summary = run_compare(cfg, out)
     out.print(f"summary: {output / 'summary.json'}; report: {output / 'report.html'}")
     if summary["verdict"] != "PASS":
         raise typer.Exit(1)
-
-
-def _v1(url: str) -> str:
-    """An OpenAI base URL: the root or the /v1 URL both work on the command line."""
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def _served_model(url: str, key: Optional[str]) -> str:
-    import httpx
-
-    try:
-        r = httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30)
-        r.raise_for_status()
-        return r.json()["data"][0]["id"]
-    except (httpx.HTTPError, KeyError, IndexError, ValueError):
-        raise BadInput(f"{url} is unreachable or lists no model; give --model", "--local") from None
-
-
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,7 @@ from ..deployment import resolve
 from ..engines import RenderedNode, StartupFile, render
 from ..errors import BadInput, OperationFailed
 from ..spec import load_spec
-from ._common import HeadAddress, NodeRank, SpecArg, err, out
+from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, out
 
 
 def shell_word(tok: str) -> str:
@@ -140,29 +140,21 @@ def serve(
 
 
 def wait_cmd(
-    url: str = typer.Argument(..., help="Base URL, e.g. http://head:8000"),
-    timeout: float = typer.Option(1800, "--timeout", help="Seconds before giving up (exit 1)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Expect this served model name."),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var holding the API key."),
+    url: Annotated[str, typer.Argument(help="Base URL, e.g. http://head:8000 (or .../v1)")],
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds before giving up (exit 1).")] = 1800,
+    model: Annotated[Optional[str], typer.Option("--model", help="Expect this served model name.")] = None,
+    api_key_env: ApiKeyEnv = None,
 ) -> None:
     """Wait until the endpoint really answers: /health, then /v1/models, then one tiny completion."""
     from rich.status import Status
 
-    from ..launch import wait_for
+    from ..endpoint import Endpoint, wait_ready
 
-    if timeout <= 0:
-        raise BadInput("must be > 0", "--timeout")
-    if not url.startswith(("http://", "https://")):
-        raise BadInput(f"{url!r} is not an http(s) URL", "URL")
-    key = None
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if key is None:
-            raise BadInput(f"environment variable {api_key_env} is not set", "--api-key-env")
+    ep = Endpoint.from_url(url, flag="URL", api_key_env=api_key_env)
     with Status("waiting", console=err) as status:
-        result = wait_for(url, timeout, key, model,
-                          on_phase=lambda phase, t: status.update(f"waiting for {url}: {phase} ({t:.0f} s)"))
-    out.print(f"[green]ready[/green] {url}: model {result.model} answered after {result.seconds:.1f} s")
+        result = wait_ready(ep, timeout=timeout, model=model,
+                            on_phase=lambda phase, t: status.update(f"waiting for {ep.root}: {phase} ({t:.0f} s)"))
+    out.print(f"[green]ready[/green] {ep.root}: model {result.model} answered after {result.seconds:.1f} s")
 
 
 def k8s_cmd(

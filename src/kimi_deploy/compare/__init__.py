@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,36 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..catalog import get_model
+from ..endpoint import Endpoint, require_model
 from ..errors import BadInput
-from .adapters import Endpoint
 from .report import print_summary, write_reports
-from .run import Store, collect, preflight, request_key
+from .run import Side, Store, collect, request_key
 from .score import DEFAULT_F1, score
 from .suites import load
 
-DEFAULT_REFERENCE = "https://api.moonshot.ai/v1"
+
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig:
+    """One comparison: the local endpoint and its served model, and either a live reference endpoint or a
+    recording of one (`reference_file`)."""
+
+    local: Endpoint
+    model: str
+    output: Path
+    suite: str = "tool-calls"
+    reference: Endpoint | None = None
+    reference_file: Path | None = None
+    reference_model: str | None = None  # default: the local model, mapped to the hosted id if hosted
+    concurrency: int = 8
+    rate: float | None = None
+    temperature: float | None = 0.0
+    max_tokens: int | None = None
+    limit: int | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)  # overrides of the default bounds
+
+    def __post_init__(self) -> None:
+        if (self.reference is None) == (self.reference_file is None):
+            raise BadInput("give a reference endpoint or a reference file, exactly one", "--reference-file")
 
 
 def thresholds_for(model: str, overrides: dict[str, float]) -> dict[str, float]:
@@ -36,66 +58,56 @@ def thresholds_for(model: str, overrides: dict[str, float]) -> dict[str, float]:
     return {**base, **overrides}
 
 
-def run_compare(local_url: str, model: str, suite_name: str, output: Path, reference_url: str | None,
-                reference_file: Path | None, reference_model: str | None, reference_kind: str,
-                local_key_env: str | None, reference_key_env: str, concurrency: int, rate: float | None,
-                temperature: float | None, max_tokens: int | None, limit: int | None,
-                threshold_overrides: dict[str, float], console: Console) -> dict[str, Any]:
-    suite, rows = load(suite_name)
-    if limit is not None:
-        rows = rows[:limit]
-    local = Endpoint.make("local", local_url, model, os.environ.get(local_key_env) if local_key_env else None,
-                          kind="self-hosted")
-    output.mkdir(parents=True, exist_ok=True)
-    if reference_file is not None:
-        if not reference_file.is_file():
-            raise BadInput("reference file not found", str(reference_file))
-        first = next((json.loads(ln) for ln in reference_file.read_text().splitlines() if ln.strip()), None)
-        ref_model = reference_model or (first or {}).get("model") or model
-        reference = Endpoint.make("reference", (first or {}).get("endpoint", "recorded"), ref_model, None,
-                                  kind="self-hosted")
-        reference.model = ref_model
-        ref_store = Store(reference_file, suite, ref_model)
-        missing = [r["id"] for r in rows if ref_store.outcome(request_key(suite, r)) is None]
-        if missing:
-            raise BadInput(f"{len(missing)} request(s) of suite {suite!r} are not in the recording, e.g. {missing[0]}",
-                           str(reference_file))
+def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -> tuple[Side, Store]:
+    path = cfg.reference_file
+    assert path is not None
+    if not path.is_file():
+        raise BadInput("reference file not found", str(path))
+    first = next((json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()), None) or {}
+    model = cfg.reference_model or first.get("model") or cfg.model
+    side = Side(name="reference", model=model, recorded_url=first.get("endpoint"), recorded_kind=first.get("kind"))
+    store = Store(path, suite, model)
+    missing = [r["id"] for r in rows if store.outcome(request_key(suite, r)) is None]
+    if missing:
+        raise BadInput(f"{len(missing)} request(s) of suite {suite!r} are not in the recording, e.g. {missing[0]}",
+                       str(path))
+    return side, store
+
+
+def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
+    thresholds = thresholds_for(cfg.model, cfg.thresholds)
+    suite, rows = load(cfg.suite)
+    if cfg.limit is not None:
+        rows = rows[:cfg.limit]
+    require_model(cfg.local, cfg.model, "--model")
+    local = Side(name="local", model=cfg.model, endpoint=cfg.local)
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    if cfg.reference is None:
+        reference, ref_store = _recorded_side(cfg, suite, rows)
     else:
-        url = reference_url or DEFAULT_REFERENCE
-        key = os.environ.get(reference_key_env)
-        hosted_default = reference_url is None or "moonshot" in url
-        if hosted_default and not key:
-            raise BadInput(f"{reference_key_env} is not set (the hosted reference needs a Moonshot API key)",
-                           reference_key_env)
-        reference = Endpoint.make("reference", url, reference_model or model, key, kind=reference_kind)
-        ref_store = Store(output / "reference.jsonl", suite, reference.model)
-    local_store = Store(output / "local.jsonl", suite, local.model)
-    endpoints = [local] + ([] if reference_file is not None else [reference])
-    asyncio.run(_preflight_all(endpoints))
+        ref_model = cfg.reference.model_id(cfg.reference_model or cfg.model)
+        require_model(cfg.reference, ref_model, "--reference-model")
+        reference = Side(name="reference", model=ref_model, endpoint=cfg.reference)
+        ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model)
+    local_store = Store(cfg.output / "local.jsonl", suite, local.model)
+    live = [(side, store) for side, store in ((local, local_store), (reference, ref_store)) if side.endpoint]
     with Progress(console=console, transient=True) as progress:
-        async def both() -> tuple[dict, dict]:
+        async def ask_all() -> list[dict[str, Any]]:
             tasks = []
-            for ep, store in ((local, local_store), (reference, ref_store)):
-                if ep is reference and reference_file is not None:
-                    continue
-                t = progress.add_task(f"{ep.name}", total=len(rows))
-                tasks.append(collect(ep, suite, rows, store, concurrency, rate, temperature, max_tokens,
+            for side, store in live:
+                t = progress.add_task(side.name, total=len(rows))
+                tasks.append(collect(side, suite, rows, store, concurrency=cfg.concurrency, rate=cfg.rate,
+                                     temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                                      on_done=lambda o, t=t: progress.advance(t)))
-            got = await asyncio.gather(*tasks)
-            lo = got[0]
-            ref = got[1] if len(got) > 1 else {r["id"]: ref_store.outcome(request_key(suite, r)) for r in rows}
-            return lo, ref
-        lo, ref = asyncio.run(both())
-    summary = score(suite, rows, lo, ref, thresholds_for(model, threshold_overrides))
+            return await asyncio.gather(*tasks)
+        got = asyncio.run(ask_all())
+    lo = got[0]
+    ref = got[1] if len(got) > 1 else {r["id"]: ref_store.outcome(request_key(suite, r)) for r in rows}
+    summary = score(suite, rows, lo, ref, thresholds)
     summary = {"suite": summary["suite"], "local": local.facts(), "reference": reference.facts(), **summary}
-    if reference_file is not None:
-        summary["reference"]["recording"] = str(reference_file)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    write_reports(output, summary)
+    if cfg.reference_file is not None:
+        summary["reference"]["recording"] = str(cfg.reference_file)
+    (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_reports(cfg.output, summary)
     print_summary(console, summary)
     return summary
-
-
-async def _preflight_all(endpoints: list[Endpoint]) -> None:
-    for ep in endpoints:
-        await preflight(ep)

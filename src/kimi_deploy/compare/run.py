@@ -1,5 +1,5 @@
 """Send a suite to one endpoint through `openai.AsyncOpenAI`, with bounded concurrency, an optional rate
-limit and bounded retries with backoff on 429, 5xx and dropped connections; every response is appended
+limit and the retries of endpoint.ANSWERS (backoff on 429, 5xx and dropped connections); every response is appended
 to a JSONL record (keyed by a hash of the request) as it arrives, so a run is resumable and a recorded
 reference can be replayed offline against any number of local deployments."""
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import Any, Callable
 
 import openai
 
+from ..endpoint import ANSWERS, Endpoint, RetryPolicy, reasoning_of
 from ..errors import BadInput
-from .adapters import Endpoint, reasoning_of
+from .adapters import request_kwargs
 
 
 def request_key(suite: str, row: dict[str, Any]) -> str:
@@ -25,6 +25,23 @@ def request_key(suite: str, row: dict[str, Any]) -> str:
     canon = {k: row.get(k) for k in ("id", "messages", "tools", "tool_choice", "thinking", "max_tokens")}
     blob = json.dumps({"suite": suite, **canon}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Side:
+    """One side of the comparison: a live endpoint, or a recording of one (endpoint None)."""
+
+    name: str  # "local" or "reference"
+    model: str  # the model id this endpoint knows
+    endpoint: Endpoint | None = None
+    recorded_url: str | None = None
+    recorded_kind: str | None = None
+
+    def facts(self) -> dict[str, Any]:
+        if self.endpoint is not None:
+            return {"url": self.endpoint.v1, "model": self.model, "kind": self.endpoint.kind}
+        return {"url": self.recorded_url or "recorded", "model": self.model,
+                "kind": self.recorded_kind or "self-hosted"}
 
 
 @dataclass
@@ -67,9 +84,10 @@ class Store:
         rec = self.records.get(key)
         return Outcome(**rec["response"]) if rec else None
 
-    def append(self, key: str, endpoint: Endpoint, outcome: Outcome) -> None:
-        rec = {"key": key, "id": outcome.id, "suite": self.suite, "model": self.model, "endpoint": endpoint.base_url,
-               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "response": asdict(outcome)}
+    def append(self, key: str, side: Side, outcome: Outcome) -> None:
+        facts = side.facts()
+        rec = {"key": key, "id": outcome.id, "suite": self.suite, "model": self.model, "endpoint": facts["url"],
+               "kind": facts["kind"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "response": asdict(outcome)}
         self.records[key] = rec
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:  # one line per answer, flushed at once: nothing recorded is lost
@@ -91,32 +109,10 @@ def _outcome(row_id: str, resp: Any, seconds: float) -> Outcome:
                    getattr(details, "reasoning_tokens", None) if details else None, seconds=round(seconds, 3))
 
 
-RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError, openai.APITimeoutError)
-
-
-async def preflight(endpoint: Endpoint, timeout: float = 30) -> None:
-    """Bad keys, wrong model names and unreachable endpoints are bad input, found before any request."""
-    client = openai.AsyncOpenAI(base_url=f"{endpoint.base_url}", api_key=endpoint.api_key or "none",
-                                max_retries=1, timeout=timeout)
-    try:
-        models = [m.id async for m in client.models.list()]
-    except openai.AuthenticationError:
-        raise BadInput(f"{endpoint.base_url} rejected the API key (401)", f"--{endpoint.name}") from None
-    except (openai.APIConnectionError, openai.APITimeoutError):
-        raise BadInput(f"{endpoint.base_url} is unreachable", f"--{endpoint.name}") from None
-    except openai.APIStatusError as exc:
-        raise BadInput(f"{endpoint.base_url}/models answered {exc.status_code}", f"--{endpoint.name}") from None
-    finally:
-        await client.close()
-    if models and endpoint.model not in models:
-        raise BadInput(f"{endpoint.base_url} serves {', '.join(models[:8])}, not {endpoint.model!r}",
-                       f"--{endpoint.name}-model" if endpoint.name == "reference" else "--model")
-
-
-async def collect(endpoint: Endpoint, suite: str, rows: list[dict[str, Any]], store: Store, concurrency: int = 8,
+async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Store, *, concurrency: int = 8,
                   rate: float | None = None, temperature: float | None = 0.0, max_tokens: int | None = None,
-                  retries: int = 5, timeout: float = 600, on_done: Callable[[Outcome], None] = lambda o: None
-                  ) -> dict[str, Outcome]:
+                  retry: RetryPolicy = ANSWERS, timeout: float = 600,
+                  on_done: Callable[[Outcome], None] = lambda o: None) -> dict[str, Outcome]:
     """Answers for every row (recorded ones are reused), keyed by row id."""
     results: dict[str, Outcome] = {}
     todo = []
@@ -129,23 +125,13 @@ async def collect(endpoint: Endpoint, suite: str, rows: list[dict[str, Any]], st
             todo.append((key, row))
     if not todo:
         return results
-    client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or "none", max_retries=0,
-                                timeout=timeout)
+    endpoint = side.endpoint
+    assert endpoint is not None, "a recording has no endpoint to ask"
+    client = endpoint.openai_client(timeout=timeout)
     sem = asyncio.Semaphore(concurrency)
     gap = 1.0 / rate if rate else 0.0
     next_start = [time.monotonic()]
     start_lock = asyncio.Lock()
-
-    async def ask(kwargs: dict[str, Any]) -> Any:
-        delay = 2.0
-        for attempt in range(retries + 1):
-            try:
-                return await client.chat.completions.create(**kwargs)
-            except RETRYABLE:
-                if attempt == retries:
-                    raise
-                await asyncio.sleep(min(delay, 60) * (1 + random.random() * 0.25))
-                delay *= 2
 
     async def one(key: str, row: dict[str, Any]) -> None:
         async with sem:
@@ -155,10 +141,11 @@ async def collect(endpoint: Endpoint, suite: str, rows: list[dict[str, Any]], st
                     next_start[0] = max(next_start[0], time.monotonic()) + gap
                 if wait > 0:
                     await asyncio.sleep(wait)
-            kwargs = endpoint.request(row, temperature, max_tokens)
+            kwargs = request_kwargs(endpoint, side.model, row, temperature, max_tokens)
             t0 = time.monotonic()
             try:
-                outcome = _outcome(row["id"], await ask(kwargs), time.monotonic() - t0)
+                resp = await retry.run(lambda: client.chat.completions.create(**kwargs))
+                outcome = _outcome(row["id"], resp, time.monotonic() - t0)
             except openai.APIStatusError as exc:
                 outcome = Outcome(row["id"], error=f"HTTP {exc.status_code}: {_message(exc)}", status=exc.status_code,
                                   seconds=round(time.monotonic() - t0, 3))
@@ -172,7 +159,7 @@ async def collect(endpoint: Endpoint, suite: str, rows: list[dict[str, Any]], st
                         pass
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
                 outcome = Outcome(row["id"], error=f"{type(exc).__name__}: {exc}", seconds=round(time.monotonic() - t0, 3))
-            store.append(key, endpoint, outcome)
+            store.append(key, side, outcome)
             results[row["id"]] = outcome
             on_done(outcome)
 

@@ -1,5 +1,5 @@
 """Scoring a local deployment against a reference, in the spirit of Moonshot's K2-Vendor-Verifier
-(kimi-k2-facts.md §5):
+(github.com/MoonshotAI/K2-Vendor-Verifier, README.md and tool_calls_eval.py):
 
 - tool_call_f1: per request, finish_reason "tool_calls" on both sides is a true positive, local only a
   false positive, reference only a false negative (a local error where the reference called a tool is a
@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 
+from ..stats import percentile
 from .run import Outcome
 
 LEAK = re.compile(r"<\|[a-z_]+\|>|</?think>")
@@ -52,8 +53,8 @@ def _stats(values: list[int]) -> dict[str, float]:
     if not values:
         return {}
     v = sorted(values)
-    return {"mean": round(statistics.fmean(v), 1), "p50": v[len(v) // 2], "p90": v[int(len(v) * 0.9) - 1 if len(v) > 1 else 0],
-            "max": v[-1]}
+    return {"mean": round(statistics.fmean(v), 1), "p50": round(percentile(v, 50, presorted=True), 1),
+            "p90": round(percentile(v, 90, presorted=True), 1), "max": v[-1]}
 
 
 class Findings:

@@ -1,14 +1,20 @@
-"""Comparison suites: JSONL files of chat-completion requests (one per line) in benchmarks/suites/.
+"""Comparison suites: JSONL files of chat-completion requests (one per line), the built-in ones shipped
+inside the package (kimi_deploy/suites/, read with importlib.resources so an installed wheel has them).
 Each line: {"id", "suite", "messages", "tools"?, "tool_choice"?, "thinking"?, "max_tokens"?, "expected"?}.
 `thinking` is the request's intent; each endpoint adapter turns it into its own parameter. Extend a
-suite by appending lines; `generate()` writes the built-in ones from the tool suite deterministically."""
+suite by appending lines; `generate()` writes the built-in ones from the tool suite deterministically
+(benchmarks/suites/generate.py)."""
 
 from __future__ import annotations
 
 import json
 import random
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 from ..errors import BadInput
 from ..jsonl import read_jsonl
@@ -17,22 +23,26 @@ from ..toolsuite import CHAT, arguments_json, tool_case, tool_result, tool_subse
 SUITES = ("tool-calls", "chat", "thinking")
 
 
-def suites_dir() -> Path:
-    """benchmarks/suites in a checkout; the copy shipped inside the package otherwise."""
-    repo = Path(__file__).resolve().parents[3] / "benchmarks" / "suites"
-    return repo if repo.is_dir() else Path(__file__).resolve().parent / "data"
+def builtin(name: str) -> Traversable:
+    """A built-in suite file inside the installed package."""
+    return resources.files("kimi_deploy") / "suites" / f"{name}.jsonl"
 
 
 def load(name_or_path: str) -> tuple[str, list[dict[str, Any]]]:
     """(suite name, requests) from a built-in suite name or a JSONL path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = suites_dir() / f"{name_or_path}.jsonl"
-        if not path.is_file():
+        if name_or_path not in SUITES or not builtin(name_or_path).is_file():
             raise BadInput(f"unknown suite {name_or_path!r}; built in: {', '.join(SUITES)} (or a .jsonl path)",
                            "--suite")
+        with resources.as_file(builtin(name_or_path)) as p:
+            return _read(p)
     if not path.is_file():
         raise BadInput("suite file not found", str(path))
+    return _read(path)
+
+
+def _read(path: Path) -> tuple[str, list[dict[str, Any]]]:
     rows = []
     for n, row in read_jsonl(path):
         if not isinstance(row, dict) or "messages" not in row or "id" not in row:

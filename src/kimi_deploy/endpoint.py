@@ -1,0 +1,357 @@
+"""The one client layer for every command that talks to an OpenAI-compatible endpoint (bench, compare,
+wait, the CLI): where the endpoint is, how to authenticate, what kind it is, which request fields turn
+thinking on or off and which sampling fields it accepts, where the reasoning comes back, which failures
+are retried, which models it serves and when it is ready.
+
+Each client keeps its own HTTP library (bench: aiohttp, compare: openai.AsyncOpenAI, wait: httpx and
+openai) but takes all of the above from here. The shape follows vLLM's benchmark client, which keeps one
+request description, one measured output and one `_get_headers` for every backend
+(github.com/vllm-project/vllm, vllm/benchmarks/lib/endpoint_request_func.py).
+
+Hosted Moonshot API facts (kind "moonshot"):
+- base URLs https://api.moonshot.ai/v1 and https://api.moonshot.cn/v1 (github.com/MoonshotAI/Kimi-K2
+  README.md);
+- thinking is switched off with `thinking: {"type": "disabled"}` on kimi-k2.5 / kimi-k2.6, and cannot be
+  switched off on kimi-k2-thinking(-turbo); self-hosted vLLM/SGLang take
+  `chat_template_kwargs: {"thinking": false}` (github.com/MoonshotAI/Kimi-K2.5 README.md;
+  platform.moonshot.ai/docs/guide/use-kimi-k2-thinking-model);
+- on kimi-k2.5 / kimi-k2.6 temperature, top_p, n and the penalties "cannot be modified"
+  (platform.kimi.ai/docs/api/models-overview, parameter table);
+- reasoning comes back in `reasoning_content` (message and stream delta) on the hosted API and SGLang,
+  and in `reasoning` on recent vLLM (vllm-project/vllm PR #27752 renamed the field)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from .errors import BadInput, OperationFailed
+
+Kind = Literal["moonshot", "self-hosted"]
+HOSTED_HOSTS = ("api.moonshot.ai", "api.moonshot.cn")
+ALWAYS_THINKING = ("kimi-k2-thinking", "kimi-k2-thinking-turbo")
+FIXED_SAMPLING = ("kimi-k2.5", "kimi-k2.6")
+MOONSHOT_URL = "https://api.moonshot.ai/v1"
+
+T = TypeVar("T")
+
+
+class Headers(dict):
+    """Request headers whose repr and str never show a credential (they end up in logs and tracebacks)."""
+
+    _SECRET = ("authorization", "x-api-key")
+
+    def __repr__(self) -> str:
+        return repr({k: ("***" if k.lower() in self._SECRET else v) for k, v in self.items()})
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """An OpenAI-compatible endpoint. `root` is scheme://host[:port][/prefix] without the /v1; the API key
+    is read once from the environment variable `api_key_env` and never appears in repr, str or facts."""
+
+    root: str
+    kind: Kind = "self-hosted"
+    flag: str = "--base-url"  # the option that named this endpoint, for error messages
+    api_key_env: str | None = None
+    api_key: SecretStr | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, flag: str, kind: str = "auto", api_key_env: str | None = None,
+                 key_flag: str = "--api-key-env", key_optional: bool = False,
+                 env: Mapping[str, str] | None = None) -> Endpoint:
+        """Parse a root or /v1 URL given to option `flag`. `kind` is auto (hosted when the host is
+        Moonshot's), moonshot or self-hosted. A key variable that is not set is bad input, unless
+        `key_optional` and the endpoint is self-hosted (then no key is sent)."""
+        root = normalize_url(url, flag)
+        if kind == "auto":
+            kind = "moonshot" if urlsplit(root).hostname in HOSTED_HOSTS else "self-hosted"
+        elif kind not in ("moonshot", "self-hosted"):
+            raise BadInput(f"must be auto, moonshot or self-hosted, got {kind!r}", f"{flag}-kind")
+        key = None
+        if api_key_env:
+            value = (os.environ if env is None else env).get(api_key_env)
+            if value is None and not (key_optional and kind == "self-hosted"):
+                why = " (Moonshot's API needs a key)" if kind == "moonshot" else ""
+                raise BadInput(f"environment variable {api_key_env} is not set{why}", key_flag)
+            key = SecretStr(value) if value else None
+        return cls(root=root, kind=kind, flag=flag, api_key_env=api_key_env, api_key=key)  # type: ignore[arg-type]
+
+    # --- where --------------------------------------------------------------------------------------
+    @property
+    def v1(self) -> str:
+        """The OpenAI base URL (what openai.OpenAI(base_url=...) wants)."""
+        return self.root + "/v1"
+
+    def url(self, path: str) -> str:
+        """An absolute URL for a server path such as /health, /metrics, /tokenize or /v1/models."""
+        return self.root + path
+
+    @property
+    def hosted(self) -> bool:
+        return self.kind == "moonshot"
+
+    # --- who ------------------------------------------------------------------------------------------
+    def headers(self, content_type: str | None = None) -> Headers:
+        """The one header builder: bearer auth when there is a key, optionally a content type."""
+        h = Headers()
+        if content_type:
+            h["Content-Type"] = content_type
+        if self.api_key is not None:
+            h["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        return h
+
+    def facts(self) -> dict[str, Any]:
+        """What reports and summary.json may say about the endpoint (no secret)."""
+        return {"url": self.v1, "kind": self.kind, "api_key_env": self.api_key_env}
+
+    # --- what to send -------------------------------------------------------------------------------
+    def model_id(self, name: str) -> str:
+        """The model id to send: on the hosted API a self-hosted served name (catalog id, alias or repo)
+        becomes the hosted id (catalog `hosted_name`, e.g. kimi-k2-instruct-0905 -> kimi-k2-0905-preview)."""
+        if not self.hosted:
+            return name
+        from .catalog import MODELS
+
+        key = name.lower()
+        for m in MODELS.values():
+            if key in (m.id, m.repo.lower(), *m.aliases) and m.hosted_name:
+                return m.hosted_name
+        return name
+
+    def thinking_fields(self, model: str, thinking: bool | None) -> dict[str, Any]:
+        """Request fields that turn thinking on or off; {} for the server's default (None)."""
+        if thinking is None:
+            return {}
+        if self.hosted:
+            # kimi-k2-thinking cannot turn it off (the field is refused); K2.5+ think by default.
+            return {"thinking": {"type": "disabled"}} if not thinking and model not in ALWAYS_THINKING else {}
+        return {"chat_template_kwargs": {"thinking": thinking}}
+
+    def sampling_fields(self, model: str, temperature: float | None) -> dict[str, Any]:
+        """The temperature, unless the hosted API fixes it for this model."""
+        if temperature is None or (self.hosted and model in FIXED_SAMPLING):
+            return {}
+        return {"temperature": temperature}
+
+    # --- clients --------------------------------------------------------------------------------------
+    def openai_client(self, *, timeout: float, asynchronous: bool = True) -> Any:
+        """An openai client on this endpoint with our headers and no retries of its own (RetryPolicy
+        decides); the SDK's own bearer header is overridden by ours (custom headers win)."""
+        import openai
+
+        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        return cls(base_url=self.v1, api_key="unused", default_headers=dict(self.headers()), max_retries=0,
+                   timeout=timeout)
+
+
+def normalize_url(url: str, flag: str) -> str:
+    """The root of an http(s) URL given as the root or the /v1 URL, with or without a trailing slash."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(f"{url!r} is not an http(s) URL (e.g. http://head:8000 or http://head:8000/v1)", flag)
+    if parts.query or parts.fragment:
+        raise BadInput(f"{url!r}: a base URL has no query or fragment", flag)
+    path = parts.path.rstrip("/")
+    path = path.removesuffix("/v1")
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def reasoning_of(obj: Any) -> str | None:
+    """The reasoning text of a message or stream delta (dict or openai object), whichever field the
+    server used: `reasoning_content` (Moonshot, SGLang) or `reasoning` (vLLM)."""
+    if obj is None:
+        return None
+    for attr in ("reasoning_content", "reasoning"):
+        value = obj.get(attr) if isinstance(obj, dict) else getattr(obj, attr, None)
+        if value:
+            return value
+    extra = getattr(obj, "model_extra", None) or {}
+    return extra.get("reasoning_content") or extra.get("reasoning") or None
+
+
+# --- retries ----------------------------------------------------------------------------------------
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level failures of the three HTTP libraries: worth another try."""
+    import aiohttp
+    import httpx
+    import openai
+
+    return (httpx.TransportError, aiohttp.ClientConnectionError, asyncio.TimeoutError, openai.APIConnectionError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Bounded attempts with exponential backoff and jitter. Retried: the statuses below (rate limits,
+    overload, gateway errors) and connection failures/timeouts; never 4xx client errors such as a bad
+    key, which would fail the same way again. K2-Vendor-Verifier backs off from 2 s up to 60 s on 429
+    and connection errors (github.com/MoonshotAI/K2-Vendor-Verifier, tool_calls_eval.py); we bound the
+    number of attempts so a dead endpoint ends the run."""
+
+    attempts: int = 6  # tries in total, the first included
+    base_s: float = 2.0
+    cap_s: float = 60.0
+    jitter: float = 0.25  # up to this fraction added, so clients do not retry in lock-step
+    statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return min(self.base_s * 2 ** (attempt - 1), self.cap_s) * (1 + random.random() * self.jitter)
+
+    def retryable(self, exc: BaseException) -> bool:
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            status = getattr(exc, "status", None)
+        if isinstance(status, int):
+            return status in self.statuses
+        return isinstance(exc, _transient_errors())
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await call()
+            except Exception as exc:
+                if attempt == self.attempts or not self.retryable(exc):
+                    raise
+                await asyncio.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_sync(self, call: Callable[[], T]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return call()
+            except Exception as exc:
+                if attempt == self.attempts or not self.retryable(exc):
+                    raise
+                time.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+# Measured benchmark requests are never retried (a retry would hide the failure and the latency);
+# answers to compare are retried fully; discovery before a run is retried briefly, then reported.
+NO_RETRY = RetryPolicy(attempts=1)
+ANSWERS = RetryPolicy()
+DISCOVERY = RetryPolicy(attempts=3, base_s=0.5, cap_s=2.0)
+
+
+# --- discovery and readiness -----------------------------------------------------------------------
+
+class StatusError(Exception):
+    """An HTTP answer that is not 200 (carries the status for RetryPolicy)."""
+
+    def __init__(self, status: int, url: str) -> None:
+        self.status = status
+        super().__init__(f"{url} answered {status}")
+
+
+def list_models(ep: Endpoint, *, client: Any = None, timeout: float = 30) -> list[str]:
+    """One GET /v1/models: the served model ids. httpx errors and StatusError propagate."""
+    import httpx
+
+    own = client is None
+    http = client or httpx.Client(timeout=timeout)
+    try:
+        r = http.get(ep.url("/v1/models"), headers=ep.headers())
+        if r.status_code != 200:
+            raise StatusError(r.status_code, ep.url("/v1/models"))
+        return [m["id"] for m in r.json().get("data", [])]
+    finally:
+        if own:
+            http.close()
+
+
+def served_models(ep: Endpoint, *, retry: RetryPolicy = DISCOVERY, timeout: float = 30) -> list[str]:
+    """The served model ids, or bad input naming the endpoint's option when it cannot tell."""
+    import httpx
+
+    try:
+        return retry.run_sync(lambda: list_models(ep, timeout=timeout))
+    except StatusError as exc:
+        hint = ": check the API key" + (f" in {ep.api_key_env}" if ep.api_key_env else "") \
+            if exc.status in (401, 403) else " (not an OpenAI-compatible endpoint?)"
+        raise BadInput(f"{exc}{hint}; it does not answer /v1/models", ep.flag) from None
+    except httpx.TransportError as exc:
+        raise BadInput(f"{ep.root} is unreachable ({type(exc).__name__}); it does not answer /v1/models",
+                       ep.flag) from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BadInput(f"{ep.url('/v1/models')} is not an OpenAI model list; it does not answer /v1/models",
+                       ep.flag) from None
+
+
+def require_model(ep: Endpoint, model: str | None, model_flag: str) -> str:
+    """`model` when the endpoint serves it (or lists nothing), else bad input naming `model_flag`;
+    the first served model when `model` is None."""
+    served = served_models(ep)
+    if model is None:
+        if not served:
+            raise BadInput(f"{ep.v1} lists no model; give {model_flag}", ep.flag)
+        return served[0]
+    if served and model not in served:
+        raise BadInput(f"{ep.v1} serves {', '.join(served[:8])}, not {model!r}", model_flag)
+    return model
+
+
+@dataclass(frozen=True)
+class Ready:
+    model: str
+    seconds: float
+
+
+def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interval: float = 2.0,
+               on_phase: Callable[[str, float], None] = lambda phase, elapsed: None) -> Ready:
+    """Poll /health until 200, then /v1/models, then send one tiny chat completion; OperationFailed on
+    timeout or when the endpoint answers but can never become right (wrong model, rejected key). A
+    readiness probe, not a retry: every failure before the deadline is expected while the engine loads."""
+    import httpx
+    import openai
+
+    start = time.monotonic()
+    phase = "health"
+    last_error = ""
+    with httpx.Client(timeout=10) as http:
+        client = ep.openai_client(timeout=60, asynchronous=False)
+        try:
+            while True:
+                elapsed = time.monotonic() - start
+                if elapsed > timeout:
+                    raise OperationFailed(f"{ep.root} not ready after {timeout:.0f} s (stuck at {phase}: {last_error})")
+                on_phase(phase, elapsed)
+                try:
+                    if phase == "health":
+                        r = http.get(ep.url("/health"))
+                        if r.status_code == 200:
+                            phase = "models"
+                            continue
+                        last_error = f"/health answered {r.status_code}"
+                    elif phase == "models":
+                        ids = list_models(ep, client=http)
+                        if model and model not in ids:
+                            raise OperationFailed(f"{ep.root} serves {ids}, not {model!r}")
+                        model = model or (ids[0] if ids else None)
+                        if model:
+                            phase = "completion"
+                            continue
+                        last_error = "/v1/models lists no model"
+                    else:
+                        client.chat.completions.create(model=model or "", max_tokens=1,
+                                                       messages=[{"role": "user", "content": "ping"}])
+                        return Ready(model or "", time.monotonic() - start)
+                except StatusError as exc:
+                    if exc.status in (401, 403):
+                        raise OperationFailed(f"{exc}: check the API key") from None
+                    last_error = str(exc)
+                except (httpx.HTTPError, openai.APIConnectionError, openai.APIStatusError) as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"[:200]
+                time.sleep(interval)
+        finally:
+            client.close()
