@@ -211,7 +211,8 @@ def test_base_url_forms_and_bad_schemes(sim_factory, tmp_path: Path) -> None:
     for i, form in enumerate((url, url + "/", url + "/v1", url + "/v1/")):
         s = _bench(form, tmp_path / f"r{i}", "--concurrency", "1", "--num-requests", "2", "--output-len", "2")
         assert s["requests"]["completed"] == 2 and s["config"]["base_url"] == url + "/v1", s["config"]
-    for bad in ("ftp://127.0.0.1/v1", "127.0.0.1:8000", "http:///v1", url + "/v1?x=1"):
+    for bad in ("ftp://127.0.0.1/v1", "127.0.0.1:8000", "http:///v1", url + "/v1?x=1", "http://[::1",
+                "http://127.0.0.1:abc/v1", "http://127.0.0.1:99999", "http://user:pw@127.0.0.1:9/v1"):
         assert_clean_error(run_cli("bench", "--base-url", bad, "--model", "sim", "--output", str(tmp_path / "x"),
                                    "--concurrency", "1"), "--base-url")
     assert not (tmp_path / "x").exists()
@@ -223,6 +224,9 @@ def test_wait_url_forms_and_bad_input(sim_factory) -> None:
         proc = run_cli("wait", form, "--timeout", "60")
         assert proc.returncode == 0 and "model sim answered" in proc.stdout, proc.stderr
     assert_clean_error(run_cli("wait", "ftp://127.0.0.1:9"), "URL", "not an http(s) URL")
+    proc = run_cli("wait", "http://user:hunter2pw@127.0.0.1:9")
+    assert_clean_error(proc, "URL", "credentials do not belong in the URL")
+    assert "hunter2pw" not in proc.stderr + proc.stdout
     env = {k: v for k, v in os.environ.items() if k != "KD_NOT_SET"}
     assert_clean_error(run_cli("wait", url, "--api-key-env", "KD_NOT_SET", env=env), "--api-key-env", "KD_NOT_SET")
     wrong = run_cli("wait", url + "/v1", "--model", "gpt-9", "--timeout", "30")

@@ -150,14 +150,23 @@ def test_k8s_output_never_deletes_or_overwrites_the_users_files(tmp_path: Path) 
     assert run_cli("k8s", str(spec), "-o", str(out)).returncode == 0
     assert (out / "spec.yaml").read_text() == "my spec\n" and (out / "notes.yaml").read_text() == "mine\n"
     # a file we wrote and no longer render goes; ours are replaced
-    (out / "leaderworkerset-old.yaml").write_text("# rendered by kimi-deploy k8s from x.yaml; do not edit by hand\n")
+    (out / "leaderworkerset-old.yaml").write_text("# rendered by kimi-deploy k8s from spec.yaml; do not edit by hand\n")
+    (out / "deployment-other.yaml").write_text("# rendered by kimi-deploy k8s from other.yaml; do not edit by hand\n")
     assert run_cli("k8s", str(spec), "-o", str(out)).returncode == 0
     assert not (out / "leaderworkerset-old.yaml").exists() and (out / "service.yaml").exists()
+    assert (out / "deployment-other.yaml").exists()  # another spec's manifest: not ours to delete
+    # a symlink where a manifest would go is never written through
+    (out / "pdb-target").mkdir()
+    (out / "poddisruptionbudget.yaml").unlink()
+    (out / "poddisruptionbudget.yaml").symlink_to(out / "pdb-target" / "x.yaml")
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(out)), "poddisruptionbudget.yaml")
+    assert not (out / "pdb-target" / "x.yaml").exists()
+    (out / "poddisruptionbudget.yaml").unlink()
     # a user's file under a name we would write: refused, nothing touched
     (out / "service.yaml").write_text("my service\n")
-    before = {p.name: p.read_text() for p in out.iterdir()}
+    before = {p.name: p.read_text() for p in out.iterdir() if p.is_file()}
     assert_clean_error(run_cli("k8s", str(spec), "-o", str(out)), "service.yaml", "not written by kimi-deploy")
-    assert {p.name: p.read_text() for p in out.iterdir()} == before
+    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == before
     assert_clean_error(run_cli("k8s", str(spec), "-o", str(out / "spec.yaml")), "not a directory")
 
 
@@ -182,3 +191,24 @@ def test_serve_refuses_an_image_without_ray(tmp_path: Path) -> None:
     proc = run_cli("serve", str(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp8pp2-ray.yaml"), "--node-rank", "1",
                    "--head-address", "10.0.0.1", "--no-check-args", env={"PATH": "/usr/bin:/bin", "KIMI_API_KEY": "k"})
     assert_clean_error(proc, "executables", "ray not installed", code=1)
+
+
+def test_validate_refuses_what_render_refuses(tmp_path: Path) -> None:
+    data = _data(DEPLOY / "kimi-k2.5-h200x8-sglang-tp8.yaml")
+    data["engine"]["version"] = "0.5.2"  # the API key needs --config (sglang >= 0.5.3)
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    for cmd in ("validate", "render"):
+        assert_clean_error(run_cli(cmd, str(p)), "engine.version", "--config YAML file needs sglang >= 0.5.3")
+
+
+@pytest.mark.parametrize("path, change, needles", [
+    (SGLANG_TP16, {"kv_cache_dtype": "fp8_ds_mla"}, ["serving.kv_cache_dtype", "sglang has no 'fp8_ds_mla'", "fp8_e4m3"]),
+    (SGLANG_PD, {"port": 65535}, ["serving.port", "up to 65533"]),
+])
+def test_values_an_engine_cannot_take(tmp_path: Path, path: Path, change: dict, needles: list[str]) -> None:
+    data = _data(path)
+    data["serving"].update(change)
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("plan", str(p)), *needles)

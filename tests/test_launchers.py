@@ -188,3 +188,28 @@ def test_engine_not_installed_is_bad_input(monkeypatch, spec_with_weights: Path,
         cli.main()
     assert exc.value.code == 2
     assert "engine.name: vllm is not installed" in capsys.readouterr().err
+
+
+PD = DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"
+
+
+@pytest.mark.parametrize("args, env, needles", [
+    (["--node-rank", "2", "--head-address", "h0"], {}, ["--head-address", "one head per side"]),
+    ([], {"LWS_LEADER_ADDRESS": "l", "LWS_WORKER_INDEX": "1", "LWS_GROUP_SIZE": "2"}, ["KIMI_PD_GROUP"]),
+    ([], {"LWS_LEADER_ADDRESS": "l", "LWS_WORKER_INDEX": "2", "LWS_GROUP_SIZE": "2", "KIMI_PD_GROUP": "decode"},
+     ["LWS_WORKER_INDEX", "outside 0..1"]),
+    (["--node-rank", "2"], {"KIMI_PREFILL_HEAD_ADDR": "p"}, ["KIMI_DECODE_HEAD_ADDR", "not set"]),
+])
+def test_prefill_decode_roles_are_never_guessed(args: list[str], env: dict, needles: list[str]) -> None:
+    """A P/D side must never join the other side's rendezvous: its head comes from its own variable,
+    LWS group or Slurm, and anything ambiguous is refused."""
+    proc = run_cli("serve", str(PD), *args, "--dry-run", "--no-check-args", env=_env(**env))
+    assert_clean_error(proc, *needles)
+
+
+def test_prefill_decode_heads_from_their_own_variables() -> None:
+    proc = run_cli("serve", str(PD), "--node-rank", "3", "--dry-run", "--no-check-args", "--skip-preflight",
+                   env=_env(KIMI_PREFILL_HEAD_ADDR="p0", KIMI_DECODE_HEAD_ADDR="d0"))
+    assert proc.returncode == 0, proc.stderr
+    assert "--dist-init-addr d0:5000" in proc.stdout and "role decode-worker" in proc.stdout
+    assert_clean_error(run_cli("render", str(PD), "--head-address", "h0"), "--head-address")

@@ -207,3 +207,60 @@ def test_router_wrapper_refuses_a_missing_key() -> None:
     proc = subprocess.run([sys.executable, "-m", "kimi_deploy.routers", "trtllm"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+@pytest.mark.parametrize("key, needles", [
+    ("", ["KIMI_API_KEY", "empty"]),
+    ("-starts-with-a-dash", ["KIMI_API_KEY", "starts with '-'"]),
+])
+def test_keys_an_engine_would_mishandle_are_refused(key: str, needles: list[str]) -> None:
+    """An empty key would start the engine without authentication; a leading dash stops SGLang."""
+    from .conftest import assert_clean_error
+
+    env = {**os.environ, "KIMI_API_KEY": key}
+    assert_clean_error(run_cli("serve", str(SGLANG_TP8), "--dry-run", "--no-check-args", env=env), *needles)
+    if not key:
+        vllm = DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml"
+        assert_clean_error(run_cli("serve", str(vllm), "--dry-run", "--no-check-args", env=env), *needles)
+
+
+@pytest.mark.parametrize("key", ["emoji😀key-1", "quote'\"both", "back\\slash\ttab", "ä-umlaut: yes # no"])
+def test_startup_file_carries_any_key_exactly(key: str) -> None:
+    node = render(resolve(load_spec(SGLANG_TP8)))[0]
+    paths = write_startup_files(node, {"KIMI_API_KEY": key})
+    try:
+        assert yaml.safe_load(Path(paths["KIMI_SGLANG_CONFIG"]).read_text(encoding="utf-8")) == {"api-key": key}
+    finally:
+        for p in paths.values():
+            Path(p).unlink()
+
+
+@pytest.mark.parametrize("key", ["back\\slash-key", "tab\tkey12", "quote'\"both", "emoji😀key", "plain-secret-123"])
+def test_sglang_log_filter_masks_escaped_forms_and_tracebacks(key: str) -> None:
+    from kimi_deploy.redact_log import sglang_logging_config
+
+    probe = ("import json, logging, logging.config, sys\n"
+             "logging.config.dictConfig(json.loads(sys.argv[1]))\n"
+             "log = logging.getLogger('sglang.srt.entrypoints.engine')\n"
+             "key = __import__('os').environ['KIMI_API_KEY']\n"
+             "log.info('server_args=%s', {'api_key': key})\n"
+             "try:\n    raise ValueError('bad api_key=' + key)\nexcept ValueError:\n    log.exception('failed')\n")
+    proc = subprocess.run([sys.executable, "-c", probe, json.dumps(sglang_logging_config(["KIMI_API_KEY"]))],
+                          capture_output=True, text=True, env={**os.environ, "KIMI_API_KEY": key}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stderr
+    assert "server_args=" in text and "ValueError" in text
+    for form in (key, repr(key)[1:-1], json.dumps(key)[1:-1]):
+        assert form not in text, text
+    assert text.count("***") >= 2
+
+
+def test_rendered_shell_stops_without_a_key(tmp_path: Path) -> None:
+    shell = run_cli("render", str(SGLANG_TP8), check=True).stdout
+    lines = shell.split("python3 -m sglang.launch_server")[0] + "echo started\n"
+    env = {k: v for k, v in os.environ.items() if k != "KIMI_API_KEY"}
+    env.update({"XDG_RUNTIME_DIR": str(tmp_path), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"})
+    for extra in ({}, {"KIMI_API_KEY": ""}):
+        proc = subprocess.run(["bash", "-c", lines], capture_output=True, text=True, env={**env, **extra}, timeout=60)
+        assert proc.returncode != 0 and "started" not in proc.stdout, proc.stdout
+        assert "KIMI_API_KEY is not set or empty" in proc.stderr

@@ -239,6 +239,10 @@ def resolve(spec: Spec) -> Deployment:
                                 extra + tuple(g.extra_args)))
             first += g.nodes
         router = Router(rank=first, port=t.pd.router_port)
+    for g in groups:
+        if g.port > 65535:
+            raise BadInput(f"{spec.serving.port} leaves no room for the {g.name} side's port "
+                           f"(serving.port + {PD_PORT_OFFSET[g.name]}); allowed: up to 65533", "serving.port")
     thinking, tool, reasoning = _parsers(spec, entry)
     return Deployment(
         spec=spec, name=spec.name, engine=engine, engine_version=spec.engine.version, model=name, entry=entry,

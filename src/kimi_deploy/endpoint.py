@@ -156,9 +156,18 @@ class Endpoint:
 
 def normalize_url(url: str, flag: str) -> str:
     """The root of an http(s) URL given as the root or the /v1 URL, with or without a trailing slash."""
-    parts = urlsplit(url.strip())
+    bad = BadInput(f"{url!r} is not an http(s) URL (e.g. http://head:8000 or http://head:8000/v1)", flag)
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise bad from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadInput(f"{url!r} is not an http(s) URL (e.g. http://head:8000 or http://head:8000/v1)", flag)
+        raise bad
+    if parts.username or parts.password:
+        # it would be echoed in errors and written into result files; keys come from an env var
+        raise BadInput("credentials do not belong in the URL; put the key in an environment variable and "
+                       "name it with the key option", flag)
     if parts.query or parts.fragment:
         raise BadInput(f"{url!r}: a base URL has no query or fragment", flag)
     path = parts.path.rstrip("/")

@@ -303,34 +303,45 @@ def _engine_objects(dep: Deployment, out: dict[str, dict[str, Any]], group: Grou
     return dict(labels) if hybrid else {**labels, "leaderworkerset.sigs.k8s.io/worker-index": "0"}
 
 
-def _ours(path: Path) -> bool:
+def _written_from(path: Path) -> str | None:
+    """The spec file name a manifest says it was rendered from, or None for anything else (including a
+    symlink: writing through one would put a file outside the directory)."""
+    if path.is_symlink() or not path.is_file():
+        return None
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
-            return fh.readline().startswith(HEADER)
+            first = fh.readline()
     except OSError:
-        return False
+        return None
+    if not first.startswith(HEADER + " from "):
+        return None
+    return first[len(HEADER + " from "):].split(";", 1)[0]
 
 
 def write(spec_path: Path, out_dir: Path) -> list[Path]:
-    """Write one file per object. Files this command wrote before and no longer renders are removed;
-    any other file (the user's spec, notes, overlays) is left alone, and one that would be overwritten
-    is refused."""
+    """Write one file per object. Files this command wrote from the same spec and no longer renders are
+    removed; any other file (the user's spec, notes, overlays, another spec's manifests) is left alone,
+    and one that would be overwritten is refused."""
     spec = load_spec(spec_path)
     objs = manifests(resolve(spec), spec_path.read_text())
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput("exists and is not a directory", str(out_dir))
-    clobbered = [f for f in objs if (out_dir / f).exists() and not _ours(out_dir / f)]
+    ours = spec_path.name
+    clobbered = [f for f in objs if (out_dir / f).exists() or (out_dir / f).is_symlink()]
+    clobbered = [f for f in clobbered if _written_from(out_dir / f) != ours]
     if clobbered:
-        raise BadInput(f"{', '.join(clobbered)} already exist there and were not written by kimi-deploy k8s; "
-                       "choose an empty directory", str(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("*.yaml"):
-        if stale.name not in objs and _ours(stale):
-            stale.unlink()
+        raise BadInput(f"{', '.join(clobbered)} already exist there and were not written by kimi-deploy k8s from "
+                       f"{ours}; choose another directory", str(out_dir))
     paths = []
-    for fname, obj in objs.items():
-        p = out_dir / fname
-        p.write_text(f"{HEADER} from {spec_path.name}; do not edit by hand\n"
-                     + yaml.safe_dump(obj, sort_keys=False, width=120))
-        paths.append(p)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob("*.yaml"):
+            if stale.name not in objs and _written_from(stale) == ours:
+                stale.unlink()
+        for fname, obj in objs.items():
+            p = out_dir / fname
+            p.write_text(f"{HEADER} from {ours}; do not edit by hand\n" + yaml.safe_dump(obj, sort_keys=False, width=120))
+            paths.append(p)
+    except OSError as exc:
+        raise BadInput(f"cannot write there: {exc.strerror or exc}", str(out_dir)) from None
     return paths

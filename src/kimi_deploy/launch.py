@@ -72,19 +72,22 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
     if node_rank is None and pd_group == "router":  # the P/D router pod: no LWS group, no GPUs
         return NodeContext(offsets["router"], heads, "env")
     own = pd_group if pd_group in ("prefill", "decode") else None
+    if head_address is not None and dep.pd:
+        # One address cannot name both sides' heads; a wrong one would make a side join the other's
+        # rendezvous. The sides' heads come from their own variables (or LWS / Slurm).
+        raise BadInput("a prefill/decode spec has one head per side: set KIMI_PREFILL_HEAD_ADDR and "
+                       "KIMI_DECODE_HEAD_ADDR instead, or run under a LeaderWorkerSet or Slurm", "--head-address")
     if node_rank is not None:
         rank, source = node_rank, "flags"
-        group = dep.group_of_rank(rank)
-        head = head_address
-        if head is None and group is not None and rank == group.first_rank:
-            head = _local_address()
-        if head is None and group is not None and group.multi_node:
-            raise BadInput(f"node rank {rank} is a worker and needs the head's address (--head-address)",
-                           "--head-address")
-        if head and group is not None:
-            heads[group.name] = head
-        elif head and not dep.pd:
-            heads["serve"] = head
+        if not dep.pd:
+            head = head_address
+            if head is None and rank == 0:
+                head = _local_address()
+            if head is None and dep.groups[0].multi_node:
+                raise BadInput(f"node rank {rank} is a worker and needs the head's address (--head-address)",
+                               "--head-address")
+            if head:
+                heads["serve"] = head
     elif "LWS_LEADER_ADDRESS" in env or "LWS_WORKER_INDEX" in env:
         source = "lws"
         try:
@@ -92,17 +95,20 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
             size = int(env.get("LWS_GROUP_SIZE", "1"))
         except ValueError:
             raise BadInput("LWS_WORKER_INDEX and LWS_GROUP_SIZE must be integers", "LWS_WORKER_INDEX") from None
-        group = dep.group(own) if own else (None if dep.pd else dep.groups[0])
-        expected = group.nodes if group else 1
-        if size != expected:
-            raise BadInput(f"LWS_GROUP_SIZE is {size} but the spec needs {expected} node(s) per group",
+        if dep.pd and own is None:
+            raise BadInput("under a LeaderWorkerSet each side of a prefill/decode spec is its own group: set "
+                           "KIMI_PD_GROUP to prefill or decode (the router runs as a Deployment)", "KIMI_PD_GROUP")
+        group = dep.group(own) if own else dep.groups[0]
+        if size != group.nodes:
+            raise BadInput(f"LWS_GROUP_SIZE is {size} but the spec needs {group.nodes} node(s) per group",
                            "LWS_GROUP_SIZE")
-        rank = (group.first_rank if group else 0) + index
+        if not 0 <= index < size:
+            raise BadInput(f"LWS_WORKER_INDEX is {index}, outside 0..{size - 1}", "LWS_WORKER_INDEX")
+        rank = group.first_rank + index
         head = head_address or env.get("LWS_LEADER_ADDRESS")
-        if head is None:
+        if not head:
             raise BadInput("LWS_WORKER_INDEX is set but LWS_LEADER_ADDRESS is not", "LWS_LEADER_ADDRESS")
-        if group is not None:
-            heads[group.name] = head
+        heads[group.name] = head
     elif "SLURM_NODEID" in env:
         source = "slurm"
         try:
@@ -138,13 +144,15 @@ def node_command(dep: Deployment, ctx: NodeContext) -> RenderedNode:
 # --- placeholders and secrets ---------------------------------------------------------------------
 
 def expand_refs(text: str, env: Mapping[str, str]) -> str:
-    """Replace ${VAR} references with values from the environment; a missing one is bad input."""
+    """Replace ${VAR} references with values from the environment. A missing or empty one is bad
+    input: an empty API key would start an engine with no authentication at all (vLLM ignores an empty
+    VLLM_API_KEY: vllm/entrypoints/serve/middleware/register.py), an empty address cannot be reached."""
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
-        if name not in env:
-            hint = " (give --head-address, or run under LWS / Slurm)" if name.endswith("_ADDR") else \
+        if not env.get(name):
+            hint = " (give --head-address or set it, or run under LWS / Slurm)" if name.endswith("_ADDR") else \
                 " (the spec names it in serving.api_key_env or serving.env)"
-            raise BadInput(f"environment variable {name} is not set{hint}", name)
+            raise BadInput(f"environment variable {name} is {'empty' if name in env else 'not set'}{hint}", name)
         return env[name]
     return _REF.sub(sub, text)
 
@@ -325,7 +333,13 @@ def materialize(node: RenderedNode, env: Mapping[str, str]) -> tuple[list[list[s
     a placeholder keeps this usable as the early check (dry runs, preflight)."""
     env = {**{f.var: f"<{f.var}>" for f in node.startup_files}, **env}
     for f in node.startup_files:
-        expand_tree(f.content, env)  # a missing secret is bad input before anything is written
+        filled = expand_tree(f.content, env)  # a missing secret is bad input before anything is written
+        if f.no_leading_dash:
+            for key, value in filled.items():
+                if isinstance(value, str) and value.startswith("-"):
+                    raise BadInput(f"the value for {key} starts with '-', which this engine's config file "
+                                   "cannot pass (it becomes a command-line option); use one that does not",
+                                   _REF.sub(r"\1", str(f.content[key])))
     for name in node.needs_env:
         expand_refs("${" + name + "}", env)
     setup = [[expand_refs(a, env) for a in cmd] for cmd in node.setup]
@@ -352,8 +366,9 @@ def write_startup_files(node: RenderedNode, env: Mapping[str, str]) -> dict[str,
     for i, f in enumerate(node.startup_files):
         path = folder / f"{i}{f.suffix}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(expand_tree(f.content, env), fh)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            # UTF-8, not \u escapes: YAML readers decode escaped surrogate pairs as two lone characters
+            json.dump(expand_tree(f.content, env), fh, ensure_ascii=False)
         paths[f.var] = str(path)
     return paths
 

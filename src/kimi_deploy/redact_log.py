@@ -4,11 +4,16 @@ SGLang 0.5.23 logs every server argument, the API key included, at INFO when it 
 (python/sglang/srt/entrypoints/engine.py, `server_args=...`; sgl-project/sglang#37457, open). It reads a
 logging dictConfig from SGLANG_LOGGING_CONFIG_PATH (python/sglang/srt/utils/common.py configure_logger),
 and that config installs this filter, which replaces the values of the named environment variables
-with `***` in every record, wherever it appears. Nothing else about SGLang's logging changes: the
-config keeps its format and level."""
+with `***` in every record: in the message, in a formatted traceback and in stack info, raw or in the
+escaped forms repr() and JSON give it (SGLang logs a dict's repr).
+
+The price, stated plainly: with SGLANG_LOGGING_CONFIG_PATH set, SGLang's configure_logger applies this
+config and returns, so its per-process prefix (" DP0 TP3 EP3"), --log-level and SGLANG_LOG_MS no longer
+apply; the format is SGLang's default `[time] message` at INFO. Only deployments with an API key get it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Iterable
@@ -22,17 +27,30 @@ class RedactEnv(logging.Filter):
 
     def __init__(self, env: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = [v for v in (os.environ.get(name) for name in env) if v and len(v) >= 4]
+        values = [v for v in (os.environ.get(name) for name in env) if v and len(v) >= 4]
+        forms = {f for v in values for f in (v, repr(v)[1:-1], json.dumps(v)[1:-1],
+                                               json.dumps(v, ensure_ascii=False)[1:-1])}
+        self.forms = sorted(forms, key=len, reverse=True)  # longest first: an escaped form contains others
+
+    def mask(self, text: str) -> str:
+        for form in self.forms:
+            text = text.replace(form, MASK)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self.forms:
             return True
         message = record.getMessage()
-        masked = message
-        for secret in self.secrets:
-            masked = masked.replace(secret, MASK)
+        masked = self.mask(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # Formatter.format uses exc_text when it is set: the traceback is formatted once, masked.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
         return True
 
 

@@ -26,6 +26,9 @@ class Flag:
     values: Mapping[str, str] | None = None  # spec value -> engine value; a value not in the map is omitted
     omit: tuple[Any, ...] = ()
 
+    def accepts(self, value: Any) -> bool:
+        return self.values is None or value in self.omit or value in self.values
+
     def argv(self, value: Any) -> list[str]:
         if value is None or value in self.omit:
             return []
@@ -63,7 +66,8 @@ SERVING_FLAGS: tuple[Row, ...] = (
     Row("mem_fraction_static", sglang=Flag("--mem-fraction-static"), plan="gpu_memory_utilization",
         doc="SGLang's share of each GPU's memory for weights and KV pool"),
     Row("kv_cache_dtype", vllm=Flag("--kv-cache-dtype", omit=("auto",)),
-        sglang=Flag("--kv-cache-dtype", values=SGLANG_KV_DTYPE), plan="kv_cache_dtype", doc="KV cache element type"),
+        sglang=Flag("--kv-cache-dtype", values=SGLANG_KV_DTYPE, omit=("auto",)), plan="kv_cache_dtype",
+        doc="KV cache element type"),
 )
 
 # Serving fields that are not a plain flag: each has its own rule in the engine modules.
@@ -88,6 +92,10 @@ def resolve_values(serving: Any, engine: str, defaults: Mapping[str, Any]) -> di
                 hint = f"; {engine} takes serving.{other}" if other else ""
                 raise BadInput(f"{engine} has no such setting{hint}", f"serving.{row.field}")
             continue
+        flag = row.flag(engine)
+        if value is not None and flag is not None and not flag.accepts(value):
+            allowed = ", ".join([*flag.omit, *(flag.values or {})])
+            raise BadInput(f"{engine} has no {value!r}; allowed: {allowed}", f"serving.{row.field}")
         if value is None:
             value = defaults.get(row.field)
         if value is not None:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from ..deployment import resolve
-from ..engines import RenderedNode, StartupFile, render
+from ..engines import RenderedNode, render
 from ..errors import BadInput, OperationFailed
 from ..spec import load_spec
 from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, out
@@ -27,35 +27,45 @@ def shell_word(tok: str) -> str:
     return shlex.quote(tok)
 
 
-# Fills ${NAME} references in a JSON template (argv[1]) from the environment and prints the JSON: the
-# secret is read inside python3, so it is never on a command line.
+# Fills ${NAME} references in a JSON template (argv[1]) from the environment and prints it as UTF-8 JSON;
+# argv[2] == "1" refuses top-level values that start with "-". The secret is read inside python3, so it
+# is never on a command line; an unset or empty variable fails (an empty key would mean no auth).
 _FILL_TEMPLATE = (
     "import json, os, re, sys\n"
+    "def env(m):\n"
+    "    v = os.environ.get(m.group(1))\n"
+    "    if not v: sys.exit(m.group(1) + ' is not set or empty')\n"
+    "    return v\n"
     "def fill(v):\n"
     "    if isinstance(v, dict): return {k: fill(x) for k, x in v.items()}\n"
     "    if isinstance(v, list): return [fill(x) for x in v]\n"
-    "    if isinstance(v, str): return re.sub(r'\\$\\{(\\w+)\\}', lambda m: os.environ[m.group(1)], v)\n"
+    "    if isinstance(v, str): return re.sub(r'\\$\\{(\\w+)\\}', env, v)\n"
     "    return v\n"
-    "json.dump(fill(json.loads(sys.argv[1])), sys.stdout)"
+    "d = fill(json.loads(sys.argv[1]))\n"
+    "if sys.argv[2] == '1' and any(isinstance(x, str) and x.startswith('-') for x in d.values()):\n"
+    "    sys.exit('a value starts with -, which the engine would read as an option')\n"
+    "sys.stdout.buffer.write(json.dumps(d, ensure_ascii=False).encode())"
 )
 
 
-def _startup_file_lines(f: StartupFile) -> list[str]:
-    """Shell that does what `serve` does for a startup file: a private 0600 file on tmpfs, filled from
-    the environment, its path in ${var}."""
-    return [
-        f'{f.var}="$(umask 077 && mktemp --suffix={f.suffix} "${{XDG_RUNTIME_DIR:-/dev/shm}}/kimi-deploy-XXXXXX")"',
-        f"export {f.var}",
-        f"python3 -c {shlex.quote(_FILL_TEMPLATE)} {shlex.quote(json.dumps(f.content))} > \"${f.var}\"",
-    ]
+def _startup_file_lines(node: RenderedNode) -> list[str]:
+    """Shell that does what `serve` does for the startup files: a private 0700 directory on tmpfs, each
+    file 0600 inside it, filled from the environment, its path in ${var}; any failure stops the script."""
+    if not node.startup_files:
+        return []
+    lines = ['KIMI_STARTUP_DIR="$(umask 077 && mktemp -d "${XDG_RUNTIME_DIR:-/dev/shm}/kimi-deploy-XXXXXX")" || exit 1']
+    for i, f in enumerate(node.startup_files):
+        lines += [f'{f.var}="$KIMI_STARTUP_DIR/{i}{f.suffix}"', f"export {f.var}",
+                  f"(umask 077 && python3 -c {shlex.quote(_FILL_TEMPLATE)} {shlex.quote(json.dumps(f.content))} "
+                  f"{int(f.no_leading_dash)} > \"${f.var}\") || exit 1"]
+    return lines
 
 
 def _shell(node: RenderedNode) -> str:
     lines = [f"# node {node.rank}: {node.role}"
              + (" (serves HTTP)" if node.serves_http and not node.health_only else
                 " (health endpoint only)" if node.health_only else " (no HTTP)")]
-    for f in node.startup_files:
-        lines += _startup_file_lines(f)
+    lines += _startup_file_lines(node)
     lines += [f"export {k}={shell_word(v)}" for k, v in node.env.items()]
     lines += [" ".join(shell_word(t) for t in cmd) for cmd in node.setup]
     words = [shell_word(t) for t in node.argv]
@@ -81,8 +91,10 @@ def render_cmd(
 ) -> None:
     """The engine command for every node (copy-paste-ready shell, or JSON)."""
     dep = resolve(load_spec(spec))
-    # --head-address names the head of a non-disaggregated deployment; P/D heads stay references.
-    nodes = render(dep, {"serve": head_address} if head_address and not dep.pd else None)
+    if head_address and dep.pd:
+        raise BadInput("a prefill/decode spec has one head per side; its heads stay ${KIMI_PREFILL_HEAD_ADDR} / "
+                       "${KIMI_DECODE_HEAD_ADDR} references", "--head-address")
+    nodes = render(dep, {"serve": head_address} if head_address else None)
     if node_rank is not None:
         if not node_rank < len(nodes):
             raise BadInput(f"node rank {node_rank} is outside 0..{len(nodes) - 1} for this spec", "--node-rank")

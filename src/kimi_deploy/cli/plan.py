@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..catalog import GiB, get_gpu
 from ..deployment import resolve, resolve_model
+from ..engines import render
 from ..errors import BadInput
 from ..plan import Plan, PlanInput, Topology, plan
 from ..spec import load_spec
@@ -22,8 +23,10 @@ Size = Annotated[Optional[int], typer.Option(min=1)]
 
 
 def validate(spec: SpecArg) -> None:
-    """Check a spec: schema, model, GPU and a topology the engine can express."""
+    """Check a spec: schema, model, GPU, a topology the engine can express, and commands it can render
+    (version gates included)."""
     dep = resolve(load_spec(spec))  # topology errors surface here as BadInput
+    render(dep)  # what only the engine's renderer knows (vLLM's whole-DP-ranks rule, version gates)
     s, t = dep.spec, dep.primary.topology
     out.print(f"[green]ok[/green] {spec}: {dep.model} on {s.hardware.nodes}x{s.hardware.gpus_per_node} "
               f"{s.hardware.gpu} with {dep.engine} (tp={t.tp} pp={t.pp} dp={t.dp}"

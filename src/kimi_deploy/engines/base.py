@@ -31,6 +31,20 @@ def parser_flags(dep: Deployment, features: list[Feature], tool_prefix: tuple[st
     return argv
 
 
+ROUTER_WITH_KEY = ["python3", "-m", "kimi_deploy.routers"]
+
+
+def router_node(dep: Deployment, router: str, launch: list[str], args: list[str]) -> RenderedNode:
+    """The P/D router's node. With an API key it starts through kimi_deploy.routers, which sets the key
+    inside the process (neither router reads one from the environment; argv is world-readable)."""
+    assert dep.router is not None
+    if dep.api_key_env:
+        argv, needs = [*ROUTER_WITH_KEY, router, "--api-key-env", dep.api_key_env, *args], [dep.api_key_env]
+    else:
+        argv, needs = [*launch, *args], []
+    return RenderedNode(dep.router.rank, "router", argv, {}, group="router", port=dep.router.port, needs_env=needs)
+
+
 def head_refs(dep: Deployment) -> dict[str, str]:
     """Every group's head address as a reference to its variable."""
     return {g.name: env_ref(g.head_var) for g in dep.groups}
@@ -47,6 +61,7 @@ class StartupFile:
     var: str
     content: Mapping[str, Any]
     suffix: str = ".json"
+    no_leading_dash: bool = False  # a top-level value may not start with "-" (see engines/sglang.py)
 
 
 @dataclass
@@ -66,7 +81,10 @@ class RenderedNode:
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"rank": self.rank, "role": self.role, "argv": self.argv, "env": self.env,
-                             "serves_http": self.serves_http, "group": self.group}
+                             "serves_http": self.serves_http, "health_only": self.health_only,
+                             "group": self.group, "port": self.port}
+        if self.needs_env:
+            d["needs_env"] = self.needs_env
         if self.setup:
             d["setup"] = self.setup
         if self.startup_files:

@@ -13,11 +13,11 @@ import re
 from typing import Callable
 
 from .. import routers
-from .base import RenderedNode
+from .base import ROUTER_WITH_KEY, RenderedNode
 from .sglang import LAUNCH
 from .sglang import ROUTER as SGLANG_ROUTER
 from .vllm import ROUTER as VLLM_ROUTER
-from .vllm import ROUTER_WITH_KEY, VLLM_SERVE
+from .vllm import VLLM_SERVE
 
 
 class EngineNotInstalled(Exception):

@@ -17,12 +17,11 @@ from typing import Mapping
 from ..deployment import Deployment, Group
 from .. import serving_flags as table
 from ..redact_log import sglang_logging_config
-from .base import Engine, RenderedNode, StartupFile, env_ref, parser_flags
+from .base import Engine, RenderedNode, StartupFile, env_ref, parser_flags, router_node
 from .versions import Feature, Gate
 
 LAUNCH = ["python3", "-m", "sglang.launch_server"]
 ROUTER = ["python3", "-m", "sglang_router.launch_router"]
-ROUTER_WITH_KEY = ["python3", "-m", "kimi_deploy.routers"]
 # Where `serve` puts the files that carry the API key (see _secrets).
 CONFIG_VAR = "KIMI_SGLANG_CONFIG"
 LOGGING_VAR = "KIMI_SGLANG_LOGGING"
@@ -58,7 +57,9 @@ def _secrets(dep: Deployment) -> tuple[list[StartupFile], dict[str, str]]:
     start-up, key included (sgl-project/sglang#37457), so its logging config masks the key."""
     if not dep.api_key_env:
         return [], {}
-    files = [StartupFile(CONFIG_VAR, {"api-key": env_ref(dep.api_key_env)}, ".yaml"),
+    # SGLang turns the file into argv internally (`--api-key VALUE`), so a key starting with "-" would be
+    # read as an option and the server would not start: refused up front.
+    files = [StartupFile(CONFIG_VAR, {"api-key": env_ref(dep.api_key_env)}, ".yaml", no_leading_dash=True),
              StartupFile(LOGGING_VAR, sglang_logging_config([dep.api_key_env]), ".json")]
     return files, {"SGLANG_LOGGING_CONFIG_PATH": env_ref(LOGGING_VAR)}
 
@@ -114,15 +115,11 @@ def _pd_flags(dep: Deployment, g: Group) -> list[str]:
 
 
 def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
+    # sglang-router checks clients' keys itself and sends its key to the engines.
     assert dep.router is not None
-    argv = [*ROUTER, "--pd-disaggregation", "--prefill", urls["prefill"], "--decode", urls["decode"],
-            "--host", dep.spec.serving.host, "--port", str(dep.router.port)]
-    if dep.api_key_env:
-        # The key stays out of argv: kimi_deploy.routers sets it inside the process (the router checks
-        # clients' keys and sends it to the engines).
-        argv = [*ROUTER_WITH_KEY, "sglang", "--api-key-env", dep.api_key_env, *argv[len(ROUTER):]]
-    return RenderedNode(dep.router.rank, "router", argv, {}, group="router", port=dep.router.port,
-                        needs_env=[dep.api_key_env] if dep.api_key_env else [])
+    return router_node(dep, "sglang", ROUTER, [
+        "--pd-disaggregation", "--prefill", urls["prefill"], "--decode", urls["decode"],
+        "--host", dep.spec.serving.host, "--port", str(dep.router.port)])
 
 
 ENGINE = Engine(name="sglang", gates=GATES, model_min_version=lambda dep: None, group_nodes=group_nodes,

@@ -21,12 +21,11 @@ from typing import Mapping
 from ..deployment import Deployment, Group
 from ..errors import BadInput
 from .. import serving_flags as table
-from .base import Engine, RenderedNode, env_ref, parser_flags
+from .base import Engine, RenderedNode, env_ref, parser_flags, router_node
 from .versions import Feature, Gate
 
 VLLM_SERVE = ["vllm", "serve"]
 ROUTER = ["vllm-router"]
-ROUTER_WITH_KEY = ["python3", "-m", "kimi_deploy.routers"]
 
 # Minimum versions: PR numbers in vllm-project/vllm; "≈" = release inferred from the merge date.
 GATES: Mapping[Feature, Gate] = {
@@ -153,15 +152,11 @@ def _pd_flags(dep: Deployment, g: Group) -> list[str]:
 
 
 def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
+    # vllm-router uses its key for its own calls to the engines; clients' keys are checked by the engines.
     assert dep.router is not None
-    argv = [*ROUTER, "--vllm-pd-disaggregation", "--host", dep.spec.serving.host, "--port", str(dep.router.port),
-            "--kv-connector", "nixl", "--prefill", urls["prefill"], "--decode", urls["decode"]]
-    if dep.api_key_env:
-        # The key stays out of argv: kimi_deploy.routers sets it inside the process. vllm-router uses it
-        # for its own calls to the engines; clients' keys are checked by the engines themselves.
-        argv = [*ROUTER_WITH_KEY, "vllm", "--api-key-env", dep.api_key_env, *argv[len(ROUTER):]]
-    return RenderedNode(dep.router.rank, "router", argv, {}, group="router", port=dep.router.port,
-                        needs_env=[dep.api_key_env] if dep.api_key_env else [])
+    return router_node(dep, "vllm", ROUTER, [
+        "--vllm-pd-disaggregation", "--host", dep.spec.serving.host, "--port", str(dep.router.port),
+        "--kv-connector", "nixl", "--prefill", urls["prefill"], "--decode", urls["decode"]])
 
 
 ENGINE = Engine(name="vllm", gates=GATES, model_min_version=_model_min, group_nodes=group_nodes,
