@@ -135,6 +135,11 @@ def resolve_model(spec_model: str | ModelRef) -> tuple[str, Architecture, ModelE
     return entry.id, entry.architecture(), entry
 
 
+def context_length(entry: ModelEntry | None, arch: Architecture) -> int:
+    """The default max_model_len: the catalog's context length, else config.json's."""
+    return entry.context_length if entry else arch.max_position_embeddings
+
+
 def _topology(spec: Spec, arch: Architecture, fields: ParallelFields, nodes: int, mode: str) -> Topology:
     """Fill in the topology from its mode; explicit numbers always win."""
     gpn = spec.hardware.gpus_per_node
@@ -208,7 +213,7 @@ def resolve(spec: Spec) -> Deployment:
     the engine cannot express (the planner's rules)."""
     name, arch, entry = resolve_model(spec.model)
     engine = spec.engine.name
-    defaults = {"max_model_len": entry.context_length if entry else arch.max_position_embeddings}
+    defaults = {"max_model_len": context_length(entry, arch)}
     serving = resolve_values(spec.serving, engine, defaults)
     gpu = get_gpu(spec.hardware.gpu)
     t = spec.topology

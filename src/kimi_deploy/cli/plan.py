@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..catalog import GiB, get_gpu
-from ..deployment import resolve, resolve_model
+from ..deployment import context_length, resolve, resolve_model
 from ..engines import render
 from ..errors import BadInput
 from ..plan import Plan, PlanInput, Topology, plan
@@ -106,7 +106,7 @@ def plan_cmd(
         inp = PlanInput(
             model=name, arch=arch, engine=(engine or EngineName.vllm).value, gpu=get_gpu(gpu or ""),
             gpus_per_node=gpus_per_node or 1, nodes=n, topology=Topology(tp=total),
-            max_model_len=entry.context_length if entry else arch.max_position_embeddings,
+            max_model_len=context_length(entry, arch),
         )
         if tp is None and (dp or pp):
             flags["tp"] = max(total // ((dp or 1) * (pp or 1)), 1)
