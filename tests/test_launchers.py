@@ -36,8 +36,13 @@ def spec_with_weights(tmp_path: Path) -> Path:
     (weights / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
                                         "b": "model-00002-of-00002.safetensors"}}))
-    for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
-        (weights / name).write_bytes(b"")
+    for tensor, name in (("a", "model-00001-of-00002.safetensors"), ("b", "model-00002-of-00002.safetensors")):
+        header = json.dumps({tensor: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+        (weights / name).write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    # serve refuses weights without a valid verify marker: verify them as an operator would
+    from kimi_deploy.weights import verify
+
+    assert verify(weights, show_progress=False).ok
     data = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
     data["weights"]["dir"] = str(weights)
     data["serving"]["port"] = 18123

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from .deployment import Deployment
 from .engines import RenderedNode, render
 from .errors import BadInput, OperationFailed
-from .weights import VERIFY_MARKER
+from .weights import check_marker, read_index
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -215,7 +215,8 @@ def _gpu_memory() -> list[tuple[int, int]] | None:
 
 
 def check_weights_dir(path: Path) -> tuple[bool, str]:
-    """Complete enough to start: config.json and every shard the index names, by name."""
+    """Complete enough to start: config.json and every shard the index names, by name (names that
+    would leave the directory are refused: weights.read_index)."""
     if not path.is_dir():
         return False, f"{path} does not exist"
     if not (path / "config.json").is_file():
@@ -223,9 +224,9 @@ def check_weights_dir(path: Path) -> tuple[bool, str]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError) as exc:
-            return False, f"{index} is unreadable ({exc})"
+            shards = sorted(set(read_index(index).values()))
+        except BadInput as exc:
+            return False, str(exc)
         missing = [s for s in shards if not (path / s).is_file()]
         if missing:
             return False, f"{len(missing)} of {len(shards)} shards missing, e.g. {missing[0]}"
@@ -235,7 +236,8 @@ def check_weights_dir(path: Path) -> tuple[bool, str]:
     return True, "single-file checkpoint present"
 
 
-def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True) -> Preflight:
+def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
+              skip_verify: bool = False) -> Preflight:
     pf = Preflight()
     spec = dep.spec
     runs_engine = node.group != "router" and node.argv[:2] != ["ray", "start"]
@@ -270,10 +272,13 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True) -> P
     if runs_engine and spec.weights.dir:
         ok, detail = check_weights_dir(Path(spec.weights.dir))
         pf.add("weights", ok, detail)
-        marker = Path(spec.weights.dir) / VERIFY_MARKER
-        pf.add("verified", marker.is_file(),
-               "verify marker present" if marker.is_file() else "no verify marker: run `kimi-deploy verify`",
-               fatal=False)
+        if skip_verify:
+            pf.add("verified", False, "not checked (--skip-verify): the weights may be incomplete or corrupt",
+                   fatal=False)
+        else:
+            # The marker is trusted only while the directory still matches what verify recorded
+            # (weights.check_marker); a missing or stale one stops the start (issue 12).
+            pf.add("verified", *check_marker(Path(spec.weights.dir)))
     if runs_engine and Path("/dev/shm").is_dir():
         st = os.statvfs("/dev/shm")
         size = st.f_blocks * st.f_frsize

@@ -31,6 +31,7 @@ from .errors import BadInput, OperationFailed
 MANIFEST = ".kimi-deploy-manifest.json"
 # Written by verify() only after a clean pass; `serve` preflight and the Kubernetes init container wait for it.
 VERIFY_MARKER = ".kimi-deploy-verified.json"
+MARKER_FORMAT = 2  # 1: a bare "verified" flag; 2: records every shard (check_marker needs it)
 LOCK = ".kimi-deploy.lock"
 REPORT = "download-report.json"
 # What serving needs: weights, index, configs, tokenizer (incl. tiktoken + remote code), chat template.
@@ -207,6 +208,8 @@ def _retryable(exc: BaseException) -> bool:
 
 def _with_retries(fn: Callable[[], None], name: str, retries: int, report: Report, lock: threading.Lock,
                   log: Callable[[str], None]) -> None:
+    if retries < 0:  # range(0) would run nothing and report the file as fetched
+        raise BadInput(f"must be >= 0, got {retries}", "--retries")
     delay = 1.0
     for attempt in range(retries + 1):
         try:
@@ -304,6 +307,14 @@ def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, w
     """Fetch every file of the listing into dest, skipping complete ones; write manifest and report."""
     if workers < 1:
         raise BadInput(f"must be >= 1, got {workers}", "--workers")
+    if retries < 0:
+        raise BadInput(f"must be >= 0, got {retries}", "--retries")
+    if dest.exists() and not dest.is_dir():
+        raise BadInput("exists and is not a directory", str(dest))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, read-only filesystem, no permission
+        raise BadInput(f"cannot create the directory ({exc.strerror})", str(dest)) from None
     report = Report(listing.source, listing.location, listing.revision, files=len(listing.files))
     start = time.monotonic()
     with dir_lock(dest, wait_for_lock, lock_timeout, log):
@@ -352,11 +363,25 @@ def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, w
         manifest = {"source": listing.source, "location": listing.location, "revision": listing.revision,
                     "files": {f.name: {"size": f.size, "sha256": f.sha256} for f in listing.files}}
         (dest / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if not report.errors:
+            report.errors += _index_gaps(dest)
         out = {**asdict(report), "throughput_mb_s": round(report.throughput_mb_s, 2)}
         (dest / REPORT).write_text(json.dumps(out, indent=2))
     if report.errors:
         raise OperationFailed(f"{len(report.errors)} file(s) failed, e.g. {report.errors[0]}")
     return report
+
+
+def _index_gaps(dest: Path) -> list[str]:
+    """Shards the downloaded index names that are not in the directory: a source (a mirror that was
+    copied half-way, a Hub repo mid-upload) that lists fewer shards than its own index is incomplete, and
+    a download of it must not end as done."""
+    index = dest / "model.safetensors.index.json"
+    if not index.is_file():
+        return []
+    shards = sorted(set(read_index(index).values()))
+    return [f"{s}: named by model.safetensors.index.json but not in the source" for s in shards
+            if not (dest / s).is_file()]
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -370,21 +395,91 @@ class VerifyResult:
     hashed: bool
     seconds: float
     notes: list[str] = field(default_factory=list)
+    compared: bool = False  # every shard's sha256 matched a hash the source published
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
-    """(tensor name -> entry, bytes the header says the file must have)."""
+    """(tensor name -> entry, bytes the header says the file must have). Anything that is not the format
+    (https://github.com/huggingface/safetensors#format: 8-byte little-endian length, then a JSON object
+    of {name: {dtype, shape, data_offsets: [begin, end]}} plus an optional __metadata__) is BadInput
+    naming the file."""
+    def bad(why: str) -> BadInput:
+        return BadInput(f"not a valid safetensors file: {why}", str(path))
+
     with open(path, "rb") as fh:
         raw = fh.read(8)
         if len(raw) < 8:
-            raise ValueError("shorter than a safetensors header")
+            raise bad("shorter than a safetensors header")
         (n,) = struct.unpack("<Q", raw)
         if n > 100 * 2**20:
-            raise ValueError(f"header length {n} is implausible")
-        header = json.loads(fh.read(n))
+            raise bad(f"header length {n} is implausible")
+        text = fh.read(n)
+    if len(text) < n:
+        raise bad(f"the header says it is {n} bytes long but the file ends after {len(text)}")
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"the header is not JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise bad(f"the header is a JSON {type(header).__name__}, not an object")
     header.pop("__metadata__", None)
-    end = max((e["data_offsets"][1] for e in header.values()), default=0)
+    end = 0
+    for name, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+                and offsets[0] <= offsets[1]):
+            raise bad(f"tensor {name[:80]!r} has no valid data_offsets [begin, end]")
+        end = max(end, offsets[1])
     return header, 8 + n + end
+
+
+def shard_name_ok(name: object) -> bool:
+    """A shard name from an index must stay inside the checkpoint directory: relative, no `..`, no
+    empty or NUL parts. Checked lexically, so a shard that is a symlink into a Hugging Face cache
+    (huggingface_hub's local_dir / cache layouts) is still fine."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        return False
+    parts = name.split("/")
+    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def read_index(path: Path) -> dict[str, str]:
+    """The weight_map of a model.safetensors.index.json (tensor -> shard file), validated: a JSON object
+    whose weight_map maps names to shard files inside the directory. BadInput naming the file otherwise."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadInput(f"not a JSON index ({type(exc).__name__}: {str(exc)[:120]})", str(path)) from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        got = type(weight_map).__name__ if isinstance(data, dict) and "weight_map" in data else "nothing"
+        raise BadInput(f"weight_map must be an object of tensor -> shard file, got {got}", str(path))
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise BadInput(f"weight_map[{tensor[:80]!r}] is a {type(shard).__name__}, not a file name", str(path))
+        if not shard_name_ok(shard):
+            raise BadInput(f"weight_map[{tensor[:80]!r}] names {shard[:200]!r}, which is not a file inside the "
+                           "checkpoint directory (absolute, empty or `..` paths are refused)", str(path))
+    return weight_map
+
+
+def read_manifest(dest: Path) -> dict[str, Any]:
+    """The manifest download() wrote ({} when absent); a corrupt one is BadInput naming it."""
+    path = dest / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadInput(f"corrupt manifest ({type(exc).__name__}); delete it and re-run download", str(path)) from None
+    files = data.get("files", {}) if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("size", 0), int) and isinstance(e.get("sha256") or "", str)
+            for e in files.values()):
+        raise BadInput("corrupt manifest (expected {files: {name: {size, sha256}}}); delete it and re-run "
+                       "download", str(path))
+    return data
 
 
 def _sha256(path: Path, on_bytes: Callable[[int], None]) -> str:
@@ -427,31 +522,57 @@ def _arch_mismatch(dest: Path, model: str) -> list[str]:
     return [f"config.json does not match {model} (wrong checkpoint or revision?): " + "; ".join(diffs)] if diffs else []
 
 
+def _config_object(dest: Path) -> dict[str, Any] | None:
+    """config.json as an object, None when absent; anything else is BadInput naming it."""
+    cfg = dest / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadInput(f"not JSON ({type(exc).__name__})", str(cfg)) from None
+    if not isinstance(data, dict):
+        raise BadInput(f"a JSON {type(data).__name__}, not an object: not a model config", str(cfg))
+    return data
+
+
+def _tool_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("kimi-deploy")
+    except md.PackageNotFoundError:
+        from . import __version__
+        return __version__
+
+
 def verify(dest: Path, model: str | None = None, full_hash: bool = False, workers: int | None = None,
            show_progress: bool = True) -> VerifyResult:
-    """Check a checkpoint directory; write the verify marker only when everything passed."""
+    """Check a checkpoint directory; write the verify marker only when everything passed. The marker
+    records what was verified (each shard's size and mtime, the index's and config's sha256, the tool
+    version, whether hashes were computed and whether they were compared) so check_marker() can later
+    tell whether the directory is still the one that was verified."""
     start = time.monotonic()
+    if dest.exists() and not dest.is_dir():
+        raise BadInput("is a file, not a checkpoint directory", str(dest))
     marker = dest / VERIFY_MARKER
-    if marker.exists():
+    if marker.exists() or marker.is_symlink():
         marker.unlink()  # never leave a marker for a directory in an unknown state
     if not dest.is_dir():
         raise BadInput("checkpoint directory not found", str(dest))
     problems: list[str] = []
     notes: list[str] = []
-    manifest = json.loads((dest / MANIFEST).read_text()) if (dest / MANIFEST).is_file() else {}
+    manifest = read_manifest(dest)
     expected_files: dict[str, dict[str, Any]] = manifest.get("files", {})
     index_path = dest / "model.safetensors.index.json"
     if index_path.is_file():
-        try:
-            weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-        except (ValueError, KeyError) as exc:
-            raise BadInput(f"unreadable index ({exc})", str(index_path)) from None
+        weight_map = read_index(index_path)
     elif (dest / "model.safetensors").is_file():
         header, _ = read_safetensors_header(dest / "model.safetensors")
         weight_map = {name: "model.safetensors" for name in header}
     else:
         raise BadInput("no model.safetensors.index.json or model.safetensors", str(dest))
-    if not (dest / "config.json").is_file():
+    if _config_object(dest) is None:
         problems.append("config.json: missing")
     shards = sorted(set(weight_map.values()))
     by_shard: dict[str, set[str]] = {s: set() for s in shards}
@@ -470,7 +591,7 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
             problems.append(f"{shard}: {size} bytes, the source listed {want}")
         try:
             header, needed = read_safetensors_header(path)
-        except (ValueError, OSError) as exc:
+        except (BadInput, OSError) as exc:
             problems.append(f"{shard}: safetensors header does not parse ({exc})")
             continue
         if needed != size:
@@ -484,7 +605,8 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
     model = model or _catalog_model_for(manifest.get("location"))
     if model:
         problems += _arch_mismatch(dest, model)
-    hashed = False
+    hashed = compared = False
+    digests: dict[str, str] = {}
     if full_hash and not problems:
         paths = [dest / s for s in shards]
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -492,26 +614,108 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
         with Progress(TextColumn("sha256"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       disable=not show_progress) as progress:
             task = progress.add_task("hash", total=sum(p.stat().st_size for p in paths))
-            digests = hash_files(paths, workers, lambda n: progress.advance(task, n))
+            by_path = hash_files(paths, workers, lambda n: progress.advance(task, n))
+        digests = {str(path.relative_to(dest)): d for path, d in by_path.items()}
         hashed = True
         known = 0
-        for path, digest in digests.items():
-            want = expected_files.get(path.name, {}).get("sha256")
+        for shard, digest in sorted(digests.items()):
+            want = expected_files.get(shard, {}).get("sha256")
             if want:
                 known += 1
                 if want != digest:
-                    problems.append(f"{path.name}: sha256 {digest[:16]}... does not match the source's {want[:16]}...")
+                    problems.append(f"{shard}: sha256 {digest[:16]}... does not match the source's {want[:16]}...")
+        compared = known == len(shards) > 0
         if not known:
-            notes.append("no source hashes recorded (mirror/S3 source, or no manifest): hashed but not compared")
+            notes.append("sha256 computed and recorded in the marker, but NOT compared with anything: the source "
+                         "published no hashes (mirror/S3 source, or no download manifest). A corrupted copy "
+                         "would pass; compare against a trusted copy's marker or download from the Hub.")
+        elif not compared:
+            notes.append(f"sha256 compared for {known} of {len(shards)} shards only (the source listed no hash "
+                         "for the others)")
     result = VerifyResult(not problems, problems, len(shards), total, hashed, round(time.monotonic() - start, 3),
-                          notes)
+                          notes, compared)
     if result.ok:
-        marker.write_text(json.dumps({
-            "revision": manifest.get("revision"), "source": manifest.get("location"),
-            "index_sha256": hashlib.sha256(index_path.read_bytes()).hexdigest() if index_path.is_file() else None,
-            "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "full_hash": hashed,
-            "files": len(shards), "bytes": total}, indent=2))
+        _write_marker(dest, manifest, index_path if index_path.is_file() else None, shards, digests, hashed,
+                      compared)
     return result
+
+
+def _sha256_small(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_marker(dest: Path, manifest: dict[str, Any], index_path: Path | None, shards: list[str],
+                  digests: dict[str, str], hashed: bool, compared: bool) -> None:
+    files = {}
+    for shard in shards:
+        st = (dest / shard).stat()  # follows a symlink into a Hugging Face cache: the blob's size and mtime
+        files[shard] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                        **({"sha256": digests[shard]} if shard in digests else {})}
+    data = {
+        "format": MARKER_FORMAT, "tool": "kimi-deploy", "tool_version": _tool_version(),
+        "revision": manifest.get("revision"), "source": manifest.get("location"),
+        "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "index": index_path.name if index_path else None,
+        "index_sha256": _sha256_small(index_path) if index_path else None,
+        "config_sha256": _sha256_small(dest / "config.json"),
+        # hashes_computed: every shard was read and hashed (recorded below); full_hash: and every hash
+        # matched one the source published. Only the latter proves the bytes are the source's.
+        "hashes_computed": hashed, "full_hash": compared,
+        "files": len(shards), "bytes": sum(f["size"] for f in files.values()), "shards": files,
+    }
+    tmp = dest / (VERIFY_MARKER + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, dest / VERIFY_MARKER)  # readers (serve, the k8s init container) never see half a marker
+
+
+def check_marker(dest: Path) -> tuple[bool, str]:
+    """The cheap re-check `serve` preflight runs: the marker exists, is this tool's current format, and
+    the directory still holds exactly what it recorded (same index and config bytes, every shard present
+    with the same size and mtime). Catches a shard truncated, replaced or re-downloaded after verify
+    without reading a terabyte; it cannot see a byte flipped in place with the mtime restored (that needs
+    `verify --hash`)."""
+    marker = dest / VERIFY_MARKER
+    rerun = f"run `kimi-deploy verify {dest}`"
+    if not marker.is_file():
+        return False, f"no verify marker in {dest}: {rerun} (or pass --skip-verify)"
+    try:
+        data = json.loads(marker.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False, f"{marker} is unreadable: {rerun}"
+    if not isinstance(data, dict) or data.get("format") != MARKER_FORMAT or not isinstance(data.get("shards"), dict):
+        return False, f"{marker} does not record what was verified (older kimi-deploy?): {rerun}"
+    try:
+        index_name = data.get("index")
+        if index_name:
+            index = dest / str(index_name)
+            if not index.is_file():
+                return False, f"{index_name} is gone since verification: {rerun}"
+            if _sha256_small(index) != data.get("index_sha256"):
+                return False, f"{index_name} changed since verification: {rerun}"
+            now = set(read_index(index).values())
+            if now != set(data["shards"]):
+                return False, f"the index names other shards than were verified: {rerun}"
+        if (dest / "config.json").is_file() and _sha256_small(dest / "config.json") != data.get("config_sha256"):
+            return False, f"config.json changed since verification: {rerun}"
+        for shard, rec in sorted(data["shards"].items()):
+            if not shard_name_ok(shard) or not isinstance(rec, dict):
+                return False, f"{marker} is corrupt: {rerun}"
+            path = dest / shard
+            if not path.is_file():
+                return False, f"{shard} is missing (it was there when verified): {rerun}"
+            st = path.stat()
+            if st.st_size != rec.get("size"):
+                return False, f"{shard} is {st.st_size} bytes, {rec.get('size')} when verified (truncated or replaced): {rerun}"
+            if st.st_mtime_ns != rec.get("mtime_ns"):
+                return False, f"{shard} was modified after verification (mtime changed): {rerun}"
+    except BadInput as exc:
+        return False, f"{exc}"
+    except OSError as exc:
+        return False, f"cannot read the checkpoint ({exc})"
+    hashes = ("sha256 matched the source" if data.get("full_hash") else
+              "sha256 recorded, not compared" if data.get("hashes_computed") else "headers and sizes")
+    return True, (f"verified {data.get('verified_at')} ({hashes}); {len(data['shards'])} shards unchanged "
+                  "since (sizes, mtimes, index hash)")
 
 
 def _catalog_model_for(location: str | None) -> str | None:

@@ -118,6 +118,8 @@ def serve(
     head_address: HeadAddress = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve role and run preflight; start nothing.")] = False,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start even if preflight fails.")] = False,
+    skip_verify: Annotated[bool, typer.Option("--skip-verify", help="Start without a valid verify marker "
+                                              "(weights not proven complete; see `kimi-deploy verify`).")] = False,
     check_args: Annotated[bool, typer.Option("--check-args/--no-check-args",
                                              help="Check the command with the engine's own parser.")] = True,
 ) -> None:
@@ -131,7 +133,7 @@ def serve(
     materialize(node, env)  # fails early (exit 2) when a referenced env var such as the API key is missing
     head = ctx.heads.get(node.group, "-") if node.group != "router" else ", ".join(ctx.heads.values())
     out.print(f"node {ctx.rank} of {dep.name}: role [bold]{node.role}[/bold] (from {ctx.source}), head {head}")
-    pf = preflight(dep, node, check_args=check_args)
+    pf = preflight(dep, node, check_args=check_args, skip_verify=skip_verify)
     for c in pf.checks:
         mark = "[green]ok[/green]" if c.ok else ("[red]FAIL[/red]" if c.fatal else "[yellow]warn[/yellow]")
         out.print(f"  {mark} {c.name}: {escape(redact(c.detail, env, dep))}")

@@ -64,19 +64,33 @@ def download(
 def verify(
     dest: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
     model: Annotated[Optional[str], typer.Option(help="Catalog id whose architecture config.json must match.")] = None,
-    full_hash: Annotated[bool, typer.Option("--hash", help="Also sha256 every shard against the source's hashes.")] = False,
+    full_hash: Annotated[bool, typer.Option("--hash", help="Also sha256 every shard and compare with the hashes the "
+                                            "source published (Hub LFS); recorded in the marker either way.")] = False,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Hashing threads (default: CPU count).")] = None,
+    check_marker: Annotated[bool, typer.Option("--check-marker", help="Only re-check an existing marker (what "
+                                               "`serve` preflight does: shard sizes and mtimes, index hash); "
+                                               "exit 1 if it is missing or the files changed.")] = False,
 ) -> None:
     """Prove a checkpoint is complete and intact; write the marker serve and Kubernetes trust."""
-    from ..weights import VERIFY_MARKER, verify as check
+    from ..errors import OperationFailed
+    from ..weights import VERIFY_MARKER, check_marker as recheck, verify as check
 
+    if check_marker:
+        ok, detail = recheck(dest)
+        if not ok:
+            raise OperationFailed(detail)
+        out.print(f"[green]marker valid[/green] {escape(str(dest))}: {escape(detail)}")
+        return
     result = check(dest, model=model, full_hash=full_hash, workers=workers, show_progress=err.is_terminal)
     for note in result.notes:
-        err.print(f"note: {note}")
+        err.print(f"note: {escape(note)}")
     if not result.ok:
         raise BadInput("verification failed:\n  " + "\n  ".join(result.problems), str(dest))
-    out.print(f"[green]verified[/green] {dest}: {result.files} shards, {result.bytes / 1e9:,.3f} GB"
-              f"{', sha256 checked' if result.hashed else ''} in {result.seconds:.1f} s; marker {dest / VERIFY_MARKER}")
+    hashes = ("sha256 matched the source's hashes" if result.compared else
+              "sha256 computed, NOT compared (no source hashes)" if result.hashed else
+              "headers and sizes only, no sha256 (add --hash)")
+    out.print(f"[green]verified[/green] {escape(str(dest))}: {result.files} shards, {result.bytes / 1e9:,.3f} GB, "
+              f"{hashes}, in {result.seconds:.1f} s; marker {escape(str(dest / VERIFY_MARKER))}")
 
 
 def register(app: typer.Typer) -> None:
