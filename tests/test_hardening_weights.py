@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from kimi_deploy.errors import BadInput
 from kimi_deploy.weights import MANIFEST, REPORT, VERIFY_MARKER, read_index, read_safetensors_header
 
-from .conftest import TINY_SPEC, assert_clean_error, free_port, run_cli
-from .hubstub import Hub, HubServer
+from .conftest import ROOT, TINY_SPEC, assert_clean_error, free_port, run_cli
+from .hubstub import Faults, Hub, HubServer
 
 SHARD1 = "model-00001-of-00003.safetensors"
 SHARD2 = "model-00002-of-00003.safetensors"
@@ -106,6 +106,43 @@ def test_hub_repo_missing_a_shard_the_index_names(ckpt: Path, tmp_path: Path) ->
         proc = run_cli("download", "--model", hub.repo, "--dir", str(tmp_path / "k2"), env=env)
     assert_clean_error(proc, SHARD1, "not in the source", code=1)
     assert "done" not in proc.stdout
+
+
+def test_ctrl_c_stops_at_once_and_claims_nothing(ckpt: Path, tmp_path: Path) -> None:
+    """SIGINT mid-transfer: exit 130 within seconds (not after every in-flight shard finished), the report
+    says interrupted, and no shard sits under its final name unless it is complete."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for shard in ckpt.glob("*.safetensors"):  # big enough that a throttled transfer takes ~10 s
+        _write_shard(shard, {f"model.layers.{shard.name[9]}.w0": 2**20}, 0)
+    index = {"weight_map": {f"model.layers.{i}.w0": f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)}}
+    (ckpt / INDEX).write_text(json.dumps(index))
+    hub = Hub(ckpt, faults=Faults(throttle_s=0.15))
+    dest = tmp_path / "k2"
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    with HubServer(hub) as server:
+        env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1")
+        proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "download", "--model", hub.repo, "--dir",
+                                 str(dest)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("GET") and ".safetensors" in line for line in hub.log):
+            assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    assert proc.returncode == 130 and took < 5, (proc.returncode, took, err)
+    assert "done" not in out and "Traceback" not in err
+    report = json.loads((dest / REPORT).read_text())
+    assert report["errors"] and report["errors"][-1].startswith("interrupted")
+    for shard in ckpt.glob("*.safetensors"):
+        got = dest / shard.name
+        assert not got.exists() or got.read_bytes() == shard.read_bytes()
 
 
 # --- class 3: false "verified" ---------------------------------------------------------------------

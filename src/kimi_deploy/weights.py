@@ -301,6 +301,53 @@ def _fetch_one(listing: Listing, f: RemoteFile, dest: Path, token: str | None) -
         raise SizeMismatch(f"got {got} bytes, the source listed {f.size}")
 
 
+def _fetch_all(files: list[RemoteFile], workers: int, fetch: Callable[[RemoteFile], None],
+               on_tick: Callable[[list[RemoteFile]], None]) -> Iterator[tuple[RemoteFile, BaseException | None]]:
+    """Run fetch(f) for every file on `workers` daemon threads; yield (file, exception or None) as each
+    ends, calling on_tick(files done so far) every 0.2 s. Daemon threads, not a ThreadPoolExecutor: the
+    executor's worker threads are joined at interpreter exit (concurrent/futures/thread.py, _python_exit),
+    so Ctrl-C would wait for every in-flight multi-GB file to finish. Here an interrupt stops handing out
+    files and the process exits at once; partial files stay under their temporary names."""
+    import queue
+
+    todo: "queue.Queue[RemoteFile]" = queue.Queue()
+    for f in files:
+        todo.put(f)
+    done: "queue.Queue[tuple[RemoteFile, BaseException | None]]" = queue.Queue()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                f = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fetch(f)
+                done.put((f, None))
+            except BaseException as exc:  # reported per file by the caller
+                done.put((f, exc))
+
+    threads = [threading.Thread(target=worker, daemon=True, name=f"fetch-{i}") for i in range(workers)]
+    for t in threads:
+        t.start()
+    got: list[RemoteFile] = []
+    try:
+        for _ in range(len(files)):
+            while True:
+                try:
+                    f, exc = done.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    on_tick(got)
+            if exc is None:
+                got.append(f)
+            on_tick(got)
+            yield f, exc
+    finally:
+        stop.set()
+
+
 def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, wait_for_lock: bool = True,
              lock_timeout: float = 6 * 3600, token: str | None = None, log: Callable[[str], None] = print,
              show_progress: bool = True) -> Report:
@@ -336,37 +383,40 @@ def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, w
 
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                             TransferSpeedColumn(), TimeRemainingColumn(), disable=not show_progress)
+        fetched: list[RemoteFile] = []
+        interrupted = False
         with progress, _hub_bars_off():
             task = progress.add_task(f"{len(todo)} files", total=listing.total_bytes, completed=done_bytes)
-            finished = 0
-            with ThreadPoolExecutor(max_workers=min(workers, max(len(todo), 1))) as pool:
-                futures = {pool.submit(_with_retries, lambda f=f: _fetch_one(listing, f, dest, token), f.name,
-                                       retries, report, lock, log): f for f in todo}
-                pending = set(futures)
-                while pending:
-                    for fut in list(pending):
-                        if fut.done():
-                            pending.discard(fut)
-                            f = futures[fut]
-                            exc = fut.exception()
-                            if exc is not None:
-                                report.errors.append(f"{f.name}: {type(exc).__name__}: {exc}")
-                            else:
-                                finished += f.size
-                                report.downloaded += 1
-                    progress.update(task, completed=done_bytes + finished + _partial_bytes(dest))
-                    time.sleep(0.2)
+            results = _fetch_all(todo, min(workers, max(len(todo), 1)),
+                                 lambda f: _with_retries(lambda: _fetch_one(listing, f, dest, token), f.name, retries,
+                                                         report, lock, log),
+                                 lambda got: progress.update(task, completed=done_bytes + sum(
+                                     f.size for f in got) + _partial_bytes(dest)))
+            try:
+                for f, exc in results:
+                    if exc is None:
+                        fetched.append(f)
+                        report.downloaded += 1
+                    else:
+                        report.errors.append(f"{f.name}: {type(exc).__name__}: {exc}")
+            except KeyboardInterrupt:
+                interrupted = True
         hub_logger.removeHandler(counter)
         hub_logger.propagate = True
-        report.bytes = sum(futures[f].size for f in futures if f.exception() is None) if futures else 0
+        report.bytes = sum(f.size for f in fetched)
         report.seconds = round(time.monotonic() - start, 3)
         manifest = {"source": listing.source, "location": listing.location, "revision": listing.revision,
                     "files": {f.name: {"size": f.size, "sha256": f.sha256} for f in listing.files}}
         (dest / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if not report.errors:
+        if interrupted:
+            report.errors.append(f"interrupted: {len(todo) - report.downloaded - len(report.errors)} file(s) not "
+                                 "fetched (partial ones are kept under temporary names and resumed next time)")
+        elif not report.errors:
             report.errors += _index_gaps(dest)
         out = {**asdict(report), "throughput_mb_s": round(report.throughput_mb_s, 2)}
         (dest / REPORT).write_text(json.dumps(out, indent=2))
+    if interrupted:
+        raise KeyboardInterrupt
     if report.errors:
         raise OperationFailed(f"{len(report.errors)} file(s) failed, e.g. {report.errors[0]}")
     return report
@@ -714,8 +764,7 @@ def check_marker(dest: Path) -> tuple[bool, str]:
         return False, f"cannot read the checkpoint ({exc})"
     hashes = ("sha256 matched the source" if data.get("full_hash") else
               "sha256 recorded, not compared" if data.get("hashes_computed") else "headers and sizes")
-    return True, (f"verified {data.get('verified_at')} ({hashes}); {len(data['shards'])} shards unchanged "
-                  "since (sizes, mtimes, index hash)")
+    return True, f"{len(data['shards'])} shards unchanged since verified {data.get('verified_at')} ({hashes})"
 
 
 def _catalog_model_for(location: str | None) -> str | None:
