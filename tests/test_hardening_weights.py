@@ -348,3 +348,14 @@ def test_fuzz_index(tmp_path: Path, doc: object, raw: bytes, use_raw: bool) -> N
         return
     for shard in weight_map.values():  # whatever is accepted stays inside the directory
         assert (tmp_path / shard).resolve().is_relative_to(tmp_path.resolve())
+
+
+def test_source_names_outside_the_target_are_refused(tmp_path: Path) -> None:
+    """An S3 listing is whatever keys the bucket holds; one with `..` must not be written outside --dir."""
+    from kimi_deploy.weights import Listing, RemoteFile, download
+
+    listing = Listing("s3", "s3://bucket/k2", None, [RemoteFile("config.json", 2),
+                                                     RemoteFile("../../escaped.json", 2)])
+    with pytest.raises(BadInput, match="outside the target directory"):
+        download(listing, tmp_path / "k2", show_progress=False, log=lambda m: None)
+    assert not (tmp_path / "k2").exists() and not (tmp_path.parent / "escaped.json").exists()

@@ -356,6 +356,9 @@ def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, w
         raise BadInput(f"must be >= 1, got {workers}", "--workers")
     if retries < 0:
         raise BadInput(f"must be >= 0, got {retries}", "--retries")
+    bad = [f.name for f in listing.files if not shard_name_ok(f.name)]
+    if bad:  # an S3 key like prefix/../../x would be written outside the target directory
+        raise BadInput(f"the source lists {bad[0][:200]!r}, a path outside the target directory", listing.location)
     if dest.exists() and not dest.is_dir():
         raise BadInput("exists and is not a directory", str(dest))
     try:
