@@ -23,6 +23,7 @@ Hosted Moonshot API facts (kind "moonshot"):
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import time
@@ -109,6 +110,14 @@ class Endpoint:
         if self.api_key is not None:
             h["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         return h
+
+    def scrubber(self, *names: str | None) -> Any:
+        """The secrets.Scrubber for everything written or printed about this endpoint: its key variable,
+        the known ones, every credential-shaped variable and `names`."""
+        from .secrets import Scrubber
+
+        key = {self.api_key.get_secret_value(): self.api_key_env or "API_KEY"} if self.api_key else {}
+        return Scrubber([self.api_key_env, *names], extra=key)
 
     def facts(self) -> dict[str, Any]:
         """What reports and summary.json may say about the endpoint (no secret)."""
@@ -225,14 +234,26 @@ class RetryPolicy:
             return status in self.statuses
         return isinstance(exc, _transient_errors())
 
-    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, call: Callable[[], Awaitable[T]], *, total_s: float | None = None) -> T:
+        """`call` until it succeeds, fails for good or the attempts run out. With `total_s`, every attempt
+        and every backoff together end within that many seconds (asyncio.TimeoutError after it): a stalled
+        endpoint cannot hold a run for attempts x the client's own timeout."""
+        deadline = None if total_s is None else time.monotonic() + total_s
         for attempt in range(1, self.attempts + 1):
             try:
-                return await call()
+                if deadline is None:
+                    return await call()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise asyncio.TimeoutError()
+                return await asyncio.wait_for(call(), left)
             except Exception as exc:
                 if attempt == self.attempts or not self.retryable(exc):
                     raise
-                await asyncio.sleep(self.delay(attempt))
+                pause = self.delay(attempt)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    raise  # no time left for another try: the last failure is the answer
+                await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def run_sync(self, call: Callable[[], T]) -> T:
@@ -324,6 +345,9 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
     import httpx
     import openai
 
+    if not math.isfinite(timeout) or timeout <= 0:
+        # `elapsed > nan` is never true: a NaN timeout would wait forever
+        raise BadInput(f"must be a finite number of seconds > 0, got {timeout}", "--timeout")
     start = time.monotonic()
     phase = "health"
     last_error = ""
