@@ -114,10 +114,7 @@ class Endpoint:
     def scrubber(self, *names: str | None) -> Any:
         """The secrets.Scrubber for everything written or printed about this endpoint: its key variable,
         the known ones, every credential-shaped variable and `names`."""
-        from .secrets import Scrubber
-
-        key = {self.api_key.get_secret_value(): self.api_key_env or "API_KEY"} if self.api_key else {}
-        return Scrubber([self.api_key_env, *names], extra=key)
+        return scrubber(self, names=names)
 
     def facts(self) -> dict[str, Any]:
         """What reports and summary.json may say about the endpoint (no secret)."""
@@ -153,7 +150,7 @@ class Endpoint:
         return {"temperature": temperature}
 
     # --- clients --------------------------------------------------------------------------------------
-    def openai_client(self, *, timeout: float, asynchronous: bool = True) -> Any:
+    def openai_client(self, *, timeout: Any, asynchronous: bool = True) -> Any:
         """An openai client on this endpoint with our headers and no retries of its own (RetryPolicy
         decides); the SDK's own bearer header is overridden by ours (custom headers win)."""
         import openai
@@ -161,6 +158,16 @@ class Endpoint:
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
         return cls(base_url=self.v1, api_key="unused", default_headers=dict(self.headers()), max_retries=0,
                    timeout=timeout)
+
+
+def scrubber(*endpoints: Endpoint | None, names: tuple[str | None, ...] = ()) -> Any:
+    """One secrets.Scrubber for several endpoints: each one's key (as read, whichever environment it came
+    from) and key variable, plus `names`."""
+    from .secrets import Scrubber
+
+    eps = [e for e in endpoints if e is not None]
+    keys = {e.api_key.get_secret_value(): e.api_key_env or "API_KEY" for e in eps if e.api_key is not None}
+    return Scrubber([*(e.api_key_env for e in eps), *names], extra=keys)
 
 
 def normalize_url(url: str, flag: str) -> str:

@@ -114,20 +114,25 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
     are drawn by the workers as they go), and facts about the workload."""
     total = cfg.warmup + cfg.num_requests
     facts: dict[str, Any] = {}
+    pool = total
+    if cfg.rate is not None and cfg.duration_s is not None:
+        # an open loop bounded in time sends about rate x duration requests: fitting more prompts (each a
+        # few /tokenize calls) would only delay the start
+        pool = min(pool, int(cfg.rate * cfg.duration_s * 1.5) + 16)
     if cfg.workload == "random":
         # unique prompts (a repeated prompt would measure the prefix cache, not the model), up to 1024
-        bodies, facts = random_bodies(min(total, 1024), cfg.input_len, cfg.output_len, cfg.seed, tok)
+        bodies, facts = random_bodies(min(pool, 1024), cfg.input_len, cfg.output_len, cfg.seed, tok)
     elif cfg.workload == "jsonl":
         if not cfg.dataset:
             raise BadInput("the jsonl workload needs --dataset FILE", "--dataset")
-        bodies = jsonl_bodies(Path(cfg.dataset), min(total, 4096), cfg.output_len, cfg.seed)
+        bodies = jsonl_bodies(Path(cfg.dataset), min(pool, 4096), cfg.output_len, cfg.seed)
     elif cfg.workload == "tool-calls":
-        bodies = tool_call_bodies(min(total, 4096), cfg.output_len)
+        bodies = tool_call_bodies(min(pool, 4096), cfg.output_len)
     elif cfg.workload == "multi-turn":
-        sessions = multi_turn_sessions(min(total, 4096), cfg.output_len, cfg.seed)
+        sessions = multi_turn_sessions(min(pool, 4096), cfg.output_len, cfg.seed)
         bodies = [b for b, _, _ in sessions]
     elif cfg.workload == "shared-prefix":
-        bodies = shared_prefix_bodies(min(total, 4096), cfg.prefix_len, cfg.input_len, cfg.output_len,
+        bodies = shared_prefix_bodies(min(pool, 4096), cfg.prefix_len, cfg.input_len, cfg.output_len,
                                       cfg.prefix_groups, cfg.seed)
     else:
         raise BadInput(f"unknown workload {cfg.workload!r}; known: {', '.join(WORKLOAD_NAMES)}", "--workload")

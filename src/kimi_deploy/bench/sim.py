@@ -232,6 +232,8 @@ def serve(cfg: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
             except OSError as exc:
                 raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "--port") from None
     try:
-        web.run_app(Sim(cfg).app(), host=host, port=port, print=None, access_log=None)
+        # a short shutdown_timeout: a stream held open by --stall-after must not delay the exit by aiohttp's
+        # default 60 s of grace
+        web.run_app(Sim(cfg).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=1.0)
     except OSError as exc:  # lost the race for the port after the probe
         raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "--port") from None
