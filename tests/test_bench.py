@@ -32,7 +32,8 @@ def test_measurements_match_the_injected_truth(sim_factory, tmp_path: Path) -> N
     url = sim_factory("--ttft-ms", "200", "--itl-ms", "20")
     s = _bench(url, tmp_path / "r", "--concurrency", "8", "--num-requests", "32", "--warmup", "4",
                "--output-len", "40", "--input-len", "64")
-    assert CONTRACT <= set(s) and s["requests"] == {"completed": 32, "failed": 0, "errors": {}}
+    assert CONTRACT <= set(s) and s["requests"] == {"completed": 32, "failed": 0, "incomplete": 0,
+                                              "not_sent": 0, "errors": {}}
     lat = s["latency_ms"]
     # Tolerances: the client measures the sim's scheduled times plus local HTTP and parsing overhead.
     # (stated tolerances: TTFT +25 ms, TPOT and ITL p50 +-1.5 ms, E2E +50 ms on a loaded 2-core machine)
@@ -126,7 +127,9 @@ def test_interrupted_run_keeps_its_data(sim_factory, tmp_path: Path) -> None:
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr  # the shell's code for Ctrl-C, after saving
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["config"]["interrupted"] is True
     assert 4 <= s["requests"]["completed"] < 40

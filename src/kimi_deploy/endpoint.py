@@ -23,6 +23,7 @@ Hosted Moonshot API facts (kind "moonshot"):
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import time
@@ -110,6 +111,11 @@ class Endpoint:
             h["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         return h
 
+    def scrubber(self, *names: str | None) -> Any:
+        """The secrets.Scrubber for everything written or printed about this endpoint: its key variable,
+        the known ones, every credential-shaped variable and `names`."""
+        return scrubber(self, names=names)
+
     def facts(self) -> dict[str, Any]:
         """What reports and summary.json may say about the endpoint (no secret)."""
         return {"url": self.v1, "kind": self.kind, "api_key_env": self.api_key_env}
@@ -144,7 +150,7 @@ class Endpoint:
         return {"temperature": temperature}
 
     # --- clients --------------------------------------------------------------------------------------
-    def openai_client(self, *, timeout: float, asynchronous: bool = True) -> Any:
+    def openai_client(self, *, timeout: Any, asynchronous: bool = True) -> Any:
         """An openai client on this endpoint with our headers and no retries of its own (RetryPolicy
         decides); the SDK's own bearer header is overridden by ours (custom headers win)."""
         import openai
@@ -152,6 +158,16 @@ class Endpoint:
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
         return cls(base_url=self.v1, api_key="unused", default_headers=dict(self.headers()), max_retries=0,
                    timeout=timeout)
+
+
+def scrubber(*endpoints: Endpoint | None, names: tuple[str | None, ...] = ()) -> Any:
+    """One secrets.Scrubber for several endpoints: each one's key (as read, whichever environment it came
+    from) and key variable, plus `names`."""
+    from .secrets import Scrubber
+
+    eps = [e for e in endpoints if e is not None]
+    keys = {e.api_key.get_secret_value(): e.api_key_env or "API_KEY" for e in eps if e.api_key is not None}
+    return Scrubber([*(e.api_key_env for e in eps), *names], extra=keys)
 
 
 def normalize_url(url: str, flag: str) -> str:
@@ -225,14 +241,26 @@ class RetryPolicy:
             return status in self.statuses
         return isinstance(exc, _transient_errors())
 
-    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, call: Callable[[], Awaitable[T]], *, total_s: float | None = None) -> T:
+        """`call` until it succeeds, fails for good or the attempts run out. With `total_s`, every attempt
+        and every backoff together end within that many seconds (asyncio.TimeoutError after it): a stalled
+        endpoint cannot hold a run for attempts x the client's own timeout."""
+        deadline = None if total_s is None else time.monotonic() + total_s
         for attempt in range(1, self.attempts + 1):
             try:
-                return await call()
+                if deadline is None:
+                    return await call()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise asyncio.TimeoutError()
+                return await asyncio.wait_for(call(), left)
             except Exception as exc:
                 if attempt == self.attempts or not self.retryable(exc):
                     raise
-                await asyncio.sleep(self.delay(attempt))
+                pause = self.delay(attempt)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    raise  # no time left for another try: the last failure is the answer
+                await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def run_sync(self, call: Callable[[], T]) -> T:
@@ -324,6 +352,9 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
     import httpx
     import openai
 
+    if not math.isfinite(timeout) or timeout <= 0:
+        # `elapsed > nan` is never true: a NaN timeout would wait forever
+        raise BadInput(f"must be a finite number of seconds > 0, got {timeout}", "--timeout")
     start = time.monotonic()
     phase = "health"
     last_error = ""

@@ -61,6 +61,8 @@ class BenchConfig:
     thinking: bool | None = None
     slo: dict[str, float] = field(default_factory=dict)
     workers: int = 0
+    request_timeout_s: float = 3600.0
+    stall_timeout_s: float = 300.0
     seed: int = 0
 
     def facts(self) -> dict[str, Any]:
@@ -107,36 +109,46 @@ def fingerprint(ep: Endpoint) -> dict[str, Any]:
     return info
 
 
-def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[list[RequestInput], dict[str, Any]]:
+def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dict[str, Any]]:
+    """The run's requests as a lazy source (a pool of at most 4096 bodies, reused in turn; arrival times
+    are drawn by the workers as they go), and facts about the workload."""
     total = cfg.warmup + cfg.num_requests
     facts: dict[str, Any] = {}
+    pool = total
+    if cfg.rate is not None and cfg.duration_s is not None:
+        # an open loop bounded in time sends about rate x duration requests: fitting more prompts (each a
+        # few /tokenize calls) would only delay the start
+        pool = min(pool, int(cfg.rate * cfg.duration_s * 1.5) + 16)
     if cfg.workload == "random":
         # unique prompts (a repeated prompt would measure the prefix cache, not the model), up to 1024
-        bodies, facts = random_bodies(min(total, 1024), cfg.input_len, cfg.output_len, cfg.seed, tok)
+        bodies, facts = random_bodies(min(pool, 1024), cfg.input_len, cfg.output_len, cfg.seed, tok)
     elif cfg.workload == "jsonl":
         if not cfg.dataset:
             raise BadInput("the jsonl workload needs --dataset FILE", "--dataset")
-        bodies = jsonl_bodies(Path(cfg.dataset), min(total, 4096), cfg.output_len, cfg.seed)
+        bodies = jsonl_bodies(Path(cfg.dataset), min(pool, 4096), cfg.output_len, cfg.seed)
     elif cfg.workload == "tool-calls":
-        bodies = tool_call_bodies(min(total, 4096), cfg.output_len)
+        bodies = tool_call_bodies(min(pool, 4096), cfg.output_len)
     elif cfg.workload == "multi-turn":
-        sessions = multi_turn_sessions(min(total, 4096), cfg.output_len, cfg.seed)
+        sessions = multi_turn_sessions(min(pool, 4096), cfg.output_len, cfg.seed)
         bodies = [b for b, _, _ in sessions]
     elif cfg.workload == "shared-prefix":
-        bodies = shared_prefix_bodies(min(total, 4096), cfg.prefix_len, cfg.input_len, cfg.output_len,
+        bodies = shared_prefix_bodies(min(pool, 4096), cfg.prefix_len, cfg.input_len, cfg.output_len,
                                       cfg.prefix_groups, cfg.seed)
     else:
         raise BadInput(f"unknown workload {cfg.workload!r}; known: {', '.join(WORKLOAD_NAMES)}", "--workload")
+    if not bodies:
+        raise BadInput("the workload has no request", "--dataset" if cfg.workload == "jsonl" else "--workload")
     extra = cfg.endpoint.thinking_fields(cfg.model, cfg.thinking)
-    times = loadgen.schedule(total, cfg.rate, cfg.burstiness, cfg.ramp_up_s, cfg.seed) if cfg.rate else None
-    jobs = []
-    for i in range(total):
-        body = {"model": cfg.model, **bodies[i % len(bodies)], **extra}
-        job = RequestInput(index=i, body=body, at=times[i] if times else None, warmup=i < cfg.warmup)
-        if cfg.workload == "multi-turn":
-            _, job.followups, job.tool_results = sessions[i % len(sessions)]
-        jobs.append(job)
-    return jobs, facts
+    multi = cfg.workload == "multi-turn"
+
+    def make(i: int) -> RequestInput:
+        job = RequestInput(index=i, body={"model": cfg.model, **bodies[i % len(bodies)], **extra},
+                           warmup=i < cfg.warmup)
+        if multi:
+            _, followups, tool_results = sessions[i % len(sessions)]
+            job.followups, job.tool_results = list(followups), dict(tool_results)
+        return job
+    return loadgen.JobSource(total=total, make=make), facts
 
 
 def _live_table(done: int, failed: int, total: int, recent: list[RequestRecord], t0: float) -> Table:
@@ -149,24 +161,60 @@ def _live_table(done: int, failed: int, total: int, recent: list[RequestRecord],
     return t
 
 
-def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
+def check_config(cfg: BenchConfig) -> None:
+    """Everything about the configuration that can be wrong without asking the endpoint: bad input
+    naming the flag (the CLI checks ranges and finiteness first; this holds for library callers too)."""
+    import math
+
     if cfg.concurrency is None and cfg.rate is None:
         raise BadInput("give --concurrency N (closed loop) or --rate R (open loop)", "--concurrency")
     if cfg.concurrency is not None and cfg.rate is not None:
         raise BadInput("--concurrency and --rate are two load modes: give one (cap an open loop with "
                        "--max-concurrency)", "--rate")
     for name, value in (("--num-requests", cfg.num_requests), ("--concurrency", cfg.concurrency),
-                        ("--input-len", cfg.input_len), ("--output-len", cfg.output_len)):
+                        ("--input-len", cfg.input_len), ("--output-len", cfg.output_len),
+                        ("--max-concurrency", cfg.max_concurrency)):
         if value is not None and value < 1:
             raise BadInput(f"must be >= 1, got {value}", name)
-    if cfg.rate is not None and cfg.rate <= 0:
-        raise BadInput(f"must be > 0, got {cfg.rate}", "--rate")
+    for name, value in (("--warmup", cfg.warmup), ("--workers", cfg.workers)):
+        if value < 0:
+            raise BadInput(f"must be >= 0, got {value}", name)
+    for name, fvalue, low in (("--rate", cfg.rate, 0.0), ("--duration", cfg.duration_s, 0.0),
+                              ("--burstiness", cfg.burstiness, 0.0), ("--ramp-up", cfg.ramp_up_s, None),
+                              ("--request-timeout", cfg.request_timeout_s, 0.0),
+                              ("--stall-timeout", cfg.stall_timeout_s, 0.0)):
+        if fvalue is None:
+            continue
+        if not math.isfinite(fvalue):
+            raise BadInput(f"must be a finite number, got {fvalue}", name)
+        if (low is not None and fvalue <= low) or fvalue < 0:
+            raise BadInput(f"must be > 0, got {fvalue}", name)
+    for name, bound in cfg.slo.items():
+        if not math.isfinite(bound) or bound <= 0:
+            raise BadInput(f"{name} must be a finite number of milliseconds > 0, got {bound}", "--slo")
+    check_output_dir(cfg.output, "--output")
+
+
+def check_output_dir(path: Path, flag: str) -> None:
+    """The result directory: created if missing; bad input naming `flag` when it is a file or cannot be made."""
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{path} exists and is not a directory", flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create {path}: {exc.strerror or exc}", flag) from None
+
+
+def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
+    """One run. summary.json says how it ended: `config.interrupted` (Ctrl-C; what finished is kept),
+    `requests.incomplete` (cut at the --duration deadline, counted neither as completed nor as failed)."""
+    check_config(cfg)
     ep = cfg.endpoint
+    scrub = ep.scrubber()
     server = fingerprint(ep)
     served = [m["id"] for m in server["models"]["data"]]
     if served and cfg.model not in served:
         raise BadInput(f"{ep.v1} serves {', '.join(served)}, not {cfg.model!r}", "--model")
-    cfg.output.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(ep, cfg.model)
     jobs, workload_facts = build_jobs(cfg, tok)
     server["metrics_before"] = scrape(ep)
@@ -181,7 +229,8 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
 
     lcfg = loadgen.LoadConfig(endpoint=ep, concurrency=cfg.concurrency, rate=cfg.rate, burstiness=cfg.burstiness,
                               ramp_up_s=cfg.ramp_up_s, duration_s=cfg.duration_s, max_concurrency=cfg.max_concurrency,
-                              workers=cfg.workers, seed=cfg.seed)
+                              workers=cfg.workers, request_timeout_s=cfg.request_timeout_s,
+                              stall_timeout_s=cfg.stall_timeout_s, seed=cfg.seed)
     outputs: dict[int, RequestOutput] = {}
     workers: list[WorkerStats] = []
     t_start = time.monotonic()
@@ -208,7 +257,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
                 m = per_request(item)
                 measured_rows.append(m)
                 chars = {"content": len(item.content), "reasoning": len(item.reasoning), "tool": len(item.tool_text)}
-                fh.write(json.dumps({**m.to_json(), "text_chars": chars}) + "\n")
+                fh.write(scrub(json.dumps({**m.to_json(), "text_chars": chars})) + "\n")
                 fh.flush()  # an interrupted run keeps every finished request
                 live.update(_live_table(len(outputs), sum(1 for r in measured_rows if not r.ok), len(jobs),
                                         measured_rows, t_start))
@@ -225,7 +274,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
             for o in sorted(outputs.values(), key=lambda o: o.index)]
     with (cfg.output / "requests.jsonl").open("w") as fh:
         for m in rows:
-            fh.write(json.dumps(m.to_json()) + "\n")
+            fh.write(scrub(json.dumps(m.to_json())) + "\n")
     measured = [m for m in rows if not m.warmup]
     server["metrics_during"] = during
     server["metrics_after"] = scrape(ep)
@@ -235,6 +284,9 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         "server": server,
         **summarize(measured, workers, cfg.slo),
     }
+    sent = {m.session if m.session is not None else m.index for m in measured}
+    summary["requests"]["not_sent"] = max(cfg.num_requests - len(sent), 0)  # the deadline or Ctrl-C came first
+    summary = scrub.obj(summary)
     (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2))
     pngs = [cdf_plot(measured, cfg.output)]
     html_report(summary, pngs, cfg.output)

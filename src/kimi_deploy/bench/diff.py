@@ -20,8 +20,45 @@ def _load(d: Path) -> list[RequestRecord]:
     p = d / "requests.jsonl"
     if not p.is_file():
         raise BadInput("no requests.jsonl (not a bench result directory)", str(d))
-    rows = [RequestRecord.from_json(json.loads(x)) for x in p.read_text().splitlines() if x.strip()]
-    return [r for r in rows if r.ok and not r.warmup]
+    rows, n = [], 0
+    try:
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if line.strip():
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise BadInput(f"line {n} is not a JSON object (not a bench requests.jsonl)", str(p))
+                rows.append(RequestRecord.from_json(obj))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"line {n} is not JSON ({exc.__class__.__name__}); not a bench requests.jsonl", str(p)) from None
+    except TypeError as exc:
+        raise BadInput(f"line {n} does not have the fields of a bench request ({exc})", str(p)) from None
+    for r in rows:
+        for key in METRICS:
+            value = getattr(r, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise BadInput(f"request {r.index}: {key} is {value!r}, not a number", str(p))
+        if not isinstance(r.itl, list) or not all(isinstance(x, (int, float)) for x in r.itl):
+            raise BadInput(f"request {r.index}: itl is not a list of numbers", str(p))
+    return [r for r in rows if r.ok and not r.warmup and not r.incomplete]
+
+
+def _throughput(d: Path) -> dict[str, float]:
+    """summary.json's throughput numbers, or bad input naming the file."""
+    p = d / "summary.json"
+    if not p.is_file():
+        raise BadInput("no summary.json (not a bench result directory)", str(d))
+    try:
+        t = json.loads(p.read_text())["throughput"]
+        values = {k: t[k] for k in ("requests_per_s", "output_tokens_per_s")}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadInput("is not JSON (not a bench summary.json)", str(p)) from None
+    except (KeyError, TypeError):
+        raise BadInput("has no throughput.requests_per_s / output_tokens_per_s (not a bench summary.json)",
+                       str(p)) from None
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BadInput(f"throughput.{k} is {v!r}, not a number", str(p))
+    return values
 
 
 def _median(v: list[float]) -> float:
@@ -42,6 +79,7 @@ def bootstrap(a: list[float], b: list[float], stat, n: int = 2000, seed: int = 0
 
 def diff(a_dir: Path, b_dir: Path) -> list[dict[str, Any]]:
     a, b = _load(a_dir), _load(b_dir)
+    sa, sb = _throughput(a_dir), _throughput(b_dir)
     out = []
     for key in METRICS + ("itl",):
         if key == "itl":
@@ -58,8 +96,6 @@ def diff(a_dir: Path, b_dir: Path) -> list[dict[str, Any]]:
             out.append({"metric": f"{key} {name} (ms)", "a": round(base, 3), "b": round(stat(vb), 3),
                         "delta": round(d, 3), "delta_pct": round(100 * d / base, 2) if base else None,
                         "ci95": [round(lo, 3), round(hi, 3)], "real": lo > 0 or hi < 0})
-    sa = json.loads((a_dir / "summary.json").read_text())["throughput"]
-    sb = json.loads((b_dir / "summary.json").read_text())["throughput"]
     for k in ("requests_per_s", "output_tokens_per_s"):
         out.append({"metric": k, "a": sa[k], "b": sb[k], "delta": round(sb[k] - sa[k], 4),
                     "delta_pct": round(100 * (sb[k] - sa[k]) / sa[k], 2) if sa[k] else None, "ci95": None,

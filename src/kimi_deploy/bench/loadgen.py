@@ -15,9 +15,10 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import signal
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from ..endpoint import Endpoint, reasoning_of
 
@@ -69,6 +70,7 @@ class RequestOutput:
     reasoning: str = ""
     tool_text: str = ""  # tool names and argument deltas, for the client-side token count
     calls: list[dict[str, str]] = field(default_factory=list)  # {id, name, arguments} per tool call
+    incomplete: bool = False  # still in flight at the --duration deadline: cancelled, neither ok nor failed
 
     @property
     def ok(self) -> bool:
@@ -95,29 +97,62 @@ class LoadConfig:
     duration_s: float | None = None
     max_concurrency: int | None = None  # cap for open loop
     workers: int = 0  # 0 = one per CPU core
-    timeout_s: float = 6 * 3600
+    request_timeout_s: float = 3600.0  # one request, first byte to [DONE]
+    stall_timeout_s: float = 300.0  # no byte from the server for this long: the request failed
     seed: int = 0
 
 
-def schedule(n: int, rate: float, burstiness: float, ramp_up_s: float, seed: int) -> list[float]:
-    """Arrival times for an open loop: gamma inter-arrivals with mean 1/rate (shape = burstiness; 1 is
-    Poisson), stretched at the start by a linear rate ramp."""
+@dataclass(frozen=True, kw_only=True)
+class JobSource:
+    """The run's requests, made one at a time when they are due, so that a run bounded by --duration
+    costs nothing up front however large --num-requests is (issue 12: 10^8 requests took minutes to
+    build before the first was sent)."""
+
+    total: int
+    make: Callable[[int], RequestInput]  # index -> the request (its `at` is set by the worker)
+
+    def __len__(self) -> int:
+        return self.total
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Send:
+    """What every request of one worker shares: where, how, how long, and the scrubber for error text."""
+
+    url: str
+    headers: dict[str, str]
+    request_timeout_s: float
+    stall_timeout_s: float
+    deadline: float | None
+    scrub: Callable[[str], str]
+
+
+def arrivals(rate: float, burstiness: float, ramp_up_s: float, seed: int) -> Iterator[float]:
+    """Arrival times for an open loop, lazily: gamma inter-arrivals with mean 1/rate (shape = burstiness;
+    1 is Poisson), stretched at the start by a linear rate ramp."""
     rng = random.Random(seed)
     shape = burstiness
-    times, t = [], 0.0
-    for _ in range(n):
+    t = 0.0
+    while True:
         gap = rng.gammavariate(shape, 1.0 / (rate * shape))
         if ramp_up_s and t < ramp_up_s:
             gap /= max((t + gap / 2) / ramp_up_s, 0.05)  # lower rate early in the ramp
         t += gap
-        times.append(t)
-    return times
+        yield t
 
 
-async def _one(session: Any, url: str, job: RequestInput, t_sched: float, headers: dict[str, str],
-               timeout: float) -> RequestOutput:
+def schedule(n: int, rate: float, burstiness: float, ramp_up_s: float, seed: int) -> list[float]:
+    """The first `n` arrival times (see `arrivals`)."""
+    it = arrivals(rate, burstiness, ramp_up_s, seed)
+    return [next(it) for _ in range(n)]
+
+
+async def _one(session: Any, send: _Send, job: RequestInput, t_sched: float) -> RequestOutput:
     """Send one streamed request and time it. Never retried (endpoint.NO_RETRY): a retry would hide the
-    failure and its latency. Every failure becomes an error string on the output, never an exception."""
+    failure and its latency. Every failure becomes an error string on the output, never an exception.
+    Bounded by the request timeout (total), the stall timeout (no byte for that long; aiohttp's
+    sock_read) and the run's --duration deadline, whichever comes first; a request cut by the deadline
+    is `incomplete`, not failed."""
     import aiohttp
 
     rec = RequestOutput(index=job.index, warmup=job.warmup, t_sched=t_sched)
@@ -129,11 +164,22 @@ async def _one(session: Any, url: str, job: RequestInput, t_sched: float, header
     content, reasoning, tool_args = [], [], []
     calls: dict[int, dict[str, str]] = {}
     rec.t_send = time.monotonic()
+    limit, by_deadline = send.request_timeout_s, False
+    if send.deadline is not None and send.deadline - rec.t_send < limit:
+        limit, by_deadline = max(send.deadline - rec.t_send, 0.001), True
+    timeout = aiohttp.ClientTimeout(total=limit, sock_read=send.stall_timeout_s)
     try:
-        async with session.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.post(send.url, json=body, headers=send.headers, timeout=timeout) as resp:
             rec.status = resp.status
             if resp.status != 200:
-                rec.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                rec.error = f"HTTP {resp.status}: {(await resp.text(errors='replace'))[:200]}"
+                rec.t_end = time.monotonic()
+                return rec
+            ctype = resp.headers.get("Content-Type", "")
+            if stream and not ctype.startswith("text/event-stream"):
+                # e.g. a proxy's HTML login page answered with 200: not a chat endpoint at all
+                rec.error = f"answered 200 with Content-Type {ctype or 'none'!r}, not an event stream " \
+                            f"(not an OpenAI-compatible chat endpoint?)"
                 rec.t_end = time.monotonic()
                 return rec
             done = False
@@ -187,12 +233,19 @@ async def _one(session: Any, url: str, job: RequestInput, t_sched: float, header
             rec.t_end = time.monotonic()
             if not done and rec.error is None:
                 rec.error = "stream ended without [DONE] (dropped mid-stream)"
+    except aiohttp.ServerTimeoutError:  # before asyncio.TimeoutError: it is a subclass
+        rec.error = f"stalled: no byte from the server for {send.stall_timeout_s:g} s (--stall-timeout)"
     except asyncio.TimeoutError:
-        rec.error = f"timeout after {timeout:.0f} s"
+        if by_deadline:
+            rec.error, rec.incomplete = "incomplete: still in flight at the --duration deadline", True
+        else:
+            rec.error = f"timeout after {send.request_timeout_s:g} s (--request-timeout)"
     except aiohttp.ClientPayloadError:  # the connection closed before the chunked body ended
         rec.error = "stream ended without [DONE] (dropped mid-stream)"
     except Exception as exc:  # connection refused/reset, payload errors: a failed request, never a crash
         rec.error = f"{type(exc).__name__}: {exc}"[:300]
+    if rec.error:
+        rec.error = send.scrub(rec.error)  # a server may echo the Authorization header in its error body
     if rec.t_end is None:
         rec.t_end = time.monotonic()
     rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
@@ -200,8 +253,7 @@ async def _one(session: Any, url: str, job: RequestInput, t_sched: float, header
     return rec
 
 
-async def run_job(session: Any, url: str, job: RequestInput, t_sched: float, headers: dict[str, str],
-                  timeout: float, out: Any) -> None:
+async def run_job(session: Any, send: _Send, job: RequestInput, t_sched: float, out: Any) -> None:
     """One request, or every turn of a session; each answer is put on the queue as it finishes."""
     body = job.body
     messages = list(body.get("messages", []))
@@ -209,14 +261,14 @@ async def run_job(session: Any, url: str, job: RequestInput, t_sched: float, hea
     turn = 0
     while True:
         sub = replace(job, body={**body, "messages": messages}, followups=[], tool_results={})
-        rec = await _one(session, url, sub, t_sched, headers, timeout)
+        rec = await _one(session, send, sub, t_sched)
         calls = rec.calls
         is_session = bool(job.followups or job.tool_results)
         if is_session:
             rec.session, rec.turn = job.index, turn
             rec.index = job.index * 1000 + turn
         out.put(rec)
-        if not is_session or not rec.ok or turn >= 8:  # a session that keeps calling tools ends at 8 turns
+        if not is_session or not rec.ok or turn >= 8 or (send.deadline and time.monotonic() >= send.deadline):  # a session that keeps calling tools ends at 8 turns
             return
         assistant: dict[str, Any] = {"role": "assistant", "content": rec.content}
         if rec.reasoning:
@@ -243,37 +295,54 @@ async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05)
         lags.append(max(time.monotonic() - t - period, 0.0))
 
 
-async def _worker_main(wid: int, jobs: list[RequestInput], cfg: LoadConfig, users: int, t0: float,
+async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: float,
                        deadline: float | None, out: Any) -> None:
+    """Worker `wid` of `n` sends the requests whose index is wid mod n."""
     import aiohttp
 
-    url = cfg.endpoint.url("/v1/chat/completions")
-    headers = cfg.endpoint.headers()
+    send = _Send(url=cfg.endpoint.url("/v1/chat/completions"), headers=cfg.endpoint.headers(),
+                 request_timeout_s=cfg.request_timeout_s, stall_timeout_s=cfg.stall_timeout_s, deadline=deadline,
+                 scrub=cfg.endpoint.scrubber())
     lags: list[float] = []
     stop = asyncio.Event()
     mon = asyncio.create_task(_monitor(lags, stop))
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
+    mine = iter(range(wid, jobs.total, n))
     async with aiohttp.ClientSession(connector=connector, read_bufsize=4 * 2**20) as session:
         if cfg.rate is not None:
             sem = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
+            in_flight: set[asyncio.Task] = set()
 
-            async def fire(job: RequestInput) -> None:
-                due = t0 + (job.at or 0.0)
+            async def fire(job: RequestInput, due: float) -> None:
+                if sem:
+                    async with sem:
+                        if deadline and time.monotonic() >= deadline:
+                            return  # still queued behind the cap at the deadline: never sent
+                        await run_job(session, send, job, due, out)
+                else:
+                    await run_job(session, send, job, due, out)
+
+            for i, at in enumerate(arrivals(cfg.rate, cfg.burstiness, cfg.ramp_up_s, cfg.seed)):
+                if i >= jobs.total:
+                    break
+                if i % n != wid:
+                    continue
+                due = t0 + at
+                if deadline and due >= deadline:
+                    break
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if deadline and time.monotonic() > deadline:
-                    return
-                if sem:
-                    async with sem:
-                        await run_job(session, url, job, due, headers, cfg.timeout_s, out)
-                else:
-                    await run_job(session, url, job, due, headers, cfg.timeout_s, out)
-            await asyncio.gather(*(fire(j) for j in jobs))
+                job = jobs.make(i)
+                job.at = at
+                task = asyncio.create_task(fire(job, due))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if in_flight:
+                await asyncio.gather(*in_flight)
         else:
-            queue = list(reversed(jobs))
             ramp = cfg.ramp_up_s
 
             async def user(u: int) -> None:
@@ -281,11 +350,10 @@ async def _worker_main(wid: int, jobs: list[RequestInput], cfg: LoadConfig, user
                 wait = t_ready - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                while queue:
-                    if deadline and time.monotonic() > deadline:
+                for i in mine:  # shared by this worker's users: each index is sent once
+                    if deadline and time.monotonic() >= deadline:
                         return
-                    job = queue.pop()
-                    await run_job(session, url, job, t_ready, headers, cfg.timeout_s, out)
+                    await run_job(session, send, jobs.make(i), t_ready, out)
                     t_ready = time.monotonic()
             await asyncio.gather(*(user(u) for u in range(users)))
     stop.set()
@@ -296,7 +364,11 @@ async def _worker_main(wid: int, jobs: list[RequestInput], cfg: LoadConfig, user
     out.put(WorkerStats(wid, lags, cpu, wall))
 
 
-def _worker(wid: int, jobs: list[RequestInput], cfg: LoadConfig, users: int, t0: float, deadline: float | None, out: Any) -> None:
+def _worker(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: float, deadline: float | None,
+            out: Any) -> None:
+    # Ctrl-C reaches the whole process group; the parent saves what finished and terminates the workers,
+    # so a worker ignores it rather than dying with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import uvloop  # optional: a faster event loop when installed
 
@@ -306,25 +378,25 @@ def _worker(wid: int, jobs: list[RequestInput], cfg: LoadConfig, users: int, t0:
     import gc
 
     gc.freeze()  # objects made so far are never collected: fewer pauses on the hot path
-    asyncio.run(_worker_main(wid, jobs, cfg, users, t0, deadline, out))
+    asyncio.run(_worker_main(wid, n, jobs, cfg, users, t0, deadline, out))
 
 
-def start(jobs: list[RequestInput], cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
+def start(jobs: JobSource, cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
     """Split the jobs (and users) over worker processes and start them. Returns (processes, queue, t0)."""
     n = cfg.workers or os.cpu_count() or 1
     if cfg.concurrency is not None:
-        n = max(1, min(n, cfg.concurrency))
+        n = min(n, cfg.concurrency)
+    n = max(1, min(n, jobs.total))
     ctx = mp.get_context("fork")
     out = ctx.Queue()
     t0 = time.monotonic() + 0.5  # every worker is up before the first send
     deadline = t0 + cfg.duration_s if cfg.duration_s else None
     procs = []
     for w in range(n):
-        mine = jobs[w::n]
         users = 0
         if cfg.concurrency is not None:
             users = cfg.concurrency // n + (1 if w < cfg.concurrency % n else 0)
-        p = ctx.Process(target=_worker, args=(w, mine, cfg, users, t0, deadline, out), daemon=True)
+        p = ctx.Process(target=_worker, args=(w, n, jobs, cfg, users, t0, deadline, out), daemon=True)
         p.start()
         procs.append(p)
     return procs, out, t0

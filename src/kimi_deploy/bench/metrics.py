@@ -24,6 +24,8 @@ DEFINITIONS = {
     "loop_lag": "overshoot of a 50 ms asyncio sleep in each worker: time the event loop was too busy to run",
     "window": "throughput window: first measured t_send -> last measured completion (warm-up excluded)",
     "goodput": "requests meeting every SLO / all measured requests (failures count as misses) per second of window",
+    "incomplete": "requests still in flight at the --duration deadline: cancelled there, counted neither as "
+                  "completed nor as failed, left out of every statistic",
     "output_tokens_client": "tokens of the streamed text (answer + reasoning + tool-call arguments) counted by the "
                             "server's /tokenize when it has one, else by whitespace",
 }
@@ -42,6 +44,7 @@ class RequestRecord:
     index: int
     warmup: bool = False
     ok: bool = True
+    incomplete: bool = False  # cut at the --duration deadline: neither completed nor failed
     session: int | None = None
     turn: int | None = None
     error: str | None = None
@@ -79,7 +82,7 @@ def per_request(out: RequestOutput, output_tokens_client: int | None = None) -> 
     details = usage.get("completion_tokens_details") or {}
     out_tokens = out_server if out_server is not None else output_tokens_client
     m = RequestRecord(
-        index=out.index, warmup=out.warmup, ok=out.ok, session=out.session, turn=out.turn, error=out.error,
+        index=out.index, warmup=out.warmup, ok=out.ok, incomplete=out.incomplete, session=out.session, turn=out.turn, error=out.error,
         ttft=ms(out.t_send, out.t_first), ttfat=ms(out.t_send, out.t_first_answer),
         ttftc=ms(out.t_send, out.t_first_tool), e2e=ms(out.t_send, out.t_end),
         schedule_lag=ms(out.t_sched, out.t_send),
@@ -123,6 +126,8 @@ def _meets(m: RequestRecord, slo: dict[str, float]) -> bool:
 
 
 def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: dict[str, float]) -> dict[str, Any]:
+    incomplete = sum(1 for m in measured if m.incomplete)
+    measured = [m for m in measured if not m.incomplete]
     ok = [m for m in measured if m.ok]
     window = 0.0
     if measured:
@@ -155,7 +160,8 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
     if out_server and out_client:
         disagreement = round((out_client - out_server) / out_server, 4)
     return {
-        "requests": {"completed": len(ok), "failed": len(measured) - len(ok), "errors": errors},
+        "requests": {"completed": len(ok), "failed": len(measured) - len(ok), "incomplete": incomplete,
+                     "errors": errors},
         "latency_ms": {k: summary([getattr(m, k) for m in ok if getattr(m, k) is not None]) for k in ("ttft", "ttfat", "ttftc", "tpot", "e2e")}
         | {"itl": summary([x for m in ok for x in m.itl])},
         "throughput": {"window_s": round(window, 3), "requests_per_s": round(len(ok) / window, 4) if window else 0.0,

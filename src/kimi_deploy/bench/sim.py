@@ -7,7 +7,8 @@ Chat and completions, streaming or not, with usage; tool calls when tools are of
 reasoning tokens in `reasoning_content` when thinking is on; /tokenize (one token per whitespace-separated
 word, the sim's tokenizer), /metrics, /health, /v1/models, /version; injected faults: HTTP 500s
 (`--error-rate`), streams dropped mid-way (`--drop-rate`), malformed SSE (`--malformed-rate`), a slow
-start (`--slow-start`)."""
+start (`--slow-start`), and streams that stall after N chunks with the connection held open
+(`--stall-after`: the hang a client's stall timeout exists for)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class SimConfig:
     drop_rate: float = 0.0
     malformed_rate: float = 0.0  # share of streams with one chunk that is not JSON
     slow_start_s: float = 0.0
+    stall_after: int | None = None  # send this many chunks, then hold the stream open without a byte
     seed: int = 0
 
 
@@ -145,6 +147,8 @@ class Sim:
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
             await resp.prepare(request)
             for i in range(n_out):
+                if self.cfg.stall_after is not None and i == self.cfg.stall_after:
+                    await asyncio.sleep(24 * 3600)  # silent, connection open, until the client gives up
                 wait = due[i] - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -210,4 +214,26 @@ class Sim:
 
 
 def serve(cfg: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
-    web.run_app(Sim(cfg).app(), host=host, port=port, print=None, access_log=None)
+    """Serve until interrupted; bad input naming --port when the address cannot be bound (in use, or not
+    this host's), checked before aiohttp starts so its own error never surfaces as an internal one."""
+    import socket
+
+    from ..errors import BadInput
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise BadInput(f"cannot resolve {host!r}: {exc}", "--host") from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # aiohttp sets it too
+            try:
+                probe.bind(addr)
+            except OSError as exc:
+                raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "--port") from None
+    try:
+        # a short shutdown_timeout: a stream held open by --stall-after must not delay the exit by aiohttp's
+        # default 60 s of grace
+        web.run_app(Sim(cfg).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=1.0)
+    except OSError as exc:  # lost the race for the port after the probe
+        raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "--port") from None

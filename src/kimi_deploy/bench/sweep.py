@@ -5,6 +5,7 @@ the load until throughput stops growing by 10 % while latency keeps rising)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -27,8 +28,8 @@ def parse(spec: str) -> tuple[str, list[float] | None]:
         vals = [float(v) for v in values.split(",") if v]
     except ValueError:
         raise BadInput(f"{values!r} is not a comma-separated list of numbers or auto", "--sweep") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise BadInput("sweep values must be positive", "--sweep")
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise BadInput("sweep values must be finite positive numbers", "--sweep")
     return mode, vals
 
 

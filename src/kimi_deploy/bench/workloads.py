@@ -41,8 +41,8 @@ class Tokenizer:
                     self.available = True
                     data = r.json()
                     return int(data.get("count", len(data.get("tokens", []))))
-            except httpx.HTTPError:
-                pass
+            except (httpx.HTTPError, ValueError, TypeError):
+                pass  # unreachable, or 200 with something that is not vLLM's JSON (an HTML page): count words
             self.available = False
         source = text if messages is None else " ".join(str(m.get("content") or "") for m in messages)
         return len((source or "").split())

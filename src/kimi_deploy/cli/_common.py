@@ -54,3 +54,14 @@ NodeRank = Annotated[Optional[int], typer.Option("--node-rank", min=0, help="Thi
 HeadAddress = Annotated[Optional[str], typer.Option("--head-address", help="The head node's address.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the JSON contract.")]
 ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help="Env var holding the API key (never the key itself).")]
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """Typer callback for every float option: NaN passes click's min/max checks (every comparison with
+    it is false) and inf passes a lower bound, so both are refused here as a usage error (exit 2 naming
+    the option). Use as `typer.Option(..., callback=finite)`."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value

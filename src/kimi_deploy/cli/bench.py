@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import BadInput
-from ._common import ApiKeyEnv, OnOff, SimDist, err, out
+from ..errors import BadInput, OperationFailed
+from ._common import ApiKeyEnv, OnOff, SimDist, err, finite, out
 
 bench_app = typer.Typer(help="Benchmark an endpoint (or `bench diff A B`).", invoke_without_command=True,
                         no_args_is_help=False)
 
 Rate = Annotated[float, typer.Option(min=0, max=1, help="A share between 0 and 1.")]
+MAX_USERS = 100_000  # each user is a coroutine holding a connection; more is a typo, not a load test
 
 
 @bench_app.callback()
@@ -25,13 +26,15 @@ def bench(
     output: Annotated[Optional[Path], typer.Option("--output", help="Result directory.")] = None,
     workload: Annotated[str, typer.Option(help="random, jsonl, tool-calls, shared-prefix or multi-turn.")] = "random",
     num_requests: Annotated[int, typer.Option("--num-requests", min=1, help="Measured requests (after warm-up).")] = 100,
-    duration: Annotated[Optional[float], typer.Option("--duration", min=0.001, help="Stop after this many seconds.")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", min=0.001, callback=finite, help="Stop after this many seconds; requests still in flight then are cancelled and counted as incomplete.")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Requests sent first and left out of the statistics.")] = 0,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Closed loop: this many users.")] = None,
-    rate: Annotated[Optional[float], typer.Option(min=0.001, help="Open loop: requests per second.")] = None,
-    burstiness: Annotated[float, typer.Option(min=0.001, help="Gamma shape of inter-arrivals (1 = Poisson).")] = 1.0,
-    ramp_up: Annotated[float, typer.Option("--ramp-up", min=0, help="Seconds to ramp up users or rate.")] = 0.0,
-    max_concurrency: Annotated[Optional[int], typer.Option("--max-concurrency", min=1, help="Cap for the open loop.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=MAX_USERS, help="Closed loop: this many users.")] = None,
+    rate: Annotated[Optional[float], typer.Option(min=0.001, max=1e6, callback=finite, help="Open loop: requests per second.")] = None,
+    burstiness: Annotated[float, typer.Option(min=0.001, max=1e6, callback=finite, help="Gamma shape of inter-arrivals (1 = Poisson).")] = 1.0,
+    ramp_up: Annotated[float, typer.Option("--ramp-up", min=0, callback=finite, help="Seconds to ramp up users or rate.")] = 0.0,
+    max_concurrency: Annotated[Optional[int], typer.Option("--max-concurrency", min=1, max=MAX_USERS, help="Cap for the open loop.")] = None,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.001, callback=finite, help="Seconds one request may take in all; then it failed.")] = 3600.0,
+    stall_timeout: Annotated[float, typer.Option("--stall-timeout", min=0.001, callback=finite, help="Seconds without a byte from the server before a request failed.")] = 300.0,
     input_len: Annotated[int, typer.Option("--input-len", min=1, help="Random workload: prompt tokens.")] = 256,
     output_len: Annotated[int, typer.Option("--output-len", min=1, help="Output tokens (ignore_eos where supported).")] = 128,
     dataset: Annotated[Optional[str], typer.Option(help="JSONL dataset for the jsonl workload.")] = None,
@@ -40,7 +43,7 @@ def bench(
     hosted: Annotated[bool, typer.Option("--hosted", help="The endpoint is Moonshot's API (thinking.type).")] = False,
     slo: Annotated[Optional[str], typer.Option(help="Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50")] = None,
     sweep: Annotated[Optional[str], typer.Option(help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search).")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="Client processes (0 = one per core).")] = 0,
+    workers: Annotated[int, typer.Option(min=0, max=256, help="Client processes (0 = one per core).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for prompts and arrivals.")] = 0,
     api_key_env: ApiKeyEnv = None,
 ) -> None:
@@ -63,7 +66,8 @@ def bench(
                       ramp_up_s=ramp_up, max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
                       dataset=dataset, prefix_len=prefix_len,
                       thinking=None if thinking is None else thinking is OnOff.on,
-                      slo=parse_slo(slo), workers=workers, seed=seed)
+                      slo=parse_slo(slo), workers=workers, request_timeout_s=request_timeout,
+                      stall_timeout_s=stall_timeout, seed=seed)
     if sweep:
         from ..bench.sweep import run_sweep
 
@@ -78,6 +82,7 @@ def bench(
         out.print(f"results: {output / 'sweep.json'}, {output / 'sweep.png'}")
         return
     s = run_bench(cfg, err)
+    req = s["requests"]
     lat = s["latency_ms"]
     table = Table(title=f"{s['requests']['completed']} ok, {s['requests']['failed']} failed; "
                         f"{s['throughput']['output_tokens_per_s']} out tok/s over {s['throughput']['window_s']} s")
@@ -86,10 +91,28 @@ def bench(
     for k, v in lat.items():
         table.add_row(k, *(str(v[x]) if v[x] is not None else "-" for x in ("mean", "p50", "p90", "p99", "max")))
     out.print(table)
+    if req.get("incomplete"):
+        out.print(f"{req['incomplete']} request(s) still in flight at the --duration deadline were cancelled "
+                  "(incomplete: neither completed nor failed)")
     if not s["client"]["valid"]:
         out.print("[red]INVALID run[/red]: " + "; ".join(s["client"]["invalid_because"]))
     out.print(f"results: {output / 'summary.json'}, {output / 'requests.jsonl'}, {output / 'report.html'}")
+    if s["config"].get("interrupted"):
+        err.print("interrupted: the requests that finished are saved")
+        raise typer.Exit(130)  # the shell's code for Ctrl-C, after saving
+    if req["completed"] == 0:
+        raise OperationFailed("no measured request succeeded: " + _why_nothing(req))
 
+
+def _why_nothing(req: dict) -> str:
+    """The reason a run produced nothing, from summary.json's request counts (errors are scrubbed)."""
+    if req["errors"]:
+        top = sorted(req["errors"].items(), key=lambda kv: -kv[1])[:3]
+        return f"{req['failed']} failed (" + ", ".join(f"{n} x {e}" for e, n in top) + ")" + \
+            (f", {req['incomplete']} incomplete at the --duration deadline" if req.get("incomplete") else "")
+    if req.get("incomplete"):
+        return f"all {req['incomplete']} were still in flight at the --duration deadline (raise --duration)"
+    return "none was sent before the --duration deadline"
 
 @bench_app.command("diff")
 def bench_diff(a: Annotated[Path, typer.Argument(help="Result directory A.")],
@@ -111,16 +134,17 @@ def sim(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8800,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     model: Annotated[str, typer.Option(help="Model name it serves.")] = "sim",
-    ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, help="Time to first token.")] = 50.0,
-    itl_ms: Annotated[float, typer.Option("--itl-ms", min=0, help="Gap between tokens.")] = 20.0,
+    ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, max=86_400_000, callback=finite, help="Time to first token.")] = 50.0,
+    itl_ms: Annotated[float, typer.Option("--itl-ms", min=0, max=86_400_000, callback=finite, help="Gap between tokens.")] = 20.0,
     dist: Annotated[SimDist, typer.Option(help="Latency distribution.")] = SimDist.fixed,
-    output_len: Annotated[int, typer.Option("--output-len", min=1, help="Tokens per answer when max_tokens is absent.")] = 128,
+    output_len: Annotated[int, typer.Option("--output-len", min=1, max=10_000_000, help="Tokens per answer when max_tokens is absent.")] = 128,
     reasoning_tokens: Annotated[int, typer.Option("--reasoning-tokens", min=0, help="Reasoning tokens when thinking is on.")] = 0,
-    tool_rate: Annotated[float, typer.Option("--tool-rate", min=0, max=1, help="Share of tool-offering requests answered with a call.")] = 1.0,
-    error_rate: Annotated[float, typer.Option("--error-rate", min=0, max=1, help="Share answered with HTTP 500.")] = 0.0,
-    drop_rate: Annotated[float, typer.Option("--drop-rate", min=0, max=1, help="Share of streams cut mid-way.")] = 0.0,
-    malformed_rate: Annotated[float, typer.Option("--malformed-rate", min=0, max=1, help="Share of streams with a non-JSON chunk.")] = 0.0,
-    slow_start: Annotated[float, typer.Option("--slow-start", min=0, help="Seconds of 503 before it is ready.")] = 0.0,
+    tool_rate: Annotated[float, typer.Option("--tool-rate", min=0, max=1, callback=finite, help="Share of tool-offering requests answered with a call.")] = 1.0,
+    error_rate: Annotated[float, typer.Option("--error-rate", min=0, max=1, callback=finite, help="Share answered with HTTP 500.")] = 0.0,
+    drop_rate: Annotated[float, typer.Option("--drop-rate", min=0, max=1, callback=finite, help="Share of streams cut mid-way.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option("--malformed-rate", min=0, max=1, callback=finite, help="Share of streams with a non-JSON chunk.")] = 0.0,
+    slow_start: Annotated[float, typer.Option("--slow-start", min=0, max=86_400, callback=finite, help="Seconds of 503 before it is ready.")] = 0.0,
+    stall_after: Annotated[Optional[int], typer.Option("--stall-after", min=0, help="Fault: stop sending after this many chunks and hold the stream open.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for latencies and faults.")] = 0,
 ) -> None:
     """An OpenAI-compatible server with known latencies and injected faults (the harness's ground truth)."""
@@ -129,7 +153,8 @@ def sim(
     err.print(f"sim serving {model!r} on http://{host}:{port} (ttft {ttft_ms} ms, itl {itl_ms} ms, {dist.value})")
     run_sim(SimConfig(model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, dist=dist.value, default_output=output_len,
                       reasoning_tokens=reasoning_tokens, tool_rate=tool_rate, error_rate=error_rate,
-                      drop_rate=drop_rate, malformed_rate=malformed_rate, slow_start_s=slow_start, seed=seed),
+                      drop_rate=drop_rate, malformed_rate=malformed_rate, slow_start_s=slow_start,
+                      stall_after=stall_after, seed=seed),
             host, port)
 
 

@@ -3,13 +3,14 @@ recording)? PASS/FAIL, summary.json and reports."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import BadInput
-from ._common import ReferenceKind, out
+from ._common import ReferenceKind, finite, out
 
 
 def compare(
@@ -23,9 +24,11 @@ def compare(
     reference_kind: Annotated[ReferenceKind, typer.Option("--reference-kind", help="What the reference is.")] = ReferenceKind.auto,
     reference_key_env: Annotated[str, typer.Option("--reference-key-env", help="Env var with the reference's key.")] = "MOONSHOT_API_KEY",
     local_key_env: Annotated[Optional[str], typer.Option("--local-key-env", help="Env var with the local endpoint's key.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight per endpoint.")] = 8,
-    rate: Annotated[Optional[float], typer.Option(min=0.001, help="Max requests per second per endpoint.")] = None,
-    temperature: Annotated[float, typer.Option(min=0, max=2, help="Sampling temperature (not sent where the hosted API fixes it).")] = 0.0,
+    concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="Requests in flight per endpoint.")] = 8,
+    rate: Annotated[Optional[float], typer.Option(min=0.001, max=1e6, callback=finite, help="Max requests per second per endpoint.")] = None,
+    temperature: Annotated[float, typer.Option(min=0, max=2, callback=finite, help="Sampling temperature (not sent where the hosted API fixes it).")] = 0.0,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.001, callback=finite, help="Seconds one request may take in all, retries included; then it is an error.")] = 1200.0,
+    stall_timeout: Annotated[float, typer.Option("--stall-timeout", min=0.001, callback=finite, help="Seconds without a byte before one attempt fails (answers are not streamed: also the longest answer).")] = 600.0,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Default max_tokens for rows without one.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N requests of the suite.")] = None,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", help="Override a bound, e.g. tool_call_f1=0.85 (repeatable).")] = None,
@@ -36,11 +39,16 @@ def compare(
 
     if reference and reference_file:
         raise BadInput("give --reference or --reference-file, not both", "--reference-file")
+    from ..bench import check_output_dir
+
+    check_output_dir(output, "--output")  # before any request: a file in the way is bad input, not a crash
     overrides: dict[str, float] = {}
     for item in threshold or []:
         name, _, value = item.partition("=")
         try:
             overrides[name.strip()] = float(value)
+            if not math.isfinite(overrides[name.strip()]):
+                raise ValueError(value)
         except ValueError:
             raise BadInput(f"{item!r} is not NAME=NUMBER", "--threshold") from None
     local_ep = Endpoint.from_url(local, flag="--local", kind="self-hosted", api_key_env=local_key_env,
@@ -52,7 +60,8 @@ def compare(
     cfg = CompareConfig(local=local_ep, model=model or require_model(local_ep, None, "--model"), output=output,
                         suite=suite, reference=ref_ep, reference_file=reference_file, reference_model=reference_model,
                         concurrency=concurrency, rate=rate, temperature=temperature, max_tokens=max_tokens,
-                        limit=limit, thresholds=overrides)
+                        limit=limit, thresholds=overrides, request_timeout_s=request_timeout,
+                        stall_timeout_s=stall_timeout)
     summary = run_compare(cfg, out)
     out.print(f"summary: {output / 'summary.json'}; report: {output / 'report.html'}")
     if summary["verdict"] != "PASS":

@@ -17,7 +17,7 @@ from ..deployment import resolve
 from ..engines import RenderedNode, render
 from ..errors import BadInput, OperationFailed
 from ..spec import load_spec
-from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, out
+from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, finite, out
 
 
 def shell_word(tok: str) -> str:
@@ -155,7 +155,7 @@ def serve(
 
 def wait_cmd(
     url: Annotated[str, typer.Argument(help="Base URL, e.g. http://head:8000 (or .../v1)")],
-    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds before giving up (exit 1).")] = 1800,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, callback=finite, help="Seconds before giving up (exit 1).")] = 1800,
     model: Annotated[Optional[str], typer.Option("--model", help="Expect this served model name.")] = None,
     api_key_env: ApiKeyEnv = None,
 ) -> None:

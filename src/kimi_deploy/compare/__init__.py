@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..catalog import get_model
-from ..endpoint import Endpoint, require_model
+from ..endpoint import Endpoint, require_model, scrubber
 from ..errors import BadInput
 from .report import print_summary, write_reports
 from .run import Side, Store, collect, request_key
@@ -39,6 +39,8 @@ class CompareConfig:
     max_tokens: int | None = None
     limit: int | None = None
     thresholds: dict[str, float] = field(default_factory=dict)  # overrides of the default bounds
+    request_timeout_s: float = 1200.0  # one request in all, retries and backoff included
+    stall_timeout_s: float = 600.0  # one attempt: no byte for this long (answers are not streamed)
 
     def __post_init__(self) -> None:
         if (self.reference is None) == (self.reference_file is None):
@@ -75,21 +77,32 @@ def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -
 
 
 def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
+    import math
+
+    from ..bench import check_output_dir
+
+    for name, value in (("--request-timeout", cfg.request_timeout_s), ("--stall-timeout", cfg.stall_timeout_s),
+                        ("--rate", cfg.rate), ("--temperature", cfg.temperature)):
+        if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and name != "--temperature")):
+            raise BadInput(f"must be a finite number{'' if name == '--temperature' else ' > 0'}, got {value}", name)
+    if any(not math.isfinite(v) for v in cfg.thresholds.values()):
+        raise BadInput("bounds must be finite numbers", "--threshold")
+    check_output_dir(cfg.output, "--output")
+    scrub = scrubber(cfg.local, cfg.reference)  # both keys: either side may echo either
     thresholds = thresholds_for(cfg.model, cfg.thresholds)
     suite, rows = load(cfg.suite)
     if cfg.limit is not None:
         rows = rows[:cfg.limit]
     require_model(cfg.local, cfg.model, "--model")
     local = Side(name="local", model=cfg.model, endpoint=cfg.local)
-    cfg.output.mkdir(parents=True, exist_ok=True)
     if cfg.reference is None:
         reference, ref_store = _recorded_side(cfg, suite, rows)
     else:
         ref_model = cfg.reference.model_id(cfg.reference_model or cfg.model)
         require_model(cfg.reference, ref_model, "--reference-model")
         reference = Side(name="reference", model=ref_model, endpoint=cfg.reference)
-        ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model)
-    local_store = Store(cfg.output / "local.jsonl", suite, local.model)
+        ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub)
+    local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub)
     live = [(side, store) for side, store in ((local, local_store), (reference, ref_store)) if side.endpoint]
     with Progress(console=console, transient=True) as progress:
         async def ask_all() -> list[dict[str, Any]]:
@@ -98,6 +111,8 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
                 t = progress.add_task(side.name, total=len(rows))
                 tasks.append(collect(side, suite, rows, store, concurrency=cfg.concurrency, rate=cfg.rate,
                                      temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                     request_timeout=cfg.request_timeout_s, stall_timeout=cfg.stall_timeout_s,
+                                     scrub=scrub,
                                      on_done=lambda o, t=t: progress.advance(t)))
             return await asyncio.gather(*tasks)
         got = asyncio.run(ask_all())
@@ -107,6 +122,8 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     summary = {"suite": summary["suite"], "local": local.facts(), "reference": reference.facts(), **summary}
     if cfg.reference_file is not None:
         summary["reference"]["recording"] = str(cfg.reference_file)
+    summary["timeouts"] = {"request_s": cfg.request_timeout_s, "stall_s": cfg.stall_timeout_s}
+    summary = scrub.obj(summary)  # answers and errors may quote a key a server echoed back
     (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     write_reports(cfg.output, summary)
     print_summary(console, summary)

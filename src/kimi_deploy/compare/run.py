@@ -62,8 +62,8 @@ class Outcome:
 class Store:
     """The JSONL record of one endpoint's answers to one suite."""
 
-    def __init__(self, path: Path, suite: str, model: str) -> None:
-        self.path, self.suite, self.model = path, suite, model
+    def __init__(self, path: Path, suite: str, model: str, scrub: Callable[[str], str] = lambda t: t) -> None:
+        self.path, self.suite, self.model, self.scrub = path, suite, model, scrub
         self.records: dict[str, dict[str, Any]] = {}
         # An interrupted run can leave a half line at the end: start the next record on a line of its own.
         self._newline_first = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
@@ -94,7 +94,7 @@ class Store:
             if self._newline_first:
                 fh.write("\n")
                 self._newline_first = False
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write(self.scrub(json.dumps(rec, ensure_ascii=False)) + "\n")
 
 
 def _outcome(row_id: str, resp: Any, seconds: float) -> Outcome:
@@ -111,9 +111,15 @@ def _outcome(row_id: str, resp: Any, seconds: float) -> Outcome:
 
 async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Store, *, concurrency: int = 8,
                   rate: float | None = None, temperature: float | None = 0.0, max_tokens: int | None = None,
-                  retry: RetryPolicy = ANSWERS, timeout: float = 600,
+                  retry: RetryPolicy = ANSWERS, request_timeout: float = 1200, stall_timeout: float = 600,
+                  scrub: Callable[[str], str] = lambda t: t,
                   on_done: Callable[[Outcome], None] = lambda o: None) -> dict[str, Outcome]:
-    """Answers for every row (recorded ones are reused), keyed by row id."""
+    """Answers for every row (recorded ones are reused), keyed by row id. One request, its retries and
+    their backoff included, ends within `request_timeout` seconds; one attempt fails when no byte comes
+    for `stall_timeout` seconds (httpx's read timeout: answers are not streamed, so it also bounds the
+    wait for the whole answer). Error text goes through `scrub` before it is recorded."""
+    import httpx
+
     results: dict[str, Outcome] = {}
     todo = []
     for row in rows:
@@ -127,7 +133,7 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
         return results
     endpoint = side.endpoint
     assert endpoint is not None, "a recording has no endpoint to ask"
-    client = endpoint.openai_client(timeout=timeout)
+    client = endpoint.openai_client(timeout=httpx.Timeout(stall_timeout, connect=min(stall_timeout, 30.0)))
     sem = asyncio.Semaphore(concurrency)
     gap = 1.0 / rate if rate else 0.0
     next_start = [time.monotonic()]
@@ -144,8 +150,11 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
             kwargs = request_kwargs(endpoint, side.model, row, temperature, max_tokens)
             t0 = time.monotonic()
             try:
-                resp = await retry.run(lambda: client.chat.completions.create(**kwargs))
+                resp = await retry.run(lambda: client.chat.completions.create(**kwargs), total_s=request_timeout)
                 outcome = _outcome(row["id"], resp, time.monotonic() - t0)
+            except asyncio.TimeoutError:
+                outcome = Outcome(row["id"], error=f"timeout: no answer within {request_timeout:g} s, retries "
+                                  "included (--request-timeout)", seconds=round(time.monotonic() - t0, 3))
             except openai.APIStatusError as exc:
                 outcome = Outcome(row["id"], error=f"HTTP {exc.status_code}: {_message(exc)}", status=exc.status_code,
                                   seconds=round(time.monotonic() - t0, 3))
@@ -153,12 +162,23 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
                     # The server refuses tools (no tool parser). Ask once more with tool_choice=none to see
                     # what the model itself emits: the diagnosis, not a scored answer.
                     try:
-                        probe = await client.chat.completions.create(**{**kwargs, "tool_choice": "none"})
+                        probe = await asyncio.wait_for(
+                            client.chat.completions.create(**{**kwargs, "tool_choice": "none"}), request_timeout)
                         outcome.probe_content = probe.choices[0].message.content
-                    except openai.OpenAIError:
+                    except (openai.OpenAIError, asyncio.TimeoutError, AttributeError, IndexError, TypeError):
                         pass
-            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            except openai.APITimeoutError:
+                outcome = Outcome(row["id"], error=f"stalled: no byte from the server for {stall_timeout:g} s "
+                                  "(--stall-timeout)", seconds=round(time.monotonic() - t0, 3))
+            except openai.APIConnectionError as exc:
                 outcome = Outcome(row["id"], error=f"{type(exc).__name__}: {exc}", seconds=round(time.monotonic() - t0, 3))
+            except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError, IndexError,
+                    KeyError) as exc:
+                # 200 with a body that is not a chat completion (an HTML page from a proxy, say)
+                outcome = Outcome(row["id"], error=f"not an OpenAI chat completion: {type(exc).__name__}: {exc}"[:300],
+                                  status=200, seconds=round(time.monotonic() - t0, 3))
+            if outcome.error:
+                outcome.error = scrub(outcome.error)  # a server may echo the Authorization header
             store.append(key, side, outcome)
             results[row["id"]] = outcome
             on_done(outcome)
