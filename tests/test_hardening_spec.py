@@ -208,7 +208,7 @@ def test_tiny_model_dest_that_is_a_file(tmp_path: Path) -> None:
 
 # --- fuzzing ------------------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=int(os.environ.get("KIMI_FUZZ_EXAMPLES", "50")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=30))
 _values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -275,3 +275,9 @@ def test_fuzz_load_spec(tmp_path_factory: pytest.TempPathFactory, raw: bytes) ->
                                                      for p, r in items))))
 def test_fuzz_slurm_nodelist(nodelist: str) -> None:
     _ok_or_bad_input(expand_slurm_nodelist, nodelist)
+
+
+@pytest.mark.parametrize("head", ["${KIMI_API_KEY}", "h$(touch x)", "a b", ""])
+def test_render_head_address_is_a_host(tmp_path: Path, head: str) -> None:
+    assert_clean_error(run_cli("render", str(TP16), "--head-address", head), "--head-address", "host name")
+    assert run_cli("render", str(TP16), "--head-address", "fd00::1").returncode == 0

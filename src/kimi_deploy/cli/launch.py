@@ -118,6 +118,9 @@ def render_cmd(
 ) -> None:
     """The engine command for every node (copy-paste-ready shell, or JSON)."""
     dep = resolve(load_spec(spec))
+    if head_address is not None and not re.fullmatch(r"[A-Za-z0-9._:\[\]-]+", head_address):
+        # A host name or IP address; anything else (a ${NAME} reference, shell syntax) is refused.
+        raise BadInput(f"{head_address!r} is not a host name or IP address", "--head-address")
     if head_address and dep.pd:
         raise BadInput("a prefill/decode spec has one head per side; its heads stay ${KIMI_PREFILL_HEAD_ADDR} / "
                        "${KIMI_DECODE_HEAD_ADDR} references", "--head-address")
