@@ -131,7 +131,8 @@ def test_topology_specific_choices(tmp_path: Path) -> None:
     budget = leader["startupProbe"]["failureThreshold"] * leader["startupProbe"]["periodSeconds"]
     assert 1200 <= budget <= 1500
     assert leader["resources"]["limits"] == {"nvidia.com/gpu": "8", "rdma/ib": "1"}
-    assert leader["securityContext"] == {"privileged": False, "capabilities": {"add": ["IPC_LOCK"]}}
+    assert leader["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False,
+                                         "capabilities": {"drop": ["ALL"], "add": ["IPC_LOCK"]}}
     volumes = {v["name"]: v for v in lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     init = lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["initContainers"][0]
@@ -208,6 +209,60 @@ def test_bad_input(tmp_path: Path, k8s: dict, needles: list[str]) -> None:
     p.write_text(yaml.safe_dump(data))
     assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), *needles)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def _pod_specs(obj: Any) -> list[dict[str, Any]]:
+    """Every pod spec anywhere in an object (Deployment, Job, LWS leader and worker templates)."""
+    if isinstance(obj, dict):
+        found = [obj] if "containers" in obj else []
+        return found + [p for v in obj.values() for p in _pod_specs(v)]
+    if isinstance(obj, list):
+        return [p for v in obj for p in _pod_specs(v)]
+    return []
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
+def test_every_pod_is_locked_down(spec: Path) -> None:
+    """Issue 12 class 7, on the committed trees: no privilege escalation, every capability dropped
+    (IPC_LOCK added back only on GPU engine containers), RuntimeDefault seccomp, no service-account token."""
+    pods = [p for f in (ROOT / "k8s" / spec.stem).glob("*.yaml") for p in _pod_specs(yaml.safe_load(f.read_text()))]
+    assert pods
+    for pod in pods:
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False, c["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+            gpu_engine = c["name"] == "engine" and "nvidia.com/gpu" in c["resources"]["limits"]
+            assert sc["capabilities"].get("add", []) == (["IPC_LOCK"] if gpu_engine else []), c["name"]
+    bench = yaml.safe_load((ROOT / "k8s" / spec.stem / "job-bench.yaml").read_text())
+    assert 0 < bench["spec"]["activeDeadlineSeconds"] <= 6 * 3600
+
+
+@pytest.mark.parametrize("weights_dir", ["/", "/etc", "/usr/", "/var", "/proc/1", "/home", "/data/../etc", "//root"])
+def test_hostpath_weights_refuse_system_directories(tmp_path: Path, weights_dir: str) -> None:
+    data = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
+    data["k8s"]["weights_mode"] = "hostpath"
+    data["weights"]["dir"] = weights_dir
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "weights.dir", "system directory")
+    assert not (tmp_path / "out").exists()
+    data["weights"]["dir"] = "/data/models/kimi-k2"  # a directory of its own is fine
+    p.write_text(yaml.safe_dump(data))
+    objs = _render(p, tmp_path / "ok")
+    vols = [v for pod in _pod_specs(objs["leaderworkerset.yaml"]) for v in pod["volumes"] if "hostPath" in v]
+    assert vols and all(v["hostPath"]["path"] == "/data/models/kimi-k2" for v in vols)
+
+
+def test_output_path_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("mine")
+    for out in (f, f / "sub"):
+        assert_clean_error(run_cli("k8s", str(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml"), "-o", str(out)),
+                           str(f))
+    assert f.read_text() == "mine"
 
 
 def test_name_too_long_for_lws(tmp_path: Path) -> None:

@@ -70,6 +70,32 @@ def test_shellcheck_clean() -> None:
 def test_slurm_nodelist_expansion() -> None:
     assert expand_slurm_nodelist("gpu[07-08,10],login1") == ["gpu07", "gpu08", "gpu10", "login1"]
     assert expand_slurm_nodelist("a1") == ["a1"]
+    # Several brackets multiply out in order, as `scontrol show hostnames` prints them.
+    assert expand_slurm_nodelist("rack[1-2]-gpu[01-02]") == ["rack1-gpu01", "rack1-gpu02", "rack2-gpu01",
+                                                              "rack2-gpu02"]
+    assert expand_slurm_nodelist("n[8-10],x[1]y") == ["n8", "n9", "n10", "x1y"]
+
+
+@pytest.mark.parametrize("nodelist", ["gpu[a-b]", "gpu[1-", "", " ", "gpu]1", "a,,b", "gpu[2-1]", "g[[1]]",
+                                      "g[]", "gpu[1-2", "x[0-99999999]", "a b", "gpu$(id)", "n[1-" + "9" * 5000 + "]"])
+def test_malformed_slurm_nodelist_is_bad_input(nodelist: str) -> None:
+    from kimi_deploy.errors import BadInput
+
+    with pytest.raises(BadInput) as exc:
+        expand_slurm_nodelist(nodelist)
+    assert str(exc.value).startswith("SLURM_JOB_NODELIST: ")
+
+
+def test_slurm_heads_from_multi_bracket_lists(spec_with_weights: Path) -> None:
+    spec = resolve(load_spec(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml"))
+    ctx = resolve_node(spec, None, None, {"SLURM_NODEID": "1", "SLURM_NNODES": "2",
+                                          "SLURM_JOB_NODELIST": "rack[2-3]-gpu[07]"})
+    assert ctx.heads["serve"] == "rack2-gpu07"
+    # Through the CLI: a malformed list is exit 2 naming the variable, never a wrong head.
+    for var in ("SLURM_JOB_NODELIST", "SLURM_NODELIST"):
+        proc = run_cli("serve", str(spec_with_weights), "--dry-run",
+                       env=_env(SLURM_NODEID="1", SLURM_NNODES="2", **{var: "gpu[a-b]"}))
+        assert_clean_error(proc, var, "not a Slurm host list")
 
 
 def test_role_resolution_sources() -> None:

@@ -140,6 +140,16 @@ def context_length(entry: ModelEntry | None, arch: Architecture) -> int:
     return entry.context_length if entry else arch.max_position_embeddings
 
 
+def check_max_model_len(value: int | None, entry: ModelEntry | None, arch: Architecture, field: str) -> None:
+    """A max_model_len beyond the model's context length is bad input: the engines refuse it at start-up
+    (vLLM unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set, vllm/config/model.py), and a plan for it would
+    promise context the model was never trained for (issue 12, class 2/6)."""
+    limit = context_length(entry, arch)
+    if value is not None and value > limit:
+        source = "the catalog's context_length" if entry else "config.json max_position_embeddings"
+        raise BadInput(f"{value:,} is beyond the model's context length {limit:,} ({source})", field)
+
+
 def _topology(spec: Spec, arch: Architecture, fields: ParallelFields, nodes: int, mode: str) -> Topology:
     """Fill in the topology from its mode; explicit numbers always win."""
     gpn = spec.hardware.gpus_per_node
@@ -213,6 +223,7 @@ def resolve(spec: Spec) -> Deployment:
     the engine cannot express (the planner's rules)."""
     name, arch, entry = resolve_model(spec.model)
     engine = spec.engine.name
+    check_max_model_len(spec.serving.max_model_len, entry, arch, "serving.max_model_len")
     defaults = {"max_model_len": context_length(entry, arch)}
     serving = resolve_values(spec.serving, engine, defaults)
     gpu = get_gpu(spec.hardware.gpu)

@@ -33,6 +33,38 @@ PROBE_PERIOD_S = 10
 HEADER = "# rendered by kimi-deploy k8s"
 # Official engine images: they do not contain kimi-deploy, so a pod on them cannot run its entrypoint.
 STOCK_IMAGES = ("vllm/vllm-openai", "lmsysorg/sglang", "rocm/vllm", "rocm/sgl-dev", "rocm/sglang")
+# hostPath weights may not be the host's root or a system directory: the pods mount it read-write.
+SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/proc",
+               "/sys", "/dev", "/boot", "/root", "/home", "/run", "/opt", "/srv", "/tmp")
+# The bench Job's own bound beyond the wait for the endpoint (issue 12, class 1): `bench` runs
+# bench_concurrency * 8 requests, minutes at most; an endpoint that stalls must not hold the Job forever.
+BENCH_WAIT_S, BENCH_RUN_S = 14400, 3600
+
+# Pod hardening (issue 12, class 7; https://kubernetes.io/docs/concepts/security/pod-security-standards/,
+# "restricted"): no privilege escalation, every capability dropped, the runtime's default seccomp profile
+# (set on the pod), no service-account token (nothing here talks to the API server). The engine keeps
+# IPC_LOCK: NCCL/DeepEP register pinned memory with the RDMA NIC, which needs mlock beyond the default
+# limit. runAsNonRoot is not set: every pod runs k8s.image, built FROM the official vLLM or SGLang image,
+# and both run as root (neither vllm-project/vllm docker/Dockerfile nor sgl-project/sglang
+# docker/Dockerfile has a USER line), so a non-root pod could not read the image's /root caches or write
+# where the engines expect; docker/Dockerfile adds no user either.
+POD_SECURITY: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security(add: list[str] | None = None) -> dict[str, Any]:
+    caps: dict[str, Any] = {"drop": ["ALL"]}
+    if add:
+        caps["add"] = list(add)
+    return {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": caps}
+
+
+def harden(pod: dict[str, Any]) -> dict[str, Any]:
+    """Pod-level hardening and a locked-down securityContext on every (init) container that has none."""
+    pod["automountServiceAccountToken"] = False
+    pod["securityContext"] = {**POD_SECURITY, **pod.get("securityContext", {})}
+    for c in [*pod.get("initContainers", []), *pod["containers"]]:
+        c.setdefault("securityContext", container_security())
+    return pod
 
 
 def entrypoint_text() -> str:
@@ -66,6 +98,12 @@ def check(spec: Spec) -> list[str]:
                       "weights (set k8s.storage_class and weights.dir) or k8s.weights_mode: hostpath")
     if k.weights_mode == "hostpath" and not spec.weights.dir:
         errors.append("weights.dir: the hostPath cache needs a directory on the nodes")
+    if k.weights_mode == "hostpath" and spec.weights.dir and spec.weights.dir.startswith("/"):
+        normal = "/" + "/".join(p for p in spec.weights.dir.split("/") if p not in ("", "."))
+        if ".." in normal.split("/") or normal in SYSTEM_DIRS or normal.startswith(("/proc/", "/sys/", "/dev/")):
+            errors.append(f"weights.dir: {spec.weights.dir!r} is the host's root, a system directory or not a "
+                          "plain path; the hostPath cache is mounted read-write, so give a directory of its "
+                          "own, e.g. /data/models/kimi-k2")
     longest = spec.name + ("-prefill" if spec.topology.pd else "")
     if spec.hardware.nodes > 1 and len(longest) > lws_name_limit(1):
         errors.append(f"name: {longest!r} is {len(longest)} characters; a LeaderWorkerSet name may have at "
@@ -122,7 +160,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
     container: dict[str, Any] = {
         "name": "engine", "image": k.image, "command": ["bash", ENTRYPOINT],
         "env": env, "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "securityContext": {"privileged": False, "capabilities": {"add": ["IPC_LOCK"] if gpus else []}},
+        "securityContext": container_security(["IPC_LOCK"] if gpus else None),
         "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
                          {"name": "dshm", "mountPath": "/dev/shm"}],
     }
@@ -160,6 +198,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
     pod: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 60}
     if init:
         pod["initContainers"] = init
+    harden(pod)
     if k.node_selector:
         pod["nodeSelector"] = dict(k.node_selector)
     if k.tolerations:
@@ -229,7 +268,7 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                                                                     "optional": True}}}] if k.hf_token_secret else []
         model_flag = f" --model {dep.entry.id}" if dep.entry else ""
         out["job-download.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-download", "weights"),
-                                    "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": {
+                                    "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": harden({
                                         "restartPolicy": "OnFailure",
                                         "containers": [{"name": "download", "image": k.image, "env": env,
                                                         "command": ["bash", "-c", f"kimi-deploy download {SPEC_PATH} && "
@@ -237,7 +276,7 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                                                         "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
                                                                          {"name": "weights", "mountPath": spec.weights.dir}]}],
                                         "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},
-                                                    {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]}}}}
+                                                    {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]})}}}
     bench_env = [{"name": dep.api_key_env, "valueFrom": {"secretKeyRef": {
         "name": k.api_key_secret, "key": dep.api_key_env}}}] if dep.api_key_env else []
     key_flag = f" --api-key-env {dep.api_key_env}" if dep.api_key_env else ""
@@ -246,15 +285,16 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}
     # The bench asks for the name the engine serves (served_model_name, else the catalog id).
     out["job-bench.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-bench", "bench"),
-                             "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": _labels(spec, "bench")}, "spec": {
+                             "spec": {"backoffLimit": 0, "activeDeadlineSeconds": BENCH_WAIT_S + BENCH_RUN_S,
+                                      "template": {"metadata": {"labels": _labels(spec, "bench")}, "spec": harden({
                                  "restartPolicy": "Never",
                                  "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": ["bash", "-c",
-                                     f"kimi-deploy wait http://{name}.{ns}.svc:{service_port} --timeout 14400{key_flag} && "
+                                     f"kimi-deploy wait http://{name}.{ns}.svc:{service_port} --timeout {BENCH_WAIT_S}{key_flag} && "
                                      f"kimi-deploy bench --base-url http://{name}.{ns}.svc:{service_port}/v1 "
                                      f"--model {dep.served_model_name} --output /results/$(date +%Y%m%dT%H%M%S) "
                                      f"--concurrency {k.bench_concurrency} --num-requests {k.bench_concurrency * 8}{key_flag}"],
                                      "volumeMounts": [{"name": "results", "mountPath": "/results"}]}],
-                                 "volumes": [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-bench-results"}}]}}}}
+                                 "volumes": [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-bench-results"}}]})}}}
     out["kustomization.yaml"] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                                  "resources": sorted(f for f in out if f != "kustomization.yaml")}
     return out

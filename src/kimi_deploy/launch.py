@@ -32,20 +32,76 @@ class NodeContext:
     source: str  # flags | lws | slurm | single | env
 
 
-def expand_slurm_nodelist(nodelist: str) -> list[str]:
-    """'gpu[01-02,07],login1' -> ['gpu01', 'gpu02', 'gpu07', 'login1'] (scontrol show hostnames, by hand)."""
+# More hosts than any Slurm allocation this tool launches on: a list that expands beyond it is a typo
+# (gpu[0-99999999]), refused before it fills memory.
+MAX_SLURM_HOSTS = 65536
+_HOST_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+def expand_slurm_nodelist(nodelist: str, field: str = "SLURM_JOB_NODELIST") -> list[str]:
+    """Slurm's compact host list, expanded as `scontrol show hostnames` does: 'gpu[01-02,07],login1' ->
+    gpu01 gpu02 gpu07 login1, and several brackets in one name multiply out in order
+    ('rack[1-2]-gpu[01-02]' -> rack1-gpu01 rack1-gpu02 rack2-gpu01 rack2-gpu02; slurm/src/common/hostlist.c).
+    Anything else is bad input naming `field`: a wrong list would make the wrong node the head."""
+    def bad(why: str) -> BadInput:
+        return BadInput(f"{nodelist!r} is not a Slurm host list ({why})", field)
+
+    if not nodelist.strip():
+        raise bad("it is empty")
+    items, depth, cur = [], 0, ""
+    for c in nodelist.strip():
+        if c == "[":
+            depth += 1
+            if depth > 1:
+                raise bad("nested brackets")
+        elif c == "]":
+            depth -= 1
+            if depth < 0:
+                raise bad("']' without '['")
+        if c == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += c
+    if depth:
+        raise bad("'[' without ']'")
+    items.append(cur)
     hosts: list[str] = []
-    for m in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist):
-        prefix, ranges = m.group(1), m.group(2)
-        if not ranges:
-            hosts.append(prefix)
-            continue
-        for part in ranges.split(","):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                hosts += [f"{prefix}{i:0{len(lo)}d}" for i in range(int(lo), int(hi) + 1)]
-            else:
-                hosts.append(prefix + part)
+    for item in items:
+        if not item:
+            raise bad("an empty name between commas")
+        # Alternate literal text and bracket contents: text, ranges, text, ranges, ..., text.
+        pieces = re.split(r"\[([^\]]*)\]", item)
+        names = [""]
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0:
+                if not _HOST_CHARS.match(piece):
+                    raise bad(f"{piece!r} has characters a host name cannot have")
+                names = [n + piece for n in names]
+                continue
+            values: list[str] = []
+            for part in piece.split(","):
+                lo, sep, hi = part.partition("-")
+                if not lo.isascii() or not lo.isdigit() or (sep and not (hi.isascii() and hi.isdigit())):
+                    raise bad(f"[{piece}]: {part!r} is not a number or a range of numbers")
+                if len(lo) > 18 or len(hi) > 18:
+                    raise bad(f"[{piece}]: {part!r} has too many digits")
+                if not sep:
+                    values.append(lo)
+                    continue
+                if int(hi) < int(lo):
+                    raise bad(f"[{piece}]: the range {part} runs backwards")
+                if int(hi) - int(lo) + 1 > MAX_SLURM_HOSTS:
+                    raise bad(f"[{piece}] expands to more than {MAX_SLURM_HOSTS} hosts")
+                values += [f"{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
+            if len(names) * len(values) > MAX_SLURM_HOSTS:
+                raise bad(f"it expands to more than {MAX_SLURM_HOSTS} hosts")
+            names = [n + v for n in names for v in values]
+        if len(hosts) + len(names) > MAX_SLURM_HOSTS:
+            raise bad(f"it expands to more than {MAX_SLURM_HOSTS} hosts")
+        if any(not n for n in names):
+            raise bad("an empty host name")
+        hosts += names
     return hosts
 
 
@@ -118,10 +174,10 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
             raise BadInput("SLURM_NODEID and SLURM_NNODES must be integers", "SLURM_NODEID") from None
         if nnodes != total:
             raise BadInput(f"the Slurm job has {nnodes} node(s) but the spec needs {total}", "SLURM_NNODES")
-        hosts = expand_slurm_nodelist(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "")))
+        list_var = "SLURM_JOB_NODELIST" if "SLURM_JOB_NODELIST" in env else "SLURM_NODELIST"
+        hosts = expand_slurm_nodelist(env.get(list_var, ""), list_var)
         if len(hosts) < nnodes:
-            raise BadInput(f"SLURM_JOB_NODELIST names {len(hosts)} host(s), fewer than {nnodes}",
-                           "SLURM_JOB_NODELIST")
+            raise BadInput(f"{list_var} names {len(hosts)} host(s), fewer than {nnodes}", list_var)
         # Every group's head is the first host of its ranks; --head-address overrides a single group's.
         heads.update({g.name: hosts[g.first_rank] for g in dep.groups})
         if head_address and not dep.pd:

@@ -5,6 +5,9 @@ deployment.py resolves it into the one object everything else reads."""
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +17,85 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .catalog import MODELS, get_gpu, get_model, gpu_names
 from .errors import BadInput
 from .plan import KV_DTYPE_BYTES
+
+
+# --- secrets and shell references in spec values ------------------------------------------------------
+
+# Credential shapes (issue 12, class 4): OpenAI/Moonshot-style `sk-` keys, Hugging Face `hf_` tokens, an
+# HTTP `Bearer` credential, AWS access key ids (AKIA/ASIA + 16, https://docs.aws.amazon.com/IAM/latest/UserGuide/
+# reference_identifiers.html#identifiers-unique-ids), GitHub tokens (ghp_/gho_/ghs_/github_pat_) and a PEM key.
+_CREDENTIAL = re.compile(
+    r"(?:^|[^A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"
+    r"|(?i:\bbearer\s+\S{8,})|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+# Names that say "credential": refused outright in serving.env (KEY/TOKEN/SECRET/PASSWORD), or whose
+# value is refused when it looks random (AUTH, CREDENTIAL, e.g. HF_AUTH or AUTHORIZATION).
+_SECRET_NAME_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD")
+_AUTH_NAME_WORDS = ("AUTH", "CREDENTIAL", "COOKIE", "SESSION")
+_WHERE_SECRETS_GO = ("name the variable in serving.api_key_env (the key then comes from the environment or "
+                     "the Kubernetes Secret in k8s.api_key_secret; k8s.hf_token_secret for HF_TOKEN)")
+
+
+def _high_entropy(value: str) -> bool:
+    """A long random-looking string (a key or token), not a setting: 20+ characters, no spaces, letters
+    and digits mixed, at least 3.5 bits of Shannon entropy per character."""
+    v = value.strip()
+    if len(v) < 20 or any(c.isspace() for c in v):
+        return False
+    if not (any(c.isdigit() for c in v) and any(c.isalpha() for c in v)):
+        return False
+    counts = Counter(v)
+    entropy = -sum(n / len(v) * math.log2(n / len(v)) for n in counts.values())
+    return entropy >= 3.5
+
+
+def credential_problem(value: str) -> str | None:
+    """Why `value` looks like a credential, or None."""
+    if _CREDENTIAL.search(value):
+        return "looks like a credential (an API key, token or Bearer header)"
+    return None
+
+
+def _is_api_key_option(arg: str) -> bool:
+    """--api-key, --api-key=..., --admin-api-key, --api_key ... (vLLM and SGLang both take --api-key;
+    SGLang also --admin-api-key, sgl-project/sglang python/sglang/srt/server_args.py)."""
+    if not arg.startswith("-"):
+        return False
+    name = arg.lstrip("-").split("=", 1)[0].lower().replace("_", "-")
+    return name.endswith("api-key") or name in ("admin-key", "hf-token", "token")
+
+
+def _check_extra_args(v: list[str]) -> list[str]:
+    for i, arg in enumerate(v):
+        if _is_api_key_option(arg):
+            raise ValueError(f"{arg.split('=', 1)[0]} (item {i}): an API key on the command line is readable by "
+                             f"every user of the node (ps, /proc) and ends up in manifests; {_WHERE_SECRETS_GO}")
+        problem = credential_problem(arg)
+        if problem:
+            raise ValueError(f"item {i} {problem}; secrets do not belong in the spec: {_WHERE_SECRETS_GO}")
+    return v
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _refuse_references(data: Any, path: str = "") -> None:
+    """No `${` anywhere in the spec's data: `render` and `serve` expand ${NAME} only for the tool's own
+    variables (head addresses, the API key variable, startup files), and a reference written into a spec
+    value could otherwise pull a secret such as ${HF_TOKEN} into an engine's argv (issue 12, class 5)."""
+    if isinstance(data, str):
+        if "${" in data:
+            raise BadInput(f"{data!r} contains '${{': spec values are used literally and may not refer to "
+                           "environment variables (the head address and API key come from the environment "
+                           "by themselves; see serving.api_key_env)", path or "(top level)")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            _refuse_references(key, where)
+            _refuse_references(value, where)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _refuse_references(value, f"{path}[{i}]")
 
 
 class _Strict(BaseModel):
@@ -92,6 +174,11 @@ class PDGroup(ParallelFields):
     nodes: int = Field(gt=0)
     extra_args: list[str] = Field(default_factory=list)
 
+    @field_validator("extra_args")
+    @classmethod
+    def _no_secret_args(cls, v: list[str]) -> list[str]:
+        return _check_extra_args(v)
+
 
 class PDSpec(_Strict):
     prefill: PDGroup
@@ -138,11 +225,26 @@ class Serving(_Strict):
     @field_validator("env")
     @classmethod
     def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if any(word in key.upper() for word in ("KEY", "TOKEN", "SECRET", "PASSWORD")):
-                raise ValueError(f"{key}: secrets do not belong in the spec; name the variable in api_key_env "
-                                 "or pass it through the environment / a Kubernetes Secret")
+        for key, value in v.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not an environment variable name (letters, digits, _; not "
+                                 "starting with a digit)")
+            upper = key.upper()
+            if any(word in upper for word in _SECRET_NAME_WORDS):
+                raise ValueError(f"{key}: secrets do not belong in the spec; {_WHERE_SECRETS_GO}, or pass it "
+                                 "through the environment / a Kubernetes Secret")
+            problem = credential_problem(value)
+            if problem is None and any(word in upper for word in _AUTH_NAME_WORDS) and _high_entropy(value):
+                problem = "looks like a credential (a long random string under a credential-like name)"
+            if problem:
+                raise ValueError(f"{key}: the value {problem}; secrets do not belong in the spec: "
+                                 f"{_WHERE_SECRETS_GO}, or pass it through the environment / a Kubernetes Secret")
         return v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_secret_args(cls, v: list[str]) -> list[str]:
+        return _check_extra_args(v)
 
     @field_validator("kv_cache_dtype")
     @classmethod
@@ -262,9 +364,33 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: invalid spec\n  " + "\n  ".join(unique)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a
+    second `engine:` block would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given at line {seen[key]})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:
+                continue  # an unhashable key: the base constructor reports it
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_spec(data: Any, source: str = "spec") -> Spec:
     if not isinstance(data, dict):
         raise BadInput("a spec must be a YAML mapping (key: value) at the top level", source)
+    try:
+        _refuse_references(data)
+    except BadInput as exc:
+        raise BadInput(f"{source}: invalid spec\n  {exc}") from None
     try:
         return Spec.model_validate(data)
     except ValidationError as err:
@@ -276,10 +402,23 @@ def load_spec(path: str | Path) -> Spec:
     if not p.is_file():
         raise BadInput("spec file not found", str(path))
     try:
-        data = yaml.safe_load(p.read_text())
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read the spec: {exc.strerror or exc}", str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"not a UTF-8 text file (undecodable byte at offset {exc.start}); a spec is YAML text",
+                       str(path)) from None
+    if "\x00" in text:
+        raise BadInput("a binary file (it contains NUL bytes); a spec is YAML text", str(path))
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise BadInput(f"YAML syntax error{where}: {problem}", str(path)) from None
+    except RecursionError:
+        raise BadInput("YAML nested too deeply", str(path)) from None
     return parse_spec(data, source=str(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -13,18 +14,40 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from ..deployment import resolve
-from ..engines import RenderedNode, render
+from ..deployment import HEAD_VARS, Deployment, resolve
+from ..engines import RenderedNode, render, sglang
 from ..errors import BadInput, OperationFailed
 from ..spec import load_spec
 from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, finite, out
 
 
-def shell_word(tok: str) -> str:
-    """Quote for a shell, leaving ${VAR} references to be expanded on the node."""
-    if "${" in tok and not any(c in tok for c in '"`\\!'):
-        return f'"{tok}"'
-    return shlex.quote(tok)
+# The tool's own variables, the only ${NAME} references a printed command may expand: each group's head
+# address (deployment.HEAD_VARS) and the startup files' paths (engines/sglang.py); the spec's
+# serving.api_key_env is added per deployment. Everything else, spec data above all, is single-quoted
+# and so inert when the script runs (issue 12, class 5).
+TOOL_VARS = frozenset([*HEAD_VARS.values(), sglang.CONFIG_VAR, sglang.LOGGING_VAR])
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def shell_word(tok: str, refs: frozenset[str] | set[str] = TOOL_VARS) -> str:
+    """Quote one word for bash: a reference to one of `refs` becomes "${NAME}" (expanded on the node),
+    every other part is single-quoted, so `m${HOME}$(touch x)` stays those very characters."""
+    parts, pos = [], 0
+    for m in _REF.finditer(tok):
+        if m.group(1) not in refs:
+            continue
+        if m.start() > pos:
+            parts.append(shlex.quote(tok[pos:m.start()]))
+        parts.append(f'"${{{m.group(1)}}}"')
+        pos = m.end()
+    if pos < len(tok) or not parts:
+        parts.append(shlex.quote(tok[pos:]))
+    return "".join(parts)
+
+
+def node_refs(dep: Deployment, node: RenderedNode) -> frozenset[str]:
+    """The references this node's printed command may expand."""
+    return TOOL_VARS | {f.var for f in node.startup_files} | ({dep.api_key_env} if dep.api_key_env else set())
 
 
 # Fills ${NAME} references in a JSON template (argv[1]) from the environment and prints it as UTF-8 JSON;
@@ -61,14 +84,18 @@ def _startup_file_lines(node: RenderedNode) -> list[str]:
     return lines
 
 
-def _shell(node: RenderedNode) -> str:
+def _shell(dep: Deployment, node: RenderedNode) -> str:
+    refs = node_refs(dep, node)
     lines = [f"# node {node.rank}: {node.role}"
              + (" (serves HTTP)" if node.serves_http and not node.health_only else
                 " (health endpoint only)" if node.health_only else " (no HTTP)")]
     lines += _startup_file_lines(node)
-    lines += [f"export {k}={shell_word(v)}" for k, v in node.env.items()]
-    lines += [" ".join(shell_word(t) for t in cmd) for cmd in node.setup]
-    words = [shell_word(t) for t in node.argv]
+    for k, v in node.env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):  # spec.py refuses these; never print one
+            raise BadInput(f"{k!r} is not a valid environment variable name", "serving.env")
+        lines.append(f"export {k}={shell_word(v, refs)}")
+    lines += [" ".join(shell_word(t, refs) for t in cmd) for cmd in node.setup]
+    words = [shell_word(t, refs) for t in node.argv]
     out_lines, cur = [], words[0]
     for w in words[1:]:
         if w.startswith("--"):
@@ -91,6 +118,9 @@ def render_cmd(
 ) -> None:
     """The engine command for every node (copy-paste-ready shell, or JSON)."""
     dep = resolve(load_spec(spec))
+    if head_address is not None and not re.fullmatch(r"[A-Za-z0-9._:\[\]-]+", head_address):
+        # A host name or IP address; anything else (a ${NAME} reference, shell syntax) is refused.
+        raise BadInput(f"{head_address!r} is not a host name or IP address", "--head-address")
     if head_address and dep.pd:
         raise BadInput("a prefill/decode spec has one head per side; its heads stay ${KIMI_PREFILL_HEAD_ADDR} / "
                        "${KIMI_DECODE_HEAD_ADDR} references", "--head-address")
@@ -109,7 +139,7 @@ def render_cmd(
     if as_json:
         sys.stdout.write(json.dumps({"nodes": [n.to_json() for n in nodes]}, indent=2) + "\n")
     else:
-        sys.stdout.write("\n\n".join(_shell(n) for n in nodes) + "\n")
+        sys.stdout.write("\n\n".join(_shell(dep, n) for n in nodes) + "\n")
 
 
 def serve(

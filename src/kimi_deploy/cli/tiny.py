@@ -17,8 +17,16 @@ def tiny_model(
     force: Annotated[bool, typer.Option("--force", help="Overwrite a directory that is not a tiny-k2 checkpoint.")] = False,
 ) -> None:
     """A tiny Kimi-K2-architecture checkpoint for CPU, trained briefly to call the suite's tools."""
+    from ..errors import BadInput
     from ..tiny import build
 
+    # Before minutes of training: DEST (or a folder on the way to it) being a file is bad input, not an
+    # internal error after the work is done.
+    for p in (dest.expanduser(), *dest.expanduser().parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise BadInput(f"{p} exists and is not a directory", "DEST")
+            break
     path = build(dest, seed=seed, steps=steps, force=force, log=lambda m: err.print(m))
     out.print(f"tiny-k2 ready in {path}")
 
