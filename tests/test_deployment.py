@@ -136,8 +136,11 @@ def test_bench_job_asks_for_the_served_model(tmp_path: Path) -> None:
     del data["serving"]["served_model_name"]
     dep = resolve(parse_spec(data))
     assert dep.served_model_name == "kimi-k2-instruct"
-    job = manifests(dep, "")["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
-    assert "--model kimi-k2-instruct " in job and data["name"] not in job.split("--model ")[1].split()[0]
+    from .test_pods import run_job_script
+
+    cmd = manifests(dep, "")["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    bench = next(c for c in run_job_script(cmd, tmp_path) if c[0] == "bench")  # the script, run under bash
+    assert bench[bench.index("--model") + 1] == "kimi-k2-instruct" != data["name"]
 
 
 def test_k8s_output_never_deletes_or_overwrites_the_users_files(tmp_path: Path) -> None:

@@ -136,9 +136,9 @@ def test_topology_specific_choices(tmp_path: Path) -> None:
     volumes = {v["name"]: v for v in lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     init = lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["initContainers"][0]
-    assert ".kimi-deploy-verified.json" in init["command"][-1]
+    assert ".kimi-deploy-verified.json" in init["command"] and "verify --check-marker" in init["command"][2]
     assert tp16["pvc-weights.yaml"]["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert "kimi-deploy verify" in tp16["job-download.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert "kimi-deploy verify" in tp16["job-download.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
     hybrid = _render(DEPLOY / "kimi-k2-instruct-h200x16-vllm-dpep-hybrid.yaml", tmp_path / "b")
     assert "leaderworkerset.sigs.k8s.io/worker-index" not in hybrid["service.yaml"]["spec"]["selector"]
     sgl = _render(DEPLOY / "kimi-k2-instruct-h200x16-sglang-tp16.yaml", tmp_path / "c")
@@ -146,7 +146,7 @@ def test_topology_specific_choices(tmp_path: Path) -> None:
     assert "livenessProbe" in sworker and "readinessProbe" not in sworker  # dummy /health on rank >= 1
     single = _render(DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml", tmp_path / "d")
     assert single["deployment.yaml"]["spec"]["strategy"]["type"] == "Recreate"
-    assert "kimi-deploy bench" in single["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert "kimi-deploy bench" in single["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
 
 
 def test_prefill_decode(tmp_path: Path) -> None:

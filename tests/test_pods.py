@@ -11,6 +11,7 @@ containers run `kimi-deploy` subcommands: each is parsed by the real CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -99,36 +100,77 @@ def test_every_image_carries_kimi_deploy(tree: Path) -> None:
     assert not any(spec.k8s.image.startswith(stock) for stock in STOCK_IMAGES)
 
 
-def _job_commands(objs: dict[str, dict[str, Any]]) -> Iterator[list[str]]:
-    """Every `kimi-deploy ...` invocation in a Job's or init container's shell command."""
+# A stand-in for kimi-deploy inside the Job scripts: records its argv (one JSON line per call), so the
+# script runs for real under bash and every kimi-deploy call it makes is then parsed by the real CLI.
+RECORDER = """#!/usr/bin/env python3
+import json, os, sys
+with open(os.environ["KD_RECORD"], "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def _shell_containers(objs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, list[str]]]:
+    """(name, command) of every Job container and init container that runs a bash script."""
     for obj in objs.values():
-        templates = []
-        if obj["kind"] in ("Job", "Deployment"):
-            templates = [obj["spec"]["template"]]
-        elif obj["kind"] == "LeaderWorkerSet":
-            templates = [obj["spec"]["leaderWorkerTemplate"]["leaderTemplate"]]
-        for t in templates:
+        for t in _templates(obj):
             containers = t["spec"].get("initContainers", []) + (t["spec"]["containers"] if obj["kind"] == "Job" else [])
             for c in containers:
-                cmd = c["command"]
-                if cmd[:2] == ["bash", "-c"]:
-                    for part in cmd[2].split("&&"):
-                        words = shlex.split(part)
-                        if words and words[0] == "kimi-deploy":
-                            yield words[1:]
+                if c["command"][:2] == ["bash", "-c"]:
+                    yield c["name"], c["command"]
+
+
+def run_job_script(command: list[str], tmp: Path, weights: Path | None = None) -> list[list[str]]:
+    """Run a container's bash script with the recorder as kimi-deploy; the kimi-deploy calls it made.
+    The weights directory argument, a path on the cluster's volume, is swapped for `weights`."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "kimi-deploy").write_text(RECORDER)
+    (bin_dir / "kimi-deploy").chmod(0o755)
+    record = tmp / "calls.jsonl"
+    record.unlink(missing_ok=True)
+    args = command[3:]
+    if weights is not None:
+        args = [str(weights) if a.startswith("/models") else a for a in args]
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "KD_RECORD": str(record)}
+    proc = subprocess.run(["bash", "-c", command[2], *args], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=tmp)
+    assert proc.returncode == 0, (command, proc.stderr)
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
 
 
 @pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)
-def test_job_commands_parse_with_the_real_cli(tree: Path) -> None:
+def test_job_scripts_run_and_their_commands_parse_with_the_real_cli(tree: Path, tmp_path: Path) -> None:
     command = typer.main.get_command(app)
-    seen = 0
-    for args in _job_commands(_objects(tree)):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / ".kimi-deploy-verified.json").write_text("{}")  # the init container waits for it
+    calls = []
+    for name, cmd in _shell_containers(_objects(tree)):
+        made = run_job_script(cmd, tmp_path, weights)
+        assert made, name
+        calls += made
+    for args in calls:
         # click parses and type-checks every option without running the command
         sub = command.commands[args[0]]  # type: ignore[attr-defined]
         ctx = sub.make_context(args[0], args[1:])
         assert ctx.params, args
-        seen += 1
-    assert seen >= 2  # at least the download (or stage) step and the bench Job
+    assert {a[0] for a in calls} >= {"verify", "wait", "bench"}  # at least weights and the bench Job
+
+
+def test_spec_values_stay_data_in_job_scripts(tmp_path: Path) -> None:
+    """A hostile served name reaches the bench call as one literal argument; nothing runs."""
+    from kimi_deploy.deployment import resolve
+    from kimi_deploy.k8s import manifests
+
+    data = yaml.safe_load((ROOT / "deploy" / "kimi-k2-thinking-h200x8-vllm-tp8.yaml").read_text())
+    hostile = "m'\"; touch pwned; $(touch pwned2) `touch pwned3`"
+    data["serving"]["served_model_name"] = hostile
+    objs = manifests(resolve(parse_spec(data)), "")
+    cmd = objs["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    calls = run_job_script(cmd, tmp_path)
+    bench = next(c for c in calls if c[0] == "bench")
+    assert bench[bench.index("--model") + 1] == hostile
+    assert not any((tmp_path / f).exists() for f in ("pwned", "pwned2", "pwned3"))
 
 
 @pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)

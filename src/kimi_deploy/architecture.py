@@ -181,9 +181,13 @@ class Architecture:
         if not cfg.is_file():
             raise BadInput("no config.json found (give a checkpoint directory or a config.json)", str(path))
         try:
-            data = json.loads(cfg.read_text())
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise BadInput("not UTF-8 text (a config.json is JSON)", str(cfg)) from None
         except json.JSONDecodeError as exc:
             raise BadInput(f"invalid JSON at line {exc.lineno}: {exc.msg}", str(cfg)) from None
+        if not isinstance(data, dict):
+            raise BadInput(f"must be a JSON object, got a {type(data).__name__}", str(cfg))
         return cls.from_config(data, source=str(cfg))
 
     # --- derived sizes -------------------------------------------------------------------------

@@ -39,6 +39,16 @@ SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
 # The bench Job's own bound beyond the wait for the endpoint (issue 12, class 1): `bench` runs
 # bench_concurrency * 8 requests, minutes at most; an endpoint that stalls must not hold the Job forever.
 BENCH_WAIT_S, BENCH_RUN_S = 14400, 3600
+# How long a pod's init container waits for the download Job's verify marker before failing (the pod
+# then restarts and the wait shows up as a crash loop instead of a silent hang): a 1 TB checkpoint
+# over a slow link takes hours.
+WEIGHTS_WAIT_S = 24 * 3600
+
+
+def shell(script: str, *args: str) -> list[str]:
+    """A container command running a fixed bash script; every value from the spec is a positional
+    argument ("$1", "$2", ...), never part of the script, so nothing in a spec can run as code."""
+    return ["bash", "-c", script, "kimi-deploy", *args]
 
 # Pod hardening (issue 12, class 7; https://kubernetes.io/docs/concepts/security/pod-security-standards/,
 # "restricted"): no privilege escalation, every capability dropped, the runtime's default seccomp profile
@@ -184,14 +194,18 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
     if spec.weights.dir and gpus:
         if k.weights_mode == "pvc":
             volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": f"{spec.name}-weights"}})
-            marker = f"{spec.weights.dir}/{VERIFY_MARKER}"
-            init.append({"name": "wait-for-weights", "image": k.image, "command": ["bash", "-c",
-                         f'until [ -f "{marker}" ]; do echo "waiting for {marker}"; sleep 15; done'],
+            # Wait (bounded) for the download Job's marker, then re-check it against the files: a marker
+            # left from another checkpoint or a shard changed since fails here, naming the shard.
+            init.append({"name": "wait-for-weights", "image": k.image, "command": shell(
+                'deadline=$((SECONDS + $2)); until [ -f "$1/$3" ]; do '
+                'if [ "$SECONDS" -ge "$deadline" ]; then echo "no verify marker in $1 after $2 s" >&2; exit 1; fi; '
+                'echo "waiting for $1/$3"; sleep 15; done; exec kimi-deploy verify --check-marker "$1"',
+                spec.weights.dir, str(WEIGHTS_WAIT_S), VERIFY_MARKER),
                          "volumeMounts": [{"name": "weights", "mountPath": spec.weights.dir}]})
         else:
             volumes.append({"name": "weights", "hostPath": {"path": spec.weights.dir, "type": "DirectoryOrCreate"}})
-            init.append({"name": "stage-weights", "image": k.image, "command": ["bash", "-c",
-                         f"kimi-deploy download {SPEC_PATH} && kimi-deploy verify {spec.weights.dir}"],
+            init.append({"name": "stage-weights", "image": k.image, "command": shell(
+                         'kimi-deploy download "$1" && kimi-deploy verify "$2"', SPEC_PATH, spec.weights.dir),
                          "env": [e for e in env if e["name"] in ("HF_TOKEN",)],
                          "volumeMounts": container["volumeMounts"][:1] + [{"name": "weights",
                                                                             "mountPath": spec.weights.dir}]})
@@ -266,20 +280,21 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
         out["pvc-weights.yaml"] = pvc
         env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
                                                                     "optional": True}}}] if k.hf_token_secret else []
-        model_flag = f" --model {dep.entry.id}" if dep.entry else ""
+        verify_model = ["--model", dep.entry.id] if dep.entry else []
         out["job-download.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-download", "weights"),
                                     "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": harden({
                                         "restartPolicy": "OnFailure",
                                         "containers": [{"name": "download", "image": k.image, "env": env,
-                                                        "command": ["bash", "-c", f"kimi-deploy download {SPEC_PATH} && "
-                                                                    f"kimi-deploy verify {spec.weights.dir}{model_flag}"],
+                                                        "command": shell('kimi-deploy download "$1" && kimi-deploy verify "$2" '
+                                                                         '"${@:3}"', SPEC_PATH, spec.weights.dir, *verify_model),
                                                         "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
                                                                          {"name": "weights", "mountPath": spec.weights.dir}]}],
                                         "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},
                                                     {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]})}}}
     bench_env = [{"name": dep.api_key_env, "valueFrom": {"secretKeyRef": {
         "name": k.api_key_secret, "key": dep.api_key_env}}}] if dep.api_key_env else []
-    key_flag = f" --api-key-env {dep.api_key_env}" if dep.api_key_env else ""
+    key_args = ["--api-key-env", dep.api_key_env] if dep.api_key_env else []
+    url = f"http://{name}.{ns}.svc:{service_port}"
     out["pvc-bench-results.yaml"] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                      "metadata": meta(f"{name}-bench-results", "bench"),
                                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}
@@ -288,11 +303,11 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                              "spec": {"backoffLimit": 0, "activeDeadlineSeconds": BENCH_WAIT_S + BENCH_RUN_S,
                                       "template": {"metadata": {"labels": _labels(spec, "bench")}, "spec": harden({
                                  "restartPolicy": "Never",
-                                 "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": ["bash", "-c",
-                                     f"kimi-deploy wait http://{name}.{ns}.svc:{service_port} --timeout {BENCH_WAIT_S}{key_flag} && "
-                                     f"kimi-deploy bench --base-url http://{name}.{ns}.svc:{service_port}/v1 "
-                                     f"--model {dep.served_model_name} --output /results/$(date +%Y%m%dT%H%M%S) "
-                                     f"--concurrency {k.bench_concurrency} --num-requests {k.bench_concurrency * 8}{key_flag}"],
+                                 "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": shell(
+                                     'kimi-deploy wait "$1" --timeout "$2" "${@:6}" && kimi-deploy bench --base-url "$1/v1" '
+                                     '--model "$3" --output "/results/$(date +%Y%m%dT%H%M%S)" --concurrency "$4" '
+                                     '--num-requests "$5" "${@:6}"', url, str(BENCH_WAIT_S), dep.served_model_name,
+                                     str(k.bench_concurrency), str(k.bench_concurrency * 8), *key_args),
                                      "volumeMounts": [{"name": "results", "mountPath": "/results"}]}],
                                  "volumes": [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-bench-results"}}]})}}}
     out["kustomization.yaml"] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",

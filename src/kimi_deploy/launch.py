@@ -23,6 +23,15 @@ from .errors import BadInput, OperationFailed
 from .weights import check_marker, read_index
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A head address is a host name or an IPv4/IPv6 address, nothing else: it lands in argv and is never
+# expanded or quoted again.
+_HOST = re.compile(r"[A-Za-z0-9._:\[\]-]+")
+
+
+def check_host(value: str, field: str) -> str:
+    if not _HOST.fullmatch(value):
+        raise BadInput(f"{value!r} is not a host name or IP address", field)
+    return value
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,7 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
         raise BadInput(f"KIMI_PD_GROUP must be one of {', '.join(offsets) or '(none: spec has no pd)'}",
                        "KIMI_PD_GROUP")
     # Heads known from the environment (the P/D router pod gets both sides' Service names).
-    heads = {g.name: env[g.head_var] for g in dep.groups if g.head_var in env}
+    heads = {g.name: check_host(env[g.head_var], g.head_var) for g in dep.groups if env.get(g.head_var)}
     if node_rank is None and pd_group == "router":  # the P/D router pod: no LWS group, no GPUs
         return NodeContext(offsets["router"], heads, "env")
     own = pd_group if pd_group in ("prefill", "decode") else None
@@ -133,6 +142,8 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
         # rendezvous. The sides' heads come from their own variables (or LWS / Slurm).
         raise BadInput("a prefill/decode spec has one head per side: set KIMI_PREFILL_HEAD_ADDR and "
                        "KIMI_DECODE_HEAD_ADDR instead, or run under a LeaderWorkerSet or Slurm", "--head-address")
+    if head_address is not None:
+        check_host(head_address, "--head-address")
     if node_rank is not None:
         rank, source = node_rank, "flags"
         if not dep.pd:
@@ -164,6 +175,7 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
         head = head_address or env.get("LWS_LEADER_ADDRESS")
         if not head:
             raise BadInput("LWS_WORKER_INDEX is set but LWS_LEADER_ADDRESS is not", "LWS_LEADER_ADDRESS")
+        check_host(head, "--head-address" if head_address else "LWS_LEADER_ADDRESS")
         heads[group.name] = head
     elif "SLURM_NODEID" in env:
         source = "slurm"

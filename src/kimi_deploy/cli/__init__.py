@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import KimiDeployError
+from ..secrets import scrub
 from . import bench, compare, launch, plan, tiny, weights
 from ._common import err
 
@@ -42,7 +43,7 @@ def main() -> None:
     except KimiDeployError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(scrub(str(exc)))}", highlight=False)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
@@ -55,7 +56,8 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for details)")
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(scrub(str(exc)))} "
+                  "(run with --debug for details)")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -17,6 +17,7 @@ from rich.markup import escape
 from ..deployment import HEAD_VARS, Deployment, resolve
 from ..engines import RenderedNode, render, sglang
 from ..errors import BadInput, OperationFailed
+from ..launch import check_host
 from ..spec import load_spec
 from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, finite, out
 
@@ -118,9 +119,8 @@ def render_cmd(
 ) -> None:
     """The engine command for every node (copy-paste-ready shell, or JSON)."""
     dep = resolve(load_spec(spec))
-    if head_address is not None and not re.fullmatch(r"[A-Za-z0-9._:\[\]-]+", head_address):
-        # A host name or IP address; anything else (a ${NAME} reference, shell syntax) is refused.
-        raise BadInput(f"{head_address!r} is not a host name or IP address", "--head-address")
+    if head_address is not None:
+        check_host(head_address, "--head-address")
     if head_address and dep.pd:
         raise BadInput("a prefill/decode spec has one head per side; its heads stay ${KIMI_PREFILL_HEAD_ADDR} / "
                        "${KIMI_DECODE_HEAD_ADDR} references", "--head-address")

@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from ..catalog import GiB, get_gpu
-from ..deployment import context_length, resolve, resolve_model
+from ..catalog import get_model
+from ..deployment import check_max_model_len, context_length, resolve, resolve_model
 from ..engines import render
 from ..errors import BadInput
 from ..plan import Plan, PlanInput, Topology, plan
@@ -110,13 +111,25 @@ def plan_cmd(
         )
         if tp is None and (dp or pp):
             flags["tp"] = max(total // ((dp or 1) * (pp or 1)), 1)
-    result = plan(_override(inp, **flags))
+    inp = _override(inp, **flags)
+    # the limit of the model actually planned (--model may swap it under a spec)
+    check_max_model_len(inp.max_model_len, _entry_of(inp.model), inp.arch,
+                        "--max-model-len" if flags["max_model_len"] else "serving.max_model_len")
+    result = plan(inp)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
         _print_plan(result)
     if not result.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def _entry_of(model: str):
+    """The catalog entry of a planned model name, None for a local checkpoint path."""
+    try:
+        return get_model(model)
+    except BadInput:
+        return None
 
 
 def _gib(b: int) -> str:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import BadInput
+from ..errors import BadInput, OperationFailed
 from .data import Example, examples
 from .tokenizer import EOS, train_tokenizer
 
@@ -228,4 +228,11 @@ def build(dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS, force: bool = F
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(cached, dest)
+    # `serve` refuses unverified weights: verify the copy (a second of work for 3 small shards), so the
+    # marker describes exactly these files.
+    from ..weights import verify
+
+    result = verify(dest, show_progress=False)
+    if not result.ok:
+        raise OperationFailed("tiny-k2 failed its own verification:\n  " + "\n  ".join(result.problems))
     return dest
