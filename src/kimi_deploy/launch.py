@@ -198,8 +198,10 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
         rank, source = 0, "single"
         heads["serve"] = head_address or _local_address()
     else:
-        raise BadInput(f"the spec spans {total} nodes: give --node-rank and --head-address, or run "
-                       "under a LeaderWorkerSet or a Slurm allocation", "--node-rank")
+        how = ("--node-rank with KIMI_PREFILL_HEAD_ADDR and KIMI_DECODE_HEAD_ADDR set" if dep.pd
+               else "--node-rank and --head-address")
+        raise BadInput(f"the spec spans {total} nodes: give {how}, or run under a LeaderWorkerSet or a Slurm "
+                       "allocation", "--node-rank")
     if not 0 <= rank < total:
         raise BadInput(f"node rank {rank} is outside 0..{total - 1} for this spec", "--node-rank")
     return NodeContext(rank, heads, source)
@@ -226,12 +228,10 @@ def expand_refs(text: str, env: Mapping[str, str]) -> str:
 
 
 def redact(text: str, env: Mapping[str, str], dep: Deployment) -> str:
-    """Belt and braces: no secret value ever reaches a log line."""
-    for name in filter(None, [dep.api_key_env, "HF_TOKEN", "MOONSHOT_API_KEY"]):
-        value = env.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, f"${{{name}}}")
-    return text
+    """Belt and braces: no secret value ever reaches a log line (secrets.Scrubber, the one scrubber)."""
+    from .secrets import Scrubber
+
+    return Scrubber([dep.api_key_env], env=env).text(text)
 
 
 # --- preflight ------------------------------------------------------------------------------------
