@@ -19,10 +19,10 @@ from typing import Any, Mapping
 
 from .deployment import Deployment
 from .engines import RenderedNode, render
+from .engines.base import REF
 from .errors import BadInput, OperationFailed
 from .weights import check_marker, read_index
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A head address is a host name or an IPv4/IPv6 address, nothing else: it lands in argv and is never
 # expanded or quoted again.
 _HOST = re.compile(r"[A-Za-z0-9._:\[\]-]+")
@@ -224,14 +224,15 @@ def expand_refs(text: str, env: Mapping[str, str]) -> str:
                 " (the spec names it in serving.api_key_env or serving.env)"
             raise BadInput(f"environment variable {name} is {'empty' if name in env else 'not set'}{hint}", name)
         return env[name]
-    return _REF.sub(sub, text)
+    return REF.sub(sub, text)
 
 
 def redact(text: str, env: Mapping[str, str], dep: Deployment) -> str:
-    """Belt and braces: no secret value ever reaches a log line (secrets.Scrubber, the one scrubber)."""
+    """Belt and braces: no secret value ever reaches a log line (secrets.Scrubber, the one scrubber;
+    values from 4 characters, as serve always masked them)."""
     from .secrets import Scrubber
 
-    return Scrubber([dep.api_key_env], env=env).text(text)
+    return Scrubber([dep.api_key_env], env=env, min_len=4).text(text)
 
 
 # --- preflight ------------------------------------------------------------------------------------
@@ -412,7 +413,7 @@ def materialize(node: RenderedNode, env: Mapping[str, str]) -> tuple[list[list[s
                 if isinstance(value, str) and value.startswith("-"):
                     raise BadInput(f"the value for {key} starts with '-', which this engine's config file "
                                    "cannot pass (it becomes a command-line option); use one that does not",
-                                   _REF.sub(r"\1", str(f.content[key])))
+                                   REF.sub(r"\1", str(f.content[key])))
     for name in node.needs_env:
         expand_refs("${" + name + "}", env)
     setup = [[expand_refs(a, env) for a in cmd] for cmd in node.setup]

@@ -13,7 +13,6 @@ apply; the format is SGLang's default `[time] message` at INFO. Only deployments
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Iterable
@@ -27,10 +26,12 @@ class RedactEnv(logging.Filter):
 
     def __init__(self, env: Iterable[str] = ()) -> None:
         super().__init__()
+        # Imported here: this module is loaded by SGLang's dictConfig, inside the engine's process.
+        from .secrets import forms
+
         values = [v for v in (os.environ.get(name) for name in env) if v and len(v) >= 4]
-        forms = {f for v in values for f in (v, repr(v)[1:-1], json.dumps(v)[1:-1],
-                                               json.dumps(v, ensure_ascii=False)[1:-1])}
-        self.forms = sorted(forms, key=len, reverse=True)  # longest first: an escaped form contains others
+        found = {f for v in values for f in forms(v)}
+        self.forms = sorted(found, key=len, reverse=True)  # longest first: an escaped form contains others
 
     def mask(self, text: str) -> str:
         for form in self.forms:

@@ -21,31 +21,37 @@ _SHAPE = re.compile(r"(^|_)(API_KEY|TOKEN|SECRET|PASSWORD|ACCESS_KEY|SECRET_KEY|
 MIN_LEN = 8
 
 
-def secret_values(names: Iterable[str | None] = (), env: Mapping[str, str] | None = None) -> dict[str, str]:
+def secret_values(names: Iterable[str | None] = (), env: Mapping[str, str] | None = None,
+                  min_len: int = MIN_LEN) -> dict[str, str]:
     """{value: variable name} for the named variables, the known ones and every credential-shaped name."""
     env = os.environ if env is None else env
     wanted = {n for n in names if n} | set(KNOWN) | {k for k in env if _SHAPE.search(k)}
     found: dict[str, str] = {}
     for name in sorted(wanted):
         value = env.get(name)
-        if value and len(value) >= MIN_LEN:
+        if value and len(value) >= min_len:
             found.setdefault(value, name)
     return found
 
 
+def forms(value: str) -> set[str]:
+    """How a secret can read in text: raw, and escaped inside a Python repr or a JSON string (ASCII-only
+    or not). Replace the longest first: an escaped form may contain another."""
+    return {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+
+
 class Scrubber:
-    """Replaces each secret value (and its JSON-escaped form) with `***<NAME>***`."""
+    """Replaces each secret value (in every form `forms` gives) with `***<NAME>***`."""
 
     def __init__(self, names: Iterable[str | None] = (), env: Mapping[str, str] | None = None,
-                 extra: Mapping[str, str] | None = None) -> None:
+                 extra: Mapping[str, str] | None = None, min_len: int = MIN_LEN) -> None:
         """`extra`: more {value: name} pairs, e.g. a key read earlier from another environment mapping."""
         pairs: dict[str, str] = {}
-        found = {**{v: n for v, n in (extra or {}).items() if v and len(v) >= MIN_LEN}, **secret_values(names, env)}
+        found = {**{v: n for v, n in (extra or {}).items() if v and len(v) >= min_len},
+                 **secret_values(names, env, min_len)}
         for value, name in found.items():
-            marker = f"***{name}***"
-            pairs[value] = marker
-            escaped = json.dumps(value)[1:-1]  # how the value reads inside a JSON string
-            pairs.setdefault(escaped, marker)
+            for form in sorted(forms(value), key=len, reverse=True):
+                pairs.setdefault(form, f"***{name}***")
         # longest first, so a key that contains another key is replaced whole
         self._pairs = sorted(pairs.items(), key=lambda kv: -len(kv[0]))
 

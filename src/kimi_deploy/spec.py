@@ -76,7 +76,7 @@ def _check_extra_args(v: list[str]) -> list[str]:
     return v
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _refuse_references(data: Any, path: str = "") -> None:
@@ -214,7 +214,7 @@ class Serving(_Strict):
     kv_cache_dtype: str = "auto"
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vLLM
     mem_fraction_static: float | None = Field(default=None, gt=0, le=1)  # SGLang
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     # The API key is read from this env var at start-up; it is never written into a spec or command.
     # auto: the catalog entry's parser (kimi_k2 for the whole family); a name forces one; null disables.
     tool_call_parser: str | None = "auto"
@@ -226,7 +226,7 @@ class Serving(_Strict):
     @classmethod
     def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            if not _ENV_NAME.match(key):
+            if not ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not an environment variable name (letters, digits, _; not "
                                  "starting with a digit)")
             upper = key.upper()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,9 +15,10 @@ from rich.markup import escape
 
 from ..deployment import HEAD_VARS, Deployment, resolve
 from ..engines import RenderedNode, render, sglang
+from ..engines.base import REF
 from ..errors import BadInput, OperationFailed
 from ..launch import check_host
-from ..spec import load_spec
+from ..spec import ENV_NAME, load_spec
 from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, finite, out
 
 
@@ -27,14 +27,13 @@ from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, finite, out
 # serving.api_key_env is added per deployment. Everything else, spec data above all, is single-quoted
 # and so inert when the script runs (issue 12, class 5).
 TOOL_VARS = frozenset([*HEAD_VARS.values(), sglang.CONFIG_VAR, sglang.LOGGING_VAR])
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def shell_word(tok: str, refs: frozenset[str] | set[str] = TOOL_VARS) -> str:
     """Quote one word for bash: a reference to one of `refs` becomes "${NAME}" (expanded on the node),
     every other part is single-quoted, so `m${HOME}$(touch x)` stays those very characters."""
     parts, pos = [], 0
-    for m in _REF.finditer(tok):
+    for m in REF.finditer(tok):
         if m.group(1) not in refs:
             continue
         if m.start() > pos:
@@ -92,7 +91,7 @@ def _shell(dep: Deployment, node: RenderedNode) -> str:
                 " (health endpoint only)" if node.health_only else " (no HTTP)")]
     lines += _startup_file_lines(node)
     for k, v in node.env.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):  # spec.py refuses these; never print one
+        if not ENV_NAME.fullmatch(k):  # spec.py refuses these; never print one
             raise BadInput(f"{k!r} is not a valid environment variable name", "serving.env")
         lines.append(f"export {k}={shell_word(v, refs)}")
     lines += [" ".join(shell_word(t, refs) for t in cmd) for cmd in node.setup]

@@ -4,11 +4,16 @@ fills in once (flags, secrets, gates, router), and references to values known on
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..deployment import Deployment, Group
 from .versions import Feature, Gate
+
+
+# A ${NAME} reference as env_ref writes it: what `render` prints as a shell expansion and `serve` fills in.
+REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def env_ref(name: str) -> str:
