@@ -134,6 +134,23 @@ def check(spec: Spec) -> list[str]:
     return errors
 
 
+def _api_key_env(dep: Deployment) -> list[dict[str, Any]]:
+    """The API key variable, from the Secret the spec names (check() requires one with api_key_env)."""
+    k = dep.spec.k8s
+    if not (dep.api_key_env and k.api_key_secret):
+        return []
+    return [{"name": dep.api_key_env, "valueFrom": {"secretKeyRef": {"name": k.api_key_secret, "key": dep.api_key_env}}}]
+
+
+def _hf_token_env(dep: Deployment) -> list[dict[str, Any]]:
+    """HF_TOKEN for gated repos, from its Secret when the spec names one (optional: public repos need none)."""
+    k = dep.spec.k8s
+    if not k.hf_token_secret:
+        return []
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
+                                                                 "optional": True}}}]
+
+
 def _labels(spec: Spec, component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "kimi-deploy", "app.kubernetes.io/instance": spec.name,
             "app.kubernetes.io/component": component}
@@ -149,7 +166,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
     """The pod of one rendered node: env (the same network env the node's command gets), probes on the
     node's own port, volumes, weights staging."""
     spec = dep.spec
-    k, s = spec.k8s, spec.serving
+    k = spec.k8s
     serves_http, health_only, port, group = node.serves_http, node.health_only, node.port, pd_group
     env = [{"name": "KIMI_SPEC", "value": SPEC_PATH}]
     if group:
@@ -157,12 +174,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
     env += [{"name": n, "value": v} for n, v in (extra_env or {}).items()]
     if node.group != "router":
         env += [{"name": n, "value": v} for n, v in dep.group(node.group).network_env.items()]
-    if s.api_key_env and k.api_key_secret:
-        env.append({"name": s.api_key_env, "valueFrom": {"secretKeyRef": {"name": k.api_key_secret,
-                                                                             "key": s.api_key_env}}})
-    if k.hf_token_secret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
-                                                                        "optional": True}}})
+    env += _api_key_env(dep) + _hf_token_env(dep)
     gpus = group != "router"
     resources = {"nvidia.com/gpu": str(spec.hardware.gpus_per_node)} if gpus else {"cpu": "2", "memory": "2Gi"}
     if gpus and k.rdma and k.rdma.resource:
@@ -278,8 +290,7 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
         if k.storage_class:
             pvc["spec"]["storageClassName"] = k.storage_class
         out["pvc-weights.yaml"] = pvc
-        env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
-                                                                    "optional": True}}}] if k.hf_token_secret else []
+        env = _hf_token_env(dep)
         verify_model = ["--model", dep.entry.id] if dep.entry else []
         out["job-download.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-download", "weights"),
                                     "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": harden({
@@ -291,8 +302,7 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                                                                          {"name": "weights", "mountPath": spec.weights.dir}]}],
                                         "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},
                                                     {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]})}}}
-    bench_env = [{"name": dep.api_key_env, "valueFrom": {"secretKeyRef": {
-        "name": k.api_key_secret, "key": dep.api_key_env}}}] if dep.api_key_env else []
+    bench_env = _api_key_env(dep)
     key_args = ["--api-key-env", dep.api_key_env] if dep.api_key_env else []
     url = f"http://{name}.{ns}.svc:{service_port}"
     out["pvc-bench-results.yaml"] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
