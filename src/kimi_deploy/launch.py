@@ -314,8 +314,7 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
         version = _engine_version(dep.engine)
         pf.add("engine installed", version is not None,
                f"{dep.engine} {version}" if version else f"{dep.engine} is not installed in this environment")
-    missing = sorted({cmd[0] for cmd in [*node.setup, node.argv]
-                      if cmd[0] not in ("python3", "python") and not _executable(cmd[0])})
+    missing = sorted({cmd[0] for cmd in [*node.setup, node.argv] if find_executable(cmd[0]) is None})
     if missing:  # e.g. `ray` on an image built without it: fail at start, not minutes into the load
         pf.add("executables", False, f"{', '.join(missing)} not installed in this image or environment")
     if check_args and (runs_engine or node.group == "router"):
@@ -360,10 +359,6 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
     return pf
 
 
-def _executable(name: str) -> bool:
-    return (Path(sys.executable).parent / name).exists() or shutil.which(name) is not None
-
-
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -376,15 +371,17 @@ def _port_free(port: int) -> bool:
 
 # --- exec -----------------------------------------------------------------------------------------
 
+def find_executable(name: str) -> str | None:
+    """Where a command's program is: this Python for python3, else the one installed next to this Python
+    (same venv or image), else PATH; None when there is none. Preflight and exec ask the same question."""
+    if name in ("python3", "python"):
+        return sys.executable
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
 def resolve_executable(argv: list[str]) -> list[str]:
-    """Prefer the engine installed next to this Python (same venv or image)."""
-    here = Path(sys.executable).parent
-    if argv[0] in ("python3", "python"):
-        return [sys.executable, *argv[1:]]
-    local = here / argv[0]
-    if local.exists():
-        return [str(local), *argv[1:]]
-    found = shutil.which(argv[0])
+    found = find_executable(argv[0])
     if not found:
         raise BadInput(f"{argv[0]} is not on PATH; install the engine or run inside its image", "engine.name")
     return [found, *argv[1:]]
