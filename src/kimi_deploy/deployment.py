@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping
 
 from .architecture import Architecture
 from .catalog import ModelEntry, get_gpu, get_model
+from .drafts import Draft, DraftArch, get_draft
 from .serving_flags import plan_fields, resolve_values
 from .errors import BadInput
 from .plan import Plan, PlanInput, Topology, plan
@@ -72,6 +73,26 @@ class Router:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SpecDecode:
+    """Speculative decoding, resolved: the draft the engines load, its shape and staging directory."""
+
+    method: str  # eagle3
+    source: str  # the Hub repo id or local directory the spec names
+    revision: str | None
+    path: str  # what the engine loads: the staged directory, the local directory, else the repo id
+    dir: str | None  # where `download` stages a Hub draft (weights.dir/draft), None when not staged
+    arch: DraftArch
+    entry: Draft | None  # the cited table's row for a published draft
+    num_speculative_tokens: int
+    eagle_topk: int  # SGLang
+    num_draft_tokens: int  # SGLang
+
+
+# Where a Hub draft is staged next to the target's weights (a subdirectory: one volume, one PVC).
+DRAFT_SUBDIR = "draft"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deployment:
     spec: Spec
     name: str
@@ -89,6 +110,7 @@ class Deployment:
     api_key_env: str | None
     groups: tuple[Group, ...]
     router: Router | None
+    speculative: SpecDecode | None = None
 
     @property
     def pd(self) -> bool:
@@ -218,6 +240,48 @@ def _parsers(spec: Spec, entry: ModelEntry | None) -> tuple[bool, str | None, st
     return thinking, tool, reasoning
 
 
+def resolve_speculative(spec: Spec) -> SpecDecode | None:
+    """The draft: a published one from the cited table (drafts.py), or a local directory read from its
+    own config.json. An unknown Hub repo is refused: its size cannot be planned without its config."""
+    sp = spec.speculative
+    if sp is None:
+        return None
+    assert sp.draft  # spec.Speculative requires it
+    field = "speculative.draft"
+    if looks_like_path(sp.draft):
+        arch, entry, staged, path = DraftArch.from_path(sp.draft), None, None, os.path.expanduser(sp.draft)
+    else:
+        entry = get_draft(sp.draft)
+        if entry is None:
+            from .drafts import draft_repos
+            raise BadInput(f"{sp.draft!r} is not a known draft and not a local directory; known: "
+                           f"{', '.join(draft_repos())}; or download it and give its directory (its config.json "
+                           "is read for the memory plan)", field)
+        arch = entry.arch
+        staged = os.path.join(spec.weights.dir, DRAFT_SUBDIR) if spec.weights.dir else None
+        path = staged or entry.repo
+    if spec.engine.name == "vllm" and (sp.eagle_topk not in (None, 1) or sp.num_draft_tokens is not None):
+        raise BadInput("vLLM drafts a chain of num_speculative_tokens (no tree): eagle_topk and num_draft_tokens "
+                       "are SGLang settings", "speculative.eagle_topk" if sp.eagle_topk else "speculative.num_draft_tokens")
+    topk = sp.eagle_topk or 1
+    tokens = sp.num_draft_tokens or sp.num_speculative_tokens + 1
+    if topk > 1 and tokens > topk * sp.num_speculative_tokens + 1:
+        raise BadInput(f"{tokens} is more than the tree holds (eagle_topk x num_speculative_tokens + 1 = "
+                       f"{topk * sp.num_speculative_tokens + 1})", "speculative.num_draft_tokens")
+    return SpecDecode(method=sp.method, source=sp.draft, revision=sp.draft_revision, path=path, dir=staged,
+                      arch=arch, entry=entry, num_speculative_tokens=sp.num_speculative_tokens,
+                      eagle_topk=topk, num_draft_tokens=tokens)
+
+
+def _check_multimodal(spec: Spec, arch: Architecture, name: str) -> None:
+    """The multimodal settings need a vision tower to act on."""
+    s = spec.serving
+    for field in ("language_model_only", "mm_encoder_tp_mode"):
+        if getattr(s, field) not in (None, False) and arch.vision is None:
+            raise BadInput(f"{name} is text-only (no vision_config in its config.json): there is no vision "
+                           "encoder to skip or split", f"serving.{field}")
+
+
 def resolve(spec: Spec) -> Deployment:
     """Resolve a parsed spec into the Deployment every consumer reads. Raises BadInput for a topology
     the engine cannot express (the planner's rules)."""
@@ -226,6 +290,8 @@ def resolve(spec: Spec) -> Deployment:
     check_max_model_len(spec.serving.max_model_len, entry, arch, "serving.max_model_len")
     defaults = {"max_model_len": context_length(entry, arch)}
     serving = resolve_values(spec.serving, engine, defaults)
+    _check_multimodal(spec, arch, name)
+    spec_decode = resolve_speculative(spec)
     gpu = get_gpu(spec.hardware.gpu)
     t = spec.topology
 
@@ -233,7 +299,8 @@ def resolve(spec: Spec) -> Deployment:
               extra: tuple[str, ...]) -> Group:
         topo = _topology(spec, arch, fields, nodes, mode)
         inp = PlanInput(model=name, arch=arch, engine=engine, gpu=gpu, gpus_per_node=spec.hardware.gpus_per_node,
-                        nodes=nodes, topology=topo, **plan_fields(engine, serving))
+                        nodes=nodes, topology=topo, draft=spec_decode.arch if spec_decode else None,
+                        **plan_fields(engine, serving))
         deepep = bool(fields.all2all and fields.all2all.startswith("deepep"))
         return Group(name=gname, nodes=nodes, first_rank=first_rank, port=port, head_var=HEAD_VARS[gname],
                      topology=topo, all2all=fields.all2all, eplb_redundant_experts=fields.eplb_redundant_experts,
@@ -265,5 +332,5 @@ def resolve(spec: Spec) -> Deployment:
         arch=arch, model_path=_model_path(spec, entry, name),
         served_model_name=spec.serving.served_model_name or (entry.id if entry else spec.name),
         thinking=thinking, tool_parser=tool, reasoning_parser=reasoning, serving=MappingProxyType(serving),
-        api_key_env=spec.serving.api_key_env, groups=tuple(groups), router=router,
+        api_key_env=spec.serving.api_key_env, groups=tuple(groups), router=router, speculative=spec_decode,
     )

@@ -20,14 +20,11 @@ from .deployment import Deployment, Group, resolve
 from .engines import RenderedNode, render
 from .errors import BadInput
 from .spec import Spec, load_spec
+from .startup import startup_budget
 from .weights import VERIFY_MARKER
 
 SPEC_PATH = "/etc/kimi-deploy/spec.yaml"
 ENTRYPOINT = "/etc/kimi-deploy/entrypoint.sh"
-# Startup budget: weights per node over a conservative shared-storage read rate, within a floor and cap
-# (a 1 TB K2 over 2 nodes at 0.5 GB/s is ~17 min; SGLang/vLLM also compile and capture graphs).
-LOAD_BYTES_PER_S = 0.5e9
-STARTUP_FLOOR_S, STARTUP_CAP_S, STARTUP_EXTRA_S = 600, 4 * 3600, 300
 PROBE_PERIOD_S = 10
 # The first line of every file `k8s` writes: files without it are the user's and are never touched.
 HEADER = "# rendered by kimi-deploy k8s"
@@ -86,13 +83,6 @@ def lws_name_limit(replicas: int) -> int:
     """LWS webhook: the name must leave room for the group and worker indexes in pod names
     (issue 8: name length <= 51 - replicas/10)."""
     return 51 - replicas // 10
-
-
-def startup_budget(dep: Deployment) -> int:
-    if dep.spec.k8s.startup_budget_s:
-        return dep.spec.k8s.startup_budget_s
-    per_node = max(g.plan.weight_bytes for g in dep.groups) * dep.spec.hardware.gpus_per_node
-    return int(min(max(per_node / LOAD_BYTES_PER_S + STARTUP_EXTRA_S, STARTUP_FLOOR_S), STARTUP_CAP_S))
 
 
 def check(spec: Spec) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from .architecture import Architecture, Inventory, WeightFormat, expert_tensors
 from .catalog import GPU, GiB
+from .drafts import DraftArch
 from .errors import BadInput
 
 Engine = Literal["vllm", "sglang"]
@@ -94,6 +95,11 @@ class PlanInput:
     gpu_memory_utilization: float | None = None  # vLLM; SGLang's mem_fraction_static
     max_num_batched_tokens: int = VLLM_DEFAULT_BATCHED_TOKENS
     max_num_seqs: int = VLLM_DEFAULT_MAX_SEQS
+    # The vision tower is not built (vLLM/SGLang --language-model-only): its bytes stay off the GPUs.
+    language_model_only: bool = False
+    # An EAGLE3 draft: its weights (split like the target's, on the last PP stage, where the lm_head and
+    # the hidden states it drafts from are) and its KV cache, allocated per token alongside the target's.
+    draft: DraftArch | None = None
 
     @property
     def gpus(self) -> int:
@@ -286,6 +292,8 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
                 for kind, layer, _, nbytes in inv.components:
                     if layer is not None and stage_of[layer] != stage:
                         continue
+                    if kind == "vision" and inp.language_model_only:
+                        continue
                     if kind in ("embed", "vision") and not first:
                         continue
                     if kind in ("lm_head", "final_norm") and not last:
@@ -307,6 +315,8 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
                     else:  # lm_head, dense_mlp, shared_experts, routed experts without EP
                         b = nbytes // t.tp
                     by_kind[kind] = by_kind.get(kind, 0) + b
+                if inp.draft is not None and last:
+                    by_kind["draft"] = inp.draft.bytes_per_gpu(t.tp, atp)
                 total = sum(by_kind.values())
                 result.append(total)
                 if total >= sum(worst.values()):
@@ -320,6 +330,15 @@ def kv_bytes_per_token_layer(arch: Architecture, kv_dtype: str) -> int:
     if kv_dtype == "fp8_ds_mla":
         return FP8_DS_MLA_BYTES_PER_TOKEN_LAYER
     return int(arch.kv_latent_dim * KV_DTYPE_BYTES[kv_dtype])
+
+
+def draft_kv_bytes_per_token(inp: PlanInput) -> int:
+    """The draft's KV per token on one GPU, in the target's cache dtype (vLLM allocates the draft's
+    layers from the same KV cache config as the target's, vllm/v1/spec_decode/eagle.py)."""
+    if inp.draft is None:
+        return 0
+    per_value = 1.0 if inp.kv_cache_dtype == "fp8_ds_mla" else KV_DTYPE_BYTES[inp.kv_cache_dtype]
+    return inp.draft.kv_bytes_per_token(per_value, attention_tp(inp))
 
 
 def overhead(inp: PlanInput) -> dict[str, int]:
@@ -363,11 +382,13 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     n_dp = 1 if (inp.engine == "sglang" and t.dp_attention) else t.dp
     stage_tokens = []
     kv_free_min = None
+    draft_kv = draft_kv_bytes_per_token(inp)
     for s, layers in enumerate(stages):
         stage_gpus = [per_gpu[(d * t.pp + s) * t.tp + r] for d in range(n_dp) for r in range(t.tp)]
         kv_free = budget - max(stage_gpus) - ovh_bytes
         kv_free_min = kv_free if kv_free_min is None else min(kv_free_min, kv_free)
-        tok = max(kv_free, 0) // (per_layer_tok * len(layers)) if len(layers) else 0
+        per_token = per_layer_tok * len(layers) + (draft_kv if s == t.pp - 1 else 0)
+        tok = max(kv_free, 0) // per_token if per_token else 0
         stage_tokens.append(tok)
     tokens = min(stage_tokens) * t.dcp
     if inp.engine == "vllm" and inp.gpu.vendor != "cpu":
@@ -384,7 +405,7 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
             f"KV cache holds {tokens:,} tokens per engine instance, fewer than one request of "
             f"max_model_len {inp.max_model_len:,} (the engine refuses to start)")
     fits = not problems
-    kv_total_per_token = per_layer_tok * arch.num_hidden_layers
+    kv_total_per_token = per_layer_tok * arch.num_hidden_layers + draft_kv
     result = Plan(
         inp=inp,
         total_params=inv.total_params,
@@ -427,6 +448,13 @@ def _assumptions(inp: PlanInput, ovh: dict[str, int]) -> dict[str, Any]:
         "overhead_bytes": ovh,
         "per_gpu_weight_bytes_is": "the largest GPU (PP stages and uneven expert splits differ)",
         "nodes_planned": inp.nodes,
+        "language_model_only": inp.language_model_only,
+        "draft": None if inp.draft is None else {
+            "attention": inp.draft.attention, "layers": inp.draft.layers,
+            "total_bytes": inp.draft.total_bytes,
+            "bytes_per_gpu": inp.draft.bytes_per_gpu(t.tp, attention_tp(inp)),
+            "kv_bytes_per_token_per_gpu": draft_kv_bytes_per_token(inp),
+        },
     }
 
 

@@ -25,18 +25,27 @@ class Flag:
     name: str
     values: Mapping[str, str] | None = None  # spec value -> engine value; a value not in the map is omitted
     omit: tuple[Any, ...] = ()
+    switch: bool = False  # a store_true flag: the name alone, when the value is set (and not omitted)
+    # value -> the name of the engines.versions.Feature it relies on (a name, not the enum: this table is
+    # imported by deployment.py, which the engines package imports; tests check every name exists)
+    features: Mapping[Any, str] | None = None
 
     def accepts(self, value: Any) -> bool:
         return self.values is None or value in self.omit or value in self.values
 
     def argv(self, value: Any) -> list[str]:
-        if value is None or value in self.omit:
+        if value is None or value is False or value in self.omit:
             return []
         if self.values is not None:
             if value not in self.values:
                 return []
             value = self.values[value]
-        return [self.name, str(value)]
+        return [self.name] if self.switch else [self.name, str(value)]
+
+    def feature(self, value: Any) -> str | None:
+        if not self.argv(value) or not self.features:
+            return None
+        return self.features.get(value)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,25 @@ SERVING_FLAGS: tuple[Row, ...] = (
     Row("kv_cache_dtype", vllm=Flag("--kv-cache-dtype", omit=("auto",)),
         sglang=Flag("--kv-cache-dtype", values=SGLANG_KV_DTYPE, omit=("auto",)), plan="kv_cache_dtype",
         doc="KV cache element type"),
+    # vLLM --language-model-only (vllm/config/multimodal.py); SGLang --language-model-only ("Skip the
+    # multimodal encoder entirely", python/sglang/srt/server_args.py, sgl-project/sglang#28497).
+    Row("language_model_only",
+        vllm=Flag("--language-model-only", omit=(False,), switch=True, features={True: "LANGUAGE_MODEL_ONLY"}),
+        sglang=Flag("--language-model-only", omit=(False,), switch=True, features={True: "LANGUAGE_MODEL_ONLY"}),
+        plan="language_model_only", doc="skip the vision tower: text only, its memory goes to the KV cache"),
+    # vLLM --mm-encoder-tp-mode {weights,data}; SGLang's data-parallel encoder is --mm-enable-dp-encoder.
+    Row("mm_encoder_tp_mode",
+        vllm=Flag("--mm-encoder-tp-mode", features={"data": "MM_ENCODER_TP_MODE",
+                                                    "weights": "MM_ENCODER_TP_MODE"}),
+        sglang=Flag("--mm-enable-dp-encoder", values={"data": "data"}, omit=("weights",), switch=True,
+                    features={"data": "MM_ENCODER_TP_MODE"}),
+        doc="vision encoder split: weights (TP-sharded) or data (replicated, images split)"),
+    Row("load_format",
+        vllm=Flag("--load-format", omit=("auto",), features={"fastsafetensors": "LOAD_FORMAT_STREAMING",
+                                                             "runai_streamer": "LOAD_FORMAT_STREAMING"}),
+        sglang=Flag("--load-format", omit=("auto",), features={"fastsafetensors": "LOAD_FORMAT_STREAMING",
+                                                               "runai_streamer": "LOAD_FORMAT_STREAMING"}),
+        doc="checkpoint loader; sets the start-up budget's load rate (startup.py)"),
 )
 
 # Serving fields that are not a plain flag: each has its own rule in the engine modules.
@@ -111,6 +139,18 @@ def flags(engine: str, values: Mapping[str, Any]) -> list[str]:
         if flag is not None and row.field in values:
             argv += flag.argv(values[row.field])
     return argv
+
+
+def features(engine: str, values: Mapping[str, Any]) -> list[str]:
+    """The names of the versioned features (engines.versions.Feature) this engine's flags rely on."""
+    out = []
+    for row in SERVING_FLAGS:
+        flag = row.flag(engine)
+        if flag is not None and row.field in values:
+            f = flag.feature(values[row.field])
+            if f is not None:
+                out.append(f)
+    return out
 
 
 def plan_fields(engine: str, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -221,6 +221,14 @@ class Serving(_Strict):
     thinking: bool | None = None  # reasoning parser; default from the catalog (local checkpoints: off)
     env: dict[str, str] = Field(default_factory=dict)  # plain settings only, never secrets
     extra_args: list[str] = Field(default_factory=list)
+    # K2.5+ are multimodal (MoonViT). language_model_only skips the vision tower (its memory goes to the KV
+    # cache; image requests are refused); mm_encoder_tp_mode "data" runs the encoder data-parallel
+    # (MoonshotAI/Kimi-K2.5 docs/deploy_guidance.md uses --mm-encoder-tp-mode data on vLLM).
+    language_model_only: bool | None = None
+    mm_encoder_tp_mode: Literal["weights", "data"] | None = None
+    # How the engine reads the checkpoint: auto/safetensors, or a streaming loader (vLLM and SGLang
+    # --load-format choices: fastsafetensors, runai_streamer). It sets the start-up budget's load rate.
+    load_format: Literal["auto", "safetensors", "fastsafetensors", "runai_streamer"] | None = None
 
     @field_validator("env")
     @classmethod
@@ -253,6 +261,49 @@ class Serving(_Strict):
         if v not in allowed:
             raise ValueError(f"unknown kv_cache_dtype {v!r}; allowed: {', '.join(allowed)}")
         return v
+
+
+# num_speculative_tokens: the published Kimi drafts accept about 3 tokens per step (accept_length 2.3-3.5
+# with 3 drafted, huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla and AQ-MedAI/Kimi-K2-Instruct-eagle3
+# cards), so more than 16 drafted tokens only burns compute; the engines take any positive number.
+MAX_SPECULATIVE_TOKENS = 16
+# Why MTP is refused: every K2-family config.json has num_nextn_predict_layers 0, i.e. no MTP layers to
+# draft with (huggingface.co/moonshotai/Kimi-K2-Instruct config.json; K2.5/K2.6 text_config the same).
+MTP_REFUSED = ("mtp needs the checkpoint's own multi-token-prediction layers and the Kimi K2 family has none "
+               "(config.json num_nextn_predict_layers: 0); use method: eagle3 with a draft such as "
+               "lightseekorg/kimi-k2.6-eagle3-mla or AQ-MedAI/Kimi-K2-Instruct-eagle3")
+
+
+class Speculative(_Strict):
+    """Speculative decoding with a separate draft model (EAGLE3)."""
+
+    method: Literal["eagle3", "mtp"]
+    draft: str | None = None  # a Hub repo id or a local directory with the draft's config.json
+    draft_revision: str | None = None  # pinned Hub revision of the draft
+    num_speculative_tokens: int = Field(default=3, ge=1, le=MAX_SPECULATIVE_TOKENS)
+    # SGLang's EAGLE tree: --speculative-eagle-topk (default 1: a chain) and --speculative-num-draft-tokens
+    # (default num_speculative_tokens + 1, the chain plus the verified token), as the drafts' cards run it
+    # (steps 3, topk 1, draft tokens 4). vLLM drafts a chain only, so setting them for vLLM is an error.
+    eagle_topk: int | None = Field(default=None, ge=1, le=16)
+    num_draft_tokens: int | None = Field(default=None, ge=2, le=256)
+
+    @field_validator("method")
+    @classmethod
+    def _no_mtp(cls, v: str) -> str:
+        if v == "mtp":
+            raise ValueError(MTP_REFUSED)
+        return v
+
+    @model_validator(mode="after")
+    def _draft(self) -> "Speculative":
+        if not self.draft:
+            raise ValueError("draft: eagle3 needs a draft model (a Hub repo id such as "
+                             "lightseekorg/kimi-k2.6-eagle3-mla, or a local directory)")
+        if self.num_draft_tokens is not None and self.eagle_topk in (None, 1) \
+                and self.num_draft_tokens != self.num_speculative_tokens + 1:
+            raise ValueError(f"num_draft_tokens: with eagle_topk 1 (a chain) SGLang drafts exactly "
+                             f"num_speculative_tokens + 1 = {self.num_speculative_tokens + 1} tokens")
+        return self
 
 
 class Network(_Strict):
@@ -301,6 +352,7 @@ class Spec(_Strict):
     engine: EngineSpec
     topology: TopologySpec = Field(default_factory=TopologySpec)
     serving: Serving = Field(default_factory=Serving)
+    speculative: Speculative | None = None
     network: Network = Field(default_factory=Network)
     k8s: K8s = Field(default_factory=K8s)
 

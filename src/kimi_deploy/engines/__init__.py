@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..deployment import Deployment
+from ..errors import BadInput
 from . import sglang, vllm
 from .base import Engine, RenderedNode, StartupFile, env_ref, head_refs
 from .versions import check_features
@@ -30,8 +31,21 @@ def render(dep: Deployment, heads: Mapping[str, str] | None = None) -> list[Rend
     if dep.router:
         nodes.append(engine.router(dep, {g.name: f"http://{heads[g.name]}:{g.port}" for g in dep.groups}))
     check_features(engine=dep.engine, pinned=dep.engine_version, used=[f for n in nodes for f in n.features],
-                   gates=engine.gates, model_min=engine.model_min_version(dep), model=dep.model)
+                   gates=engine.gates, model_min=engine.model_min_version(dep), model=dep.model,
+                   requires=_draft_requirement(dep))
     return nodes
+
+
+def _draft_requirement(dep: Deployment) -> list[tuple[str, str, str]]:
+    """A published draft's own minimum engine release (drafts.py), or a refusal when that engine cannot
+    load it at all."""
+    sd = dep.speculative
+    if sd is None or sd.entry is None:
+        return []
+    minimum = sd.entry.min_vllm if dep.engine == "vllm" else sd.entry.min_sglang
+    if minimum is None:
+        raise BadInput(f"{dep.engine} cannot load the draft {sd.entry.repo} ({sd.entry.source})", "speculative.draft")
+    return [(f"the draft {sd.entry.repo}", minimum, sd.entry.source)]
 
 
 __all__ = ["ENGINES", "RenderedNode", "StartupFile", "env_ref", "head_refs", "render"]

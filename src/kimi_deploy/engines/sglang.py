@@ -35,6 +35,15 @@ GATES: Mapping[Feature, Gate] = {
     Feature.PD_DISAGGREGATION: Gate("0.4.5", "sglang #4654 2025-03-21 (≈0.4.5)"),
     Feature.EPLB: Gate("0.4.7", "sglang #6469 2025-05-21 (≈0.4.7)"),
     Feature.CONFIG_FILE: Gate("0.5.3", "sglang #10534 2025-09-17 (≈0.5.3): --config FILE.yaml"),
+    # EAGLE3 drafts for Kimi: "pip install sglang==0.5.6" (huggingface.co/AQ-MedAI/Kimi-K2-Instruct-eagle3);
+    # a draft's own minimum (drafts.py: the MLA drafts need 0.5.14) is checked too.
+    Feature.SPECULATIVE_EAGLE3: Gate("0.5.6", "huggingface.co/AQ-MedAI/Kimi-K2-Instruct-eagle3: sglang==0.5.6"),
+    # sglang #28497 (opened 2026-06-17) added --language-model-only; 0.5.23 has it (checked against the
+    # installed parser) and the first release with it is not confirmed, so the gate is the checked one.
+    Feature.LANGUAGE_MODEL_ONLY: Gate("0.5.23", "sglang #28497 (opened 2026-06-17); verified in 0.5.23's parser"),
+    Feature.MM_ENCODER_TP_MODE: Gate("0.5.6", "sglang #13126 2025-11-12 (≈0.5.6): --mm-enable-dp-encoder"),
+    # Both loaders are --load-format choices in 0.5.23 (checked); their first release is not confirmed.
+    Feature.LOAD_FORMAT_STREAMING: Gate("0.5.23", "verified in 0.5.23's --load-format choices"),
 }
 
 
@@ -44,10 +53,27 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
             "--trust-remote-code", "--host", s.host, "--port", str(port), "--enable-metrics"]
     argv += parser_flags(dep, features)
     argv += table.flags("sglang", dep.serving)
+    features += [Feature[name] for name in table.features("sglang", dep.serving)]
+    argv += _speculative(dep, features)
     if dep.api_key_env:
         argv += ["--config", env_ref(CONFIG_VAR)]
         features.append(Feature.CONFIG_FILE)
     return argv
+
+
+def _speculative(dep: Deployment, features: list[Feature]) -> list[str]:
+    """EAGLE3 with a draft (python/sglang/srt/server_args.py: --speculative-algorithm, -draft-model-path,
+    -draft-model-revision, -num-steps, -eagle-topk, -num-draft-tokens)."""
+    sd = dep.speculative
+    if sd is None:
+        return []
+    features.append(Feature.SPECULATIVE_EAGLE3)
+    argv = ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", sd.path]
+    if sd.revision and sd.dir is None and sd.entry is not None:  # a Hub draft fetched by the engine itself
+        argv += ["--speculative-draft-model-revision", sd.revision]
+    return argv + ["--speculative-num-steps", str(sd.num_speculative_tokens),
+                   "--speculative-eagle-topk", str(sd.eagle_topk),
+                   "--speculative-num-draft-tokens", str(sd.num_draft_tokens)]
 
 
 def _secrets(dep: Deployment) -> tuple[list[StartupFile], dict[str, str]]:

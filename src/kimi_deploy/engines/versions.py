@@ -34,6 +34,10 @@ class Feature(str, Enum):
     PD_DISAGGREGATION = "PD disaggregation"
     NIXL_PD = "NixlConnector P/D"
     CONFIG_FILE = "--config YAML file"
+    SPECULATIVE_EAGLE3 = "EAGLE3 speculative decoding"
+    LANGUAGE_MODEL_ONLY = "--language-model-only"
+    MM_ENCODER_TP_MODE = "multimodal encoder TP mode"
+    LOAD_FORMAT_STREAMING = "streaming load format (fastsafetensors / runai_streamer)"
 
 
 @dataclass(frozen=True)
@@ -50,14 +54,19 @@ def parse_version(text: str, field: str = "engine.version") -> Version:
 
 
 def check_features(*, engine: str, pinned: str | None, used: Iterable[Feature], gates: Mapping[Feature, Gate],
-                   model_min: str | None = None, model: str = "") -> None:
-    """Refuse when the pinned engine version predates the model or a feature the commands use."""
+                   model_min: str | None = None, model: str = "",
+                   requires: Iterable[tuple[str, str, str]] = ()) -> None:
+    """Refuse when the pinned engine version predates the model, a feature the commands use, or another
+    requirement (`requires`: (what, minimum, source), e.g. a draft model's)."""
     if not pinned:
         return
     have = parse_version(pinned)
     too_old = []
     if model_min and have < Version(model_min):
         too_old.append(f"{model} needs {engine} >= {model_min}")
+    for what, minimum, source in requires:
+        if have < Version(minimum):
+            too_old.append(f"{what} needs {engine} >= {minimum} ({source})")
     for feature in sorted(set(used), key=lambda f: f.value):
         gate = gates[feature]  # a KeyError here is a bug: the engine emitted a feature it has no gate for
         if have < Version(gate.minimum):

@@ -21,6 +21,7 @@ from typing import Mapping
 from ..deployment import Deployment, Group
 from ..errors import BadInput
 from .. import serving_flags as table
+from ..startup import startup_budget
 from .base import Engine, RenderedNode, env_ref, parser_flags, router_node
 from .versions import Feature, Gate
 
@@ -40,7 +41,23 @@ GATES: Mapping[Feature, Gate] = {
     Feature.NATIVE_MULTINODE: Gate("0.12.0", "vllm #23691 2025-11-16 (≈v0.12.0)"),
     Feature.DISTRIBUTED_TIMEOUT_FLAG: Gate("0.17.0", "vllm #36047 2026-03-05 (≈0.17.0)"),
     Feature.NIXL_PD: Gate("0.9.0", "vllm V1 KV connector API #15960 2025-04 (≈0.9.0)"),
+    # EAGLE3 with a Kimi target: "vLLM >= 0.18.0" (huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla card);
+    # a draft's own minimum (drafts.py) is checked too.
+    Feature.SPECULATIVE_EAGLE3: Gate("0.18.0", "huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla: vLLM >= 0.18.0"),
+    # The explicit flag is vllm #34120 (named by sgl-project/sglang#28194); #32605 merged 2026-01-19 and
+    # 0.16.0 was uploaded to PyPI 2026-02-26 (≈).
+    Feature.LANGUAGE_MODEL_ONLY: Gate("0.16.0", "vllm #34120 (≈0.16.0, 2026-02)"),
+    # The lowest release documented to run it for Kimi, not the flag's first: MoonshotAI/Kimi-K2.5
+    # docs/deploy_guidance.md runs K2.5 on vLLM with --mm-encoder-tp-mode data, K2.5 needing >= 0.15.0.
+    Feature.MM_ENCODER_TP_MODE: Gate("0.15.0", "MoonshotAI/Kimi-K2.5 docs/deploy_guidance.md with vLLM >= 0.15.0"),
+    # --load-format choices list runai_streamer from docs.vllm.ai/en/v0.6.6 and fastsafetensors from v0.8.4
+    # (absent in v0.8.1's engine_args page).
+    Feature.LOAD_FORMAT_STREAMING: Gate("0.8.4", "docs.vllm.ai v0.8.4 engine_args --load-format choices"),
 }
+# vLLM's API server waits this long for the engine cores to report ready, 600 s by default, then gives up
+# (vllm/envs.py VLLM_ENGINE_READY_TIMEOUT_S, read in vllm/v1/engine/core_client.py): shorter than a
+# 600 GB load (vllm-project/vllm-ascend#7098). It is set from the same start-up budget as the probe.
+ENGINE_READY_TIMEOUT_ENV = "VLLM_ENGINE_READY_TIMEOUT_S"
 
 
 def _model_min(dep: Deployment) -> str | None:
@@ -53,7 +70,22 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
             "--host", s.host, "--port", str(port)]
     # Auto tool choice goes with a tool parser and needs one (vllm validate_parsed_serve_args).
     argv += parser_flags(dep, features, tool_prefix=("--enable-auto-tool-choice",))
-    return argv + table.flags("vllm", dep.serving)
+    features += [Feature[name] for name in table.features("vllm", dep.serving)]
+    return argv + table.flags("vllm", dep.serving) + _speculative(dep, features)
+
+
+def _speculative(dep: Deployment, features: list[Feature]) -> list[str]:
+    """--speculative-config JSON (vllm/config/speculative.py SpeculativeConfig: method, model,
+    num_speculative_tokens, revision)."""
+    sd = dep.speculative
+    if sd is None:
+        return []
+    features.append(Feature.SPECULATIVE_EAGLE3)
+    config: dict[str, object] = {"method": sd.method, "model": sd.path,
+                                 "num_speculative_tokens": sd.num_speculative_tokens}
+    if sd.revision and sd.dir is None and sd.entry is not None:  # a Hub draft fetched by the engine itself
+        config["revision"] = sd.revision
+    return ["--speculative-config", json.dumps(config, separators=(",", ":"))]
 
 
 def _parallel(g: Group, features: list[Feature]) -> list[str]:
@@ -78,6 +110,7 @@ def _parallel(g: Group, features: list[Feature]) -> list[str]:
 
 def _env(dep: Deployment, g: Group) -> dict[str, str]:
     env = dict(g.network_env)
+    env.setdefault(ENGINE_READY_TIMEOUT_ENV, str(startup_budget(dep)))
     if dep.api_key_env:
         # vLLM falls back to VLLM_API_KEY when --api-key is absent (vllm/entrypoints/openai/cli_args.py,
         # `api_key` help): the key stays in the environment, never on a command line.

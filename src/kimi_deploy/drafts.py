@@ -1,0 +1,217 @@
+"""EAGLE3 draft models for the Kimi K2 family: the few numbers of a draft's config.json the planner needs
+(layers, hidden size, vocabularies, attention shape, whether it stores its own embeddings), for the
+published drafts as a small cited table (the Hub is not reachable from every machine that plans), and
+read from config.json for a draft given as a local directory.
+
+A draft is a one-layer decoder fed the target's hidden states: EAGLE3 concatenates three of the target's
+layers (`fc`: 3 x hidden -> hidden) and the first layer's attention takes [embeds, hidden] (2 x hidden
+wide), vllm-project/vllm vllm/model_executor/models/llama_eagle3.py and deepseek_eagle3.py. Its lm_head
+covers `draft_vocab_size` tokens (a `d2t` int64 map scatters them back into the target vocabulary)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+
+BF16 = 2  # every published Kimi draft is stored bfloat16 (config.json torch_dtype / dtype)
+
+
+@dataclass(frozen=True)
+class DraftArch:
+    """The draft's shape. `attention` is "mla" (DeepSeek-V3 MLA, Eagle3DeepseekV2ForCausalLM) or "gqa"
+    (Llama attention, LlamaForCausalLMEagle3)."""
+
+    attention: str
+    layers: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    draft_vocab_size: int
+    own_embeddings: bool  # the checkpoint stores embed_tokens (else the engine shares the target's)
+    num_attention_heads: int
+    num_key_value_heads: int = 0  # gqa
+    head_dim: int = 0  # gqa
+    q_lora_rank: int = 0  # mla
+    kv_lora_rank: int = 0  # mla
+    qk_nope_head_dim: int = 0  # mla
+    qk_rope_head_dim: int = 0  # mla
+    v_head_dim: int = 0  # mla
+
+    # --- weights -----------------------------------------------------------------------------------
+    def components(self) -> dict[str, int]:
+        """Bytes by how the engines shard them: "replicated" (norms, fc, MLA's q_a/kv_a), "attn" (split
+        over attention TP), "mlp" (split over TP), "vocab" (embed_tokens and lm_head, vocab-parallel)."""
+        h = self.hidden_size
+        rep = 3 * h * h + 3 * h  # fc (3h -> h, ReplicatedLinear) + input/hidden/final norms
+        if self.attention == "mla":
+            heads = self.num_attention_heads
+            rep += 2 * h * self.q_lora_rank + self.q_lora_rank  # q_a_proj (2h wide input) + its norm
+            rep += 2 * h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank  # kv_a + norm
+            attn = (self.q_lora_rank * heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
+                    + self.kv_lora_rank * heads * (self.qk_nope_head_dim + self.v_head_dim)
+                    + heads * self.v_head_dim * h)
+        else:
+            q = self.num_attention_heads * self.head_dim
+            kv = self.num_key_value_heads * self.head_dim
+            attn = 2 * h * (q + 2 * kv) + q * h  # q/k/v from [embeds, hidden], o_proj
+        mlp = 3 * h * self.intermediate_size
+        vocab = self.draft_vocab_size * h + (self.vocab_size * h if self.own_embeddings else 0)
+        out = {"replicated": rep * BF16, "attn": attn * BF16 * self.layers, "mlp": mlp * BF16 * self.layers,
+               "vocab": vocab * BF16}
+        if self.draft_vocab_size < self.vocab_size:
+            out["replicated"] += self.draft_vocab_size * 8 + self.vocab_size  # d2t int64, t2d bool
+        return out
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.components().values())
+
+    def bytes_per_gpu(self, tp: int, attention_tp: int) -> int:
+        """What one GPU holds: both engines build the draft with the target's tensor-parallel group
+        (vllm v1/spec_decode/eagle.py loads it with the target's parallel config; sglang
+        speculative/eagle_worker.py reuses the target's tp_rank)."""
+        c = self.components()
+        return c["replicated"] + c["attn"] // attention_tp + c["mlp"] // tp + c["vocab"] // tp
+
+    # --- KV cache ----------------------------------------------------------------------------------
+    def kv_bytes_per_token(self, kv_bytes: float, attention_tp: int) -> int:
+        """KV one GPU caches per token for the draft's layers: MLA's latent (the same on every rank),
+        or GQA K and V for this rank's share of the KV heads (replicated when TP exceeds them)."""
+        if self.attention == "mla":
+            per_layer = (self.kv_lora_rank + self.qk_rope_head_dim) * kv_bytes
+        else:
+            heads = max(1, self.num_key_value_heads // attention_tp)
+            per_layer = 2 * heads * self.head_dim * kv_bytes
+        return int(per_layer * self.layers)
+
+    # --- reading a config.json -------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any], source: str) -> "DraftArch":
+        archs = config.get("architectures") or []
+        mla = "kv_lora_rank" in config or any("Deepseek" in a for a in archs)
+
+        def need(key: str) -> int:
+            v = config.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise BadInput(f"{key} must be a positive integer in an EAGLE3 draft config, got {v!r}", source)
+            return v
+
+        common = dict(layers=need("num_hidden_layers"), hidden_size=need("hidden_size"),
+                      intermediate_size=need("intermediate_size"), vocab_size=need("vocab_size"),
+                      num_attention_heads=need("num_attention_heads"))
+        draft_vocab = config.get("draft_vocab_size") or common["vocab_size"]
+        # A local directory tells whether embed_tokens is stored: its index (or single file) is read.
+        own = _stores_embeddings(Path(source).parent) if source.endswith("config.json") else True
+        if mla:
+            return cls(attention="mla", draft_vocab_size=int(draft_vocab), own_embeddings=own,
+                       q_lora_rank=need("q_lora_rank"), kv_lora_rank=need("kv_lora_rank"),
+                       qk_nope_head_dim=need("qk_nope_head_dim"), qk_rope_head_dim=need("qk_rope_head_dim"),
+                       v_head_dim=need("v_head_dim"), **common)
+        heads = common["num_attention_heads"]
+        head_dim = config.get("head_dim") or common["hidden_size"] // heads
+        return cls(attention="gqa", draft_vocab_size=int(draft_vocab), own_embeddings=own,
+                   num_key_value_heads=int(config.get("num_key_value_heads") or heads), head_dim=int(head_dim),
+                   **common)
+
+    @classmethod
+    def from_path(cls, path: str) -> "DraftArch":
+        p = Path(os.path.expanduser(path))
+        cfg = p / "config.json"
+        if not p.is_dir():
+            raise BadInput("draft directory not found (give a Hub repo id or a local directory with config.json)",
+                           "speculative.draft")
+        if not cfg.is_file():
+            raise BadInput(f"no config.json in the draft directory {path}", "speculative.draft")
+        try:
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadInput(f"not a JSON config ({exc})", str(cfg)) from None
+        if not isinstance(data, dict):
+            raise BadInput("must be a JSON object", str(cfg))
+        return cls.from_config(data, str(cfg))
+
+
+def _stores_embeddings(directory: Path) -> bool:
+    """Whether a local draft checkpoint holds embed_tokens (index, else the single file's header)."""
+    index = directory / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            names = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        elif (directory / "model.safetensors").is_file():
+            from .weights import read_safetensors_header
+            names, _ = read_safetensors_header(directory / "model.safetensors")
+        else:
+            return True  # nothing to read yet (not downloaded): count them, the safe side
+    except (OSError, ValueError, BadInput):
+        return True
+    return any("embed_tokens" in n for n in names)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A published draft: its shape, the targets it was trained for and the engine releases that run it."""
+
+    repo: str
+    arch: DraftArch
+    targets: tuple[str, ...]  # catalog ids
+    min_vllm: str | None  # None: vLLM cannot load it (or nobody says it can)
+    min_sglang: str | None
+    source: str
+
+
+# The two shapes every published Kimi draft has. MLA: Eagle3DeepseekV2ForCausalLM, 1 layer, the K2 MLA
+# dims, intermediate 18432, vocab 163840, tie_word_embeddings false (config.json of k-l-lambda/Kimi-K2.5-
+# Eagle3 on the Hub, an export of the lightseekorg K2.5 MLA draft); embed_tokens stored in full
+# ([163840, 7168], k-l-lambda/kimi-k2.7-code-eagle3-mla README, which keeps "embed_tokens full" and
+# derives from the lightseek K2.6 export).
+_MLA = DraftArch(attention="mla", layers=1, hidden_size=7168, intermediate_size=18432, vocab_size=163840,
+                 draft_vocab_size=163840, own_embeddings=True, num_attention_heads=64, q_lora_rank=1536,
+                 kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
+# GQA (SpecForge): LlamaForCausalLMEagle3, 1 layer, hidden 7168, 64 heads, 64 KV heads, head_dim 128,
+# intermediate 18432, vocab 163840, draft_vocab_size 32000 (sgl-project/SpecForge configs/kimi-k2-eagle3.json
+# and configs/kimi-k25-eagle3.json, the configs the AQ-MedAI drafts were trained from). Whether the published
+# checkpoints store embed_tokens is not stated: counted (the safe side for memory).
+_GQA = DraftArch(attention="gqa", layers=1, hidden_size=7168, intermediate_size=18432, vocab_size=163840,
+                 draft_vocab_size=32000, own_embeddings=True, num_attention_heads=64, num_key_value_heads=64,
+                 head_dim=128)
+
+_K25_FAMILY = ("kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k2.6-nvfp4", "kimi-k2.5-nvfp4")
+
+DRAFTS: dict[str, Draft] = {d.repo.lower(): d for d in [
+    # Card: "vLLM >= 0.18.0"; "MLA Eagle3 draft model is not yet supported in SGLang" at release
+    # (huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla); SGLang runs the MLA EAGLE3 drafts by 0.5.14
+    # (huggingface.co/lightseekorg/kimi-k2.7-coder-eagle3.1-mla: "The run used SGLang 0.5.14").
+    Draft("lightseekorg/kimi-k2.5-eagle3-mla", _MLA, _K25_FAMILY, "0.18.0", "0.5.14",
+          "huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla model card"),
+    Draft("lightseekorg/kimi-k2.6-eagle3-mla", _MLA, _K25_FAMILY, "0.18.0", "0.5.14",
+          "huggingface.co/lightseekorg/kimi-k2.6-eagle3-mla (same export as the K2.5 MLA draft)"),
+    # EAGLE3.1 adds fc_norm / norm_output: "Requires vLLM with PR #42764 and PR #43482 for fc_norm support"
+    # (huggingface.co/lightseekorg/kimi-k2.6-eagle3.1-mla). #43482 came after #42476 (merged 2026-05-18);
+    # vLLM 0.22.0 was uploaded to PyPI 2026-05-29 and 0.23.0 on 2026-06-15: 0.23.0 (≈) is the safe minimum.
+    Draft("lightseekorg/kimi-k2.6-eagle3.1-mla", _MLA, _K25_FAMILY, "0.23.0", "0.5.14",
+          "huggingface.co/lightseekorg/kimi-k2.6-eagle3.1-mla: vLLM PRs #42764 and #43482 (≈0.23.0)"),
+    Draft("lightseekorg/kimi-k2.7-coder-eagle3.1-mla", _MLA, ("kimi-k2.7-code",), "0.23.0", "0.5.14",
+          "huggingface.co/lightseekorg/kimi-k2.7-coder-eagle3.1-mla: SGLang 0.5.14 run; EAGLE3.1 needs vLLM "
+          "#42764/#43482 (≈0.23.0)"),
+    # AQ-MedAI SpecForge drafts: "pip install sglang==0.5.6" (huggingface.co/AQ-MedAI/Kimi-K2-Instruct-eagle3);
+    # vLLM's EAGLE3 for a Kimi target as for the MLA drafts (0.18.0).
+    Draft("AQ-MedAI/Kimi-K2-Instruct-eagle3", _GQA, ("kimi-k2-instruct", "kimi-k2-instruct-0905"), "0.18.0", "0.5.6",
+          "huggingface.co/AQ-MedAI/Kimi-K2-Instruct-eagle3 model card"),
+    Draft("AQ-MedAI/Kimi-K25-eagle3", _GQA, _K25_FAMILY, "0.18.0", "0.5.6",
+          "huggingface.co/AQ-MedAI/Kimi-K25-eagle3 model card (SGLang launch flags)"),
+    Draft("AQ-MedAI/Kimi-K2.7-Code-eagle3", _GQA, ("kimi-k2.7-code",), "0.18.0", "0.5.6",
+          "huggingface.co/AQ-MedAI/Kimi-K2.7-Code-eagle3 model card (SGLang launch flags)"),
+]}
+
+
+def get_draft(repo: str) -> Draft | None:
+    return DRAFTS.get(repo.strip().lower())
+
+
+def draft_repos() -> list[str]:
+    return sorted(d.repo for d in DRAFTS.values())
