@@ -85,6 +85,12 @@ def lws_name_limit(replicas: int) -> int:
     return 51 - replicas // 10
 
 
+def _draft_dirs(dep: Deployment) -> list[str]:
+    """The staged draft's directory (inside weights.dir), when there is one."""
+    sd = dep.speculative
+    return [sd.dir] if sd is not None and sd.dir else []
+
+
 def check(spec: Spec) -> list[str]:
     """Errors that make a spec impossible to deploy on Kubernetes (raised as bad input)."""
     k = spec.k8s
@@ -198,16 +204,19 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
             volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": f"{spec.name}-weights"}})
             # Wait (bounded) for the download Job's marker, then re-check it against the files: a marker
             # left from another checkpoint or a shard changed since fails here, naming the shard.
+            # The Job verifies the draft before the target, so the target's marker implies both.
             init.append({"name": "wait-for-weights", "image": k.image, "command": shell(
                 'deadline=$((SECONDS + $2)); until [ -f "$1/$3" ]; do '
                 'if [ "$SECONDS" -ge "$deadline" ]; then echo "no verify marker in $1 after $2 s" >&2; exit 1; fi; '
-                'echo "waiting for $1/$3"; sleep 15; done; exec kimi-deploy verify --check-marker "$1"',
-                spec.weights.dir, str(WEIGHTS_WAIT_S), VERIFY_MARKER),
+                'echo "waiting for $1/$3"; sleep 15; done; kimi-deploy verify --check-marker "$1" || exit 1; '
+                'for d in "${@:4}"; do kimi-deploy verify --check-marker "$d" || exit 1; done',
+                spec.weights.dir, str(WEIGHTS_WAIT_S), VERIFY_MARKER, *_draft_dirs(dep)),
                          "volumeMounts": [{"name": "weights", "mountPath": spec.weights.dir}]})
         else:
             volumes.append({"name": "weights", "hostPath": {"path": spec.weights.dir, "type": "DirectoryOrCreate"}})
             init.append({"name": "stage-weights", "image": k.image, "command": shell(
-                         'kimi-deploy download "$1" && kimi-deploy verify "$2"', SPEC_PATH, spec.weights.dir),
+                         'kimi-deploy download "$1" || exit 1; for d in "${@:3}"; do kimi-deploy verify "$d" || exit 1; '
+                         'done; kimi-deploy verify "$2"', SPEC_PATH, spec.weights.dir, *_draft_dirs(dep)),
                          "env": [e for e in env if e["name"] in ("HF_TOKEN",)],
                          "volumeMounts": container["volumeMounts"][:1] + [{"name": "weights",
                                                                             "mountPath": spec.weights.dir}]})
@@ -286,8 +295,12 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                                     "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": harden({
                                         "restartPolicy": "OnFailure",
                                         "containers": [{"name": "download", "image": k.image, "env": env,
-                                                        "command": shell('kimi-deploy download "$1" && kimi-deploy verify "$2" '
-                                                                         '"${@:3}"', SPEC_PATH, spec.weights.dir, *verify_model),
+                                                        # download fetches the draft too; it is verified first
+                                                        # (the target's marker is what the pods wait for).
+                                                        "command": shell('kimi-deploy download "$1" || exit 1; if [ -n "$3" ]; then '
+                                                                         'kimi-deploy verify "$3" || exit 1; fi; exec kimi-deploy verify '
+                                                                         '"$2" "${@:4}"', SPEC_PATH, spec.weights.dir,
+                                                                         (_draft_dirs(dep) or [""])[0], *verify_model),
                                                         "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
                                                                          {"name": "weights", "mountPath": spec.weights.dir}]}],
                                         "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},

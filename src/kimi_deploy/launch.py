@@ -347,6 +347,13 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
             # The marker is trusted only while the directory still matches what verify recorded
             # (weights.check_marker); a missing or stale one stops the start (issue 12).
             pf.add("verified", *check_marker(Path(spec.weights.dir)))
+    draft = dep.speculative
+    if runs_engine and draft is not None and draft.dir:
+        # A staged draft is proven like the target: complete, and verified since (`download` fetches it).
+        ok, detail = check_weights_dir(Path(draft.dir))
+        pf.add("draft weights", ok, detail)
+        if not skip_verify:
+            pf.add("draft verified", *check_marker(Path(draft.dir)))
     if runs_engine and Path("/dev/shm").is_dir():
         st = os.statvfs("/dev/shm")
         size = st.f_blocks * st.f_frsize

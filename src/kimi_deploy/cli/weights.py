@@ -31,9 +31,13 @@ def download(
     from ..weights import REPORT, download as fetch, list_hub, list_mirror, list_s3
 
     src = source.value if source else None
+    draft = None
     if spec is not None:
         s = load_spec(spec)
-        entry = resolve(s).entry
+        dep = resolve(s)
+        entry = dep.entry
+        # The spec's EAGLE3 draft is fetched too (from the Hub, into weights.dir/draft), when staged.
+        draft = dep.speculative if dep.speculative is not None and dep.speculative.dir and dest is None else None
         model = model or (entry.repo if entry else None)
         revision = revision or s.revision or (s.model.revision if isinstance(s.model, ModelRef) else None)
         dest = dest or (Path(s.weights.dir) if s.weights.dir else None)
@@ -53,12 +57,19 @@ def download(
         listing = list_mirror(mirror) if src == "mirror" else list_s3(mirror)
     err.print(f"{listing.location}" + (f"@{listing.revision}" if listing.revision else "")
               + f": {len(listing.files)} files, {listing.total_bytes / 1e9:,.2f} GB -> {dest}")
-    report = fetch(listing, dest, workers=workers, retries=retries, wait_for_lock=not no_wait,
-                   token=os.environ.get("HF_TOKEN"), log=lambda m: err.print(escape(m)),
-                   show_progress=err.is_terminal)
-    out.print(f"[green]done[/green]: {report.downloaded} downloaded, {report.skipped} already complete, "
-              f"{report.bytes / 1e9:,.2f} GB in {report.seconds:.1f} s ({report.throughput_mb_s:,.1f} MB/s), "
-              f"{report.retries} retries; report in {dest / REPORT}")
+    fetches = [(listing, dest)]
+    if draft is not None and draft.dir:
+        draft_listing = list_hub(draft.source, draft.revision, os.environ.get("HF_TOKEN"))
+        err.print(f"draft {draft_listing.location}@{draft_listing.revision}: {len(draft_listing.files)} files, "
+                  f"{draft_listing.total_bytes / 1e9:,.2f} GB -> {draft.dir}")
+        fetches.append((draft_listing, Path(draft.dir)))
+    for what, where in fetches:
+        report = fetch(what, where, workers=workers, retries=retries, wait_for_lock=not no_wait,
+                       token=os.environ.get("HF_TOKEN"), log=lambda m: err.print(escape(m)),
+                       show_progress=err.is_terminal)
+        out.print(f"[green]done[/green] {escape(str(where))}: {report.downloaded} downloaded, {report.skipped} "
+                  f"already complete, {report.bytes / 1e9:,.2f} GB in {report.seconds:.1f} s "
+                  f"({report.throughput_mb_s:,.1f} MB/s), {report.retries} retries; report in {where / REPORT}")
 
 
 def verify(
