@@ -10,6 +10,9 @@ model.safetensors.index.json of huggingface.co/moonshotai/Kimi-K2-Instruct and m
 - INT4 checkpoints (K2-Thinking, K2.5): compressed-tensors pack-quantized, only the routed experts are
   quantized (`weight_packed` int32 holding 8 nibbles, `weight_scale` bf16 per group of 32, `weight_shape`
   int64[2]); everything else is BF16.
+- Vendor re-quantizations (see quant_formats.py for the storage of each): NVFP4 (NVIDIA ModelOpt, and
+  compressed-tensors `nvfp4-pack-quantized`), MXFP4 (AMD Quark OCP MX) and compressed-tensors FP8 block.
+  Which linears they quantize is read from the checkpoint's own ignore / exclude list, not assumed.
 """
 
 from __future__ import annotations
@@ -17,55 +20,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import BadInput
+from .quant_formats import DTYPE_BYTES, Quantization, WeightFormat
 
-# Bytes per element of the safetensors dtypes we emit.
-DTYPE_BYTES = {"BF16": 2, "F32": 4, "F8_E4M3": 1, "I32": 4, "I64": 8}
-
-
-class WeightFormat(str, Enum):
-    """How the checkpoint stores its linear weights."""
-
-    BF16 = "bf16"
-    FP8_BLOCK = "fp8-block"  # quant_method fp8, weight_block_size [128, 128] (K2 config.json)
-    INT4_EXPERTS = "int4-experts"  # compressed-tensors W4A16 group 32 on routed experts (K2.5 config.json)
-
-
-@dataclass(frozen=True)
-class Quantization:
-    """The storage format plus its block or group size."""
-
-    format: WeightFormat = WeightFormat.BF16
-    block: int = 128  # FP8 weight_block_size (K2 config.json quantization_config)
-    group: int = 32  # INT4 group_size (K2.5 config.json quantization_config)
-
-    @classmethod
-    def from_config(cls, qc: dict[str, Any] | None) -> "Quantization":
-        """Read a HF `quantization_config` block."""
-        if not qc:
-            return cls(WeightFormat.BF16)
-        method = qc.get("quant_method")
-        if method == "fp8":
-            block = qc.get("weight_block_size") or [128, 128]
-            if block[0] != block[1]:
-                raise BadInput("only square FP8 weight blocks are supported", "quantization_config.weight_block_size")
-            return cls(WeightFormat.FP8_BLOCK, block=int(block[0]))
-        if method == "compressed-tensors":
-            groups = qc.get("config_groups") or {}
-            weights = next(iter(groups.values()), {}).get("weights", {}) if groups else {}
-            bits = weights.get("num_bits", 4)
-            if bits != 4:
-                raise BadInput(f"compressed-tensors with {bits} bits is not supported (only 4)", "quantization_config")
-            return cls(WeightFormat.INT4_EXPERTS, group=int(weights.get("group_size", 32)))
-        raise BadInput(
-            f"unknown quant_method {method!r}; supported: fp8 (block), compressed-tensors (int4)",
-            "quantization_config.quant_method",
-        )
-
+# The formats and their storage (Quantization, WeightFormat, DTYPE_BYTES) live in quant_formats.py.
 
 @dataclass(frozen=True)
 class VisionTower:
@@ -123,8 +84,11 @@ class Architecture:
     MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size")
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], source: str = "config.json") -> "Architecture":
-        """Build from a HF config dict (top-level DeepseekV3 or a multimodal wrapper with text_config)."""
+    def from_config(cls, config: dict[str, Any], source: str = "config.json",
+                    hf_quant_config: dict[str, Any] | None = None) -> "Architecture":
+        """Build from a HF config dict (top-level DeepseekV3 or a multimodal wrapper with text_config);
+        `hf_quant_config` is a ModelOpt hf_quant_config.json, used when config.json has no
+        quantization_config (vllm modelopt.py get_config_filenames: ["hf_quant_config.json"])."""
         text = config.get("text_config") or config
         missing = [k for k in cls.REQUIRED if k not in text]
         if missing:
@@ -138,7 +102,7 @@ class Architecture:
             v = text.get(key) or 0
             if not isinstance(v, int) or v < 0:
                 raise BadInput(f"{key} must be a non-negative integer, got {v!r}", source)
-        qc = config.get("quantization_config") or text.get("quantization_config")
+        qc = config.get("quantization_config") or text.get("quantization_config") or hf_quant_config
         vision = None
         if "vision_config" in config:
             vc = config["vision_config"]
@@ -188,7 +152,7 @@ class Architecture:
             raise BadInput(f"invalid JSON at line {exc.lineno}: {exc.msg}", str(cfg)) from None
         if not isinstance(data, dict):
             raise BadInput(f"must be a JSON object, got a {type(data).__name__}", str(cfg))
-        return cls.from_config(data, source=str(cfg))
+        return cls.from_config(data, source=str(cfg), hf_quant_config=_read_hf_quant_config(cfg.parent))
 
     # --- derived sizes -------------------------------------------------------------------------
     @property
@@ -210,6 +174,20 @@ class Architecture:
         return self.kv_lora_rank + self.qk_rope_head_dim
 
 
+def _read_hf_quant_config(directory: Path) -> dict[str, Any] | None:
+    """A ModelOpt checkpoint's hf_quant_config.json next to config.json, if there is one."""
+    f = directory / "hf_quant_config.json"
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"not valid JSON: {exc}", str(f)) from None
+    if not isinstance(data, dict):
+        raise BadInput(f"must be a JSON object, got a {type(data).__name__}", str(f))
+    return data
+
+
 # --- tensor inventory -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -227,21 +205,9 @@ class Tensor:
         return self.numel * DTYPE_BYTES[self.dtype]
 
 
-def _linear(name: str, out_f: int, in_f: int, quantized: WeightFormat, q: Quantization) -> list[Tensor]:
-    """The tensors one nn.Linear (no bias) is stored as, in the given format."""
-    if quantized is WeightFormat.FP8_BLOCK:
-        b = q.block
-        return [
-            Tensor(f"{name}.weight", (out_f, in_f), "F8_E4M3"),
-            Tensor(f"{name}.weight_scale_inv", (math.ceil(out_f / b), math.ceil(in_f / b)), "F32"),
-        ]
-    if quantized is WeightFormat.INT4_EXPERTS:
-        return [
-            Tensor(f"{name}.weight_packed", (out_f, in_f // 8), "I32"),
-            Tensor(f"{name}.weight_scale", (out_f, in_f // q.group), "BF16"),
-            Tensor(f"{name}.weight_shape", (2,), "I64"),
-        ]
-    return [Tensor(f"{name}.weight", (out_f, in_f), "BF16")]
+def _linear(name: str, out_f: int, in_f: int, q: Quantization) -> list[Tensor]:
+    """The tensors one nn.Linear (no bias) is stored as: quantized unless the checkpoint ignores it."""
+    return [Tensor(n, shape, dtype) for n, shape, dtype in q.linear(name, out_f, in_f)]
 
 
 @dataclass
@@ -262,11 +228,11 @@ class Component:
         return sum(t.nbytes for t in self.tensors)
 
 
-def _mlp(prefix: str, hidden: int, inter: int, fmt: WeightFormat, q: Quantization) -> list[Tensor]:
+def _mlp(prefix: str, hidden: int, inter: int, q: Quantization) -> list[Tensor]:
     return (
-        _linear(f"{prefix}.gate_proj", inter, hidden, fmt, q)
-        + _linear(f"{prefix}.up_proj", inter, hidden, fmt, q)
-        + _linear(f"{prefix}.down_proj", hidden, inter, fmt, q)
+        _linear(f"{prefix}.gate_proj", inter, hidden, q)
+        + _linear(f"{prefix}.up_proj", inter, hidden, q)
+        + _linear(f"{prefix}.down_proj", hidden, inter, q)
     )
 
 
@@ -274,8 +240,6 @@ def iter_components(arch: Architecture, experts: bool = True) -> Iterator[Compon
     """Every component of the checkpoint in file order. With experts=False the routed-expert
     components are yielded without tensors (useful for a quick byte count via expert_component_bytes)."""
     q = arch.quantization
-    fp8 = WeightFormat.FP8_BLOCK if q.format is WeightFormat.FP8_BLOCK else WeightFormat.BF16
-    expert_fmt = q.format
     h = arch.hidden_size
     root = f"{arch.tensor_prefix}model"
     yield Component("embed", None, [Tensor(f"{root}.embed_tokens.weight", (arch.vocab_size, h), "BF16")])
@@ -288,20 +252,20 @@ def iter_components(arch: Architecture, experts: bool = True) -> Iterator[Compon
         shard: list[Tensor] = []
         a = f"{lp}.self_attn"
         if arch.q_lora_rank:
-            rep += _linear(f"{a}.q_a_proj", arch.q_lora_rank, h, fp8, q)
+            rep += _linear(f"{a}.q_a_proj", arch.q_lora_rank, h, q)
             rep.append(Tensor(f"{a}.q_a_layernorm.weight", (arch.q_lora_rank,), "BF16"))
-            shard += _linear(f"{a}.q_b_proj", heads * qk_head, arch.q_lora_rank, fp8, q)
+            shard += _linear(f"{a}.q_b_proj", heads * qk_head, arch.q_lora_rank, q)
         else:
-            shard += _linear(f"{a}.q_proj", heads * qk_head, h, fp8, q)
-        rep += _linear(f"{a}.kv_a_proj_with_mqa", arch.kv_latent_dim, h, fp8, q)
+            shard += _linear(f"{a}.q_proj", heads * qk_head, h, q)
+        rep += _linear(f"{a}.kv_a_proj_with_mqa", arch.kv_latent_dim, h, q)
         rep.append(Tensor(f"{a}.kv_a_layernorm.weight", (arch.kv_lora_rank,), "BF16"))
-        shard += _linear(f"{a}.kv_b_proj", heads * (arch.qk_nope_head_dim + arch.v_head_dim), arch.kv_lora_rank, fp8, q)
-        shard += _linear(f"{a}.o_proj", h, heads * arch.v_head_dim, fp8, q)
+        shard += _linear(f"{a}.kv_b_proj", heads * (arch.qk_nope_head_dim + arch.v_head_dim), arch.kv_lora_rank, q)
+        shard += _linear(f"{a}.o_proj", h, heads * arch.v_head_dim, q)
         yield Component("attn_replicated", i, rep)
         yield Component("attn_sharded", i, shard)
         m = f"{lp}.mlp"
         if not arch.is_moe_layer(i):
-            yield Component("dense_mlp", i, _mlp(m, h, arch.intermediate_size, fp8, q))
+            yield Component("dense_mlp", i, _mlp(m, h, arch.intermediate_size, q))
             continue
         yield Component("router", i, [
             Tensor(f"{m}.gate.weight", (arch.n_routed_experts, h), "BF16"),
@@ -309,11 +273,11 @@ def iter_components(arch: Architecture, experts: bool = True) -> Iterator[Compon
         ])
         if arch.n_shared_experts:
             yield Component("shared_experts", i, _mlp(
-                f"{m}.shared_experts", h, arch.moe_intermediate_size * arch.n_shared_experts, fp8, q))
+                f"{m}.shared_experts", h, arch.moe_intermediate_size * arch.n_shared_experts, q))
         routed: list[Tensor] = []
         if experts:
             for e in range(arch.n_routed_experts):
-                routed += _mlp(f"{m}.experts.{e}", h, arch.moe_intermediate_size, expert_fmt, q)
+                routed += _mlp(f"{m}.experts.{e}", h, arch.moe_intermediate_size, q)
         yield Component("routed_experts", i, routed)
     yield Component("final_norm", None, [Tensor(f"{root}.norm.weight", (h,), "BF16")])
     if not arch.tie_word_embeddings:
@@ -325,10 +289,13 @@ def iter_components(arch: Architecture, experts: bool = True) -> Iterator[Compon
         yield Component("vision", None, [Tensor("vision_tower+mm_projector", (n,), "BF16")])
 
 
-def expert_tensors(arch: Architecture) -> list[Tensor]:
-    """The tensors of one routed expert (same for every expert and layer)."""
-    return _mlp("experts.E", arch.hidden_size, arch.moe_intermediate_size, arch.quantization.format,
-                arch.quantization)
+def expert_tensors(arch: Architecture, layer: int | None = None) -> list[Tensor]:
+    """The tensors of one routed expert of `layer` (default: the first MoE layer), named as expert 0. Every
+    expert of a layer is stored alike; an ignore list naming single experts is not modelled."""
+    if layer is None:
+        layer = next((i for i in range(arch.num_hidden_layers) if arch.is_moe_layer(i)), 0)
+    prefix = f"{arch.tensor_prefix}model.layers.{layer}.mlp.experts.0"
+    return _mlp(prefix, arch.hidden_size, arch.moe_intermediate_size, arch.quantization)
 
 
 @dataclass(frozen=True)
@@ -339,13 +306,12 @@ class Inventory:
 
     @classmethod
     def of(cls, arch: Architecture) -> "Inventory":
-        one = expert_tensors(arch)
-        e_params = sum(t.numel for t in one) * arch.n_routed_experts
-        e_bytes = sum(t.nbytes for t in one) * arch.n_routed_experts
         rows = []
         for c in iter_components(arch, experts=False):
             if c.kind == "routed_experts":
-                rows.append((c.kind, c.layer, e_params, e_bytes))
+                one = expert_tensors(arch, c.layer)
+                rows.append((c.kind, c.layer, sum(t.numel for t in one) * arch.n_routed_experts,
+                             sum(t.nbytes for t in one) * arch.n_routed_experts))
             else:
                 rows.append((c.kind, c.layer, c.params, c.nbytes))
         return cls(tuple(rows))

@@ -74,16 +74,82 @@ def _yarn(factor: float, beta_fast: float = 1.0) -> dict[str, Any]:
             "beta_fast": beta_fast, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
 
 
-def _k25() -> dict[str, Any]:
+# --- vendor re-quantizations (the checkpoints Blackwell and MI355X deployments run) -------------------
+# NVIDIA ModelOpt NVFP4 (nvidia/Kimi-K2-Thinking-NVFP4, -K2.5-, -K2.6-, -K2.7-Code-NVFP4): only the routed
+# experts are NVFP4 (weights and activations, W4A4); "attention (MLA), shared experts, the layer-0 dense MLP,
+# lm_head, and the vision tower / mm_projector remain BF16 -- the same precision split as
+# nvidia/Kimi-K2.6-NVFP4" (huggingface.co/decart-ai/Kimi-K2.7-Code-NVFP4 card, describing NVIDIA's split);
+# the nvidia cards: "Only the weights and activations of the linear operators within the MoE transformer
+# blocks are quantized". The verbatim hf_quant_config.json exclude list was not reachable from here: the
+# list below is written from that stated split (dense-MLP patterns as amd/Kimi-K2.6-NVFP4's card spells
+# them), and the inventory tests pin exactly that split. Routers stay BF16 (not nn.Linear in the model).
+_NVFP4_MODELOPT = {
+    "quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
+    "kv_cache_scheme": {"type": "float", "num_bits": 8},
+    "ignore": ["lm_head", "*self_attn*", "*shared_experts*", "*mlp.gate_proj", "*mlp.up_proj",
+               "*mlp.down_proj", "*vision_tower*", "*mm_projector*"],
+}
+# RedHatAI/Kimi-K2.6-NVFP4 (vllm-project/recipes Kimi-K2.6.yaml variant redhat_nvfp4): compressed-tensors
+# nvfp4-pack-quantized made with LLM Compressor; its ignore list is the Kimi-K2.6 NVFP4 example's
+# (docs.vllm.ai/projects/llm-compressor/en/0.11.0/key-models/kimi-k26/nvfp4-example): attention, router,
+# lm_head, embeddings and vision stay BF16, so the dense layer and shared experts are NVFP4 too.
+_NVFP4_CT = {
+    "quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
+    "config_groups": {"group_0": {
+        "format": "nvfp4-pack-quantized", "targets": ["Linear"],
+        "weights": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16},
+        "input_activations": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16,
+                              "dynamic": "local"}}},
+    "ignore": ["re:.*mlp.gate$", "re:.*lm_head", "re:.*self_attn.*", "re:.*embed_tokens$",
+               "re:.*mm_projector.*", "re:.*vision.*"],
+}
+# RedHatAI/Kimi-K2.6-FP8-BLOCK (REC Kimi-K2.6.yaml variant fp8): compressed-tensors FP8_BLOCK 128x128,
+# ignore list of the LLM Compressor Kimi-K2.6 FP8 block example
+# (docs.vllm.ai/projects/llm-compressor/en/0.11.0/key-models/kimi-k26/fp8-block-example): router, lm_head,
+# q_a / kv_a projections, embeddings and vision stay BF16; q_b, kv_b, o, dense, shared and routed experts FP8.
+_FP8_BLOCK_CT = {
+    "quant_method": "compressed-tensors", "format": "float-quantized",
+    "config_groups": {"group_0": {
+        "format": "float-quantized", "targets": ["Linear"],
+        "weights": {"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]},
+        "input_activations": {"num_bits": 8, "type": "float", "strategy": "group", "group_size": 128,
+                              "dynamic": True}}},
+    "ignore": ["re:.*mlp.gate$", "re:.*lm_head", "re:.*kv_a_proj_with_mqa$", "re:.*q_a_proj$",
+               "re:.*vision_tower.*", "re:.*embed_tokens$", "re:.*mm_projector.*", "re:.*vision.*"],
+}
+# amd/Kimi-K2.5-MXFP4: AMD Quark OCP MXFP4 (fp4 values, per-group 32, e8m0 scales), weights and dynamic
+# activations; "Quantized layers: layers.0.mlp, experts and shared_experts", quantized with
+# exclude_layers="*self_attn* *mlp.gate *lm_head *mm_projector* *vision_tower*" (huggingface.co/amd/
+# Kimi-K2.5-MXFP4 model card; REC Kimi-K2.5.yaml variant mxfp4: "~557 GB on disk", MI355X).
+_MXFP4_QUARK = {
+    "quant_method": "quark",
+    "global_quant_config": {
+        "weight": {"dtype": "fp4", "qscheme": "per_group", "group_size": 32, "scale_format": "e8m0",
+                   "is_dynamic": False},
+        "input_tensors": {"dtype": "fp4", "qscheme": "per_group", "group_size": 32, "scale_format": "e8m0",
+                          "is_dynamic": True}},
+    "exclude": ["*self_attn*", "*mlp.gate", "*lm_head", "*mm_projector*", "*vision_tower*"],
+}
+
+
+def _k25(quantization: dict[str, Any] | None = None) -> dict[str, Any]:
     """Kimi-K2.5's multimodal wrapper: the K2 text backbone (256K yarn, beta_fast 32, eps 1e-5) in
-    text_config, INT4 experts, MoonViT (huggingface.co/moonshotai/Kimi-K2.5 config.json [3p])."""
+    text_config, INT4 experts, MoonViT (huggingface.co/moonshotai/Kimi-K2.5 config.json [3p]). K2.6 and
+    K2.7-Code share it ("same architecture as Kimi-K2.5", REC Kimi-K2.6.yaml and Kimi-K2.7-Code.yaml)."""
     return {
         "architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
         "text_config": _k2(rope_scaling=_yarn(64.0, beta_fast=32.0), max_position_embeddings=262144,
                            rms_norm_eps=1e-05),
-        "quantization_config": _INT4,
+        "quantization_config": copy.deepcopy(quantization or _INT4),
         "vision_config": {"num_hidden_layers": 27, "hidden_size": 1152, "patch_size": 14},
     }
+
+
+def _k2_thinking(quantization: dict[str, Any] | None = None) -> dict[str, Any]:
+    # Inferred, not field-verified: K2 text config + 256K yarn + K2.5's INT4 block (K25R README: K2.5
+    # "adopts the same native int4 quantization method as Kimi-K2-Thinking"; REC: 262,144 context)
+    return _k2(quantization_config=copy.deepcopy(quantization or _INT4), rope_scaling=_yarn(64.0),
+               max_position_embeddings=262144)
 
 
 @dataclass(frozen=True)
@@ -101,6 +167,11 @@ class ModelEntry:
     tool_parser: str = "kimi_k2"
     min_vllm: str = "0.12.0"  # REC min_vllm_version
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Thinking cannot be switched off (Kimi-K2.7-Code: "thinking mode only with preserve_thinking forced
+    # on", REC Kimi-K2.7-Code.yaml).
+    thinking_only: bool = False
+    base: str | None = None  # the catalog id this checkpoint re-quantizes (None for Moonshot's own)
+    source: str = ""  # where its quantization facts come from
 
     @property
     def reasoning_parser(self) -> str | None:
@@ -131,9 +202,7 @@ MODELS: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             id="kimi-k2-thinking", repo="moonshotai/Kimi-K2-Thinking",
-            # Inferred, not field-verified: K2 text config + 256K yarn + K2.5's INT4 block (K25R README: K2.5
-            # "adopts the same native int4 quantization method as Kimi-K2-Thinking"; REC: 262,144 context)
-            config=_k2(quantization_config=_INT4, rope_scaling=_yarn(64.0), max_position_embeddings=262144),
+            config=_k2_thinking(),
             context_length=262144, thinking=True,
             hosted_name="kimi-k2-thinking",
         ),
@@ -148,6 +217,60 @@ MODELS: dict[str, ModelEntry] = {
             # REC Kimi-K2.6.yaml: "same architecture as K2.5", INT4, 262,144 context
             config=_k25(),
             context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+        ),
+        ModelEntry(
+            id="kimi-k2.7-code", repo="moonshotai/Kimi-K2.7-Code",
+            # REC Kimi-K2.7-Code.yaml: built on K2.6, same architecture as K2.5/K2.6, native INT4 (~595 GB),
+            # 262,144 context, min vLLM 0.19.1, thinking only. Hosted id: promptfoo.dev/docs/providers/
+            # moonshot lists kimi-k2.7-code among the live Moonshot API models.
+            config=_k25(),
+            context_length=262144, thinking=True, thinking_only=True, hosted_name="kimi-k2.7-code",
+            min_vllm="0.19.1",
+        ),
+        # Vendor re-quantizations. Same backbone and context as the base; hosted_name is the base's, so
+        # `compare` checks a quantized deployment against Moonshot's own model.
+        ModelEntry(
+            id="kimi-k2-thinking-nvfp4", repo="nvidia/Kimi-K2-Thinking-NVFP4",
+            config=_k2_thinking(_NVFP4_MODELOPT),
+            context_length=262144, thinking=True, hosted_name="kimi-k2-thinking",
+            base="kimi-k2-thinking", source="REC Kimi-K2-Thinking.yaml variant nvfp4 (Blackwell); NVIDIA split",
+        ),
+        ModelEntry(
+            id="kimi-k2.5-nvfp4", repo="nvidia/Kimi-K2.5-NVFP4",
+            config=_k25(_NVFP4_MODELOPT),
+            context_length=262144, thinking=True, hosted_name="kimi-k2.5", min_vllm="0.15.0",
+            base="kimi-k2.5", source="REC Kimi-K2.5.yaml variant nvfp4 (4x GB200); NVIDIA split",
+        ),
+        ModelEntry(
+            id="kimi-k2.6-nvfp4", repo="nvidia/Kimi-K2.6-NVFP4",
+            config=_k25(_NVFP4_MODELOPT),
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            base="kimi-k2.6", source="REC Kimi-K2.6.yaml variant nvfp4 (verified 4x B300 TP4); NVIDIA split",
+        ),
+        ModelEntry(
+            # Published: huggingface.co/nvidia/Kimi-K2.7-Code-NVFP4 (ModelOpt, kimi_k25). Not in REC yet.
+            id="kimi-k2.7-code-nvfp4", repo="nvidia/Kimi-K2.7-Code-NVFP4",
+            config=_k25(_NVFP4_MODELOPT),
+            context_length=262144, thinking=True, thinking_only=True, hosted_name="kimi-k2.7-code",
+            min_vllm="0.19.1", base="kimi-k2.7-code", source="huggingface.co/nvidia/Kimi-K2.7-Code-NVFP4; NVIDIA split",
+        ),
+        ModelEntry(
+            id="kimi-k2.6-nvfp4-redhat", repo="RedHatAI/Kimi-K2.6-NVFP4",
+            config=_k25(_NVFP4_CT),
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            base="kimi-k2.6", source="REC Kimi-K2.6.yaml variant redhat_nvfp4; LLM Compressor K2.6 NVFP4 example",
+        ),
+        ModelEntry(
+            id="kimi-k2.6-fp8-block", repo="RedHatAI/Kimi-K2.6-FP8-BLOCK",
+            config=_k25(_FP8_BLOCK_CT),
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            base="kimi-k2.6", source="REC Kimi-K2.6.yaml variant fp8; LLM Compressor K2.6 FP8 block example",
+        ),
+        ModelEntry(
+            id="kimi-k2.5-mxfp4", repo="amd/Kimi-K2.5-MXFP4",
+            config=_k25(_MXFP4_QUARK),
+            context_length=262144, thinking=True, hosted_name="kimi-k2.5", min_vllm="0.15.0",
+            base="kimi-k2.5", source="REC Kimi-K2.5.yaml variant mxfp4; huggingface.co/amd/Kimi-K2.5-MXFP4 card",
         ),
     ]
 }
@@ -181,10 +304,21 @@ class GPU:
     nvlink_domain: int  # GPUs in one NVLink / Infinity Fabric domain (per node unless NVL rack)
     vendor: str
     source: str
+    # Microarchitecture, which decides the weight kernels an engine picks (quant_support.py): ampere, ada,
+    # hopper, blackwell (SM100/SM103), cdna3 (gfx942), cdna4 (gfx950), cpu.
+    arch: str = "hopper"
+    # GPUs a node physically holds when that is fixed (a GB200/GB300 compute tray: 4); None for HGX/OAM
+    # boards, which come in several sizes.
+    node_gpus: int | None = None
 
     @property
     def memory_bytes(self) -> int:
         return int(self.memory_gib * GiB)
+
+    @property
+    def rack_scale(self) -> bool:
+        """An NVLink domain larger than a node (NVL72): TP/EP/P-D traffic between trays stays on NVLink."""
+        return self.node_gpus is not None and self.nvlink_domain > self.node_gpus
 
 
 GPUS: dict[str, GPU] = {
@@ -197,23 +331,50 @@ GPUS: dict[str, GPU] = {
         GPU("H200", 139.81, 141, True, 8, "nvidia",
             "vLLM startup log on 8xH200 (DeepSeek-R1): 'total_gpu_memory (139.81GiB)'; nvidia-smi 143771MiB"),
         GPU("H20", 95.00, 96, True, 8, "nvidia", "vLLM startup log: 'total_gpu_memory (95.00GiB)'; vllm #51041 'H20 (95 GiB)'"),
+        GPU("H20-3e", 139.81, 141, True, 8, "nvidia",
+            "141 GB HBM3e like H200 (ai-dynamo/aiconfigurator systems/h20_3e.yaml mem_capacity '141GiB'); usable "
+            "taken as H200's logged 139.81 GiB (assumption: same memory, no H20-3e startup log found)"),
         GPU("B200", 178.35, 180, True, 8, "nvidia",
-            "nvidia-smi 183359MiB (179.06 GiB) less ~0.7 GiB the driver reserves, as on H100/H200"),
+            "nvidia-smi 183359MiB (179.06 GiB) less ~0.7 GiB the driver reserves, as on H100/H200",
+            arch="blackwell"),
+        GPU("B300", 267.89, 288, True, 8, "nvidia",
+            "nvidia-smi 'NVIDIA B300 SXM6 AC ... 275040MiB' (268.59 GiB; also ai-dynamo/aiconfigurator "
+            "b300_sxm.yaml mem_capacity 288400343040 '# 275040MiB') less ~0.7 GiB as for B200",
+            arch="blackwell"),
+        # NVL72 racks: 18 compute trays x 4 GPUs, all 72 in one NVLink domain (NVIDIA GB200 NVL72 / GB300
+        # NVL72 specifications; REC Kimi-K2.5.yaml pd_cluster: "1 GB200 node = 4 GPUs").
+        GPU("GB200", 184.33, 186, True, 72, "nvidia",
+            "nvidia-smi 'NVIDIA GB200 ... 189471MiB' (185.03 GiB) less ~0.7 GiB as for B200; 186 GB = "
+            "13.4 TB HBM3e / 72 GPUs (NVIDIA GB200 NVL72 specifications)",
+            arch="blackwell", node_gpus=4),
+        GPU("GB300", 267.89, 288, True, 72, "nvidia",
+            "assumption: the B300's 275040MiB (same 288 GB HBM3e Blackwell Ultra GPU, NVIDIA GB300 NVL72 "
+            "specifications); no GB300 nvidia-smi or engine log found",
+            arch="blackwell", node_gpus=4),
         GPU("A100", 79.15, 80, False, 8, "nvidia",
-            "vLLM startup logs: 'total_gpu_memory (79.15GiB)' on A100 80GB; FP8 runs weight-only (Marlin)"),
-        GPU("L40S", 44.39, 48, True, 1, "nvidia", "vLLM startup logs on 48 GB Ada cards: 'total_gpu_memory (44.39GiB)'; PCIe, no NVLink"),
-        GPU("MI300X", 191.45, 192, True, 8, "amd", "vLLM ROCm log: 'total_gpu_memory (191.45GiB)'"),
-        GPU("MI325X", 255.45, 256, True, 8, "amd", "256 GiB HBM3E; same ~0.55 GiB reserve as MI300X (assumption)"),
-        GPU("MI355X", 287.45, 288, True, 8, "amd", "288 GiB HBM3E; same ~0.55 GiB reserve as MI300X (assumption)"),
+            "vLLM startup logs: 'total_gpu_memory (79.15GiB)' on A100 80GB; FP8 runs weight-only (Marlin)",
+            arch="ampere"),
+        GPU("L40S", 44.39, 48, True, 1, "nvidia", "vLLM startup logs on 48 GB Ada cards: 'total_gpu_memory (44.39GiB)'; PCIe, no NVLink",
+            arch="ada"),
+        GPU("MI300X", 191.45, 192, True, 8, "amd", "vLLM ROCm log: 'total_gpu_memory (191.45GiB)'", arch="cdna3"),
+        GPU("MI325X", 255.45, 256, True, 8, "amd", "256 GiB HBM3E; same ~0.55 GiB reserve as MI300X (assumption)",
+            arch="cdna3"),
+        GPU("MI350X", 287.45, 288, True, 8, "amd",
+            "288 GB HBM3E (AMD Instinct MI350X specifications), same memory as MI355X; same ~0.55 GiB reserve as "
+            "MI300X (assumption, no MI350X startup log found)", arch="cdna4"),
+        GPU("MI355X", 287.45, 288, True, 8, "amd", "288 GiB HBM3E; same ~0.55 GiB reserve as MI300X (assumption)",
+            arch="cdna4"),
     ]
 }
 # A CPU "GPU" for the tiny model: vLLM on CPU treats --gpu-memory-utilization as a fraction of the NUMA
 # node's RAM (vllm docs/getting_started/installation/cpu.md, VLLM_CPU_KVCACHE_SPACE and
 # --gpu-memory-utilization). 24 GiB is this project's development machine.
-GPUS["CPU"] = GPU("CPU", 24.0, 24, False, 1, "cpu", "vllm CPU backend: memory = the NUMA node's RAM (vllm docs/getting_started/installation/cpu.md)")
+GPUS["CPU"] = GPU("CPU", 24.0, 24, False, 1, "cpu", "vllm CPU backend: memory = the NUMA node's RAM (vllm docs/getting_started/installation/cpu.md)",
+                  arch="cpu")
 
 _GPU_ALIASES = {"H100-80GB": "H100", "H100-SXM": "H100", "H200-141GB": "H200", "A100-80GB": "A100",
-                "H20-96GB": "H20"}
+                "H20-96GB": "H20", "H20-141GB": "H20-3e", "B300-SXM6": "B300", "GB200-NVL72": "GB200",
+                "GB300-NVL72": "GB300"}
 
 
 def gpu_names() -> list[str]:
@@ -221,8 +382,10 @@ def gpu_names() -> list[str]:
 
 
 def get_gpu(name: str) -> GPU:
+    """Look a GPU up by name or alias, case-insensitively (H20-3e, h20-3E and H20-141GB are one GPU)."""
     key = name.strip().upper()
     key = _GPU_ALIASES.get(key, key)
-    if key not in GPUS:
+    by_upper = {g.upper(): g for g in GPUS}
+    if key not in by_upper:
         raise BadInput(f"unknown GPU {name!r}; known: {', '.join(gpu_names())}", "hardware.gpu")
-    return GPUS[key]
+    return GPUS[by_upper[key]]

@@ -20,11 +20,14 @@ MLA caches kv_lora_rank + qk_rope_head_dim values per token per layer, the same 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .architecture import Architecture, Inventory, WeightFormat, expert_tensors
-from .catalog import GPU, GiB
+from .quant_formats import INT4_K2_IGNORE, Quantization
+from .quant_support import FALLBACK, KernelPath, weight_kernel
+from .catalog import GPU, GiB, get_model
 from .drafts import DraftArch
 from .errors import BadInput
 
@@ -184,6 +187,12 @@ def check_topology(inp: PlanInput) -> None:
             raise BadInput(f"must be >= 1, got {v}", f"topology.{name}")
     if inp.gpus_per_node < 1 or inp.nodes < 1:
         raise BadInput("gpus_per_node and nodes must be >= 1", "hardware")
+    g = inp.gpu
+    if g.node_gpus is not None and inp.gpus_per_node > g.node_gpus:
+        raise BadInput(
+            f"a {g.name} node (compute tray) holds {g.node_gpus} GPUs, got gpus_per_node {inp.gpus_per_node}; "
+            f"span trays with nodes (up to {g.nvlink_domain // g.node_gpus} trays share one "
+            f"{g.nvlink_domain}-GPU NVLink domain)", "hardware.gpus_per_node")
     if inp.max_model_len < 1:
         raise BadInput(f"must be >= 1, got {inp.max_model_len}", "serving.max_model_len")
     if not 0 < inp.memory_fraction <= 1:
@@ -219,41 +228,91 @@ def check_topology(inp: PlanInput) -> None:
                        f"{', '.join([*KV_DTYPE_BYTES, 'fp8_ds_mla'])}", "serving.kv_cache_dtype")
 
 
-def _split_dims(arch: Architecture, inp: PlanInput) -> list[tuple[str, int, int]]:
-    """(what, size, ways) of every dimension the engine splits, for divisibility checks."""
+def _split_dims(arch: Architecture, inp: PlanInput, expert_ways: int) -> list[tuple[str, int, int, str, str]]:
+    """(what, size, ways, module, axis) of every dimension the engine splits: `module` is a linear whose
+    storage format decides which kernel constraint applies, `axis` whether the split cuts its output
+    ("out", ColumnParallel) or input ("in", RowParallel) features."""
     atp = attention_tp(inp)
     tp = inp.topology.tp
+    moe0 = next((i for i in range(arch.num_hidden_layers) if arch.is_moe_layer(i)), 0)
+    dense0 = next((i for i in range(arch.num_hidden_layers) if not arch.is_moe_layer(i)), None)
+    lp = f"{arch.tensor_prefix}model.layers.{moe0}"
     heads_qk = arch.num_attention_heads * (arch.qk_nope_head_dim + arch.qk_rope_head_dim)
-    dims = [("q_b_proj output", heads_qk, atp),
-            ("kv_b_proj output", arch.num_attention_heads * (arch.qk_nope_head_dim + arch.v_head_dim), atp),
-            ("o_proj input", arch.num_attention_heads * arch.v_head_dim, atp),
-            ("dense intermediate_size", arch.intermediate_size, tp)]
-    if arch.n_shared_experts:
-        dims.append(("shared expert intermediate", arch.moe_intermediate_size * arch.n_shared_experts, tp))
+    q_mod = f"{lp}.self_attn.q_b_proj" if arch.q_lora_rank else f"{lp}.self_attn.q_proj"
+    dims = [("q_b_proj output", heads_qk, atp, q_mod, "out"),
+            ("kv_b_proj output", arch.num_attention_heads * (arch.qk_nope_head_dim + arch.v_head_dim), atp,
+             f"{lp}.self_attn.kv_b_proj", "out"),
+            ("o_proj input", arch.num_attention_heads * arch.v_head_dim, atp, f"{lp}.self_attn.o_proj", "in")]
+    if dense0 is not None:
+        dims.append(("dense intermediate_size", arch.intermediate_size, tp,
+                     f"{arch.tensor_prefix}model.layers.{dense0}.mlp.down_proj", "in"))
+    if arch.is_moe and arch.n_shared_experts:
+        dims.append(("shared expert intermediate", arch.moe_intermediate_size * arch.n_shared_experts, tp,
+                     f"{lp}.mlp.shared_experts.down_proj", "in"))
+    if arch.is_moe:
+        dims.append(("moe_intermediate_size", arch.moe_intermediate_size, expert_ways,
+                     f"{lp}.mlp.experts.0.down_proj", "in"))
     return dims
 
 
-def quantization_problems(inp: PlanInput) -> list[str]:
-    """Block/group sizes the engine's quantized kernels need every shard to respect."""
+_GROUP_LABEL = {WeightFormat.INT4_EXPERTS: "INT4", WeightFormat.NVFP4: "NVFP4", WeightFormat.MXFP4: "MXFP4"}
+# FP4 Marlin (the NVFP4 fallback off Blackwell) also needs each expert shard's intermediate size to be a
+# multiple of 64 (sglang compressed_tensors_w4a16_nvfp4_moe.py: "NVFP4 Marlin MoE requires
+# intermediate_size_per_partition % 64 == 0").
+NVFP4_MARLIN_ALIGN = 64
+
+
+def quantization_problems(inp: PlanInput, kernel: KernelPath | None = None) -> list[str]:
+    """Block/group sizes the engine's quantized kernels need every shard to respect, for the linears the
+    checkpoint actually quantizes; and a format the engine cannot run on this GPU at all."""
     arch, t = inp.arch, inp.topology
     q = arch.quantization
     out: list[str] = []
+    kernel = kernel or weight_kernel(inp.engine, inp.gpu.arch, q)
+    if kernel.refused:
+        out.append(f"{q.format.value} weights cannot run on {inp.gpu.name} ({inp.gpu.arch}) with {inp.engine}: "
+                   f"{kernel.detail}")
     expert_ways = 1 if (t.expert_parallel and inp.engine == "vllm") else t.tp
     if inp.engine == "sglang" and t.expert_parallel:
         expert_ways = 1  # SGLang with --ep-size = tp keeps experts whole
-    if q.format is WeightFormat.FP8_BLOCK:
-        # vLLM Fp8LinearMethod: "output_size ... is not divisible by weight quantization block_n"
-        dims = _split_dims(arch, inp) + [("moe_intermediate_size", arch.moe_intermediate_size, expert_ways)]
-        for what, size, ways in dims:
+    for what, size, ways, module, axis in _split_dims(arch, inp, expert_ways):
+        if not q.quantizes(module):
+            continue
+        if q.format is WeightFormat.FP8_BLOCK:
+            # vLLM Fp8LinearMethod: "output_size ... is not divisible by weight quantization block_n"
             if size % ways or (size // ways) % q.block:
                 out.append(f"FP8 block quantization: {what} {size} split {ways} ways is not a multiple of the "
                            f"{q.block}-wide block; use expert parallelism or a smaller TP")
-    elif q.format is WeightFormat.INT4_EXPERTS:
-        size = arch.moe_intermediate_size
-        if size % expert_ways or (size // expert_ways) % q.group:
-            out.append(f"INT4 group quantization: moe_intermediate_size {size} split {expert_ways} ways is not a "
-                       f"multiple of the group size {q.group}; enable expert parallelism")
+        elif axis == "in":  # group formats: groups run along the input features
+            align = q.group
+            if (q.format is WeightFormat.NVFP4 and kernel.path == FALLBACK
+                    and what == "moe_intermediate_size"):
+                align = max(align, NVFP4_MARLIN_ALIGN)
+            if size % ways or (size // ways) % align:
+                fix = "enable expert parallelism" if what == "moe_intermediate_size" else "use a smaller TP"
+                out.append(f"{_GROUP_LABEL[q.format]} group quantization: {what} {size} split {ways} ways is not "
+                           f"a multiple of {align} (the group size {q.group}"
+                           f"{', FP4 Marlin alignment' if align != q.group else ''}); {fix}")
     return out
+
+
+def interconnect(inp: PlanInput) -> dict[str, Any]:
+    """Which traffic stays on NVLink. On HGX/OAM boards the NVLink (Infinity Fabric) domain is the node; on
+    an NVL72 rack it is 72 GPUs across 18 four-GPU trays, so TP, EP all-to-all and P/D KV transfer between
+    trays stay on NVLink (REC Kimi-K2.5.yaml pd_cluster on GB200 sets NCCL_MNNVL_ENABLE=1)."""
+    g, t = inp.gpu, inp.topology
+    domain = g.nvlink_domain if g.rack_scale else min(g.nvlink_domain, inp.gpus_per_node)
+    sglang = inp.engine == "sglang"
+    ep_world = (t.tp if sglang else t.tp * t.dp) if t.expert_parallel else 0
+    info: dict[str, Any] = {
+        "nvlink_domain_gpus": domain,
+        "gpus_per_node": inp.gpus_per_node,
+        "nvlink_domains_spanned": math.ceil(inp.gpus / max(domain, 1)),
+        "tp_within_nvlink": t.tp <= domain,
+    }
+    if t.expert_parallel:
+        info["ep_within_nvlink"] = ep_world <= domain
+    return info
 
 
 # --- per-GPU weights -------------------------------------------------------------------------------
@@ -369,7 +428,8 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     check_topology(inp)
     arch, t = inp.arch, inp.topology
     inv = Inventory.of(arch)
-    problems = quantization_problems(inp)
+    kernel = weight_kernel(inp.engine, inp.gpu.arch, arch.quantization)
+    problems = quantization_problems(inp, kernel)
     per_gpu, worst_kinds = per_gpu_weights(inp, inv)
     weight_max = max(per_gpu)
     ovh = overhead(inp)
@@ -420,7 +480,8 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
         max_concurrency=tokens / inp.max_model_len,
         fits=fits,
         problems=problems,
-        assumptions=_assumptions(inp, ovh),
+        assumptions={**_assumptions(inp, ovh), "weight_kernel": {"path": kernel.path, "detail": kernel.detail},
+                     "interconnect": interconnect(inp)},
         overhead_breakdown=ovh,
         weight_breakdown=worst_kinds,
     )
@@ -473,6 +534,28 @@ def _try(inp: PlanInput, label: str, **changes: Any) -> str | None:
             f"{p.kv_cache_tokens:,} KV tokens, {p.max_concurrency:.1f} concurrent requests")
 
 
+def _kernel_alternatives(inp: PlanInput) -> list[str]:
+    """When the engine cannot run the format on this GPU: the other engine, or the checkpoint this one
+    re-quantizes (catalog `base`), on the same GPUs."""
+    out: list[str] = []
+    other = "vllm" if inp.engine == "sglang" else "sglang"
+    s = _try(inp, f"{other} (it runs {inp.arch.quantization.format.value} on {inp.gpu.arch})", engine=other,
+             topology=Topology(tp=inp.gpus))
+    if s:
+        out.append(s)
+    try:
+        base_id = get_model(inp.model).base
+    except BadInput:
+        base_id = None
+    if base_id:
+        base = get_model(base_id)
+        s = _try(inp, f"the base checkpoint {base.repo} ({base.architecture().quantization.format.value})",
+                 model=base.id, arch=base.architecture())
+        if s:
+            out.append(s)
+    return out
+
+
 def suggestions(inp: PlanInput) -> list[str]:
     """Concrete alternatives that fit, each re-planned with the same rules."""
     out: list[str] = []
@@ -491,11 +574,14 @@ def suggestions(inp: PlanInput) -> list[str]:
         if out:
             break
     if inp.arch.quantization.format is WeightFormat.FP8_BLOCK:
-        int4 = replace(inp.arch, quantization=replace(inp.arch.quantization, format=WeightFormat.INT4_EXPERTS))
+        int4 = replace(inp.arch, quantization=Quantization(WeightFormat.INT4_EXPERTS, group=32,
+                                                           method="compressed-tensors", ignore=INT4_K2_IGNORE))
         s = _try(inp, "an INT4 (W4A16 experts) checkpoint, e.g. RedHatAI/Kimi-K2-Instruct-quantized.w4a16 (vllm-project/recipes)",
                  arch=int4)
         if s:
             out.append(s)
+    if weight_kernel(inp.engine, inp.gpu.arch, inp.arch.quantization).refused:
+        out.extend(_kernel_alternatives(inp))
     if inp.kv_cache_dtype in ("auto", "bfloat16", "bf16", "float16"):
         s = _try(inp, "fp8 KV cache (--kv-cache-dtype fp8)", kv_cache_dtype="fp8")
         if s:
