@@ -234,7 +234,7 @@ def test_every_pod_is_locked_down(spec: Path) -> None:
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False, c["name"]
             assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
-            gpu_engine = c["name"] == "engine" and "nvidia.com/gpu" in c["resources"]["limits"]
+            gpu_engine = c["name"] == "engine" and any(r in c["resources"]["limits"] for r in ("nvidia.com/gpu", "amd.com/gpu"))
             assert sc["capabilities"].get("add", []) == (["IPC_LOCK"] if gpu_engine else []), c["name"]
     bench = yaml.safe_load((ROOT / "k8s" / spec.stem / "job-bench.yaml").read_text())
     assert 0 < bench["spec"]["activeDeadlineSeconds"] <= 6 * 3600

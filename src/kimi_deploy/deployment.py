@@ -280,6 +280,10 @@ def _check_multimodal(spec: Spec, arch: Architecture, name: str) -> None:
         if getattr(s, field) not in (None, False) and arch.vision is None:
             raise BadInput(f"{name} is text-only (no vision_config in its config.json): there is no vision "
                            "encoder to skip or split", f"serving.{field}")
+    # "Mutually exclusive with encoder_parallel" (vllm-project/recipes models/moonshotai/Kimi-K2.6.yaml text_only).
+    if s.language_model_only and s.mm_encoder_tp_mode is not None:
+        raise BadInput("language_model_only drops the vision encoder, so there is no encoder to split: set one of "
+                       "language_model_only and mm_encoder_tp_mode", "serving.mm_encoder_tp_mode")
 
 
 def resolve(spec: Spec) -> Deployment:

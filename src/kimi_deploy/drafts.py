@@ -188,8 +188,10 @@ DRAFTS: dict[str, Draft] = {d.repo.lower(): d for d in [
     # (huggingface.co/lightseekorg/kimi-k2.7-coder-eagle3.1-mla: "The run used SGLang 0.5.14").
     Draft("lightseekorg/kimi-k2.5-eagle3-mla", _MLA, _K25_FAMILY, "0.18.0", "0.5.14",
           "huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla model card"),
-    Draft("lightseekorg/kimi-k2.6-eagle3-mla", _MLA, _K25_FAMILY, "0.18.0", "0.5.14",
-          "huggingface.co/lightseekorg/kimi-k2.6-eagle3-mla (same export as the K2.5 MLA draft)"),
+    # "The optimized B300 EAGLE3 and native CPU KV offload path requires vLLM >= 0.25.0"
+    # (vllm-project/recipes models/moonshotai/Kimi-K2.6.yaml, which runs this draft).
+    Draft("lightseekorg/kimi-k2.6-eagle3-mla", _MLA, _K25_FAMILY, "0.25.0", "0.5.14",
+          "vllm-project/recipes Kimi-K2.6.yaml: K2.6 EAGLE3 path needs vLLM >= 0.25.0"),
     # EAGLE3.1 adds fc_norm / norm_output: "Requires vLLM with PR #42764 and PR #43482 for fc_norm support"
     # (huggingface.co/lightseekorg/kimi-k2.6-eagle3.1-mla). #43482 came after #42476 (merged 2026-05-18);
     # vLLM 0.22.0 was uploaded to PyPI 2026-05-29 and 0.23.0 on 2026-06-15: 0.23.0 (≈) is the safe minimum.

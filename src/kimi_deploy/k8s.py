@@ -85,6 +85,16 @@ def lws_name_limit(replicas: int) -> int:
     return 51 - replicas // 10
 
 
+# The device plugins' resource names: NVIDIA/k8s-device-plugin (nvidia.com/gpu), ROCm/k8s-device-plugin
+# (amd.com/gpu).
+GPU_RESOURCES = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
+
+
+def gpu_resource(spec: Spec) -> str:
+    from .catalog import get_gpu
+    return GPU_RESOURCES[get_gpu(spec.hardware.gpu).vendor]
+
+
 def _draft_dirs(dep: Deployment) -> list[str]:
     """The staged draft's directory (inside weights.dir), when there is one."""
     sd = dep.speculative
@@ -172,7 +182,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
         env += [{"name": n, "value": v} for n, v in dep.group(node.group).network_env.items()]
     env += _api_key_env(dep) + _hf_token_env(dep)
     gpus = group != "router"
-    resources = {"nvidia.com/gpu": str(spec.hardware.gpus_per_node)} if gpus else {"cpu": "2", "memory": "2Gi"}
+    resources = ({gpu_resource(spec): str(spec.hardware.gpus_per_node)} if gpus else {"cpu": "2", "memory": "2Gi"})
     if gpus and k.rdma and k.rdma.resource:
         resources[k.rdma.resource] = str(k.rdma.count)
     container: dict[str, Any] = {
