@@ -38,6 +38,15 @@ class Hub:
     gated_token: str | None = None
     faults: Faults = field(default_factory=Faults)
     log: list[str] = field(default_factory=list)
+    # Other repositories served by the same server (e.g. a draft model next to its target), by repo id.
+    more: dict[str, "Hub"] = field(default_factory=dict)
+
+    def serving(self, path: str) -> "Hub":
+        """The repository a request path is for (this one unless it names one of `more`)."""
+        for other in self.more.values():
+            if path.startswith((f"/api/models/{other.repo}", f"/{other.repo}/resolve/")):
+                return other
+        return self
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -52,7 +61,7 @@ class Hub:
         return entry
 
 
-def make_handler(hub: Hub):
+def make_handler(root: Hub):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -72,13 +81,14 @@ def make_handler(hub: Hub):
                 self.wfile.write(body)
 
         def _authorized(self) -> bool:
-            if hub.gated_token is None:
+            if root.gated_token is None:
                 return True
-            return self.headers.get("Authorization") == f"Bearer {hub.gated_token}"
+            return self.headers.get("Authorization") == f"Bearer {root.gated_token}"
 
         def _route(self) -> None:
             path = unquote(urlparse(self.path).path)
-            hub.log.append(f"{self.command} {path} range={self.headers.get('Range')}")
+            root.log.append(f"{self.command} {path} range={self.headers.get('Range')}")
+            hub = root.serving(path)
             api = f"/api/models/{hub.repo}"
             if path.startswith("/api/models/"):
                 if not path.startswith(api):

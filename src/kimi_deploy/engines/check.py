@@ -50,8 +50,13 @@ def _vllm(args: list[str]) -> str | None:
             from vllm.utils import FlexibleArgumentParser  # type: ignore[no-redef]
         try:
             from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-        except ImportError:  # releases before vllm/entrypoints/launchers/ existed (e.g. 0.11)
-            from vllm.entrypoints.openai.cli_args import make_arg_parser, validate_parsed_serve_args
+        except ImportError:
+            try:  # vLLM 0.33 moved the serve arguments to vllm/entrypoints/common/cli_args.py
+                from vllm.entrypoints.common.cli_args import (  # type: ignore[no-redef]
+                    make_arg_parser, validate_parsed_serve_args)
+            except ImportError:  # releases before vllm/entrypoints/launchers/ existed (e.g. 0.11)
+                from vllm.entrypoints.openai.cli_args import (  # type: ignore[no-redef]
+                    make_arg_parser, validate_parsed_serve_args)
         from vllm.reasoning import ReasoningParserManager
         from vllm.tool_parsers import ToolParserManager
     except ImportError as exc:
@@ -133,3 +138,26 @@ def check_nodes(nodes: list[RenderedNode]) -> list[tuple[int, str, str]]:
             if err:
                 bad.append((node.rank, node.role, err))
     return bad
+
+
+def main() -> None:
+    """`python -m kimi_deploy.engines.check`: read a JSON list of argv lists on stdin, print a JSON list of
+    {"argv", "error", "engine_version"}. How a second vLLM release is checked: only one vllm package can be
+    imported per process, so tests run this with that release first on PYTHONPATH (tests/test_speculative.py
+    runs vLLM 0.33 this way; the CUDA wheel needs VLLM_TARGET_DEVICE=cpu to build its config on a CPU host)."""
+    import json
+    import sys
+    from importlib.metadata import PackageNotFoundError
+
+    argvs = json.load(sys.stdin)
+    try:
+        import vllm
+        version = getattr(vllm, "__version__", None)
+    except (ImportError, PackageNotFoundError):
+        version = None
+    out = [{"argv": a, "error": check_argv(a), "engine_version": version} for a in argvs]
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""Issue 13 items 4-7: EAGLE3 speculative decoding (spec, planner, both engines' real parsers, download),
+the multimodal settings (language_model_only, mm_encoder_tp_mode), the start-up budget (probe and vLLM's
+engine-ready timeout from one number) and the version gates that refuse too-old engines with a source."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from kimi_deploy import drafts, serving_flags, startup
+from kimi_deploy.architecture import Inventory
+from kimi_deploy.deployment import resolve
+from kimi_deploy.engines import render
+from kimi_deploy.engines.check import check_nodes
+from kimi_deploy.engines.versions import Feature
+from kimi_deploy.k8s import manifests
+from kimi_deploy.spec import parse_spec
+
+from .conftest import DEPLOY, ROOT, assert_clean_error, run_cli
+from .hubstub import Hub, HubServer
+
+B300 = yaml.safe_load((DEPLOY / "kimi-k2.6-nvfp4-b300x4-vllm-eagle3.yaml").read_text())
+K27 = yaml.safe_load((DEPLOY / "kimi-k2.7-code-h200x8-sglang-eagle3.yaml").read_text())
+K25_SGLANG = yaml.safe_load((DEPLOY / "kimi-k2.5-h200x8-sglang-tp8.yaml").read_text())
+K2_TP16 = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
+VLLM_033 = Path("/root/.cache/kimi-deploy/vllm-0.33")  # pip install --no-deps --target ... vllm==0.33.0
+
+
+def _changed(base: dict, **changes) -> dict:
+    data = copy.deepcopy(base)
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return data
+
+
+def _file(tmp_path: Path, data: dict) -> str:
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+# --- the spec --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("base, changes, needles", [
+    (B300, {"speculative__method": "mtp"},
+     ["speculative.method", "num_nextn_predict_layers: 0", "use method: eagle3"]),
+    (B300, {"speculative__method": "medusa"}, ["speculative.method", "'eagle3' or 'mtp'"]),
+    (B300, {"speculative__num_speculative_tokens": 0}, ["speculative.num_speculative_tokens", "greater than or equal to 1"]),
+    (B300, {"speculative__num_speculative_tokens": 17}, ["speculative.num_speculative_tokens", "less than or equal to 16"]),
+    (B300, {"speculative__draft": None}, ["speculative", "eagle3 needs a draft model"]),
+    (B300, {"speculative__draft": "/nonexistent/kimi-draft"}, ["speculative.draft", "draft directory not found"]),
+    (B300, {"speculative__draft": "someone/unknown-eagle3"},
+     ["speculative.draft", "not a known draft", "lightseekorg/kimi-k2.6-eagle3-mla"]),
+    (B300, {"speculative__eagle_topk": 4}, ["speculative.eagle_topk", "SGLang settings"]),
+    (K27, {"speculative__num_draft_tokens": 9}, ["speculative", "num_speculative_tokens + 1 = 4"]),
+    (K27, {"speculative__eagle_topk": 2, "speculative__num_draft_tokens": 64},
+     ["speculative.num_draft_tokens", "more than the tree holds"]),
+    (K2_TP16, {"serving__language_model_only": True}, ["serving.language_model_only", "text-only"]),
+    (B300, {"serving__mm_encoder_tp_mode": "data"}, ["serving.mm_encoder_tp_mode", "set one of"]),
+    (B300, {"serving__mm_encoder_tp_mode": "pipeline"}, ["serving.mm_encoder_tp_mode", "'weights' or 'data'"]),
+    (B300, {"serving__load_format": "tensorizer"}, ["serving.load_format", "runai_streamer"]),
+])
+def test_bad_speculative_and_multimodal_settings(tmp_path: Path, base: dict, changes: dict, needles: list[str]) -> None:
+    path = _file(tmp_path, _changed(base, **changes))
+    assert_clean_error(run_cli("plan", path), *needles)
+
+
+def test_every_feature_name_in_the_flag_table_exists() -> None:
+    """serving_flags names features by string (it cannot import the engines package): each must be real."""
+    for row in serving_flags.SERVING_FLAGS:
+        for flag in (row.vllm, row.sglang):
+            for name in (flag.features or {}).values() if flag else ():
+                assert Feature[name]
+
+
+# --- rendered flags and the real parsers -----------------------------------------------------------
+
+def _vllm_namespace(argv: list[str]) -> argparse.Namespace:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    return make_arg_parser(FlexibleArgumentParser()).parse_args(argv[2:])
+
+
+def test_vllm_speculative_and_multimodal_flags_parse_to_what_the_spec_says() -> None:
+    dep = resolve(parse_spec(B300))
+    (node,) = render(dep)
+    assert check_nodes([node]) == []
+    ns = _vllm_namespace(node.argv)
+    assert ns.speculative_config == {"method": "eagle3", "model": "/models/kimi-k2.6-nvfp4/draft",
+                                     "num_speculative_tokens": 4}
+    assert ns.language_model_only is True
+    # the draft is staged next to the target (weights.dir/draft); without weights.dir the engine fetches
+    # the Hub draft itself at the pinned revision
+    data = _changed(B300, weights__dir=None, speculative__draft_revision="abc123")
+    (node,) = render(resolve(parse_spec(data)))
+    assert check_nodes([node]) == []
+    assert _vllm_namespace(node.argv).speculative_config == {
+        "method": "eagle3", "model": "lightseekorg/kimi-k2.6-eagle3-mla", "num_speculative_tokens": 4,
+        "revision": "abc123"}
+
+
+def test_sglang_speculative_flags_parse_to_what_the_spec_says() -> None:
+    from sglang.srt.server_args import ServerArgs
+    data = _changed(K25_SGLANG, speculative={"method": "eagle3", "draft": "AQ-MedAI/Kimi-K25-eagle3",
+                                             "num_speculative_tokens": 5, "eagle_topk": 4, "num_draft_tokens": 8},
+                    serving__mm_encoder_tp_mode="data", serving__load_format="runai_streamer")
+    (node,) = render(resolve(parse_spec(data)))
+    assert check_nodes([node]) == []
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    ServerArgs.add_cli_args(parser)
+    ns = parser.parse_args(node.argv[3:])
+    assert (ns.speculative_algorithm, ns.speculative_draft_model_path) == ("EAGLE3", "/models/kimi-k2.5/draft")
+    assert (ns.speculative_num_steps, ns.speculative_eagle_topk, ns.speculative_num_draft_tokens) == (5, 4, 8)
+    assert ns.mm_enable_dp_encoder is True and ns.load_format == "runai_streamer"
+    # language_model_only renders SGLang's own switch, which its parser accepts
+    (node,) = render(resolve(parse_spec(_changed(K25_SGLANG, serving__language_model_only=True))))
+    assert parser.parse_args(node.argv[3:]).language_model_only is True
+
+
+def _argvs_of_every_vllm_example() -> list[list[str]]:
+    out = []
+    for path in sorted(DEPLOY.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if data["engine"]["name"] != "vllm" or data["hardware"]["gpu"] == "CPU":
+            continue
+        nodes = render(resolve(parse_spec(data)), {"serve": "10.0.0.1", "prefill": "10.0.0.1", "decode": "10.0.0.3"})
+        out += [n.argv for n in nodes if n.argv[:2] == ["vllm", "serve"]]
+    return out
+
+
+@pytest.mark.skipif(not (VLLM_033 / "vllm").is_dir(),
+                    reason=f"vLLM 0.33.0 not unpacked at {VLLM_033} (pip install --no-deps --target {VLLM_033} vllm==0.33.0)")
+def test_every_vllm_example_passes_vllm_033s_parser_too() -> None:
+    """The installed vLLM is 0.32.0+cpu; 0.33.0 (the newest on the index) is checked in a second process
+    with its package first on the path (only one vllm per process). Its CUDA wheel builds the device
+    config from VLLM_TARGET_DEVICE on a host without GPUs."""
+    argvs = _argvs_of_every_vllm_example()
+    assert any("--speculative-config" in a for a in argvs) and any("--language-model-only" in a for a in argvs)
+    env = {**os.environ, "PYTHONPATH": f"{VLLM_033}:{ROOT / 'src'}", "VLLM_TARGET_DEVICE": "cpu",
+           "VLLM_LOGGING_LEVEL": "ERROR"}
+    proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"], input=json.dumps(argvs),
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    assert {r["engine_version"] for r in results} == {"0.33.0"}
+    assert [r for r in results if r["error"]] == []
+    # and the same process does reject what 0.33 does not know
+    proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"],
+                          input=json.dumps([argvs[0] + ["--speculative-method-typo", "x"]]),
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert "--speculative-method-typo" in json.loads(proc.stdout)[0]["error"]
+
+
+# --- the planner -----------------------------------------------------------------------------------
+
+def test_draft_weights_and_kv_are_counted_per_gpu() -> None:
+    with_draft = resolve(parse_spec(B300)).primary.plan
+    without = resolve(parse_spec(_changed(B300, speculative=None))).primary.plan
+    draft = drafts.get_draft("lightseekorg/kimi-k2.6-eagle3-mla").arch
+    per_gpu = draft.bytes_per_gpu(tp=4, attention_tp=4)
+    assert with_draft.weight_bytes - without.weight_bytes == per_gpu
+    assert with_draft.weight_breakdown["draft"] == per_gpu
+    # one MLA layer caches the same 576-value latent as a target layer, in the target's fp8 cache
+    assert with_draft.kv_bytes_per_token - without.kv_bytes_per_token == (512 + 64) * 1
+    assert with_draft.kv_cache_tokens < without.kv_cache_tokens
+    assert with_draft.assumptions["draft"]["bytes_per_gpu"] == per_gpu
+
+
+def test_draft_sizes_match_the_published_parameter_counts() -> None:
+    """The Hub shows "2B params" for the 32K-vocabulary MLA draft (huggingface.co/k-l-lambda/
+    kimi-k2.7-code-eagle3-mla); the same shape with the full 163,840 lm_head is the lightseekorg export."""
+    mla32k = drafts.DraftArch(**{**drafts._MLA.__dict__, "draft_vocab_size": 32000})
+    params = (mla32k.total_bytes - 32000 * 8 - 163840) / drafts.BF16  # minus the d2t/t2d buffers
+    assert round(params / 1e9) == 2
+    assert 2.9e9 < drafts._MLA.total_bytes / drafts.BF16 < 3.1e9
+
+
+def test_a_local_draft_is_read_from_its_config_and_index(tmp_path: Path) -> None:
+    """A draft given as a directory: shapes from its config.json; embeddings counted only when stored."""
+    cfg = json.loads((ROOT / "tests" / "data" / "kimi-k25-eagle3-config.json").read_text())
+    d = tmp_path / "draft"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"midlayer.self_attn.q_proj.weight": "model.safetensors", "lm_head.weight": "model.safetensors"}}))
+    shared = drafts.DraftArch.from_path(str(d))
+    assert (shared.attention, shared.layers, shared.draft_vocab_size, shared.own_embeddings) == ("gqa", 1, 32000, False)
+    assert shared == drafts.DraftArch(**{**drafts._GQA.__dict__, "own_embeddings": False})
+    data = _changed(K25_SGLANG, speculative={"method": "eagle3", "draft": str(d)})
+    dep = resolve(parse_spec(data))
+    assert dep.speculative.path == str(d) and dep.speculative.dir is None
+    base = resolve(parse_spec(K25_SGLANG)).primary.plan
+    assert dep.primary.plan.weight_bytes - base.weight_bytes == shared.bytes_per_gpu(8, 8)
+    # GQA draft: 64 KV heads over TP8 = 8 heads x 128 x (K and V) x 2 bytes on each GPU
+    assert dep.primary.plan.kv_bytes_per_token - base.kv_bytes_per_token == 2 * 8 * 128 * 2
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"embed_tokens.weight": "model.safetensors"}}))
+    assert drafts.DraftArch.from_path(str(d)).own_embeddings is True
+    (d / "config.json").write_text(json.dumps({**cfg, "hidden_size": "wide"}))
+    assert_clean_error(run_cli("plan", _file(tmp_path, data)), "config.json", "hidden_size must be a positive integer")
+
+
+def test_language_model_only_drops_exactly_the_vision_tower() -> None:
+    full = resolve(parse_spec(K25_SGLANG)).primary.plan
+    text = resolve(parse_spec(_changed(K25_SGLANG, serving__language_model_only=True))).primary.plan
+    vision = sum(r[3] for r in Inventory.of(resolve(parse_spec(K25_SGLANG)).arch).components if r[0] == "vision")
+    assert vision > 0
+    assert full.weight_bytes - text.weight_bytes == vision
+    assert "vision" in full.weight_breakdown and "vision" not in text.weight_breakdown
+    assert text.kv_cache_tokens > full.kv_cache_tokens
+
+
+# --- the start-up budget ---------------------------------------------------------------------------
+
+def test_startup_budget_from_the_published_load_rate_sets_probe_and_engine_timeout() -> None:
+    dep = resolve(parse_spec(B300))
+    budget = startup.startup_budget(dep)
+    expected = (dep.primary.plan.weight_bytes_total + dep.speculative.arch.total_bytes) \
+        / startup.LOAD_BYTES_PER_S["auto"] + startup.STARTUP_EXTRA_S
+    assert budget == int(expected) and budget > 3600  # ~600 GB at the measured ~130 MB/s
+    (node,) = render(dep)
+    assert node.env["VLLM_ENGINE_READY_TIMEOUT_S"] == str(budget)
+    objs = manifests(dep, yaml.safe_dump(B300))
+    probe = objs["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= budget
+    # a streaming loader reads ~14x faster, but a pod never gets less than 30 minutes
+    fast = resolve(parse_spec(_changed(B300, serving__load_format="runai_streamer")))
+    assert startup.startup_budget(fast) == startup.STARTUP_FLOOR_S == 1800
+    (node,) = render(fast)
+    assert "--load-format" in node.argv and node.env["VLLM_ENGINE_READY_TIMEOUT_S"] == "1800"
+    # the spec's override reaches both
+    fixed = resolve(parse_spec(_changed(B300, k8s__startup_budget_s=7777)))
+    (node,) = render(fixed)
+    assert node.env["VLLM_ENGINE_READY_TIMEOUT_S"] == "7777"
+    probe = manifests(fixed, "x")["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] == 7780
+    # serving.env wins over the derived value (an operator's explicit choice)
+    (node,) = render(resolve(parse_spec(_changed(B300, serving__env={"VLLM_ENGINE_READY_TIMEOUT_S": "99"}))))
+    assert node.env["VLLM_ENGINE_READY_TIMEOUT_S"] == "99"
+
+
+def test_the_engine_ready_timeout_variable_is_the_installed_vllms() -> None:
+    import vllm.envs
+    assert "VLLM_ENGINE_READY_TIMEOUT_S" in vllm.envs.environment_variables
+
+
+# --- version gates ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("base, changes, needles", [
+    (B300, {"engine__version": "0.17.0"}, ["engine.version", "EAGLE3 speculative decoding needs vllm >= 0.18.0",
+                                           "lightseekorg/kimi-k2.5-eagle3-mla"]),
+    (B300, {"engine__version": "0.24.0"}, ["engine.version", "the draft lightseekorg/kimi-k2.6-eagle3-mla needs vllm >= 0.25.0",
+                                           "vllm-project/recipes Kimi-K2.6.yaml"]),
+    (B300, {"engine__version": "0.15.0", "speculative": None},
+     ["engine.version", "--language-model-only needs vllm >= 0.16.0", "vllm #34120"]),
+    (K27, {"engine__version": "0.5.13"}, ["engine.version", "needs sglang >= 0.5.14", "kimi-k2.7-coder-eagle3.1-mla"]),
+    (K25_SGLANG, {"engine__version": "0.5.22", "serving__language_model_only": True},
+     ["engine.version", "--language-model-only needs sglang >= 0.5.23", "sglang #28497"]),
+    (K25_SGLANG, {"engine__version": "0.5.5", "serving__mm_encoder_tp_mode": "data"},
+     ["engine.version", "multimodal encoder TP mode needs sglang >= 0.5.6", "sglang #13126"]),
+])
+def test_too_old_engines_are_refused_with_the_source(tmp_path: Path, base: dict, changes: dict, needles: list[str]) -> None:
+    assert_clean_error(run_cli("render", _file(tmp_path, _changed(base, **changes))), *needles)
+
+
+def test_every_gate_names_a_source() -> None:
+    from kimi_deploy.engines import sglang, vllm
+    for gates in (vllm.GATES, sglang.GATES):
+        for feature, gate in gates.items():
+            assert gate.source and gate.minimum[0].isdigit(), feature
+    for d in drafts.DRAFTS.values():
+        assert d.source and (d.min_vllm or d.min_sglang)
+
+
+# --- download and verify the draft -----------------------------------------------------------------
+
+def _tiny_checkpoint(d: Path, config: dict, seed: int) -> None:
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(seed)
+    save_file({"midlayer.mlp.down_proj.weight": torch.rand(64, 32, generator=g),
+               "lm_head.weight": torch.rand(16, 32, generator=g)}, str(d / "model.safetensors"))
+
+
+def test_download_fetches_the_draft_next_to_the_target_and_verify_proves_it(tmp_path: Path) -> None:
+    """The real huggingface_hub client against the Hub stand-in (tests/hubstub.py; the Hub is not
+    reachable here) serving the target and the draft from one endpoint."""
+    target_src, draft_src = tmp_path / "hub-target", tmp_path / "hub-draft"
+    _tiny_checkpoint(target_src, {"model_type": "kimi_k25"}, 1)
+    _tiny_checkpoint(draft_src, json.loads((ROOT / "tests" / "data" / "kimi-k25-eagle3-config.json").read_text()), 2)
+    draft_repo = "AQ-MedAI/Kimi-K25-eagle3"
+    hub = Hub(target_src, repo="moonshotai/Kimi-K2.5", more={draft_repo: Hub(draft_src, repo=draft_repo)})
+    weights = tmp_path / "models" / "kimi-k2.5"
+    data = _changed(K25_SGLANG, weights__dir=str(weights),
+                    speculative={"method": "eagle3", "draft": draft_repo, "num_speculative_tokens": 3})
+    spec = _file(tmp_path, data)
+    with HubServer(hub) as server:
+        env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+        env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1")
+        proc = run_cli("download", spec, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith(f"GET /{draft_repo}/resolve/") for line in hub.log)
+    draft_dir = weights / "draft"
+    assert (draft_dir / "model.safetensors").read_bytes() == (draft_src / "model.safetensors").read_bytes()
+    assert (weights / "model.safetensors").read_bytes() == (target_src / "model.safetensors").read_bytes()
+    run_cli("verify", str(draft_dir), check=True)
+    assert run_cli("verify", str(draft_dir), "--check-marker").returncode == 0
+    # the weight Job verifies the draft before the target (whose marker the pods wait for)
+    dep = resolve(parse_spec(_changed(data, weights__dir="/models/kimi-k2.5")))
+    job = manifests(dep, "x")["job-download.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert job[4:7] == ["/etc/kimi-deploy/spec.yaml", "/models/kimi-k2.5", "/models/kimi-k2.5/draft"]
+    wait = manifests(dep, "x")["deployment.yaml"]["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert wait[-1] == "/models/kimi-k2.5/draft"
