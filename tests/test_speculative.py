@@ -193,7 +193,9 @@ def test_draft_sizes_match_the_published_parameter_counts() -> None:
 
 
 def test_a_local_draft_is_read_from_its_config_and_index(tmp_path: Path) -> None:
-    """A draft given as a directory: shapes from its config.json; embeddings counted only when stored."""
+    """A draft given as a directory: shapes from its config.json; embeddings counted only when stored.
+    tests/data/kimi-k25-eagle3-config.json is sgl-project/SpecForge configs/kimi-k25-eagle3.json, the config
+    the AQ-MedAI Kimi drafts were trained from."""
     cfg = json.loads((ROOT / "tests" / "data" / "kimi-k25-eagle3-config.json").read_text())
     d = tmp_path / "draft"
     d.mkdir()
@@ -327,3 +329,28 @@ def test_download_fetches_the_draft_next_to_the_target_and_verify_proves_it(tmp_
     assert job[4:7] == ["/etc/kimi-deploy/spec.yaml", "/models/kimi-k2.5", "/models/kimi-k2.5/draft"]
     wait = manifests(dep, "x")["deployment.yaml"]["spec"]["template"]["spec"]["initContainers"][0]["command"]
     assert wait[-1] == "/models/kimi-k2.5/draft"
+
+
+def test_serve_preflight_checks_the_staged_draft(tmp_path: Path) -> None:
+    """`serve` refuses to start while the staged draft is missing or unverified, like the target."""
+    from kimi_deploy.launch import preflight
+    from kimi_deploy.weights import verify
+
+    weights = tmp_path / "kimi-k2.5"
+    _tiny_checkpoint(weights, {"model_type": "kimi_k25"}, 1)
+    data = _changed(K25_SGLANG, weights__dir=str(weights),
+                    speculative={"method": "eagle3", "draft": "AQ-MedAI/Kimi-K25-eagle3"})
+    dep = resolve(parse_spec(data))
+    (node,) = render(dep)
+
+    def checks() -> dict[str, bool]:
+        return {c.name: c.ok for c in preflight(dep, node, check_args=False).checks}
+
+    assert checks()["draft weights"] is False  # nothing at weights.dir/draft yet
+    _tiny_checkpoint(weights / "draft", json.loads((ROOT / "tests" / "data" / "kimi-k25-eagle3-config.json").read_text()), 2)
+    got = checks()
+    assert got["draft weights"] is True and got["draft verified"] is False  # present, never verified
+    assert verify(weights / "draft", show_progress=False).ok
+    assert checks()["draft verified"] is True
+    (weights / "draft" / "model.safetensors").write_bytes(b"\0" * 16)  # changed after verification
+    assert checks()["draft verified"] is False
