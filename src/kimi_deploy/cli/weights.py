@@ -67,9 +67,9 @@ def download(
         report = fetch(what, where, workers=workers, retries=retries, wait_for_lock=not no_wait,
                        token=os.environ.get("HF_TOKEN"), log=lambda m: err.print(escape(m)),
                        show_progress=err.is_terminal)
-        out.print(f"[green]done[/green] {escape(str(where))}: {report.downloaded} downloaded, {report.skipped} "
-                  f"already complete, {report.bytes / 1e9:,.2f} GB in {report.seconds:.1f} s "
-                  f"({report.throughput_mb_s:,.1f} MB/s), {report.retries} retries; report in {where / REPORT}")
+        out.print(f"[green]done[/green]: {report.downloaded} downloaded, {report.skipped} already complete, "
+                  f"{report.bytes / 1e9:,.2f} GB in {report.seconds:.1f} s ({report.throughput_mb_s:,.1f} MB/s), "
+                  f"{report.retries} retries; report in {where / REPORT}")
 
 
 def verify(
