@@ -384,7 +384,7 @@ def gpu_names() -> list[str]:
 def get_gpu(name: str) -> GPU:
     """Look a GPU up by name or alias, case-insensitively (H20-3e, h20-3E and H20-141GB are one GPU)."""
     key = name.strip().upper()
-    key = _GPU_ALIASES.get(key, key)
+    key = _GPU_ALIASES.get(key, key).upper()
     by_upper = {g.upper(): g for g in GPUS}
     if key not in by_upper:
         raise BadInput(f"unknown GPU {name!r}; known: {', '.join(gpu_names())}", "hardware.gpu")
