@@ -143,6 +143,15 @@ def _print_plan(p: Plan) -> None:
               f"{' dp-attention' if t.dp_attention else ''}{f' dcp={t.dcp}' if t.dcp > 1 else ''}")
     out.print(f"checkpoint: {p.total_params / 1e9:,.1f} B stored elements, {p.weight_bytes_total / 1e9:,.1f} GB "
               f"({_gib(p.weight_bytes_total)}), {i.arch.quantization.format.value}")
+    kernel, link = p.assumptions.get("weight_kernel"), p.assumptions.get("interconnect")
+    if kernel and kernel["path"] != "native":
+        out.print(f"weight kernel on {i.gpu.name} ({i.gpu.arch}): {kernel['path']}: {kernel['detail']}")
+    if link and (i.nodes > 1 or i.gpu.rack_scale):
+        out.print(f"NVLink domain: {link['nvlink_domain_gpus']} GPUs ({link['gpus_per_node']} per node), "
+                  f"the deployment spans {link['nvlink_domains_spanned']}; TP "
+                  f"{'on NVLink' if link['tp_within_nvlink'] else 'crosses the node network'}"
+                  + (f", EP {'on NVLink' if link['ep_within_nvlink'] else 'crosses domains'}"
+                     if "ep_within_nvlink" in link else ""))
     table = Table(title="per GPU (the fullest one)", show_header=True)
     table.add_column("component")
     table.add_column("memory", justify="right")
