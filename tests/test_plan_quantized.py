@@ -134,3 +134,26 @@ def test_spec_model_accepts_a_hub_repo_id(tmp_path) -> None:
 def test_gpu_names_are_case_insensitive() -> None:
     assert get_gpu("h20-3E") is get_gpu("H20-3e") is get_gpu("H20-141GB")
     assert get_gpu("gb300-nvl72").node_gpus == 4 and get_gpu("GB300").nvlink_domain == 72
+
+
+@pytest.mark.parametrize("gpu, gpn, prefill, decode, transfer", [
+    ("GB200", 4, "{nodes: 1, tp: 4}", "{nodes: 4, tp: 16}", "nvlink"),  # 20 GPUs of one NVL72 rack
+    ("H200", 8, "{nodes: 1, tp: 8}", "{nodes: 1, tp: 8}", "network"),  # two HGX nodes: KV over RDMA
+])
+def test_pd_kv_transfer_stays_on_nvlink_inside_a_rack(tmp_path, gpu, gpn, prefill, decode, transfer) -> None:
+    nodes = 1 + int(decode.split("nodes: ")[1].split(",")[0])
+    spec = tmp_path / "pd.yaml"
+    spec.write_text(
+        "name: k25-pd\n"
+        "model: nvidia/Kimi-K2.5-NVFP4\n"
+        f"hardware: {{gpu: {gpu}, gpus_per_node: {gpn}, nodes: {nodes}}}\n"
+        "engine: {name: vllm}\n"
+        "topology:\n  mode: pd\n  pd:\n    transfer_backend: nixl\n    router_port: 8000\n"
+        f"    prefill: {prefill}\n    decode: {decode}\n"
+        "serving: {port: 8000, max_model_len: 131072}\n")
+    code, data = _plan_cli(str(spec))
+    assert code == 0, data["problems"]
+    link = data["assumptions"]["interconnect"]
+    assert link["pd_kv_transfer"] == transfer and link["pd_gpus"] == gpn * nodes
+    # The decode side alone: TP16 over 4 GB200 trays is on NVLink, like TP8 inside one H200 node.
+    assert link["tp_within_nvlink"] is True and link["nvlink_domains_spanned"] == 1

@@ -309,6 +309,15 @@ def interconnect(inp: PlanInput) -> dict[str, Any]:
     return info
 
 
+def pd_interconnect(gpu: GPU, gpus_per_node: int, prefill_nodes: int, decode_nodes: int) -> dict[str, Any]:
+    """Whether the prefill -> decode KV transfer of a P/D deployment stays inside one NVLink domain: on an
+    NVL72 rack when both sides fit in its 72 GPUs (MNNVL; REC Kimi-K2.5.yaml pd_cluster on GB200), never
+    between HGX nodes (the KV goes over the RDMA network there)."""
+    total = gpus_per_node * (prefill_nodes + decode_nodes)
+    within = gpu.rack_scale and total <= gpu.nvlink_domain
+    return {"pd_gpus": total, "pd_kv_transfer": "nvlink" if within else "network"}
+
+
 # --- per-GPU weights -------------------------------------------------------------------------------
 
 def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:

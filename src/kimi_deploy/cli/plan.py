@@ -16,7 +16,7 @@ from ..catalog import get_model
 from ..deployment import check_max_model_len, context_length, resolve, resolve_model
 from ..engines import render
 from ..errors import BadInput
-from ..plan import Plan, PlanInput, Topology, plan
+from ..plan import Plan, PlanInput, Topology, pd_interconnect, plan
 from ..spec import load_spec
 from ._common import EXIT_DOES_NOT_FIT, AsJson, EngineName, PDGroupName, SpecArg, out
 
@@ -116,6 +116,9 @@ def plan_cmd(
     check_max_model_len(inp.max_model_len, _entry_of(inp.model), inp.arch,
                         "--max-model-len" if flags["max_model_len"] else "serving.max_model_len")
     result = plan(inp)
+    if spec is not None and dep.pd and "interconnect" in result.assumptions:
+        result.assumptions["interconnect"].update(pd_interconnect(
+            inp.gpu, inp.gpus_per_node, dep.group("prefill").nodes, dep.group("decode").nodes))
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
@@ -151,7 +154,8 @@ def _print_plan(p: Plan) -> None:
                   f"the deployment spans {link['nvlink_domains_spanned']}; TP "
                   f"{'on NVLink' if link['tp_within_nvlink'] else 'crosses the node network'}"
                   + (f", EP {'on NVLink' if link['ep_within_nvlink'] else 'crosses domains'}"
-                     if "ep_within_nvlink" in link else ""))
+                     if "ep_within_nvlink" in link else "")
+                  + (f", P/D KV transfer over {link['pd_kv_transfer']}" if "pd_kv_transfer" in link else ""))
     table = Table(title="per GPU (the fullest one)", show_header=True)
     table.add_column("component")
     table.add_column("memory", justify="right")
