@@ -157,3 +157,14 @@ def test_pd_kv_transfer_stays_on_nvlink_inside_a_rack(tmp_path, gpu, gpn, prefil
     assert link["pd_kv_transfer"] == transfer and link["pd_gpus"] == gpn * nodes
     # The decode side alone: TP16 over 4 GB200 trays is on NVLink, like TP8 inside one H200 node.
     assert link["tp_within_nvlink"] is True and link["nvlink_domains_spanned"] == 1
+
+
+def test_k27_code_refuses_thinking_off(tmp_path) -> None:
+    spec = tmp_path / "k27.yaml"
+    spec.write_text(
+        "name: k27\nmodel: moonshotai/Kimi-K2.7-Code\nhardware: {gpu: H200, gpus_per_node: 8, nodes: 1}\n"
+        "engine: {name: vllm}\ntopology: {mode: tp, tp: 8}\nserving: {thinking: false}\n")
+    assert_clean_error(run_cli("plan", str(spec)), "serving.thinking", "thinking mode only")
+    spec.write_text(spec.read_text().replace("serving: {thinking: false}\n", ""))
+    code, data = _plan_cli(str(spec))
+    assert code == 0 and data["model"] == "kimi-k2.7-code"
