@@ -180,3 +180,18 @@ def test_requantized_entries_keep_the_base_architecture(model_id: str) -> None:
         b.hidden_size, b.num_hidden_layers, b.n_routed_experts, b.vision is None)
     assert logical_params(a) == logical_params(b)
     assert entry.context_length == base.context_length and entry.thinking_only == base.thinking_only
+
+
+def test_same_split_spelled_differently_is_the_same_checkpoint() -> None:
+    # `verify` compares a downloaded config.json with the catalog by ==: an export that spells NVIDIA's split
+    # with regexes instead of wildcards is the same checkpoint, byte for byte.
+    cfg = copy.deepcopy(get_model("kimi-k2.6-nvfp4").config)
+    cfg["quantization_config"]["ignore"] = ["re:.*lm_head", "re:.*self_attn.*", "re:.*shared_experts.*",
+                                            "re:.*layers\\.0\\.mlp\\..*", "re:.*vision_tower.*",
+                                            "re:.*mm_projector.*"]
+    arch = Architecture.from_config(cfg)
+    assert arch == get_model("kimi-k2.6-nvfp4").architecture()
+    assert Inventory.of(arch) == Inventory.of(get_model("kimi-k2.6-nvfp4").architecture())
+    # A different format (or dialect) is not.
+    assert arch != get_model("kimi-k2.6-nvfp4-redhat").architecture()
+    assert arch != get_model("kimi-k2.6").architecture()
