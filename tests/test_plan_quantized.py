@@ -77,6 +77,7 @@ def test_a_suggestion_for_fp8_block_on_gb200_is_real() -> None:
     ("nvidia/Kimi-K2.5-NVFP4", "MI300X", "sglang", "moe_runner_backend=marlin"),
     ("amd/Kimi-K2.5-MXFP4", "B200", "sglang", "AMD ROCm only"),
     ("amd/Kimi-K2.5-MXFP4", "H200", "sglang", "aiter"),
+    ("amd/Kimi-K2.5-MXFP4", "H100", "sglang", "aiter"),  # too few GPUs too: the alternatives add nodes
 ])
 def test_formats_the_engine_refuses_on_a_gpu(repo: str, gpu: str, engine: str, reason: str) -> None:
     code, data = _plan_cli("--model", repo, "--gpu", gpu, "--gpus-per-node", "8", "--engine", engine)
@@ -85,6 +86,7 @@ def test_formats_the_engine_refuses_on_a_gpu(repo: str, gpu: str, engine: str, r
     # The alternatives: the other engine, or the checkpoint it re-quantizes, on the same GPUs.
     base = get_model(get_model(repo).base).repo
     assert any(s.startswith("vllm (it runs") for s in data["suggestions"]), data["suggestions"]
+    assert all("weights cannot run" not in s for s in data["suggestions"])
     assert any(base in s for s in data["suggestions"]), data["suggestions"]
 
 

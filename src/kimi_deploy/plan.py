@@ -517,21 +517,28 @@ def _try(inp: PlanInput, label: str, **changes: Any) -> str | None:
 
 def _kernel_alternatives(inp: PlanInput) -> list[str]:
     """When the engine cannot run the format on this GPU: the other engine, or the checkpoint this one
-    re-quantizes (catalog `base`), on the same GPUs."""
-    out: list[str] = []
+    re-quantizes (catalog `base`), on the same GPUs or, when those are too few, on more nodes."""
     other = "vllm" if inp.engine == "sglang" else "sglang"
-    s = _try(inp, f"{other} (it runs {inp.arch.quantization.format.value} on {inp.gpu.arch})", engine=other,
-             topology=Topology(tp=inp.gpus))
-    if s:
-        out.append(s)
+    path = weight_kernel(other, inp.gpu.arch, inp.arch.quantization).path
+    candidates: list[tuple[str, dict[str, Any]]] = [
+        (f"{other} (it runs {inp.arch.quantization.format.value} on {inp.gpu.arch}: {path})", {"engine": other})]
     try:
         base_id = get_model(inp.model).base
     except BadInput:
         base_id = None
     if base_id:
         base = get_model(base_id)
-        s = _try(inp, f"the base checkpoint {base.repo} ({base.architecture().quantization.format.value})",
-                 model=base.id, arch=base.architecture())
+        candidates.append((f"the base checkpoint {base.repo} ({base.architecture().quantization.format.value})",
+                           {"model": base.id, "arch": base.architecture()}))
+    out: list[str] = []
+    gpn = inp.gpus_per_node
+    for label, changes in candidates:
+        s = _try(inp, label, topology=Topology(tp=inp.gpus), **changes)
+        for nodes in range(inp.nodes + 1, inp.nodes + 4):
+            if s:
+                break
+            s = (_try(inp, label, nodes=nodes, topology=Topology(tp=gpn, pp=nodes), **changes)
+                 or _try(inp, label, nodes=nodes, topology=Topology(tp=gpn * nodes), **changes))
         if s:
             out.append(s)
     return out
