@@ -286,7 +286,8 @@ def get_model(name: str) -> ModelEntry:
     for m in MODELS.values():
         if key in (m.id, m.repo.lower(), *m.aliases):
             return m
-    raise BadInput(f"unknown model {name!r}; known: {', '.join(model_ids())} (or a local checkpoint dir)",
+    raise BadInput(f"unknown model {name!r}; known: {', '.join(model_ids())}, their Hub repo ids "
+                   "(e.g. nvidia/Kimi-K2.5-NVFP4), or a local checkpoint dir",
                    "model")
 
 

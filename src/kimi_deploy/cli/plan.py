@@ -54,7 +54,8 @@ def _override(inp: PlanInput, **flags: Any) -> PlanInput:
 
 def plan_cmd(
     spec: Annotated[Optional[Path], typer.Argument(help="Deployment spec; or give --model/--gpu/... instead.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Catalog id or local checkpoint dir / config.json.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Catalog id, Hub repo id (e.g. nvidia/Kimi-K2.5-NVFP4) or local checkpoint dir / config.json.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="GPU type, e.g. H200.")] = None,
     gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", min=1)] = None,
     nodes: Size = None,
