@@ -1,5 +1,7 @@
 """Planner accuracy: predicted vs published figures (checkpoint sizes from model cards and recipes;
-KV cache sizes and per-GPU weights from vLLM startup logs quoted in public recipes and issues).
+KV cache sizes and per-GPU weights from vLLM startup logs quoted in public recipes and issues). No public
+start-up log with KV cache sizes was found for the NVFP4 / MXFP4 / FP8-block checkpoints or for B300, GB200,
+GB300, H20-3e and MI350X; their rows are checkpoint sizes only.
 Targets: checkpoint bytes within 0.5 %, KV cache tokens within 10 %.
 
 Run: .venv/bin/python benchmarks/planner_accuracy.py
@@ -7,11 +9,12 @@ Run: .venv/bin/python benchmarks/planner_accuracy.py
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from kimi_deploy.architecture import Architecture, Inventory
+from kimi_deploy.architecture import Architecture, Inventory, logical_params
 from kimi_deploy.catalog import get_gpu, get_model
 from kimi_deploy.plan import PlanInput, Topology, plan
 
@@ -54,6 +57,15 @@ def _plan(model: str | dict, gpu: str, tp: int, util: float, max_len: int, dcp: 
                 suggest=False)
 
 
+def _pruned(model: str, experts: int, logical: bool = False) -> int:
+    """Checkpoint bytes (or unquantized parameters) of a catalog model with `experts` routed experts kept
+    per layer."""
+    cfg = copy.deepcopy(get_model(model).config)
+    (cfg.get("text_config") or cfg)["n_routed_experts"] = experts
+    arch = Architecture.from_config(cfg)
+    return logical_params(arch) if logical else Inventory.of(arch).total_bytes
+
+
 def rows() -> list[Row]:
     ckpt: Callable[[str], int] = lambda m: Inventory.of(get_model(m).architecture()).total_bytes
     params: Callable[[str], int] = lambda m: Inventory.of(get_model(m).architecture()).total_params
@@ -66,6 +78,23 @@ def rows() -> list[Row]:
             "vllm-project/recipes Kimi-K2.5: '~595 GB on disk'"),
         Row("Kimi-K2-Thinking checkpoint", ckpt("kimi-k2-thinking") / 1e9, 600, "GB", 0.02,
             "kvcache-ai/ktransformers Kimi-K2-Thinking-Native.md: '~600 GB' (rounded figure)"),
+    ]
+    out += [
+        Row("Kimi-K2.6 checkpoint (INT4)", ckpt("kimi-k2.6") / 1e9, 595, "GB", 0.005,
+            "vllm-project/recipes Kimi-K2.6.yaml: 'Packed INT4 via compressed-tensors (~595 GB on disk)'"),
+        Row("Kimi-K2.7-Code checkpoint (INT4)", ckpt("kimi-k2.7-code") / 1e9, 595, "GB", 0.005,
+            "vllm-project/recipes Kimi-K2.7-Code.yaml: 'Native INT4 via compressed-tensors (~595 GB on disk)'"),
+        Row("amd/Kimi-K2.5-MXFP4 checkpoint", ckpt("kimi-k2.5-mxfp4") / 1e9, 557, "GB", 0.005,
+            "vllm-project/recipes Kimi-K2.5.yaml variant mxfp4: '~557 GB on disk'"),
+        Row("K2.5 dense-NVFP4 experts, attention/shared BF16", ckpt("kimi-k2.5-nvfp4") / 1e9, 595, "GB", 0.005,
+            "ISTA-DASLab/Kimi-K2.5-P48-NVFP4-W4A4-Preview card: 'Checkpoint size: 595 GB (storage is still "
+            "dense-NVFP4)', experts NVFP4, self_attn/shared_experts/lm_head BF16"),
+        Row("K2.6 NVFP4, shared+dense NVFP4 split", ckpt("kimi-k2.6-nvfp4-redhat") / GiB, 550, "GiB", 0.005,
+            "wafer-ai/Kimi-K2.6-NVFP4 card: 'Storage ~590 GB (550 GiB)'; same split as RedHatAI/Kimi-K2.6-NVFP4"),
+        Row("nvidia/Kimi-K2.6-NVFP4, 192 of 384 experts", _pruned("kimi-k2.6-nvfp4", 192) / 1e9, 310, "GB", 0.005,
+            "0xSero/Kimi-K2.6-519B-NVFP4 card (nvidia/Kimi-K2.6-NVFP4, REAP keep192): 'On-disk size 310 GB'"),
+        Row("  same, logical parameters", _pruned("kimi-k2.6-nvfp4", 192, logical=True) / 1e9, 519.5, "B", 0.005,
+            "same card: 'Logical params 519.5B'"),
     ]
     k2t = _plan("kimi-k2-thinking", "H200", 8, 0.90, 262144)
     out.append(Row("K2-Thinking 8xH200 TP8 KV tokens", k2t.kv_cache_tokens, 715072, "tokens", 0.10,

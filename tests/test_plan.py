@@ -138,7 +138,8 @@ def _expected_excess(inp: PlanInput) -> int:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    model=st.sampled_from(["kimi-k2-instruct", "kimi-k2-thinking", "kimi-k2.5"]),
+    model=st.sampled_from(["kimi-k2-instruct", "kimi-k2-thinking", "kimi-k2.5", "kimi-k2.5-nvfp4",
+                           "kimi-k2.5-mxfp4", "kimi-k2.6-fp8-block"]),
     engine=st.sampled_from(["vllm", "sglang"]),
     tp=st.sampled_from([1, 2, 4, 8, 16]),
     pp=st.sampled_from([1, 2, 3, 4]),

@@ -286,7 +286,8 @@ def get_model(name: str) -> ModelEntry:
     for m in MODELS.values():
         if key in (m.id, m.repo.lower(), *m.aliases):
             return m
-    raise BadInput(f"unknown model {name!r}; known: {', '.join(model_ids())} (or a local checkpoint dir)",
+    raise BadInput(f"unknown model {name!r}; known: {', '.join(model_ids())}, their Hub repo ids "
+                   "(e.g. nvidia/Kimi-K2.5-NVFP4), or a local checkpoint dir",
                    "model")
 
 
@@ -384,7 +385,7 @@ def gpu_names() -> list[str]:
 def get_gpu(name: str) -> GPU:
     """Look a GPU up by name or alias, case-insensitively (H20-3e, h20-3E and H20-141GB are one GPU)."""
     key = name.strip().upper()
-    key = _GPU_ALIASES.get(key, key)
+    key = _GPU_ALIASES.get(key, key).upper()
     by_upper = {g.upper(): g for g in GPUS}
     if key not in by_upper:
         raise BadInput(f"unknown GPU {name!r}; known: {', '.join(gpu_names())}", "hardware.gpu")

@@ -228,6 +228,11 @@ def _model_path(spec: Spec, entry: ModelEntry | None, name: str) -> str:
 def _parsers(spec: Spec, entry: ModelEntry | None) -> tuple[bool, str | None, str | None]:
     """(thinking, tool parser, reasoning parser): the catalog entry's, unless the spec says otherwise."""
     s = spec.serving
+    if s.thinking is False and entry is not None and entry.thinking_only:
+        # Without the reasoning parser the thinking text lands in `content` (REC Kimi-K2.7-Code.yaml:
+        # "thinking mode only -- keep this enabled").
+        raise BadInput(f"{entry.repo} runs in thinking mode only; leave thinking unset or true",
+                       "serving.thinking")
     thinking = s.thinking if s.thinking is not None else bool(entry and entry.thinking)
     if s.tool_call_parser != "auto":
         tool = s.tool_call_parser

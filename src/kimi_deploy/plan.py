@@ -315,6 +315,15 @@ def interconnect(inp: PlanInput) -> dict[str, Any]:
     return info
 
 
+def pd_interconnect(gpu: GPU, gpus_per_node: int, prefill_nodes: int, decode_nodes: int) -> dict[str, Any]:
+    """Whether the prefill -> decode KV transfer of a P/D deployment stays inside one NVLink domain: on an
+    NVL72 rack when both sides fit in its 72 GPUs (MNNVL; REC Kimi-K2.5.yaml pd_cluster on GB200), never
+    between HGX nodes (the KV goes over the RDMA network there)."""
+    total = gpus_per_node * (prefill_nodes + decode_nodes)
+    within = gpu.rack_scale and total <= gpu.nvlink_domain
+    return {"pd_gpus": total, "pd_kv_transfer": "nvlink" if within else "network"}
+
+
 # --- per-GPU weights -------------------------------------------------------------------------------
 
 def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
@@ -536,21 +545,28 @@ def _try(inp: PlanInput, label: str, **changes: Any) -> str | None:
 
 def _kernel_alternatives(inp: PlanInput) -> list[str]:
     """When the engine cannot run the format on this GPU: the other engine, or the checkpoint this one
-    re-quantizes (catalog `base`), on the same GPUs."""
-    out: list[str] = []
+    re-quantizes (catalog `base`), on the same GPUs or, when those are too few, on more nodes."""
     other = "vllm" if inp.engine == "sglang" else "sglang"
-    s = _try(inp, f"{other} (it runs {inp.arch.quantization.format.value} on {inp.gpu.arch})", engine=other,
-             topology=Topology(tp=inp.gpus))
-    if s:
-        out.append(s)
+    path = weight_kernel(other, inp.gpu.arch, inp.arch.quantization).path
+    candidates: list[tuple[str, dict[str, Any]]] = [
+        (f"{other} (it runs {inp.arch.quantization.format.value} on {inp.gpu.arch}: {path})", {"engine": other})]
     try:
         base_id = get_model(inp.model).base
     except BadInput:
         base_id = None
     if base_id:
         base = get_model(base_id)
-        s = _try(inp, f"the base checkpoint {base.repo} ({base.architecture().quantization.format.value})",
-                 model=base.id, arch=base.architecture())
+        candidates.append((f"the base checkpoint {base.repo} ({base.architecture().quantization.format.value})",
+                           {"model": base.id, "arch": base.architecture()}))
+    out: list[str] = []
+    gpn = inp.gpus_per_node
+    for label, changes in candidates:
+        s = _try(inp, label, topology=Topology(tp=inp.gpus), **changes)
+        for nodes in range(inp.nodes + 1, inp.nodes + 4):
+            if s:
+                break
+            s = (_try(inp, label, nodes=nodes, topology=Topology(tp=gpn, pp=nodes), **changes)
+                 or _try(inp, label, nodes=nodes, topology=Topology(tp=gpn * nodes), **changes))
         if s:
             out.append(s)
     return out

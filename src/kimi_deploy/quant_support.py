@@ -82,7 +82,8 @@ def _mxfp4(engine: str, arch: str) -> KernelPath:
 def _fp8(engine: str, arch: str) -> KernelPath:
     if arch == "ampere":
         return KernelPath(FALLBACK, "no FP8 tensor cores before SM89: FP8 Marlin, weight-only (vllm MarlinFP8; "
-                          "sglang fp8_utils.py can_auto_enable_marlin_fp8: 80 <= sm < 89)")
+                          "sglang fp8_utils.py can_auto_enable_marlin_fp8: 80 <= sm < 89, and "
+                          "compressed_tensors.py CompressedTensorsW8A16Fp8 below the W8A8 scheme's SM89)")
     if arch in _NVIDIA or arch in _AMD:
         return KernelPath(NATIVE, "FP8 tensor cores, block-scaled GEMM")
     return KernelPath(EMULATED, "not checked for this device")

@@ -16,7 +16,7 @@ from ..catalog import get_model
 from ..deployment import check_max_model_len, context_length, resolve, resolve_model
 from ..engines import render
 from ..errors import BadInput
-from ..plan import Plan, PlanInput, Topology, plan
+from ..plan import Plan, PlanInput, Topology, pd_interconnect, plan
 from ..spec import load_spec
 from ._common import EXIT_DOES_NOT_FIT, AsJson, EngineName, PDGroupName, SpecArg, out
 
@@ -54,7 +54,8 @@ def _override(inp: PlanInput, **flags: Any) -> PlanInput:
 
 def plan_cmd(
     spec: Annotated[Optional[Path], typer.Argument(help="Deployment spec; or give --model/--gpu/... instead.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Catalog id or local checkpoint dir / config.json.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Catalog id, Hub repo id (e.g. nvidia/Kimi-K2.5-NVFP4) or local checkpoint dir / config.json.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="GPU type, e.g. H200.")] = None,
     gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", min=1)] = None,
     nodes: Size = None,
@@ -116,6 +117,9 @@ def plan_cmd(
     check_max_model_len(inp.max_model_len, _entry_of(inp.model), inp.arch,
                         "--max-model-len" if flags["max_model_len"] else "serving.max_model_len")
     result = plan(inp)
+    if spec is not None and dep.pd and "interconnect" in result.assumptions:
+        result.assumptions["interconnect"].update(pd_interconnect(
+            inp.gpu, inp.gpus_per_node, dep.group("prefill").nodes, dep.group("decode").nodes))
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
@@ -143,6 +147,16 @@ def _print_plan(p: Plan) -> None:
               f"{' dp-attention' if t.dp_attention else ''}{f' dcp={t.dcp}' if t.dcp > 1 else ''}")
     out.print(f"checkpoint: {p.total_params / 1e9:,.1f} B stored elements, {p.weight_bytes_total / 1e9:,.1f} GB "
               f"({_gib(p.weight_bytes_total)}), {i.arch.quantization.format.value}")
+    kernel, link = p.assumptions.get("weight_kernel"), p.assumptions.get("interconnect")
+    if kernel and kernel["path"] != "native":
+        out.print(f"weight kernel on {i.gpu.name} ({i.gpu.arch}): {kernel['path']}: {kernel['detail']}")
+    if link and (i.nodes > 1 or i.gpu.rack_scale):
+        out.print(f"NVLink domain: {link['nvlink_domain_gpus']} GPUs ({link['gpus_per_node']} per node), "
+                  f"the deployment spans {link['nvlink_domains_spanned']}; TP "
+                  f"{'on NVLink' if link['tp_within_nvlink'] else 'crosses the node network'}"
+                  + (f", EP {'on NVLink' if link['ep_within_nvlink'] else 'crosses domains'}"
+                     if "ep_within_nvlink" in link else "")
+                  + (f", P/D KV transfer over {link['pd_kv_transfer']}" if "pd_kv_transfer" in link else ""))
     table = Table(title="per GPU (the fullest one)", show_header=True)
     table.add_column("component")
     table.add_column("memory", justify="right")
