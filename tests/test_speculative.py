@@ -213,7 +213,13 @@ def test_a_local_draft_is_read_from_its_config_and_index(tmp_path: Path) -> None
     # GQA draft: 64 KV heads over TP8 = 8 heads x 128 x (K and V) x 2 bytes on each GPU
     assert dep.primary.plan.kv_bytes_per_token - base.kv_bytes_per_token == 2 * 8 * 128 * 2
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"embed_tokens.weight": "model.safetensors"}}))
-    assert drafts.DraftArch.from_path(str(d)).own_embeddings is True
+    own = drafts.DraftArch.from_path(str(d))
+    assert own.own_embeddings is True and own.total_bytes - shared.total_bytes == 163840 * 7168 * 2
+    # SGLang swaps in the target's embeddings (eagle_worker_v2 set_embed): the stored copy is not counted
+    # there, while vLLM keeps a copy unless it proves identical after loading
+    assert resolve(parse_spec(data)).primary.plan.weight_bytes - base.weight_bytes == shared.bytes_per_gpu(8, 8)
+    assert own.bytes_per_gpu(8, 8, target_embeddings=False) - own.bytes_per_gpu(8, 8, target_embeddings=True) \
+        == 163840 * 7168 * 2 // 8
     (d / "config.json").write_text(json.dumps({**cfg, "hidden_size": "wide"}))
     assert_clean_error(run_cli("plan", _file(tmp_path, data)), "config.json", "hidden_size must be a positive integer")
 

@@ -71,12 +71,18 @@ class DraftArch:
     def total_bytes(self) -> int:
         return sum(self.components().values())
 
-    def bytes_per_gpu(self, tp: int, attention_tp: int) -> int:
+    def bytes_per_gpu(self, tp: int, attention_tp: int, target_embeddings: bool = False) -> int:
         """What one GPU holds: both engines build the draft with the target's tensor-parallel group
-        (vllm v1/spec_decode/eagle.py loads it with the target's parallel config; sglang
-        speculative/eagle_worker.py reuses the target's tp_rank)."""
+        (vLLM: VocabParallelEmbedding / ParallelLMHead and a ReplicatedLinear fc in
+        vllm/model_executor/models/llama_eagle3.py and deepseek_eagle3.py). `target_embeddings`: the engine
+        always swaps in the target's embed_tokens and frees the draft's (SGLang EAGLE3: set_embed in
+        python/sglang/srt/speculative/eagle_worker_v2.py init_lm_head). vLLM shares them only when the
+        draft stores none or an identical copy (vllm/v1/spec_decode/llm_base_proposer.py
+        _maybe_share_embeddings), which cannot be known before loading: stored ones are counted."""
         c = self.components()
-        return c["replicated"] + c["attn"] // attention_tp + c["mlp"] // tp + c["vocab"] // tp
+        vocab = c["vocab"] - (self.vocab_size * self.hidden_size * BF16
+                              if target_embeddings and self.own_embeddings else 0)
+        return c["replicated"] + c["attn"] // attention_tp + c["mlp"] // tp + vocab // tp
 
     # --- KV cache ----------------------------------------------------------------------------------
     def kv_bytes_per_token(self, kv_bytes: float, attention_tp: int) -> int:

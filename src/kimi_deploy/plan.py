@@ -384,7 +384,7 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
                         b = nbytes // t.tp
                     by_kind[kind] = by_kind.get(kind, 0) + b
                 if inp.draft is not None and last:
-                    by_kind["draft"] = inp.draft.bytes_per_gpu(t.tp, atp)
+                    by_kind["draft"] = draft_bytes_per_gpu(inp)
                 total = sum(by_kind.values())
                 result.append(total)
                 if total >= sum(worst.values()):
@@ -398,6 +398,12 @@ def kv_bytes_per_token_layer(arch: Architecture, kv_dtype: str) -> int:
     if kv_dtype == "fp8_ds_mla":
         return FP8_DS_MLA_BYTES_PER_TOKEN_LAYER
     return int(arch.kv_latent_dim * KV_DTYPE_BYTES[kv_dtype])
+
+
+def draft_bytes_per_gpu(inp: PlanInput) -> int:
+    """The draft's weights on one GPU of the last stage (SGLang always uses the target's embeddings)."""
+    assert inp.draft is not None
+    return inp.draft.bytes_per_gpu(inp.topology.tp, attention_tp(inp), target_embeddings=inp.engine == "sglang")
 
 
 def draft_kv_bytes_per_token(inp: PlanInput) -> int:
@@ -522,7 +528,7 @@ def _assumptions(inp: PlanInput, ovh: dict[str, int]) -> dict[str, Any]:
         "draft": None if inp.draft is None else {
             "attention": inp.draft.attention, "layers": inp.draft.layers,
             "total_bytes": inp.draft.total_bytes,
-            "bytes_per_gpu": inp.draft.bytes_per_gpu(t.tp, attention_tp(inp)),
+            "bytes_per_gpu": draft_bytes_per_gpu(inp),
             "kv_bytes_per_token_per_gpu": draft_kv_bytes_per_token(inp),
         },
     }
