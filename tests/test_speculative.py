@@ -73,6 +73,7 @@ def _file(tmp_path: Path, data: dict) -> str:
     (K27, {"speculative__eagle_topk": 2, "speculative__num_draft_tokens": 64},
      ["speculative.num_draft_tokens", "more than the tree holds"]),
     (K2_TP16, {"serving__language_model_only": True}, ["serving.language_model_only", "text-only"]),
+    (B300, {"topology": {"mode": "tp-pp", "tp": 2, "pp": 2}}, ["speculative", "pipeline parallelism", "vllm#50098"]),
     (B300, {"serving__mm_encoder_tp_mode": "data"}, ["serving.mm_encoder_tp_mode", "set one of"]),
     (B300, {"serving__mm_encoder_tp_mode": "pipeline"}, ["serving.mm_encoder_tp_mode", "'weights' or 'data'"]),
     (B300, {"serving__load_format": "tensorizer"}, ["serving.load_format", "runai_streamer"]),

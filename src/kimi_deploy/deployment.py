@@ -331,6 +331,11 @@ def resolve(spec: Spec) -> Deployment:
                                 extra + tuple(g.extra_args)))
             first += g.nodes
         router = Router(rank=first, port=t.pd.router_port)
+    if spec_decode is not None and engine == "vllm" and any(g.topology.pp > 1 for g in groups):
+        # "eagle3 is a separate-draft-model method, which doesn't compose with pipeline parallelism yet
+        # (vllm-project/vllm#50098)" (vllm-project/recipes models/moonshotai/Kimi-K2.7-Code.yaml).
+        raise BadInput("vLLM cannot combine an EAGLE3 draft with pipeline parallelism (vllm-project/vllm#50098); "
+                       "use tp, dp or tp-ep without pp", "speculative")
     for g in groups:
         if g.port > 65535:
             raise BadInput(f"{spec.serving.port} leaves no room for the {g.name} side's port "
