@@ -56,7 +56,9 @@ class Recorder:
         return web.json_response({"data": [{"id": self.model}]})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text="# TYPE vllm:prefix_cache_queries counter\n"
+        return web.Response(text="# TYPE vllm:cache_config_info gauge\n"
+                                 'vllm:cache_config_info{block_size="16",enable_prefix_caching="True",engine="0"} 1.0\n'
+                                 "# TYPE vllm:prefix_cache_queries counter\n"
                                  f"vllm:prefix_cache_queries_total{{engine=\"0\"}} {self.queries}\n"
                                  "# TYPE vllm:prefix_cache_hits counter\n"
                                  f"vllm:prefix_cache_hits_total{{engine=\"0\"}} {self.hits}\n")
@@ -227,6 +229,7 @@ def test_trace_is_replayed_on_schedule_with_exact_lengths_and_shared_prefixes(re
     pc = s["prefix_cache"]
     assert pc["ideal_token_hit_rate"] == round(_ideal(rows), 4) and pc["ideal_token_hit_rate"] > 0.2
     assert pc["engine_token_hit_rate"] == round(rec.hits / rec.queries, 4) and "vllm" in pc["source"], pc
+    assert pc["prefix_caching"] is True and rec.hits > 0
     report = (tmp_path / "out" / "report.html").read_text()
     assert "Prefix cache" in report and f"{pc['ideal_token_hit_rate']:.1%}" in report
 
@@ -318,5 +321,11 @@ def test_trace_on_real_vllm(tiny_server: Server, tmp_path: Path) -> None:
         r = rows[d["index"]]
         assert (d["prompt_tokens"], d["output_tokens_server"]) == (r["input_length"], r["output_length"]), (d, r)
     pc = s["prefix_cache"]
-    assert "vllm:prefix_cache_hits" in pc["source"] and pc["queried_tokens"] == sum(r["input_length"] for r in rows)
-    assert 0 < pc["engine_token_hit_rate"] and pc["ideal_token_hit_rate"] == round(_ideal(rows), 4) > 0
+    assert "vllm:prefix_cache_hits" in pc["source"] and pc["ideal_token_hit_rate"] == round(_ideal(rows), 4) > 0
+    if pc["prefix_caching"] is False:
+        # vLLM's CPU engine turns prefix caching off for MLA models (Kimi K2's attention, so tiny-k2's)
+        # unless the CPU has AMX (vllm v0.32.0 vllm/platforms/cpu.py): the report must say so, not show 0 %
+        assert pc["engine_token_hit_rate"] is None and pc["queried_tokens"] == 0 and "off" in pc["source"], pc
+    else:
+        assert pc["prefix_caching"] is True and pc["queried_tokens"] >= sum(r["input_length"] for r in rows), pc
+        assert pc["engine_token_hit_rate"] > 0, pc

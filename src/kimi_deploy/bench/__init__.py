@@ -35,6 +35,12 @@ KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:
                 "sim:requests_total", "sim:generation_tokens_total")
 
 
+# vLLM's cache settings are the labels of its vllm:cache_config_info gauge (vllm v0.32.0
+# vllm/v1/metrics/loggers.py, log_metrics_info); scrape() keeps the one that decides whether there is a
+# prefix cache at all as a number under this key (1 on, 0 off). The CPU engine turns prefix caching off
+# for MLA models such as Kimi K2 without AMX (vllm v0.32.0 vllm/platforms/cpu.py).
+PREFIX_CACHING = "vllm:cache_config_info:enable_prefix_caching"
+
 WORKLOAD_NAMES = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn", "trace")
 
 
@@ -90,6 +96,9 @@ def scrape(ep: Endpoint) -> dict[str, float]:
         out: dict[str, float] = {}
         for fam in text_string_to_metric_families(r.text):
             for s in fam.samples:
+                if s.name == "vllm:cache_config_info" and "enable_prefix_caching" in s.labels:
+                    out[PREFIX_CACHING] = 1.0 if s.labels["enable_prefix_caching"] == "True" else 0.0
+                    continue
                 name = s.name.removesuffix("_total")
                 if name in KEEP_METRICS or s.name in KEEP_METRICS:
                     out[s.name] = out.get(s.name, 0.0) + float(s.value)
@@ -115,8 +124,14 @@ def engine_prefix_cache(before: dict[str, float], after: dict[str, float]) -> di
                                   ("sglang", "sglang:cached_tokens", "sglang:prompt_tokens")):
         h, q = delta(hits), delta(queries)
         if h is not None and q is not None:
+            source = f"{engine}: delta {hits} / delta {queries} over the run"
+            if after.get(PREFIX_CACHING) == 0.0:
+                source += "; the engine has prefix caching off (vllm:cache_config_info enable_prefix_caching=False)"
+            elif q == 0:
+                source += "; no token was queried"
             return {"engine_token_hit_rate": round(h / q, 4) if q > 0 else None, "hit_tokens": h,
-                    "queried_tokens": q, "source": f"{engine}: delta {hits} / delta {queries} over the run"}
+                    "queried_tokens": q, "prefix_caching": None if PREFIX_CACHING not in after
+                    else after[PREFIX_CACHING] == 1.0, "source": source}
     if "sglang:cache_hit_rate" in after:
         return {"engine_token_hit_rate": round(after["sglang:cache_hit_rate"], 4),
                 "source": "sglang:cache_hit_rate gauge at the end (recent batches, not the whole run)"}
