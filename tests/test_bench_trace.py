@@ -243,6 +243,8 @@ def test_the_mooncake_sample_first_rows(recorder, tmp_path: Path) -> None:
     s = _bench(url, tmp_path / "out", "--dataset", str(SAMPLE), "--num-requests", "60", "--time-scale", "0.02")
     facts = s["config"]["workload_facts"]
     assert facts["rows"] == 60 and facts["lengths"] == "exact", facts
+    assert [c["input_length"] for c in facts["checked"]] == [rows[0]["input_length"], max(r["input_length"] for r in rows)]
+    assert all(c["prompt_tokens"] == c["input_length"] for c in facts["checked"])
     overhead = facts["template_overhead"]
     short = [i for i, r in enumerate(rows) if r["input_length"] <= overhead]
     assert facts["rows_shorter_than_template"] == len(short)

@@ -228,13 +228,18 @@ def jobs(path: Path, *, limit: int | None, warmup: int, model: str, extra: dict[
     rows = read_trace(path, limit)
     blocks, overhead, facts = calibrate(tok, extra, seed)
     exact = facts["lengths"] == "exact"
-    if exact:  # one whole templated prompt through the server's tokenizer: the proof the parts add up
-        row = next((r for r in rows if r.input_length > overhead), None)
-        if row is not None:
+    if exact:
+        # Whole templated prompts through the server's tokenizer, the proof that the parts add up: the first
+        # row, and the longest (a tokenizer may encode very long text in pieces, which could merge
+        # differently at a piece boundary).
+        first = next((r for r in rows if r.input_length > overhead), None)
+        longest = max(rows, key=lambda r: r.input_length)
+        facts["checked"] = []
+        for row in dict.fromkeys(r for r in (first, longest) if r is not None and r.input_length > overhead):
             got = tok.count(messages=body(row, blocks, overhead)["messages"],
                             chat_template_kwargs=extra.get("chat_template_kwargs"))
-            facts["checked"] = {"line": row.line, "input_length": row.input_length, "prompt_tokens": got}
-            if got != row.input_length:
+            facts["checked"].append({"line": row.line, "input_length": row.input_length, "prompt_tokens": got})
+            if got != row.input_length and exact:
                 exact = False
                 facts.update(lengths="approximate", note=f"line {row.line}: the templated prompt is {got} tokens, "
                                                          f"not {row.input_length}: lengths are approximate")
