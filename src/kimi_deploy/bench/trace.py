@@ -20,9 +20,9 @@ sequence of units is the number of units, and blocks concatenate without merging
 boundaries. The units are found once per run with the server's /tokenize (one call for the whole candidate
 list when all are single tokens, else one per candidate); two more calls measure the chat template's
 overhead (the tokens the template adds around the user message, with the same thinking switch as the
-requests), which is taken off the end of the last block, so usage.prompt_tokens equals input_length. One
-more call checks a whole templated prompt. Without /tokenize the lengths are approximate (words, not
-tokens) and the results say so."""
+requests), which is taken off the end of the last block, so usage.prompt_tokens equals input_length. Two
+more calls check whole templated prompts (the first row's and the longest). Without /tokenize the lengths
+are approximate (words, not tokens) and the results say so."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from ..errors import BadInput
 from ..jsonl import read_jsonl
 
 if TYPE_CHECKING:
+    from .loadgen import JobSource
     from .workloads import Tokenizer
 
 # Tokens per hash id: the FAST'25 paper's appendix (FAST25-release/Mooncake-FAST25.pdf); in its
@@ -220,7 +221,7 @@ def body(row: TraceRow, blocks: Blocks, overhead: int) -> dict[str, Any]:
 
 
 def jobs(path: Path, *, limit: int | None, warmup: int, model: str, extra: dict[str, Any], time_scale: float,
-         seed: int, tok: Tokenizer) -> tuple[Any, dict[str, Any]]:
+         seed: int, tok: Tokenizer) -> tuple[JobSource, dict[str, Any]]:
     """The trace as a lazy job source with its absolute send times (seconds after the start; the first
     row goes at 0), and facts for summary.json. A prompt is built when its row is due, in the worker."""
     from .loadgen import JobSource, RequestInput
