@@ -34,8 +34,8 @@ class Recorder:
     prefix cache over 16-token pages of the prompts it received (a page hits when its whole chain of
     pages was seen before; the last prompt token is never a hit, as in vLLM)."""
 
-    def __init__(self, tok: Any, model: str = "rec") -> None:
-        self.tok, self.model = tok, model
+    def __init__(self, tok: Any, model: str = "rec", tokenize: bool = True) -> None:
+        self.tok, self.model, self.has_tokenize = tok, model, tokenize
         self.received: list[tuple[float, dict[str, Any]]] = []
         self.pages: set[int] = set()
         self.queries = self.hits = 0
@@ -48,7 +48,8 @@ class Recorder:
         app = web.Application(client_max_size=256 * 2**20)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.metrics)
-        app.router.add_post("/tokenize", self.tokenize)
+        if self.has_tokenize:
+            app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/v1/chat/completions", self.chat)
         return app
 
@@ -111,9 +112,9 @@ def real_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return AutoTokenizer.from_pretrained(str(d))
 
 
-@pytest.fixture
-def recorder(real_tokenizer: Any) -> Iterator[tuple[Recorder, str]]:
-    rec = Recorder(real_tokenizer)
+@pytest.fixture(params=[True], ids=["tokenize"])
+def recorder(real_tokenizer: Any, request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, str]]:
+    rec = Recorder(real_tokenizer, tokenize=request.param)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(rec.app())
     port = free_port()
@@ -256,6 +257,24 @@ def test_the_mooncake_sample_first_rows(recorder, tmp_path: Path) -> None:
     assert len(got) == len(exact_rows) and len(rec.received) == 60  # the rest: exactly input_length tokens each
     assert _check_prefixes(exact_rows, got) >= 2
     assert s["prefix_cache"]["ideal_token_hit_rate"] == round(_ideal(rows), 4) > 0
+
+
+@pytest.mark.parametrize("recorder", [False], ids=["no-tokenize"], indirect=True)
+def test_without_tokenize_lengths_are_marked_approximate(recorder, tmp_path: Path) -> None:
+    """A server without /tokenize (SGLang, a hosted API): prompts are input_length words, and the results
+    and the console say the lengths are approximate rather than claim them."""
+    rec, url = recorder
+    rows = [_row(0, 600, 3, [1, 2]), _row(100, 700, 4, [1, 3])]
+    proc = run_cli("bench", "--base-url", url, "--model", "rec", "--output", str(tmp_path / "out"), "--workload",
+                   "trace", "--dataset", str(_write(tmp_path / "t.jsonl", rows)), "--time-scale", "0.1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "prompt lengths are approximate" in proc.stderr
+    facts = json.loads((tmp_path / "out" / "summary.json").read_text())["config"]["workload_facts"]
+    assert facts["lengths"] == "approximate" and "no /tokenize" in facts["note"], facts
+    words = sorted(len(b["messages"][0]["content"].split()) for _, b in rec.received)
+    assert words == [600, 700]
+    first, second = (b["messages"][0]["content"].split() for _, b in sorted(rec.received, key=lambda x: x[1]["max_tokens"]))
+    assert first[:512] == second[:512] and first[512:520] != second[512:520]  # still one block shared
 
 
 def test_trace_bad_input(sim_factory, tmp_path: Path) -> None:
