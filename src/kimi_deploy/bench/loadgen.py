@@ -345,6 +345,7 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
                 task = asyncio.create_task(fire(job, due))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(0)  # let it start sending before the next prompt is built
             if in_flight:
                 await asyncio.gather(*in_flight)
         else:
@@ -392,8 +393,8 @@ def start(jobs: JobSource, cfg: LoadConfig) -> tuple[list[mp.Process], Any, floa
     if cfg.concurrency is not None:
         n = min(n, cfg.concurrency)
     n = max(1, min(n, jobs.total))
-    import aiohttp  # noqa: F401  (imported once here, inherited by the forked workers: importing it in
-    # each worker took a few hundred ms on a loaded machine, which made the first sends late)
+    import aiohttp  # noqa: F401  (imported once here and inherited by the forked workers: imported in each
+    # worker after the fork, it made the first sends of a trace replay ~200 ms late on a loaded 2-core machine)
 
     ctx = mp.get_context("fork")
     out = ctx.Queue()

@@ -171,7 +171,7 @@ class Blocks:
         return "".join(parts)
 
 
-@lru_cache(maxsize=8192)  # per process: a trace reuses its shared blocks (about 16 MB at the cap)
+@lru_cache(maxsize=8192)  # per process: a trace reuses its shared blocks (512 references each: ~32 MB at the cap)
 def _block(units: tuple[str, ...], seed: int, h: int) -> tuple[str, ...]:
     rng = random.Random(f"{seed}:{h}")
     return tuple(rng.choices(units, k=BLOCK_TOKENS))
