@@ -261,7 +261,7 @@ def test_the_mooncake_sample_first_rows(recorder, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("recorder", [False], ids=["no-tokenize"], indirect=True)
 def test_without_tokenize_lengths_are_marked_approximate(recorder, tmp_path: Path) -> None:
-    """A server without /tokenize (SGLang, a hosted API): prompts are input_length words, and the results
+    """A server without /tokenize (a hosted API): prompts are input_length words, and the results
     and the console say the lengths are approximate rather than claim them."""
     rec, url = recorder
     rows = [_row(0, 600, 3, [1, 2]), _row(100, 700, 4, [1, 3])]
