@@ -30,11 +30,18 @@ from .workloads import (Tokenizer, jsonl_bodies, multi_turn_sessions, random_bod
 KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                 "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
                 "vllm:generation_tokens", "vllm:prompt_tokens", "sglang:num_running_reqs", "sglang:num_queue_reqs",
-                "sglang:token_usage", "sglang:cache_hit_rate", "sglang:gen_throughput", "sim:num_requests_running",
+                "sglang:token_usage", "sglang:cache_hit_rate", "sglang:gen_throughput",
+                "sglang:cached_tokens_total", "sglang:prompt_tokens_total", "sim:num_requests_running",
                 "sim:requests_total", "sim:generation_tokens_total")
 
 
-WORKLOAD_NAMES = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn")
+# vLLM's cache settings are the labels of its vllm:cache_config_info gauge (vllm v0.32.0
+# vllm/v1/metrics/loggers.py, log_metrics_info); scrape() keeps the one that decides whether there is a
+# prefix cache at all as a number under this key (1 on, 0 off). The CPU engine turns prefix caching off
+# for MLA models such as Kimi K2 without AMX (vllm v0.32.0 vllm/platforms/cpu.py).
+PREFIX_CACHING = "vllm:cache_config_info:enable_prefix_caching"
+
+WORKLOAD_NAMES = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn", "trace")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +52,7 @@ class BenchConfig:
     model: str
     output: Path
     workload: str = "random"
-    num_requests: int = 100
+    num_requests: int | None = 100  # None: every row of a trace (the trace workload only)
     duration_s: float | None = None
     warmup: int = 0
     concurrency: int | None = None
@@ -64,6 +71,7 @@ class BenchConfig:
     request_timeout_s: float = 3600.0
     stall_timeout_s: float = 300.0
     seed: int = 0
+    time_scale: float = 1.0  # trace workload: send times are the trace's timestamps x this
 
     def facts(self) -> dict[str, Any]:
         """The configuration as summary.json records it: the endpoint's URL, kind and key variable
@@ -88,12 +96,46 @@ def scrape(ep: Endpoint) -> dict[str, float]:
         out: dict[str, float] = {}
         for fam in text_string_to_metric_families(r.text):
             for s in fam.samples:
+                if s.name == "vllm:cache_config_info" and "enable_prefix_caching" in s.labels:
+                    out[PREFIX_CACHING] = 1.0 if s.labels["enable_prefix_caching"] == "True" else 0.0
+                    continue
                 name = s.name.removesuffix("_total")
                 if name in KEEP_METRICS or s.name in KEEP_METRICS:
                     out[s.name] = out.get(s.name, 0.0) + float(s.value)
         return out
     except (httpx.HTTPError, ValueError):
         return {}
+
+
+def engine_prefix_cache(before: dict[str, float], after: dict[str, float]) -> dict[str, Any] | None:
+    """The engine's own prefix-cache hit rate over the run, from its scraped metrics; None when it exports
+    none. vLLM V1: counters vllm:prefix_cache_hits / vllm:prefix_cache_queries, in tokens (vllm
+    v0.32.0 vllm/v1/metrics/loggers.py). SGLang: counters sglang:cached_tokens_total /
+    sglang:prompt_tokens_total, counted as requests finish (sglang 0.5.23
+    python/sglang/srt/observability/metrics_collector.py, TokenizerMetricsCollector); failing those, its
+    gauge sglang:cache_hit_rate, which covers recent batches only (same file, SchedulerMetricsCollector)."""
+    def delta(name: str) -> float | None:
+        for key in (name + "_total", name):
+            if key in after:
+                return after[key] - before.get(key, 0.0)
+        return None
+
+    for engine, hits, queries in (("vllm", "vllm:prefix_cache_hits", "vllm:prefix_cache_queries"),
+                                  ("sglang", "sglang:cached_tokens", "sglang:prompt_tokens")):
+        h, q = delta(hits), delta(queries)
+        if h is not None and q is not None:
+            source = f"{engine}: delta {hits} / delta {queries} over the run"
+            if after.get(PREFIX_CACHING) == 0.0:
+                source += "; the engine has prefix caching off (vllm:cache_config_info enable_prefix_caching=False)"
+            elif q == 0:
+                source += "; no token was queried"
+            return {"engine_token_hit_rate": round(h / q, 4) if q > 0 else None, "hit_tokens": h,
+                    "queried_tokens": q, "prefix_caching": None if PREFIX_CACHING not in after
+                    else after[PREFIX_CACHING] == 1.0, "source": source}
+    if "sglang:cache_hit_rate" in after:
+        return {"engine_token_hit_rate": round(after["sglang:cache_hit_rate"], 4),
+                "source": "sglang:cache_hit_rate gauge at the end (recent batches, not the whole run)"}
+    return None
 
 
 def fingerprint(ep: Endpoint) -> dict[str, Any]:
@@ -112,7 +154,16 @@ def fingerprint(ep: Endpoint) -> dict[str, Any]:
 def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dict[str, Any]]:
     """The run's requests as a lazy source (a pool of at most 4096 bodies, reused in turn; arrival times
     are drawn by the workers as they go), and facts about the workload."""
-    total = cfg.warmup + cfg.num_requests
+    extra = cfg.endpoint.thinking_fields(cfg.model, cfg.thinking)
+    if cfg.workload == "trace":
+        from . import trace
+
+        if not cfg.dataset:
+            raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
+        return trace.jobs(Path(cfg.dataset), limit=cfg.warmup + cfg.num_requests if cfg.num_requests else None,
+                          warmup=cfg.warmup, model=cfg.model, extra=extra, time_scale=cfg.time_scale,
+                          seed=cfg.seed, tok=tok)
+    total = cfg.warmup + (cfg.num_requests or 100)
     facts: dict[str, Any] = {}
     pool = total
     if cfg.rate is not None and cfg.duration_s is not None:
@@ -138,7 +189,6 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
         raise BadInput(f"unknown workload {cfg.workload!r}; known: {', '.join(WORKLOAD_NAMES)}", "--workload")
     if not bodies:
         raise BadInput("the workload has no request", "--dataset" if cfg.workload == "jsonl" else "--workload")
-    extra = cfg.endpoint.thinking_fields(cfg.model, cfg.thinking)
     multi = cfg.workload == "multi-turn"
 
     def make(i: int) -> RequestInput:
@@ -166,8 +216,19 @@ def check_config(cfg: BenchConfig) -> None:
     naming the flag (the CLI checks ranges and finiteness first; this holds for library callers too)."""
     import math
 
-    if cfg.concurrency is None and cfg.rate is None:
+    if cfg.workload not in WORKLOAD_NAMES:
+        raise BadInput(f"unknown workload {cfg.workload!r}; known: {', '.join(WORKLOAD_NAMES)}", "--workload")
+    if not math.isfinite(cfg.time_scale) or cfg.time_scale <= 0:
+        raise BadInput(f"must be a finite number > 0, got {cfg.time_scale}", "--time-scale")
+    if cfg.workload == "trace":
+        for flag, given in (("--concurrency", cfg.concurrency), ("--rate", cfg.rate)):
+            if given is not None:
+                raise BadInput("the trace workload sends each request at its trace timestamp (x --time-scale): "
+                               f"drop {flag}", flag)
+    elif cfg.concurrency is None and cfg.rate is None:
         raise BadInput("give --concurrency N (closed loop) or --rate R (open loop)", "--concurrency")
+    elif cfg.time_scale != 1.0:
+        raise BadInput("only the trace workload has a time scale", "--time-scale")
     if cfg.concurrency is not None and cfg.rate is not None:
         raise BadInput("--concurrency and --rate are two load modes: give one (cap an open loop with "
                        "--max-concurrency)", "--rate")
@@ -285,7 +346,13 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         **summarize(measured, workers, cfg.slo),
     }
     sent = {m.session if m.session is not None else m.index for m in measured}
-    summary["requests"]["not_sent"] = max(cfg.num_requests - len(sent), 0)  # the deadline or Ctrl-C came first
+    # the deadline or Ctrl-C came first
+    summary["requests"]["not_sent"] = max(len(jobs) - cfg.warmup - len(sent), 0)
+    engine = engine_prefix_cache(server["metrics_before"], server["metrics_after"])
+    if engine is not None or "ideal_token_hit_rate" in workload_facts:
+        summary["prefix_cache"] = {
+            **{k: workload_facts[k] for k in ("ideal_token_hit_rate", "ideal_block_hit_rate") if k in workload_facts},
+            **(engine or {"engine_token_hit_rate": None, "source": "the server exports no prefix-cache metric"})}
     summary = scrub.obj(summary)
     (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2))
     pngs = [cdf_plot(measured, cfg.output)]

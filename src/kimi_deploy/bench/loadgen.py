@@ -18,7 +18,7 @@ import resource
 import signal
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from ..endpoint import Endpoint, reasoning_of
 
@@ -110,6 +110,9 @@ class JobSource:
 
     total: int
     make: Callable[[int], RequestInput]  # index -> the request (its `at` is set by the worker)
+    # Absolute send times (seconds after the start, one per request, non-decreasing) when the workload
+    # brings its own schedule (a replayed trace): an open loop on these instead of drawn arrivals.
+    at: Sequence[float] | None = None
 
     def __len__(self) -> int:
         return self.total
@@ -311,7 +314,7 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
     wall0 = time.monotonic()
     mine = iter(range(wid, jobs.total, n))
     async with aiohttp.ClientSession(connector=connector, read_bufsize=4 * 2**20) as session:
-        if cfg.rate is not None:
+        if cfg.rate is not None or jobs.at is not None:
             sem = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
             in_flight: set[asyncio.Task] = set()
 
@@ -324,7 +327,9 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
                 else:
                     await run_job(session, send, job, due, out)
 
-            for i, at in enumerate(arrivals(cfg.rate, cfg.burstiness, cfg.ramp_up_s, cfg.seed)):
+            times = iter(jobs.at) if jobs.at is not None else arrivals(cfg.rate or 1.0, cfg.burstiness,
+                                                                         cfg.ramp_up_s, cfg.seed)
+            for i, at in enumerate(times):
                 if i >= jobs.total:
                     break
                 if i % n != wid:
@@ -332,14 +337,15 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
                 due = t0 + at
                 if deadline and due >= deadline:
                     break
+                job = jobs.make(i)  # before the wait: building a long prompt must not delay its send
+                job.at = at
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                job = jobs.make(i)
-                job.at = at
                 task = asyncio.create_task(fire(job, due))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(0)  # let it start sending before the next prompt is built
             if in_flight:
                 await asyncio.gather(*in_flight)
         else:
@@ -387,6 +393,9 @@ def start(jobs: JobSource, cfg: LoadConfig) -> tuple[list[mp.Process], Any, floa
     if cfg.concurrency is not None:
         n = min(n, cfg.concurrency)
     n = max(1, min(n, jobs.total))
+    import aiohttp  # noqa: F401  (imported once here and inherited by the forked workers: imported in each
+    # worker after the fork, it made the first sends of a trace replay ~200 ms late on a loaded 2-core machine)
+
     ctx = mp.get_context("fork")
     out = ctx.Queue()
     t0 = time.monotonic() + 0.5  # every worker is up before the first send

@@ -26,6 +26,12 @@ DEFINITIONS = {
     "goodput": "requests meeting every SLO / all measured requests (failures count as misses) per second of window",
     "incomplete": "requests still in flight at the --duration deadline: cancelled there, counted neither as "
                   "completed nor as failed, left out of every statistic",
+    "prefix_cache_engine": "the engine's prefix-cache hit rate over the run, in prompt tokens, from its /metrics "
+                           "scraped before and after (vLLM: prefix_cache_hits / prefix_cache_queries; SGLang: "
+                           "cached_tokens / prompt_tokens), warm-up included",
+    "prefix_cache_ideal": "trace workload: the share of prompt tokens (or 512-token blocks) whose whole chain of "
+                          "hash ids up to that block was in an earlier request of the replayed rows, i.e. the hit "
+                          "rate of an unbounded prefix cache; warm-up rows included",
     "output_tokens_client": "tokens of the streamed text (answer + reasoning + tool-call arguments) counted by the "
                             "server's /tokenize when it has one, else by whitespace",
 }

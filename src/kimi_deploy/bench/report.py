@@ -68,6 +68,16 @@ def html_report(summary: dict[str, Any], pngs: list[Path], out: Path) -> Path:
     defs = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
                    for k, v in summary["definitions"].items())
     valid = summary["client"]["valid"]
+    cache = summary.get("prefix_cache")
+    cache_html = ""
+    if cache:  # the engine's measured rate beside the trace's ideal (an unbounded cache) when there is one
+        def pct(v: Any) -> str:
+            return "-" if v is None else f"{v:.1%}"
+        cache_html = ("<h2>Prefix cache</h2><table><tr><th>engine hit rate (tokens)</th><th>trace's ideal (tokens)"
+                      "</th><th>trace's ideal (blocks)</th><th>engine's source</th></tr>"
+                      f"<tr><td>{pct(cache.get('engine_token_hit_rate'))}</td><td>{pct(cache.get('ideal_token_hit_rate'))}"
+                      f"</td><td>{pct(cache.get('ideal_block_hit_rate'))}</td><td>{html.escape(str(cache.get('source')))}"
+                      "</td></tr></table>")
     page = f"""<!doctype html><meta charset=utf-8><title>kimi-deploy bench</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px 8px}}table{{border-collapse:collapse;margin:1em 0}}
 img{{max-width:100%}}.bad{{color:#b00}}</style>
@@ -75,6 +85,7 @@ img{{max-width:100%}}.bad{{color:#b00}}</style>
 <p class="{'' if valid else 'bad'}">client self-check: {'valid' if valid else 'INVALID: ' + html.escape('; '.join(summary['client']['invalid_because']))}</p>
 <pre>{html.escape(json.dumps({k: summary[k] for k in ('requests', 'throughput', 'tokens', 'goodput', 'client')}, indent=1))}</pre>
 <h2>Latency (ms)</h2><table><tr><th>metric</th><th>mean</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>{rows}</table>
+{cache_html}
 {imgs}
 <h2>Definitions</h2><table>{defs}</table>
 <h2>Configuration</h2><pre>{html.escape(json.dumps(summary['config'], indent=1))}</pre>

@@ -45,7 +45,7 @@ def run_sweep(cfg: Any, spec: str, console: Console, max_load: float = 1024) -> 
         v = queue.pop(0)
         load = int(v) if mode == "concurrency" else v
         # enough requests that every user is busy for a couple of rounds at this load
-        n = max(cfg.num_requests, int(load) * 2) if mode == "concurrency" else cfg.num_requests
+        n = max(cfg.num_requests or 100, int(load) * 2) if mode == "concurrency" else (cfg.num_requests or 100)
         sub = replace(cfg, output=cfg.output / f"{mode}-{load}", concurrency=load if mode == "concurrency" else None,
                       rate=v if mode == "rate" else None, num_requests=n)
         console.print(f"sweep: {mode} {load}")

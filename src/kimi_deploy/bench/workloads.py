@@ -30,11 +30,16 @@ class Tokenizer:
         self.headers = endpoint.headers()
         self.available: bool | None = None
 
-    def count(self, text: str | None = None, messages: list[dict[str, Any]] | None = None) -> int:
+    def count(self, text: str | None = None, messages: list[dict[str, Any]] | None = None,
+              chat_template_kwargs: dict[str, Any] | None = None) -> int:
+        """Tokens of `text` (no special tokens added) or of `messages` through the chat template with the
+        generation prompt, as a chat request renders them (`chat_template_kwargs`: the thinking switch)."""
         if self.available is not False:
             body: dict[str, Any] = {"model": self.model}
             body.update({"messages": messages} if messages is not None else {"prompt": text or "",
                                                                              "add_special_tokens": False})
+            if messages is not None and chat_template_kwargs:
+                body["chat_template_kwargs"] = chat_template_kwargs
             try:
                 r = httpx.post(self.url, json=body, headers=self.headers, timeout=30)
                 if r.status_code == 200:

@@ -24,8 +24,8 @@ def bench(
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="e.g. http://head:8000/v1")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Served model name.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Result directory.")] = None,
-    workload: Annotated[str, typer.Option(help="random, jsonl, tool-calls, shared-prefix or multi-turn.")] = "random",
-    num_requests: Annotated[int, typer.Option("--num-requests", min=1, help="Measured requests (after warm-up).")] = 100,
+    workload: Annotated[str, typer.Option(help="random, jsonl, tool-calls, shared-prefix, multi-turn or trace.")] = "random",
+    num_requests: Annotated[Optional[int], typer.Option("--num-requests", min=1, help="Measured requests (after warm-up); default 100, or every row of a trace.")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", min=0.001, callback=finite, help="Stop after this many seconds; requests still in flight then are cancelled and counted as incomplete.")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Requests sent first and left out of the statistics.")] = 0,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=MAX_USERS, help="Closed loop: this many users.")] = None,
@@ -37,7 +37,8 @@ def bench(
     stall_timeout: Annotated[float, typer.Option("--stall-timeout", min=0.001, callback=finite, help="Seconds without a byte from the server before a request failed.")] = 300.0,
     input_len: Annotated[int, typer.Option("--input-len", min=1, help="Random workload: prompt tokens.")] = 256,
     output_len: Annotated[int, typer.Option("--output-len", min=1, help="Output tokens (ignore_eos where supported).")] = 128,
-    dataset: Annotated[Optional[str], typer.Option(help="JSONL dataset for the jsonl workload.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="JSONL dataset for the jsonl workload, or the Mooncake-format trace for the trace workload.")] = None,
+    time_scale: Annotated[float, typer.Option("--time-scale", min=0, callback=finite, help="Trace workload: send times are the trace's timestamps x this (0.1 replays ten times faster); > 0.")] = 1.0,
     prefix_len: Annotated[int, typer.Option("--prefix-len", min=1, help="Shared-prefix workload: shared words.")] = 512,
     thinking: Annotated[Optional[OnOff], typer.Option(help="Thinking on or off (default: the server's default).")] = None,
     hosted: Annotated[bool, typer.Option("--hosted", help="The endpoint is Moonshot's API (thinking.type).")] = False,
@@ -59,15 +60,19 @@ def bench(
     assert model is not None and output is not None
     if sweep and (concurrency is not None or rate is not None):
         raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
+    if workload == "trace":
+        _trace_conflicts(ctx, sweep)
     ep = Endpoint.from_url(base_url or "", flag="--base-url", kind="moonshot" if hosted else "auto",
                            api_key_env=api_key_env)
+    if num_requests is None and workload != "trace":
+        num_requests = 100
     cfg = BenchConfig(endpoint=ep, model=model, output=output, workload=workload, num_requests=num_requests,
                       duration_s=duration, warmup=warmup, concurrency=concurrency, rate=rate, burstiness=burstiness,
                       ramp_up_s=ramp_up, max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
                       dataset=dataset, prefix_len=prefix_len,
                       thinking=None if thinking is None else thinking is OnOff.on,
                       slo=parse_slo(slo), workers=workers, request_timeout_s=request_timeout,
-                      stall_timeout_s=stall_timeout, seed=seed)
+                      stall_timeout_s=stall_timeout, seed=seed, time_scale=time_scale)
     if sweep:
         from ..bench.sweep import run_sweep
 
@@ -91,6 +96,15 @@ def bench(
     for k, v in lat.items():
         table.add_row(k, *(str(v[x]) if v[x] is not None else "-" for x in ("mean", "p50", "p90", "p99", "max")))
     out.print(table)
+    pc = s.get("prefix_cache")
+    if pc:
+        ideal = pc.get("ideal_token_hit_rate")
+        out.print("prefix cache hit rate: engine " + ("-" if pc.get("engine_token_hit_rate") is None
+                                                     else f"{pc['engine_token_hit_rate']:.1%}")
+                  + ("" if ideal is None else f", trace's ideal {ideal:.1%}") + f" ({pc['source']})")
+    facts = s["config"].get("workload_facts") or {}
+    if workload == "trace" and facts.get("lengths") != "exact":
+        err.print(f"[yellow]prompt lengths are approximate[/yellow]: {facts.get('note', '')}")
     if req.get("incomplete"):
         out.print(f"{req['incomplete']} request(s) still in flight at the --duration deadline were cancelled "
                   "(incomplete: neither completed nor failed)")
@@ -102,6 +116,18 @@ def bench(
         raise typer.Exit(130)  # the shell's code for Ctrl-C, after saving
     if req["completed"] == 0:
         raise OperationFailed("no measured request succeeded: " + _why_nothing(req))
+
+
+def _trace_conflicts(ctx: typer.Context, sweep: str | None) -> None:
+    """Options the trace replaces (it brings each request's send time and lengths): bad input naming the
+    first one given on the command line, rather than silently ignoring it."""
+    if sweep:
+        raise BadInput("the trace workload replays the trace's own load: drop --sweep", "--sweep")
+    for name, flag in (("input_len", "--input-len"), ("output_len", "--output-len"), ("prefix_len", "--prefix-len"),
+                       ("burstiness", "--burstiness"), ("ramp_up", "--ramp-up")):
+        source = ctx.get_parameter_source(name)  # by name: typer may bring its own copy of click's enum
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            raise BadInput("the trace gives each request's send time and lengths: drop " + flag, flag)
 
 
 def _why_nothing(req: dict) -> str:
