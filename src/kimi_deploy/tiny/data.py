@@ -23,6 +23,9 @@ KINDS = [("flat", 26), ("nested", 12), ("message", 6), ("note", 4), ("unicode", 
          ("parallel_mixed", 10), ("chat", 11), ("after_results", 9), ("multi_turn", 7)]
 
 
+EXTRA_TOOLS = 1  # tools offered beside the needed ones (at most): short prompts keep training cheap
+
+
 @dataclass
 class Example:
     messages: list[dict[str, Any]]
@@ -77,7 +80,7 @@ def example(rng: random.Random, kind: str | None = None) -> Example:
     messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
     needed = [c.name for c in calls]
     if kind == "after_results":
-        return _done(messages + _history(calls, thinking), offered_tools(rng, needed, 2), thinking,
+        return _done(messages + _history(calls, thinking), offered_tools(rng, needed, EXTRA_TOOLS), thinking,
                      "The tools answered. I will report it.", call_summary(calls))
     first_idx = 0
     if kind == "multi_turn":
@@ -85,7 +88,7 @@ def example(rng: random.Random, kind: str | None = None) -> Example:
         messages += _history(calls, False) + [{"role": "assistant", "content": call_summary(calls)},
                                               {"role": "user", "content": nxt.prompt}]
         first_idx, needed, calls = len(calls), needed + [c.name for c in nxt.calls], nxt.calls
-    return _done(messages, offered_tools(rng, needed, 2), thinking, _reasoning_for(calls),
+    return _done(messages, offered_tools(rng, needed, EXTRA_TOOLS), thinking, _reasoning_for(calls),
                  calls_text(calls, first_idx))
 
 

@@ -79,7 +79,7 @@ def cache_root() -> Path:
 
 def cache_key(seed: int, steps: int) -> str:
     blob = json.dumps({"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
-                       "long": [LONG_EVERY, LONG_BATCH]},
+                       "long": [LONG_EVERY, LONG_BATCH], "batches": "by length"},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -124,9 +124,13 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
     pad = tok.pad_token_id
     model.train()
     loss = float("nan")
+    # Batches of neighbours in length order (a random window over the sorted examples): little padding,
+    # which is most of the cost on a CPU otherwise.
+    data.sort(key=lambda ab: len(ab[0]) + len(ab[1]))
     for step in range(steps):
         pool, bsz = (long_data, LONG_BATCH) if step % LONG_EVERY == LONG_EVERY - 1 else (data, BATCH)
-        batch = [pool[rng.randrange(len(pool))] for _ in range(bsz)]
+        start = rng.randrange(len(pool) - bsz + 1)
+        batch = pool[start:start + bsz] if pool is data else [pool[rng.randrange(len(pool))] for _ in range(bsz)]
         length = max(len(a) + len(b) for a, b in batch)
         ids = torch.full((bsz, length), pad)
         labels = torch.full((bsz, length), -100)
