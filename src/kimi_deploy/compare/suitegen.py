@@ -180,8 +180,25 @@ def suites(seed: int = 7) -> dict[str, list[dict[str, Any]]]:
     chat, thinking = _chat(rng), _thinking(rng, 16)
     for r in legacy:
         r["kind"] = "flat"
-    return {"tool-calls": legacy + _rich_tool_calls(random.Random(seed * 1000 + 14), len(legacy)),
+    return {"tool-calls": _interleave(legacy + _rich_tool_calls(random.Random(seed * 1000 + 14), len(legacy))),
             "chat": chat, "thinking": thinking}
+
+
+def _interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows taken from each kind in turn, numbered in that order: the first N rows (`compare --limit N`)
+    are a cross-section of the suite, not N rows of one kind."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_kind.setdefault(r["kind"], []).append(r)
+    out: list[dict[str, Any]] = []
+    queues = list(by_kind.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    for i, r in enumerate(out):
+        r["id"] = f"tool-calls-{i:03d}"
+    return out
 
 
 def generate(out_dir: Path, seed: int = 7) -> list[Path]:
