@@ -129,8 +129,8 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
     data.sort(key=lambda ab: len(ab[0]) + len(ab[1]))
     for step in range(steps):
         pool, bsz = (long_data, LONG_BATCH) if step % LONG_EVERY == LONG_EVERY - 1 else (data, BATCH)
-        start = rng.randrange(len(pool) - bsz + 1)
-        batch = pool[start:start + bsz] if pool is data else [pool[rng.randrange(len(pool))] for _ in range(bsz)]
+        first = rng.randrange(len(pool) - bsz + 1)
+        batch = pool[first:first + bsz] if pool is data else [pool[rng.randrange(len(pool))] for _ in range(bsz)]
         length = max(len(a) + len(b) for a, b in batch)
         ids = torch.full((bsz, length), pad)
         labels = torch.full((bsz, length), -100)
