@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from kimi_deploy.compare.adapters import normalize_tool_ids, request_kwargs
-from kimi_deploy.compare.suites import builtin, generate
+from kimi_deploy.compare.suites import builtin, generate, load
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, served_models
 from kimi_deploy.errors import BadInput
 
@@ -37,14 +37,22 @@ def test_identical_deployments_pass(tiny_server: Server, tiny_server_b: Server, 
     summary = json.loads((out / "summary.json").read_text())
     assert CONTRACT <= set(summary)
     assert summary["verdict"] == "PASS" and summary["tool_call_f1"] == 1.0
-    assert summary["n"] == 48 and summary["schema_accuracy"] == {"local": 1.0, "reference": 1.0}
+    n = len(load("tool-calls")[1])
+    assert summary["n"] == n >= 300 and summary["schema_accuracy"] == {"local": 1.0, "reference": 1.0}
+    # tiny-k2 answers the suite's harder rows through the real parser: several calls in one turn, notes
+    # over 2,000 characters (its answers are not all right; the two identical deployments agree on them)
+    local = {json.loads(x)["id"]: json.loads(x)["response"] for x in (out / "local.jsonl").read_text().splitlines()}
+    assert max(len(r["tool_calls"]) for r in local.values()) >= 2
+    assert max(len(c["arguments"]) for r in local.values() for c in r["tool_calls"]) > 2000
+    assert summary["checks"]["expectation_regressions"]["value"] == 0.0
+    assert summary["expectations_met"]["local"] == summary["expectations_met"]["reference"] > 0.5
     assert summary["confusion"]["tp"] > 10 and summary["argument_agreement"] == 1.0
     assert summary["reference"]["kind"] == "self-hosted" and summary["thresholds"]["tool_call_f1"] == 0.80
     assert (out / "report.md").read_text().startswith("# kimi-deploy compare: tool-calls — PASS")
     assert "<table>" in (out / "report.html").read_text()
     for name in ("local.jsonl", "reference.jsonl"):
         lines = (out / name).read_text().splitlines()
-        assert len(lines) == 48 and len({json.loads(x)["key"] for x in lines}) == 48
+        assert len(lines) == n and len({json.loads(x)["key"] for x in lines}) == n
 
     # replay: the recording stands in for the reference, no reference endpoint involved
     replay = _compare(tiny_server, tmp_path / "replay", "--reference-file", str(out / "reference.jsonl"))

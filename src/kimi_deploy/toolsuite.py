@@ -127,3 +127,237 @@ def final_answer(case: ToolCase) -> str:
     """What the assistant says after the tool returned (names the subject, no numbers to copy)."""
     subject = next(iter(case.arguments.values()))
     return f"Here is the result for {subject}."
+
+
+# --- the richer tool-call suite (benchmarks/suites/generate.py): nested schemas, several calls a turn, ---
+# --- long and non-ASCII arguments, tool results in the history ---------------------------------------
+
+CABINS = ["economy", "premium", "business", "first"]
+CHANNELS = ["email", "sms", "chat"]
+PRIORITIES = ["low", "normal", "high"]
+LANGUAGES = ["en", "fr", "de", "ja", "zh"]
+AIRPORTS = ["CDG", "HND", "LHR", "BER", "MAD", "FCO", "SYD", "YYZ", "PEK", "ICN", "GRU", "ZRH"]
+DATES = ["2026-03-14", "2026-04-02", "2026-05-21", "2026-06-30", "2026-07-09", "2026-09-18"]
+TIMES = ["09:00", "10:30", "14:00", "16:45"]
+PEOPLE = [("Ana Souza", "ana@example.com"), ("Kenji Sato", "kenji@example.jp"), ("Léa Martin", "lea@example.fr"),
+          ("Jonas Müller", "jonas@example.de"), ("Wei Chen", "wei@example.cn"), ("Sam Okoro", "sam@example.org")]
+TITLES = ["Design review", "Budget sync", "Launch retro", "Hiring panel", "Roadmap planning", "Incident review"]
+ROOMS = ["A1", "B2", "C3", "Orion", "Vega"]
+TAGS = ["work", "travel", "ideas", "urgent", "personal"]
+# Non-ASCII values: Latin accents, CJK, Cyrillic, emoji (copied verbatim into arguments).
+UNICODE_CITIES = ["São Paulo", "Zürich", "Kraków", "Reykjavík", "東京", "北京", "Москва", "Malmö"]
+UNICODE_TEXTS = ["Réunion déplacée à 15 h, désolé !", "会議は明日の午後3時に変更です。", "明天上午十点开会，请准时。",
+                 "Bitte bis Freitag prüfen – danke!", "Встреча переносится на пятницу.", "Ship it 🚀 then celebrate 🎉"]
+
+
+def _obj(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+RICH_TOOLS: list[dict[str, Any]] = [
+    _fn("create_event", "Create a calendar event.", {
+        "title": {"type": "string"},
+        "start": {"type": "string", "description": "YYYY-MM-DDTHH:MM"},
+        "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 480},
+        "attendees": {"type": "array", "minItems": 1, "items": _obj(
+            {"name": {"type": "string"}, "email": {"type": "string"},
+             "role": {"type": "string", "enum": ["required", "optional"]}}, ["name", "email"])},
+        "location": _obj({"city": {"type": "string"}, "room": {"type": "string"}}, ["city"]),
+        "priority": {"type": "string", "enum": PRIORITIES}}, ["title", "start", "attendees"]),
+    _fn("search_flights", "Search flights.", {
+        "origin": {"type": "string", "description": "IATA code"},
+        "destination": {"type": "string", "description": "IATA code"},
+        "date": {"type": "string", "description": "YYYY-MM-DD"},
+        "passengers": _obj({"adults": {"type": "integer", "minimum": 1},
+                            "children": {"type": "integer", "minimum": 0}}, ["adults"]),
+        "cabin": {"type": "string", "enum": CABINS}}, ["origin", "destination", "date", "passengers"]),
+    _fn("send_message", "Send a message.", {
+        "recipient": {"type": "string"},
+        "channel": {"type": "string", "enum": CHANNELS},
+        "text": {"type": "string"}}, ["recipient", "channel", "text"]),
+    _fn("save_note", "Save a note.", {
+        "title": {"type": "string"},
+        "body": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string", "enum": TAGS}},
+        "language": {"type": "string", "enum": LANGUAGES}}, ["title", "body"]),
+]
+ALL_TOOLS = TOOLS + RICH_TOOLS
+ALL_TOOL_BY_NAME = {t["function"]["name"]: t for t in ALL_TOOLS}
+
+
+def _long_text(lines: list[str], min_chars: int) -> str:
+    """A fixed text over min_chars characters: numbered lines cycling through `lines` in order (a text a
+    real model copies verbatim and tiny-k2 can learn: each line follows from the one before it)."""
+    out: list[str] = []
+    while sum(len(x) + 1 for x in out) <= min_chars:
+        out.append(f"{len(out) + 1:02d}. {lines[len(out) % len(lines)]}")
+    return "\n".join(out)
+
+
+_LOG_LINES = ['deploy "api" to eu-west finished in 41 s', "cache warmed: 12,480 keys, hit rate 97.2%",
+              'config key "max_num_seqs" set to 64 (was 32)', "health check /v1/models returned 200 in 8 ms",
+              r"path C:\runs\kimi\out.json written (3.1 MB)", "router weights rebalanced across 8 experts",
+              "p90 TTFT 412 ms, p90 ITL 31 ms at concurrency 32", 'tool parser "kimi_k2" loaded, reasoning on']
+_INTL_LINES = ["Le déploiement à Zürich est terminé, tout fonctionne.", "東京リージョンの検証は完了しました。",
+               "北京节点的延迟稳定在二十毫秒以内。", "Die Prüfung in Kraków läuft noch – Geduld bitte.",
+               "Проверка в Москве прошла успешно.", "Reykjavík: ✅ 42 requêtes/s, aucun échec."]
+# The long verbatim arguments (over 2,000 characters): a release log with quotes and a backslash (JSON
+# escaping) and a multilingual status report (non-ASCII).
+LONG_TEXTS: list[tuple[str, str]] = [
+    ("Release log", _long_text(_LOG_LINES, 2100)),
+    ("Status report", _long_text(_INTL_LINES, 2100)),
+]
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A user request and the calls that answer it (in order). `exact` lists the argument paths whose
+    value is fixed by the prompt (what a correct answer must contain); `long` marks a long argument."""
+
+    kind: str
+    prompt: str
+    calls: tuple[Call, ...]
+    long: str | None = None  # the argument key holding a text over 2,000 characters
+
+
+def _event(rng: random.Random) -> tuple[str, dict[str, Any]]:
+    title, day, time = rng.choice(TITLES), rng.choice(DATES), rng.choice(TIMES)
+    people = rng.sample(PEOPLE, rng.randint(1, 3))
+    args: dict[str, Any] = {"title": title, "start": f"{day}T{time}",
+                            "attendees": [{"name": n, "email": e} for n, e in people]}
+    who = " and ".join(f"{n} ({e})" for n, e in people)
+    prompt = f"Schedule '{title}' on {day} at {time} with {who}"
+    if rng.random() < 0.5:
+        args["duration_minutes"] = rng.choice([15, 30, 45, 60, 90])
+        prompt += f" for {args['duration_minutes']} minutes"
+    if rng.random() < 0.4:
+        city, room = rng.choice(CITIES + UNICODE_CITIES), rng.choice(ROOMS)
+        args["location"] = {"city": city, "room": room}
+        prompt += f" in {city}, room {room}"
+    if rng.random() < 0.3:
+        args["priority"] = rng.choice(PRIORITIES)
+        prompt += f", {args['priority']} priority"
+    return prompt + ".", args
+
+
+def _flights(rng: random.Random) -> tuple[str, dict[str, Any]]:
+    a, b = rng.sample(AIRPORTS, 2)
+    day, adults = rng.choice(DATES), rng.randint(1, 4)
+    args: dict[str, Any] = {"origin": a, "destination": b, "date": day, "passengers": {"adults": adults}}
+    who = f"{adults} adult{'s' if adults > 1 else ''}"
+    if rng.random() < 0.4:
+        args["passengers"]["children"] = rng.randint(1, 3)
+        who += f" and {args['passengers']['children']} child{'ren' if args['passengers']['children'] > 1 else ''}"
+    cabin = ""
+    if rng.random() < 0.5:
+        args["cabin"] = rng.choice(CABINS)
+        cabin = f"{args['cabin']} "
+    return f"Find {cabin}flights from {a} to {b} on {day} for {who}.", args
+
+
+def _message(rng: random.Random, text: str | None = None) -> tuple[str, dict[str, Any]]:
+    name, _ = rng.choice(PEOPLE)
+    channel = rng.choice(CHANNELS)
+    text = text or rng.choice(UNICODE_TEXTS)
+    return f"Send {name} a{'n' if channel == 'email' else ''} {channel} saying: {text}", \
+        {"recipient": name, "channel": channel, "text": text}
+
+
+def _note(rng: random.Random, long: bool) -> tuple[str, dict[str, Any]]:
+    if long:
+        title, body = rng.choice(LONG_TEXTS)
+    else:
+        title, body = rng.choice(TITLES), rng.choice(UNICODE_TEXTS)
+    args: dict[str, Any] = {"title": title, "body": body}
+    prompt = f"Save a note titled '{title}'"
+    if rng.random() < 0.4:
+        args["tags"] = rng.sample(TAGS, rng.randint(1, 2))
+        prompt += f", tagged {' and '.join(args['tags'])}"
+    return prompt + f", with exactly this text as its body:\n{body}", args
+
+
+def _simple(rng: random.Random, tool: str, unicode_city: bool = False) -> tuple[str, dict[str, Any]]:
+    case = tool_case(rng, tool)
+    if unicode_city and tool == "get_weather":
+        city = rng.choice(UNICODE_CITIES)
+        return case.prompt.replace(case.arguments["city"], city), {**case.arguments, "city": city}
+    return case.prompt, dict(case.arguments)
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:]
+
+
+def request(rng: random.Random, kind: str) -> Request:
+    """One request of a kind: nested (event / flights), message (non-ASCII text), note, long (a note over
+    2,000 characters), unicode (a weather call for a non-ASCII city), parallel_same (2-3 calls of one
+    tool), parallel_mixed (2-3 calls of different tools)."""
+    if kind == "nested":
+        prompt, args = (_event if rng.random() < 0.5 else _flights)(rng)
+        name = "create_event" if "attendees" in args else "search_flights"
+        return Request(kind, prompt, (Call(name, args),))
+    if kind == "message":
+        prompt, args = _message(rng)
+        return Request(kind, prompt, (Call("send_message", args),))
+    if kind in ("note", "long"):
+        prompt, args = _note(rng, kind == "long")
+        return Request(kind, prompt, (Call("save_note", args),), long="body" if kind == "long" else None)
+    if kind == "unicode":
+        prompt, args = _simple(rng, "get_weather", unicode_city=True)
+        return Request(kind, prompt, (Call("get_weather", args),))
+    if kind == "parallel_same":
+        tool = rng.choice(["get_weather", "get_stock_price", "get_time"])
+        key = {"get_weather": "city", "get_stock_price": "ticker", "get_time": "timezone"}[tool]
+        pool = {"get_weather": CITIES + UNICODE_CITIES, "get_stock_price": TICKERS, "get_time": TIMEZONES}[tool]
+        values = rng.sample(pool, rng.randint(2, 3))
+        what = {"get_weather": "the weather in", "get_stock_price": "the prices of", "get_time": "the time in"}[tool]
+        verb = "are" if tool == "get_stock_price" else "is"
+        listed = ", ".join(values[:-1]) + f" and {values[-1]}"
+        prompt = rng.choice([f"What {verb} {what} {listed}?", f"Check {what} {listed}, please."])
+        return Request(kind, prompt, tuple(Call(tool, {key: v}) for v in values))
+    if kind == "parallel_mixed":
+        tools = rng.sample(list(PHRASES) + ["send_message"], rng.randint(2, 3))
+        tools.sort(key=lambda t: t == "send_message")  # a message's text ends the prompt, verbatim
+        parts, calls = [], []
+        for t in tools:
+            p, a = _message(rng) if t == "send_message" else _simple(rng, t)
+            parts.append(p if t == "send_message" else p.rstrip(".?!,"))
+            calls.append(Call(t, a))
+        prompt = parts[0] + "; also " + "; and ".join(_lower_first(p) for p in parts[1:])
+        prompt += "" if tools[-1] == "send_message" else "."
+        return Request(kind, prompt, tuple(calls))
+    raise ValueError(kind)
+
+
+def offered_tools(rng: random.Random, needed: list[str], extra: int) -> list[dict[str, Any]]:
+    """The needed tools plus up to `extra` others, in random order."""
+    others = [n for n in ALL_TOOL_BY_NAME if n not in needed]
+    names = list(dict.fromkeys(needed)) + rng.sample(others, rng.randint(0, extra))
+    rng.shuffle(names)
+    return [ALL_TOOL_BY_NAME[n] for n in names]
+
+
+def result_for(call: Call) -> dict[str, Any]:
+    """A plausible tool return value (for conversations that carry tool results)."""
+    a = call.arguments
+    if call.name in PHRASES:
+        return tool_result(ToolCase(call.name, "", a))
+    if call.name == "create_event":
+        return {"event_id": "evt_1042", "title": a["title"], "status": "created"}
+    if call.name == "search_flights":
+        return {"flights": [{"flight": "KD 101", "departure": f"{a['date']}T08:15", "price_eur": 420}]}
+    if call.name == "send_message":
+        return {"delivered": True, "channel": a["channel"]}
+    return {"saved": True, "characters": len(a.get("body", ""))}
+
+
+def call_summary(calls: tuple[Call, ...] | list[Call]) -> str:
+    """What the assistant says once the tools have returned (names each subject, no numbers to copy)."""
+    subjects = [str(next(iter(c.arguments.values()))) for c in calls]
+    return "Here are the results for " + ", ".join(s if len(s) < 40 else s[:37] + "..." for s in subjects) + "."

@@ -7,8 +7,14 @@
 - schema_accuracy, per endpoint: answers with finish_reason "tool_calls" whose every call names an
   offered tool and has JSON arguments valid against that tool's `parameters` (jsonschema), over all
   answers with finish_reason "tool_calls";
+- expectations, per endpoint: what each row's `expected` says a correct answer must contain (tool call or
+  none, the multiset or sequence of tool names, the number of calls, argument values fixed by the prompt,
+  minimum lengths; compare/suites.py), checked on both sides; a row the reference gets right and the local
+  deployment gets wrong (or fails) is an expectation regression, the check that fails a deployment whose
+  parser or template mangles what the model meant (bound: at most 5 % of the rows);
 - findings: leaked special tokens in content or reasoning, schema failures, finish-reason disagreements,
-  argument disagreements, empty or truncated answers, missing reasoning in thinking mode, errors.
+  argument disagreements, empty or truncated answers, missing reasoning in thinking mode, expectations
+  missed, errors.
 Thresholds: K2VV's tool_call_f1 >= 0.80 (K2-Instruct family) or >= 0.73 (thinking models)."""
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import jsonschema
 
 from ..stats import percentile
 from .run import Outcome
+from .suites import expectations
 
 LEAK = re.compile(r"<\|[a-z_]+\|>|</?think>")
 DEFAULT_F1 = {"instruct": 0.80, "thinking": 0.73}  # K2VV thresholds (K2-Instruct-0905 / K2-Thinking)
+EXPECTATION_REGRESSION_RATE = 0.05  # default bound (`expectation_regression_rate`), like the error rate's
 
 
 def _leaks(text: str | None) -> list[str]:
@@ -47,6 +55,85 @@ def _schema_ok(row: dict[str, Any], out: Outcome) -> tuple[bool, str]:
         except jsonschema.ValidationError as exc:
             return False, f"{call['name']}: {exc.message}"
     return True, ""
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} chars)"
+
+
+def _matches(want: Any, got: Any) -> bool:
+    """`got` holds `want`: objects key by key (extra keys allowed), arrays element by element, numbers by
+    value (1 == 1.0; a bool is not a number), everything else equal."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and all(k in got and _matches(v, got[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(map(_matches, want, got))
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        return isinstance(got, (int, float)) and not isinstance(got, bool) and got == want
+    return type(got) is type(want) and got == want
+
+
+def _call_problems(want: dict[str, Any], name: str, args: Any) -> list[str]:
+    if not isinstance(args, dict):
+        return [f"{name}: arguments are not a JSON object"]
+    out = []
+    for key, value in (want.get("arguments") or {}).items():
+        if key not in args:
+            out.append(f"{name}.{key}: missing (expected {_short(value)})")
+        elif not _matches(value, args[key]):
+            out.append(f"{name}.{key}: expected {_short(value)}, got {_short(args[key])}")
+    for key, n in (want.get("min_length") or {}).items():
+        got = args.get(key)
+        if not isinstance(got, str) or len(got) < n:
+            out.append(f"{name}.{key}: expected a string of at least {n} characters, got "
+                       f"{len(got) if isinstance(got, str) else type(got).__name__}")
+    return out
+
+
+def check_expectations(row: dict[str, Any], out: Outcome) -> list[str] | None:
+    """What the answer misses of the row's expectations ([] when it meets them all); None when the row
+    states none."""
+    exp = expectations(row)
+    if not exp:
+        return None
+    problems: list[str] = []
+    calls = out.tool_calls or []
+    names = [c["name"] for c in calls]
+    if exp.get("tool_calls") is False and (calls or out.finish_reason == "tool_calls"):
+        problems.append(f"expected no tool call, got {names or 'finish_reason tool_calls'}")
+    if exp.get("tool_calls") is True and not calls:
+        problems.append(f"expected a tool call, got none (finish_reason {out.finish_reason})")
+    if exp.get("reasoning") and row.get("thinking") and not out.reasoning:
+        problems.append("expected reasoning (thinking on), got none")
+    want = exp.get("calls") or []
+    if want and calls:
+        want_names = [w["name"] for w in want]
+        if len(calls) != len(want):
+            problems.append(f"expected {len(want)} call(s), got {len(calls)}")
+        if exp.get("ordered") and names != want_names:
+            problems.append(f"expected the calls {want_names} in this order, got {names}")
+        elif sorted(names) != sorted(want_names):
+            problems.append(f"expected the calls {sorted(want_names)}, got {sorted(names)}")
+        parsed = []
+        for c in calls:
+            try:
+                parsed.append((c["name"], json.loads(c["arguments"] or "{}")))
+            except json.JSONDecodeError:
+                parsed.append((c["name"], None))
+        if exp.get("ordered"):
+            pairs = [(w, p) for w, p in zip(want, parsed) if w["name"] == p[0]]
+        else:  # each expected call against the unused call of its name that meets it, else the first unused
+            pairs, used = [], set()
+            for w in want:
+                free = [i for i, (n, _) in enumerate(parsed) if n == w["name"] and i not in used]
+                if free:
+                    i = next((i for i in free if not _call_problems(w, *parsed[i])), free[0])
+                    used.add(i)
+                    pairs.append((w, parsed[i]))
+        for w, (name, args) in pairs:
+            problems += _call_problems(w, name, args)
+    return problems
 
 
 def _stats(values: list[int]) -> dict[str, float]:
@@ -80,12 +167,27 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
     finish = {"local": {}, "reference": {}}
     lengths: dict[str, list[int]] = {"local": [], "reference": []}
     disagreements: list[dict[str, Any]] = []
+    met = {"local": [0, 0], "reference": [0, 0]}  # [rows meeting their expectations, rows with expectations]
+    by_kind: dict[str, dict[str, int]] = {}
+    regressions = 0
     by_id = {r["id"]: r for r in rows}
     for rid, row in by_id.items():
         lo, re_ = local.get(rid), ref.get(rid)
         if lo is None or re_ is None:
             continue
+        verdicts: dict[str, bool | None] = {}
         for side, out in (("local", lo), ("reference", re_)):
+            problems = None if out.error else check_expectations(row, out)
+            has = bool(expectations(row))
+            verdicts[side] = (not problems) if problems is not None else (False if has else None)
+            if has:
+                met[side][1] += 1
+                met[side][0] += bool(verdicts[side])
+                k = by_kind.setdefault(row.get("kind") or "-", {"n": 0, "local": 0, "reference": 0})
+                k["n"] += side == "local"
+                k[side] += bool(verdicts[side])
+            if problems:
+                findings.add(f"expectation_failed_{side}", {"id": rid, "kind": row.get("kind"), "problems": problems[:4]})
             key = out.finish_reason or ("error" if out.error else "none")
             finish[side][key] = finish[side].get(key, 0) + 1
             if out.completion_tokens is not None:
@@ -115,6 +217,11 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
                 findings.add(f"empty_answer_{side}", {"id": rid})
             if row.get("thinking") and not out.reasoning and (row.get("expected") or {}).get("reasoning"):
                 findings.add(f"missing_reasoning_{side}", {"id": rid, "content": (out.content or "")[:200]})
+        if verdicts["reference"] and not verdicts["local"]:
+            regressions += 1
+            findings.add("expectation_regression", {"id": rid, "kind": row.get("kind"),
+                                                    "local": lo.error or lo.tool_calls or lo.content})
+            disagreements.append(_pair(row, lo, re_, "the reference met the row's expectations, local did not"))
         if re_.error:
             continue  # the reference could not answer: nothing to compare against
         ref_calls = re_.finish_reason == "tool_calls"
@@ -149,6 +256,10 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
                                   "ok": acc["local"] is None or acc["local"] >= thresholds["schema_accuracy"]},
         "leaked_special_tokens_local": {"value": leaks, "max": thresholds["leaked_special_tokens"],
                                         "ok": leaks <= thresholds["leaked_special_tokens"]},
+        "expectation_regressions": {"value": round(regressions / n, 4) if n else 0.0,
+                                    "max": thresholds.get("expectation_regression_rate", EXPECTATION_REGRESSION_RATE),
+                                    "ok": (regressions / n if n else 0.0) <= thresholds.get(
+                                        "expectation_regression_rate", EXPECTATION_REGRESSION_RATE)},
         "local_error_rate": {"value": round(errors["local"] / n, 4) if n else 0.0, "max": thresholds["error_rate"],
                              "ok": (errors["local"] / n if n else 0.0) <= thresholds["error_rate"]},
     }
@@ -158,6 +269,8 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
         "confusion": {"tp": tp, "fp": fp, "fn": fn},
         "schema_accuracy": {k: (round(v, 4) if v is not None else None) for k, v in acc.items()},
         "argument_agreement": round(args_same / args_total, 4) if args_total else None,
+        "expectations_met": {side: (round(ok / total, 4) if total else None) for side, (ok, total) in met.items()},
+        "expectations_by_kind": dict(sorted(by_kind.items())),
         "finish_reasons": finish, "completion_tokens": {k: _stats(v) for k, v in lengths.items()},
         "errors": errors, "findings": findings.to_list(), "checks": checks, "thresholds": thresholds,
         "verdict": "PASS" if all(c["ok"] for c in checks.values()) else "FAIL",
