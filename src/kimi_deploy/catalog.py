@@ -101,6 +101,9 @@ class ModelEntry:
     tool_parser: str = "kimi_k2"
     min_vllm: str = "0.12.0"  # REC min_vllm_version
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Sampling the hosted model fixes, per mode ("thinking" / "instant"); None when the API lets clients choose.
+    hosted_sampling: dict[str, dict[str, float]] | None = None
+    sampling_source: str | None = None
 
     @property
     def reasoning_parser(self) -> str | None:
@@ -109,6 +112,13 @@ class ModelEntry:
     def architecture(self) -> Architecture:
         return Architecture.from_config(self.config, source=f"catalog:{self.id}")
 
+
+# kimi-k2.5 / kimi-k2.6 on Moonshot's API: temperature 1.0 thinking / 0.6 instant, top_p 0.95, n 1,
+# presence and frequency penalty 0, all "cannot be modified" (platform.kimi.ai/docs/api/models-overview,
+# parameter table); the same recommended settings in github.com/MoonshotAI/Kimi-K2.5 README.md.
+_K25_SAMPLING = {"thinking": {"temperature": 1.0, "top_p": 0.95, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+                 "instant": {"temperature": 0.6, "top_p": 0.95, "presence_penalty": 0.0, "frequency_penalty": 0.0}}
+_K25_SAMPLING_SOURCE = "platform.kimi.ai/docs/api/models-overview (parameter table); github.com/MoonshotAI/Kimi-K2.5 README.md"
 
 MODELS: dict[str, ModelEntry] = {
     m.id: m
@@ -142,12 +152,14 @@ MODELS: dict[str, ModelEntry] = {
             config=_k25(),
             context_length=262144, thinking=True,
             hosted_name="kimi-k2.5", min_vllm="0.15.0",  # REC Kimi-K2.5: vLLM >= 0.15.0
+            hosted_sampling=_K25_SAMPLING, sampling_source=_K25_SAMPLING_SOURCE,
         ),
         ModelEntry(
             id="kimi-k2.6", repo="moonshotai/Kimi-K2.6",
             # REC Kimi-K2.6.yaml: "same architecture as K2.5", INT4, 262,144 context
             config=_k25(),
             context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            hosted_sampling=_K25_SAMPLING, sampling_source=_K25_SAMPLING_SOURCE,
         ),
     ]
 }
