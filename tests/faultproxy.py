@@ -4,8 +4,8 @@ parsers and usage accounting have misbehaved in the field, so `compare` can be s
 - `empty_calls_under_load=N`: while more than N chat requests are in flight, a streamed answer's
   tool-call deltas arrive as empty `tool_calls` lists (finish_reason still "tool_calls"), as in
   vllm-project/vllm #54701 (empty tool_calls deltas under concurrent load; non-streamed answers fine);
-- `drop_args_after=L`: once a streamed call's arguments pass L characters, the rest of its argument
-  fragments are dropped, as SGLang's parser dropped long arguments (sgl-project/sglang #23363);
+- `drop_args_after=L`: once a streamed call's arguments pass L characters, the rest of them is
+  dropped, as SGLang's parser dropped long arguments (sgl-project/sglang #23363);
 - `repeat_name_from_index=I`: calls with index >= I get their name sent again in a later delta, as the
   kimi_k2 parser's streamed multi-call misparses did (vllm #24478, fixed by #38579);
 - `prompt_tokens_extra=K`: every usage (non-streamed and streamed) counts K more prompt tokens.
@@ -134,13 +134,15 @@ class FaultProxy:
                     st["renamed"] = True
                     self.stats["renamed"] += 1
                 if self.drop_args_after is not None and fn.get("arguments"):
-                    if st["args"] >= self.drop_args_after:  # past the threshold: the rest is lost
+                    # past the threshold the rest is lost, also within one fragment (under load vLLM sends
+                    # several tokens per delta, sometimes a whole call's arguments at once)
+                    text = fn["arguments"]
+                    if st["args"] + len(text) > self.drop_args_after:
+                        fn["arguments"] = text[:max(0, self.drop_args_after - st["args"])]
                         if not st.get("truncated"):
                             st["truncated"] = True
                             self.stats["truncated"] += 1
-                        fn["arguments"] = ""
-                    else:
-                        st["args"] += len(fn["arguments"])
+                    st["args"] = min(st["args"] + len(text), self.drop_args_after)
 
 
 def _fwd(headers: Any) -> dict[str, str]:

@@ -221,7 +221,8 @@ def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str,
     `summary` and returns the `streaming` section."""
     by_id = {r["id"]: r for r in rows}
     found = compare_modes(rows, lo, st)
-    failed_ns = [rid for rid, o in lo.items() if o is not None and o.error]
+    # a refusal (4xx) is no load effect; server errors, timeouts and dropped connections may be
+    failed_ns = [rid for rid, o in lo.items() if o is not None and o.error and (o.status is None or o.status >= 500)]
     again_ids = sorted({d["id"] for d in found} | set(failed_ns))
     load_dependent: list[str] = []
     if again_ids:
