@@ -150,7 +150,8 @@ def k25_defaults_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory
     shutil.copytree(tiny_dir, model)
     gen = json.loads((model / "generation_config.json").read_text())
     (model / "generation_config.json").write_text(json.dumps({**gen, "temperature": 1.0, "top_p": 0.95}))
-    server = start_tiny_server(tmp, "tiny-k2-k25gen", model_dir=model)
+    # a small KV cache: a second server on a machine that runs others (the share is of all RAM on CPU)
+    server = start_tiny_server(tmp, "tiny-k2-k25gen", model_dir=model, gpu_memory_utilization=0.08)
     yield server
     server.stop()
 
@@ -237,3 +238,13 @@ def test_tools_are_counted_in_the_openai_field_order() -> None:
     assert list(ordered[0]) == ["type", "function"]
     assert list(ordered[0]["function"])[:2] == ["name", "description"]
     assert openai_order(None) is None
+
+
+def test_no_tokenizer_says_why(tmp_path: Path) -> None:
+    from kimi_deploy.compare.tokens import find_tokenizer
+
+    assert find_tokenizer(None, None)[0] is None and "--tokenizer" in find_tokenizer(None, None)[1]
+    counter, why = find_tokenizer(None, str(tmp_path))  # a directory without a tokenizer
+    assert counter is None and "not a local checkpoint directory" in why
+    counter, why = find_tokenizer(str(tmp_path / "nope"), None)  # given explicitly: the loader's reason
+    assert counter is None and "could not load a tokenizer" in why

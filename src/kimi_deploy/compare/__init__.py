@@ -165,7 +165,7 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
             template = {r["id"]: counter.count(r) for r in rows}
         except Exception as exc:  # noqa: BLE001 -- a template that cannot render these requests: say so
             counter, why = None, f"{why}: the template failed to render: {type(exc).__name__}: {str(exc)[:200]}"
-    acc = accounting(rows, lo, st, ref, template)
+    acc = accounting(rows, lo, st, ref, template, counter)
     acc["template_count"] = {"available": counter is not None, "source": why}
     tchecks = drift_checks(acc, thresholds["prompt_token_drift"])
     summary["token_accounting"] = acc
@@ -197,7 +197,9 @@ FIELD_DOCS = {
     "token_accounting": "prompt_tokens local vs reference, vs the count made here with the checkpoint's chat "
                         "template (template_count says whether and from where), and streamed vs non-streamed "
                         "(median/mean/min/max of the differences in tokens and relative, nonzero = requests that "
-                        "differ); completion_tokens streamed minus non-streamed; per_request: every count",
+                        "differ); completion_tokens streamed minus non-streamed, and streamed usage minus the tokens of "
+                        "the streamed text (answers without tool calls; special tokens make it a few above 0); "
+                        "per_request: every count",
     "preflight": "sampling pre-flight: status (checked / skipped / unknown / off), catalog_model, hosted_fixed "
                  "(per mode, with source), default_mode, served_defaults and served_defaults_source, observed "
                  "(default mode and how many of the repeated answers differ), other_modes",

@@ -137,6 +137,10 @@ def _extra_md(s: dict[str, Any], worst: int) -> list[str]:
         if ct.get("n"):
             lines += ["", f"completion_tokens, streamed minus non-streamed: median {ct['median']}, "
                           f"{ct['nonzero']} of {ct['n']} differ"]
+        tg = acc.get("completion_tokens_minus_streamed_text_tokens") or {}
+        if tg.get("n"):
+            lines += [f"completion_tokens minus the tokens of the streamed text (answers without tool calls): "
+                      f"median {tg['median']}, min {tg['min']}, max {tg['max']} over {tg['n']}"]
     pre = s.get("preflight")
     if pre is not None:
         lines += ["", "## Sampling pre-flight", "", f"status: {pre['status']}" +

@@ -54,7 +54,7 @@ def openai_order(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | N
 class TemplateCounter:
     """Counts a request's prompt tokens with the checkpoint's tokenizer and chat template."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, local_files_only: bool = False) -> None:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -62,7 +62,7 @@ class TemplateCounter:
         self.source = source
         # A local checkpoint the operator serves (vLLM itself runs it with --trust-remote-code: Kimi's
         # tokenizer is tiktoken code shipped in the repository, tokenization_kimi.py).
-        self.tok = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+        self.tok = AutoTokenizer.from_pretrained(source, trust_remote_code=True, local_files_only=local_files_only)
 
     def count(self, row: dict[str, Any]) -> int:
         kwargs: dict[str, Any] = {}
@@ -73,6 +73,10 @@ class TemplateCounter:
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
 
 
+    def count_text(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+
 def find_tokenizer(explicit: str | None, served_root: str | None) -> tuple[TemplateCounter | None, str]:
     """A TemplateCounter from --tokenizer, else from the served model's root when it is a local directory
     with a tokenizer (vLLM's /v1/models lists the path it serves as `root`); (None, why) otherwise."""
@@ -80,12 +84,17 @@ def find_tokenizer(explicit: str | None, served_root: str | None) -> tuple[Templ
     if not candidates:
         return None, "no --tokenizer given and the endpoint does not say which checkpoint it serves"
     source = candidates[0]
+    cached_only = False
     if not explicit and not (Path(source) / "tokenizer_config.json").is_file():
-        return None, f"the served root {source!r} is not a local checkpoint directory here (give --tokenizer)"
+        if Path(source).exists() or source.count("/") != 1:
+            return None, f"the served root {source!r} is not a local checkpoint directory here (give --tokenizer)"
+        cached_only = True  # a Hub id: only what is already in the local Hub cache, no download unasked
     try:
-        return TemplateCounter(source), f"chat template and tokenizer of {source}"
+        return TemplateCounter(source, local_files_only=cached_only), f"chat template and tokenizer of {source}" + \
+            (" (local Hub cache)" if cached_only else "")
     except Exception as exc:  # noqa: BLE001 -- any loader failure means: no count here, say why
-        return None, f"could not load a tokenizer from {source!r}: {type(exc).__name__}: {str(exc)[:200]}"
+        return None, (f"could not load a tokenizer from {source!r}" + (" (not in the local Hub cache; give "
+                      "--tokenizer to download it)" if cached_only else "") + f": {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def _stats(values: list[float], digits: int = 4) -> dict[str, Any]:
@@ -97,12 +106,17 @@ def _stats(values: list[float], digits: int = 4) -> dict[str, Any]:
 
 
 def accounting(rows: list[dict[str, Any]], local: dict[str, Outcome], stream: dict[str, Outcome],
-               ref: dict[str, Outcome], template: dict[str, int]) -> dict[str, Any]:
-    """Per-request counts and drift, and the overall drift against each other count."""
+               ref: dict[str, Outcome], template: dict[str, int],
+               counter: TemplateCounter | None = None) -> dict[str, Any]:
+    """Per-request counts and drift, and the overall drift against each other count. With `counter`,
+    also the streamed answers' completion_tokens against the tokens of the text they streamed (answers
+    without tool calls, whose text is all the model wrote but the special tokens around reasoning and at
+    the end, so the usage runs a few tokens above the text)."""
     per_request = []
     diffs: dict[str, list[float]] = {"reference": [], "template": [], "stream": []}
     rel: dict[str, list[float]] = {"reference": [], "template": []}
     completion: list[float] = []
+    text_gap: list[float] = []
     for row in rows:
         rid = row["id"]
         lo, st, re_ = local.get(rid), stream.get(rid), ref.get(rid)
@@ -119,6 +133,11 @@ def accounting(rows: list[dict[str, Any]], local: dict[str, Outcome], stream: di
                 diffs["stream"].append(item["local_streamed"] - lp)
         if lo and st and not lo.error and not st.error and lo.completion_tokens and st.completion_tokens is not None:
             completion.append(st.completion_tokens - lo.completion_tokens)
+        if counter is not None and st and not st.error and not st.tool_calls and st.completion_tokens is not None \
+                and st.finish_reason == "stop":
+            text = counter.count_text((st.reasoning or "") + (st.content or ""))
+            item["completion_streamed"], item["completion_streamed_text"] = st.completion_tokens, text
+            text_gap.append(st.completion_tokens - text)
         per_request.append(item)
     return {
         "prompt_tokens": {
@@ -127,6 +146,7 @@ def accounting(rows: list[dict[str, Any]], local: dict[str, Outcome], stream: di
             "streamed_vs_non_streamed": {"tokens": _stats(diffs["stream"], 1)},
         },
         "completion_tokens_streamed_vs_non_streamed": _stats(completion, 1),
+        "completion_tokens_minus_streamed_text_tokens": _stats(text_gap, 1),
         "per_request": per_request,
     }
 
