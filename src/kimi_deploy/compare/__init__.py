@@ -229,15 +229,13 @@ def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str,
     load_dependent: list[str] = []
     if again_ids:
         again_rows = [by_id[i] for i in again_ids]
-        scratch = Store(cfg.output / ".rerun-unused.jsonl", suite, local.model)
 
         async def rerun() -> tuple[dict[str, Outcome], dict[str, Outcome]]:
             ns: dict[str, Outcome] = {}
             ss: dict[str, Outcome] = {}
             for row in again_rows:  # concurrency 1: one request in flight at a time
-                ns.update(await collect(local, suite, [row], scratch, concurrency=1, store_answers=False, **common))
-                ss.update(await collect(local, suite, [row], scratch, concurrency=1, store_answers=False,
-                                        stream=True, **common))
+                ns.update(await collect(local, suite, [row], None, concurrency=1, **common))
+                ss.update(await collect(local, suite, [row], None, concurrency=1, stream=True, **common))
             return ns, ss
         ns1, st1 = asyncio.run(rerun())
         still = {d["id"] for d in compare_modes(again_rows, ns1, st1)}

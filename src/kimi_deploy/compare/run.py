@@ -131,13 +131,14 @@ async def ask(client: Any, row_id: str, kwargs: dict[str, Any], *, stream: bool)
     return _outcome(row_id, resp, time.monotonic() - t0)
 
 
-async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Store, *, concurrency: int = 8,
+async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Store | None, *, concurrency: int = 8,
                   rate: float | None = None, temperature: float | None = 0.0, max_tokens: int | None = None,
                   retry: RetryPolicy = ANSWERS, request_timeout: float = 1200, stall_timeout: float = 600,
                   scrub: Callable[[str], str] = lambda t: t, stream: bool = False,
-                  sem: asyncio.Semaphore | None = None, store_answers: bool = True,
+                  sem: asyncio.Semaphore | None = None,
                   on_done: Callable[[Outcome], None] = lambda o: None) -> dict[str, Outcome]:
-    """Answers for every row (recorded ones are reused), keyed by row id. One request, its retries and
+    """Answers for every row (recorded ones are reused; with no `store` nothing is reused or recorded),
+    keyed by row id. One request, its retries and
     their backoff included, ends within `request_timeout` seconds; one attempt fails when no byte comes
     for `stall_timeout` seconds (httpx's read timeout: for a non-streamed answer it also bounds the wait
     for the whole answer; for a streamed one, the gap between chunks). With `stream` every answer is
@@ -150,7 +151,7 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
     todo = []
     for row in rows:
         key = request_key(suite, row)
-        prior = store.outcome(key) if store_answers else None
+        prior = store.outcome(key) if store is not None else None
         if prior is not None:
             results[row["id"]] = prior
         else:
@@ -211,7 +212,7 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
             if outcome.error:
                 outcome.error = scrub(outcome.error)  # a server may echo the Authorization header
             outcome.streamed = stream
-            if store_answers:
+            if store is not None:
                 store.append(key, side, outcome)
             results[row["id"]] = outcome
             on_done(outcome)
