@@ -27,6 +27,7 @@ from kimi_deploy.compare.run import Outcome
 from kimi_deploy.compare.stream import Assembly
 from kimi_deploy.compare.suites import load
 from kimi_deploy.compare.tokens import openai_order
+from kimi_deploy.errors import BadInput
 
 from .conftest import Server, assert_clean_error, run_cli, start_tiny_server
 from .faultproxy import FaultProxy
@@ -177,6 +178,9 @@ def test_sampling_preflight(tiny_server: Server, k25_defaults_server: Server, tm
     assert_clean_error(run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1",
                                "--catalog-model", "kimi-k9", "--output", str(tmp_path / "bad")),
                        "--catalog-model", "unknown model")
+    assert_clean_error(run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1",
+                               "--tokenizer", str(tmp_path / "no-such-checkpoint"), "--output", str(tmp_path / "bad")),
+                       "--tokenizer", "could not load")
 
 
 # --- fast: the assembly and the rules, on real openai objects ----------------------------------------
@@ -246,5 +250,5 @@ def test_no_tokenizer_says_why(tmp_path: Path) -> None:
     assert find_tokenizer(None, None)[0] is None and "--tokenizer" in find_tokenizer(None, None)[1]
     counter, why = find_tokenizer(None, str(tmp_path))  # a directory without a tokenizer
     assert counter is None and "not a local checkpoint directory" in why
-    counter, why = find_tokenizer(str(tmp_path / "nope"), None)  # given explicitly: the loader's reason
-    assert counter is None and "could not load a tokenizer" in why
+    with pytest.raises(BadInput, match="--tokenizer.*could not load"):  # given explicitly: bad input
+        find_tokenizer(str(tmp_path / "nope"), None)

@@ -128,6 +128,7 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub)
     stream_store = Store(cfg.output / "local-stream.jsonl", suite, local.model, scrub)
     root = served_root(cfg.local, cfg.model)
+    counter, why = find_tokenizer(cfg.tokenizer, root)  # before any request: a bad --tokenizer is bad input
     pre = preflight(cfg.local, cfg.model, root, catalog_model=cfg.catalog_model,
                     timeout=min(cfg.request_timeout_s, 300)) if cfg.preflight else {"status": "off", "findings": []}
     live = [(side, store, False) for side, store in ((local, local_store), (reference, ref_store)) if side.endpoint]
@@ -158,25 +159,8 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     summary["concurrency"] = cfg.concurrency
     if cfg.stream:
         summary["streaming"] = _streaming(cfg, local, suite, rows, lo, st, common, thresholds, summary)
-    counter, why = find_tokenizer(cfg.tokenizer, root)
-    template: dict[str, int] = {}
-    if counter is not None:
-        try:
-            template = {r["id"]: counter.count(r) for r in rows}
-        except Exception as exc:  # noqa: BLE001 -- a template that cannot render these requests: say so
-            counter, why = None, f"{why}: the template failed to render: {type(exc).__name__}: {str(exc)[:200]}"
-    acc = accounting(rows, lo, st, ref, template, counter)
-    acc["template_count"] = {"available": counter is not None, "source": why}
-    tchecks = drift_checks(acc, thresholds["prompt_token_drift"])
-    summary["token_accounting"] = acc
-    summary["checks"].update(tchecks)
-    summary["findings"].extend(token_findings(acc, tchecks))
-    summary["preflight"] = {k: v for k, v in pre.items() if k != "findings"}
-    if pre["status"] == "checked":
-        n_bad = len(pre["findings"])
-        summary["checks"]["sampling_defaults"] = {"value": n_bad, "max": thresholds["sampling_mismatches"],
-                                                  "ok": n_bad <= thresholds["sampling_mismatches"]}
-        summary["findings"].extend(pre["findings"])
+    _token_section(rows, lo, st, ref, counter, why, thresholds, summary)
+    _preflight_section(pre, thresholds, summary)
     summary["findings"].sort(key=lambda f: -f["count"])
     summary["verdict"] = "PASS" if all(c["ok"] for c in summary["checks"].values()) else "FAIL"
     summary["field_docs"] = FIELD_DOCS
@@ -273,3 +257,31 @@ def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str,
     return {"compared": compared, "disagreements": found, "kinds": kinds, "kind_docs": KINDS,
             "load_dependent": sorted(set(load_dependent)), "rerun_concurrency": 1,
             "streamed_errors": sum(1 for o in st.values() if o and o.error)}
+
+
+def _token_section(rows: list[dict[str, Any]], lo: dict[str, Outcome], st: dict[str, Outcome],
+                   ref: dict[str, Outcome | None], counter: Any, why: str, thresholds: dict[str, float],
+                   summary: dict[str, Any]) -> None:
+    """Token accounting (tokens.py) into `summary`: its section, checks and findings."""
+    template: dict[str, int] = {}
+    if counter is not None:
+        try:
+            template = {r["id"]: counter.count(r) for r in rows}
+        except Exception as exc:  # noqa: BLE001 -- a template that cannot render these requests: say so
+            counter, why = None, f"{why}: the template failed to render: {type(exc).__name__}: {str(exc)[:200]}"
+    acc = accounting(rows, lo, st, ref, template, counter)
+    acc["template_count"] = {"available": counter is not None, "source": why}
+    tchecks = drift_checks(acc, thresholds["prompt_token_drift"])
+    summary["token_accounting"] = acc
+    summary["checks"].update(tchecks)
+    summary["findings"].extend(token_findings(acc, tchecks))
+
+
+def _preflight_section(pre: dict[str, Any], thresholds: dict[str, float], summary: dict[str, Any]) -> None:
+    """The sampling pre-flight (preflight.py) into `summary`: its section, check and findings."""
+    summary["preflight"] = {k: v for k, v in pre.items() if k != "findings"}
+    if pre["status"] == "checked":
+        n_bad = len(pre["findings"])
+        summary["checks"]["sampling_defaults"] = {"value": n_bad, "max": thresholds["sampling_mismatches"],
+                                                  "ok": n_bad <= thresholds["sampling_mismatches"]}
+        summary["findings"].extend(pre["findings"])

@@ -27,6 +27,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from .adapters import normalize_tool_ids
 from .run import Outcome
 
@@ -78,8 +79,9 @@ class TemplateCounter:
 
 
 def find_tokenizer(explicit: str | None, served_root: str | None) -> tuple[TemplateCounter | None, str]:
-    """A TemplateCounter from --tokenizer, else from the served model's root when it is a local directory
-    with a tokenizer (vLLM's /v1/models lists the path it serves as `root`); (None, why) otherwise."""
+    """A TemplateCounter from --tokenizer (bad input when it cannot be loaded), else from the served
+    model's root when it is a local directory with a tokenizer or a Hub id already in the local cache
+    (vLLM's /v1/models lists what it serves as `root`); (None, why) otherwise."""
     candidates = [c for c in (explicit, served_root) if c]
     if not candidates:
         return None, "no --tokenizer given and the endpoint does not say which checkpoint it serves"
@@ -93,6 +95,9 @@ def find_tokenizer(explicit: str | None, served_root: str | None) -> tuple[Templ
         return TemplateCounter(source, local_files_only=cached_only), f"chat template and tokenizer of {source}" + \
             (" (local Hub cache)" if cached_only else "")
     except Exception as exc:  # noqa: BLE001 -- any loader failure means: no count here, say why
+        if explicit:
+            raise BadInput(f"could not load a tokenizer and chat template from {source!r}: {type(exc).__name__}: "
+                           f"{str(exc)[:200]}", "--tokenizer") from None
         return None, (f"could not load a tokenizer from {source!r}" + (" (not in the local Hub cache; give "
                       "--tokenizer to download it)" if cached_only else "") + f": {type(exc).__name__}: {str(exc)[:200]}")
 
