@@ -83,11 +83,15 @@ class Server:
                 self.proc.wait(timeout=30)
 
 
-def start_tiny_server(tmp: Path, name: str, **serving: object) -> Server:
-    """Start tiny-k2 through `kimi-deploy serve` (which execs vLLM) and wait with `kimi-deploy wait`."""
+def start_tiny_server(tmp: Path, name: str, model_dir: Path | None = None, **serving: object) -> Server:
+    """Start tiny-k2 through `kimi-deploy serve` (which execs vLLM) and wait with `kimi-deploy wait`;
+    `model_dir` serves another copy of the checkpoint (e.g. with its own generation_config.json)."""
     data = yaml.safe_load(TINY_SPEC.read_text())
     port = free_port()
     data["name"] = name
+    if model_dir is not None:
+        data["model"] = {"path": str(model_dir)}
+        data["weights"]["dir"] = str(model_dir)
     data["serving"].update({"port": port, **serving})
     spec = tmp / f"{name}.yaml"
     spec.write_text(yaml.safe_dump(data))

@@ -5,7 +5,7 @@ K25R = github.com/MoonshotAI/Kimi-K2.5, REC = github.com/vllm-project/recipes mo
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .architecture import Architecture
@@ -172,6 +172,9 @@ class ModelEntry:
     thinking_only: bool = False
     base: str | None = None  # the catalog id this checkpoint re-quantizes (None for Moonshot's own)
     source: str = ""  # where its quantization facts come from
+    # Sampling the hosted model fixes, per mode ("thinking" / "instant"); None when the API lets clients choose.
+    hosted_sampling: dict[str, dict[str, float]] | None = None
+    sampling_source: str | None = None
 
     @property
     def reasoning_parser(self) -> str | None:
@@ -180,6 +183,13 @@ class ModelEntry:
     def architecture(self) -> Architecture:
         return Architecture.from_config(self.config, source=f"catalog:{self.id}")
 
+
+# kimi-k2.5 / kimi-k2.6 on Moonshot's API: temperature 1.0 thinking / 0.6 instant, top_p 0.95, n 1,
+# presence and frequency penalty 0, all "cannot be modified" (platform.kimi.ai/docs/api/models-overview,
+# parameter table); the same recommended settings in github.com/MoonshotAI/Kimi-K2.5 README.md.
+_K25_SAMPLING = {"thinking": {"temperature": 1.0, "top_p": 0.95, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+                 "instant": {"temperature": 0.6, "top_p": 0.95, "presence_penalty": 0.0, "frequency_penalty": 0.0}}
+_K25_SAMPLING_SOURCE = "platform.kimi.ai/docs/api/models-overview (parameter table); github.com/MoonshotAI/Kimi-K2.5 README.md"
 
 MODELS: dict[str, ModelEntry] = {
     m.id: m
@@ -211,12 +221,14 @@ MODELS: dict[str, ModelEntry] = {
             config=_k25(),
             context_length=262144, thinking=True,
             hosted_name="kimi-k2.5", min_vllm="0.15.0",  # REC Kimi-K2.5: vLLM >= 0.15.0
+            hosted_sampling=_K25_SAMPLING, sampling_source=_K25_SAMPLING_SOURCE,
         ),
         ModelEntry(
             id="kimi-k2.6", repo="moonshotai/Kimi-K2.6",
             # REC Kimi-K2.6.yaml: "same architecture as K2.5", INT4, 262,144 context
             config=_k25(),
             context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            hosted_sampling=_K25_SAMPLING, sampling_source=_K25_SAMPLING_SOURCE,
         ),
         ModelEntry(
             id="kimi-k2.7-code", repo="moonshotai/Kimi-K2.7-Code",
@@ -274,6 +286,12 @@ MODELS: dict[str, ModelEntry] = {
         ),
     ]
 }
+
+# A re-quantization is served under its base's hosted name, so it inherits the sampling that model fixes
+# (the compare pre-flight reads it from whichever entry the local deployment resolves to).
+MODELS.update({m.id: replace(m, hosted_sampling=MODELS[m.base].hosted_sampling,
+                             sampling_source=MODELS[m.base].sampling_source)
+               for m in list(MODELS.values()) if m.base and m.hosted_sampling is None})
 
 
 def model_ids() -> list[str]:

@@ -325,6 +325,23 @@ def served_models(ep: Endpoint, *, retry: RetryPolicy = DISCOVERY, timeout: floa
                        ep.flag) from None
 
 
+def served_root(ep: Endpoint, model: str, *, timeout: float = 30) -> str | None:
+    """The checkpoint an endpoint says it serves `model` from: vLLM lists it as `root` in /v1/models (the
+    path or Hub id it was started with, as given: a relative path is relative to the server's working
+    directory); None when the endpoint does not say."""
+    import httpx
+
+    try:
+        r = httpx.get(ep.url("/v1/models"), headers=ep.headers(), timeout=timeout)
+        data = r.json().get("data", []) if r.status_code == 200 else []
+        for m in data:
+            if isinstance(m, dict) and m.get("id") == model and isinstance(m.get("root"), str):
+                return m["root"] if m["root"] != model else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pass
+    return None
+
+
 def require_model(ep: Endpoint, model: str | None, model_flag: str) -> str:
     """`model` when the endpoint serves it (or lists nothing), else bad input naming `model_flag`;
     the first served model when `model` is None."""

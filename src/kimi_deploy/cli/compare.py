@@ -24,11 +24,15 @@ def compare(
     reference_kind: Annotated[ReferenceKind, typer.Option("--reference-kind", help="What the reference is.")] = ReferenceKind.auto,
     reference_key_env: Annotated[str, typer.Option("--reference-key-env", help="Env var with the reference's key.")] = "MOONSHOT_API_KEY",
     local_key_env: Annotated[Optional[str], typer.Option("--local-key-env", help="Env var with the local endpoint's key.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="Requests in flight per endpoint.")] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="Requests in flight per endpoint (the local endpoint's streamed and non-streamed requests share them).")] = 32,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Also stream every request to the local endpoint and hold the assembled answer to the non-streamed one.")] = True,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Checkpoint directory (or Hub id) whose tokenizer and chat template count prompt tokens here (default: the served root, when it is a local directory).")] = None,
+    catalog_model: Annotated[Optional[str], typer.Option("--catalog-model", help="Catalog model whose hosted sampling the pre-flight checks (default: from the served name or root).")] = None,
+    preflight: Annotated[bool, typer.Option("--preflight/--no-preflight", help="Check the served sampling defaults against what the hosted model fixes.")] = True,
     rate: Annotated[Optional[float], typer.Option(min=0.001, max=1e6, callback=finite, help="Max requests per second per endpoint.")] = None,
     temperature: Annotated[float, typer.Option(min=0, max=2, callback=finite, help="Sampling temperature (not sent where the hosted API fixes it).")] = 0.0,
     request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.001, callback=finite, help="Seconds one request may take in all, retries included; then it is an error.")] = 1200.0,
-    stall_timeout: Annotated[float, typer.Option("--stall-timeout", min=0.001, callback=finite, help="Seconds without a byte before one attempt fails (answers are not streamed: also the longest answer).")] = 600.0,
+    stall_timeout: Annotated[float, typer.Option("--stall-timeout", min=0.001, callback=finite, help="Seconds without a byte before one attempt fails (for a non-streamed answer also the longest answer).")] = 600.0,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Default max_tokens for rows without one.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N requests of the suite.")] = None,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", help="Override a bound, e.g. tool_call_f1=0.85 (repeatable).")] = None,
@@ -59,7 +63,8 @@ def compare(
                                    api_key_env=reference_key_env, key_flag="--reference-key-env", key_optional=True)
     cfg = CompareConfig(local=local_ep, model=model or require_model(local_ep, None, "--model"), output=output,
                         suite=suite, reference=ref_ep, reference_file=reference_file, reference_model=reference_model,
-                        concurrency=concurrency, rate=rate, temperature=temperature, max_tokens=max_tokens,
+                        concurrency=concurrency, stream=stream, tokenizer=tokenizer, catalog_model=catalog_model,
+                        preflight=preflight, rate=rate, temperature=temperature, max_tokens=max_tokens,
                         limit=limit, thresholds=overrides, request_timeout_s=request_timeout,
                         stall_timeout_s=stall_timeout)
     summary = run_compare(cfg, out)

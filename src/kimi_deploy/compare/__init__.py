@@ -1,5 +1,11 @@
 """`kimi-deploy compare`: the same suite to a local deployment and a reference endpoint (Moonshot's hosted
-API by default, or a recorded reference file), scored K2-Vendor-Verifier style, with a PASS/FAIL verdict."""
+API by default, or a recorded reference file), scored K2-Vendor-Verifier style, with a PASS/FAIL verdict.
+
+Besides the local-vs-reference score (score.py), by default: every request is also streamed to the local
+endpoint, under load, and the assembled answer held to the non-streamed one (stream.py, consistency.py;
+disagreements rerun at concurrency 1 to tell load-dependent failures); prompt tokens are accounted
+against the reference and the checkpoint's own template (tokens.py); and the sampling defaults the
+deployment applies are pre-flighted against what the hosted model fixes (preflight.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +19,16 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..catalog import get_model
-from ..endpoint import Endpoint, require_model, scrubber
+from ..endpoint import Endpoint, require_model, scrubber, served_root
 from ..errors import BadInput
+from .consistency import KINDS, compare_modes
+from .preflight import preflight
 from .report import print_summary, write_reports
-from .run import Side, Store, collect, request_key
+from .run import Outcome, Side, Store, collect, request_key
 from .score import DEFAULT_F1, score
 from .suites import load
+from .tokens import DEFAULT_DRIFT, accounting, drift_checks, find_tokenizer
+from .tokens import findings as token_findings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +43,11 @@ class CompareConfig:
     reference: Endpoint | None = None
     reference_file: Path | None = None
     reference_model: str | None = None  # default: the local model, mapped to the hosted id if hosted
-    concurrency: int = 8
+    concurrency: int = 32  # per endpoint; enough requests in flight to batch on a real server
+    stream: bool = True  # also stream every request to the local endpoint and compare the two
+    tokenizer: str | None = None  # checkpoint dir / Hub id for the template count (default: the served root)
+    catalog_model: str | None = None  # catalog model for the sampling pre-flight (default: from the served name)
+    preflight: bool = True
     rate: float | None = None
     temperature: float | None = 0.0
     max_tokens: int | None = None
@@ -53,7 +67,11 @@ def thresholds_for(model: str, overrides: dict[str, float]) -> dict[str, float]:
     except BadInput:
         thinking = "thinking" in model.lower()
     base = {"tool_call_f1": DEFAULT_F1["thinking" if thinking else "instruct"], "schema_accuracy": 0.90,
-            "leaked_special_tokens": 0, "error_rate": 0.05}
+            "leaked_special_tokens": 0, "error_rate": 0.05,
+            # any streamed/non-streamed disagreement on the local endpoint breaks streaming clients
+            "stream_disagreements": 0,
+            "prompt_token_drift": DEFAULT_DRIFT,  # |median relative prompt-token drift| (tokens.py)
+            "sampling_mismatches": 0}  # served sampling defaults that differ from the hosted model's (preflight.py)
     unknown = set(overrides) - set(base)
     if unknown:
         raise BadInput(f"unknown threshold(s) {', '.join(sorted(unknown))}; known: {', '.join(base)}", "--threshold")
@@ -88,6 +106,11 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     if any(not math.isfinite(v) for v in cfg.thresholds.values()):
         raise BadInput("bounds must be finite numbers", "--threshold")
     check_output_dir(cfg.output, "--output")
+    if cfg.catalog_model:
+        try:
+            get_model(cfg.catalog_model)
+        except BadInput as exc:
+            raise BadInput(str(exc).removeprefix(f"{exc.field}: "), "--catalog-model") from None
     scrub = scrubber(cfg.local, cfg.reference)  # both keys: either side may echo either
     thresholds = thresholds_for(cfg.model, cfg.thresholds)
     suite, rows = load(cfg.suite)
@@ -103,28 +126,162 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
         reference = Side(name="reference", model=ref_model, endpoint=cfg.reference)
         ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub)
     local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub)
-    live = [(side, store) for side, store in ((local, local_store), (reference, ref_store)) if side.endpoint]
+    stream_store = Store(cfg.output / "local-stream.jsonl", suite, local.model, scrub)
+    root = served_root(cfg.local, cfg.model)
+    counter, why = find_tokenizer(cfg.tokenizer, root)  # before any request: a bad --tokenizer is bad input
+    pre = preflight(cfg.local, cfg.model, root, catalog_model=cfg.catalog_model,
+                    timeout=min(cfg.request_timeout_s, 300)) if cfg.preflight else {"status": "off", "findings": []}
+    live = [(side, store, False) for side, store in ((local, local_store), (reference, ref_store)) if side.endpoint]
+    if cfg.stream:
+        live.insert(1, (local, stream_store, True))
+    common = dict(rate=cfg.rate, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                  request_timeout=cfg.request_timeout_s, stall_timeout=cfg.stall_timeout_s, scrub=scrub)
     with Progress(console=console, transient=True) as progress:
-        async def ask_all() -> list[dict[str, Any]]:
+        async def ask_all() -> list[dict[str, Outcome]]:
+            # streamed and non-streamed requests to the local endpoint share its `concurrency` slots
+            sems: dict[str, asyncio.Semaphore] = {}
             tasks = []
-            for side, store in live:
-                t = progress.add_task(side.name, total=len(rows))
-                tasks.append(collect(side, suite, rows, store, concurrency=cfg.concurrency, rate=cfg.rate,
-                                     temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                     request_timeout=cfg.request_timeout_s, stall_timeout=cfg.stall_timeout_s,
-                                     scrub=scrub,
-                                     on_done=lambda o, t=t: progress.advance(t)))
+            for side, store, streamed in live:
+                t = progress.add_task(side.name + (" (streamed)" if streamed else ""), total=len(rows))
+                sem = sems.setdefault(side.name, asyncio.Semaphore(cfg.concurrency))
+                tasks.append(collect(side, suite, rows, store, concurrency=cfg.concurrency, stream=streamed, sem=sem,
+                                     on_done=lambda o, t=t: progress.advance(t), **common))
             return await asyncio.gather(*tasks)
         got = asyncio.run(ask_all())
     lo = got[0]
-    ref = got[1] if len(got) > 1 else {r["id"]: ref_store.outcome(request_key(suite, r)) for r in rows}
+    st = got[1] if cfg.stream else {}
+    ref = got[-1] if cfg.reference is not None else \
+        {r["id"]: ref_store.outcome(request_key(suite, r)) for r in rows}
     summary = score(suite, rows, lo, ref, thresholds)
     summary = {"suite": summary["suite"], "local": local.facts(), "reference": reference.facts(), **summary}
     if cfg.reference_file is not None:
         summary["reference"]["recording"] = str(cfg.reference_file)
+    summary["concurrency"] = cfg.concurrency
+    if cfg.stream:
+        summary["streaming"] = _streaming(cfg, local, suite, rows, lo, st, common, thresholds, summary)
+    _token_section(rows, lo, st, ref, counter, why, thresholds, summary)
+    _preflight_section(pre, thresholds, summary)
+    summary["findings"].sort(key=lambda f: -f["count"])
+    summary["verdict"] = "PASS" if all(c["ok"] for c in summary["checks"].values()) else "FAIL"
+    summary["field_docs"] = FIELD_DOCS
     summary["timeouts"] = {"request_s": cfg.request_timeout_s, "stall_s": cfg.stall_timeout_s}
     summary = scrub.obj(summary)  # answers and errors may quote a key a server echoed back
     (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     write_reports(cfg.output, summary)
     print_summary(console, summary)
     return summary
+
+
+FIELD_DOCS = {
+    "concurrency": "requests in flight per endpoint; the local endpoint's streamed and non-streamed requests share them",
+    "streaming": "streamed vs non-streamed answers of the local endpoint: compared (rows both answered), "
+                 "disagreements (side by side, each with its kinds and whether it is load_dependent), kinds "
+                 "(count per kind; kind_docs says what each means), load_dependent (ids whose failure went away "
+                 "when rerun at concurrency 1), rerun_concurrency",
+    "token_accounting": "prompt_tokens local vs reference, vs the count made here with the checkpoint's chat "
+                        "template (template_count says whether and from where), and streamed vs non-streamed "
+                        "(median/mean/min/max of the differences in tokens and relative, nonzero = requests that "
+                        "differ); completion_tokens streamed minus non-streamed, and streamed usage minus the tokens of "
+                        "the streamed text (answers without tool calls; special tokens make it a few above 0); "
+                        "per_request: every count",
+    "preflight": "sampling pre-flight: status (checked / skipped / unknown / off), catalog_model, hosted_fixed "
+                 "(per mode, with source), default_mode, served_defaults and served_defaults_source, observed "
+                 "(default mode and how many of the repeated answers differ), other_modes",
+    "checks.stream_disagreements_local": "local rows whose streamed answer disagrees with the non-streamed one "
+                                         "(bound: stream_disagreements)",
+    "checks.load_dependent_failures": "local failures that went away at concurrency 1 (reported, bound: "
+                                      "stream_disagreements)",
+    "checks.prompt_token_drift_reference / _template": "median relative prompt-token drift, local vs that count "
+                                                        "(bound: prompt_token_drift)",
+    "checks.prompt_tokens_streamed_vs_non_streamed": "requests whose streamed usage counts another prompt length",
+    "checks.sampling_defaults": "served sampling defaults that differ from the hosted model's fixed ones "
+                                "(bound: sampling_mismatches)",
+}
+
+
+def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str, Any]], lo: dict[str, Outcome],
+               st: dict[str, Outcome], common: dict[str, Any], thresholds: dict[str, float],
+               summary: dict[str, Any]) -> dict[str, Any]:
+    """Streamed vs non-streamed on the local endpoint; failing rows rerun at concurrency 1, one at a time
+    and both ways, to tell a failure that appears only under load. Adds its checks and findings to
+    `summary` and returns the `streaming` section."""
+    by_id = {r["id"]: r for r in rows}
+    found = compare_modes(rows, lo, st)
+    # a refusal (4xx) is no load effect; server errors, timeouts and dropped connections may be
+    failed_ns = [rid for rid, o in lo.items() if o is not None and o.error and (o.status is None or o.status >= 500)]
+    again_ids = sorted({d["id"] for d in found} | set(failed_ns))
+    load_dependent: list[str] = []
+    if again_ids:
+        again_rows = [by_id[i] for i in again_ids]
+
+        async def rerun() -> tuple[dict[str, Outcome], dict[str, Outcome]]:
+            ns: dict[str, Outcome] = {}
+            ss: dict[str, Outcome] = {}
+            for row in again_rows:  # concurrency 1: one request in flight at a time
+                ns.update(await collect(local, suite, [row], None, concurrency=1, **common))
+                ss.update(await collect(local, suite, [row], None, concurrency=1, stream=True, **common))
+            return ns, ss
+        ns1, st1 = asyncio.run(rerun())
+        still = {d["id"] for d in compare_modes(again_rows, ns1, st1)}
+        for d in found:
+            d["load_dependent"] = d["id"] not in still and not st1[d["id"]].error
+            if d["load_dependent"]:
+                load_dependent.append(d["id"])
+        for rid in failed_ns:
+            if not ns1[rid].error:
+                load_dependent.append(rid)
+                summary["findings"].append({"kind": "local_error_only_under_load", "count": 1, "ids": [rid],
+                                            "example": {"id": rid, "error_under_load": lo[rid].error,
+                                                        "at_concurrency_1": "answered"}})
+    kinds: dict[str, int] = {}
+    for d in found:
+        for k in d["kinds"]:
+            kinds[k] = kinds.get(k, 0) + 1
+    for k, n in kinds.items():
+        ex = next(d for d in found if k in d["kinds"])
+        summary["findings"].append({"kind": k, "count": n, "example": {**ex, "meaning": KINDS[k]},
+                                    "ids": [d["id"] for d in found if k in d["kinds"]]})
+    if load_dependent:
+        summary["findings"].append({"kind": "load_dependent_failure", "count": len(load_dependent),
+                                    "ids": sorted(set(load_dependent)),
+                                    "example": {"ids": sorted(set(load_dependent))[:10],
+                                                "concurrency": cfg.concurrency,
+                                                "why": "failed at the run's concurrency, answered correctly when "
+                                                       "rerun alone (concurrency 1): a failure under load"}})
+    bound = thresholds["stream_disagreements"]
+    summary["checks"]["stream_disagreements_local"] = {"value": len(found), "max": bound, "ok": len(found) <= bound}
+    if load_dependent:
+        n = len(set(load_dependent))
+        summary["checks"]["load_dependent_failures"] = {"value": n, "max": bound, "ok": n <= bound}
+    compared = sum(1 for r in rows if lo.get(r["id"]) and st.get(r["id"]))
+    return {"compared": compared, "disagreements": found, "kinds": kinds, "kind_docs": KINDS,
+            "load_dependent": sorted(set(load_dependent)), "rerun_concurrency": 1,
+            "streamed_errors": sum(1 for o in st.values() if o and o.error)}
+
+
+def _token_section(rows: list[dict[str, Any]], lo: dict[str, Outcome], st: dict[str, Outcome],
+                   ref: dict[str, Outcome | None], counter: Any, why: str, thresholds: dict[str, float],
+                   summary: dict[str, Any]) -> None:
+    """Token accounting (tokens.py) into `summary`: its section, checks and findings."""
+    template: dict[str, int] = {}
+    if counter is not None:
+        try:
+            template = {r["id"]: counter.count(r) for r in rows}
+        except Exception as exc:  # noqa: BLE001 -- a template that cannot render these requests: say so
+            counter, why = None, f"{why}: the template failed to render: {type(exc).__name__}: {str(exc)[:200]}"
+    acc = accounting(rows, lo, st, ref, template, counter)
+    acc["template_count"] = {"available": counter is not None, "source": why}
+    tchecks = drift_checks(acc, thresholds["prompt_token_drift"])
+    summary["token_accounting"] = acc
+    summary["checks"].update(tchecks)
+    summary["findings"].extend(token_findings(acc, tchecks))
+
+
+def _preflight_section(pre: dict[str, Any], thresholds: dict[str, float], summary: dict[str, Any]) -> None:
+    """The sampling pre-flight (preflight.py) into `summary`: its section, check and findings."""
+    summary["preflight"] = {k: v for k, v in pre.items() if k != "findings"}
+    if pre["status"] == "checked":
+        n_bad = len(pre["findings"])
+        summary["checks"]["sampling_defaults"] = {"value": n_bad, "max": thresholds["sampling_mismatches"],
+                                                  "ok": n_bad <= thresholds["sampling_mismatches"]}
+        summary["findings"].extend(pre["findings"])

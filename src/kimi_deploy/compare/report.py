@@ -1,5 +1,6 @@
 """The comparison's human-facing outputs: a rich table on screen, and report.md / report.html with the
-checks, the findings and the worst disagreements side by side."""
+checks, the findings, the worst disagreements side by side, the streamed-vs-non-streamed disagreements
+side by side (load-dependent ones marked), the token accounting and the sampling pre-flight."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def write_reports(out: Path, s: dict[str, Any], worst: int = 20) -> None:
     for d in s["disagreements"][:worst]:
         cells = [d["id"], d["why"], d["prompt"] or "", _answer(d["local"]), _answer(d["reference"])]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    lines += _extra_md(s, worst)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     rows = "".join(
         f"<tr><td>{html.escape(d['id'])}</td><td>{html.escape(d['why'])}</td><td>{html.escape(d['prompt'] or '')}</td>"
@@ -77,4 +79,97 @@ table{{border-collapse:collapse;margin-bottom:1.5em}}.ok{{background:#e6ffe6}}.b
 <table><tr><th>check</th><th>value</th><th>bound</th></tr>{checks}</table>
 <h2>Findings</h2><table><tr><th>kind</th><th>count</th><th>example</th></tr>{findings}</table>
 <h2>Worst disagreements</h2><table><tr><th>id</th><th>why</th><th>prompt</th><th>local</th><th>reference</th></tr>{rows}</table>
-""")
+{_extra_html(s, worst)}""")
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _stream_rows(s: dict[str, Any], worst: int) -> list[tuple[str, str, str, str, str]]:
+    """(id, kinds, under load?, non-streamed, streamed) for the streamed-vs-non-streamed table."""
+    out = []
+    for d in (s.get("streaming") or {}).get("disagreements", [])[:worst]:
+        notes = d["streamed"].get("stream_notes")
+        st = _answer(d["streamed"]) + (f" [notes: {'; '.join(notes)}]" if notes else "")
+        load = "only under load" if d.get("load_dependent") else "also at concurrency 1"
+        out.append((d["id"], ", ".join(d["kinds"]), load, _answer(d["non_streamed"]), st))
+    return out
+
+
+def _token_lines(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    acc = s.get("token_accounting") or {}
+    pt = acc.get("prompt_tokens") or {}
+    rows = []
+    for name, key in (("local vs reference", "vs_reference"), ("local vs template count", "vs_template"),
+                      ("streamed vs non-streamed", "streamed_vs_non_streamed")):
+        part = pt.get(key) or {}
+        tok = part.get("tokens") or {}
+        rel = part.get("relative") or {}
+        if not tok.get("n"):
+            continue
+        rows.append((name, f"median {tok['median']}, mean {tok['mean']}, min {tok['min']}, max {tok['max']} "
+                           f"({tok['nonzero']} of {tok['n']} differ)",
+                     f"median {rel['median']}" if rel.get("n") else ""))
+    return rows
+
+
+def _extra_md(s: dict[str, Any], worst: int) -> list[str]:
+    lines: list[str] = []
+    sm = s.get("streaming")
+    if sm is not None:
+        lines += ["", "## Streamed vs non-streamed (local)", "",
+                  f"{sm['compared']} requests compared at concurrency {s.get('concurrency')}; "
+                  f"{len(sm['disagreements'])} disagree; load-dependent (fine at concurrency 1): "
+                  f"{', '.join(sm['load_dependent']) or 'none'}", ""]
+        if sm["disagreements"]:
+            lines += ["| id | kinds | when | non-streamed | streamed |", "|---|---|---|---|---|"]
+            lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in _stream_rows(s, worst)]
+    acc = s.get("token_accounting")
+    if acc is not None:
+        lines += ["", "## Token accounting (prompt_tokens)", "",
+                  f"template count: {acc['template_count']['source']}", ""]
+        tl = _token_lines(s)
+        if tl:
+            lines += ["| counts | drift in tokens | relative |", "|---|---|---|"]
+            lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in tl]
+        ct = acc.get("completion_tokens_streamed_vs_non_streamed") or {}
+        if ct.get("n"):
+            lines += ["", f"completion_tokens, streamed minus non-streamed: median {ct['median']}, "
+                          f"{ct['nonzero']} of {ct['n']} differ"]
+        tg = acc.get("completion_tokens_minus_streamed_text_tokens") or {}
+        if tg.get("n"):
+            lines += [f"completion_tokens minus the tokens of the streamed text (answers without tool calls): "
+                      f"median {tg['median']}, min {tg['min']}, max {tg['max']} over {tg['n']}"]
+    pre = s.get("preflight")
+    if pre is not None:
+        lines += ["", "## Sampling pre-flight", "", f"status: {pre['status']}" +
+                  (f" ({pre['why']})" if pre.get("why") else "")]
+        if pre.get("hosted_fixed"):
+            lines += [f"catalog model `{pre['catalog_model']}`; default mode {pre.get('default_mode')}; hosted fixes "
+                      f"`{json.dumps(pre['hosted_fixed'])}` ({pre.get('source')}); served defaults "
+                      f"`{json.dumps(pre.get('served_defaults'))}` from {pre.get('served_defaults_source')}"]
+    return lines
+
+
+def _extra_html(s: dict[str, Any], worst: int) -> str:
+    parts = []
+    sm = s.get("streaming")
+    if sm is not None:
+        rows = "".join("<tr>" + "".join(f"<td><pre>{html.escape(c)}</pre></td>" for c in r) + "</tr>"
+                       for r in _stream_rows(s, worst))
+        parts.append(f"<h2>Streamed vs non-streamed (local)</h2><p>{sm['compared']} requests compared at concurrency "
+                     f"{s.get('concurrency')}; {len(sm['disagreements'])} disagree; load-dependent: "
+                     f"{html.escape(', '.join(sm['load_dependent']) or 'none')}</p>"
+                     f"<table><tr><th>id</th><th>kinds</th><th>when</th><th>non-streamed</th><th>streamed</th></tr>"
+                     f"{rows}</table>")
+    acc = s.get("token_accounting")
+    if acc is not None:
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _token_lines(s))
+        parts.append(f"<h2>Token accounting (prompt_tokens)</h2><p>template count: "
+                     f"{html.escape(acc['template_count']['source'])}</p><table><tr><th>counts</th>"
+                     f"<th>drift in tokens</th><th>relative</th></tr>{rows}</table>")
+    pre = s.get("preflight")
+    if pre is not None:
+        parts.append(f"<h2>Sampling pre-flight</h2><pre>{html.escape(json.dumps(pre, indent=1, ensure_ascii=False))}</pre>")
+    return "\n".join(parts)

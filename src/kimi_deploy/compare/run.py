@@ -18,6 +18,7 @@ import openai
 from ..endpoint import ANSWERS, Endpoint, RetryPolicy, reasoning_of
 from ..errors import BadInput
 from .adapters import request_kwargs
+from .stream import Assembly, stream_answer
 
 
 def request_key(suite: str, row: dict[str, Any]) -> str:
@@ -57,6 +58,9 @@ class Outcome:
     status: int | None = None
     probe_content: str | None = None  # what the model wrote when re-asked with tool_choice=none
     seconds: float = 0.0
+    prompt_tokens: int | None = None  # usage.prompt_tokens as the server counted it
+    streamed: bool = False  # assembled from stream deltas (stream.py) rather than one response
+    stream_notes: list[str] = field(default_factory=list)  # protocol oddities seen while assembling
 
 
 class Store:
@@ -106,25 +110,48 @@ def _outcome(row_id: str, resp: Any, seconds: float) -> Outcome:
     details = getattr(usage, "completion_tokens_details", None) if usage else None
     return Outcome(row_id, choice.finish_reason, msg.content, reasoning_of(msg), calls,
                    usage.completion_tokens if usage else None,
-                   getattr(details, "reasoning_tokens", None) if details else None, seconds=round(seconds, 3))
+                   getattr(details, "reasoning_tokens", None) if details else None, seconds=round(seconds, 3),
+                   prompt_tokens=usage.prompt_tokens if usage else None)
 
 
-async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Store, *, concurrency: int = 8,
+def _streamed_outcome(row_id: str, acc: Assembly, seconds: float) -> Outcome:
+    return Outcome(row_id, acc.finish_reason, "".join(acc.content) if acc.content else None,
+                   "".join(acc.reasoning) or None, acc.tool_calls(), acc.completion_tokens, acc.reasoning_tokens,
+                   seconds=round(seconds, 3), prompt_tokens=acc.prompt_tokens, streamed=True,
+                   stream_notes=acc.notes)
+
+
+async def ask(client: Any, row_id: str, kwargs: dict[str, Any], *, stream: bool) -> Outcome:
+    """One attempt at one request, non-streamed or streamed (assembled from its deltas)."""
+    if stream:
+        acc, seconds = await stream_answer(client, kwargs)
+        return _streamed_outcome(row_id, acc, seconds)
+    t0 = time.monotonic()
+    resp = await client.chat.completions.create(**kwargs)
+    return _outcome(row_id, resp, time.monotonic() - t0)
+
+
+async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Store | None, *, concurrency: int = 8,
                   rate: float | None = None, temperature: float | None = 0.0, max_tokens: int | None = None,
                   retry: RetryPolicy = ANSWERS, request_timeout: float = 1200, stall_timeout: float = 600,
-                  scrub: Callable[[str], str] = lambda t: t,
+                  scrub: Callable[[str], str] = lambda t: t, stream: bool = False,
+                  sem: asyncio.Semaphore | None = None,
                   on_done: Callable[[Outcome], None] = lambda o: None) -> dict[str, Outcome]:
-    """Answers for every row (recorded ones are reused), keyed by row id. One request, its retries and
+    """Answers for every row (recorded ones are reused; with no `store` nothing is reused or recorded),
+    keyed by row id. One request, its retries and
     their backoff included, ends within `request_timeout` seconds; one attempt fails when no byte comes
-    for `stall_timeout` seconds (httpx's read timeout: answers are not streamed, so it also bounds the
-    wait for the whole answer). Error text goes through `scrub` before it is recorded."""
+    for `stall_timeout` seconds (httpx's read timeout: for a non-streamed answer it also bounds the wait
+    for the whole answer; for a streamed one, the gap between chunks). With `stream` every answer is
+    streamed and assembled from its deltas (stream.py). `sem`, when given, is shared with other
+    collections on the same endpoint (streamed and non-streamed together make its load). Error text goes
+    through `scrub` before it is recorded."""
     import httpx
 
     results: dict[str, Outcome] = {}
     todo = []
     for row in rows:
         key = request_key(suite, row)
-        prior = store.outcome(key)
+        prior = store.outcome(key) if store is not None else None
         if prior is not None:
             results[row["id"]] = prior
         else:
@@ -134,7 +161,7 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
     endpoint = side.endpoint
     assert endpoint is not None, "a recording has no endpoint to ask"
     client = endpoint.openai_client(timeout=httpx.Timeout(stall_timeout, connect=min(stall_timeout, 30.0)))
-    sem = asyncio.Semaphore(concurrency)
+    sem = sem or asyncio.Semaphore(concurrency)
     gap = 1.0 / rate if rate else 0.0
     next_start = [time.monotonic()]
     start_lock = asyncio.Lock()
@@ -150,8 +177,9 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
             kwargs = request_kwargs(endpoint, side.model, row, temperature, max_tokens)
             t0 = time.monotonic()
             try:
-                resp = await retry.run(lambda: client.chat.completions.create(**kwargs), total_s=request_timeout)
-                outcome = _outcome(row["id"], resp, time.monotonic() - t0)
+                outcome = await retry.run(lambda: ask(client, row["id"], kwargs, stream=stream),
+                                          total_s=request_timeout)
+                outcome.seconds = round(time.monotonic() - t0, 3)
             except asyncio.TimeoutError:
                 outcome = Outcome(row["id"], error=f"timeout: no answer within {request_timeout:g} s, retries "
                                   "included (--request-timeout)", seconds=round(time.monotonic() - t0, 3))
@@ -177,9 +205,15 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
                 # 200 with a body that is not a chat completion (an HTML page from a proxy, say)
                 outcome = Outcome(row["id"], error=f"not an OpenAI chat completion: {type(exc).__name__}: {exc}"[:300],
                                   status=200, seconds=round(time.monotonic() - t0, 3))
+            except (openai.APIError, httpx.HTTPError) as exc:
+                # a stream cut or ended by an error event part-way (the status was 200)
+                outcome = Outcome(row["id"], error=f"{type(exc).__name__}: {exc}"[:300],
+                                  seconds=round(time.monotonic() - t0, 3))
             if outcome.error:
                 outcome.error = scrub(outcome.error)  # a server may echo the Authorization header
-            store.append(key, side, outcome)
+            outcome.streamed = stream
+            if store is not None:
+                store.append(key, side, outcome)
             results[row["id"]] = outcome
             on_done(outcome)
 

@@ -1,0 +1,254 @@
+"""`compare` v2 end to end on the real vLLM CPU engine serving tiny-k2: every request streamed and
+non-streamed at the default concurrency (32), token accounting, sampling pre-flight.
+
+Fault injection: a real aiohttp proxy (tests/faultproxy.py) in front of the one real server corrupts
+streamed tool-call deltas the way the parsers' real bugs did (empty deltas only under load, vllm #54701;
+long arguments dropped, sglang #23363; a call's name sent again, vllm #24478 / #38579) or miscounts
+prompt tokens. Each must FAIL with its finding, and `compare --local URL --reference URL --suite tool-calls
+--output DIR` with no other option must catch it; the same proxy with no fault, and the server itself,
+PASS. tiny-k2 answers one call per turn (args 16-61 characters), so "long" means over 40 characters here
+and the repeated-name fault is injected from the first call (`repeat_name_from_index=0`); the proxy's
+"second of two calls" setting waits for a model that makes two.
+
+Fast unit tests at the end: the delta assembly on real openai ChatCompletionChunk objects, the
+disagreement rules, the tools' field order for the template count."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from kimi_deploy.compare.consistency import disagreements
+from kimi_deploy.compare.run import Outcome
+from kimi_deploy.compare.stream import Assembly
+from kimi_deploy.compare.suites import load
+from kimi_deploy.compare.tokens import openai_order
+from kimi_deploy.errors import BadInput
+
+from .conftest import Server, assert_clean_error, run_cli, start_tiny_server
+from .faultproxy import FaultProxy
+
+
+def _compare(local: str, reference: str, out: Path, *extra: str):
+    """The command exactly as the issue states it (plus `extra`)."""
+    proc = run_cli("compare", "--local", local, "--reference", reference, "--suite", "tool-calls",
+                   "--output", str(out), *extra, timeout=900)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
+    return proc, summary
+
+
+@pytest.fixture
+def proxy(tiny_server: Server) -> Iterator:
+    """Start a FaultProxy in front of the shared tiny-k2 server (call with the fault); stopped after."""
+    started: list[FaultProxy] = []
+
+    def make(**faults: int) -> FaultProxy:
+        p = FaultProxy(tiny_server.url, **faults).start()
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def _kinds(s: dict) -> dict[str, dict]:
+    return {f["kind"]: f for f in s["findings"]}
+
+
+def test_healthy_server_passes_both_ways_under_load(tiny_server: Server, proxy, tmp_path: Path) -> None:
+    clean = proxy()  # the proxy with no fault: it alone must not make a finding
+    for name, url in (("direct", tiny_server.url), ("proxied", clean.url)):
+        proc, s = _compare(url, f"{tiny_server.url}/v1", tmp_path / name)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert s["verdict"] == "PASS" and s["concurrency"] == 32
+        assert s["streaming"]["compared"] == s["n"] and s["streaming"]["disagreements"] == []
+        assert s["checks"]["stream_disagreements_local"] == {"value": 0, "max": 0, "ok": True}
+        acc = s["token_accounting"]
+        assert acc["template_count"]["available"], acc["template_count"]
+        for other in ("vs_reference", "vs_template"):  # the same template and tokenizer: the same count
+            assert acc["prompt_tokens"][other]["tokens"]["nonzero"] == 0, acc["prompt_tokens"]
+            assert acc["prompt_tokens"][other]["tokens"]["n"] == s["n"]
+        assert s["checks"]["prompt_token_drift_template"]["ok"] and s["preflight"]["status"] == "skipped"
+        assert set(s["thresholds"]) >= {"stream_disagreements", "prompt_token_drift", "sampling_mismatches"}
+        assert {"streaming", "token_accounting", "preflight"} <= set(s["field_docs"])
+        assert len((tmp_path / name / "local-stream.jsonl").read_text().splitlines()) == s["n"]
+    assert clean.stats["streamed"] == s["n"] and clean.max_in_flight > 8  # really under load
+    assert "## Streamed vs non-streamed (local)" in (tmp_path / "proxied" / "report.md").read_text()
+
+
+def test_empty_tool_call_deltas_under_load_fail_as_load_dependent(tiny_server: Server, proxy,
+                                                                  tmp_path: Path) -> None:
+    bad = proxy(empty_calls_under_load=4)
+    proc, s = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "load")
+    assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
+    assert bad.stats["emptied"] > 0
+    kinds = _kinds(s)
+    assert {"stream_missing_tool_calls", "stream_finish_tool_calls_without_calls", "load_dependent_failure"} <= set(kinds)
+    found = s["streaming"]["disagreements"]
+    assert found and all(d["load_dependent"] for d in found)  # fine when rerun alone
+    assert sorted(d["id"] for d in found) == s["streaming"]["load_dependent"]
+    # the rows that broke are tool-call answers, and the non-streamed answers were right
+    assert all(d["non_streamed"]["tool_calls"] and not d["streamed"]["tool_calls"] for d in found)
+    assert s["tool_call_f1"] == 1.0 and not s["checks"]["stream_disagreements_local"]["ok"]
+    assert "only under load" in (tmp_path / "load" / "report.md").read_text()
+
+
+def test_long_arguments_dropped_when_streamed_fail(tiny_server: Server, proxy, tmp_path: Path) -> None:
+    bad = proxy(drop_args_after=40)
+    proc, s = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "long")
+    assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
+    local = [json.loads(x)["response"] for x in (tmp_path / "long" / "local.jsonl").read_text().splitlines()]
+    long_rows = {r["id"] for r in local if any(len(c["arguments"]) > 40 for c in r["tool_calls"])}
+    assert long_rows, "tiny-k2 made no call with arguments over 40 characters"
+    found = s["streaming"]["disagreements"]
+    assert {d["id"] for d in found} == long_rows  # exactly the long ones, and only them
+    assert all(d["kinds"] == ["stream_arguments_invalid_json"] and d["load_dependent"] is False for d in found)
+    assert "stream_arguments_invalid_json" in _kinds(s) and "load_dependent_failure" not in _kinds(s)
+
+
+def test_name_sent_again_in_a_later_delta_fails(tiny_server: Server, proxy, tmp_path: Path) -> None:
+    bad = proxy(repeat_name_from_index=0)
+    proc, s = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "name")
+    assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
+    assert bad.stats["renamed"] > 0
+    kinds = _kinds(s)
+    assert "stream_tool_name_split_or_duplicated" in kinds
+    ex = kinds["stream_tool_name_split_or_duplicated"]["example"]
+    call = ex["streamed"]["tool_calls"][0]
+    assert call["later_names"] == [call["name"]] and "name sent again" in ex["streamed"]["stream_notes"][0]
+
+
+def test_prompt_token_miscount_fails(tiny_server: Server, proxy, tmp_path: Path) -> None:
+    bad = proxy(prompt_tokens_extra=12)
+    proc, s = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "count")
+    assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
+    pt = s["token_accounting"]["prompt_tokens"]
+    assert pt["vs_reference"]["tokens"]["median"] == 12 and pt["vs_template"]["tokens"]["median"] == 12
+    assert pt["vs_reference"]["tokens"]["nonzero"] == s["n"]
+    for other in ("reference", "template"):
+        c = s["checks"][f"prompt_token_drift_{other}"]
+        assert not c["ok"] and c["value"] > 0.01 and c["max"] == 0.01
+    kinds = _kinds(s)
+    assert {"prompt_token_drift_vs_reference", "prompt_token_drift_vs_template"} <= set(kinds)
+    assert s["streaming"]["disagreements"] == []  # the streams themselves were fine
+    # the bound is overridable like the others
+    proc, s2 = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "count2", "--threshold", "prompt_token_drift=0.5",
+                        "--no-stream")
+    assert proc.returncode == 0 and s2["verdict"] == "PASS" and "streaming" not in s2, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def k25_defaults_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """tiny-k2 with a generation_config.json carrying K2.5's thinking-mode sampling (temperature 1.0,
+    top_p 0.95): what a correctly configured K2.5 deployment serves by default."""
+    tmp = tmp_path_factory.mktemp("k25gen")
+    model = tmp / "tiny-k2-k25gen"
+    shutil.copytree(tiny_dir, model)
+    gen = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**gen, "temperature": 1.0, "top_p": 0.95}))
+    # a small KV cache: a second server on a machine that runs others (the share is of all RAM on CPU)
+    server = start_tiny_server(tmp, "tiny-k2-k25gen", model_dir=model, gpu_memory_utilization=0.08)
+    yield server
+    server.stop()
+
+
+def test_sampling_preflight(tiny_server: Server, k25_defaults_server: Server, tmp_path: Path) -> None:
+    # vLLM's own top_p 1.0 (the checkpoint sets none) against K2.5's fixed 0.95: a finding with the fix
+    proc, s = _compare(tiny_server.url, f"{tiny_server.url}/v1", tmp_path / "k25", "--catalog-model", "kimi-k2.5",
+                       "--limit", "6")
+    assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
+    pre = s["preflight"]
+    assert pre["status"] == "checked" and pre["default_mode"] == "thinking"  # observed: the spec thinks by default
+    assert pre["observed"]["of"] == 4 and pre["served_defaults"]["top_p"] == 1.0
+    mism = [f["example"] for f in s["findings"] if f["kind"] == "sampling_default_mismatch"]
+    assert [m["param"] for m in mism] == ["top_p"] and mism[0]["hosted"] == 0.95
+    assert "--override-generation-config" in mism[0]["fix"] and s["checks"]["sampling_defaults"]["value"] == 1
+    assert "temperature" in pre["other_modes"]["instant"]  # instant mode needs its 0.6 sent per request
+    # the checkpoint's generation config carries K2.5's thinking-mode values: no finding
+    proc, s = _compare(k25_defaults_server.url, f"{k25_defaults_server.url}/v1", tmp_path / "k25ok",
+                       "--catalog-model", "kimi-k2.5", "--limit", "6")
+    assert proc.returncode == 0 and s["preflight"]["status"] == "checked", proc.stdout
+    assert s["checks"]["sampling_defaults"] == {"value": 0, "max": 0, "ok": True}
+    assert s["preflight"]["served_defaults"]["top_p"] == 0.95
+    assert_clean_error(run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1",
+                               "--catalog-model", "kimi-k9", "--output", str(tmp_path / "bad")),
+                       "--catalog-model", "unknown model")
+    assert_clean_error(run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1",
+                               "--tokenizer", str(tmp_path / "no-such-checkpoint"), "--output", str(tmp_path / "bad")),
+                       "--tokenizer", "could not load")
+
+
+# --- fast: the assembly and the rules, on real openai objects ----------------------------------------
+
+def _chunk(delta: dict, finish: str | None = None, usage: dict | None = None):
+    from openai.types.chat import ChatCompletionChunk
+
+    return ChatCompletionChunk.model_validate({
+        "id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "usage": usage,
+        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+def test_assembly_merges_interleaved_calls_by_index() -> None:
+    acc = Assembly()
+    for c in [
+        _chunk({"role": "assistant", "content": ""}),
+        _chunk({"tool_calls": [{"index": 0, "id": "functions.a:0", "type": "function",
+                                "function": {"name": "a", "arguments": '{"x"'}}]}),
+        _chunk({"tool_calls": [{"index": 1, "id": "functions.b:1", "type": "function",
+                                "function": {"name": "b", "arguments": ""}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}},
+                               {"index": 1, "function": {"arguments": "{}"}}]}),
+        _chunk({"tool_calls": [{"index": 1, "function": {"name": "b"}}]}),  # the name again
+        _chunk({}, finish="tool_calls"),
+        _chunk(None, usage={"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}),
+    ]:
+        acc.feed(c)
+    calls = acc.tool_calls()
+    assert [(c["id"], c["name"], c["arguments"]) for c in calls] == [
+        ("functions.a:0", "a", '{"x": 1}'), ("functions.b:1", "b", "{}")]
+    assert calls[1]["later_names"] == ["b"] and "a client that concatenates sees 'bb'" in acc.notes[0]
+    assert (acc.finish_reason, acc.prompt_tokens, acc.completion_tokens) == ("tool_calls", 7, 3)
+
+
+def test_disagreement_rules() -> None:
+    row = {"id": "r", "tools": [{"type": "function", "function": {"name": "f"}}]}
+    call = {"id": "functions.f:0", "name": "f", "arguments": '{"a": 1}'}
+    ns = Outcome("r", "tool_calls", None, None, [call])
+    assert disagreements(row, ns, Outcome("r", "tool_calls", None, None, [dict(call)])) == []
+    assert disagreements(row, ns, Outcome("r", "tool_calls", None, None, [])) == [
+        "stream_finish_tool_calls_without_calls", "stream_missing_tool_calls"]
+    assert disagreements(row, ns, Outcome("r", "tool_calls", None, None, [{**call, "arguments": '{"a": '}])) == [
+        "stream_arguments_invalid_json"]
+    assert disagreements(row, ns, Outcome("r", "tool_calls", None, None, [{**call, "name": "ff"}])) == [
+        "stream_tool_name_split_or_duplicated"]
+    assert disagreements(row, ns, Outcome("r", "stop", "<|tool_calls_section_begin|>x", None, [])) == [
+        "stream_missing_tool_calls", "stream_markers_in_content"]
+    think = Outcome("r", "stop", "hi", "I should greet", [])
+    assert disagreements(row, think, Outcome("r", "stop", "I should greet the user. hi", None, [])) == [
+        "stream_reasoning_in_content"]
+    assert disagreements(row, ns, Outcome("r", None, error="HTTP 500")) == ["stream_error"]
+
+
+def test_tools_are_counted_in_the_openai_field_order() -> None:
+    _, rows = load("tool-calls")
+    tools = next(r["tools"] for r in rows if r.get("tools"))
+    assert list(tools[0]) == ["function", "type"]  # the suite file sorts keys
+    ordered = openai_order(tools)
+    assert list(ordered[0]) == ["type", "function"]
+    assert list(ordered[0]["function"])[:2] == ["name", "description"]
+    assert openai_order(None) is None
+
+
+def test_no_tokenizer_says_why(tmp_path: Path) -> None:
+    from kimi_deploy.compare.tokens import find_tokenizer
+
+    assert find_tokenizer(None, None)[0] is None and "--tokenizer" in find_tokenizer(None, None)[1]
+    counter, why = find_tokenizer(None, str(tmp_path))  # a directory without a tokenizer
+    assert counter is None and "not a local checkpoint directory" in why
+    with pytest.raises(BadInput, match="--tokenizer.*could not load"):  # given explicitly: bad input
+        find_tokenizer(str(tmp_path / "nope"), None)
