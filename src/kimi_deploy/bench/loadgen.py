@@ -83,8 +83,10 @@ class WorkerStats:
 
     worker: int
     loop_lag: list[float]
-    cpu: float
+    cpu: float  # share of one core over the worker's run
     wall: float
+    cpu_s: float = 0.0  # user + system seconds of the worker over its run
+    chunks: int = 0  # token-bearing chunks it received: cpu_s / chunks is the client's cost per chunk
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +149,97 @@ def schedule(n: int, rate: float, burstiness: float, ramp_up_s: float, seed: int
     return [next(it) for _ in range(n)]
 
 
+# How a stream's last read ends when it carries `data: [DONE]` (OpenAI's end-of-stream event).
+_DONE_TAILS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n", b"[DONE]\n", b"[DONE]\r\n")
+
+
+def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> None:
+    """Fill `rec` from a stream's reads (`parts[i]` arrived at `times[i]`), after the stream ended: every
+    SSE `data:` line is stamped with the arrival of the read that completed it, as if it had been parsed
+    the moment it came. Ends at [DONE]; a line that is not JSON ends the request as failed at its time;
+    a stream that ended (or broke, or timed out) before [DONE] is failed as the reading left it."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    tool_args: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    done = bad = False
+    pending = b""
+    t_done = None
+    n = len(parts)
+    for i in range(n + 1):
+        if i < n:
+            now, piece = times[i], parts[i]
+            lines = (pending + piece if pending else piece).split(b"\n")
+            pending = lines.pop()  # a line still waiting for its newline
+        else:  # the body ended: a last line without a newline still counts (as aiohttp's readline has it)
+            if not pending or not n:
+                break
+            now, lines = times[-1], [pending]
+        for raw in lines:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                done, t_done = True, now
+                break
+            try:
+                obj = _loads(data)
+            except ValueError:
+                # the request failed here, whatever happened to the connection after it
+                rec.error, rec.incomplete, rec.t_end, bad = f"malformed SSE data: {data[:80]!r}", False, now, True
+                break
+            _apply(rec, obj, now, content, reasoning, tool_args, calls)
+        if done or bad:
+            break
+    if done and rec.error is not None:
+        # [DONE] came, then the wait for the body's end broke (a server that holds the connection open):
+        # the answer was complete when [DONE] arrived
+        rec.error, rec.incomplete, rec.t_end = None, False, t_done
+    elif not done and rec.error is None:
+        rec.error = "stream ended without [DONE] (dropped mid-stream)"
+    rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
+    rec.calls = [calls[k] for k in sorted(calls)]
+
+
+def _apply(rec: RequestOutput, obj: dict[str, Any], now: float, content: list[str], reasoning: list[str],
+           tool_args: list[str], calls: dict[int, dict[str, str]]) -> None:
+    """One parsed SSE event that arrived at `now`: usage, text, tool-call deltas, the timing points."""
+    if obj.get("usage"):
+        rec.usage = obj["usage"]
+    for ch in obj.get("choices") or []:
+        delta = ch.get("delta") or {}
+        got = False
+        c = delta.get("content")
+        r = reasoning_of(delta)
+        tc = delta.get("tool_calls")
+        if c:
+            content.append(c)
+            got = True
+            if rec.t_first_answer is None:
+                rec.t_first_answer = now
+        if r:
+            reasoning.append(r)
+            got = True
+        if tc:
+            for call in tc:
+                fn = call.get("function") or {}
+                tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
+                slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                slot["id"] = call.get("id") or slot["id"]
+                slot["name"] += fn.get("name") or ""
+                slot["arguments"] += fn.get("arguments") or ""
+            got = True
+            if rec.t_first_tool is None:
+                rec.t_first_tool = now
+        if got:
+            if rec.t_first is None:
+                rec.t_first = now
+            rec.chunks.append(now)
+        if ch.get("finish_reason"):
+            rec.finish_reason = ch["finish_reason"]
+
+
 async def _one(session: Any, send: _Send, job: RequestInput, t_sched: float) -> RequestOutput:
     """Send one streamed request and time it. Never retried (endpoint.NO_RETRY): a retry would hide the
     failure and its latency. Every failure becomes an error string on the output, never an exception.
@@ -161,13 +254,16 @@ async def _one(session: Any, send: _Send, job: RequestInput, t_sched: float) -> 
     body["stream"] = stream
     if stream:
         body.setdefault("stream_options", {"include_usage": True})
-    content, reasoning, tool_args = [], [], []
-    calls: dict[int, dict[str, str]] = {}
+    # The hot path keeps, per read from the socket, a timestamp and the bytes: parsing (SSE lines, JSON)
+    # waits until the stream has ended, so it never delays the timestamps of the other streams.
+    times: list[float] = []
+    parts: list[bytes] = []
     rec.t_send = time.monotonic()
     limit, by_deadline = send.request_timeout_s, False
     if send.deadline is not None and send.deadline - rec.t_send < limit:
         limit, by_deadline = max(send.deadline - rec.t_send, 0.001), True
     timeout = aiohttp.ClientTimeout(total=limit, sock_read=send.stall_timeout_s)
+    streamed = False
     try:
         async with session.post(send.url, json=body, headers=send.headers, timeout=timeout) as resp:
             rec.status = resp.status
@@ -182,57 +278,17 @@ async def _one(session: Any, send: _Send, job: RequestInput, t_sched: float) -> 
                             f"(not an OpenAI-compatible chat endpoint?)"
                 rec.t_end = time.monotonic()
                 return rec
-            done = False
-            async for raw in resp.content:
-                now = time.monotonic()
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    break
-                try:
-                    obj = _loads(data)
-                except ValueError:
-                    rec.error = f"malformed SSE data: {data[:80]!r}"
-                    break
-                if obj.get("usage"):
-                    rec.usage = obj["usage"]
-                for ch in obj.get("choices") or []:
-                    delta = ch.get("delta") or {}
-                    got = False
-                    c = delta.get("content")
-                    r = reasoning_of(delta)
-                    tc = delta.get("tool_calls")
-                    if c:
-                        content.append(c)
-                        got = True
-                        if rec.t_first_answer is None:
-                            rec.t_first_answer = now
-                    if r:
-                        reasoning.append(r)
-                        got = True
-                    if tc:
-                        for call in tc:
-                            fn = call.get("function") or {}
-                            tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
-                            slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
-                            slot["id"] = call.get("id") or slot["id"]
-                            slot["name"] += fn.get("name") or ""
-                            slot["arguments"] += fn.get("arguments") or ""
-                        got = True
-                        if rec.t_first_tool is None:
-                            rec.t_first_tool = now
-                    if got:
-                        if rec.t_first is None:
-                            rec.t_first = now
-                        rec.chunks.append(now)
-                    if ch.get("finish_reason"):
-                        rec.finish_reason = ch["finish_reason"]
+            streamed = True
+            read, now, keep_t, keep_b = resp.content.readany, time.monotonic, times.append, parts.append
+            while True:
+                piece = await read()
+                if not piece:
+                    break  # end of the body
+                keep_t(now())
+                keep_b(piece)
+                if piece.endswith(_DONE_TAILS):
+                    break  # [DONE]: the answer is complete (parse_stream checks it was a line of its own)
             rec.t_end = time.monotonic()
-            if not done and rec.error is None:
-                rec.error = "stream ended without [DONE] (dropped mid-stream)"
     except aiohttp.ServerTimeoutError:  # before asyncio.TimeoutError: it is a subclass
         rec.error = f"stalled: no byte from the server for {send.stall_timeout_s:g} s (--stall-timeout)"
     except asyncio.TimeoutError:
@@ -244,12 +300,12 @@ async def _one(session: Any, send: _Send, job: RequestInput, t_sched: float) -> 
         rec.error = "stream ended without [DONE] (dropped mid-stream)"
     except Exception as exc:  # connection refused/reset, payload errors: a failed request, never a crash
         rec.error = f"{type(exc).__name__}: {exc}"[:300]
-    if rec.error:
-        rec.error = send.scrub(rec.error)  # a server may echo the Authorization header in its error body
     if rec.t_end is None:
         rec.t_end = time.monotonic()
-    rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
-    rec.calls = [calls[k] for k in sorted(calls)]
+    if streamed:
+        parse_stream(rec, times, parts)
+    if rec.error:
+        rec.error = send.scrub(rec.error)  # a server may echo the Authorization header in its error body
     return rec
 
 
@@ -288,6 +344,18 @@ async def run_job(session: Any, send: _Send, job: RequestInput, t_sched: float, 
         t_sched = time.monotonic()
 
 
+class _Counted:
+    """The worker's result queue, counting the token-bearing chunks of what passes through it."""
+
+    def __init__(self, q: Any) -> None:
+        self.q, self.chunks = q, 0
+
+    def put(self, item: Any) -> None:
+        if isinstance(item, RequestOutput):
+            self.chunks += len(item.chunks)
+        self.q.put(item)
+
+
 async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05) -> None:
     while not stop.is_set():
         t = time.monotonic()
@@ -303,6 +371,7 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
     send = _Send(url=cfg.endpoint.url("/v1/chat/completions"), headers=cfg.endpoint.headers(),
                  request_timeout_s=cfg.request_timeout_s, stall_timeout_s=cfg.stall_timeout_s, deadline=deadline,
                  scrub=cfg.endpoint.scrubber())
+    out = _Counted(out)
     lags: list[float] = []
     stop = asyncio.Event()
     mon = asyncio.create_task(_monitor(lags, stop))
@@ -360,8 +429,8 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
     await mon
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - wall0
-    cpu = (cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime) / wall if wall else 0.0
-    out.put(WorkerStats(wid, lags, cpu, wall))
+    cpu_s = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
+    out.put(WorkerStats(wid, lags, cpu_s / wall if wall else 0.0, wall, cpu_s, out.chunks))
 
 
 def _worker(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: float, deadline: float | None,

@@ -144,6 +144,8 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
     lag_p99 = summary(lag)["p99"] or 0.0
     loop_p99 = summary(loop)["p99"] or 0.0
     cpu_max = max((w.cpu for w in workers), default=0.0)
+    chunks = sum(w.chunks for w in workers)
+    cpu_per_chunk = sum(w.cpu_s for w in workers) / chunks * 1e6 if chunks else None
     reasons = []
     if lag_p99 > MAX_SCHEDULE_LAG_P99_MS:
         reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms")
@@ -174,6 +176,7 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
                     "fraction": round(good / len(measured), 4) if slo and measured else None,
                     "requests_per_s": round(good / window, 4) if slo and window else None},
         "client": {"schedule_lag_ms_p99": round(lag_p99, 3), "loop_lag_ms_p99": round(loop_p99, 3),
-                   "worker_cpu_max": round(cpu_max, 3), "workers": len(workers), "valid": not reasons,
+                   "worker_cpu_max": round(cpu_max, 3), "workers": len(workers),
+                   "cpu_us_per_chunk": round(cpu_per_chunk, 2) if cpu_per_chunk is not None else None, "valid": not reasons,
                    "invalid_because": reasons},
     }
