@@ -72,9 +72,22 @@ class RequestOutput:
     tool_text: str = ""  # tool names and argument deltas, for the client-side token count
     calls: list[dict[str, str]] = field(default_factory=list)  # {id, name, arguments} per tool call
     incomplete: bool = False  # still in flight at the --duration deadline: cancelled, neither ok nor failed
+    # The stream as read (times of the reads, their body bytes), until settle() parses it: a worker sends
+    # it unparsed so that parsing, which comes in bursts when many streams end together, runs in the
+    # parent and never holds up a worker's event loop (and with it the timestamps of its other streams).
+    raw: tuple[list[float], list[bytes]] | None = None
+
+    def settle(self) -> RequestOutput:
+        """Parse the raw stream into the timing points, text and error (once; a no-op after)."""
+        if self.raw is not None:
+            times, parts = self.raw
+            self.raw = None
+            parse_stream(self, times, parts)
+        return self
 
     @property
     def ok(self) -> bool:
+        self.settle()
         return self.error is None
 
 
@@ -87,7 +100,6 @@ class WorkerStats:
     cpu: float  # share of one core over the worker's run
     wall: float
     cpu_s: float = 0.0  # user + system seconds of the worker over its run
-    chunks: int = 0  # token-bearing chunks it received: cpu_s / chunks is the client's cost per chunk
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,7 +319,7 @@ async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> Re
     if rec.t_end is None:
         rec.t_end = time.monotonic()
     if streamed:
-        parse_stream(rec, times, parts)
+        rec.raw = (times, parts)  # parsed by settle(), in the parent (or here for a multi-turn session)
     if rec.error:
         rec.error = send.scrub(rec.error)  # a server may echo the Authorization header in its error body
     return rec
@@ -322,14 +334,15 @@ async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, ou
     while True:
         sub = replace(job, body={**body, "messages": messages}, followups=[], tool_results={})
         rec = await _one(pool, send, sub, t_sched)
-        calls = rec.calls
         is_session = bool(job.followups or job.tool_results)
         if is_session:
+            rec.settle()  # the next turn carries this answer
             rec.session, rec.turn = job.index, turn
             rec.index = job.index * 1000 + turn
         out.put(rec)
         if not is_session or not rec.ok or turn >= 8 or (send.deadline and time.monotonic() >= send.deadline):  # a session that keeps calling tools ends at 8 turns
             return
+        calls = rec.calls
         assistant: dict[str, Any] = {"role": "assistant", "content": rec.content}
         if rec.reasoning:
             assistant["reasoning_content"] = rec.reasoning
@@ -348,18 +361,6 @@ async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, ou
         t_sched = time.monotonic()
 
 
-class _Counted:
-    """The worker's result queue, counting the token-bearing chunks of what passes through it."""
-
-    def __init__(self, q: Any) -> None:
-        self.q, self.chunks = q, 0
-
-    def put(self, item: Any) -> None:
-        if isinstance(item, RequestOutput):
-            self.chunks += len(item.chunks)
-        self.q.put(item)
-
-
 async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05) -> None:
     while not stop.is_set():
         t = time.monotonic()
@@ -373,7 +374,6 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
     send = _Send(url=cfg.endpoint.url("/v1/chat/completions"), headers=cfg.endpoint.headers(),
                  request_timeout_s=cfg.request_timeout_s, stall_timeout_s=cfg.stall_timeout_s, deadline=deadline,
                  scrub=cfg.endpoint.scrubber())
-    out = _Counted(out)
     lags: list[float] = []
     stop = asyncio.Event()
     mon = asyncio.create_task(_monitor(lags, stop))
@@ -434,7 +434,7 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - wall0
     cpu_s = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
-    out.put(WorkerStats(wid, lags, cpu_s / wall if wall else 0.0, wall, cpu_s, out.chunks))
+    out.put(WorkerStats(wid, lags, cpu_s / wall if wall else 0.0, wall, cpu_s))
 
 
 def _worker(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: float, deadline: float | None,

@@ -26,6 +26,8 @@ DEFINITIONS = {
     "goodput": "requests meeting every SLO / all measured requests (failures count as misses) per second of window",
     "incomplete": "requests still in flight at the --duration deadline: cancelled there, counted neither as "
                   "completed nor as failed, left out of every statistic",
+    "cpu_us_per_chunk": "CPU time (user + system) of the client's worker processes / token-bearing chunks received "
+                        "(measured requests; parsing runs in the parent process and is not included)",
     "output_tokens_client": "tokens of the streamed text (answer + reasoning + tool-call arguments) counted by the "
                             "server's /tokenize when it has one, else by whitespace",
 }
@@ -76,6 +78,7 @@ def per_request(out: RequestOutput, output_tokens_client: int | None = None) -> 
     def ms(a: float | None, b: float | None) -> float | None:
         return round((b - a) * 1000, 3) if a is not None and b is not None else None
 
+    out.settle()
     chunks = out.chunks
     usage = out.usage or {}
     out_server = usage.get("completion_tokens")
@@ -144,8 +147,9 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
     lag_p99 = summary(lag)["p99"] or 0.0
     loop_p99 = summary(loop)["p99"] or 0.0
     cpu_max = max((w.cpu for w in workers), default=0.0)
-    chunks = sum(w.chunks for w in workers)
-    cpu_per_chunk = sum(w.cpu_s for w in workers) / chunks * 1e6 if chunks else None
+    # the workers' CPU per token-bearing chunk received (warm-up chunks are not counted: an upper bound)
+    chunks = sum(len(m.itl) + 1 for m in measured if m.ttft is not None)
+    cpu_per_chunk = sum(w.cpu_s for w in workers) / chunks * 1e6 if chunks and workers else None
     reasons = []
     if lag_p99 > MAX_SCHEDULE_LAG_P99_MS:
         reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms")

@@ -250,6 +250,7 @@ class Pool:
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
         self.idle: list[StreamProtocol] = []
         self.busy: set[StreamProtocol] = set()
+        self.draining: set[StreamProtocol] = set()  # released at [DONE], the body's end still to come
         self.stall_timeout_s = stall_timeout_s
         self.watch: asyncio.Task | None = None
 
@@ -294,8 +295,11 @@ class Pool:
                 proto.transport.close()
         elif proto.state == _IDLE:
             self._idle(proto)
+        else:
+            self.draining.add(proto)
 
     def _idle(self, proto: StreamProtocol) -> None:
+        self.draining.discard(proto)
         if proto.keep_alive and not proto.closed:
             self.idle.append(proto)
 
@@ -313,11 +317,12 @@ class Pool:
     def close(self) -> None:
         if self.watch is not None:
             self.watch.cancel()
-        for proto in [*self.idle, *self.busy]:
+        for proto in [*self.idle, *self.busy, *self.draining]:
             if proto.transport is not None:
                 proto.transport.close()
         self.idle.clear()
         self.busy.clear()
+        self.draining.clear()
 
 
 def dumps(obj: Any) -> bytes:
