@@ -151,10 +151,17 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
     chunks = sum(len(m.itl) + 1 for m in measured if m.ttft is not None)
     cpu_per_chunk = sum(w.cpu_s for w in workers) / chunks * 1e6 if chunks and workers else None
     reasons = []
+    # Lag with the workers mostly idle means other processes held the cores (the client was starved,
+    # not busy: a server sharing the machine, say); either way a timestamp may be late by the lag.
+    cause = (f"; the client's workers used at most {cpu_max:.0%} of a core, so other processes on this "
+             f"machine held the cores (a server sharing them?)" if cpu_max < 0.5 else
+             f"; a client worker used {cpu_max:.0%} of a core")
     if lag_p99 > MAX_SCHEDULE_LAG_P99_MS:
-        reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms")
+        reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms: requests were sent "
+                       f"late{cause}")
     if loop_p99 > MAX_LOOP_LAG_P99_MS:
-        reasons.append(f"event-loop lag p99 {loop_p99:.1f} ms > {MAX_LOOP_LAG_P99_MS} ms")
+        reasons.append(f"event-loop lag p99 {loop_p99:.1f} ms > {MAX_LOOP_LAG_P99_MS} ms: a chunk's timestamp "
+                       f"may be late by that much{cause}")
     if cpu_max > MAX_WORKER_CPU:
         reasons.append(f"a client worker used {cpu_max:.0%} of a core (> {MAX_WORKER_CPU:.0%})")
     errors: dict[str, int] = {}
