@@ -343,7 +343,10 @@ def serve(cfg: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
     try:
         # a short shutdown_timeout: a stream held open by --stall-after must not delay the exit by aiohttp's
         # default 60 s of grace
+        # backlog: aiohttp's default of 128 pending connections made a client that opens 512 at once wait
+        # for the kernel's 1 s SYN retransmission (TcpExtListenOverflows counts them); Linux caps the value
+        # at net.core.somaxconn (listen(2))
         web.run_app(Sim(cfg).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=1.0,
-                    loop=_new_loop())
+                    loop=_new_loop(), backlog=4096)
     except OSError as exc:  # lost the race for the port after the probe
         raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "--port") from None
