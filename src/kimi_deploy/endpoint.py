@@ -3,9 +3,10 @@ wait, the CLI): where the endpoint is, how to authenticate, what kind it is, whi
 thinking on or off and which sampling fields it accepts, where the reasoning comes back, which failures
 are retried, which models it serves and when it is ready.
 
-Each client keeps its own HTTP library (bench: aiohttp, compare: openai.AsyncOpenAI, wait: httpx and
-openai) but takes all of the above from here. The shape follows vLLM's benchmark client, which keeps one
-request description, one measured output and one `_get_headers` for every backend
+Each client keeps its own HTTP library (bench: its streaming HTTP/1.1 protocol, bench/stream.py, and
+httpx; compare: openai.AsyncOpenAI; wait: httpx and openai) but takes all of the above from here. The
+shape follows vLLM's benchmark client, which keeps one request description, one measured output and one
+`_get_headers` for every backend
 (github.com/vllm-project/vllm, vllm/benchmarks/lib/endpoint_request_func.py).
 
 Hosted Moonshot API facts (kind "moonshot"):

@@ -1,5 +1,5 @@
 """The load generator: a precomputed arrival schedule executed by several worker processes (each an
-asyncio loop with one pooled aiohttp session), so the client is never the bottleneck, and measures
+asyncio loop with one pool of keep-alive connections, stream.Pool), so the client is never the bottleneck, and measures
 itself to prove it (schedule lag, event-loop lag, CPU per worker).
 
 Timing points of every streamed request (all on CLOCK_MONOTONIC, shared by the processes):
@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from ..endpoint import Endpoint, reasoning_of
+from ..endpoint import Endpoint
+from .stream import Pool, Stalled, StreamProtocol, dumps
 
 try:
     import orjson
@@ -71,9 +72,22 @@ class RequestOutput:
     tool_text: str = ""  # tool names and argument deltas, for the client-side token count
     calls: list[dict[str, str]] = field(default_factory=list)  # {id, name, arguments} per tool call
     incomplete: bool = False  # still in flight at the --duration deadline: cancelled, neither ok nor failed
+    # The stream as read (times of the reads, their body bytes), until settle() parses it: a worker sends
+    # it unparsed so that parsing, which comes in bursts when many streams end together, runs in the
+    # parent and never holds up a worker's event loop (and with it the timestamps of its other streams).
+    raw: tuple[list[float], list[bytes]] | None = None
+
+    def settle(self) -> RequestOutput:
+        """Parse the raw stream into the timing points, text and error (once; a no-op after)."""
+        if self.raw is not None:
+            times, parts = self.raw
+            self.raw = None
+            parse_stream(self, times, parts)
+        return self
 
     @property
     def ok(self) -> bool:
+        self.settle()
         return self.error is None
 
 
@@ -83,8 +97,9 @@ class WorkerStats:
 
     worker: int
     loop_lag: list[float]
-    cpu: float
+    cpu: float  # share of one core over the worker's run
     wall: float
+    cpu_s: float = 0.0  # user + system seconds of the worker over its run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,113 +165,170 @@ def schedule(n: int, rate: float, burstiness: float, ramp_up_s: float, seed: int
     return [next(it) for _ in range(n)]
 
 
-async def _one(session: Any, send: _Send, job: RequestInput, t_sched: float) -> RequestOutput:
+def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> None:
+    """Fill `rec` from a stream's reads (`parts[i]` arrived at `times[i]`), after the stream ended: every
+    SSE `data:` line is stamped with the arrival of the read that completed it, as if it had been parsed
+    the moment it came. Ends at [DONE]; a line that is not JSON ends the request as failed at its time;
+    a stream that ended (or broke, or timed out) before [DONE] is failed as the reading left it."""
+    # 1. the data lines and when each was complete
+    at: list[float] = []
+    datas: list[bytes] = []
+    pending = b""
+    for now, piece in zip(times, parts):
+        if not pending and piece.startswith(b"data:") and piece.endswith(b"\n\n") and piece.count(b"\n") == 2:
+            at.append(now)  # the usual read: one event, one line (a fast path with the same result)
+            datas.append(piece[5:].strip())
+            continue
+        lines = (pending + piece if pending else piece).split(b"\n")
+        pending = lines.pop()  # a line still waiting for its newline
+        for raw in lines:
+            line = raw.strip()
+            if line.startswith(b"data:"):
+                at.append(now)
+                datas.append(line[5:].strip())
+    line = pending.strip()
+    if line.startswith(b"data:"):  # the body ended: a last line without a newline still counts
+        at.append(times[-1])
+        datas.append(line[5:].strip())
+    # 2. up to [DONE]: the events, decoded at once when they all are JSON, one by one to find the one that is not
+    done = b"[DONE]" in datas
+    end = datas.index(b"[DONE]") if done else len(datas)
+    try:
+        objs = _loads(b"[" + b",".join(datas[:end]) + b"]") if end else []
+        if len(objs) != end:  # a data line holding more than one JSON value: decode it alone to fail
+            raise ValueError
+    except ValueError:
+        objs = []
+        for k in range(end):
+            try:
+                objs.append(_loads(datas[k]))
+            except ValueError:
+                # the request failed here, whatever happened to the connection after it
+                rec.error, rec.incomplete, rec.t_end = f"malformed SSE data: {datas[k][:80]!r}", False, at[k]
+                done = False
+                break
+    # 3. the timing points, text and tool calls
+    content: list[str] = []
+    reasoning: list[str] = []
+    tool_args: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    chunks = rec.chunks
+    for now, obj in zip(at, objs):
+        if not isinstance(obj, dict):
+            continue
+        if obj.get("usage"):
+            rec.usage = obj["usage"]
+        for ch in obj.get("choices") or ():
+            delta = ch.get("delta") or {}
+            got = False
+            c = delta.get("content")
+            r = delta.get("reasoning_content") or delta.get("reasoning")  # endpoint.reasoning_of, inlined
+            tc = delta.get("tool_calls")
+            if c:
+                content.append(c)
+                got = True
+                if rec.t_first_answer is None:
+                    rec.t_first_answer = now
+            if r:
+                reasoning.append(r)
+                got = True
+            if tc:
+                for call in tc:
+                    fn = call.get("function") or {}
+                    tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
+                    slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                    slot["id"] = call.get("id") or slot["id"]
+                    slot["name"] += fn.get("name") or ""
+                    slot["arguments"] += fn.get("arguments") or ""
+                got = True
+                if rec.t_first_tool is None:
+                    rec.t_first_tool = now
+            if got:
+                if rec.t_first is None:
+                    rec.t_first = now
+                chunks.append(now)
+            if ch.get("finish_reason"):
+                rec.finish_reason = ch["finish_reason"]
+    if done:
+        # complete when [DONE] arrived, also when waiting for the body's end broke afterwards (a server
+        # that holds the connection open)
+        rec.error, rec.incomplete, rec.t_end = None, False, at[end]
+    elif rec.error is None:
+        rec.error = "stream ended without [DONE] (dropped mid-stream)"
+    rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
+    rec.calls = [calls[k] for k in sorted(calls)]
+
+
+async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> RequestOutput:
     """Send one streamed request and time it. Never retried (endpoint.NO_RETRY): a retry would hide the
     failure and its latency. Every failure becomes an error string on the output, never an exception.
-    Bounded by the request timeout (total), the stall timeout (no byte for that long; aiohttp's
-    sock_read) and the run's --duration deadline, whichever comes first; a request cut by the deadline
-    is `incomplete`, not failed."""
-    import aiohttp
-
+    Bounded by the request timeout (total), the stall timeout (no byte for that long; the stall
+    watch of the pool) and the run's --duration deadline, whichever comes first; a request cut by the
+    deadline is `incomplete`, not failed."""
     rec = RequestOutput(index=job.index, warmup=job.warmup, t_sched=t_sched)
     body = dict(job.body)
     stream = body.get("stream", True)
     body["stream"] = stream
     if stream:
         body.setdefault("stream_options", {"include_usage": True})
-    content, reasoning, tool_args = [], [], []
-    calls: dict[int, dict[str, str]] = {}
+    # The hot path (stream.StreamProtocol) keeps, per read from the socket, a timestamp and the bytes:
+    # parsing (SSE lines, JSON) waits until the stream has ended, so it never delays the timestamps of
+    # the other streams.
+    times: list[float] = []
+    parts: list[bytes] = []
+    streamed = False
+    proto: StreamProtocol | None = None
+
+    async def exchange() -> None:
+        nonlocal proto, streamed, times, parts
+        proto = await pool.acquire()
+        proto.send(request)
+        times, parts = proto.times, proto.parts
+        await proto.head
+        rec.status = proto.status
+        if proto.status != 200:
+            await proto.end
+            rec.error = f"HTTP {proto.status}: {b''.join(proto.parts).decode(errors='replace')[:200]}"
+            return
+        ctype = proto.headers.get("content-type", "")
+        if stream and not ctype.startswith("text/event-stream"):
+            # e.g. a proxy's HTML login page answered with 200: not a chat endpoint at all
+            rec.error = f"answered 200 with Content-Type {ctype or 'none'!r}, not an event stream " \
+                        f"(not an OpenAI-compatible chat endpoint?)"
+            return
+        streamed = True
+        await proto.end  # the body's end, or [DONE]
+
     rec.t_send = time.monotonic()
     limit, by_deadline = send.request_timeout_s, False
     if send.deadline is not None and send.deadline - rec.t_send < limit:
         limit, by_deadline = max(send.deadline - rec.t_send, 0.001), True
-    timeout = aiohttp.ClientTimeout(total=limit, sock_read=send.stall_timeout_s)
     try:
-        async with session.post(send.url, json=body, headers=send.headers, timeout=timeout) as resp:
-            rec.status = resp.status
-            if resp.status != 200:
-                rec.error = f"HTTP {resp.status}: {(await resp.text(errors='replace'))[:200]}"
-                rec.t_end = time.monotonic()
-                return rec
-            ctype = resp.headers.get("Content-Type", "")
-            if stream and not ctype.startswith("text/event-stream"):
-                # e.g. a proxy's HTML login page answered with 200: not a chat endpoint at all
-                rec.error = f"answered 200 with Content-Type {ctype or 'none'!r}, not an event stream " \
-                            f"(not an OpenAI-compatible chat endpoint?)"
-                rec.t_end = time.monotonic()
-                return rec
-            done = False
-            async for raw in resp.content:
-                now = time.monotonic()
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    break
-                try:
-                    obj = _loads(data)
-                except ValueError:
-                    rec.error = f"malformed SSE data: {data[:80]!r}"
-                    break
-                if obj.get("usage"):
-                    rec.usage = obj["usage"]
-                for ch in obj.get("choices") or []:
-                    delta = ch.get("delta") or {}
-                    got = False
-                    c = delta.get("content")
-                    r = reasoning_of(delta)
-                    tc = delta.get("tool_calls")
-                    if c:
-                        content.append(c)
-                        got = True
-                        if rec.t_first_answer is None:
-                            rec.t_first_answer = now
-                    if r:
-                        reasoning.append(r)
-                        got = True
-                    if tc:
-                        for call in tc:
-                            fn = call.get("function") or {}
-                            tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
-                            slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
-                            slot["id"] = call.get("id") or slot["id"]
-                            slot["name"] += fn.get("name") or ""
-                            slot["arguments"] += fn.get("arguments") or ""
-                        got = True
-                        if rec.t_first_tool is None:
-                            rec.t_first_tool = now
-                    if got:
-                        if rec.t_first is None:
-                            rec.t_first = now
-                        rec.chunks.append(now)
-                    if ch.get("finish_reason"):
-                        rec.finish_reason = ch["finish_reason"]
-            rec.t_end = time.monotonic()
-            if not done and rec.error is None:
-                rec.error = "stream ended without [DONE] (dropped mid-stream)"
-    except aiohttp.ServerTimeoutError:  # before asyncio.TimeoutError: it is a subclass
+        request = pool.request(dumps(body), send.headers)
+        await asyncio.wait_for(exchange(), limit)
+        rec.t_end = time.monotonic()
+    except Stalled:
         rec.error = f"stalled: no byte from the server for {send.stall_timeout_s:g} s (--stall-timeout)"
     except asyncio.TimeoutError:
         if by_deadline:
             rec.error, rec.incomplete = "incomplete: still in flight at the --duration deadline", True
         else:
             rec.error = f"timeout after {send.request_timeout_s:g} s (--request-timeout)"
-    except aiohttp.ClientPayloadError:  # the connection closed before the chunked body ended
-        rec.error = "stream ended without [DONE] (dropped mid-stream)"
-    except Exception as exc:  # connection refused/reset, payload errors: a failed request, never a crash
+    except Exception as exc:  # connection refused/reset, not HTTP: a failed request, never a crash
         rec.error = f"{type(exc).__name__}: {exc}"[:300]
-    if rec.error:
-        rec.error = send.scrub(rec.error)  # a server may echo the Authorization header in its error body
+    finally:
+        if proto is not None:
+            pool.release(proto)
     if rec.t_end is None:
         rec.t_end = time.monotonic()
-    rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
-    rec.calls = [calls[k] for k in sorted(calls)]
+    if streamed:
+        rec.raw = (times, parts)  # parsed by settle(), in the parent (or here for a multi-turn session)
+    if rec.error:
+        rec.error = send.scrub(rec.error)  # a server may echo the Authorization header in its error body
     return rec
 
 
-async def run_job(session: Any, send: _Send, job: RequestInput, t_sched: float, out: Any) -> None:
+async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, out: Any) -> None:
     """One request, or every turn of a session; each answer is put on the queue as it finishes."""
     body = job.body
     messages = list(body.get("messages", []))
@@ -264,15 +336,16 @@ async def run_job(session: Any, send: _Send, job: RequestInput, t_sched: float, 
     turn = 0
     while True:
         sub = replace(job, body={**body, "messages": messages}, followups=[], tool_results={})
-        rec = await _one(session, send, sub, t_sched)
-        calls = rec.calls
+        rec = await _one(pool, send, sub, t_sched)
         is_session = bool(job.followups or job.tool_results)
         if is_session:
+            rec.settle()  # the next turn carries this answer
             rec.session, rec.turn = job.index, turn
             rec.index = job.index * 1000 + turn
         out.put(rec)
         if not is_session or not rec.ok or turn >= 8 or (send.deadline and time.monotonic() >= send.deadline):  # a session that keeps calling tools ends at 8 turns
             return
+        calls = rec.calls
         assistant: dict[str, Any] = {"role": "assistant", "content": rec.content}
         if rec.reasoning:
             assistant["reasoning_content"] = rec.reasoning
@@ -301,19 +374,17 @@ async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05)
 async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: float,
                        deadline: float | None, out: Any) -> None:
     """Worker `wid` of `n` sends the requests whose index is wid mod n."""
-    import aiohttp
-
     send = _Send(url=cfg.endpoint.url("/v1/chat/completions"), headers=cfg.endpoint.headers(),
                  request_timeout_s=cfg.request_timeout_s, stall_timeout_s=cfg.stall_timeout_s, deadline=deadline,
                  scrub=cfg.endpoint.scrubber())
     lags: list[float] = []
     stop = asyncio.Event()
     mon = asyncio.create_task(_monitor(lags, stop))
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+    pool = Pool(send.url, cfg.stall_timeout_s)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
     mine = iter(range(wid, jobs.total, n))
-    async with aiohttp.ClientSession(connector=connector, read_bufsize=4 * 2**20) as session:
+    try:
         if cfg.rate is not None or jobs.at is not None:
             sem = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
             in_flight: set[asyncio.Task] = set()
@@ -323,9 +394,9 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
                     async with sem:
                         if deadline and time.monotonic() >= deadline:
                             return  # still queued behind the cap at the deadline: never sent
-                        await run_job(session, send, job, due, out)
+                        await run_job(pool, send, job, due, out)
                 else:
-                    await run_job(session, send, job, due, out)
+                    await run_job(pool, send, job, due, out)
 
             times = iter(jobs.at) if jobs.at is not None else arrivals(cfg.rate or 1.0, cfg.burstiness,
                                                                          cfg.ramp_up_s, cfg.seed)
@@ -359,15 +430,17 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
                 for i in mine:  # shared by this worker's users: each index is sent once
                     if deadline and time.monotonic() >= deadline:
                         return
-                    await run_job(session, send, jobs.make(i), t_ready, out)
+                    await run_job(pool, send, jobs.make(i), t_ready, out)
                     t_ready = time.monotonic()
             await asyncio.gather(*(user(u) for u in range(users)))
+    finally:
+        pool.close()
     stop.set()
     await mon
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - wall0
-    cpu = (cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime) / wall if wall else 0.0
-    out.put(WorkerStats(wid, lags, cpu, wall))
+    cpu_s = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
+    out.put(WorkerStats(wid, lags, cpu_s / wall if wall else 0.0, wall, cpu_s))
 
 
 def _worker(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: float, deadline: float | None,

@@ -32,6 +32,8 @@ DEFINITIONS = {
     "prefix_cache_ideal": "trace workload: the share of prompt tokens (or 512-token blocks) whose whole chain of "
                           "hash ids up to that block was in an earlier request of the replayed rows, i.e. the hit "
                           "rate of an unbounded prefix cache; warm-up rows included",
+    "cpu_us_per_chunk": "CPU time (user + system) of the client's worker processes / token-bearing chunks received "
+                        "(measured requests; parsing runs in the parent process and is not included)",
     "output_tokens_client": "tokens of the streamed text (answer + reasoning + tool-call arguments) counted by the "
                             "server's /tokenize when it has one, else by whitespace",
 }
@@ -82,6 +84,7 @@ def per_request(out: RequestOutput, output_tokens_client: int | None = None) -> 
     def ms(a: float | None, b: float | None) -> float | None:
         return round((b - a) * 1000, 3) if a is not None and b is not None else None
 
+    out.settle()
     chunks = out.chunks
     usage = out.usage or {}
     out_server = usage.get("completion_tokens")
@@ -150,11 +153,21 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
     lag_p99 = summary(lag)["p99"] or 0.0
     loop_p99 = summary(loop)["p99"] or 0.0
     cpu_max = max((w.cpu for w in workers), default=0.0)
+    # the workers' CPU per token-bearing chunk received (warm-up chunks are not counted: an upper bound)
+    chunks = sum(len(m.itl) + 1 for m in measured if m.ttft is not None)
+    cpu_per_chunk = sum(w.cpu_s for w in workers) / chunks * 1e6 if chunks and workers else None
     reasons = []
+    # Lag with the workers mostly idle means other processes held the cores (the client was starved,
+    # not busy: a server sharing the machine, say); either way a timestamp may be late by the lag.
+    cause = (f"; the client's workers used at most {cpu_max:.0%} of a core, so other processes on this "
+             f"machine held the cores (a server sharing them?)" if cpu_max < 0.5 else
+             f"; a client worker used {cpu_max:.0%} of a core")
     if lag_p99 > MAX_SCHEDULE_LAG_P99_MS:
-        reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms")
+        reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS} ms: requests were sent "
+                       f"late{cause}")
     if loop_p99 > MAX_LOOP_LAG_P99_MS:
-        reasons.append(f"event-loop lag p99 {loop_p99:.1f} ms > {MAX_LOOP_LAG_P99_MS} ms")
+        reasons.append(f"event-loop lag p99 {loop_p99:.1f} ms > {MAX_LOOP_LAG_P99_MS} ms: a chunk's timestamp "
+                       f"may be late by that much{cause}")
     if cpu_max > MAX_WORKER_CPU:
         reasons.append(f"a client worker used {cpu_max:.0%} of a core (> {MAX_WORKER_CPU:.0%})")
     errors: dict[str, int] = {}
@@ -180,6 +193,7 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
                     "fraction": round(good / len(measured), 4) if slo and measured else None,
                     "requests_per_s": round(good / window, 4) if slo and window else None},
         "client": {"schedule_lag_ms_p99": round(lag_p99, 3), "loop_lag_ms_p99": round(loop_p99, 3),
-                   "worker_cpu_max": round(cpu_max, 3), "workers": len(workers), "valid": not reasons,
+                   "worker_cpu_max": round(cpu_max, 3), "workers": len(workers),
+                   "cpu_us_per_chunk": round(cpu_per_chunk, 2) if cpu_per_chunk is not None else None, "valid": not reasons,
                    "invalid_because": reasons},
     }
