@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 _IDLE, _HEAD, _CHUNKED, _LENGTH, _UNTIL_CLOSE, _TRAILER = range(6)
 _HEAD_LIMIT = 64 * 1024  # a response head larger than this is not an OpenAI-compatible server's
-_KEEP_IDLE_S = 4.0
+_KEEP_IDLE_S = 4.0  # reuse an idle connection only this long: servers close idle ones (uvicorn after 5 s)
 # How a read ends when it carries OpenAI's end-of-stream event `data: [DONE]`.
-DONE_TAILS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n", b"[DONE]\n", b"[DONE]\r\n")  # reuse an idle connection only this long: servers close idle ones (uvicorn after 5 s)
+DONE_TAILS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n", b"[DONE]\n", b"[DONE]\r\n")
 
 
 class Stalled(Exception):
