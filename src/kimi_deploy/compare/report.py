@@ -91,7 +91,8 @@ def _stream_rows(s: dict[str, Any], worst: int) -> list[tuple[str, str, str, str
     out = []
     for d in (s.get("streaming") or {}).get("disagreements", [])[:worst]:
         notes = d["streamed"].get("stream_notes")
-        st = _answer(d["streamed"]) + (f" [notes: {'; '.join(notes)}]" if notes else "")
+        st = _answer(d["streamed"]) or f"(nothing: no content, no tool call; finish_reason {d['streamed']['finish_reason']})"
+        st += f" [notes: {'; '.join(notes)}]" if notes else ""
         load = "only under load" if d.get("load_dependent") else "also at concurrency 1"
         out.append((d["id"], ", ".join(d["kinds"]), load, _answer(d["non_streamed"]), st))
     return out
