@@ -220,14 +220,14 @@ MODELS: dict[str, ModelEntry] = {
             id="kimi-k2.5", repo="moonshotai/Kimi-K2.5",
             config=_k25(),
             context_length=262144, thinking=True,
-            hosted_name="kimi-k2.5", min_vllm="0.15.0",  # REC Kimi-K2.5: vLLM >= 0.15.0
+            hosted_name="kimi-k2.5", min_vllm="0.19.1",  # REC Kimi-K2.5.yaml min_vllm_version (2026-07-29)
             hosted_sampling=_K25_SAMPLING, sampling_source=_K25_SAMPLING_SOURCE,
         ),
         ModelEntry(
             id="kimi-k2.6", repo="moonshotai/Kimi-K2.6",
             # REC Kimi-K2.6.yaml: "same architecture as K2.5", INT4, 262,144 context
             config=_k25(),
-            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.25.0",  # REC Kimi-K2.6.yaml min_vllm_version
             hosted_sampling=_K25_SAMPLING, sampling_source=_K25_SAMPLING_SOURCE,
         ),
         ModelEntry(
@@ -250,13 +250,13 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             id="kimi-k2.5-nvfp4", repo="nvidia/Kimi-K2.5-NVFP4",
             config=_k25(_NVFP4_MODELOPT),
-            context_length=262144, thinking=True, hosted_name="kimi-k2.5", min_vllm="0.15.0",
+            context_length=262144, thinking=True, hosted_name="kimi-k2.5", min_vllm="0.19.1",
             base="kimi-k2.5", source="REC Kimi-K2.5.yaml variant nvfp4 (4x GB200); NVIDIA split",
         ),
         ModelEntry(
             id="kimi-k2.6-nvfp4", repo="nvidia/Kimi-K2.6-NVFP4",
             config=_k25(_NVFP4_MODELOPT),
-            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.25.0",
             base="kimi-k2.6", source="REC Kimi-K2.6.yaml variant nvfp4 (verified 4x B300 TP4); NVIDIA split",
         ),
         ModelEntry(
@@ -269,19 +269,19 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             id="kimi-k2.6-nvfp4-redhat", repo="RedHatAI/Kimi-K2.6-NVFP4",
             config=_k25(_NVFP4_CT),
-            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.25.0",
             base="kimi-k2.6", source="REC Kimi-K2.6.yaml variant redhat_nvfp4; LLM Compressor K2.6 NVFP4 example",
         ),
         ModelEntry(
             id="kimi-k2.6-fp8-block", repo="RedHatAI/Kimi-K2.6-FP8-BLOCK",
             config=_k25(_FP8_BLOCK_CT),
-            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.19.1",
+            context_length=262144, thinking=True, hosted_name="kimi-k2.6", min_vllm="0.25.0",
             base="kimi-k2.6", source="REC Kimi-K2.6.yaml variant fp8; LLM Compressor K2.6 FP8 block example",
         ),
         ModelEntry(
             id="kimi-k2.5-mxfp4", repo="amd/Kimi-K2.5-MXFP4",
             config=_k25(_MXFP4_QUARK),
-            context_length=262144, thinking=True, hosted_name="kimi-k2.5", min_vllm="0.15.0",
+            context_length=262144, thinking=True, hosted_name="kimi-k2.5", min_vllm="0.19.1",
             base="kimi-k2.5", source="REC Kimi-K2.5.yaml variant mxfp4; huggingface.co/amd/Kimi-K2.5-MXFP4 card",
         ),
     ]
