@@ -36,6 +36,13 @@ fi
 # SGLang only for its argument parser: --no-deps keeps its torch==2.14.1 pin (pypi.org/project/sglang/0.5.23) out.
 "${PIP[@]}" install --no-deps "sglang==0.5.23" 2>&1 | grep -v "^WARNING: Location" || true
 
+# vLLM 0.33.0 (the newest release on the index) only for its argument parser, unpacked beside the venv
+# with --no-deps so it cannot touch the CPU engine above; tests/test_speculative.py checks every vLLM
+# example against it in a second process, and skips (saying why) when this step could not run.
+if ! "${PIP[@]}" install --no-deps --target "$VENV/vllm-0.33" "vllm==0.33.0" >"$VENV/vllm-0.33.log" 2>&1; then
+  echo "[setup] vLLM 0.33.0 could not be unpacked (see $VENV/vllm-0.33.log): its parser check will be skipped"
+fi
+
 # The `vllm` distribution record (see above).
 "$VENV/bin/python" - <<'PYEOF'
 import importlib.metadata as md, pathlib, sysconfig

@@ -33,7 +33,7 @@ B300 = yaml.safe_load((DEPLOY / "kimi-k2.6-nvfp4-b300x4-vllm-eagle3.yaml").read_
 K27 = yaml.safe_load((DEPLOY / "kimi-k2.7-code-h200x8-sglang-eagle3.yaml").read_text())
 K25_SGLANG = yaml.safe_load((DEPLOY / "kimi-k2.5-h200x8-sglang-tp8.yaml").read_text())
 K2_TP16 = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
-VLLM_033 = Path("/root/.cache/kimi-deploy/vllm-0.33")  # pip install --no-deps --target ... vllm==0.33.0
+VLLM_033 = Path(sys.prefix) / "vllm-0.33"  # unpacked by scripts/setup-env.sh (pip install --no-deps --target)
 
 
 def _changed(base: dict, **changes) -> dict:
