@@ -315,3 +315,20 @@ def test_sim_fast_chunk_is_the_json_chunk(monkeypatch) -> None:
     monkeypatch.setattr(time, "time", lambda: 1_800_000_000.5)  # one `created` for both builders
     for i in range(6):
         assert sim._chunk("sim-abc", True, i, 0, None, 6) == sim._chunk_json("sim-abc", True, i, 0, None, 6)
+
+
+def test_self_check_says_whether_the_client_was_busy_or_starved() -> None:
+    from kimi_deploy.bench.loadgen import WorkerStats
+    from kimi_deploy.bench.metrics import RequestRecord, summarize
+
+    rows = [RequestRecord(index=i, ttft=30.0, e2e=100.0, itl=[10.0] * 7, schedule_lag=0.1, t_send=float(i),
+                          t_end=float(i) + 0.1, output_tokens_server=8) for i in range(10)]
+    lag = [0.030] * 100  # 30 ms of event-loop lag at every probe: timestamps may be that late
+    starved = summarize(rows, [WorkerStats(0, lag, cpu=0.2, wall=10.0, cpu_s=2.0)], {})["client"]
+    busy = summarize(rows, [WorkerStats(0, lag, cpu=0.95, wall=10.0, cpu_s=9.5)], {})["client"]
+    calm = summarize(rows, [WorkerStats(0, [0.001] * 100, cpu=0.2, wall=10.0, cpu_s=2.0)], {})["client"]
+    assert not starved["valid"] and "other processes on this machine held the cores" in starved["invalid_because"][0]
+    assert not busy["valid"] and any("used 95% of a core" in r for r in busy["invalid_because"])
+    assert calm["valid"] and calm["invalid_because"] == []
+    # CPU per chunk: the workers' CPU seconds over the measured token-bearing chunks (8 per request)
+    assert calm["cpu_us_per_chunk"] == round(2.0 / 80 * 1e6, 2)
