@@ -325,8 +325,10 @@ async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> Re
     return rec
 
 
-async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, out: Any) -> None:
-    """One request, or every turn of a session; each answer is put on the queue as it finishes."""
+async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, out: Any) -> bool:
+    """One request, or every turn of a session; each answer is put on the queue as it finishes. True when
+    the --duration deadline cut the last one (its timer may fire a hair before the clock reads the
+    deadline: the caller must not send again)."""
     body = job.body
     messages = list(body.get("messages", []))
     followups = list(job.followups)
@@ -341,7 +343,7 @@ async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, ou
             rec.index = job.index * 1000 + turn
         out.put(rec)
         if not is_session or not rec.ok or turn >= 8 or (send.deadline and time.monotonic() >= send.deadline):  # a session that keeps calling tools ends at 8 turns
-            return
+            return rec.incomplete
         calls = rec.calls
         assistant: dict[str, Any] = {"role": "assistant", "content": rec.content}
         if rec.reasoning:
@@ -356,7 +358,7 @@ async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, ou
         elif followups:
             messages.append({"role": "user", "content": followups.pop(0)})
         else:
-            return
+            return False
         turn += 1
         t_sched = time.monotonic()
 
@@ -424,7 +426,8 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
                 for i in mine:  # shared by this worker's users: each index is sent once
                     if deadline and time.monotonic() >= deadline:
                         return
-                    await run_job(pool, send, jobs.make(i), t_ready, out)
+                    if await run_job(pool, send, jobs.make(i), t_ready, out):
+                        return  # cut by the deadline
                     t_ready = time.monotonic()
             await asyncio.gather(*(user(u) for u in range(users)))
     finally:
