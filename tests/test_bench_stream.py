@@ -315,3 +315,66 @@ def test_sim_fast_chunk_is_the_json_chunk(monkeypatch) -> None:
     monkeypatch.setattr(time, "time", lambda: 1_800_000_000.5)  # one `created` for both builders
     for i in range(6):
         assert sim._chunk("sim-abc", True, i, 0, None, 6) == sim._chunk_json("sim-abc", True, i, 0, None, 6)
+
+
+def test_self_check_says_whether_the_client_was_busy_or_starved() -> None:
+    from kimi_deploy.bench.loadgen import WorkerStats
+    from kimi_deploy.bench.metrics import RequestRecord, summarize
+
+    rows = [RequestRecord(index=i, ttft=30.0, e2e=100.0, itl=[10.0] * 7, schedule_lag=0.1, t_send=float(i),
+                          t_end=float(i) + 0.1, output_tokens_server=8) for i in range(10)]
+    lag = [0.030] * 100  # 30 ms of event-loop lag at every probe: timestamps may be that late
+    starved = summarize(rows, [WorkerStats(0, lag, cpu=0.2, wall=10.0, cpu_s=2.0)], {})["client"]
+    busy = summarize(rows, [WorkerStats(0, lag, cpu=0.95, wall=10.0, cpu_s=9.5)], {})["client"]
+    calm = summarize(rows, [WorkerStats(0, [0.001] * 100, cpu=0.2, wall=10.0, cpu_s=2.0)], {})["client"]
+    assert not starved["valid"] and "other processes on this machine held the cores" in starved["invalid_because"][0]
+    assert not busy["valid"] and any("used 95% of a core" in r for r in busy["invalid_because"])
+    assert calm["valid"] and calm["invalid_because"] == []
+    # CPU per chunk: the workers' CPU seconds over the measured token-bearing chunks (8 per request)
+    assert calm["cpu_us_per_chunk"] == round(2.0 / 80 * 1e6, 2)
+
+
+def test_https_through_the_same_path(tmp_path, monkeypatch) -> None:
+    """The hosted API is https: the same protocol over asyncio's TLS transport, against a real aiohttp
+    server with a certificate made here by the openssl CLI and trusted through SSL_CERT_FILE (which
+    OpenSSL's default verify paths read: docs.python.org/3/library/ssl.html#ssl.SSLContext.set_default_verify_paths)."""
+    import ssl
+    import subprocess
+    import threading
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    events = b"".join(_body(4))
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for e in events.split(b"\n\n")[:-1]:
+            await resp.write(e + b"\n\n")
+        await resp.write_eof()
+        return resp
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "localhost", 0, ssl_context=ctx)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        recs = _run(f"https://localhost:{port}/v1", [_chat(4)] * 3)
+        assert all(r.ok and r.content == " w0 w1 w2 w3" and len(r.chunks) == 4 for r in recs), [r.error for r in recs]
+        monkeypatch.delenv("SSL_CERT_FILE")  # and a certificate nobody vouches for is a failed request
+        bad, = _run(f"https://localhost:{port}/v1", [_chat(4)], users=1)
+        assert not bad.ok and "CERTIFICATE_VERIFY_FAILED" in bad.error
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)

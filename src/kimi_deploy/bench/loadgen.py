@@ -1,6 +1,6 @@
 """The load generator: a precomputed arrival schedule executed by several worker processes (each an
-asyncio loop with one pool of keep-alive connections, stream.Pool), so the client is never the bottleneck, and measures
-itself to prove it (schedule lag, event-loop lag, CPU per worker).
+asyncio loop with one pool of keep-alive connections, stream.Pool), so the client is never the
+bottleneck, and measures itself to prove it (schedule lag, event-loop lag, CPU per worker).
 
 Timing points of every streamed request (all on CLOCK_MONOTONIC, shared by the processes):
 t_sched (when the schedule or a free user said "send"), t_send (just before the HTTP request is
@@ -166,9 +166,9 @@ def schedule(n: int, rate: float, burstiness: float, ramp_up_s: float, seed: int
 
 
 def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> None:
-    """Fill `rec` from a stream's reads (`parts[i]` arrived at `times[i]`), after the stream ended: every
-    SSE `data:` line is stamped with the arrival of the read that completed it, as if it had been parsed
-    the moment it came. Ends at [DONE]; a line that is not JSON ends the request as failed at its time;
+    """Fill `rec` from a stream's reads (`parts[i]` arrived at `times[i]`), after the stream ended (in the
+    parent process: RequestOutput.settle): every SSE `data:` line is stamped with the arrival of the read
+    that completed it, as if it had been parsed the moment it came. Ends at [DONE]; a line that is not JSON ends the request as failed at its time;
     a stream that ended (or broke, or timed out) before [DONE] is failed as the reading left it."""
     # 1. the data lines and when each was complete
     at: list[float] = []
@@ -190,23 +190,18 @@ def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> 
     if line.startswith(b"data:"):  # the body ended: a last line without a newline still counts
         at.append(times[-1])
         datas.append(line[5:].strip())
-    # 2. up to [DONE]: the events, decoded at once when they all are JSON, one by one to find the one that is not
+    # 2. up to [DONE]: each event's JSON; the first that is not JSON fails the request at its time
     done = b"[DONE]" in datas
     end = datas.index(b"[DONE]") if done else len(datas)
-    try:
-        objs = _loads(b"[" + b",".join(datas[:end]) + b"]") if end else []
-        if len(objs) != end:  # a data line holding more than one JSON value: decode it alone to fail
-            raise ValueError
-    except ValueError:
-        objs = []
-        for k in range(end):
-            try:
-                objs.append(_loads(datas[k]))
-            except ValueError:
-                # the request failed here, whatever happened to the connection after it
-                rec.error, rec.incomplete, rec.t_end = f"malformed SSE data: {datas[k][:80]!r}", False, at[k]
-                done = False
-                break
+    objs = []
+    for k in range(end):
+        try:
+            objs.append(_loads(datas[k]))
+        except ValueError:
+            # the request failed here, whatever happened to the connection after it
+            rec.error, rec.incomplete, rec.t_end = f"malformed SSE data: {datas[k][:80]!r}", False, at[k]
+            done = False
+            break
     # 3. the timing points, text and tool calls
     content: list[str] = []
     reasoning: list[str] = []
@@ -328,8 +323,10 @@ async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> Re
     return rec
 
 
-async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, out: Any) -> None:
-    """One request, or every turn of a session; each answer is put on the queue as it finishes."""
+async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, out: Any) -> bool:
+    """One request, or every turn of a session; each answer is put on the queue as it finishes. True when
+    the --duration deadline cut the last one (its timer may fire a hair before the clock reads the
+    deadline: the caller must not send again)."""
     body = job.body
     messages = list(body.get("messages", []))
     followups = list(job.followups)
@@ -344,7 +341,7 @@ async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, ou
             rec.index = job.index * 1000 + turn
         out.put(rec)
         if not is_session or not rec.ok or turn >= 8 or (send.deadline and time.monotonic() >= send.deadline):  # a session that keeps calling tools ends at 8 turns
-            return
+            return rec.incomplete
         calls = rec.calls
         assistant: dict[str, Any] = {"role": "assistant", "content": rec.content}
         if rec.reasoning:
@@ -359,7 +356,7 @@ async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, ou
         elif followups:
             messages.append({"role": "user", "content": followups.pop(0)})
         else:
-            return
+            return False
         turn += 1
         t_sched = time.monotonic()
 
@@ -430,7 +427,8 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
                 for i in mine:  # shared by this worker's users: each index is sent once
                     if deadline and time.monotonic() >= deadline:
                         return
-                    await run_job(pool, send, jobs.make(i), t_ready, out)
+                    if await run_job(pool, send, jobs.make(i), t_ready, out):
+                        return  # cut by the deadline
                     t_ready = time.monotonic()
             await asyncio.gather(*(user(u) for u in range(users)))
     finally:

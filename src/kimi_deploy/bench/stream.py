@@ -2,13 +2,14 @@
 from the socket, keeps one timestamp and the body bytes it carried, and wakes the request's coroutine
 twice (response head, end of body) instead of once per chunk.
 
-Why not aiohttp here (it is still the client everywhere else): profiled on a 2-core machine at 512
-streams, aiohttp's per-chunk path (protocol -> StreamReader -> waiter future -> task step -> readany)
-cost more client CPU than everything else together, and every microsecond a chunk costs the client is
-a microsecond the server it shares the cores with does not get. This module does only what a chat
-completion stream needs: one POST with a JSON body over a pooled keep-alive connection (TLS when the
-URL is https), a response head, and a chunked (RFC 9112 section 7.1) or Content-Length body, or one
-that ends when the server closes. Timeouts stay the caller's: a total one per request, and a stall
+Why not aiohttp, which the load generator used before: profiled on a 2-core machine (cProfile, one
+worker, 128 streams), aiohttp's per-chunk path (protocol -> StreamReader -> waiter future -> task step
+-> readany, with a task wake-up per chunk) took the largest share of the worker's Python time; without
+it a worker went from 25-37 to 12-15 us per chunk. Every microsecond a chunk costs the client is one the
+server it shares the cores with does not get. This module does only what a chat completion stream
+needs: one POST with a JSON body over a pooled keep-alive connection (TLS when the URL is https), a
+response head, and a chunked (RFC 9112 section 7.1) or Content-Length body, or one that ends when the
+server closes. Timeouts stay the caller's: a total one per request, and a stall
 watch (no byte for N seconds) run by the pool for every connection in use."""
 
 from __future__ import annotations

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadInput, OperationFailed
-from .data import Example, examples, long_examples
+from .data import Example, examples
 from .tokenizer import EOS, train_tokenizer
 
 # Bump when anything that changes the produced checkpoint changes (data, template, training).
-TINY_VERSION = "2"  # 2: the 316-row suite's tools, several calls a turn, 2,000+ character arguments
+TINY_VERSION = "1"
 
 ARCH: dict[str, Any] = {
     "hidden_size": 128,
@@ -67,10 +67,6 @@ ARCH: dict[str, Any] = {
 DEFAULT_STEPS = 300
 BATCH = 16
 LR = 3e-3
-# Every LONG_EVERY-th step is a batch of LONG_BATCH long-note examples (~1,500 tokens each): apart, so the
-# ordinary batches are not padded to their length.
-LONG_EVERY = 4
-LONG_BATCH = 3
 
 
 def cache_root() -> Path:
@@ -78,14 +74,13 @@ def cache_root() -> Path:
 
 
 def cache_key(seed: int, steps: int) -> str:
-    blob = json.dumps({"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
-                       "long": [LONG_EVERY, LONG_BATCH], "batches": "by length"},
+    blob = json.dumps({"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _corpus(seed: int):
-    for e in examples(3000, seed + 1) + long_examples(100, seed + 1):
+    for e in examples(3000, seed + 1):
         yield json.dumps(e.tools or []) + " ".join(str(m.get("content") or "") for m in e.messages) + e.target
 
 
@@ -114,7 +109,6 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
     size = train_tokenizer(_corpus(seed), out_dir)
     tok = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
     data = [_encode(tok, e) for e in examples(4000, seed)]
-    long_data = [_encode(tok, e) for e in long_examples(200, seed)]
     vocab = (size + 63) // 64 * 64  # padded like real checkpoints' vocabularies
     cfg = _hf_config(vocab, tok)
     model = DeepseekV3ForCausalLM(DeepseekV3Config(**{k: v for k, v in cfg.items()
@@ -124,17 +118,12 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
     pad = tok.pad_token_id
     model.train()
     loss = float("nan")
-    # Batches of neighbours in length order (a random window over the sorted examples): little padding,
-    # which is most of the cost on a CPU otherwise.
-    data.sort(key=lambda ab: len(ab[0]) + len(ab[1]))
     for step in range(steps):
-        pool, bsz = (long_data, LONG_BATCH) if step % LONG_EVERY == LONG_EVERY - 1 else (data, BATCH)
-        first = rng.randrange(len(pool) - bsz + 1)
-        batch = pool[first:first + bsz] if pool is data else [pool[rng.randrange(len(pool))] for _ in range(bsz)]
+        batch = [data[rng.randrange(len(data))] for _ in range(BATCH)]
         length = max(len(a) + len(b) for a, b in batch)
-        ids = torch.full((bsz, length), pad)
-        labels = torch.full((bsz, length), -100)
-        mask = torch.zeros((bsz, length), dtype=torch.long)
+        ids = torch.full((BATCH, length), pad)
+        labels = torch.full((BATCH, length), -100)
+        mask = torch.zeros((BATCH, length), dtype=torch.long)
         for i, (a, b) in enumerate(batch):
             s = a + b
             ids[i, : len(s)] = torch.tensor(s)
