@@ -17,7 +17,7 @@ from ..endpoint import Endpoint, require_model, scrubber
 from ..errors import BadInput
 from .report import print_summary, write_reports
 from .run import Side, Store, collect, request_key
-from .score import DEFAULT_F1, score
+from .score import DEFAULT_F1, EXPECTATION_REGRESSION_RATE, score
 from .suites import load
 
 
@@ -53,7 +53,8 @@ def thresholds_for(model: str, overrides: dict[str, float]) -> dict[str, float]:
     except BadInput:
         thinking = "thinking" in model.lower()
     base = {"tool_call_f1": DEFAULT_F1["thinking" if thinking else "instruct"], "schema_accuracy": 0.90,
-            "leaked_special_tokens": 0, "error_rate": 0.05}
+            "leaked_special_tokens": 0, "error_rate": 0.05,
+            "expectation_regression_rate": EXPECTATION_REGRESSION_RATE}
     unknown = set(overrides) - set(base)
     if unknown:
         raise BadInput(f"unknown threshold(s) {', '.join(sorted(unknown))}; known: {', '.join(base)}", "--threshold")
