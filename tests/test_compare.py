@@ -32,30 +32,48 @@ def _compare(local: Server, out: Path, *args: str):
 
 def test_identical_deployments_pass(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
     out = tmp_path / "same"
-    proc = _compare(tiny_server, out, "--reference", f"{tiny_server_b.url}/v1", "--suite", "tool-calls")
+    proc = _compare(tiny_server, out, "--reference", f"{tiny_server_b.url}/v1", "--suite", "tool-calls-flat")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert CONTRACT <= set(summary)
     assert summary["verdict"] == "PASS" and summary["tool_call_f1"] == 1.0
-    n = len(load("tool-calls")[1])
-    assert summary["n"] == n >= 300 and summary["schema_accuracy"] == {"local": 1.0, "reference": 1.0}
+    n = len(load("tool-calls-flat")[1])
+    assert summary["n"] == n == 48 and summary["schema_accuracy"] == {"local": 1.0, "reference": 1.0}
     # the rows' expectations are checked on both sides; identical deployments miss the same ones (tiny-k2
     # misses most of the richer rows: it was not trained on them)
     assert summary["checks"]["expectation_regressions"]["value"] == 0.0
     assert summary["expectations_met"]["local"] == summary["expectations_met"]["reference"] > 0
     assert summary["confusion"]["tp"] > 10 and summary["argument_agreement"] == 1.0
     assert summary["reference"]["kind"] == "self-hosted" and summary["thresholds"]["tool_call_f1"] == 0.80
-    assert (out / "report.md").read_text().startswith("# kimi-deploy compare: tool-calls — PASS")
+    assert (out / "report.md").read_text().startswith("# kimi-deploy compare: tool-calls-flat — PASS")
     assert "<table>" in (out / "report.html").read_text()
     for name in ("local.jsonl", "reference.jsonl"):
         lines = (out / name).read_text().splitlines()
         assert len(lines) == n and len({json.loads(x)["key"] for x in lines}) == n
 
     # replay: the recording stands in for the reference, no reference endpoint involved
-    replay = _compare(tiny_server, tmp_path / "replay", "--reference-file", str(out / "reference.jsonl"))
+    replay = _compare(tiny_server, tmp_path / "replay", "--reference-file", str(out / "reference.jsonl"),
+                      "--suite", "tool-calls-flat")
     assert replay.returncode == 0, replay.stderr
     again = json.loads((tmp_path / "replay" / "summary.json").read_text())
     assert again["tool_call_f1"] == 1.0 and again["reference"]["recording"].endswith("reference.jsonl")
+
+
+def test_the_full_tool_call_suite_end_to_end(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
+    """All 316 rows (nested schemas, long and non-ASCII arguments, several calls, tool results, every
+    tool_choice) through real vLLM on both sides: identical deployments agree on every answer and no row is
+    an expectation regression. The verdict is not asserted: tiny-k2 was trained on the flat tools only, so
+    its absolute schema accuracy on the richer rows is low on both sides (see README, tiny-k2)."""
+    out = tmp_path / "full"
+    proc = _compare(tiny_server, out, "--reference", f"{tiny_server_b.url}/v1", "--suite", "tool-calls")
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n"] == len(load("tool-calls")[1]) >= 300 and s["errors"] == {"local": 0, "reference": 0}
+    assert s["tool_call_f1"] == 1.0 and s["argument_agreement"] == 1.0
+    assert s["checks"]["expectation_regressions"] == {"value": 0.0, "max": 0.05, "ok": True}
+    assert s["expectations_met"]["local"] == s["expectations_met"]["reference"] > 0
+    assert set(s["expectations_by_kind"]) >= {"long", "parallel_same", "choice_named", "choice_none", "multi_turn"}
+    assert s["expectations_by_kind"]["choice_none"]["local"] == 20  # tool_choice none: no call came back
 
 
 def test_thinking_suite_reasoning_is_separated(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
@@ -70,7 +88,7 @@ def test_thinking_suite_reasoning_is_separated(tiny_server: Server, tiny_server_
 def test_no_tool_parser_fails_with_the_reason(tiny_server_noparser: Server, tiny_server: Server,
                                               tmp_path: Path) -> None:
     out = tmp_path / "noparser"
-    proc = _compare(tiny_server_noparser, out, "--reference", f"{tiny_server.url}/v1", "--suite", "tool-calls")
+    proc = _compare(tiny_server_noparser, out, "--reference", f"{tiny_server.url}/v1", "--suite", "tool-calls-flat")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["verdict"] == "FAIL" and s["tool_call_f1"] < 0.8

@@ -36,7 +36,7 @@ def _generate(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_committed_suites_are_what_the_generator_writes(tmp_path: Path) -> None:
     proc = _generate("--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    for name in ("tool-calls", "chat", "thinking"):
+    for name in ("tool-calls", "tool-calls-flat", "chat", "thinking"):
         assert (tmp_path / f"{name}.jsonl").read_bytes() == builtin(name).read_bytes(), \
             f"{name}.jsonl drifted: run .venv/bin/python benchmarks/suites/generate.py"
     other = tmp_path / "seed8"

@@ -1,4 +1,4 @@
-"""Regenerate the built-in comparison suites (tool-calls: 316 requests; chat; thinking) from the tool suite
+"""Regenerate the built-in comparison suites (tool-calls: 316 requests; tool-calls-flat; chat; thinking) from the tool suite
 (src/kimi_deploy/toolsuite.py), deterministically for a seed. By default they are written inside the
 package, where a built wheel carries them (src/kimi_deploy/suites/*.jsonl); tests regenerate them into a
 temporary directory and check the committed files are byte-identical.

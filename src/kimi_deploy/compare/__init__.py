@@ -25,7 +25,7 @@ from .consistency import KINDS, compare_modes
 from .preflight import preflight
 from .report import print_summary, write_reports
 from .run import Outcome, Side, Store, collect, request_key
-from .score import DEFAULT_F1, score
+from .score import DEFAULT_F1, EXPECTATION_REGRESSION_RATE, score
 from .suites import load
 from .tokens import DEFAULT_DRIFT, accounting, drift_checks, find_tokenizer
 from .tokens import findings as token_findings
@@ -71,7 +71,8 @@ def thresholds_for(model: str, overrides: dict[str, float]) -> dict[str, float]:
             # any streamed/non-streamed disagreement on the local endpoint breaks streaming clients
             "stream_disagreements": 0,
             "prompt_token_drift": DEFAULT_DRIFT,  # |median relative prompt-token drift| (tokens.py)
-            "sampling_mismatches": 0}  # served sampling defaults that differ from the hosted model's (preflight.py)
+            "sampling_mismatches": 0,  # served sampling defaults that differ from the hosted model's (preflight.py)
+            "expectation_regression_rate": EXPECTATION_REGRESSION_RATE}
     unknown = set(overrides) - set(base)
     if unknown:
         raise BadInput(f"unknown threshold(s) {', '.join(sorted(unknown))}; known: {', '.join(base)}", "--threshold")

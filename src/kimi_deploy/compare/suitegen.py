@@ -9,10 +9,15 @@ nested object/array/enum schemas with required and optional fields, string argum
 characters passed verbatim, non-ASCII arguments, several calls in one turn (one tool or several),
 conversations that carry tool calls and their results, `tool_choice` auto / required / none / named, and
 thinking on and off. Every row states in `expected` what a correct answer must contain where the prompt
-fixes it (see compare/suites.py for the fields, compare/score.py for how they are checked)."""
+fixes it (see compare/suites.py for the fields, compare/score.py for how they are checked).
+
+`tool-calls-flat` is the first suite's 48 flat single-call rows alone: what tiny-k2 is trained on, so the
+tiny model's self-consistency runs (tests, demo) pass its absolute checks; it has not learned the richer
+rows (see README, tiny-k2)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -180,8 +185,11 @@ def suites(seed: int = 7) -> dict[str, list[dict[str, Any]]]:
     chat, thinking = _chat(rng), _thinking(rng, 16)
     for r in legacy:
         r["kind"] = "flat"
+    flat = copy.deepcopy(legacy)
+    for r in flat:
+        r["suite"] = "tool-calls-flat"
     return {"tool-calls": _interleave(legacy + _rich_tool_calls(random.Random(seed * 1000 + 14), len(legacy))),
-            "chat": chat, "thinking": thinking}
+            "tool-calls-flat": flat, "chat": chat, "thinking": thinking}
 
 
 def _interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from ..errors import BadInput
 from ..jsonl import read_jsonl
 from .suitegen import generate
 
-SUITES = ("tool-calls", "chat", "thinking")
+SUITES = ("tool-calls", "tool-calls-flat", "chat", "thinking")
 ROLES = ("system", "user", "assistant", "tool")
 EXPECTED_KEYS = {"tool_calls", "calls", "ordered", "reasoning", "tool"}
 ROW_KEYS = {"id", "suite", "kind", "messages", "tools", "tool_choice", "thinking", "max_tokens", "expected"}
