@@ -469,11 +469,15 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     if inp.engine == "vllm" and inp.gpu.vendor != "cpu":
         tokens = tokens // VLLM_MLA_BLOCK_TOKENS * VLLM_MLA_BLOCK_TOKENS
     kv_bytes = max(kv_free_min or 0, 0)
-    if weight_max + ovh_bytes > budget:
+    if weight_max + ovh_bytes > budget and inp.engine == "vllm":
         problems.append(
             f"weights need {weight_max / GiB:.1f} GiB per GPU plus {ovh_bytes / GiB:.1f} GiB runtime overhead, "
             f"but only {budget / GiB:.1f} GiB of the {inp.gpu.name}'s {inp.gpu.memory_gib} GiB is usable at "
-            f"{'gpu_memory_utilization' if inp.engine == 'vllm' else 'mem_fraction_static'} "
+            f"gpu_memory_utilization {inp.memory_fraction}")
+    elif weight_max + ovh_bytes > budget:  # SGLang: the overhead is what lies outside mem_fraction_static
+        problems.append(
+            f"weights need {weight_max / GiB:.1f} GiB per GPU, but only {(budget - ovh_bytes) / GiB:.1f} GiB of the "
+            f"{inp.gpu.name}'s {inp.gpu.memory_gib} GiB holds weights and KV cache at mem_fraction_static "
             f"{inp.memory_fraction}")
     elif tokens < inp.max_model_len:
         problems.append(
