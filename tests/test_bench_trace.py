@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
 import threading
 import time
 from pathlib import Path
@@ -315,6 +316,16 @@ def test_trace_bad_input(sim_factory, tmp_path: Path) -> None:
         assert_clean_error(bench("--dataset", str(trace), *flags), needle)
     assert_clean_error(run_cli("bench", "--base-url", url, "--model", "sim", "--output", str(tmp_path / "o"),
                                "--concurrency", "1", "--time-scale", "0.5"), "--time-scale")
+    # The file is checked before the endpoint: a bad trace is named even when no server answers, and no
+    # output directory is left behind.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # bound, never listening: refused at once
+        out = tmp_path / "never"
+        assert_clean_error(run_cli("bench", "--base-url", dead, "--model", "sim", "--output", str(out),
+                                   "--workload", "trace", "--dataset", str(tmp_path / "missing.jsonl")),
+                           "line 1", "output_length")
+        assert not out.exists()
 
 
 def test_trace_on_real_vllm(tiny_server: Server, tmp_path: Path) -> None:

@@ -253,6 +253,12 @@ def check_config(cfg: BenchConfig) -> None:
     for name, bound in cfg.slo.items():
         if not math.isfinite(bound) or bound <= 0:
             raise BadInput(f"{name} must be a finite number of milliseconds > 0, got {bound}", "--slo")
+    if cfg.workload == "trace":  # a malformed trace is named before the endpoint is asked anything
+        from . import trace
+
+        if not cfg.dataset:
+            raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
+        trace.read_trace(Path(cfg.dataset), cfg.warmup + cfg.num_requests if cfg.num_requests else None)
     check_output_dir(cfg.output, "--output")
 
 
