@@ -93,6 +93,10 @@ class StreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         self.last = now
+        self._feed(data, now)
+
+    def _feed(self, data: bytes, now: float) -> None:
+        """Bytes of one read, by the exchange's state (also the body bytes that came with the head)."""
         state = self.state
         if state == _CHUNKED:
             self._chunked(data, now)
@@ -158,22 +162,7 @@ class StreamProtocol(asyncio.Protocol):
         if self.state == _LENGTH and not self.need:
             self._complete()
         elif rest_b:
-            self.data_received_at(rest_b, now)
-
-    def data_received_at(self, data: bytes, now: float) -> None:
-        """The body bytes that came in the same read as the head."""
-        if self.state == _CHUNKED:
-            self._chunked(data, now)
-        elif self.state == _LENGTH:
-            take = data[: self.need]
-            self.need -= len(take)
-            self.times.append(now)
-            self.parts.append(take)
-            if not self.need:
-                self._complete()
-        elif self.state == _UNTIL_CLOSE:
-            self.times.append(now)
-            self.parts.append(data)
+            self._feed(rest_b, now)
 
     def _chunked(self, data: bytes, now: float) -> None:
         pos, n = 0, len(data)
