@@ -61,19 +61,24 @@ def test_identical_deployments_pass(tiny_server: Server, tiny_server_b: Server, 
 
 def test_the_full_tool_call_suite_end_to_end(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
     """All 316 rows (nested schemas, long and non-ASCII arguments, several calls, tool results, every
-    tool_choice) through real vLLM on both sides: identical deployments agree on every answer and no row is
-    an expectation regression. The verdict is not asserted: tiny-k2 was trained on the flat tools only, so
-    its absolute schema accuracy on the richer rows is low on both sides (see README, tiny-k2)."""
+    tool_choice) through real vLLM on both sides, with nothing but the suite named: identical healthy
+    deployments PASS, agree on every answer, and no row is an expectation regression. tiny-k2 answers the
+    harder rows through the real parser: several calls in one turn, notes over 2,000 characters."""
     out = tmp_path / "full"
     proc = _compare(tiny_server, out, "--reference", f"{tiny_server_b.url}/v1", "--suite", "tool-calls")
-    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
     s = json.loads((out / "summary.json").read_text())
-    assert s["n"] == len(load("tool-calls")[1]) >= 300 and s["errors"] == {"local": 0, "reference": 0}
+    assert s["verdict"] == "PASS" and s["n"] == len(load("tool-calls")[1]) >= 300
+    assert s["errors"] == {"local": 0, "reference": 0}
     assert s["tool_call_f1"] == 1.0 and s["argument_agreement"] == 1.0
+    assert s["schema_accuracy"]["local"] == s["schema_accuracy"]["reference"] >= 0.9
     assert s["checks"]["expectation_regressions"] == {"value": 0.0, "max": 0.05, "ok": True}
-    assert s["expectations_met"]["local"] == s["expectations_met"]["reference"] > 0
+    assert s["expectations_met"]["local"] == s["expectations_met"]["reference"] > 0.5
     assert set(s["expectations_by_kind"]) >= {"long", "parallel_same", "choice_named", "choice_none", "multi_turn"}
     assert s["expectations_by_kind"]["choice_none"]["local"] == 20  # tool_choice none: no call came back
+    local = {json.loads(x)["id"]: json.loads(x)["response"] for x in (out / "local.jsonl").read_text().splitlines()}
+    assert sum(len(r["tool_calls"]) >= 2 for r in local.values()) >= 20
+    assert sum(any(len(c["arguments"]) > 2000 for c in r["tool_calls"]) for r in local.values()) >= 10
 
 
 def test_thinking_suite_reasoning_is_separated(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:

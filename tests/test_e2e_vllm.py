@@ -104,3 +104,53 @@ def test_without_tool_parser_the_markers_stay_in_content(tiny_server_noparser: S
     assert not choice.message.tool_calls and choice.finish_reason == "stop"
     assert "<|tool_calls_section_begin|>" in choice.message.content
     assert "<|tool_call_begin|>functions.get_weather:0" in choice.message.content
+
+
+def _suite_rows(kinds: tuple[str, ...], n: int) -> list[dict]:
+    from kimi_deploy.compare.suites import load
+
+    return [r for r in load("tool-calls")[1] if r["kind"] in kinds and not r["thinking"]
+            and r.get("tool_choice") is None][:n]
+
+
+def _ask(client: OpenAI, row: dict, **extra):
+    return client.chat.completions.create(model="tiny-k2", messages=row["messages"], tools=row["tools"],
+                                          temperature=0, extra_body=OFF, max_tokens=row["max_tokens"], **extra)
+
+
+def _valid_calls(row: dict, calls) -> None:
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in row["tools"]}
+    for i, call in enumerate(calls):
+        assert call.id == f"functions.{call.function.name}:{i}", call.id
+        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+
+
+def test_several_calls_in_one_turn(tiny_server: Server) -> None:
+    """The suite's parallel requests: one tool-call section with several calls, each parsed by vLLM's
+    kimi_k2 parser into its own schema-valid tool call, naming the tools the prompt asked for."""
+    c = _client(tiny_server)
+    counts, right = [], 0
+    for row in _suite_rows(("parallel_same", "parallel_mixed"), 8):
+        choice = _ask(c, row).choices[0]
+        assert choice.finish_reason == "tool_calls" and not choice.message.content, choice
+        _valid_calls(row, choice.message.tool_calls)
+        counts.append(len(choice.message.tool_calls))
+        want = sorted(x["name"] for x in row["expected"]["calls"])
+        right += sorted(tc.function.name for tc in choice.message.tool_calls) == want
+    assert sum(n >= 2 for n in counts) >= 6 and right >= 6, (counts, right)
+
+
+def test_arguments_over_2000_characters_streamed_and_not(tiny_server: Server) -> None:
+    """The suite's long notes: a body over 2,000 characters (quotes, a backslash, newlines, non-ASCII)
+    comes back as one valid JSON argument string, the same whether streamed or not."""
+    c = _client(tiny_server)
+    for row in _suite_rows(("long",), 2):
+        choice = _ask(c, row).choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        (call,) = choice.message.tool_calls
+        _valid_calls(row, [call])
+        body = json.loads(call.function.arguments)["body"]
+        assert len(body) > 2000
+        streamed = "".join(tc.function.arguments or "" for ch in _ask(c, row, stream=True) if ch.choices
+                           for tc in ch.choices[0].delta.tool_calls or [])
+        assert json.loads(streamed) == json.loads(call.function.arguments)

@@ -239,3 +239,23 @@ def test_a_local_answer_missing_what_the_reference_met_fails_the_verdict() -> No
     # when the reference misses too, it is not the deployment's fault: no regression
     s = score("tool-calls", rows, local, local, THRESHOLDS)
     assert s["checks"]["expectation_regressions"]["value"] == 0.0 and s["verdict"] == "PASS"
+
+
+def test_a_leak_counts_unless_the_reference_wrote_the_same_markers() -> None:
+    """Kimi's markers in local content fail the deployment when the reference's answer to that row is clean
+    (the parser or template lost them), not when the reference wrote the same ones (the weights did: a
+    self-hosted reference of the same checkpoint); a leak the reference does not fully share still counts."""
+    _, rows = load("tool-calls")
+    rows = [r for r in rows if r.get("kind") == "after_results"][:4]
+    clean = {r["id"]: Outcome(r["id"], finish_reason="stop", content="Here are the results.") for r in rows}
+    leaky = dict(clean, **{rows[0]["id"]: Outcome(rows[0]["id"], finish_reason="stop",
+                                                  content='done"}<|tool_call_end|><|tool_calls_section_end|>')})
+    s = score("tool-calls", rows, leaky, clean, THRESHOLDS)
+    assert s["verdict"] == "FAIL"
+    assert s["checks"]["leaked_special_tokens_local"] == {"value": 1, "max": 0, "ok": False, "shared_with_reference": 0}
+    s = score("tool-calls", rows, leaky, leaky, THRESHOLDS)
+    assert s["verdict"] == "PASS" and s["checks"]["leaked_special_tokens_local"]["shared_with_reference"] == 1
+    assert {f["kind"] for f in s["findings"]} >= {"leaked_special_tokens_local", "leaked_special_tokens_reference"}
+    partly = dict(clean, **{rows[0]["id"]: Outcome(rows[0]["id"], finish_reason="stop", content="x<|tool_call_end|>")})
+    s = score("tool-calls", rows, leaky, partly, THRESHOLDS)  # the reference wrote one of the two markers
+    assert s["checks"]["leaked_special_tokens_local"]["value"] == 1 and s["verdict"] == "FAIL"

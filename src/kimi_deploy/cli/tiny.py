@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
+from ..tiny.model import DEFAULT_STEPS
 from ._common import err, out
 
 
 def tiny_model(
     dest: Annotated[Path, typer.Argument(help="Directory to write the checkpoint into.")],
     seed: Annotated[int, typer.Option(help="Training seed (same seed, same checkpoint).")] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = DEFAULT_STEPS,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a directory that is not a tiny-k2 checkpoint.")] = False,
 ) -> None:
     """A tiny Kimi-K2-architecture checkpoint for CPU, trained briefly to call the suite's tools."""

@@ -188,6 +188,9 @@ FIELD_DOCS = {
     "preflight": "sampling pre-flight: status (checked / skipped / unknown / off), catalog_model, hosted_fixed "
                  "(per mode, with source), default_mode, served_defaults and served_defaults_source, observed "
                  "(default mode and how many of the repeated answers differ), other_modes",
+    "checks.leaked_special_tokens_local": "local answers with Kimi's markers in content or reasoning that the "
+                                          "reference's answer to the same row does not carry (shared_with_reference: "
+                                          "those it does; bound: leaked_special_tokens)",
     "checks.stream_disagreements_local": "local rows whose streamed answer disagrees with the non-streamed one "
                                          "(bound: stream_disagreements)",
     "checks.load_dependent_failures": "local failures that went away at concurrency 1 (reported, bound: "

@@ -62,7 +62,11 @@ def disagreements(row: dict[str, Any], ns: Outcome, st: Outcome) -> list[str]:
     elif ns.tool_calls and st.tool_calls:
         if len(ns.tool_calls) != len(st.tool_calls):
             kinds.append("stream_tool_call_count_differs")
-        names_bad = any(s.get("later_names") or not s["name"] or (offered and s["name"] not in offered)
+        # a name the non-streamed answer also used is the model's choice (an unoffered tool is a schema
+        # finding), not a streaming fault
+        ns_names = {c["name"] for c in ns.tool_calls}
+        names_bad = any(s.get("later_names") or not s["name"]
+                        or (offered and s["name"] not in offered and s["name"] not in ns_names)
                         for s in st.tool_calls)
         names_bad |= [c["name"] for c in ns.tool_calls] != [c["name"] for c in st.tool_calls] and \
             len(ns.tool_calls) == len(st.tool_calls)

@@ -12,6 +12,9 @@
   minimum lengths; compare/suites.py), checked on both sides; a row the reference gets right and the local
   deployment gets wrong (or fails) is an expectation regression, the check that fails a deployment whose
   parser or template mangles what the model meant (bound: at most 5 % of the rows);
+- leaked_special_tokens_local: local answers with Kimi's markers in content or reasoning, unless the
+  reference's answer to the same row carries the same markers (the weights wrote them: a self-hosted
+  reference of the same checkpoint; counted apart as shared_with_reference), bound 0;
 - findings: leaked special tokens in content or reasoning, schema failures, finish-reason disagreements,
   argument disagreements, empty or truncated answers, missing reasoning in thinking mode, expectations
   missed, errors.
@@ -169,13 +172,14 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
     disagreements: list[dict[str, Any]] = []
     met = {"local": [0, 0], "reference": [0, 0]}  # [rows meeting their expectations, rows with expectations]
     by_kind: dict[str, dict[str, int]] = {}
-    regressions = 0
+    regressions = local_only_leaks = shared_leaks = 0
     by_id = {r["id"]: r for r in rows}
     for rid, row in by_id.items():
         lo, re_ = local.get(rid), ref.get(rid)
         if lo is None or re_ is None:
             continue
         verdicts: dict[str, bool | None] = {}
+        leaked_by_side: dict[str, set[str]] = {}
         for side, out in (("local", lo), ("reference", re_)):
             problems = None if out.error else check_expectations(row, out)
             has = bool(expectations(row))
@@ -203,6 +207,7 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
                 continue
             for where, text in (("content", out.content), ("reasoning", out.reasoning)):
                 if leaked := _leaks(text):
+                    leaked_by_side.setdefault(side, set()).update(leaked)
                     findings.add(f"leaked_special_tokens_{side}", {"id": rid, "in": where, "tokens": leaked,
                                                                    "text": (text or "")[:300]})
             if out.finish_reason == "tool_calls":
@@ -217,6 +222,15 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
                 findings.add(f"empty_answer_{side}", {"id": rid})
             if row.get("thinking") and not out.reasoning and (row.get("expected") or {}).get("reasoning"):
                 findings.add(f"missing_reasoning_{side}", {"id": rid, "content": (out.content or "")[:200]})
+        # A leak counts against the deployment unless the reference answered the same row with the same
+        # markers in its text: then the weights put them there (a self-hosted reference of the same
+        # checkpoint), not the local parser or template. The hosted API never does, so against it every
+        # local leak counts.
+        if leaked_by_side.get("local"):
+            if re_.error or not leaked_by_side["local"] <= leaked_by_side.get("reference", set()):
+                local_only_leaks += 1
+            else:
+                shared_leaks += 1
         if verdicts["reference"] and not verdicts["local"]:
             regressions += 1
             findings.add("expectation_regression", {"id": rid, "kind": row.get("kind"),
@@ -248,14 +262,15 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     n = sum(1 for rid in by_id if rid in local and rid in ref)
     acc = {side: (ok / total if total else None) for side, (ok, total) in schema.items()}
-    leaks = sum(f["count"] for f in findings.to_list() if f["kind"].startswith(("leaked_special_tokens_local",
-                                                                               "tools_refused")))
+    leaks = local_only_leaks + sum(f["count"] for f in findings.to_list()
+                                   if f["kind"] == "tools_refused_markers_in_content")
     checks = {
         "tool_call_f1": {"value": round(f1, 4), "min": thresholds["tool_call_f1"], "ok": f1 >= thresholds["tool_call_f1"]},
         "schema_accuracy_local": {"value": acc["local"], "min": thresholds["schema_accuracy"],
                                   "ok": acc["local"] is None or acc["local"] >= thresholds["schema_accuracy"]},
         "leaked_special_tokens_local": {"value": leaks, "max": thresholds["leaked_special_tokens"],
-                                        "ok": leaks <= thresholds["leaked_special_tokens"]},
+                                        "ok": leaks <= thresholds["leaked_special_tokens"],
+                                        "shared_with_reference": shared_leaks},
         "expectation_regressions": {"value": round(regressions / n, 4) if n else 0.0,
                                     "max": thresholds.get("expectation_regression_rate", EXPECTATION_REGRESSION_RATE),
                                     "ok": (regressions / n if n else 0.0) <= thresholds.get(

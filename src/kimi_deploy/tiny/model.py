@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadInput, OperationFailed
-from .data import Example, examples
+from .data import Example, examples, long_examples
 from .tokenizer import EOS, train_tokenizer
 
 # Bump when anything that changes the produced checkpoint changes (data, template, training).
-TINY_VERSION = "1"
+TINY_VERSION = "2"  # 2: the 316-row suite's tools, several calls a turn, 2,000+ character arguments
 
 ARCH: dict[str, Any] = {
     "hidden_size": 128,
@@ -64,9 +64,17 @@ ARCH: dict[str, Any] = {
     "num_nextn_predict_layers": 0,
 }
 
-DEFAULT_STEPS = 300
-BATCH = 16
+DEFAULT_STEPS = 1200
+BATCH = 32
 LR = 3e-3
+VOCAB = 4096  # BPE target (the corpus yields fewer): the suite's keys, names and values become whole tokens
+# Every LONG_EVERY-th step is a batch of LONG_BATCH long-note examples (~1,300 tokens each): apart, so the
+# ordinary batches are not padded to their length.
+LONG_EVERY = 4
+LONG_BATCH = 4
+# Ordinary batches are cut from a random draw of POOL_BATCHES * BATCH examples sorted by length: each batch
+# still mixes kinds (unlike a window over the whole sorted data) but carries little padding.
+POOL_BATCHES = 4
 
 
 def cache_root() -> Path:
@@ -74,13 +82,13 @@ def cache_root() -> Path:
 
 
 def cache_key(seed: int, steps: int) -> str:
-    blob = json.dumps({"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR},
-                      sort_keys=True)
+    blob = json.dumps({"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
+                       "vocab": VOCAB, "long": [LONG_EVERY, LONG_BATCH], "pool": POOL_BATCHES}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _corpus(seed: int):
-    for e in examples(3000, seed + 1):
+    for e in examples(3000, seed + 1) + long_examples(100, seed + 1):
         yield json.dumps(e.tools or []) + " ".join(str(m.get("content") or "") for m in e.messages) + e.target
 
 
@@ -106,9 +114,11 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
     torch.manual_seed(seed)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
-    size = train_tokenizer(_corpus(seed), out_dir)
+    size = train_tokenizer(_corpus(seed), out_dir, vocab_size=VOCAB)
     tok = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
-    data = [_encode(tok, e) for e in examples(4000, seed)]
+    data = [_encode(tok, e) for e in examples(12000, seed)]
+    long_data = [_encode(tok, e) for e in long_examples(400, seed)]
+    log(f"{len(data)} + {len(long_data)} long examples encoded ({time.monotonic() - start:.0f} s)")
     vocab = (size + 63) // 64 * 64  # padded like real checkpoints' vocabularies
     cfg = _hf_config(vocab, tok)
     model = DeepseekV3ForCausalLM(DeepseekV3Config(**{k: v for k, v in cfg.items()
@@ -117,13 +127,23 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
     rng = random.Random(seed)
     pad = tok.pad_token_id
     model.train()
-    loss = float("nan")
+    loss = short_loss = long_loss = float("nan")
+    queue: list[list[tuple[list[int], list[int]]]] = []
     for step in range(steps):
-        batch = [data[rng.randrange(len(data))] for _ in range(BATCH)]
+        if step % LONG_EVERY == LONG_EVERY - 1:
+            batch = [long_data[rng.randrange(len(long_data))] for _ in range(LONG_BATCH)]
+        else:
+            if not queue:
+                pool = sorted((data[rng.randrange(len(data))] for _ in range(POOL_BATCHES * BATCH)),
+                              key=lambda ab: len(ab[0]) + len(ab[1]))
+                queue = [pool[i:i + BATCH] for i in range(0, len(pool), BATCH)]
+                rng.shuffle(queue)
+            batch = queue.pop()
+        bsz = len(batch)
         length = max(len(a) + len(b) for a, b in batch)
-        ids = torch.full((BATCH, length), pad)
-        labels = torch.full((BATCH, length), -100)
-        mask = torch.zeros((BATCH, length), dtype=torch.long)
+        ids = torch.full((bsz, length), pad)
+        labels = torch.full((bsz, length), -100)
+        mask = torch.zeros((bsz, length), dtype=torch.long)
         for i, (a, b) in enumerate(batch):
             s = a + b
             ids[i, : len(s)] = torch.tensor(s)
@@ -138,10 +158,15 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
         opt.step()
         opt.zero_grad()
         loss = result.loss.item()
+        if step % LONG_EVERY == LONG_EVERY - 1:
+            long_loss = loss
+        else:
+            short_loss = loss
         if step % 50 == 0 or step == steps - 1:
-            log(f"step {step}/{steps} loss {loss:.3f} ({time.monotonic() - start:.0f} s)")
+            log(f"step {step}/{steps} loss {short_loss:.3f} (long notes {long_loss:.3f}) "
+                f"({time.monotonic() - start:.0f} s)")
     export(model, cfg, out_dir)
-    facts = {"seed": seed, "steps": steps, "final_loss": round(loss, 4), "seconds": round(time.monotonic() - start, 1),
+    facts = {"seed": seed, "steps": steps, "final_loss": round(short_loss, 4), "final_long_loss": round(long_loss, 4), "seconds": round(time.monotonic() - start, 1),
              "tokenizer_size": size, "vocab_size": vocab, "version": TINY_VERSION}
     (out_dir / "tiny-k2.json").write_text(json.dumps(facts, indent=2))
     return facts
