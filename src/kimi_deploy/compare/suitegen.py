@@ -11,9 +11,8 @@ conversations that carry tool calls and their results, `tool_choice` auto / requ
 thinking on and off. Every row states in `expected` what a correct answer must contain where the prompt
 fixes it (see compare/suites.py for the fields, compare/score.py for how they are checked).
 
-`tool-calls-flat` is the first suite's 48 flat single-call rows alone: what tiny-k2 is trained on, so the
-tiny model's self-consistency runs (tests, demo) pass its absolute checks; it has not learned the richer
-rows (see README, tiny-k2)."""
+`tool-calls-flat` is the first suite's 48 flat single-call rows alone: a quick suite (the first
+suite's shape), for smoke runs and tests that need no more."""
 
 from __future__ import annotations
 
