@@ -94,12 +94,17 @@ def test_empty_tool_call_deltas_under_load_fail_as_load_dependent(tiny_server: S
     kinds = _kinds(s)
     assert {"stream_missing_tool_calls", "stream_finish_tool_calls_without_calls", "load_dependent_failure"} <= set(kinds)
     found = s["streaming"]["disagreements"]
-    assert found and all(d["load_dependent"] for d in found)  # fine when rerun alone
-    assert sorted(d["id"] for d in found) == s["streaming"]["load_dependent"]
+    # most tool-call answers broke; the first 32 (--rerun-limit's default) were rerun alone, and each was
+    # fine then; the rest are marked not rerun
+    rerun = [d for d in found if d["load_dependent"] is not None]
+    assert len(found) > 100 and s["streaming"]["rerun"] == {"rows": 32, "of": len(found), "limit": 32}
+    assert len(rerun) == 32 and all(d["load_dependent"] for d in rerun)
+    assert sorted(d["id"] for d in rerun) == s["streaming"]["load_dependent"]
     # the rows that broke are tool-call answers, and the non-streamed answers were right
     assert all(d["non_streamed"]["tool_calls"] and not d["streamed"]["tool_calls"] for d in found)
     assert s["tool_call_f1"] == 1.0 and not s["checks"]["stream_disagreements_local"]["ok"]
-    assert "only under load" in (tmp_path / "load" / "report.md").read_text()
+    report = (tmp_path / "load" / "report.md").read_text()
+    assert "only under load" in report and f"32 of {len(found)} failing rows rerun alone" in report
 
 
 def test_long_arguments_cut_and_second_call_renamed_when_streamed_fail(tiny_server: Server, proxy,
@@ -185,6 +190,9 @@ def test_sampling_preflight(tiny_server: Server, k25_defaults_server: Server, tm
     assert_clean_error(run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1",
                                "--catalog-model", "kimi-k9", "--output", str(tmp_path / "bad")),
                        "--catalog-model", "unknown model")
+    assert_clean_error(run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1",
+                               "--rerun-limit", "-1", "--output", str(tmp_path / "bad")), "--rerun-limit",
+                       "greater than or equal to 0")
     assert_clean_error(run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1",
                                "--tokenizer", str(tmp_path / "no-such-checkpoint"), "--output", str(tmp_path / "bad")),
                        "--tokenizer", "could not load")

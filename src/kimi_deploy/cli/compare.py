@@ -25,6 +25,7 @@ def compare(
     reference_key_env: Annotated[str, typer.Option("--reference-key-env", help="Env var with the reference's key.")] = "MOONSHOT_API_KEY",
     local_key_env: Annotated[Optional[str], typer.Option("--local-key-env", help="Env var with the local endpoint's key.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="Requests in flight per endpoint (the local endpoint's streamed and non-streamed requests share them).")] = 32,
+    rerun_limit: Annotated[int, typer.Option("--rerun-limit", min=0, max=100_000, help="Rerun at most this many failing rows one at a time, to tell failures that appear only under load.")] = 32,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Also stream every request to the local endpoint and hold the assembled answer to the non-streamed one.")] = True,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Checkpoint directory (or Hub id) whose tokenizer and chat template count prompt tokens here (default: the served root, when it is a local directory).")] = None,
     catalog_model: Annotated[Optional[str], typer.Option("--catalog-model", help="Catalog model whose hosted sampling the pre-flight checks (default: from the served name or root).")] = None,
@@ -63,7 +64,7 @@ def compare(
                                    api_key_env=reference_key_env, key_flag="--reference-key-env", key_optional=True)
     cfg = CompareConfig(local=local_ep, model=model or require_model(local_ep, None, "--model"), output=output,
                         suite=suite, reference=ref_ep, reference_file=reference_file, reference_model=reference_model,
-                        concurrency=concurrency, stream=stream, tokenizer=tokenizer, catalog_model=catalog_model,
+                        concurrency=concurrency, rerun_limit=rerun_limit, stream=stream, tokenizer=tokenizer, catalog_model=catalog_model,
                         preflight=preflight, rate=rate, temperature=temperature, max_tokens=max_tokens,
                         limit=limit, thresholds=overrides, request_timeout_s=request_timeout,
                         stall_timeout_s=stall_timeout)

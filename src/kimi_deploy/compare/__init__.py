@@ -44,6 +44,9 @@ class CompareConfig:
     reference_file: Path | None = None
     reference_model: str | None = None  # default: the local model, mapped to the hosted id if hosted
     concurrency: int = 32  # per endpoint; enough requests in flight to batch on a real server
+    # failing rows rerun one at a time to tell load-dependent failures: at most this many (a broken stream
+    # parser fails most rows, and hundreds of one-at-a-time reruns would take longer than the run itself)
+    rerun_limit: int = 32
     stream: bool = True  # also stream every request to the local endpoint and compare the two
     tokenizer: str | None = None  # checkpoint dir / Hub id for the template count (default: the served root)
     catalog_model: str | None = None  # catalog model for the sampling pre-flight (default: from the served name)
@@ -176,9 +179,10 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
 FIELD_DOCS = {
     "concurrency": "requests in flight per endpoint; the local endpoint's streamed and non-streamed requests share them",
     "streaming": "streamed vs non-streamed answers of the local endpoint: compared (rows both answered), "
-                 "disagreements (side by side, each with its kinds and whether it is load_dependent), kinds "
-                 "(count per kind; kind_docs says what each means), load_dependent (ids whose failure went away "
-                 "when rerun at concurrency 1), rerun_concurrency",
+                 "disagreements (side by side, each with its kinds and whether it is load_dependent: null when "
+                 "the row was not rerun), kinds (count per kind; kind_docs says what each means), load_dependent "
+                 "(ids whose failure went away when rerun at concurrency 1), rerun_concurrency, rerun (rows "
+                 "rerun, of how many failing, the --rerun-limit)",
     "token_accounting": "prompt_tokens local vs reference, vs the count made here with the checkpoint's chat "
                         "template (template_count says whether and from where), and streamed vs non-streamed "
                         "(median/mean/min/max of the differences in tokens and relative, nonzero = requests that "
@@ -213,8 +217,11 @@ def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str,
     found = compare_modes(rows, lo, st)
     # a refusal (4xx) is no load effect; server errors, timeouts and dropped connections may be
     failed_ns = [rid for rid, o in lo.items() if o is not None and o.error and (o.status is None or o.status >= 500)]
-    again_ids = sorted({d["id"] for d in found} | set(failed_ns))
+    failing = sorted({d["id"] for d in found} | set(failed_ns))
+    again_ids = failing[:cfg.rerun_limit]  # the suite is interleaved by kind: the first ones are a cross-section
     load_dependent: list[str] = []
+    for d in found:
+        d["load_dependent"] = None  # not rerun (beyond --rerun-limit)
     if again_ids:
         again_rows = [by_id[i] for i in again_ids]
 
@@ -228,11 +235,13 @@ def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str,
         ns1, st1 = asyncio.run(rerun())
         still = {d["id"] for d in compare_modes(again_rows, ns1, st1)}
         for d in found:
+            if d["id"] not in st1:
+                continue
             d["load_dependent"] = d["id"] not in still and not st1[d["id"]].error
             if d["load_dependent"]:
                 load_dependent.append(d["id"])
         for rid in failed_ns:
-            if not ns1[rid].error:
+            if rid in ns1 and not ns1[rid].error:
                 load_dependent.append(rid)
                 summary["findings"].append({"kind": "local_error_only_under_load", "count": 1, "ids": [rid],
                                             "example": {"id": rid, "error_under_load": lo[rid].error,
@@ -260,6 +269,7 @@ def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str,
     compared = sum(1 for r in rows if lo.get(r["id"]) and st.get(r["id"]))
     return {"compared": compared, "disagreements": found, "kinds": kinds, "kind_docs": KINDS,
             "load_dependent": sorted(set(load_dependent)), "rerun_concurrency": 1,
+            "rerun": {"rows": len(again_ids), "of": len(failing), "limit": cfg.rerun_limit},
             "streamed_errors": sum(1 for o in st.values() if o and o.error)}
 
 

@@ -93,7 +93,8 @@ def _stream_rows(s: dict[str, Any], worst: int) -> list[tuple[str, str, str, str
         notes = d["streamed"].get("stream_notes")
         st = _answer(d["streamed"]) or f"(nothing: no content, no tool call; finish_reason {d['streamed']['finish_reason']})"
         st += f" [notes: {'; '.join(notes)}]" if notes else ""
-        load = "only under load" if d.get("load_dependent") else "also at concurrency 1"
+        load = {True: "only under load", False: "also at concurrency 1"}.get(d.get("load_dependent"),
+                                                                           "not rerun (--rerun-limit)")
         out.append((d["id"], ", ".join(d["kinds"]), load, _answer(d["non_streamed"]), st))
     return out
 
@@ -115,6 +116,12 @@ def _token_lines(s: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _rerun_note(sm: dict[str, Any]) -> str:
+    r = sm.get("rerun") or {}
+    return f" ({r['rows']} of {r['of']} failing rows rerun alone, --rerun-limit {r['limit']})" \
+        if r.get("of", 0) > r.get("rows", 0) else ""
+
+
 def _extra_md(s: dict[str, Any], worst: int) -> list[str]:
     lines: list[str] = []
     sm = s.get("streaming")
@@ -122,7 +129,7 @@ def _extra_md(s: dict[str, Any], worst: int) -> list[str]:
         lines += ["", "## Streamed vs non-streamed (local)", "",
                   f"{sm['compared']} requests compared at concurrency {s.get('concurrency')}; "
                   f"{len(sm['disagreements'])} disagree; load-dependent (fine at concurrency 1): "
-                  f"{', '.join(sm['load_dependent']) or 'none'}", ""]
+                  f"{', '.join(sm['load_dependent']) or 'none'}{_rerun_note(sm)}", ""]
         if sm["disagreements"]:
             lines += ["| id | kinds | when | non-streamed | streamed |", "|---|---|---|---|---|"]
             lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in _stream_rows(s, worst)]
@@ -161,7 +168,7 @@ def _extra_html(s: dict[str, Any], worst: int) -> str:
                        for r in _stream_rows(s, worst))
         parts.append(f"<h2>Streamed vs non-streamed (local)</h2><p>{sm['compared']} requests compared at concurrency "
                      f"{s.get('concurrency')}; {len(sm['disagreements'])} disagree; load-dependent: "
-                     f"{html.escape(', '.join(sm['load_dependent']) or 'none')}</p>"
+                     f"{html.escape(', '.join(sm['load_dependent']) or 'none')}{html.escape(_rerun_note(sm))}</p>"
                      f"<table><tr><th>id</th><th>kinds</th><th>when</th><th>non-streamed</th><th>streamed</th></tr>"
                      f"{rows}</table>")
     acc = s.get("token_accounting")
