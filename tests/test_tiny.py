@@ -104,6 +104,9 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     train(c, seed=4, steps=2, log=lambda m: None)
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)
+    # the training facts are strict JSON: two steps run no long-note batch, so its loss is null, not NaN
+    facts = json.loads((a / "tiny-k2.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in tiny-k2.json"))
+    assert facts["final_long_loss"] is None and facts["final_loss"] > 0 and facts["version"] == "2"
 
 
 def test_tiny_model_refuses_to_clobber(tmp_path: Path) -> None:
