@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 from transformers import PreTrainedTokenizerFast
 
