@@ -357,6 +357,23 @@ def result_for(call: Call) -> dict[str, Any]:
     return {"saved": True, "characters": len(a.get("body", ""))}
 
 
+def history(rng: random.Random, calls: tuple[Call, ...] | list[Call], first_idx: int = 0,
+            reasoning: str | None = None) -> list[dict[str, Any]]:
+    """The assistant's turn that made `calls` and the tools' results, as a client sends them back: ids
+    OpenAI-style (`call_...`, half the time) or Kimi-style (`functions.NAME:IDX`, IDX from first_idx; the
+    adapter rewrites the former), and the turn's reasoning when given."""
+    openai_ids = rng.random() < 0.5
+    ids = [f"call_{rng.getrandbits(48):012x}" if openai_ids else f"functions.{c.name}:{first_idx + i}"
+           for i, c in enumerate(calls)]
+    msg: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": cid, "type": "function", "function": {"name": c.name, "arguments": arguments_json(c.arguments)}}
+        for cid, c in zip(ids, calls)]}
+    if reasoning:
+        msg["reasoning_content"] = reasoning
+    return [msg] + [{"role": "tool", "tool_call_id": cid, "content": json.dumps(result_for(c), ensure_ascii=False)}
+                    for cid, c in zip(ids, calls)]
+
+
 def call_summary(calls: tuple[Call, ...] | list[Call]) -> str:
     """What the assistant says once the tools have returned (names each subject, no numbers to copy)."""
     subjects = [str(next(iter(c.arguments.values()))) for c in calls]

@@ -22,8 +22,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..toolsuite import (CHAT, Request, arguments_json, call_summary, offered_tools, request, result_for,
-                         tool_case, tool_result, tool_subset)
+from ..toolsuite import (CHAT, Request, arguments_json, call_summary, history, offered_tools, request, tool_case,
+                         tool_result, tool_subset)
 
 MIN_LONG = 2000  # characters: the issue's "string arguments over 2,000 characters"
 
@@ -71,20 +71,6 @@ def _max_tokens(req: Request | None, thinking: bool) -> int:
     return (512 if thinking else 256) + (128 * (len(req.calls) - 1) if req else 0)
 
 
-def _history(rng: random.Random, req: Request, first_idx: int) -> list[dict[str, Any]]:
-    """The assistant's calls for `req` and the tools' results: ids OpenAI-style or Kimi-style (the
-    adapter rewrites the former to functions.NAME:IDX)."""
-    openai_ids = rng.random() < 0.5
-    ids = [f"call_{rng.getrandbits(48):012x}" if openai_ids else f"functions.{c.name}:{first_idx + i}"
-           for i, c in enumerate(req.calls)]
-    out: list[dict[str, Any]] = [{"role": "assistant", "content": "", "tool_calls": [
-        {"id": cid, "type": "function", "function": {"name": c.name, "arguments": arguments_json(c.arguments)}}
-        for cid, c in zip(ids, req.calls)]}]
-    out += [{"role": "tool", "tool_call_id": cid, "content": json.dumps(result_for(c), ensure_ascii=False)}
-            for cid, c in zip(ids, req.calls)]
-    return out
-
-
 SINGLE = ["nested", "message", "note", "unicode"]
 
 
@@ -117,13 +103,13 @@ def _rich_tool_calls(rng: random.Random, start: int) -> list[dict[str, Any]]:
             _expect(req, ordered=False), False, _max_tokens(req, False), choice)
     for _ in range(20):  # the turn after the tools returned: an answer, no new call
         req, t = request(rng, rng.choice(["parallel_same", "parallel_mixed", "nested", "message"])), think()
-        messages = [{"role": "user", "content": req.prompt}, *_history(rng, req, 0)]
+        messages = [{"role": "user", "content": req.prompt}, *history(rng, req.calls)]
         add("after_results", messages, offered_tools(rng, [c.name for c in req.calls], 2), {"tool_calls": False},
             t, _max_tokens(None, t))
     for _ in range(20):  # a finished exchange with tool results, then a new request
         first = request(rng, rng.choice(["parallel_same", "unicode", "nested"]))
         req, t = request(rng, rng.choice(SINGLE + ["parallel_same"])), think()
-        messages = [{"role": "user", "content": first.prompt}, *_history(rng, first, 0),
+        messages = [{"role": "user", "content": first.prompt}, *history(rng, first.calls),
                     {"role": "assistant", "content": call_summary(first.calls)},
                     {"role": "user", "content": req.prompt}]
         add("multi_turn", messages, offered_tools(rng, [c.name for c in first.calls + req.calls], 2),

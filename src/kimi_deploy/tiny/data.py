@@ -7,12 +7,11 @@ finished exchange; each with thinking on (a short reasoning, then `</think>`) or
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..toolsuite import (CHAT, Call, arguments_json, call_summary, offered_tools, request, result_for, tool_case)
+from ..toolsuite import CHAT, Call, arguments_json, call_summary, history, offered_tools, request, tool_case
 
 SECTION = "<|tool_calls_section_begin|>{calls}<|tool_calls_section_end|>"
 CALL = "<|tool_call_begin|>functions.{name}:{idx}<|tool_call_argument_begin|>{args}<|tool_call_end|>"
@@ -45,21 +44,6 @@ def _reasoning_for(calls: tuple[Call, ...] | list[Call]) -> str:
     return f"The user needs {' and '.join(names)}. I will make {len(calls)} calls."
 
 
-def _history(rng: random.Random, calls: tuple[Call, ...], thinking: bool) -> list[dict[str, Any]]:
-    """The assistant's calls and the tools' results; ids Kimi-style or, as OpenAI clients send them back,
-    `call_...` (the suite has both)."""
-    openai_ids = rng.random() < 0.5
-    ids = [f"call_{rng.getrandbits(48):012x}" if openai_ids else f"functions.{c.name}:{i}"
-           for i, c in enumerate(calls)]
-    msg: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [
-        {"id": cid, "type": "function", "function": {"name": c.name, "arguments": arguments_json(c.arguments)}}
-        for cid, c in zip(ids, calls)]}
-    if thinking:
-        msg["reasoning_content"] = _reasoning_for(calls)
-    return [msg] + [{"role": "tool", "tool_call_id": cid, "content": json.dumps(result_for(c), ensure_ascii=False)}
-                    for cid, c in zip(ids, calls)]
-
-
 def _kind(rng: random.Random) -> str:
     return rng.choices([k for k, _ in KINDS], weights=[w for _, w in KINDS])[0]
 
@@ -83,12 +67,13 @@ def example(rng: random.Random, kind: str | None = None) -> Example:
     messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
     needed = [c.name for c in calls]
     if kind == "after_results":
-        return _done(messages + _history(rng, calls, thinking), offered_tools(rng, needed, EXTRA_TOOLS), thinking,
+        return _done(messages + history(rng, calls, reasoning=_reasoning_for(calls) if thinking else None),
+                     offered_tools(rng, needed, EXTRA_TOOLS), thinking,
                      "The tools answered. I will report it.", call_summary(calls))
     first_idx = 0
     if kind == "multi_turn":
         nxt = request(rng, rng.choice(["nested", "message", "unicode", "parallel_same"]))
-        messages += _history(rng, calls, False) + [{"role": "assistant", "content": call_summary(calls)},
+        messages += history(rng, calls) + [{"role": "assistant", "content": call_summary(calls)},
                                               {"role": "user", "content": nxt.prompt}]
         first_idx, needed, calls = len(calls), needed + [c.name for c in nxt.calls], nxt.calls
     return _done(messages, offered_tools(rng, needed, EXTRA_TOOLS), thinking, _reasoning_for(calls),
