@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import httpx
+import httpx2
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -92,13 +92,13 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(timeout=5) as http:
+        with httpx2.Client(timeout=5) as http:
             while not self.stop.wait(0.1):
                 try:
                     text = http.get(f"http://127.0.0.1:{self.port}/metrics").text
                     tokens = int(next(line.split()[1] for line in text.splitlines()
                                       if line.startswith("sim:generation_tokens_total")))
-                except (httpx.HTTPError, StopIteration, ValueError):
+                except (httpx2.HTTPError, StopIteration, ValueError):
                     continue
                 tool = tree_cpu(self.tool_pid) if self.tool_pid else 0.0
                 self.rows.append((time.monotonic(), tool, tree_cpu(self.sim_pid), tokens))
@@ -123,9 +123,9 @@ def start_sim(port: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(150):
         try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1)
             return proc
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("sim did not start")

@@ -183,7 +183,7 @@ def start_sim(*args: str) -> tuple[subprocess.Popen, str]:
     """`kimi-deploy sim` on a free loopback port; (process, base URL) once it answers /health."""
     import time
 
-    import httpx
+    import httpx2
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "sim", "--port", str(port), *args],
@@ -191,9 +191,9 @@ def start_sim(*args: str) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            if httpx.get(url + "/health", timeout=1).status_code in (200, 503):
+            if httpx2.get(url + "/health", timeout=1).status_code in (200, 503):
                 break
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             time.sleep(0.1)
     return proc, url
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-import httpx
+import httpx2
 import pytest
 
 from kimi_deploy.compare.adapters import normalize_tool_ids, request_kwargs
@@ -280,5 +280,5 @@ def test_retry_policy_on_a_real_server(flaky_models) -> None:
     state["script"] = [500, 502, 504]
     with pytest.raises(BadInput, match="--local.*504"):
         served_models(ep, retry=fast)
-    assert not fast.retryable(ValueError()) and fast.retryable(httpx.ConnectError("refused"))
+    assert not fast.retryable(ValueError()) and fast.retryable(httpx2.ConnectError("refused"))
     assert 0.01 <= fast.delay(1) <= 0.0125 and fast.delay(5) <= 0.025  # backoff with jitter, capped

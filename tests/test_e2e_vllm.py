@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-import httpx
+import httpx2
 import openai
 import jsonschema
 import pytest
@@ -25,7 +25,7 @@ def _client(server: Server) -> OpenAI:
 
 
 def test_health_and_models(tiny_server: Server) -> None:
-    assert httpx.get(f"{tiny_server.url}/health").status_code == 200
+    assert httpx2.get(f"{tiny_server.url}/health").status_code == 200
     models = _client(tiny_server).models.list()
     assert [m.id for m in models.data] == ["tiny-k2"]
 

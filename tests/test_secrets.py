@@ -22,7 +22,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import yaml
 
@@ -175,18 +175,18 @@ def test_router_key_stays_off_argv(path: Path, tmp_path: Path) -> None:
             cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
             assert SECRET not in cmdline  # checked from the very first moment, not only once it is up
             try:
-                httpx.get(f"http://127.0.0.1:{router_port}/health", timeout=2)
+                httpx2.get(f"http://127.0.0.1:{router_port}/health", timeout=2)
                 ready = True
                 break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.2)
         assert ready, log.read_text()[-3000:]
-        r = httpx.post(f"http://127.0.0.1:{router_port}/v1/chat/completions", timeout=30,
+        r = httpx2.post(f"http://127.0.0.1:{router_port}/v1/chat/completions", timeout=30,
                        json={"model": "kimi", "messages": [{"role": "user", "content": "hi"}]})
         if dep.engine == "sglang":
             # sglang-router checks clients' keys itself: without one it refuses
             assert r.status_code == 401, r.text
-            r = httpx.post(f"http://127.0.0.1:{router_port}/v1/chat/completions", timeout=30,
+            r = httpx2.post(f"http://127.0.0.1:{router_port}/v1/chat/completions", timeout=30,
                            headers={"Authorization": f"Bearer {SECRET}"},
                            json={"model": "kimi", "messages": [{"role": "user", "content": "hi"}]})
             assert r.status_code != 401, r.text

@@ -243,13 +243,13 @@ def s3_server(tmp_path: Path):
     exe = Path(sys.executable).parent / "moto_server"
     proc = subprocess.Popen([str(exe), "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    import httpx
+    import httpx2
 
     for _ in range(100):
         try:
-            httpx.get(url, timeout=1)
+            httpx2.get(url, timeout=1)
             break
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             time.sleep(0.2)
     yield url
     proc.terminate()

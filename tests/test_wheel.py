@@ -12,7 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from .conftest import free_port
 
@@ -51,9 +51,9 @@ def test_installed_wheel_runs_bench_and_compare_on_the_tool_call_suite(built_whe
     try:
         for _ in range(150):
             try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                if httpx2.get(url + "/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.1)
         bench = _installed(built_wheel, work, "bench", "--base-url", url, "--model", "sim", "--output", "b",
                            "--workload", "tool-calls", "--concurrency", "2", "--num-requests", "8", "--output-len", "8")

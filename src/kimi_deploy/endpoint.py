@@ -4,7 +4,7 @@ thinking on or off and which sampling fields it accepts, where the reasoning com
 are retried, which models it serves and when it is ready.
 
 Each client keeps its own HTTP library (bench: its streaming HTTP/1.1 protocol, bench/stream.py, and
-httpx; compare: openai.AsyncOpenAI; wait: httpx and openai) but takes all of the above from here. The
+httpx2; compare: openai.AsyncOpenAI; wait: httpx2 and openai) but takes all of the above from here. The
 shape follows vLLM's benchmark client, which keeps one request description, one measured output and one
 `_get_headers` for every backend
 (github.com/vllm-project/vllm, vllm/benchmarks/lib/endpoint_request_func.py).
@@ -208,43 +208,94 @@ def reasoning_of(obj: Any) -> str | None:
 # --- retries ----------------------------------------------------------------------------------------
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
-    """Connection-level failures of the three HTTP libraries: worth another try."""
+    """Connection-level failures: worth another try. httpx2 is the HTTP stack of openai 3 and
+    huggingface_hub 2 (their Requires-Dist); bench reads its streams through aiohttp and its own protocol."""
     import aiohttp
-    import httpx
+    import httpx2
     import openai
 
-    return (httpx.TransportError, aiohttp.ClientConnectionError, asyncio.TimeoutError, openai.APIConnectionError)
+    return (httpx2.TransportError, aiohttp.ClientConnectionError, asyncio.TimeoutError, TimeoutError,
+            ConnectionError, openai.APIConnectionError)
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status an error carries: openai's APIStatusError (`status_code`), aiohttp and StatusError
+    (`status`), huggingface_hub's HfHubHTTPError and httpx2's HTTPStatusError (`response.status_code`)."""
+    for value in (getattr(exc, "status_code", None), getattr(exc, "status", None),
+                  getattr(getattr(exc, "response", None), "status_code", None)):
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def retry_after(exc: BaseException, *, now: float | None = None) -> float | None:
+    """Seconds the server asked the client to wait (the `Retry-After` header of the answer the error
+    carries: delay-seconds or an HTTP-date, RFC 9110 section 10.2.3); None when it said nothing usable."""
+    from email.utils import parsedate_to_datetime
+
+    headers = getattr(exc, "headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+    except Exception:  # noqa: BLE001 -- a headers object of another shape: no hint
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """Bounded attempts with exponential backoff and jitter. Retried: the statuses below (rate limits,
-    overload, gateway errors) and connection failures/timeouts; never 4xx client errors such as a bad
-    key, which would fail the same way again. K2-Vendor-Verifier backs off from 2 s up to 60 s on 429
-    and connection errors (github.com/MoonshotAI/K2-Vendor-Verifier, tool_calls_eval.py); we bound the
-    number of attempts so a dead endpoint ends the run."""
+    """Bounded attempts. Retried: the statuses below (rate limits, overload, gateway errors) and
+    connection failures/timeouts; never 4xx client errors such as a bad key, which would fail the same way
+    again. The wait is what the server's `Retry-After` asks for when it says (up to `retry_after_max_s`:
+    a longer ask ends the retries with the error), else exponential backoff with jitter. K2-Vendor-Verifier
+    backs off from 2 s up to 60 s on 429 and connection errors (github.com/MoonshotAI/K2-Vendor-Verifier,
+    tool_calls_eval.py); we bound the number of attempts so a dead endpoint ends the run."""
 
     attempts: int = 6  # tries in total, the first included
     base_s: float = 2.0
     cap_s: float = 60.0
     jitter: float = 0.25  # up to this fraction added, so clients do not retry in lock-step
+    retry_after_max_s: float = 300.0
     statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
 
     def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        """Backoff in seconds after failed attempt number `attempt` (1-based), when the server gave no hint."""
         return min(self.base_s * 2 ** (attempt - 1), self.cap_s) * (1 + random.random() * self.jitter)
 
+    def pause(self, attempt: int, exc: BaseException) -> float | None:
+        """Seconds to wait before the next attempt, or None when the server asked for longer than we wait."""
+        asked = retry_after(exc)
+        if asked is None:
+            return self.delay(attempt)
+        return asked if asked <= self.retry_after_max_s else None
+
     def retryable(self, exc: BaseException) -> bool:
-        status = getattr(exc, "status_code", None)
-        if status is None:
-            status = getattr(exc, "status", None)
-        if isinstance(status, int):
+        if getattr(exc, "transient", False):  # our own transient failures (a truncated download)
+            return True
+        status = status_of(exc)
+        if status is not None:
             return status in self.statuses
         return isinstance(exc, _transient_errors())
 
     async def run(self, call: Callable[[], Awaitable[T]], *, total_s: float | None = None) -> T:
         """`call` until it succeeds, fails for good or the attempts run out. With `total_s`, every attempt
-        and every backoff together end within that many seconds (asyncio.TimeoutError after it): a stalled
+        and every wait together end within that many seconds (asyncio.TimeoutError after it): a stalled
         endpoint cannot hold a run for attempts x the client's own timeout."""
         deadline = None if total_s is None else time.monotonic() + total_s
         for attempt in range(1, self.attempts + 1):
@@ -256,23 +307,35 @@ class RetryPolicy:
                     raise asyncio.TimeoutError()
                 return await asyncio.wait_for(call(), left)
             except Exception as exc:
-                if attempt == self.attempts or not self.retryable(exc):
+                pause = self._next_pause(attempt, exc, deadline)
+                if pause is None:
                     raise
-                pause = self.delay(attempt)
-                if deadline is not None and time.monotonic() + pause >= deadline:
-                    raise  # no time left for another try: the last failure is the answer
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def run_sync(self, call: Callable[[], T]) -> T:
+    def run_sync(self, call: Callable[[], T], *,
+                 on_retry: Callable[[BaseException, int, float], None] = lambda exc, attempt, pause: None) -> T:
+        """The same, blocking; `on_retry(error, failed attempt, pause)` is told of every retry."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return call()
             except Exception as exc:
-                if attempt == self.attempts or not self.retryable(exc):
+                pause = self._next_pause(attempt, exc, None)
+                if pause is None:
                     raise
-                time.sleep(self.delay(attempt))
+                on_retry(exc, attempt, pause)
+                time.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _next_pause(self, attempt: int, exc: BaseException, deadline: float | None) -> float | None:
+        """The wait before another try, or None when `exc` is the answer: not retryable, the last
+        attempt, the server asked for too long, or no time left before the deadline for another try."""
+        if attempt >= self.attempts or not self.retryable(exc):
+            return None
+        pause = self.pause(attempt, exc)
+        if pause is None or (deadline is not None and time.monotonic() + pause >= deadline):
+            return None
+        return pause
 
 
 # Measured benchmark requests are never retried (a retry would hide the failure and the latency);
@@ -287,21 +350,21 @@ DISCOVERY = RetryPolicy(attempts=3, base_s=0.5, cap_s=2.0)
 class StatusError(Exception):
     """An HTTP answer that is not 200 (carries the status for RetryPolicy)."""
 
-    def __init__(self, status: int, url: str) -> None:
-        self.status = status
+    def __init__(self, status: int, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.status, self.headers = status, headers
         super().__init__(f"{url} answered {status}")
 
 
 def list_models(ep: Endpoint, *, client: Any = None, timeout: float = 30) -> list[str]:
-    """One GET /v1/models: the served model ids. httpx errors and StatusError propagate."""
-    import httpx
+    """One GET /v1/models: the served model ids. httpx2 errors and StatusError propagate."""
+    import httpx2
 
     own = client is None
-    http = client or httpx.Client(timeout=timeout)
+    http = client or httpx2.Client(timeout=timeout)
     try:
         r = http.get(ep.url("/v1/models"), headers=ep.headers())
         if r.status_code != 200:
-            raise StatusError(r.status_code, ep.url("/v1/models"))
+            raise StatusError(r.status_code, ep.url("/v1/models"), r.headers)
         return [m["id"] for m in r.json().get("data", [])]
     finally:
         if own:
@@ -310,7 +373,7 @@ def list_models(ep: Endpoint, *, client: Any = None, timeout: float = 30) -> lis
 
 def served_models(ep: Endpoint, *, retry: RetryPolicy = DISCOVERY, timeout: float = 30) -> list[str]:
     """The served model ids, or bad input naming the endpoint's option when it cannot tell."""
-    import httpx
+    import httpx2
 
     try:
         return retry.run_sync(lambda: list_models(ep, timeout=timeout))
@@ -318,7 +381,7 @@ def served_models(ep: Endpoint, *, retry: RetryPolicy = DISCOVERY, timeout: floa
         hint = ": check the API key" + (f" in {ep.api_key_env}" if ep.api_key_env else "") \
             if exc.status in (401, 403) else " (not an OpenAI-compatible endpoint?)"
         raise BadInput(f"{exc}{hint}; it does not answer /v1/models", ep.flag) from None
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         raise BadInput(f"{ep.root} is unreachable ({type(exc).__name__}); it does not answer /v1/models",
                        ep.flag) from None
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -330,15 +393,15 @@ def served_root(ep: Endpoint, model: str, *, timeout: float = 30) -> str | None:
     """The checkpoint an endpoint says it serves `model` from: vLLM lists it as `root` in /v1/models (the
     path or Hub id it was started with, as given: a relative path is relative to the server's working
     directory); None when the endpoint does not say."""
-    import httpx
+    import httpx2
 
     try:
-        r = httpx.get(ep.url("/v1/models"), headers=ep.headers(), timeout=timeout)
+        r = httpx2.get(ep.url("/v1/models"), headers=ep.headers(), timeout=timeout)
         data = r.json().get("data", []) if r.status_code == 200 else []
         for m in data:
             if isinstance(m, dict) and m.get("id") == model and isinstance(m.get("root"), str):
                 return m["root"] if m["root"] != model else None
-    except (httpx.HTTPError, ValueError, AttributeError):
+    except (httpx2.HTTPError, ValueError, AttributeError):
         pass
     return None
 
@@ -367,7 +430,7 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
     """Poll /health until 200, then /v1/models, then send one tiny chat completion; OperationFailed on
     timeout or when the endpoint answers but can never become right (wrong model, rejected key). A
     readiness probe, not a retry: every failure before the deadline is expected while the engine loads."""
-    import httpx
+    import httpx2
     import openai
 
     if not math.isfinite(timeout) or timeout <= 0:
@@ -376,7 +439,7 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
     start = time.monotonic()
     phase = "health"
     last_error = ""
-    with httpx.Client(timeout=10) as http:
+    with httpx2.Client(timeout=10) as http:
         client = ep.openai_client(timeout=60, asynchronous=False)
         try:
             while True:
@@ -408,7 +471,7 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
                     if exc.status in (401, 403):
                         raise OperationFailed(f"{exc}: check the API key") from None
                     last_error = str(exc)
-                except (httpx.HTTPError, openai.APIConnectionError, openai.APIStatusError) as exc:
+                except (httpx2.HTTPError, openai.APIConnectionError, openai.APIStatusError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"[:200]
                 time.sleep(interval)
         finally:

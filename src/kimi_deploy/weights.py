@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 import socket
 import struct
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .endpoint import RetryPolicy
 from .errors import BadInput, OperationFailed
 
 MANIFEST = ".kimi-deploy-manifest.json"
@@ -193,43 +193,31 @@ def dir_lock(dest: Path, wait: bool, timeout: float, log: Callable[[str], None])
 class SizeMismatch(OperationFailed):
     """A fetched file's size differs from the listing (truncated or substituted transfer): retried."""
 
-
-def _retryable(exc: BaseException) -> bool:
-    import httpx
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if isinstance(exc, SizeMismatch):
-        return True
-    if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else None
-        return status is None or status == 429 or status >= 500
-    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))
+    transient = True  # RetryPolicy retries it
 
 
 def _with_retries(fn: Callable[[], None], name: str, retries: int, report: Report, lock: threading.Lock,
                   log: Callable[[str], None]) -> None:
-    if retries < 0:  # range(0) would run nothing and report the file as fetched
+    """fn() under the one retry policy (endpoint.RetryPolicy): a dropped connection (httpx2's transport
+    errors, the Hub client's HTTP stack), 408/429/5xx from the Hub or a mirror (after the `Retry-After`
+    the server asks for) and a truncated file are tried again, each retry logged and counted."""
+    if retries < 0:  # no attempt at all would report the file as fetched
         raise BadInput(f"must be >= 0, got {retries}", "--retries")
-    delay = 1.0
-    for attempt in range(retries + 1):
-        try:
-            fn()
-            return
-        except Exception as exc:
-            if attempt == retries or not _retryable(exc):
-                raise
-            with lock:
-                report.retries += 1
-            wait = min(delay, 30.0) * (1 + random.random() * 0.25)
-            log(f"{name}: {type(exc).__name__}; retrying in {wait:.1f} s (attempt {attempt + 2}/{retries + 1})")
-            time.sleep(wait)
-            delay *= 2
+    policy = RetryPolicy(attempts=retries + 1, base_s=1.0, cap_s=30.0)
+
+    def note(exc: BaseException, attempt: int, pause: float) -> None:
+        with lock:
+            report.retries += 1
+        log(f"{name}: {type(exc).__name__}; retrying in {pause:.1f} s (attempt {attempt + 1}/{retries + 1})")
+
+    policy.run_sync(fn, on_retry=note)
 
 
 class _HubRetryCounter(logging.Handler):
     """huggingface_hub retries 429s and resumes dropped transfers itself and only logs it; count those."""
 
-    MARKERS = ("Retrying in", "Trying to resume download")
+    # huggingface_hub/utils/_http.py (_http_backoff_base) and file_download.py (http_get), 2.x
+    MARKERS = ("Retrying in", "Rate limited. Waiting", "Trying to resume download")
 
     def __init__(self, report: Report, lock: threading.Lock, log: Callable[[str], None]) -> None:
         super().__init__(logging.WARNING)

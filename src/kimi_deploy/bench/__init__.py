@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -90,7 +90,7 @@ def scrape(ep: Endpoint) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        r = httpx.get(ep.url("/metrics"), headers=ep.headers(), timeout=10)
+        r = httpx2.get(ep.url("/metrics"), headers=ep.headers(), timeout=10)
         if r.status_code != 200:
             return {}
         out: dict[str, float] = {}
@@ -103,7 +103,7 @@ def scrape(ep: Endpoint) -> dict[str, float]:
                 if name in KEEP_METRICS or s.name in KEEP_METRICS:
                     out[s.name] = out.get(s.name, 0.0) + float(s.value)
         return out
-    except (httpx.HTTPError, ValueError):
+    except (httpx2.HTTPError, ValueError):
         return {}
 
 
@@ -143,10 +143,10 @@ def fingerprint(ep: Endpoint) -> dict[str, Any]:
     option when it does not answer) and /version when it has one."""
     info: dict[str, Any] = {"url": ep.v1, "models": {"data": [{"id": m} for m in served_models(ep)]}}
     try:
-        r = httpx.get(ep.url("/version"), headers=ep.headers(), timeout=10)
+        r = httpx2.get(ep.url("/version"), headers=ep.headers(), timeout=10)
         if r.status_code == 200:
             info["version"] = r.json()
-    except (httpx.HTTPError, ValueError):
+    except (httpx2.HTTPError, ValueError):
         pass
     return info
 

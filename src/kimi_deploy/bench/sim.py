@@ -108,9 +108,13 @@ class Sim:
         thinking = kw.get("thinking", kw.get("enable_thinking", False)) or (body.get("thinking") or {}).get("type") == "enabled"
         reasoning = min(self.cfg.reasoning_tokens, max(n_out - 1, 0)) if (chat and thinking) else 0
         call = None
-        if chat and body.get("tools") and body.get("tool_choice") != "none" and self.rng.random() < self.cfg.tool_rate:
-            fn = body["tools"][0]["function"]["name"]
-            call = {"name": fn, "id": f"functions.{fn}:0"}
+        # a call needs one answer token after the reasoning (its name and arguments ride on it)
+        if chat and body.get("tools") and body.get("tool_choice") != "none" and n_out > reasoning \
+                and self.rng.random() < self.cfg.tool_rate:
+            fn = body["tools"][0]["function"]
+            words = " ".join(f"a{i}" for i in range(reasoning, n_out))
+            call = {"name": fn["name"], "id": f"functions.{fn['name']}:0",
+                    "arguments": _arguments(fn.get("parameters"), words, n_out - reasoning)}
         prompt = body.get("messages") if chat else body.get("prompt")
         n_in = len(json.dumps(prompt).split())
         return n_out, reasoning, call, n_in
@@ -192,13 +196,12 @@ class Sim:
         if i < n_reason:
             delta: dict[str, Any] = {"reasoning_content": f" r{i}"}
         elif call is not None:
+            piece = _argument_piece(call["arguments"], i - n_reason, n_out - n_reason)
             if i == n_reason:
                 delta = {"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                                         "function": {"name": call["name"], "arguments": "{\"w\": \""}}]}
-            elif i == n_out - 1:
-                delta = {"tool_calls": [{"index": 0, "function": {"arguments": f" a{i}\"}}"}}]}
+                                         "function": {"name": call["name"], "arguments": piece}}]}
             else:
-                delta = {"tool_calls": [{"index": 0, "function": {"arguments": f" a{i}"}}]}
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
         else:
             delta = {"content": f" w{i}"}
         if i == 0 and chat:
@@ -220,10 +223,59 @@ class Sim:
         if n_reason:
             msg["reasoning_content"] = "".join(f" r{i}" for i in range(n_reason))
         if call:
-            args = json.dumps({"w": " ".join(f"a{i}" for i in range(n_reason, n_out))})
-            msg["tool_calls"] = [{"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": args}}]
+            msg["tool_calls"] = [{"id": call["id"], "type": "function",
+                                  "function": {"name": call["name"], "arguments": call["arguments"]}}]
         return {"id": rid, "object": "chat.completion", "model": self.cfg.model, "usage": usage,
                 "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if call else "length"}]}
+
+
+def _instance(schema: Any, text: str) -> Any:
+    """The smallest value a JSON schema accepts, free text being `text`: the first enum value, the
+    required properties of an object, minItems items of an array, the minimum of a number; an object
+    schema that names no property gets {"w": text}. Enough for the tools' parameter schemas a client
+    offers, so the sim's calls pass the same schema checks a real model's must."""
+    if not isinstance(schema, dict):
+        return {"w": text}
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    props = schema.get("properties")
+    if kind == "object" or (kind is None and isinstance(props, dict)):
+        if not isinstance(props, dict) or not props:
+            return {"w": text}
+        required = [k for k in schema.get("required") or [] if k in props]
+        return {k: _instance(props[k], text) for k in required}
+    if kind == "array":
+        n = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 0
+        return [_instance(schema.get("items"), text) for _ in range(n)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum")
+        return low if isinstance(low, (int, float)) else 0
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    value = text
+    if isinstance(schema.get("minLength"), int):
+        value = value.ljust(schema["minLength"], "a")
+    if isinstance(schema.get("maxLength"), int):
+        value = value[:schema["maxLength"]]
+    return value
+
+
+def _arguments(schema: Any, words: str, tokens: int) -> str:
+    """A tool call's arguments: JSON that `schema` accepts, padded with trailing blanks (still the same
+    JSON) to at least one character per answer token, so that every streamed token carries a piece."""
+    return json.dumps(_instance(schema, words)).ljust(tokens)
+
+
+def _argument_piece(arguments: str, k: int, tokens: int) -> str:
+    """The k-th of `tokens` contiguous pieces of the arguments: joined in order they are the arguments,
+    so one request's call is the same streamed and not (a sim compared against itself agrees)."""
+    n = len(arguments)
+    return arguments[k * n // tokens:(k + 1) * n // tokens]
 
 
 class _Stream:

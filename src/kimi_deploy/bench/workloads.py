@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from ..endpoint import Endpoint
 from ..errors import BadInput
@@ -29,9 +29,9 @@ class Tokenizer:
         self.model = model
         self.headers = endpoint.headers()
         self.available: bool | None = None
-        # one pooled client: httpx.post makes a client per call, and each loads the CA bundle (about 80 ms
+        # one pooled client: httpx2.post makes a client per call, and each loads the CA bundle (about 80 ms
         # of CPU here), which made a 1024-request run spend a minute of CPU counting tokens
-        self._http: httpx.Client | None = None
+        self._http: httpx2.Client | None = None
 
     def count(self, text: str | None = None, messages: list[dict[str, Any]] | None = None,
               chat_template_kwargs: dict[str, Any] | None = None) -> int:
@@ -45,13 +45,13 @@ class Tokenizer:
                 body["chat_template_kwargs"] = chat_template_kwargs
             try:
                 if self._http is None:
-                    self._http = httpx.Client(timeout=30)
+                    self._http = httpx2.Client(timeout=30)
                 r = self._http.post(self.url, json=body, headers=self.headers)
                 if r.status_code == 200:
                     self.available = True
                     data = r.json()
                     return int(data.get("count", len(data.get("tokens", []))))
-            except (httpx.HTTPError, ValueError, TypeError):
+            except (httpx2.HTTPError, ValueError, TypeError):
                 pass  # unreachable, or 200 with something that is not vLLM's JSON (an HTML page): count words
             self.available = False
         source = text if messages is None else " ".join(str(m.get("content") or "") for m in messages)

@@ -24,8 +24,36 @@ app = typer.Typer(
 )
 
 
+# The libraries whose releases decide whether kimi-deploy talks to an endpoint, the Hub or an engine.
+ENGINE_FACING = ("openai", "httpx2", "huggingface_hub", "pydantic", "typer", "vllm", "sglang")
+
+
+def versions() -> dict[str, str | None]:
+    """kimi-deploy's version and those of the engine-facing libraries installed beside it (None: absent).
+    Read from the installed distributions' metadata, so nothing heavy (vLLM, torch) is imported."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for name in ("kimi-deploy", *ENGINE_FACING):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        for name, version in versions().items():
+            typer.echo(f"{name} {version or 'not installed'}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version of kimi-deploy and of the libraries it drives "
+                                            "(openai, huggingface_hub, vLLM, SGLang) and exit.")) -> None:
     """--debug is read by main() before the app runs; declared here so it shows in --help."""
 
 

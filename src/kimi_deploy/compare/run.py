@@ -140,12 +140,12 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
     """Answers for every row (recorded ones are reused; with no `store` nothing is reused or recorded),
     keyed by row id. One request, its retries and
     their backoff included, ends within `request_timeout` seconds; one attempt fails when no byte comes
-    for `stall_timeout` seconds (httpx's read timeout: for a non-streamed answer it also bounds the wait
+    for `stall_timeout` seconds (the HTTP read timeout: for a non-streamed answer it also bounds the wait
     for the whole answer; for a streamed one, the gap between chunks). With `stream` every answer is
     streamed and assembled from its deltas (stream.py). `sem`, when given, is shared with other
     collections on the same endpoint (streamed and non-streamed together make its load). Error text goes
     through `scrub` before it is recorded."""
-    import httpx
+    import httpx2  # openai 3's HTTP stack: a stream cut part-way surfaces as its error, unwrapped
 
     results: dict[str, Outcome] = {}
     todo = []
@@ -160,7 +160,7 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
         return results
     endpoint = side.endpoint
     assert endpoint is not None, "a recording has no endpoint to ask"
-    client = endpoint.openai_client(timeout=httpx.Timeout(stall_timeout, connect=min(stall_timeout, 30.0)))
+    client = endpoint.openai_client(timeout=openai.Timeout(stall_timeout, connect=min(stall_timeout, 30.0)))
     sem = sem or asyncio.Semaphore(concurrency)
     gap = 1.0 / rate if rate else 0.0
     next_start = [time.monotonic()]
@@ -205,7 +205,7 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
                 # 200 with a body that is not a chat completion (an HTML page from a proxy, say)
                 outcome = Outcome(row["id"], error=f"not an OpenAI chat completion: {type(exc).__name__}: {exc}"[:300],
                                   status=200, seconds=round(time.monotonic() - t0, 3))
-            except (openai.APIError, httpx.HTTPError) as exc:
+            except (openai.APIError, httpx2.HTTPError) as exc:
                 # a stream cut or ended by an error event part-way (the status was 200)
                 outcome = Outcome(row["id"], error=f"{type(exc).__name__}: {exc}"[:300],
                                   seconds=round(time.monotonic() - t0, 3))
