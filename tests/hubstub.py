@@ -29,6 +29,9 @@ class Faults:
     # file -> length its first download is cut to, with matching Content-Length headers (HEAD and GET):
     # a well-formed but truncated transfer that only the size check against the listing can catch
     short_body_once: dict[str, int] = field(default_factory=dict)
+    # file -> how many of its GETs in a row drop the connection right after the headers (no body byte)
+    drop_times: dict[str, int] = field(default_factory=dict)
+    retry_after: str | None = None  # the Retry-After header of the status_once answers
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Hub:
     gated_token: str | None = None
     faults: Faults = field(default_factory=Faults)
     log: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # time.monotonic() of each log line
     # Other repositories served by the same server (e.g. a draft model next to its target), by repo id.
     more: dict[str, "Hub"] = field(default_factory=dict)
 
@@ -68,9 +72,11 @@ def make_handler(root: Hub):
         def log_message(self, *args) -> None:  # keep test output quiet
             pass
 
-        def _error(self, status: int, code: str | None = None, msg: str = "") -> None:
+        def _error(self, status: int, code: str | None = None, msg: str = "", retry_after: str | None = None) -> None:
             body = json.dumps({"error": msg or code or "error"}).encode()
             self.send_response(status)
+            if retry_after is not None:
+                self.send_header("Retry-After", retry_after)
             if code:
                 self.send_header("X-Error-Code", code)
                 self.send_header("X-Error-Message", msg or code)
@@ -88,6 +94,7 @@ def make_handler(root: Hub):
         def _route(self) -> None:
             path = unquote(urlparse(self.path).path)
             root.log.append(f"{self.command} {path} range={self.headers.get('Range')}")
+            root.times.append(time.monotonic())
             hub = root.serving(path)
             api = f"/api/models/{hub.repo}"
             if path.startswith("/api/models/"):
@@ -124,7 +131,8 @@ def make_handler(root: Hub):
                 data = data[:cut_to]
             if self.command == "GET" and name in hub.faults.status_once:
                 status = hub.faults.status_once.pop(name)
-                return self._error(status, None, "rate limited" if status == 429 else "unavailable")
+                return self._error(status, None, "rate limited" if status == 429 else "unavailable",
+                                   retry_after=hub.faults.retry_after)
             start = 0
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes="):
@@ -142,6 +150,9 @@ def make_handler(root: Hub):
                 return
             body = data[start:]
             cut = hub.faults.drop_after.pop(name, None)
+            if hub.faults.drop_times.get(name, 0) > 0:
+                hub.faults.drop_times[name] -= 1
+                cut = 0
             sent = 0
             for i in range(0, len(body), 65536):
                 piece = body[i:i + 65536]

@@ -90,7 +90,8 @@ def _body(n_out: int, *, reasoning: int = 0, tool: bool = False, garble_at: int 
           done: bool = True, crlf: bool = False) -> list[bytes]:
     """The SSE events of one answer as the sim writes them (its own chunk builder), one per list item."""
     sim = Sim(SimConfig())
-    call = {"name": "get_weather", "id": "functions.get_weather:0"} if tool else None
+    call = {"name": "get_weather", "id": "functions.get_weather:0",
+            "arguments": json.dumps({"city": "Paris"}).ljust(n_out)} if tool else None
     events = []
     for i in range(n_out):
         if i == garble_at:

@@ -17,43 +17,18 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from kimi_deploy.errors import BadInput
 from kimi_deploy.weights import MANIFEST, REPORT, VERIFY_MARKER, read_index, read_safetensors_header
 
+from .checkpoints import INDEX, make_checkpoint, write_shard
 from .conftest import ROOT, TINY_SPEC, assert_clean_error, free_port, run_cli
 from .hubstub import Faults, Hub, HubServer
 
 SHARD1 = "model-00001-of-00003.safetensors"
 SHARD2 = "model-00002-of-00003.safetensors"
-INDEX = "model.safetensors.index.json"
-
-
-def _write_shard(path: Path, tensors: dict[str, int], seed: int) -> None:
-    """A real safetensors file (https://github.com/huggingface/safetensors#format) of F32 vectors."""
-    header, offset = {}, 0
-    for name, n in tensors.items():
-        header[name] = {"dtype": "F32", "shape": [n], "data_offsets": [offset, offset + 4 * n]}
-        offset += 4 * n
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    body = hashlib.shake_256(f"{path.name}{seed}".encode()).digest(offset)
-    path.write_bytes(len(raw).to_bytes(8, "little") + raw + body)
 
 
 @pytest.fixture
 def ckpt(tmp_path: Path) -> Path:
     """A small checkpoint shaped like tiny-k2 (its config, three shards and an index), to corrupt."""
-    from kimi_deploy.tiny.model import ARCH
-
-    d = tmp_path / "ckpt"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({"architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2",
-                                               **ARCH, "vocab_size": 512}))
-    weight_map = {}
-    for i in (1, 2, 3):
-        shard = f"model-0000{i}-of-00003.safetensors"
-        tensors = {f"model.layers.{i}.w{j}": 1000 + 37 * j for j in range(3)}
-        _write_shard(d / shard, tensors, i)
-        weight_map.update({t: shard for t in tensors})
-    (d / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return d
+    return make_checkpoint(tmp_path / "ckpt")
 
 
 def _spec(tmp_path: Path, weights: Path) -> Path:
@@ -117,7 +92,7 @@ def test_ctrl_c_stops_at_once_and_claims_nothing(ckpt: Path, tmp_path: Path) -> 
     import time
 
     for shard in ckpt.glob("*.safetensors"):  # big enough that a throttled transfer takes ~10 s
-        _write_shard(shard, {f"model.layers.{shard.name[9]}.w0": 2**20}, 0)
+        write_shard(shard, {f"model.layers.{shard.name[9]}.w0": 2**20}, 0)
     index = {"weight_map": {f"model.layers.{i}.w0": f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)}}
     (ckpt / INDEX).write_text(json.dumps(index))
     hub = Hub(ckpt, faults=Faults(throttle_s=0.15))

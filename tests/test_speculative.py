@@ -8,6 +8,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,9 @@ B300 = yaml.safe_load((DEPLOY / "kimi-k2.6-nvfp4-b300x4-vllm-eagle3.yaml").read_
 K27 = yaml.safe_load((DEPLOY / "kimi-k2.7-code-h200x8-sglang-eagle3.yaml").read_text())
 K25_SGLANG = yaml.safe_load((DEPLOY / "kimi-k2.5-h200x8-sglang-tp8.yaml").read_text())
 K2_TP16 = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
-VLLM_033 = Path(sys.prefix) / "vllm-0.33"  # unpacked by scripts/setup-env.sh (pip install --no-deps --target)
+VLLM_NEWEST = Path(sys.prefix) / "vllm-newest"  # unpacked by scripts/setup-env.sh (pip install --no-deps --target)
+# the release requirements/vllm-newest.txt locks (setup fails when it cannot be unpacked)
+VLLM_NEWEST_VERSION = re.search(r"^vllm==(\S+)", (ROOT / "requirements" / "vllm-newest.txt").read_text(), re.M)[1]
 
 
 def _changed(base: dict, **changes) -> dict:
@@ -146,23 +149,23 @@ def _argvs_of_every_vllm_example() -> list[list[str]]:
     return out
 
 
-@pytest.mark.skipif(not (VLLM_033 / "vllm").is_dir(),
-                    reason=f"vLLM 0.33.0 not unpacked at {VLLM_033} (pip install --no-deps --target {VLLM_033} vllm==0.33.0)")
-def test_every_vllm_example_passes_vllm_033s_parser_too() -> None:
-    """The installed vLLM is 0.32.0+cpu; 0.33.0 (the newest on the index) is checked in a second process
-    with its package first on the path (only one vllm per process). Its CUDA wheel builds the device
-    config from VLLM_TARGET_DEVICE on a host without GPUs."""
+def test_every_vllm_example_passes_the_newest_vllms_parser_too() -> None:
+    """The installed vLLM is the CPU engine (0.32.0+cpu); the newest release (locked in
+    requirements/vllm-newest.txt) is checked in a second process with its package first on the path (only
+    one vllm per process). Its CUDA wheel builds the device config from VLLM_TARGET_DEVICE on a host
+    without GPUs."""
+    assert (VLLM_NEWEST / "vllm").is_dir(), f"scripts/setup-env.sh unpacks vLLM {VLLM_NEWEST_VERSION} into {VLLM_NEWEST}"
     argvs = _argvs_of_every_vllm_example()
     assert any("--speculative-config" in a for a in argvs) and any("--language-model-only" in a for a in argvs)
-    env = {**os.environ, "PYTHONPATH": f"{VLLM_033}:{ROOT / 'src'}", "VLLM_TARGET_DEVICE": "cpu",
+    env = {**os.environ, "PYTHONPATH": f"{VLLM_NEWEST}:{ROOT / 'src'}", "VLLM_TARGET_DEVICE": "cpu",
            "VLLM_LOGGING_LEVEL": "ERROR"}
     proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"], input=json.dumps(argvs),
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
-    assert {r["engine_version"] for r in results} == {"0.33.0"}
+    assert {r["engine_version"] for r in results} == {VLLM_NEWEST_VERSION}
     assert [r for r in results if r["error"]] == []
-    # and the same process does reject what 0.33 does not know
+    # and the same process does reject what that release does not know
     proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"],
                           input=json.dumps([argvs[0] + ["--speculative-method-typo", "x"]]),
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from kimi_deploy.weights import VERIFY_MARKER
 
+from .checkpoints import make_checkpoint
 from .conftest import ROOT, assert_clean_error, free_port, run_cli
 from .hubstub import COMMIT, Faults, Hub, HubServer
 
@@ -279,3 +280,57 @@ def test_serve_preflight_sees_the_marker(tiny_dir: Path) -> None:
     assert run_cli("verify", str(tiny_dir)).returncode == 0
     proc = run_cli("serve", "deploy/tiny-k2-cpu.yaml", "--dry-run", "--skip-preflight")
     assert "ok verified: 3 shards unchanged since verified" in proc.stdout, proc.stdout
+
+
+# --- the Hub client's own HTTP stack (httpx2 in huggingface_hub 2) ------------------------------------
+# These use a checkpoint made on the spot (tests/checkpoints.py), so they run without tiny-k2.
+
+@pytest.fixture
+def small_repo(tmp_path: Path) -> Path:
+    # shards of ~1 MiB: the Hub client reads in 10 MiB chunks, so a drop after the headers leaves 0 bytes
+    return make_checkpoint(tmp_path / "repo", shards=2, floats=2**18)
+
+
+def test_a_dropped_connection_from_the_hub_client_is_retried(small_repo: Path, tmp_path: Path) -> None:
+    """huggingface_hub resumes a dropped transfer itself a few times (file_download.py http_get), then
+    raises its HTTP stack's error (httpx2.RemoteProtocolError): kimi-deploy's retry policy must know that
+    error as transient, try the file again and complete the download."""
+    shard = "model-00002-of-00002.safetensors"
+    hub = Hub(small_repo, faults=Faults(drop_times={shard: 7}))  # more drops than the Hub client retries
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--retries", "3", env=_env(server),
+                       timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(rf"{shard}: \w+; retrying in", proc.stderr), proc.stderr  # our policy retried it
+    gets = [line for line in hub.log if line.startswith("GET") and shard in line]
+    assert len(gets) == 8  # 7 dropped, the 8th whole
+    assert json.loads((dest / "download-report.json").read_text())["retries"] >= 7
+    _same_files(small_repo, dest)
+
+
+def test_a_connection_that_keeps_dropping_fails_clearly(small_repo: Path, tmp_path: Path) -> None:
+    shard = "model-00001-of-00002.safetensors"
+    hub = Hub(small_repo, faults=Faults(drop_times={shard: 1000}))
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--retries", "1", env=_env(server),
+                       timeout=300)
+    assert_clean_error(proc, "1 file(s) failed", shard, code=1)
+    report = json.loads((dest / "download-report.json").read_text())
+    assert [e.split(":")[0] for e in report["errors"]] == [shard]
+    assert not (dest / shard).exists()  # nothing partial under the real name
+    assert (dest / "model-00002-of-00002.safetensors").exists()
+
+
+def test_a_429_is_retried_after_the_retry_after_the_hub_asks_for(small_repo: Path, tmp_path: Path) -> None:
+    shard = "model-00001-of-00002.safetensors"
+    hub = Hub(small_repo, faults=Faults(status_once={shard: 429}, retry_after="2"))
+    dest = tmp_path / "k2"
+    with HubServer(hub) as server:
+        proc = run_cli("download", "--model", hub.repo, "--dir", str(dest), env=_env(server), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    at = [t for line, t in zip(hub.log, hub.times) if line.startswith("GET") and shard in line]
+    assert len(at) == 2 and at[1] - at[0] >= 2.0, at  # not sooner than the server asked
+    assert json.loads((dest / "download-report.json").read_text())["retries"] >= 1
+    _same_files(small_repo, dest)
