@@ -43,6 +43,17 @@ def deploy_examples() -> list[Path]:
     return sorted(DEPLOY.glob("*.yaml"))
 
 
+def example_params() -> list:
+    """Every deploy/ example as a test parameter; the ones that read the tiny-k2 checkpoint (its
+    config.json under ./runs/tiny-k2) are marked e2e, and their tests ask for the `tiny_dir` fixture."""
+    return [pytest.param(p, id=p.name, marks=[pytest.mark.e2e] if needs_tiny(p) else [])
+            for p in sorted(DEPLOY.glob("*.yaml"))]
+
+
+def needs_tiny(spec: Path) -> bool:
+    return "runs/tiny-k2" in spec.read_text()
+
+
 # --- the tiny-k2 deployment on real vLLM -----------------------------------------------------------
 
 import os

@@ -4,8 +4,10 @@ package's published ranges admit it, and `kimi-deploy --version` reports what is
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -53,6 +55,8 @@ def test_the_installed_environment_is_the_lock() -> None:
             wrong[package] = (version, got)
     assert wrong == {}
     assert metadata.version("sglang") == _pins("sglang.txt")["sglang"][0]
+    newest = sorted((Path(sys.prefix) / "vllm-newest").glob("vllm-*.dist-info"))
+    assert [d.name for d in newest] == [f"vllm-{_pins('vllm-newest.txt')['vllm'][0]}.dist-info"]
 
 
 def test_the_published_ranges_admit_the_lock_and_cap_the_majors_that_broke() -> None:

@@ -18,9 +18,8 @@ from kimi_deploy.engines.check import check_argv, check_nodes
 from kimi_deploy.errors import BadInput
 from kimi_deploy.spec import load_spec, parse_spec
 
-from .conftest import DEPLOY, assert_clean_error, run_cli
+from .conftest import DEPLOY, assert_clean_error, example_params, needs_tiny, run_cli
 
-EXAMPLES = sorted(DEPLOY.glob("*.yaml"))
 HEADS = {"serve": "10.0.0.1", "prefill": "10.0.0.1", "decode": "10.0.0.3"}
 
 
@@ -52,8 +51,10 @@ def _assert_k2_invariants(spec, nodes) -> None:
                     or n.argv[:2] == ["ray", "start"])
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_every_example_passes_the_real_parsers(path: Path) -> None:
+@pytest.mark.parametrize("path", example_params())
+def test_every_example_passes_the_real_parsers(path: Path, request: pytest.FixtureRequest) -> None:
+    if needs_tiny(path):
+        request.getfixturevalue("tiny_dir")  # that spec reads the tiny-k2 checkpoint's config.json
     spec = load_spec(path)
     nodes = render(resolve(spec), HEADS)
     assert check_nodes(nodes) == []

@@ -31,7 +31,7 @@ from kimi_deploy.engines import render
 from kimi_deploy.launch import materialize, write_startup_files
 from kimi_deploy.spec import load_spec, parse_spec
 
-from .conftest import DEPLOY, free_port, run_cli
+from .conftest import DEPLOY, example_params, free_port, needs_tiny, run_cli
 
 SECRET = "sk-kimi-never-on-argv-8c1f2e"
 SGLANG_TP8 = DEPLOY / "kimi-k2.5-h200x8-sglang-tp8.yaml"
@@ -43,11 +43,11 @@ def _all_text(node) -> str:
     return json.dumps(node.to_json())
 
 
-@pytest.mark.parametrize("path", sorted(DEPLOY.glob("*.yaml")), ids=lambda p: p.name)
-def test_no_rendered_command_carries_a_key_value(path: Path) -> None:
+@pytest.mark.parametrize("path", example_params())
+def test_no_rendered_command_carries_a_key_value(path: Path, request: pytest.FixtureRequest) -> None:
     """Every node of every example: the key appears only as a reference, never as --api-key."""
-    if "tiny" in path.name and not (DEPLOY.parent / "runs" / "tiny-k2" / "config.json").is_file():
-        pytest.skip("needs the tiny-k2 checkpoint (built by the e2e fixtures)")
+    if needs_tiny(path):
+        request.getfixturevalue("tiny_dir")  # that spec reads the tiny-k2 checkpoint's config.json
     dep = resolve(load_spec(path))
     for node in render(dep):
         assert "--api-key" not in node.argv, (path.name, node.role)

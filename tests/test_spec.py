@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import DEPLOY, assert_clean_error, cli_json, run_cli
+from .conftest import DEPLOY, assert_clean_error, cli_json, example_params, needs_tiny, run_cli
 
-EXAMPLES = sorted(p.name for p in DEPLOY.glob("*.yaml"))
 GOOD = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml").read_text())
 
 
@@ -36,10 +35,10 @@ def test_the_examples_the_issue_asks_for_are_what_their_names_say(name: str) -> 
     assert yaml.safe_load((DEPLOY / name).read_text())["hardware"]["gpu"] == "H200"
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_every_example_validates_and_plans(name: str, request: pytest.FixtureRequest) -> None:
-    path = str(DEPLOY / name)
-    if "runs/tiny-k2" in (DEPLOY / name).read_text():
+@pytest.mark.parametrize("example", example_params())
+def test_every_example_validates_and_plans(example: Path, request: pytest.FixtureRequest) -> None:
+    name, path = example.name, str(example)
+    if needs_tiny(example):
         request.getfixturevalue("tiny_dir")  # that spec plans from the tiny-k2 checkpoint's config.json
     run_cli("validate", path, check=True)
     code, data = cli_json("plan", path, "--json")

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The early warning for the next breaking release: build .venv-newest from the newest releases the
+# index has today (no lock; the majors pyproject.toml caps are lifted), print what differs from the lock,
+# and run the fast tests there. CI keeps running the locked set (scripts/test.sh); run this before
+# refreshing the lock (scripts/lock.sh) and from time to time. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${KIMI_DEPLOY_VENV:-.venv-newest}"
+KIMI_DEPLOY_VENV="$VENV" bash scripts/setup-env.sh --newest
+echo "[newest] what this run tests, against the lock:"
+"$VENV/bin/kimi-deploy" --version | while read -r name version; do
+  locked=$(grep -ioE "^${name//_/[-_]}==[^ ]+" requirements/*.txt | head -1 | sed 's/.*==//')
+  echo "  $name $version${locked:+ (lock: $locked)}"
+done
+# The fast tests (no tiny-k2 training, no vLLM server); the two that check the environment *is* the lock
+# are left out here by name, since this environment is deliberately not the lock.
+exec "$VENV/bin/python" -m pytest -m "not e2e" \
+  --deselect tests/test_environment.py::test_the_installed_environment_is_the_lock \
+  --deselect tests/test_environment.py::test_version_reports_the_engine_facing_libraries "$@"
