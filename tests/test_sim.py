@@ -1,0 +1,51 @@
+"""bench/sim.py as a stand-in endpoint for compare: its tool calls satisfy the schemas a client offers and
+one request gets the same answer streamed and not, so a sim compared against itself (the no-GPU trial)
+passes with compare's default options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+from hypothesis import given, settings, strategies as st
+
+from kimi_deploy.bench.sim import _argument_piece, _arguments, _instance
+from kimi_deploy.compare import suites
+
+from .conftest import run_cli
+
+
+def _offered_tools() -> dict[str, dict]:
+    _, rows = suites.load("tool-calls")
+    return {t["function"]["name"]: t["function"]["parameters"] for r in rows for t in r.get("tools") or []}
+
+
+def test_the_sims_arguments_satisfy_every_schema_of_the_suite() -> None:
+    tools = _offered_tools()
+    assert len(tools) >= 8
+    for name, schema in tools.items():
+        args = json.loads(_arguments(schema, "a0 a1", 40))
+        jsonschema.validate(args, schema)  # raises, naming the tool's schema, when it does not
+    assert _instance({"type": "object"}, "a0") == {"w": "a0"}  # a schema that names nothing
+
+
+@settings(max_examples=200, deadline=None)
+@given(arguments=st.text(min_size=0, max_size=300), tokens=st.integers(min_value=1, max_value=400))
+def test_the_streamed_pieces_join_to_the_arguments(arguments: str, tokens: int) -> None:
+    padded = arguments.ljust(tokens)
+    pieces = [_argument_piece(padded, k, tokens) for k in range(tokens)]
+    assert "".join(pieces) == padded and all(pieces)  # every token carries a piece, none lost or repeated
+
+
+def test_a_sim_compared_against_itself_passes_with_default_options(sim_factory, tmp_path: Path) -> None:
+    """The 2-minute no-GPU trial: `compare` with only --local, --reference and --output (the full
+    tool-call suite, streamed and not)."""
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
+    proc = run_cli("compare", "--local", url, "--reference", url + "/v1", "--output", str(tmp_path / "c"),
+                   timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    s = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert s["verdict"] == "PASS" and s["n"] >= 300
+    assert s["checks"]["stream_disagreements_local"]["value"] == 0
+    assert s["checks"]["schema_accuracy_local"]["value"] == 1.0
