@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,9 @@ from transformers import PreTrainedTokenizerFast
 from kimi_deploy.architecture import Architecture, Inventory, iter_components
 from kimi_deploy.tiny.tokenizer import MARKERS, SPECIAL
 from kimi_deploy.toolsuite import TOOLS
+from kimi_deploy.weights import VERIFY_MARKER
 
-from .conftest import assert_clean_error, cli_json, run_cli
+from .conftest import TINY_PREBUILT, assert_clean_error, cli_json, run_cli
 
 
 def test_config_has_kimi_k2_structure(tiny_dir: Path) -> None:
@@ -115,3 +118,49 @@ def test_tiny_model_refuses_to_clobber(tmp_path: Path) -> None:
     assert_clean_error(run_cli("tiny-model", str(tmp_path)), "not a tiny-k2 checkpoint", "--force")
     assert (tmp_path / "precious.txt").read_text() == "keep me"
     assert_clean_error(run_cli("tiny-model", str(tmp_path / "x"), "--steps", "0"), "--steps")
+
+
+# --- the prebuilt checkpoint the tests use -----------------------------------------------------------
+
+def test_the_prebuilt_checkpoint_matches_todays_training_inputs() -> None:
+    """tests/data/tiny-k2 stands in for 40 minutes of training only while the code, data and libraries
+    that would train it are the ones it was trained with: after a change there, remake it with
+    `bash scripts/ship-tiny-k2.sh` (and commit it)."""
+    from kimi_deploy.tiny.model import DEFAULT_STEPS, prebuilt_problem
+
+    assert prebuilt_problem(TINY_PREBUILT, 0, DEFAULT_STEPS) is None
+
+
+def test_a_prebuilt_checkpoint_that_is_not_what_it_says_is_refused(tmp_path: Path) -> None:
+    """A changed file or a manifest for other inputs: exit 2 naming the directory, nothing cached."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "KIMI_DEPLOY_CACHE": str(cache)}
+    tampered = tmp_path / "tampered"
+    shutil.copytree(TINY_PREBUILT, tampered)
+    shard = next(iter(sorted(tampered.glob("*.safetensors"))))
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    proc = run_cli("tiny-model", str(tmp_path / "a"), "--prebuilt", str(tampered), env=env)
+    assert_clean_error(proc, str(tampered), shard.name, "not the file its manifest describes")
+    other = tmp_path / "other"
+    shutil.copytree(TINY_PREBUILT, other)
+    manifest = json.loads((other / "prebuilt.json").read_text())
+    manifest["key"] = "0" * 16
+    manifest["inputs"]["libraries"]["torch"] = "0.0.1"
+    (other / "prebuilt.json").write_text(json.dumps(manifest))
+    proc = run_cli("tiny-model", str(tmp_path / "b"), "--prebuilt", str(other), env=env)
+    assert_clean_error(proc, str(other), "made from other training inputs", "libraries")
+    assert not cache.exists() or not any(cache.rglob("*.safetensors"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_prebuilt_checkpoint_is_adopted_and_verified(tmp_path: Path) -> None:
+    env = {**os.environ, "KIMI_DEPLOY_CACHE": str(tmp_path / "cache")}
+    proc = run_cli("tiny-model", str(tmp_path / "k2"), "--prebuilt", str(TINY_PREBUILT), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "taken from the prebuilt checkpoint" in proc.stderr and "training tiny-k2" not in proc.stderr
+    manifest = json.loads((TINY_PREBUILT / "prebuilt.json").read_text())
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((tmp_path / "k2" / name).read_bytes()).hexdigest() == digest
+    assert (tmp_path / "k2" / VERIFY_MARKER).is_file()  # verified as it was copied: `serve` takes it

@@ -12,8 +12,12 @@ routing with `e_score_correction_bias`. Tensor names are the real checkpoint's (
 `mlp.experts.E.{gate,up,down}_proj.weight`), stored BF16 (the bias F32) in several shards with a
 `model.safetensors.index.json` shaped like the real one.
 
-Training uses transformers' DeepseekV3 implementation (the reference vLLM's model matches), seeded;
-the result is cached per machine under ~/.cache/kimi-deploy."""
+Training uses transformers' DeepseekV3 implementation (the reference vLLM's model matches), seeded, on a
+fixed number of threads; the result is cached per machine under ~/.cache/kimi-deploy, keyed by every input
+of training (hyper-parameters, the source of the data, tokenizer and training code, the torch /
+transformers / tokenizers / safetensors versions). A prebuilt checkpoint (`ship`, `adopt`: the tests keep
+one in tests/data/tiny-k2) stands in for the training when it was made from the same inputs and its files
+hash to what its manifest says."""
 
 from __future__ import annotations
 
@@ -82,9 +86,38 @@ def cache_root() -> Path:
     return Path(os.environ.get("KIMI_DEPLOY_CACHE", Path.home() / ".cache" / "kimi-deploy"))
 
 
+# Float reductions follow the thread count: a fixed one makes the same inputs give the same checkpoint on
+# machines with more cores (this is the cores of the machines the tests run on).
+TRAIN_THREADS = 2
+TRAINING_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
+PREBUILT_MANIFEST = "prebuilt.json"
+
+
+def training_inputs(seed: int, steps: int) -> dict[str, Any]:
+    """Everything that decides the checkpoint: hyper-parameters, the source of the code that makes the
+    data, the tokenizer and the model, and the versions of the libraries that run it."""
+    import inspect
+    from importlib import metadata
+
+    from .. import toolsuite
+    from . import data, tokenizer
+
+    code = hashlib.sha256()
+    for part in (data, tokenizer, toolsuite, train, _corpus, _encode, _hf_config, _kimi_tensors, export):
+        code.update(inspect.getsource(part).encode())
+    libraries = {}
+    for name in TRAINING_LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libraries[name] = None
+    return {"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
+            "vocab": VOCAB, "long": [LONG_EVERY, LONG_BATCH], "pool": POOL_BATCHES, "threads": TRAIN_THREADS,
+            "code": code.hexdigest(), "libraries": libraries}
+
+
 def cache_key(seed: int, steps: int) -> str:
-    blob = json.dumps({"v": TINY_VERSION, "arch": ARCH, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
-                       "vocab": VOCAB, "long": [LONG_EVERY, LONG_BATCH], "pool": POOL_BATCHES}, sort_keys=True)
+    blob = json.dumps(training_inputs(seed, steps), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -113,7 +146,7 @@ def train(out_dir: Path, seed: int = 0, steps: int = DEFAULT_STEPS,
 
     start = time.monotonic()
     torch.manual_seed(seed)
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    torch.set_num_threads(TRAIN_THREADS)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = train_tokenizer(_corpus(seed), out_dir, vocab_size=VOCAB)
     tok = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
@@ -235,15 +268,79 @@ def export(model, cfg: dict[str, Any], out_dir: Path) -> None:
         "and demos. It knows a handful of tools and phrases, nothing else.\n")
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ship(src: Path, dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> Path:
+    """Copy the checkpoint trained with these inputs (src: the cache entry or a copy of it) to dest as a
+    prebuilt one: its files and a manifest of their hashes and of the training inputs."""
+    if not (src / "tiny-k2.json").is_file():
+        raise BadInput("not a tiny-k2 checkpoint", str(src))
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    files = {}
+    for p in sorted(src.iterdir()):
+        if p.is_file() and not p.name.startswith("."):  # not the verify marker: it describes its own copy
+            shutil.copy2(p, dest / p.name)
+            files[p.name] = _sha256(p)
+    manifest = {"key": cache_key(seed, steps), "inputs": training_inputs(seed, steps), "files": files}
+    (dest / PREBUILT_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return dest
+
+
+def prebuilt_problem(src: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> str | None:
+    """Why the prebuilt checkpoint in src cannot stand in for training with these inputs (None: it can)."""
+    try:
+        manifest = json.loads((src / PREBUILT_MANIFEST).read_text())
+        key, files = manifest["key"], manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"no readable {PREBUILT_MANIFEST} ({type(exc).__name__})"
+    if key != cache_key(seed, steps):
+        now = training_inputs(seed, steps)
+        was = manifest.get("inputs") or {}
+        changed = sorted(k for k in now if now[k] != was.get(k))
+        return f"made from other training inputs (changed: {', '.join(changed) or 'unknown'})"
+    for name, digest in files.items():
+        if not (src / name).is_file() or _sha256(src / name) != digest:
+            return f"{name} is missing or not the file its manifest describes"
+    return None
+
+
+def adopt(src: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> Path:
+    """Install the prebuilt checkpoint in src as this machine's cache entry for these inputs; bad input
+    naming src when it cannot stand in for the training (prebuilt_problem)."""
+    problem = prebuilt_problem(src, seed, steps)
+    if problem is not None:
+        raise BadInput(f"this prebuilt tiny-k2 cannot be used: {problem}", str(src))
+    cached = cache_root() / "tiny-k2" / cache_key(seed, steps)
+    if not (cached / "tiny-k2.json").is_file():
+        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in json.loads((src / PREBUILT_MANIFEST).read_text())["files"]:
+            shutil.copy2(src / name, tmp / name)
+        try:
+            tmp.rename(cached)  # atomic, like a finished training
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return cached
+
+
 def build(dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS, force: bool = False,
-          log: Callable[[str], None] = print) -> Path:
-    """Make tiny-k2 in dest, reusing the per-machine cache when the same seed/steps were trained before."""
+          log: Callable[[str], None] = print, prebuilt: Path | None = None) -> Path:
+    """Make tiny-k2 in dest, reusing the per-machine cache when the same inputs were trained before, else
+    the `prebuilt` checkpoint when it was made from them, else training."""
     if steps < 1:
         raise BadInput(f"must be >= 1, got {steps}", "--steps")
     dest = dest.expanduser()
     if dest.exists() and any(dest.iterdir()) and not (dest / "tiny-k2.json").is_file() and not force:
         raise BadInput("directory exists and is not a tiny-k2 checkpoint (use --force to overwrite)", str(dest))
     cached = cache_root() / "tiny-k2" / cache_key(seed, steps)
+    if prebuilt is not None and not (cached / "tiny-k2.json").is_file():
+        adopt(prebuilt, seed, steps)
+        log(f"tiny-k2 taken from the prebuilt checkpoint in {prebuilt} (its manifest matches these inputs)")
     if not (cached / "tiny-k2.json").is_file():
         log(f"training tiny-k2 (seed {seed}, {steps} steps); cached afterwards in {cached}")
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
