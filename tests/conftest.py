@@ -59,6 +59,7 @@ def needs_tiny(spec: Path) -> bool:
 import os
 import signal
 import socket
+from dataclasses import dataclass
 from typing import Iterator
 
 import yaml
@@ -129,12 +130,30 @@ def tiny_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert server.proc.poll() is not None
 
 
+@dataclass(frozen=True)
+class SuiteRun:
+    """One `compare` run: the process, its summary.json and its output directory."""
+
+    proc: subprocess.CompletedProcess
+    summary: dict
+    out: Path
+
+    @property
+    def recording(self) -> Path:
+        """The reference's recorded answers (what --reference-file replays)."""
+        return self.out / "reference.jsonl"
+
+
 @pytest.fixture(scope="session")
-def tiny_server_b(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A second, identical tiny-k2 deployment (a stand-in for a reference endpoint)."""
-    server = start_tiny_server(tmp_path_factory.mktemp("tiny-b"), "tiny-k2-b")
-    yield server
-    server.stop()
+def tiny_suite_run(tiny_server: Server, tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
+    """The full 316-row tool-call suite, tiny-k2 against itself, with nothing but the suite named (every
+    row streamed and not, at the default concurrency): run once a session. Its reference answers are the
+    recording the fault runs replay (--reference-file) instead of asking the server for them again."""
+    out = tmp_path_factory.mktemp("suite") / "full"
+    proc = run_cli("compare", "--local", tiny_server.url, "--reference", f"{tiny_server.url}/v1", "--suite",
+                   "tool-calls", "--output", str(out), timeout=1200)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    return SuiteRun(proc, summary, out)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@ from aiohttp import web
 
 from .conftest import ROOT, Server, assert_clean_error, free_port, run_cli
 
-SAMPLE = ROOT.parent / "shared" / "data" / "mooncake-synthetic-trace.jsonl"  # CI copies ../shared beside the clone
+# the first 60 rows of Mooncake's synthetic trace, kept in the repository (tests/data/README.md)
+SAMPLE = ROOT / "tests" / "data" / "mooncake-synthetic-trace-first60.jsonl"
 BLOCK = 512
 PAGE = 16  # the recorder's prefix cache works on 16-token pages, like vLLM's default block size
 
@@ -236,12 +237,12 @@ def test_trace_is_replayed_on_schedule_with_exact_lengths_and_shared_prefixes(re
     assert "Prefix cache" in report and f"{pc['ideal_token_hit_rate']:.1%}" in report
 
 
-@pytest.mark.skipif(not SAMPLE.is_file(), reason="the shared Mooncake sample is not beside the clone")
 def test_the_mooncake_sample_first_rows(recorder, tmp_path: Path) -> None:
     """The first 60 rows of Mooncake's synthetic trace (prompts up to 56k tokens, rows 42/49 and 15/58
-    share long prefixes) read from the shared file itself, capped with --num-requests, replayed 50x faster."""
+    share long prefixes) read from the file itself, capped with --num-requests, replayed 50x faster."""
     rec, url = recorder
-    rows = [json.loads(x) for x in SAMPLE.read_text().splitlines()[:60]]
+    rows = [json.loads(x) for x in SAMPLE.read_text().splitlines()]
+    assert len(rows) == 60
     s = _bench(url, tmp_path / "out", "--dataset", str(SAMPLE), "--num-requests", "60", "--time-scale", "0.02")
     facts = s["config"]["workload_facts"]
     assert facts["rows"] == 60 and facts["lengths"] == "exact", facts

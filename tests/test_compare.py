@@ -1,5 +1,5 @@
-"""`kimi-deploy compare` end to end on real vLLM tiny-k2 endpoints (never the hosted API): identical
-deployments pass with tool-call F1 = 1.0; a deployment without the tool parser fails with the finding
+"""`kimi-deploy compare` end to end on real vLLM tiny-k2 endpoints (never the hosted API): a deployment
+compared against itself passes with tool-call F1 = 1.0; a deployment without the tool parser fails with the finding
 that explains why; a recorded reference replays offline; resumable records; bad input; and the hosted
 adapter's request shapes checked against Moonshot's published API behaviour (platform.kimi.ai/docs/api/
 models-overview parameter table; github.com/MoonshotAI/Kimi-K2.5 README.md on thinking on/off)."""
@@ -21,7 +21,7 @@ from kimi_deploy.compare.suites import builtin, generate, load
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, served_models
 from kimi_deploy.errors import BadInput
 
-from .conftest import Server, assert_clean_error, free_port, run_cli, start_sim
+from .conftest import Server, SuiteRun, assert_clean_error, free_port, run_cli, start_sim
 
 CONTRACT = {"suite", "local", "reference", "n", "tool_call_f1", "schema_accuracy", "findings", "thresholds", "verdict"}
 
@@ -30,9 +30,10 @@ def _compare(local: Server, out: Path, *args: str):
     return run_cli("compare", "--local", local.url, "--output", str(out), *args, timeout=600)
 
 
-def test_identical_deployments_pass(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
+def test_identical_deployments_pass(tiny_server: Server, tmp_path: Path) -> None:
+    """One deployment as its own reference (what two identical deployments are to compare)."""
     out = tmp_path / "same"
-    proc = _compare(tiny_server, out, "--reference", f"{tiny_server_b.url}/v1", "--suite", "tool-calls-flat")
+    proc = _compare(tiny_server, out, "--reference", f"{tiny_server.url}/v1", "--suite", "tool-calls-flat")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert CONTRACT <= set(summary)
@@ -59,32 +60,45 @@ def test_identical_deployments_pass(tiny_server: Server, tiny_server_b: Server, 
     assert again["tool_call_f1"] == 1.0 and again["reference"]["recording"].endswith("reference.jsonl")
 
 
-def test_the_full_tool_call_suite_end_to_end(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
+def test_the_full_tool_call_suite_end_to_end(tiny_suite_run: SuiteRun) -> None:
     """All 316 rows (nested schemas, long and non-ASCII arguments, several calls, tool results, every
-    tool_choice) through real vLLM on both sides, with nothing but the suite named: identical healthy
-    deployments PASS, agree on every answer, and no row is an expectation regression. tiny-k2 answers the
-    harder rows through the real parser: several calls in one turn, notes over 2,000 characters."""
-    out = tmp_path / "full"
-    proc = _compare(tiny_server, out, "--reference", f"{tiny_server_b.url}/v1", "--suite", "tool-calls")
+    tool_choice) through real vLLM, every row streamed and non-streamed at the default concurrency (32),
+    with nothing but the suite named: a healthy deployment against itself PASSes, agrees on every answer
+    both ways, counts prompt tokens as its template does, and no row is an expectation regression.
+    tiny-k2 answers the harder rows through the real parser: several calls in one turn, notes over 2,000
+    characters."""
+    proc, s, out = tiny_suite_run.proc, tiny_suite_run.summary, tiny_suite_run.out
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
-    s = json.loads((out / "summary.json").read_text())
     assert s["verdict"] == "PASS" and s["n"] == len(load("tool-calls")[1]) >= 300
     assert s["errors"] == {"local": 0, "reference": 0}
     assert s["tool_call_f1"] == 1.0 and s["argument_agreement"] == 1.0
     assert s["schema_accuracy"]["local"] == s["schema_accuracy"]["reference"] >= 0.9
     assert s["checks"]["expectation_regressions"] == {"value": 0.0, "max": 0.05, "ok": True}
     # tiny-k2 has learned the format and the schemas, not always the values: about a third of the rows are
-    # right in every value the prompt fixes (0.36 when measured), the same third on both sides
+    # right in every value the prompt fixes, the same third on both sides
     assert s["expectations_met"]["local"] == s["expectations_met"]["reference"] > 0.25
     assert set(s["expectations_by_kind"]) >= {"long", "parallel_same", "choice_named", "choice_none", "multi_turn"}
     assert s["expectations_by_kind"]["choice_none"]["local"] == 20  # tool_choice none: no call came back
     local = {json.loads(x)["id"]: json.loads(x)["response"] for x in (out / "local.jsonl").read_text().splitlines()}
     assert sum(len(r["tool_calls"]) >= 2 for r in local.values()) >= 20
     assert sum(any(len(c["arguments"]) > 2000 for c in r["tool_calls"]) for r in local.values()) >= 10
+    # streamed and not, under load
+    assert s["concurrency"] == 32
+    assert s["streaming"]["compared"] == s["n"] and s["streaming"]["disagreements"] == []
+    assert s["checks"]["stream_disagreements_local"] == {"value": 0, "max": 0, "ok": True}
+    assert len((out / "local-stream.jsonl").read_text().splitlines()) == s["n"]
+    acc = s["token_accounting"]
+    assert acc["template_count"]["available"], acc["template_count"]
+    for other in ("vs_reference", "vs_template"):  # the same template and tokenizer: the same count
+        assert acc["prompt_tokens"][other]["tokens"]["nonzero"] == 0, acc["prompt_tokens"]
+        assert acc["prompt_tokens"][other]["tokens"]["n"] == s["n"]
+    assert s["checks"]["prompt_token_drift_template"]["ok"] and s["preflight"]["status"] == "skipped"
+    assert set(s["thresholds"]) >= {"stream_disagreements", "prompt_token_drift", "sampling_mismatches"}
+    assert {"streaming", "token_accounting", "preflight"} <= set(s["field_docs"])
 
 
-def test_thinking_suite_reasoning_is_separated(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
-    proc = _compare(tiny_server, tmp_path / "t", "--reference", f"{tiny_server_b.url}/v1", "--suite", "thinking")
+def test_thinking_suite_reasoning_is_separated(tiny_server: Server, tmp_path: Path) -> None:
+    proc = _compare(tiny_server, tmp_path / "t", "--reference", f"{tiny_server.url}/v1", "--suite", "thinking")
     assert proc.returncode == 0, proc.stdout
     s = json.loads((tmp_path / "t" / "summary.json").read_text())
     kinds = {f["kind"] for f in s["findings"]}
@@ -106,9 +120,9 @@ def test_no_tool_parser_fails_with_the_reason(tiny_server_noparser: Server, tiny
     assert "FAIL" in proc.stdout and "tools_refused_markers_in_content" in (out / "report.md").read_text()
 
 
-def test_runs_resume_without_asking_twice(tiny_server: Server, tiny_server_b: Server, tmp_path: Path) -> None:
+def test_runs_resume_without_asking_twice(tiny_server: Server, tmp_path: Path) -> None:
     out = tmp_path / "resume"
-    ref = ("--reference", f"{tiny_server_b.url}/v1", "--suite", "chat")
+    ref = ("--reference", f"{tiny_server.url}/v1", "--suite", "chat")
     assert _compare(tiny_server, out, *ref, "--limit", "5").returncode == 0
     assert len((out / "local.jsonl").read_text().splitlines()) == 5
     (out / "local.jsonl").write_text((out / "local.jsonl").read_text() + '{"key": "cut-off')  # an interrupted line

@@ -5,9 +5,13 @@ Fault injection: a real aiohttp proxy (tests/faultproxy.py) in front of the one 
 streamed tool-call deltas the way the parsers' real bugs did (empty deltas only under load, vllm #54701;
 arguments over 2,000 characters cut short, sglang #23363; the second of two calls' name sent again, vllm
 #24478 / #38579) or miscounts prompt tokens. Each must FAIL with its finding, and `compare --local URL
---reference URL --suite tool-calls --output DIR` with no other option must catch it; the same proxy with
-no fault, and the server itself, PASS. Every run is the full 316-row suite: tiny-k2 (v2) makes several
-calls a turn and copies 2,000-character notes, so each fault has the rows it is about.
+--suite tool-calls --output DIR` with nothing else but the reference must catch it; the same proxy with
+no fault PASSes, and the server itself on the whole suite is tests/test_compare.py's full run. The fault
+runs replay that run's recorded reference answers (--reference-file, the way an operator replays a
+recording of Moonshot's API against several deployments) so the reference is asked once a session; faults
+that touch different fields (the streamed deltas, the usage block) share one run. Every fault run is the
+full 316-row suite: tiny-k2 makes several calls a turn and copies 2,000-character notes, so each fault has
+the rows it is about.
 
 Fast unit tests at the end: the delta assembly on real openai ChatCompletionChunk objects, the
 disagreement rules, the tools' field order for the template count."""
@@ -28,14 +32,22 @@ from kimi_deploy.compare.suites import load
 from kimi_deploy.compare.tokens import openai_order
 from kimi_deploy.errors import BadInput
 
-from .conftest import Server, assert_clean_error, run_cli, start_tiny_server
+from .conftest import Server, SuiteRun, assert_clean_error, run_cli, start_tiny_server
 from .faultproxy import FaultProxy
 
 
-def _compare(local: str, reference: str, out: Path, *extra: str, suite: str = "tool-calls"):
-    """The command as the issue states it (plus `extra`); summary.json when it was written."""
-    proc = run_cli("compare", "--local", local, "--reference", reference, "--suite", suite,
-                   "--output", str(out), *extra, timeout=1200)
+def _compare(local: str, reference: str | Path, out: Path, *extra: str, suite: str = "tool-calls"):
+    """The command as an operator states it (plus `extra`): the reference is a URL, or a recording (a
+    Path, copied first so no run can touch the shared one); summary.json when it was written."""
+    if isinstance(reference, Path):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        copy = out.parent / f"{out.name}-reference.jsonl"
+        shutil.copyfile(reference, copy)
+        ref_args = ["--reference-file", str(copy)]
+    else:
+        ref_args = ["--reference", reference]
+    proc = run_cli("compare", "--local", local, *ref_args, "--suite", suite, "--output", str(out), *extra,
+                   timeout=1200)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
     return proc, summary
 
@@ -64,33 +76,25 @@ def _kinds(s: dict) -> dict[str, dict]:
     return {f["kind"]: f for f in s["findings"]}
 
 
-def test_healthy_server_passes_both_ways_under_load(tiny_server: Server, proxy, tmp_path: Path) -> None:
-    clean = proxy()  # the proxy with no fault: it alone must not make a finding
-    # the server itself on the whole suite with no other option; the proxy's own harmlessness on a
-    # cross-section (the first 96 rows: CI time)
-    for name, url, extra in (("direct", tiny_server.url, ()), ("proxied", clean.url, ("--limit", "96"))):
-        proc, s = _compare(url, f"{tiny_server.url}/v1", tmp_path / name, *extra)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert s["verdict"] == "PASS" and s["concurrency"] == 32
-        assert s["streaming"]["compared"] == s["n"] and s["streaming"]["disagreements"] == []
-        assert s["checks"]["stream_disagreements_local"] == {"value": 0, "max": 0, "ok": True}
-        acc = s["token_accounting"]
-        assert acc["template_count"]["available"], acc["template_count"]
-        for other in ("vs_reference", "vs_template"):  # the same template and tokenizer: the same count
-            assert acc["prompt_tokens"][other]["tokens"]["nonzero"] == 0, acc["prompt_tokens"]
-            assert acc["prompt_tokens"][other]["tokens"]["n"] == s["n"]
-        assert s["checks"]["prompt_token_drift_template"]["ok"] and s["preflight"]["status"] == "skipped"
-        assert set(s["thresholds"]) >= {"stream_disagreements", "prompt_token_drift", "sampling_mismatches"}
-        assert {"streaming", "token_accounting", "preflight"} <= set(s["field_docs"])
-        assert len((tmp_path / name / "local-stream.jsonl").read_text().splitlines()) == s["n"]
+def test_the_fault_proxy_alone_makes_no_finding(tiny_suite_run: SuiteRun, proxy, tmp_path: Path) -> None:
+    """The proxy with no fault, under load, on a cross-section (the first 96 rows: CI time)."""
+    clean = proxy()
+    proc, s = _compare(clean.url, tiny_suite_run.recording, tmp_path / "proxied", "--limit", "96")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert s["verdict"] == "PASS" and s["concurrency"] == 32 and s["n"] == 96
+    assert s["reference"]["recording"].endswith("proxied-reference.jsonl")
+    assert s["streaming"]["compared"] == s["n"] and s["streaming"]["disagreements"] == []
+    assert s["checks"]["stream_disagreements_local"] == {"value": 0, "max": 0, "ok": True}
+    for other in ("vs_reference", "vs_template"):
+        assert s["token_accounting"]["prompt_tokens"][other]["tokens"]["nonzero"] == 0
     assert clean.stats["streamed"] == s["n"] and clean.max_in_flight > 8  # really under load
     assert "## Streamed vs non-streamed (local)" in (tmp_path / "proxied" / "report.md").read_text()
 
 
-def test_empty_tool_call_deltas_under_load_fail_as_load_dependent(tiny_server: Server, proxy,
+def test_empty_tool_call_deltas_under_load_fail_as_load_dependent(tiny_suite_run: SuiteRun, proxy,
                                                                   tmp_path: Path) -> None:
     bad = proxy(empty_calls_under_load=4)
-    proc, s = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "load")
+    proc, s = _compare(bad.url, tiny_suite_run.recording, tmp_path / "load")
     assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
     assert bad.stats["emptied"] > 0
     kinds = _kinds(s)
@@ -109,18 +113,19 @@ def test_empty_tool_call_deltas_under_load_fail_as_load_dependent(tiny_server: S
     assert "only under load" in report and f"32 of {len(found)} failing rows rerun alone" in report
 
 
-def test_long_arguments_cut_and_second_call_renamed_when_streamed_fail(tiny_server: Server, proxy,
-                                                                      tmp_path: Path) -> None:
-    """Two faults that each touch only some rows, in one run: arguments cut at 2,000 characters (only the
-    long notes break) and the name of a turn's second call sent again (only answers with several calls
-    break). Each finding names exactly the rows its fault touched."""
-    bad = proxy(drop_args_after=2000, repeat_name_from_index=1)
+def test_cut_arguments_renamed_calls_and_miscounted_prompts_fail_each_with_its_rows(
+        tiny_suite_run: SuiteRun, proxy, tmp_path: Path) -> None:
+    """Three faults that touch different fields, in one run: streamed arguments cut at 2,000 characters
+    (only the long notes break), the name of a turn's second call sent again (only answers with several
+    calls break), and 12 prompt tokens too many in every usage block (every row, and no stream). Each
+    finding names exactly the rows its fault touched."""
+    bad = proxy(drop_args_after=2000, repeat_name_from_index=1, prompt_tokens_extra=12)
     # a few reruns are enough here (the rerun itself is the load test's subject): long notes rerun one at
     # a time are most of this run's time otherwise
-    proc, s = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "two", "--rerun-limit", "4")
+    proc, s = _compare(bad.url, tiny_suite_run.recording, tmp_path / "three", "--rerun-limit", "4")
     assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
     assert bad.stats["truncated"] > 0 and bad.stats["renamed"] > 0
-    answers = _answers(tmp_path / "two")
+    answers = _answers(tmp_path / "three")
     long_rows = {i for i, r in answers.items() if any(len(c["arguments"]) > 2000 for c in r["tool_calls"])}
     several = {i for i, r in answers.items() if len(r["tool_calls"]) >= 2}
     assert len(long_rows) >= 10 and len(several) >= 20 and not long_rows & several
@@ -130,30 +135,25 @@ def test_long_arguments_cut_and_second_call_renamed_when_streamed_fail(tiny_serv
     # has no later delta to repeat the name on: most rows with several calls break, never another row
     renamed = {i for i, d in found.items() if d["kinds"] == ["stream_tool_name_split_or_duplicated"]}
     assert renamed <= several and len(renamed) >= len(several) // 2, (len(renamed), len(several))
+    # the usage fault makes no streaming finding: the disagreements are exactly the two stream faults' rows
     assert set(found) == long_rows | renamed and not any(d["load_dependent"] for d in found.values())
     kinds = _kinds(s)
     assert {"stream_arguments_invalid_json", "stream_tool_name_split_or_duplicated"} <= set(kinds)
     assert "load_dependent_failure" not in kinds
     call = kinds["stream_tool_name_split_or_duplicated"]["example"]["streamed"]["tool_calls"][1]
     assert call["later_names"] == [call["name"]]
-
-
-def test_prompt_token_miscount_fails(tiny_server: Server, proxy, tmp_path: Path) -> None:
-    bad = proxy(prompt_tokens_extra=12)
-    proc, s = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "count")
-    assert proc.returncode == 1 and s["verdict"] == "FAIL", proc.stdout
+    # the miscount, against the recorded reference and against the template's own count
     pt = s["token_accounting"]["prompt_tokens"]
     assert pt["vs_reference"]["tokens"]["median"] == 12 and pt["vs_template"]["tokens"]["median"] == 12
     assert pt["vs_reference"]["tokens"]["nonzero"] == s["n"]
     for other in ("reference", "template"):
         c = s["checks"][f"prompt_token_drift_{other}"]
         assert not c["ok"] and c["value"] > 0.01 and c["max"] == 0.01
-    kinds = _kinds(s)
     assert {"prompt_token_drift_vs_reference", "prompt_token_drift_vs_template"} <= set(kinds)
-    assert s["streaming"]["disagreements"] == []  # the streams themselves were fine
     # the bound is overridable like the others
-    proc, s2 = _compare(bad.url, f"{tiny_server.url}/v1", tmp_path / "count2", "--threshold", "prompt_token_drift=0.5",
-                        "--no-stream", "--limit", "48")
+    bad_count = proxy(prompt_tokens_extra=12)
+    proc, s2 = _compare(bad_count.url, tiny_suite_run.recording, tmp_path / "count2", "--threshold",
+                        "prompt_token_drift=0.5", "--no-stream", "--limit", "48")
     assert proc.returncode == 0 and s2["verdict"] == "PASS" and "streaming" not in s2, proc.stdout
 
 
