@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kimi_deploy.weights import VERIFY_MARKER
+from kimi_deploy.weights import LOCK, VERIFY_MARKER
 
 from .checkpoints import make_checkpoint
 from .conftest import ROOT, assert_clean_error, free_port, run_cli
@@ -176,13 +176,22 @@ def test_disk_space_precheck(repo_dir: Path, tmp_path: Path) -> None:
     assert not list((tmp_path / "k2").glob("*.safetensors"))
 
 
+def _wait_for_lock_holder(dest: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `proc` holds the download lock of dest (the lock file names its pid)."""
+    deadline = time.monotonic() + timeout
+    while f"pid {proc.pid} " not in ((dest / LOCK).read_text() if (dest / LOCK).is_file() else ""):
+        assert proc.poll() is None, "the first download ended before it took the lock"
+        assert time.monotonic() < deadline, "the first download did not take the lock"
+        time.sleep(0.05)
+
+
 def test_two_nodes_download_into_one_directory(repo_dir: Path, tmp_path: Path) -> None:
     hub = Hub(repo_dir, faults=Faults(throttle_s=0.01))  # slow enough that the two runs overlap
     dest = tmp_path / "shared"
     with HubServer(hub) as server:
         cmd = [sys.executable, "-m", "kimi_deploy", "download", "--model", hub.repo, "--dir", str(dest)]
         a = subprocess.Popen(cmd, env=_env(server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.0)
+        _wait_for_lock_holder(dest, a)  # the first download holds the directory before the others start
         nowait = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--no-wait", env=_env(server))
         b = subprocess.Popen(cmd, env=_env(server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out_a, err_a = a.communicate(timeout=300)

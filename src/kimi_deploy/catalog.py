@@ -5,6 +5,7 @@ K25R = github.com/MoonshotAI/Kimi-K2.5, REC = github.com/vllm-project/recipes mo
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -385,10 +386,20 @@ GPUS: dict[str, GPU] = {
             arch="cdna4"),
     ]
 }
+def _host_memory_gib() -> float:
+    """This host's RAM (what a CPU deployment planned here has); 0 where the OS does not say."""
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 2)
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
 # A CPU "GPU" for the tiny model: vLLM on CPU treats --gpu-memory-utilization as a fraction of the NUMA
 # node's RAM (vllm docs/getting_started/installation/cpu.md, VLLM_CPU_KVCACHE_SPACE and
-# --gpu-memory-utilization). 24 GiB is this project's development machine.
-GPUS["CPU"] = GPU("CPU", 24.0, 24, False, 1, "cpu", "vllm CPU backend: memory = the NUMA node's RAM (vllm docs/getting_started/installation/cpu.md)",
+# --gpu-memory-utilization); its memory is the planning host's RAM, so a plan fits only what the host has.
+_HOST_GIB = _host_memory_gib()
+GPUS["CPU"] = GPU("CPU", _HOST_GIB, round(_HOST_GIB), False, 1, "cpu",
+                  "vllm CPU backend: memory = the host's RAM (vllm docs/getting_started/installation/cpu.md)",
                   arch="cpu")
 
 _GPU_ALIASES = {"H100-80GB": "H100", "H100-SXM": "H100", "H200-141GB": "H200", "A100-80GB": "A100",
