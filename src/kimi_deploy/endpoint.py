@@ -342,7 +342,7 @@ class RetryPolicy:
 # answers to compare are retried fully; discovery before a run is retried briefly, then reported.
 NO_RETRY = RetryPolicy(attempts=1)
 ANSWERS = RetryPolicy()
-DISCOVERY = RetryPolicy(attempts=3, base_s=0.5, cap_s=2.0)
+DISCOVERY = RetryPolicy(attempts=3, base_s=0.5, cap_s=2.0, retry_after_max_s=10.0)
 
 
 # --- discovery and readiness -----------------------------------------------------------------------
