@@ -70,12 +70,35 @@ def _parsers_accept(argv: tuple[str, ...]) -> str | None:
     return check_argv(list(argv))
 
 
-def _can_mount() -> bool:
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        return False
-    MOUNT.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
-    return proc.returncode == 0
+# Runs "$@" in a new user + mount namespace (no root needed: `unshare --user --map-root-user`) where the
+# ConfigMap directory "$1" is at /etc/kimi-deploy: /etc is replaced by a directory of links to the real
+# entries (bind-mounted aside first) plus kimi-deploy, so nothing on the host is touched.
+IN_POD = r"""
+set -euo pipefail
+config=$1; shift
+t=$(mktemp -d)
+mkdir "$t/real" "$t/etc"
+mount --bind /etc "$t/real"
+for e in "$t"/real/* "$t"/real/.[!.]*; do
+  if [ -e "$e" ] || [ -L "$e" ]; then ln -s "$e" "$t/etc/${e##*/}"; fi
+done
+rm -f "$t/etc/kimi-deploy"
+ln -s "$config" "$t/etc/kimi-deploy"
+mount --bind "$t/etc" /etc
+exec "$@"
+"""
+POD_NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]
+
+
+def _pod_namespace_problem() -> str | None:
+    """Why the pod tests cannot mount the ConfigMap here (None: they can)."""
+    if not shutil.which("unshare"):
+        return "unshare (util-linux) is not installed"
+    proc = subprocess.run([*POD_NAMESPACE, "bash", "-c", IN_POD, "pod", "/tmp", "test", "-d", str(MOUNT)],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return f"cannot make a user + mount namespace (unshare -rm): {proc.stderr.strip()[-300:]}"
+    return None
 
 
 def test_there_are_trees() -> None:
@@ -175,8 +198,8 @@ def test_spec_values_stay_data_in_job_scripts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)
 def test_every_engine_pod_starts_the_rendered_command(tree: Path, built_wheel: Path, tmp_path: Path) -> None:
-    if not _can_mount():
-        pytest.skip("needs root and mount namespaces (unshare) to mount the ConfigMap at /etc/kimi-deploy")
+    problem = _pod_namespace_problem()
+    assert problem is None, f"the pod tests mount the ConfigMap at /etc/kimi-deploy in a namespace: {problem}"
     objs = _objects(tree)
     config = tmp_path / "configmap"
     config.mkdir()
@@ -192,9 +215,8 @@ def test_every_engine_pod_starts_the_rendered_command(tree: Path, built_wheel: P
                "PYTHONPATH": str(built_wheel), "HOME": str(tmp_path), **_container_env(container), **injected}
         # The pod's own command, in a mount namespace where the ConfigMap is at /etc/kimi-deploy.
         command = [*container["command"], "--dry-run", "--skip-preflight", "--no-check-args"]
-        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
-                               'mount --bind "$1" /etc/kimi-deploy && shift && exec "$@"', "pod", str(config),
-                               *command], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        proc = subprocess.run([*POD_NAMESPACE, "bash", "-c", IN_POD, "pod", str(config), *command], env=env,
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, (label, proc.stdout[-2000:], proc.stderr[-2000:])
         assert SECRET not in proc.stdout + proc.stderr, label
         lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("command: ")]
