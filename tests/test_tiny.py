@@ -99,6 +99,7 @@ def _digest(d: Path) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.e2e  # trains (three short runs: the tokenizer and the encoded data are most of it)
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     from kimi_deploy.tiny.model import train
 
