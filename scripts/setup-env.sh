@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=lock
-if [ "${1:-}" = "--newest" ]; then MODE=newest; elif [ -n "${1:-}" ]; then
+if [ "$#" -eq 1 ] && [ "$1" = "--newest" ]; then MODE=newest; elif [ "$#" -ne 0 ]; then
   echo "usage: bash scripts/setup-env.sh [--newest]" >&2; exit 2
 fi
 if [ "$MODE" = newest ]; then VENV="${KIMI_DEPLOY_VENV:-.venv-newest}"; else VENV="${KIMI_DEPLOY_VENV:-.venv}"; fi
@@ -26,13 +26,19 @@ TORCH_CPU_INDEX="https://download.pytorch.org/whl/cpu"
 # the majors pyproject.toml caps; --newest takes their newest releases all the same
 CAPPED=(openai huggingface_hub httpx2 pydantic typer)
 
-stamp_of() { cat pyproject.toml requirements/*.txt scripts/setup-env.sh | sha256sum | cut -c1-16; }
+# the mode is part of the stamp: a --newest build is never taken for the locked one
+stamp_of() { { echo "$MODE"; cat pyproject.toml requirements/*.txt scripts/setup-env.sh; } | sha256sum | cut -c1-16; }
 STAMP="$VENV/.kimi-deploy-stamp"
 if [ "$MODE" = lock ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_of)" ] \
     && "$VENV/bin/python" -c "import kimi_deploy, vllm" 2>/dev/null; then
   exit 0
 fi
 
+# The lock is resolved for CPython 3.11 (scripts/lock.sh): another Python would install wheels it was not made for.
+if [ "$MODE" = lock ] && ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+  echo "[setup] $PY is not CPython 3.11, the Python the lock in requirements/ is for (set PYTHON=python3.11)" >&2
+  exit 2
+fi
 echo "[setup] creating $VENV from the $MODE releases (first run takes a few minutes: the CPU vLLM wheel is ~3 GB installed)"
 "$PY" -m venv --clear "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)

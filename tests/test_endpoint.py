@@ -133,6 +133,46 @@ def test_retry_after_forms() -> None:
     assert 29 <= retry_after(Answer(later), now=now) <= 31
     past = format_datetime(datetime.fromtimestamp(now - 30, timezone.utc), usegmt=True)
     assert retry_after(Answer(past), now=now) == 0.0  # a date gone by: retry at once
-    for bad in (None, "", "soon", "nan", "inf", "Mon, 99 Foo 2026"):
+    # delay-seconds is digits (RFC 9110 section 10.2.3): signs, separators and other scripts' digits are not
+    for bad in (None, "", "soon", "nan", "inf", "Mon, 99 Foo 2026", "-3", "+5", "1_0", "\u0663", "5, 7"):
         assert retry_after(Answer(bad)) is None, bad
     assert retry_after(ValueError()) is None
+    # a wait of 0 or a date gone by (a client clock ahead of the server's) is no hint: backoff, no burst
+    policy = RetryPolicy(base_s=1.0, cap_s=1.0, retry_after_max_s=60)
+    for hint in ("0", past):
+        assert 1.0 <= policy.pause(1, Answer(hint)) <= 1.25
+    assert policy.pause(1, Answer("30")) == 30.0 and policy.pause(1, Answer("61")) is None
+
+
+def test_wait_ends_at_its_timeout_when_the_completion_hangs(tmp_path) -> None:
+    """`wait --timeout 5` against a server that is healthy, lists its model and never answers a chat:
+    no request outlives the deadline (the openai client's own 60 s included)."""
+    from aiohttp import web
+
+    from .conftest import run_cli
+
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(120)
+        return web.json_response(COMPLETION)
+
+    app = web.Application()
+    app.router.add_get("/health", lambda r: web.Response(text="ok"))
+    app.router.add_get("/v1/models", lambda r: web.json_response({"data": [{"id": "m"}]}))
+    app.router.add_post("/v1/chat/completions", hang)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        t0 = time.monotonic()
+        proc = run_cli("wait", f"http://127.0.0.1:{port}", "--timeout", "5", timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    assert proc.returncode == 1 and "not ready after 5 s" in proc.stderr and "completion" in proc.stderr, proc.stderr
+    assert took < 15, took

@@ -49,3 +49,46 @@ def test_a_sim_compared_against_itself_passes_with_default_options(sim_factory, 
     assert s["verdict"] == "PASS" and s["n"] >= 300
     assert s["checks"]["stream_disagreements_local"]["value"] == 0
     assert s["checks"]["schema_accuracy_local"]["value"] == 1.0
+
+
+def test_arguments_for_the_schemas_clients_generate() -> None:
+    """A pydantic model as a tool (what openai.pydantic_function_tool sends: $defs and $ref, anyOf with
+    null, exclusive bounds) and other common shapes."""
+    import openai
+    from pydantic import BaseModel, Field
+
+    class Place(BaseModel):
+        city: str
+        country: str | None = None
+
+    class Args(BaseModel):
+        loc: Place
+        days: int = Field(gt=0, le=14)
+        unit: str = Field(pattern="^[a-z]+$", default="c")
+
+    schemas = [openai.pydantic_function_tool(Args)["function"]["parameters"],
+               {"type": "object", "properties": {"v": {"const": 3}, "x": {"type": "number", "exclusiveMinimum": 2.5},
+                                                 "n": {"type": ["null", "integer"], "minimum": 1.5}},
+                "required": ["v", "x", "n", "ghost"]},
+               {"anyOf": [{"type": "object", "properties": {"a": {"type": "string", "minLength": 3}},
+                           "required": ["a"]}, {"type": "null"}]}]
+    for schema in schemas:
+        jsonschema.validate(json.loads(_arguments(schema, "a0", 5)), schema)
+
+
+def test_a_schema_past_the_sims_bounds_is_a_400(sim_factory) -> None:
+    import openai
+
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    nested = {"type": "array", "minItems": 3000, "items": {"type": "array", "minItems": 3000, "items": {"type": "string"}}}
+    for params in (nested, {"type": "string", "minLength": 10**12}, {"type": "object", "properties": {}, "required": 5}):
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"p": params},
+                                                                             "required": ["p"]}}}
+        try:
+            client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "hi"}], tools=[tool])
+        except openai.BadRequestError as exc:
+            assert "the sim cannot answer this request" in str(exc)
+        else:  # a schema the sim could answer within its bounds
+            assert params.get("required") == 5
+    assert client.models.list().data[0].id == "sim"  # still serving

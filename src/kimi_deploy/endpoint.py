@@ -27,6 +27,7 @@ import asyncio
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar
@@ -243,12 +244,12 @@ def retry_after(exc: BaseException, *, now: float | None = None) -> float | None
     if not isinstance(value, str) or not value.strip():
         return None
     value = value.strip()
-    try:
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", value, re.ASCII):  # delay-seconds (a fraction tolerated)
         seconds = float(value)
-    except ValueError:
+    else:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when is None or when.tzinfo is None:
             return None
@@ -279,9 +280,11 @@ class RetryPolicy:
         return min(self.base_s * 2 ** (attempt - 1), self.cap_s) * (1 + random.random() * self.jitter)
 
     def pause(self, attempt: int, exc: BaseException) -> float | None:
-        """Seconds to wait before the next attempt, or None when the server asked for longer than we wait."""
+        """Seconds to wait before the next attempt, or None when the server asked for longer than we wait.
+        A wait of 0 (or a date already past, as from a client clock ahead of the server's) is no hint: the
+        backoff applies, so retries never come in a burst."""
         asked = retry_after(exc)
-        if asked is None:
+        if not asked:
             return self.delay(attempt)
         return asked if asked <= self.retry_after_max_s else None
 
@@ -362,7 +365,7 @@ def list_models(ep: Endpoint, *, client: Any = None, timeout: float = 30) -> lis
     own = client is None
     http = client or httpx2.Client(timeout=timeout)
     try:
-        r = http.get(ep.url("/v1/models"), headers=ep.headers())
+        r = http.get(ep.url("/v1/models"), headers=ep.headers(), timeout=timeout)
         if r.status_code != 200:
             raise StatusError(r.status_code, ep.url("/v1/models"), r.headers)
         return [m["id"] for m in r.json().get("data", [])]
@@ -378,8 +381,13 @@ def served_models(ep: Endpoint, *, retry: RetryPolicy = DISCOVERY, timeout: floa
     try:
         return retry.run_sync(lambda: list_models(ep, timeout=timeout))
     except StatusError as exc:
-        hint = ": check the API key" + (f" in {ep.api_key_env}" if ep.api_key_env else "") \
-            if exc.status in (401, 403) else " (not an OpenAI-compatible endpoint?)"
+        if exc.status in (401, 403):
+            hint = ": check the API key" + (f" in {ep.api_key_env}" if ep.api_key_env else "")
+        elif exc.status in retry.statuses:  # rate limited or unavailable, still after the retries
+            asked = retry_after(exc)
+            hint = " (busy or starting" + (f"; it asks to retry after {asked:.0f} s" if asked else "") + ")"
+        else:
+            hint = " (not an OpenAI-compatible endpoint?)"
         raise BadInput(f"{exc}{hint}; it does not answer /v1/models", ep.flag) from None
     except httpx2.TransportError as exc:
         raise BadInput(f"{ep.root} is unreachable ({type(exc).__name__}); it does not answer /v1/models",
@@ -447,15 +455,16 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
                 if elapsed > timeout:
                     raise OperationFailed(f"{ep.root} not ready after {timeout:.0f} s (stuck at {phase}: {last_error})")
                 on_phase(phase, elapsed)
+                left = max(timeout - elapsed, 0.1)  # no request outlives the deadline
                 try:
                     if phase == "health":
-                        r = http.get(ep.url("/health"))
+                        r = http.get(ep.url("/health"), timeout=min(10.0, left))
                         if r.status_code == 200:
                             phase = "models"
                             continue
                         last_error = f"/health answered {r.status_code}"
                     elif phase == "models":
-                        ids = list_models(ep, client=http)
+                        ids = list_models(ep, client=http, timeout=min(10.0, left))
                         if model and model not in ids:
                             raise OperationFailed(f"{ep.root} serves {ids}, not {model!r}")
                         model = model or (ids[0] if ids else None)
@@ -464,7 +473,7 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
                             continue
                         last_error = "/v1/models lists no model"
                     else:
-                        client.chat.completions.create(model=model or "", max_tokens=1,
+                        client.chat.completions.create(model=model or "", max_tokens=1, timeout=min(60.0, left),
                                                        messages=[{"role": "user", "content": "ping"}])
                         return Ready(model or "", time.monotonic() - start)
                 except StatusError as exc:
@@ -473,6 +482,6 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
                     last_error = str(exc)
                 except (httpx2.HTTPError, openai.APIConnectionError, openai.APIStatusError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"[:200]
-                time.sleep(interval)
+                time.sleep(min(interval, max(timeout - (time.monotonic() - start), 0.0)))
         finally:
             client.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 import uuid
@@ -114,7 +115,7 @@ class Sim:
             fn = body["tools"][0]["function"]
             words = " ".join(f"a{i}" for i in range(reasoning, n_out))
             call = {"name": fn["name"], "id": f"functions.{fn['name']}:0",
-                    "arguments": _arguments(fn.get("parameters"), words, n_out - reasoning)}
+                    "arguments": _arguments(fn.get("parameters"), words, n_out - reasoning)}  # ValueError: 400
         prompt = body.get("messages") if chat else body.get("prompt")
         n_in = len(json.dumps(prompt).split())
         return n_out, reasoning, call, n_in
@@ -133,7 +134,12 @@ class Sim:
         if self.rng.random() < self.cfg.error_rate:
             self.errors += 1
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
-        n_out, n_reason, call, n_in = self._plan(body, chat)
+        try:
+            n_out, n_reason, call, n_in = self._plan(body, chat)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # a request the sim cannot answer (a tool without a name, a schema past its bounds): say so
+            return web.json_response({"error": {"message": f"the sim cannot answer this request: "
+                                                           f"{type(exc).__name__}: {exc}"[:300]}}, status=400)
         drop_at = self.rng.randrange(1, max(n_out, 2)) if self.rng.random() < self.cfg.drop_rate else None
         garble_at = self.rng.randrange(0, max(n_out, 1)) if self.rng.random() < self.cfg.malformed_rate else None
         # absolute due time of every token: ttft, then cumulative ITL draws
@@ -229,39 +235,75 @@ class Sim:
                 "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if call else "length"}]}
 
 
-def _instance(schema: Any, text: str) -> Any:
-    """The smallest value a JSON schema accepts, free text being `text`: the first enum value, the
-    required properties of an object, minItems items of an array, the minimum of a number; an object
-    schema that names no property gets {"w": text}. Enough for the tools' parameter schemas a client
-    offers, so the sim's calls pass the same schema checks a real model's must."""
+# Bounds on what a schema can make the sim build (a request must not be able to freeze or exhaust it).
+SCHEMA_DEPTH = 16
+SCHEMA_ITEMS = 16
+SCHEMA_STRING = 4096
+
+
+def _instance(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
+    """The smallest value a JSON schema accepts, free text being `text`: `const` or the first enum value,
+    the first branch of anyOf / oneOf / allOf, a local `$ref`, the required properties of an object,
+    minItems items of an array, the lowest number the bounds allow. An object schema that names no
+    property gets {"w": text}. Enough for the tools' parameter schemas a client offers, so the sim's
+    calls pass the same schema checks a real model's must; deeper or larger than the bounds above is
+    ValueError (pattern and format are not followed)."""
+    root = schema if root is None else root
+    if depth > SCHEMA_DEPTH:
+        raise ValueError(f"schema nested deeper than {SCHEMA_DEPTH}")
     if not isinstance(schema, dict):
         return {"w": text}
+    if isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#"):
+        target: Any = root
+        for part in schema["$ref"].lstrip("#").strip("/").split("/") if schema["$ref"] != "#" else []:
+            target = target.get(part) if isinstance(target, dict) else None
+        return _instance(target, text, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return _instance(schema[key][0], text, root, depth + 1)
     kind = schema.get("type")
     if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), None)
+        kind = next((k for k in kind if k != "null"), "null" if "null" in kind else None)
     props = schema.get("properties")
     if kind == "object" or (kind is None and isinstance(props, dict)):
         if not isinstance(props, dict) or not props:
             return {"w": text}
-        required = [k for k in schema.get("required") or [] if k in props]
-        return {k: _instance(props[k], text) for k in required}
+        required = [k for k in schema.get("required") or [] if isinstance(k, str)] \
+            if isinstance(schema.get("required"), list) else []
+        # a required name no property describes is free text, where the schema lets other properties in
+        return {k: _instance(props[k], text, root, depth + 1) if k in props else text for k in required
+                if k in props or schema.get("additionalProperties") is not False}
     if kind == "array":
         n = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 0
-        return [_instance(schema.get("items"), text) for _ in range(n)]
+        if n > SCHEMA_ITEMS:
+            raise ValueError(f"minItems {n} is more than the sim builds ({SCHEMA_ITEMS})")
+        return [_instance(schema.get("items"), text, root, depth + 1) for _ in range(max(n, 0))]
     if kind in ("integer", "number"):
         low = schema.get("minimum")
-        return low if isinstance(low, (int, float)) else 0
+        low = low if isinstance(low, (int, float)) and not isinstance(low, bool) else None
+        ex = schema.get("exclusiveMinimum")
+        if isinstance(ex, (int, float)) and not isinstance(ex, bool):
+            low = max(low if low is not None else ex, ex + (1 if kind == "integer" else 0.5))
+        value = low if low is not None else 0
+        return math.ceil(value) if kind == "integer" else value
     if kind == "boolean":
         return False
     if kind == "null":
         return None
-    value = text
+    if "pattern" in schema or "format" in schema:  # not followed: the schema's own example, if it gives one
+        value = schema.get("default", text) if isinstance(schema.get("default"), str) else text
+    else:
+        value = text
     if isinstance(schema.get("minLength"), int):
+        if schema["minLength"] > SCHEMA_STRING:
+            raise ValueError(f"minLength {schema['minLength']} is more than the sim builds ({SCHEMA_STRING})")
         value = value.ljust(schema["minLength"], "a")
     if isinstance(schema.get("maxLength"), int):
-        value = value[:schema["maxLength"]]
+        value = value[:max(schema["maxLength"], 0)]
     return value
 
 

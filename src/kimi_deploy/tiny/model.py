@@ -290,18 +290,41 @@ def ship(src: Path, dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> Pa
     return dest
 
 
+# A checkpoint is these files plus the shards its index names.
+PREBUILT_REQUIRED = ("tiny-k2.json", "config.json", "model.safetensors.index.json", "tokenizer.json",
+                     "tokenizer_config.json")
+
+
 def prebuilt_problem(src: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> str | None:
-    """Why the prebuilt checkpoint in src cannot stand in for training with these inputs (None: it can)."""
+    """Why the prebuilt checkpoint in src cannot stand in for training with these inputs (None: it can).
+    Its manifest must name plain files of src only, a whole checkpoint, made from today's inputs, each
+    file hashing to what the manifest says."""
+    if not src.is_dir():
+        return "not a directory"
     try:
-        manifest = json.loads((src / PREBUILT_MANIFEST).read_text())
+        manifest = json.loads((src / PREBUILT_MANIFEST).read_text(encoding="utf-8"))
         key, files = manifest["key"], manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"no readable {PREBUILT_MANIFEST} ({type(exc).__name__})"
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        return f"{PREBUILT_MANIFEST}: 'files' is not a map of file names to sha256"
+    bad = [n for n in files if Path(n).name != n or n.startswith(".")]
+    if bad:  # the manifest names what is copied into the cache: plain file names in this directory only
+        return f"{PREBUILT_MANIFEST} names {bad[0][:100]!r}, not a file name in this directory"
     if key != cache_key(seed, steps):
         now = training_inputs(seed, steps)
-        was = manifest.get("inputs") or {}
+        was = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
         changed = sorted(k for k in now if now[k] != was.get(k))
         return f"made from other training inputs (changed: {', '.join(changed) or 'unknown'})"
+    missing = [n for n in PREBUILT_REQUIRED if n not in files]
+    if not missing:
+        try:
+            index = json.loads((src / "model.safetensors.index.json").read_text(encoding="utf-8"))
+            missing = sorted(set(index["weight_map"].values()) - set(files))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"model.safetensors.index.json is not a checkpoint index ({type(exc).__name__})"
+    if missing:
+        return f"{PREBUILT_MANIFEST} does not list {missing[0]!r}: not a whole checkpoint"
     for name, digest in files.items():
         if not (src / name).is_file() or _sha256(src / name) != digest:
             return f"{name} is missing or not the file its manifest describes"
@@ -309,8 +332,9 @@ def prebuilt_problem(src: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> st
 
 
 def adopt(src: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> Path:
-    """Install the prebuilt checkpoint in src as this machine's cache entry for these inputs; bad input
-    naming src when it cannot stand in for the training (prebuilt_problem)."""
+    """Install the prebuilt checkpoint in src as this machine's cache entry for these inputs (unless the
+    cache has it already); bad input naming src when it cannot stand in for the training
+    (prebuilt_problem). Nothing is left in the cache when the copy fails."""
     problem = prebuilt_problem(src, seed, steps)
     if problem is not None:
         raise BadInput(f"this prebuilt tiny-k2 cannot be used: {problem}", str(src))
@@ -318,12 +342,15 @@ def adopt(src: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> Path:
     if not (cached / "tiny-k2.json").is_file():
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in json.loads((src / PREBUILT_MANIFEST).read_text())["files"]:
-            shutil.copy2(src / name, tmp / name)
         try:
+            tmp.mkdir(parents=True)
+            for name in json.loads((src / PREBUILT_MANIFEST).read_text(encoding="utf-8"))["files"]:
+                shutil.copy2(src / name, tmp / name)
             tmp.rename(cached)  # atomic, like a finished training
-        except OSError:
+        except OSError as exc:
+            if not (cached / "tiny-k2.json").is_file():  # not a concurrent adopt that won the rename
+                raise OperationFailed(f"could not copy the prebuilt tiny-k2 into {cached}: {exc}") from None
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return cached
 
@@ -338,9 +365,11 @@ def build(dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS, force: bool = F
     if dest.exists() and any(dest.iterdir()) and not (dest / "tiny-k2.json").is_file() and not force:
         raise BadInput("directory exists and is not a tiny-k2 checkpoint (use --force to overwrite)", str(dest))
     cached = cache_root() / "tiny-k2" / cache_key(seed, steps)
-    if prebuilt is not None and not (cached / "tiny-k2.json").is_file():
+    if prebuilt is not None:  # checked even when the cache has it: a wrong --prebuilt is bad input
+        had = (cached / "tiny-k2.json").is_file()
         adopt(prebuilt, seed, steps)
-        log(f"tiny-k2 taken from the prebuilt checkpoint in {prebuilt} (its manifest matches these inputs)")
+        if not had:
+            log(f"tiny-k2 taken from the prebuilt checkpoint in {prebuilt} (its manifest matches these inputs)")
     if not (cached / "tiny-k2.json").is_file():
         log(f"training tiny-k2 (seed {seed}, {steps} steps); cached afterwards in {cached}")
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
