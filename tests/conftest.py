@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tiny_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+# --- a small real HTTP server -----------------------------------------------------------------------
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve an aiohttp web.Application on a free loopback port from a thread: yields its base URL; the
+    server is stopped on exit."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        try:  # a handler that is still running (a test's hanging endpoint) is dropped with the loop
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        except TimeoutError:
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 # --- the sim server ---------------------------------------------------------------------------------

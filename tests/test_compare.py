@@ -6,10 +6,8 @@ models-overview parameter table; github.com/MoonshotAI/Kimi-K2.5 README.md on th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +19,7 @@ from kimi_deploy.compare.suites import builtin, generate, load
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, served_models
 from kimi_deploy.errors import BadInput
 
-from .conftest import Server, SuiteRun, assert_clean_error, free_port, run_cli, start_sim
+from .conftest import Server, SuiteRun, assert_clean_error, run_cli, serving, start_sim
 
 CONTRACT = {"suite", "local", "reference", "n", "tool_call_f1", "schema_accuracy", "findings", "thresholds", "verdict"}
 
@@ -265,18 +263,8 @@ def flaky_models() -> Iterator[tuple[str, dict]]:
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", free_port())
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}", state
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with serving(app) as url:
+        yield url, state
 
 
 def test_retry_policy_on_a_real_server(flaky_models) -> None:

@@ -5,7 +5,6 @@ stack (httpx2 under openai 3) counts as transient."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
@@ -17,7 +16,7 @@ import pytest
 
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, retry_after, status_of
 
-from .conftest import free_port
+from .conftest import run_cli, serving
 
 COMPLETION = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
@@ -42,18 +41,8 @@ def limited() -> Iterator[tuple[str, dict]]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", free_port())
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}", state
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with serving(app) as url:
+        yield url, state
 
 
 def _ask(url: str, policy: RetryPolicy, total_s: float | None = None) -> object:
@@ -149,8 +138,6 @@ def test_wait_ends_at_its_timeout_when_the_completion_hangs(tmp_path) -> None:
     no request outlives the deadline (the openai client's own 60 s included)."""
     from aiohttp import web
 
-    from .conftest import run_cli
-
     async def hang(request: web.Request) -> web.Response:
         await asyncio.sleep(120)
         return web.json_response(COMPLETION)
@@ -159,20 +146,9 @@ def test_wait_ends_at_its_timeout_when_the_completion_hangs(tmp_path) -> None:
     app.router.add_get("/health", lambda r: web.Response(text="ok"))
     app.router.add_get("/v1/models", lambda r: web.json_response({"data": [{"id": "m"}]}))
     app.router.add_post("/v1/chat/completions", hang)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", free_port())
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(app) as url:
         t0 = time.monotonic()
-        proc = run_cli("wait", f"http://127.0.0.1:{port}", "--timeout", "5", timeout=120)
+        proc = run_cli("wait", url, "--timeout", "5", timeout=120)
         took = time.monotonic() - t0
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
     assert proc.returncode == 1 and "not ready after 5 s" in proc.stderr and "completion" in proc.stderr, proc.stderr
     assert took < 15, took
