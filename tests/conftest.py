@@ -25,6 +25,15 @@ def run_cli(*args: str, check: bool = False, env: dict[str, str] | None = None,
     return proc
 
 
+def ctrl_c_as_in_a_shell() -> None:
+    """Popen's preexec_fn for a child that a test interrupts with SIGINT: SIGINT at its default, as in an
+    operator's shell. A test runner started in the background by a non-interactive shell ignores SIGINT,
+    and its children would inherit that and never see the interrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_json(*args: str) -> tuple[int, Any]:
     proc = run_cli(*args)
     return proc.returncode, json.loads(proc.stdout)

@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .conftest import ROOT, Server, assert_clean_error, run_cli
+from .conftest import ROOT, Server, assert_clean_error, ctrl_c_as_in_a_shell, run_cli
 
 CONTRACT = {"definitions", "config", "server", "requests", "latency_ms", "throughput", "tokens", "goodput", "client"}
 
@@ -120,7 +120,8 @@ def test_interrupted_run_keeps_its_data(sim_factory, tmp_path: Path) -> None:
     out = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "bench", "--base-url", url, "--model", "sim",
                              "--output", str(out), "--concurrency", "4", "--num-requests", "40", "--output-len", "20"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_in_a_shell)
     deadline = time.time() + 60
     while time.time() < deadline:
         lines = (out / "requests.jsonl").read_text().splitlines() if (out / "requests.jsonl").exists() else []

@@ -18,7 +18,7 @@ from kimi_deploy.errors import BadInput
 from kimi_deploy.weights import MANIFEST, REPORT, VERIFY_MARKER, read_index, read_safetensors_header
 
 from .checkpoints import INDEX, make_checkpoint, write_shard
-from .conftest import ROOT, TINY_SPEC, assert_clean_error, free_port, run_cli
+from .conftest import ROOT, TINY_SPEC, assert_clean_error, ctrl_c_as_in_a_shell, free_port, run_cli
 from .hubstub import Faults, Hub, HubServer
 
 SHARD1 = "model-00001-of-00003.safetensors"
@@ -101,7 +101,8 @@ def test_ctrl_c_stops_at_once_and_claims_nothing(ckpt: Path, tmp_path: Path) -> 
     with HubServer(hub) as server:
         env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1")
         proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "download", "--model", hub.repo, "--dir",
-                                 str(dest)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 str(dest)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=ctrl_c_as_in_a_shell)
         deadline = time.monotonic() + 60
         while not any(line.startswith("GET") and ".safetensors" in line for line in hub.log):
             assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
