@@ -268,10 +268,6 @@ def export(model, cfg: dict[str, Any], out_dir: Path) -> None:
         "and demos. It knows a handful of tools and phrases, nothing else.\n")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def ship(src: Path, dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> Path:
     """Copy the checkpoint trained with these inputs (src: the cache entry or a copy of it) to dest as a
     prebuilt one: its files and a manifest of their hashes and of the training inputs."""
@@ -280,11 +276,13 @@ def ship(src: Path, dest: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> Pa
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    files = {}
-    for p in sorted(src.iterdir()):
-        if p.is_file() and not p.name.startswith("."):  # not the verify marker: it describes its own copy
-            shutil.copy2(p, dest / p.name)
-            files[p.name] = _sha256(p)
+    from ..weights import hash_files
+
+    # not the verify marker (a dot file): it describes its own copy
+    kept = [p for p in sorted(src.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    for p in kept:
+        shutil.copy2(p, dest / p.name)
+    files = {p.name: digest for p, digest in sorted(hash_files(kept).items())}
     manifest = {"key": cache_key(seed, steps), "inputs": training_inputs(seed, steps), "files": files}
     (dest / PREBUILT_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return dest
@@ -325,8 +323,12 @@ def prebuilt_problem(src: Path, seed: int = 0, steps: int = DEFAULT_STEPS) -> st
             return f"model.safetensors.index.json is not a checkpoint index ({type(exc).__name__})"
     if missing:
         return f"{PREBUILT_MANIFEST} does not list {missing[0]!r}: not a whole checkpoint"
+    from ..weights import hash_files
+
+    absent = [name for name in files if not (src / name).is_file()]
+    digests = hash_files([src / name for name in files if name not in absent])
     for name, digest in files.items():
-        if not (src / name).is_file() or _sha256(src / name) != digest:
+        if name in absent or digests[src / name] != digest:
             return f"{name} is missing or not the file its manifest describes"
     return None
 
