@@ -15,7 +15,7 @@ import httpx2
 import pytest
 
 from kimi_deploy.compare.adapters import normalize_tool_ids, request_kwargs
-from kimi_deploy.compare.suites import builtin, generate, load
+from kimi_deploy.suites import builtin, generate, load
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, served_models
 from kimi_deploy.errors import BadInput
 

@@ -28,7 +28,7 @@ import pytest
 from kimi_deploy.compare.consistency import disagreements
 from kimi_deploy.compare.run import Outcome
 from kimi_deploy.compare.stream import Assembly
-from kimi_deploy.compare.suites import load
+from kimi_deploy.suites import load
 from kimi_deploy.compare.tokens import openai_order
 from kimi_deploy.errors import BadInput
 

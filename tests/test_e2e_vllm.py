@@ -107,7 +107,7 @@ def test_without_tool_parser_the_markers_stay_in_content(tiny_server_noparser: S
 
 
 def _suite_rows(kinds: tuple[str, ...], n: int) -> list[dict]:
-    from kimi_deploy.compare.suites import load
+    from kimi_deploy.suites import load
 
     return [r for r in load("tool-calls")[1] if r["kind"] in kinds and not r["thinking"]
             and r.get("tool_choice") is None][:n]

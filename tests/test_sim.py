@@ -11,7 +11,7 @@ import jsonschema
 from hypothesis import given, settings, strategies as st
 
 from kimi_deploy.bench.sim import _argument_piece, _arguments, _instance
-from kimi_deploy.compare import suites
+from kimi_deploy import suites
 
 from .conftest import run_cli
 

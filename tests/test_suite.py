@@ -19,7 +19,7 @@ import pytest
 
 from kimi_deploy.compare.run import Outcome
 from kimi_deploy.compare.score import check_expectations, score
-from kimi_deploy.compare.suites import builtin, expectations, load, validate_row
+from kimi_deploy.suites import builtin, expectations, load, validate_row
 from kimi_deploy.errors import BadInput
 
 from .conftest import ROOT, assert_clean_error, run_cli

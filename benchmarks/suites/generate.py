@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kimi_deploy.compare.suitegen import generate
+from kimi_deploy.suites.suitegen import generate
 
 OUT = Path(__file__).resolve().parents[2] / "src" / "kimi_deploy" / "suites"
 

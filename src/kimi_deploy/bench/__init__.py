@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..endpoint import Endpoint, served_models
 from ..errors import BadInput
+from ..outputs import check_output_dir
 from ..stats import percentile
 from . import loadgen
 from .loadgen import RequestInput, RequestOutput, WorkerStats
@@ -260,16 +261,6 @@ def check_config(cfg: BenchConfig) -> None:
             raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
         trace.read_trace(Path(cfg.dataset), cfg.warmup + cfg.num_requests if cfg.num_requests else None)
     check_output_dir(cfg.output, "--output")
-
-
-def check_output_dir(path: Path, flag: str) -> None:
-    """The result directory: created if missing; bad input naming `flag` when it is a file or cannot be made."""
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"{path} exists and is not a directory", flag)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"cannot create {path}: {exc.strerror or exc}", flag) from None
 
 
 def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import httpx2
 from ..endpoint import Endpoint
 from ..errors import BadInput
 from ..jsonl import read_jsonl
+from ..suites import load
 
 _WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
           "quebec romeo sierra tango uniform victor whiskey xray yankee zulu cluster tensor expert kernel "
@@ -140,8 +141,6 @@ def jsonl_bodies(path: Path, n: int, output_len: int | None, seed: int) -> list[
 
 
 def tool_call_bodies(n: int, output_len: int | None) -> list[dict[str, Any]]:
-    from ..compare.suites import load
-
     _, rows = load("tool-calls")
     out = []
     for i in range(n):

@@ -44,7 +44,7 @@ def compare(
 
     if reference and reference_file:
         raise BadInput("give --reference or --reference-file, not both", "--reference-file")
-    from ..bench import check_output_dir
+    from ..outputs import check_output_dir
 
     check_output_dir(output, "--output")  # before any request: a file in the way is bad input, not a crash
     overrides: dict[str, float] = {}

@@ -21,12 +21,13 @@ from rich.progress import Progress
 from ..catalog import get_model
 from ..endpoint import Endpoint, require_model, scrubber, served_root
 from ..errors import BadInput
+from ..outputs import check_output_dir
+from ..suites import load
 from .consistency import KINDS, compare_modes
 from .preflight import preflight
 from .report import print_summary, write_reports
 from .run import Outcome, Side, Store, collect, request_key
 from .score import DEFAULT_F1, EXPECTATION_REGRESSION_RATE, score
-from .suites import load
 from .tokens import DEFAULT_DRIFT, accounting, drift_checks, find_tokenizer
 from .tokens import findings as token_findings
 
@@ -100,8 +101,6 @@ def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -
 
 def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     import math
-
-    from ..bench import check_output_dir
 
     for name, value in (("--request-timeout", cfg.request_timeout_s), ("--stall-timeout", cfg.stall_timeout_s),
                         ("--rate", cfg.rate), ("--temperature", cfg.temperature)):

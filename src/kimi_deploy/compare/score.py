@@ -9,7 +9,7 @@
   answers with finish_reason "tool_calls";
 - expectations, per endpoint: what each row's `expected` says a correct answer must contain (tool call or
   none, the multiset or sequence of tool names, the number of calls, argument values fixed by the prompt,
-  minimum lengths; compare/suites.py), checked on both sides; a row the reference gets right and the local
+  minimum lengths; suites/__init__.py), checked on both sides; a row the reference gets right and the local
   deployment gets wrong (or fails) is an expectation regression, the check that fails a deployment whose
   parser or template mangles what the model meant (bound: at most 5 % of the rows);
 - leaked_special_tokens_local: local answers with Kimi's markers in content or reasoning, unless the
@@ -30,8 +30,8 @@ from typing import Any
 import jsonschema
 
 from ..stats import percentile
+from ..suites import expectations
 from .run import Outcome
-from .suites import expectations
 
 LEAK = re.compile(r"<\|[a-z_]+\|>|</?think>")
 DEFAULT_F1 = {"instruct": 0.80, "thinking": 0.73}  # K2VV thresholds (K2-Instruct-0905 / K2-Thinking)

@@ -9,7 +9,7 @@ nested object/array/enum schemas with required and optional fields, string argum
 characters passed verbatim, non-ASCII arguments, several calls in one turn (one tool or several),
 conversations that carry tool calls and their results, `tool_choice` auto / required / none / named, and
 thinking on and off. Every row states in `expected` what a correct answer must contain where the prompt
-fixes it (see compare/suites.py for the fields, compare/score.py for how they are checked).
+fixes it (see suites/__init__.py for the fields, compare/score.py for how they are checked).
 
 `tool-calls-flat` is the first suite's 48 flat single-call rows alone: a quick suite (the first
 suite's shape), for smoke runs and tests that need no more."""

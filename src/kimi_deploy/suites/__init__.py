@@ -1,7 +1,9 @@
-"""Comparison suites: JSONL files of chat-completion requests (one per line), the built-in ones shipped
-inside the package (kimi_deploy/suites/, read with importlib.resources so an installed wheel has them,
-written by compare/suitegen.py through benchmarks/suites/generate.py). Every row is checked when a suite
-is loaded, so a hand-written suite fails with the line and field at fault instead of in the middle of a run.
+"""Request suites: JSONL files of chat-completion requests (one per line) that `compare` scores and
+`bench --workload tool-calls` sends. The built-in ones are this package's data files (read with
+importlib.resources so an installed wheel has them, written by suitegen.py through
+benchmarks/suites/generate.py). This package imports neither bench nor compare: both import it. Every row
+is checked when a suite is loaded, so a hand-written suite fails with the line and field at fault instead
+of in the middle of a run.
 
 A row: {"id", "messages", "tools"?, "tool_choice"?, "thinking"?, "max_tokens"?, "expected"?, "suite"?,
 "kind"?}. `messages`, `tools` and `tool_choice` are OpenAI chat-completion fields (assistant `tool_calls`
@@ -42,7 +44,7 @@ __all__ = ["SUITES", "builtin", "expectations", "generate", "load", "validate_ro
 
 def builtin(name: str) -> Traversable:
     """A built-in suite file inside the installed package."""
-    return resources.files("kimi_deploy") / "suites" / f"{name}.jsonl"
+    return resources.files(__name__) / f"{name}.jsonl"
 
 
 def load(name_or_path: str) -> tuple[str, list[dict[str, Any]]]:
