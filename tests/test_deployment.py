@@ -11,7 +11,8 @@ import yaml
 
 from kimi_deploy import deployment, serving_flags
 from kimi_deploy.deployment import resolve
-from kimi_deploy.engines import render
+from kimi_deploy.engines.profiles import PROFILES
+from kimi_deploy.engines.render import render
 from kimi_deploy.errors import BadInput
 from kimi_deploy.k8s import manifests
 from kimi_deploy.launch import node_command, preflight, resolve_node
@@ -38,7 +39,9 @@ def test_every_serving_field_has_one_home() -> None:
     assert not table & serving_flags.HANDLED_ELSEWHERE
     assert set(Serving.model_fields) == table | serving_flags.HANDLED_ELSEWHERE
     for row in serving_flags.SERVING_FLAGS:
-        assert row.vllm or row.sglang, row.field
+        assert any(row.field in p.flags for p in PROFILES.values()), row.field
+    for p in PROFILES.values():
+        assert set(p.flags) <= table, p.name  # a profile flag for a field the spec does not have is dead
 
 
 @pytest.mark.parametrize("path, flag", [(VLLM_TP16, "--max-num-seqs"), (SGLANG_TP16, "--max-running-requests")])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kimi_deploy.deployment import resolve
-from kimi_deploy.engines import render
+from kimi_deploy.engines.render import render
 from kimi_deploy.engines.check import check_argv, check_nodes
 from kimi_deploy.errors import BadInput
 from kimi_deploy.spec import load_spec, parse_spec

@@ -27,7 +27,7 @@ import yaml
 
 from kimi_deploy.cli import app
 from kimi_deploy.deployment import resolve
-from kimi_deploy.engines import render
+from kimi_deploy.engines.render import render
 from kimi_deploy.engines.check import check_argv
 from kimi_deploy.k8s import STOCK_IMAGES
 from kimi_deploy.spec import parse_spec

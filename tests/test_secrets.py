@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from kimi_deploy.deployment import resolve
-from kimi_deploy.engines import render
+from kimi_deploy.engines.render import render
 from kimi_deploy.launch import materialize, write_startup_files
 from kimi_deploy.spec import load_spec, parse_spec
 

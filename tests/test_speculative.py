@@ -17,11 +17,12 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from kimi_deploy import drafts, serving_flags, startup
+from kimi_deploy import drafts, startup
 from kimi_deploy.architecture import Inventory
 from kimi_deploy.deployment import resolve
-from kimi_deploy.engines import render
+from kimi_deploy.engines.render import render
 from kimi_deploy.engines.check import check_nodes
+from kimi_deploy.engines.profiles import PROFILES
 from kimi_deploy.engines.versions import Feature
 from kimi_deploy.k8s import manifests
 from kimi_deploy.spec import parse_spec
@@ -84,12 +85,12 @@ def test_bad_speculative_and_multimodal_settings(tmp_path: Path, base: dict, cha
     assert_clean_error(run_cli("plan", path), *needles)
 
 
-def test_every_feature_name_in_the_flag_table_exists() -> None:
-    """serving_flags names features by string (it cannot import the engines package): each must be real."""
-    for row in serving_flags.SERVING_FLAGS:
-        for flag in (row.vllm, row.sglang):
-            for name in (flag.features or {}).values() if flag else ():
-                assert Feature[name]
+def test_every_flag_feature_is_gated_by_its_engine() -> None:
+    """A feature a profile's flag relies on has a minimum release in that profile's gates."""
+    for profile in PROFILES.values():
+        for flag in profile.flags.values():
+            for feature in (flag.features or {}).values():
+                assert isinstance(feature, Feature) and feature in profile.gates, (profile.name, flag.name)
 
 
 # --- rendered flags and the real parsers -----------------------------------------------------------
@@ -292,8 +293,7 @@ def test_too_old_engines_are_refused_with_the_source(tmp_path: Path, base: dict,
 
 
 def test_every_gate_names_a_source() -> None:
-    from kimi_deploy.engines import sglang, vllm
-    for gates in (vllm.GATES, sglang.GATES):
+    for gates in (p.gates for p in PROFILES.values()):
         for feature, gate in gates.items():
             assert gate.source and gate.minimum[0].isdigit(), feature
     for d in drafts.DRAFTS.values():

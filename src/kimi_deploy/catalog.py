@@ -324,7 +324,7 @@ class GPU:
     nvlink_domain: int  # GPUs in one NVLink / Infinity Fabric domain (per node unless NVL rack)
     vendor: str
     source: str
-    # Microarchitecture, which decides the weight kernels an engine picks (quant_support.py): ampere, ada,
+    # Microarchitecture, which decides the weight kernels an engine picks (engines/profiles/): ampere, ada,
     # hopper, blackwell (SM100/SM103), cdna3 (gfx942), cdna4 (gfx950), cpu.
     arch: str = "hopper"
     # GPUs a node physically holds when that is fixed (a GB200/GB300 compute tray: 4); None for HGX/OAM

@@ -21,7 +21,8 @@ from .catalog import ModelEntry, get_gpu, get_model
 from .drafts import Draft, DraftArch, get_draft
 from .serving_flags import plan_fields, resolve_values
 from .errors import BadInput
-from .plan import Plan, PlanInput, Topology, plan
+from .engines.profiles import PROFILES, EngineProfile, get_profile
+from .plan import Plan, PlanInput, Topology, dp_ep_topology, plan
 from .spec import ModelRef, Spec, ParallelFields, looks_like_path
 
 GroupName = Literal["serve", "prefill", "decode"]
@@ -96,7 +97,8 @@ DRAFT_SUBDIR = "draft"
 class Deployment:
     spec: Spec
     name: str
-    engine: Literal["vllm", "sglang"]
+    engine: str
+    profile: EngineProfile
     engine_version: str | None
     model: str  # catalog id, or the local checkpoint path
     entry: ModelEntry | None
@@ -172,7 +174,8 @@ def check_max_model_len(value: int | None, entry: ModelEntry | None, arch: Archi
         raise BadInput(f"{value:,} is beyond the model's context length {limit:,} ({source})", field)
 
 
-def _topology(spec: Spec, arch: Architecture, fields: ParallelFields, nodes: int, mode: str) -> Topology:
+def _topology(spec: Spec, profile: EngineProfile, arch: Architecture, fields: ParallelFields, nodes: int,
+              mode: str) -> Topology:
     """Fill in the topology from its mode; explicit numbers always win."""
     gpn = spec.hardware.gpus_per_node
     gpus = gpn * nodes
@@ -185,8 +188,7 @@ def _topology(spec: Spec, arch: Architecture, fields: ParallelFields, nodes: int
     elif mode == "tp-pp":
         base = Topology(tp=gpn, pp=nodes)
     else:  # dp-ep
-        base = (Topology(tp=1, dp=gpus, expert_parallel=True) if spec.engine.name == "vllm"
-                else Topology(tp=gpus, dp=gpus, dp_attention=True, expert_parallel=True))
+        base = dp_ep_topology(profile, gpus)
     pick = lambda given, default: default if given is None else given  # noqa: E731
     return Topology(tp=pick(fields.tp, base.tp), pp=pick(fields.pp, base.pp), dp=pick(fields.dp, base.dp),
                     expert_parallel=pick(fields.expert_parallel, base.expert_parallel),
@@ -245,7 +247,7 @@ def _parsers(spec: Spec, entry: ModelEntry | None) -> tuple[bool, str | None, st
     return thinking, tool, reasoning
 
 
-def resolve_speculative(spec: Spec) -> SpecDecode | None:
+def resolve_speculative(spec: Spec, profile: EngineProfile) -> SpecDecode | None:
     """The draft: a published one from the cited table (drafts.py), or a local directory read from its
     own config.json. An unknown Hub repo is refused: its size cannot be planned without its config."""
     sp = spec.speculative
@@ -265,9 +267,11 @@ def resolve_speculative(spec: Spec) -> SpecDecode | None:
         arch = entry.arch
         staged = os.path.join(spec.weights.dir, DRAFT_SUBDIR) if spec.weights.dir else None
         path = staged or entry.repo
-    if spec.engine.name == "vllm" and (sp.eagle_topk not in (None, 1) or sp.num_draft_tokens is not None):
-        raise BadInput("vLLM drafts a chain of num_speculative_tokens (no tree): eagle_topk and num_draft_tokens "
-                       "are SGLang settings", "speculative.eagle_topk" if sp.eagle_topk else "speculative.num_draft_tokens")
+    if not profile.topology.speculative_tree and (sp.eagle_topk not in (None, 1) or sp.num_draft_tokens is not None):
+        trees = " or ".join(p.display for p in PROFILES.values() if p.topology.speculative_tree)
+        raise BadInput(f"{profile.display} drafts a chain of num_speculative_tokens (no tree): eagle_topk and "
+                       f"num_draft_tokens are {trees} settings; leave them unset",
+                       "speculative.eagle_topk" if sp.eagle_topk else "speculative.num_draft_tokens")
     topk = sp.eagle_topk or 1
     tokens = sp.num_draft_tokens or sp.num_speculative_tokens + 1
     if topk > 1 and tokens > topk * sp.num_speculative_tokens + 1:
@@ -296,20 +300,22 @@ def resolve(spec: Spec) -> Deployment:
     the engine cannot express (the planner's rules)."""
     name, arch, entry = resolve_model(spec.model)
     engine = spec.engine.name
+    profile = get_profile(engine)
     check_max_model_len(spec.serving.max_model_len, entry, arch, "serving.max_model_len")
     defaults = {"max_model_len": context_length(entry, arch)}
-    serving = resolve_values(spec.serving, engine, defaults)
+    serving = resolve_values(spec.serving, profile, defaults)
     _check_multimodal(spec, arch, name)
-    spec_decode = resolve_speculative(spec)
+    spec_decode = resolve_speculative(spec, profile)
     gpu = get_gpu(spec.hardware.gpu)
     t = spec.topology
 
     def group(gname: GroupName, fields: ParallelFields, nodes: int, first_rank: int, port: int, mode: str,
               extra: tuple[str, ...]) -> Group:
-        topo = _topology(spec, arch, fields, nodes, mode)
+        topo = _topology(spec, profile, arch, fields, nodes, mode)
         inp = PlanInput(model=name, arch=arch, engine=engine, gpu=gpu, gpus_per_node=spec.hardware.gpus_per_node,
                         nodes=nodes, topology=topo, draft=spec_decode.arch if spec_decode else None,
-                        **plan_fields(engine, serving))
+                        draft_tokens=spec_decode.num_draft_tokens if spec_decode else 0,
+                        engine_version=spec.engine.version, **plan_fields(profile, serving))
         deepep = bool(fields.all2all and fields.all2all.startswith("deepep"))
         return Group(name=gname, nodes=nodes, first_rank=first_rank, port=port, head_var=HEAD_VARS[gname],
                      topology=topo, all2all=fields.all2all, eplb_redundant_experts=fields.eplb_redundant_experts,
@@ -331,18 +337,16 @@ def resolve(spec: Spec) -> Deployment:
                                 extra + tuple(g.extra_args)))
             first += g.nodes
         router = Router(rank=first, port=t.pd.router_port)
-    if spec_decode is not None and engine == "vllm" and any(g.topology.pp > 1 for g in groups):
-        # "eagle3 is a separate-draft-model method, which doesn't compose with pipeline parallelism yet
-        # (vllm-project/vllm#50098)" (vllm-project/recipes models/moonshotai/Kimi-K2.7-Code.yaml).
-        raise BadInput("vLLM cannot combine an EAGLE3 draft with pipeline parallelism (vllm-project/vllm#50098); "
-                       "use tp, dp or tp-ep without pp", "speculative")
+    no_pp = profile.topology.speculative_with_pp
+    if spec_decode is not None and no_pp and any(g.topology.pp > 1 for g in groups):
+        raise BadInput(f"{no_pp}; use tp, dp or tp-ep without pp", "speculative")
     for g in groups:
         if g.port > 65535:
             raise BadInput(f"{spec.serving.port} leaves no room for the {g.name} side's port "
                            f"(serving.port + {PD_PORT_OFFSET[g.name]}); allowed: up to 65533", "serving.port")
     thinking, tool, reasoning = _parsers(spec, entry)
     return Deployment(
-        spec=spec, name=spec.name, engine=engine, engine_version=spec.engine.version, model=name, entry=entry,
+        spec=spec, name=spec.name, engine=engine, profile=profile, engine_version=spec.engine.version, model=name, entry=entry,
         arch=arch, model_path=_model_path(spec, entry, name),
         served_model_name=spec.serving.served_model_name or (entry.id if entry else spec.name),
         thinking=thinking, tool_parser=tool, reasoning_parser=reasoning, serving=MappingProxyType(serving),

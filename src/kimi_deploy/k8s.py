@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .deployment import Deployment, Group, resolve
-from .engines import RenderedNode, render
+from .engines.render import RenderedNode, render
 from .errors import BadInput
 from .spec import Spec, load_spec
 from .startup import startup_budget
@@ -196,9 +196,9 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
         container["volumeMounts"].append({"name": "weights", "mountPath": spec.weights.dir})
     if port is not None:
         container["ports"] = [{"name": "http", "containerPort": port}]
-        # Until the weights are loaded vLLM refuses connections and SGLang answers 503: the startup probe
-        # waits out the whole load; SGLang's /health runs a 1-token generation (20 s timeout).
-        timeout = 25 if dep.engine == "sglang" else 5
+        # Until the weights are loaded the engine refuses connections or answers 503: the startup probe
+        # waits out the whole load; each call may take the engine's own /health time.
+        timeout = dep.profile.readiness_probe_timeout_s
         starting = math.ceil((budget if gpus else 600) / PROBE_PERIOD_S)
         container["startupProbe"] = _probe("/health", port, PROBE_PERIOD_S, starting, timeout)
         container["livenessProbe"] = _probe("/health", port, 30, 6, timeout)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .deployment import Deployment
-from .engines import RenderedNode, render
+from .engines.render import RenderedNode, render
 from .engines.base import REF
 from .errors import BadInput, OperationFailed
 from .weights import check_marker, read_index

@@ -22,53 +22,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from .architecture import Architecture, Inventory, WeightFormat, expert_tensors
 from .quant_formats import INT4_K2_IGNORE, Quantization
-from .quant_support import FALLBACK, KernelPath, weight_kernel
 from .catalog import GPU, GiB, get_model
 from .drafts import DraftArch
+from .engines.profiles import EngineProfile, get_profile, others
+from .engines.profiles.base import (FALLBACK, FP8_DS_MLA, FP8_DS_MLA_BYTES_PER_TOKEN_LAYER, KV_DTYPES, KernelPath,
+                                    Overhead, OverheadInput, Settings, kv_value_bytes)
 from .errors import BadInput
-
-Engine = Literal["vllm", "sglang"]
-ENGINES: tuple[str, ...] = ("vllm", "sglang")
-
-# Bytes per cached value for each --kv-cache-dtype (the choices of vllm/config/cache.py CacheDType and of
-# sglang python/sglang/srt/server_args.py).
-KV_DTYPE_BYTES: dict[str, float] = {
-    "auto": 2, "bfloat16": 2, "bf16": 2, "float16": 2,
-    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
-}
-# vLLM's fp8_ds_mla layout: 512 fp8 latent + 4 fp32 scales + 64 bf16 rope = 656 bytes per token-layer
-# (vllm FlashMLA sparse/fp8 cache format, as in vllm #51041's discussion).
-FP8_DS_MLA_BYTES_PER_TOKEN_LAYER = 656
-
-# vLLM allocates MLA KV in blocks of 64 tokens on FlashMLA: the K2-Thinking TP8 log reports 715,072
-# tokens for 46.80 GiB, i.e. floor(46.80 GiB / 70,272 B / 64) * 64 (vllm-project/recipes Kimi-K2-Think.md).
-VLLM_MLA_BLOCK_TOKENS = 64
-
-# --- runtime overhead model (documented, calibrated; benchmarks/planner_accuracy.py checks it) ---------
-# Activation peak of vLLM's profiling run, per token of max_num_batched_tokens: about a dozen hidden-size
-# bf16 buffers live at once (residual, normed input, attention in/out, MLP in/out, all-reduce staging).
-ACT_HIDDEN_BUFFERS = 12
-# Sampler profiling: max_num_seqs rows of full-vocab fp32 logits plus the same again for probabilities
-# (vLLM gathers logits to the full vocabulary on every rank before sampling).
-SAMPLER_FP32_COPIES = 2
-# Memory outside PyTorch's allocator: CUDA graphs, NCCL and custom all-reduce buffers, cuBLAS workspaces.
-# Calibrated against the two public DeepSeek-V3-architecture logs on 8xH200 (non_torch 7.16 GiB on
-# vLLM V0 for DeepSeek-R1; about 4.9 GiB implied by the K2-Thinking TP8 recipe log); 0.5 GiB on one GPU
-# (single-GPU vLLM logs show non_torch 0.1-0.7 GiB).
-NON_TORCH_MULTI_GPU = 4.5 * GiB
-NON_TORCH_SINGLE_GPU = 0.5 * GiB
-
-# Defaults when the spec does not set them.
-VLLM_DEFAULT_GPU_UTIL = 0.92  # vLLM default since vllm-project/vllm#38284 (vllm/config/cache.py)
-SGLANG_DEFAULT_MEM_FRACTION = 0.85  # K2 deploy_guidance PD example uses 0.85 (K2R docs/deploy_guidance.md)
-# API-server defaults on 70-160 GiB GPUs other than A100 (vllm/engine/arg_utils.py get_batch_defaults;
-# vLLM 0.32 uses 16384 batched tokens from 160 GiB, e.g. B200).
-VLLM_DEFAULT_BATCHED_TOKENS = 8192
-VLLM_DEFAULT_MAX_SEQS = 1024
 
 
 @dataclass(frozen=True)
@@ -95,24 +58,35 @@ class PlanInput:
     topology: Topology
     max_model_len: int
     kv_cache_dtype: str = "auto"
-    gpu_memory_utilization: float | None = None  # vLLM; SGLang's mem_fraction_static
-    max_num_batched_tokens: int = VLLM_DEFAULT_BATCHED_TOKENS
-    max_num_seqs: int = VLLM_DEFAULT_MAX_SEQS
+    # None: the engine's default for its release (engines/profiles/).
+    gpu_memory_utilization: float | None = None  # vLLM's; SGLang's mem_fraction_static
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
     # The vision tower is not built (vLLM/SGLang --language-model-only): its bytes stay off the GPUs.
     language_model_only: bool = False
     # An EAGLE3 draft: its weights (split like the target's, on the last PP stage, where the lm_head and
     # the hidden states it drafts from are) and its KV cache, allocated per token alongside the target's.
     draft: DraftArch | None = None
+    draft_tokens: int = 0  # tokens the draft proposes per step (its CUDA graphs and sampler grow with them)
+    engine_version: str | None = None  # the pinned release, whose defaults apply; None: the newest
 
     @property
     def gpus(self) -> int:
         return self.gpus_per_node * self.nodes
 
     @property
+    def profile(self) -> EngineProfile:
+        return get_profile(self.engine)
+
+    @property
+    def settings(self) -> Settings:
+        return self.profile.settings(version=self.engine_version, gpu_memory_gib=self.gpu.memory_gib,
+                                     tp=self.topology.tp, memory_fraction=self.gpu_memory_utilization,
+                                     max_num_batched_tokens=self.max_num_batched_tokens, max_num_seqs=self.max_num_seqs)
+
+    @property
     def memory_fraction(self) -> float:
-        if self.gpu_memory_utilization is not None:
-            return self.gpu_memory_utilization
-        return VLLM_DEFAULT_GPU_UTIL if self.engine == "vllm" else SGLANG_DEFAULT_MEM_FRACTION
+        return self.settings.memory_fraction
 
 
 @dataclass
@@ -163,25 +137,40 @@ class Plan:
 # --- topology checks -------------------------------------------------------------------------------
 
 def attention_tp(inp: PlanInput) -> int:
+    """The TP size attention runs at: the whole TP group, or TP/DP with DP attention."""
     t = inp.topology
-    if inp.engine == "sglang" and t.dp_attention:
-        return t.tp // t.dp
-    return t.tp
+    return t.tp // t.dp if t.dp_attention else t.tp
 
 
-def world_size(engine: str, t: Topology) -> int:
-    """GPUs the topology uses. vLLM: TP x PP x DP. SGLang: TP x PP, times DP only without DP attention
-    (SGLang's DP-attention guide, docs.sglang.io/docs/advanced_features/dp_dpa_smg_guide)."""
-    if engine == "sglang" and t.dp_attention:
-        return t.tp * t.pp
-    return t.tp * t.pp * t.dp
+def world_size(t: Topology) -> int:
+    """GPUs the topology uses: TP x PP x DP, or TP x PP when DP splits attention inside the TP group."""
+    return t.tp * t.pp if t.dp_attention else t.tp * t.pp * t.dp
+
+
+def engine_instances(t: Topology) -> int:
+    """Engine instances, each with its own KV cache: one per DP rank, one in all with DP attention."""
+    return 1 if t.dp_attention else t.dp
+
+
+def expert_parallel_world(inp: PlanInput) -> int:
+    """Ranks the routed experts are spread over (1 without expert parallelism)."""
+    t = inp.topology
+    if not t.expert_parallel:
+        return 1
+    return t.tp * t.dp if inp.profile.topology.expert_parallel_spans_dp else t.tp
+
+
+def dp_ep_topology(profile: EngineProfile, gpus: int) -> Topology:
+    """The engine's DP+EP layout on `gpus` GPUs."""
+    tp, dp, dp_attention = profile.topology.dp_ep(gpus)
+    return Topology(tp=tp, dp=dp, dp_attention=dp_attention, expert_parallel=True)
 
 
 def check_topology(inp: PlanInput) -> None:
     """Raise BadInput for a topology the engine cannot express for this model."""
     t, a = inp.topology, inp.arch
-    if inp.engine not in ENGINES:
-        raise BadInput(f"unknown engine {inp.engine!r}; known: {', '.join(ENGINES)}", "engine.name")
+    profile = inp.profile  # an unknown engine is bad input here
+    rules = profile.topology
     for name, v in (("tp", t.tp), ("pp", t.pp), ("dp", t.dp), ("dcp", t.dcp)):
         if v < 1:
             raise BadInput(f"must be >= 1, got {v}", f"topology.{name}")
@@ -197,21 +186,22 @@ def check_topology(inp: PlanInput) -> None:
         raise BadInput(f"must be >= 1, got {inp.max_model_len}", "serving.max_model_len")
     if not 0 < inp.memory_fraction <= 1:
         raise BadInput(f"must be in (0, 1], got {inp.memory_fraction}", "serving.gpu_memory_utilization")
-    ws = world_size(inp.engine, t)
+    if t.dp_attention and not rules.dp_attention:
+        raise BadInput(rules.dp_attention_hint or f"{profile.display} has no DP attention", "topology.dp_attention")
+    if t.dcp > 1 and not rules.decode_context_parallel:
+        takers = [p.display for p in others(profile.name) if p.topology.decode_context_parallel]
+        raise BadInput(f"{profile.display} has no decode context parallel (dcp)"
+                       + (f"; {', '.join(takers)} has" if takers else ""), "topology.dcp")
+    ws = world_size(t)
     if ws != inp.gpus:
-        formula = "tp*pp" if inp.engine == "sglang" and t.dp_attention else "tp*pp*dp"
+        formula = "tp*pp" if t.dp_attention else "tp*pp*dp"
         raise BadInput(
             f"{formula} = {ws} GPUs but the hardware has {inp.nodes} node(s) x {inp.gpus_per_node} = "
             f"{inp.gpus} GPUs", "topology")
     if t.expert_parallel and not a.is_moe:
         raise BadInput("expert parallelism needs a MoE model (n_routed_experts = 0)", "topology.expert_parallel")
-    if inp.engine == "sglang" and t.dp_attention and t.tp % t.dp:
+    if t.dp_attention and t.tp % t.dp:
         raise BadInput(f"with dp_attention, tp ({t.tp}) must be a multiple of dp ({t.dp})", "topology.dp")
-    if inp.engine == "sglang" and t.dcp > 1:
-        raise BadInput("decode context parallel (dcp) is a vLLM feature", "topology.dcp")
-    if inp.engine == "vllm" and t.dp_attention:
-        raise BadInput("dp_attention is SGLang's flag; vLLM gets the same effect with dp + expert_parallel",
-                       "topology.dp_attention")
     atp = attention_tp(inp)
     if a.num_attention_heads % atp:
         raise BadInput(
@@ -223,9 +213,9 @@ def check_topology(inp: PlanInput) -> None:
         raise BadInput(f"pp ({t.pp}) exceeds the {a.num_hidden_layers} layers", "topology.pp")
     if a.vocab_size % t.tp:
         raise BadInput(f"tp ({t.tp}) does not divide vocab_size {a.vocab_size}", "topology.tp")
-    if inp.kv_cache_dtype not in KV_DTYPE_BYTES and inp.kv_cache_dtype != "fp8_ds_mla":
-        raise BadInput(f"unknown kv_cache_dtype {inp.kv_cache_dtype!r}; allowed: "
-                       f"{', '.join([*KV_DTYPE_BYTES, 'fp8_ds_mla'])}", "serving.kv_cache_dtype")
+    if inp.kv_cache_dtype not in KV_DTYPES:
+        raise BadInput(f"unknown kv_cache_dtype {inp.kv_cache_dtype!r}; allowed: {', '.join(KV_DTYPES)}",
+                       "serving.kv_cache_dtype")
 
 
 def _split_dims(arch: Architecture, inp: PlanInput, expert_ways: int) -> list[tuple[str, int, int, str, str]]:
@@ -268,13 +258,11 @@ def quantization_problems(inp: PlanInput, kernel: KernelPath | None = None) -> l
     arch, t = inp.arch, inp.topology
     q = arch.quantization
     out: list[str] = []
-    kernel = kernel or weight_kernel(inp.engine, inp.gpu.arch, q)
+    kernel = kernel or inp.profile.kernels(inp.gpu.arch, q)
     if kernel.refused:
         out.append(f"{q.format.value} weights cannot run on {inp.gpu.name} ({inp.gpu.arch}) with {inp.engine}: "
                    f"{kernel.detail}")
-    expert_ways = 1 if (t.expert_parallel and inp.engine == "vllm") else t.tp
-    if inp.engine == "sglang" and t.expert_parallel:
-        expert_ways = 1  # SGLang with --ep-size = tp keeps experts whole
+    expert_ways = 1 if t.expert_parallel else t.tp  # expert parallelism keeps each expert whole
     for what, size, ways, module, axis in _split_dims(arch, inp, expert_ways):
         if not q.quantizes(module):
             continue
@@ -302,8 +290,7 @@ def interconnect(inp: PlanInput) -> dict[str, Any]:
     trays stay on NVLink (REC Kimi-K2.5.yaml pd_cluster on GB200 sets NCCL_MNNVL_ENABLE=1)."""
     g, t = inp.gpu, inp.topology
     domain = g.nvlink_domain if g.rack_scale else min(g.nvlink_domain, inp.gpus_per_node)
-    sglang = inp.engine == "sglang"
-    ep_world = (t.tp if sglang else t.tp * t.dp) if t.expert_parallel else 0
+    ep_world = expert_parallel_world(inp)
     info: dict[str, Any] = {
         "nvlink_domain_gpus": domain,
         "gpus_per_node": inp.gpus_per_node,
@@ -346,10 +333,10 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
     stages = pp_layer_ranges(arch.num_hidden_layers, t.pp)
     stage_of = {layer: s for s, r in enumerate(stages) for layer in r}
     atp = attention_tp(inp)
-    sglang = inp.engine == "sglang"
-    ep_world = t.tp * t.dp if (t.expert_parallel and not sglang) else (t.tp if (sglang and t.expert_parallel) else 1)
+    ep_world = expert_parallel_world(inp)
+    ep_spans_dp = inp.profile.topology.expert_parallel_spans_dp
     expert_unit = sum(t.nbytes for t in expert_tensors(arch)) if arch.is_moe else 0
-    n_dp = 1 if (sglang and t.dp_attention) else t.dp
+    n_dp = engine_instances(t)
     result: list[int] = []
     worst: dict[str, int] = {}
     for dp_rank in range(n_dp):
@@ -369,15 +356,12 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
                     if kind in ("attn_replicated", "router", "final_norm", "vision"):
                         b = nbytes
                     elif kind == "embed":
-                        b = nbytes if (sglang and t.dp_attention) else nbytes // t.tp
+                        b = nbytes if t.dp_attention else nbytes // t.tp
                     elif kind == "attn_sharded":
                         b = nbytes // atp
                     elif kind == "routed_experts" and ep_world > 1:
                         n = arch.n_routed_experts
-                        if sglang:
-                            rank = tp_rank
-                        else:
-                            rank = dp_rank * t.tp + tp_rank
+                        rank = dp_rank * t.tp + tp_rank if ep_spans_dp else tp_rank
                         local = n // ep_world + (1 if rank < n % ep_world else 0)
                         b = local * expert_unit
                     else:  # lm_head, dense_mlp, shared_experts, routed experts without EP
@@ -395,15 +379,16 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
 # --- KV cache and overhead -------------------------------------------------------------------------
 
 def kv_bytes_per_token_layer(arch: Architecture, kv_dtype: str) -> int:
-    if kv_dtype == "fp8_ds_mla":
+    if kv_dtype == FP8_DS_MLA:
         return FP8_DS_MLA_BYTES_PER_TOKEN_LAYER
-    return int(arch.kv_latent_dim * KV_DTYPE_BYTES[kv_dtype])
+    return int(arch.kv_latent_dim * kv_value_bytes(kv_dtype))
 
 
 def draft_bytes_per_gpu(inp: PlanInput) -> int:
-    """The draft's weights on one GPU of the last stage (SGLang always uses the target's embeddings)."""
+    """The draft's weights on one GPU of the last stage."""
     assert inp.draft is not None
-    return inp.draft.bytes_per_gpu(inp.topology.tp, attention_tp(inp), target_embeddings=inp.engine == "sglang")
+    return inp.draft.bytes_per_gpu(inp.topology.tp, attention_tp(inp),
+                                   target_embeddings=inp.profile.topology.draft_uses_target_embeddings)
 
 
 def draft_kv_bytes_per_token(inp: PlanInput) -> int:
@@ -411,28 +396,19 @@ def draft_kv_bytes_per_token(inp: PlanInput) -> int:
     layers from the same KV cache config as the target's, vllm/v1/spec_decode/eagle.py)."""
     if inp.draft is None:
         return 0
-    per_value = 1.0 if inp.kv_cache_dtype == "fp8_ds_mla" else KV_DTYPE_BYTES[inp.kv_cache_dtype]
-    return inp.draft.kv_bytes_per_token(per_value, attention_tp(inp))
+    return inp.draft.kv_bytes_per_token(kv_value_bytes(inp.kv_cache_dtype), attention_tp(inp))
 
 
-def overhead(inp: PlanInput) -> dict[str, int]:
-    """Per-GPU memory the engine needs besides weights and KV cache (see the constants above)."""
-    arch = inp.arch
-    if inp.engine == "sglang":
-        # SGLang's mem_fraction_static already leaves (1 - fraction) for activations and CUDA graphs:
-        # the KV pool is fraction * memory - weights (sglang python/sglang/srt/mem_cache/kv_cache_configurator.py
-        # _profile_available_bytes), so nothing more is subtracted.
-        return {"reserved_outside_fraction": int(inp.gpu.memory_bytes * (1 - inp.memory_fraction))}
-    tokens = inp.max_num_batched_tokens
-    moe_inter = arch.moe_intermediate_size // (1 if inp.topology.expert_parallel else inp.topology.tp)
-    act = tokens * arch.hidden_size * 2 * ACT_HIDDEN_BUFFERS
-    moe = tokens * arch.num_experts_per_tok * (2 * moe_inter + arch.hidden_size) * 2 if arch.is_moe else 0
-    sampler = inp.max_num_seqs * arch.vocab_size * 4 * SAMPLER_FP32_COPIES
-    multi = inp.gpus > 1
-    non_torch = NON_TORCH_MULTI_GPU if multi else NON_TORCH_SINGLE_GPU
-    if inp.gpu.vendor == "cpu":
-        non_torch = 0
-    return {"activations": act, "moe_workspace": moe, "sampler": sampler, "non_torch": int(non_torch)}
+def overhead(inp: PlanInput) -> Overhead:
+    """Per-GPU memory the engine needs besides weights and KV cache, by its profile's model."""
+    a, t = inp.arch, inp.topology
+    return inp.profile.overhead(OverheadInput(
+        settings=inp.settings, gpu_memory_bytes=inp.gpu.memory_bytes, on_cpu=inp.gpu.vendor == "cpu",
+        gpus=inp.gpus, tp=t.tp, attention_tp=attention_tp(inp), expert_parallel=t.expert_parallel,
+        dp_attention=t.dp_attention, hidden_size=a.hidden_size, vocab_size=a.vocab_size,
+        num_layers=a.num_hidden_layers, num_experts_per_tok=a.num_experts_per_tok if a.is_moe else 0,
+        moe_intermediate_size=a.moe_intermediate_size if a.is_moe else 0,
+        speculative_tokens=inp.draft_tokens if inp.draft is not None else 0))
 
 
 # --- the planner -----------------------------------------------------------------------------------
@@ -443,46 +419,56 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     check_topology(inp)
     arch, t = inp.arch, inp.topology
     inv = Inventory.of(arch)
-    kernel = weight_kernel(inp.engine, inp.gpu.arch, arch.quantization)
+    profile, settings = inp.profile, inp.settings
+    kernel = profile.kernels(inp.gpu.arch, arch.quantization)
     problems = quantization_problems(inp, kernel)
     per_gpu, worst_kinds = per_gpu_weights(inp, inv)
     weight_max = max(per_gpu)
     ovh = overhead(inp)
-    ovh_bytes = sum(ovh.values())
+    inside, outside = sum(ovh.inside_budget.values()), sum(ovh.outside_budget.values())
     mem = inp.gpu.memory_bytes
-    budget = int(mem * inp.memory_fraction) if inp.engine == "vllm" else mem
+    # The engine's memory fraction holds the weights, the KV cache and the `inside_budget` terms.
+    budget = int(mem * settings.memory_fraction)
     per_layer_tok = kv_bytes_per_token_layer(arch, inp.kv_cache_dtype)
     stages = pp_layer_ranges(arch.num_hidden_layers, t.pp)
     # KV bytes on the tightest GPU; every GPU of a stage holds the latent for its layers.
-    n_dp = 1 if (inp.engine == "sglang" and t.dp_attention) else t.dp
+    n_dp = engine_instances(t)
     stage_tokens = []
     kv_free_min = None
     draft_kv = draft_kv_bytes_per_token(inp)
     for s, layers in enumerate(stages):
         stage_gpus = [per_gpu[(d * t.pp + s) * t.tp + r] for d in range(n_dp) for r in range(t.tp)]
-        kv_free = budget - max(stage_gpus) - ovh_bytes
+        kv_free = budget - max(stage_gpus) - inside
         kv_free_min = kv_free if kv_free_min is None else min(kv_free_min, kv_free)
         per_token = per_layer_tok * len(layers) + (draft_kv if s == t.pp - 1 else 0)
         tok = max(kv_free, 0) // per_token if per_token else 0
         stage_tokens.append(tok)
     tokens = min(stage_tokens) * t.dcp
-    if inp.engine == "vllm" and inp.gpu.vendor != "cpu":
-        tokens = tokens // VLLM_MLA_BLOCK_TOKENS * VLLM_MLA_BLOCK_TOKENS
+    block = profile.topology.kv_block_tokens
+    if block and inp.gpu.vendor != "cpu":
+        tokens = tokens // block * block
     kv_bytes = max(kv_free_min or 0, 0)
-    if weight_max + ovh_bytes > budget and inp.engine == "vllm":
+    fraction = f"{profile.memory_fraction_field} {settings.memory_fraction}"
+    if weight_max + inside > budget:
+        runtime = f" plus {inside / GiB:.1f} GiB runtime overhead" if inside else ""
         problems.append(
-            f"weights need {weight_max / GiB:.1f} GiB per GPU plus {ovh_bytes / GiB:.1f} GiB runtime overhead, "
-            f"but only {budget / GiB:.1f} GiB of the {inp.gpu.name}'s {inp.gpu.memory_gib} GiB is usable at "
-            f"gpu_memory_utilization {inp.memory_fraction}")
-    elif weight_max + ovh_bytes > budget:  # SGLang: the overhead is what lies outside mem_fraction_static
+            f"weights need {weight_max / GiB:.1f} GiB per GPU{runtime}, but only {budget / GiB:.1f} GiB of the "
+            f"{inp.gpu.name}'s {inp.gpu.memory_gib} GiB is usable at {fraction}")
+    elif outside > ovh.outside_allowance:
+        terms = ", ".join(f"{k} {v / GiB:.1f} GiB" for k, v in ovh.outside_budget.items())
+        most = max(0.0, 1 - outside / mem)
         problems.append(
-            f"weights need {weight_max / GiB:.1f} GiB per GPU, but only {(budget - ovh_bytes) / GiB:.1f} GiB of the "
-            f"{inp.gpu.name}'s {inp.gpu.memory_gib} GiB holds weights and KV cache at mem_fraction_static "
-            f"{inp.memory_fraction}")
+            f"{profile.display} needs {outside / GiB:.1f} GiB per GPU beside its static pool ({terms}), more than "
+            f"the {ovh.outside_allowance / GiB:.1f} GiB that {fraction} leaves (it would run out of memory "
+            f"capturing CUDA graphs or under load); set {profile.memory_fraction_field} to at most {most:.2f}")
     elif tokens < inp.max_model_len:
         problems.append(
             f"KV cache holds {tokens:,} tokens per engine instance, fewer than one request of "
             f"max_model_len {inp.max_model_len:,} (the engine refuses to start)")
+    ovh_bytes = inside + max(outside, ovh.outside_allowance)
+    breakdown = {**ovh.inside_budget, **ovh.outside_budget}
+    if ovh_bytes > sum(breakdown.values()):
+        breakdown["headroom"] = ovh_bytes - sum(breakdown.values())
     fits = not problems
     kv_total_per_token = per_layer_tok * arch.num_hidden_layers + draft_kv
     result = Plan(
@@ -499,9 +485,9 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
         max_concurrency=tokens / inp.max_model_len,
         fits=fits,
         problems=problems,
-        assumptions={**_assumptions(inp, ovh), "weight_kernel": {"path": kernel.path, "detail": kernel.detail},
+        assumptions={**_assumptions(inp, ovh, breakdown), "weight_kernel": {"path": kernel.path, "detail": kernel.detail},
                      "interconnect": interconnect(inp)},
-        overhead_breakdown=ovh,
+        overhead_breakdown=breakdown,
         weight_breakdown=worst_kinds,
     )
     if not fits and suggest:
@@ -509,23 +495,28 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     return result
 
 
-def _assumptions(inp: PlanInput, ovh: dict[str, int]) -> dict[str, Any]:
-    t = inp.topology
+def _assumptions(inp: PlanInput, ovh: Overhead, breakdown: dict[str, int]) -> dict[str, Any]:
+    t, settings = inp.topology, inp.settings
     return {
         "gpu_memory_bytes": inp.gpu.memory_bytes,
         "gpu_memory_source": inp.gpu.source,
-        "memory_fraction": inp.memory_fraction,
-        "memory_fraction_flag": "--gpu-memory-utilization" if inp.engine == "vllm" else "--mem-fraction-static",
+        "memory_fraction": settings.memory_fraction,
+        "memory_fraction_flag": inp.profile.fraction_flag(),
+        "engine_version": inp.engine_version,
+        "engine_defaults": settings.defaults_from,
         "weight_format": inp.arch.quantization.format.value,
         "kv_cache_dtype": inp.kv_cache_dtype,
         "max_model_len": inp.max_model_len,
-        "max_num_batched_tokens": inp.max_num_batched_tokens,
-        "max_num_seqs": inp.max_num_seqs,
+        "max_num_batched_tokens": settings.max_num_batched_tokens,
+        "max_num_seqs": settings.max_num_seqs,
         "topology": {"tp": t.tp, "pp": t.pp, "dp": t.dp, "expert_parallel": t.expert_parallel,
                      "dp_attention": t.dp_attention, "dcp": t.dcp},
         "kv_replicated_on_tp_ranks": t.dcp == 1,
-        "engine_instances": 1 if (inp.engine == "sglang" and t.dp_attention) else t.dp,
-        "overhead_bytes": ovh,
+        "engine_instances": engine_instances(t),
+        "overhead_bytes": breakdown,
+        "overhead_outside_fraction": {"needed": sum(ovh.outside_budget.values()),
+                                      "available": ovh.outside_allowance} if ovh.outside_allowance else None,
+        "overhead_sources": dict(ovh.sources),
         "per_gpu_weight_bytes_is": "the largest GPU (PP stages and uneven expert splits differ)",
         "nodes_planned": inp.nodes,
         "language_model_only": inp.language_model_only,
@@ -556,10 +547,11 @@ def _try(inp: PlanInput, label: str, **changes: Any) -> str | None:
 def _kernel_alternatives(inp: PlanInput) -> list[str]:
     """When the engine cannot run the format on this GPU: the other engine, or the checkpoint this one
     re-quantizes (catalog `base`), on the same GPUs or, when those are too few, on more nodes."""
-    other = "vllm" if inp.engine == "sglang" else "sglang"
-    path = weight_kernel(other, inp.gpu.arch, inp.arch.quantization).path
+    fmt = inp.arch.quantization.format.value
     candidates: list[tuple[str, dict[str, Any]]] = [
-        (f"{other} (it runs {inp.arch.quantization.format.value} on {inp.gpu.arch}: {path})", {"engine": other})]
+        (f"{p.name} (it runs {fmt} on {inp.gpu.arch}: {p.kernels(inp.gpu.arch, inp.arch.quantization).path})",
+         {"engine": p.name, "engine_version": None})
+        for p in others(inp.engine)]
     try:
         base_id = get_model(inp.model).base
     except BadInput:
@@ -591,8 +583,7 @@ def suggestions(inp: PlanInput) -> list[str]:
         for label, topo in (
             ("more nodes, TP across nodes", Topology(tp=n)),
             ("more nodes, TP per node + PP across nodes", Topology(tp=gpn, pp=nodes)),
-            ("more nodes, DP+EP", Topology(tp=1, dp=n, expert_parallel=True) if inp.engine == "vllm"
-             else Topology(tp=n, dp=n, dp_attention=True, expert_parallel=True)),
+            ("more nodes, DP+EP", dp_ep_topology(inp.profile, n)),
         ):
             s = _try(inp, label, nodes=nodes, topology=topo)
             if s:
@@ -606,15 +597,14 @@ def suggestions(inp: PlanInput) -> list[str]:
                  arch=int4)
         if s:
             out.append(s)
-    if weight_kernel(inp.engine, inp.gpu.arch, inp.arch.quantization).refused:
+    if inp.profile.kernels(inp.gpu.arch, inp.arch.quantization).refused:
         out.extend(_kernel_alternatives(inp))
     if inp.kv_cache_dtype in ("auto", "bfloat16", "bf16", "float16"):
         s = _try(inp, "fp8 KV cache (--kv-cache-dtype fp8)", kv_cache_dtype="fp8")
         if s:
             out.append(s)
-    if inp.engine == "vllm" and not inp.topology.expert_parallel and inp.topology.pp == 1:
-        s = _try(inp, "DP+EP on the same GPUs",
-                 topology=Topology(tp=1, dp=inp.gpus, expert_parallel=True))
+    if not inp.topology.expert_parallel and inp.topology.pp == 1:
+        s = _try(inp, "DP+EP on the same GPUs", topology=dp_ep_topology(inp.profile, inp.gpus))
         if s:
             out.append(s)
     # Shorter context: the longest max_model_len that still fits, in 4K steps.

@@ -10,15 +10,16 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from ..engines.profiles import ENGINE_NAMES
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_DOES_NOT_FIT = 3
 
 
-class EngineName(str, Enum):
-    vllm = "vllm"
-    sglang = "sglang"
+# One choice per engine profile.
+EngineName = Enum("EngineName", {name: name for name in ENGINE_NAMES}, type=str)  # type: ignore[misc]
 
 
 class PDGroupName(str, Enum):

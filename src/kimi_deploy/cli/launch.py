@@ -14,7 +14,8 @@ import typer
 from rich.markup import escape
 
 from ..deployment import HEAD_VARS, Deployment, resolve
-from ..engines import RenderedNode, render, sglang
+from ..engines import sglang
+from ..engines.render import RenderedNode, render
 from ..engines.base import REF
 from ..errors import BadInput, OperationFailed
 from ..launch import check_host

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..catalog import GiB, get_gpu
 from ..catalog import get_model
 from ..deployment import check_max_model_len, context_length, resolve, resolve_model
-from ..engines import render
+from ..engines.render import render
 from ..errors import BadInput
 from ..plan import Plan, PlanInput, Topology, pd_interconnect, plan
 from ..spec import load_spec

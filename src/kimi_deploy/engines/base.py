@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..deployment import Deployment, Group
-from .versions import Feature, Gate
+from .versions import Feature
 
 
 # A ${NAME} reference as env_ref writes it: what `render` prints as a shell expansion and `serve` fills in.
@@ -100,12 +100,10 @@ class RenderedNode:
 
 @dataclass(frozen=True, kw_only=True)
 class Engine:
-    """One engine, declared once by its module: how it names itself, which versions have which
-    features, how one group's nodes are launched, what P/D adds, and how the router is started."""
+    """One engine's renderer, declared once by its module: how one group's nodes are launched, what P/D
+    adds, and how the router is started. What the engine is (flags, gates, rules) is its profile."""
 
     name: str
-    gates: Mapping[Feature, Gate]
-    model_min_version: Callable[[Deployment], str | None]
     group_nodes: Callable[[Deployment, Group, str, list[str]], list[RenderedNode]]  # (dep, group, head, pd flags)
     pd_flags: Callable[[Deployment, Group], list[str]]
     pd_feature: Feature

@@ -18,7 +18,7 @@ from ..deployment import Deployment, Group
 from .. import serving_flags as table
 from ..redact_log import sglang_logging_config
 from .base import Engine, RenderedNode, StartupFile, env_ref, parser_flags, router_node
-from .versions import Feature, Gate
+from .versions import Feature
 
 LAUNCH = ["python3", "-m", "sglang.launch_server"]
 ROUTER = ["python3", "-m", "sglang_router.launch_router"]
@@ -26,25 +26,6 @@ ROUTER = ["python3", "-m", "sglang_router.launch_router"]
 CONFIG_VAR = "KIMI_SGLANG_CONFIG"
 LOGGING_VAR = "KIMI_SGLANG_LOGGING"
 
-# Minimum versions: PR numbers in sgl-project/sglang; "≈" = release inferred from the merge date.
-GATES: Mapping[Feature, Gate] = {
-    Feature.TOOL_PARSER_KIMI_K2: Gate("0.4.9", "sglang #7940 2025-07-11 (≈0.4.9)"),
-    Feature.REASONING_PARSER_KIMI_K2: Gate("0.5.5", "sglang #12702 2025-11-06 (≈0.5.5); MoonshotAI/K2-Vendor-Verifier: >= 0.5.5.post2 for K2-Thinking"),
-    Feature.DP_ATTENTION: Gate("0.4.0", "sglang #1970 2024-11"),
-    Feature.ALL2ALL_BACKEND_FLAG: Gate("0.5.0", "sglang #8658 2025-08-01 (≈0.5.0): --moe-a2a-backend replaced --enable-deepep-moe"),
-    Feature.PD_DISAGGREGATION: Gate("0.4.5", "sglang #4654 2025-03-21 (≈0.4.5)"),
-    Feature.EPLB: Gate("0.4.7", "sglang #6469 2025-05-21 (≈0.4.7)"),
-    Feature.CONFIG_FILE: Gate("0.5.3", "sglang #10534 2025-09-17 (≈0.5.3): --config FILE.yaml"),
-    # EAGLE3 drafts for Kimi: "pip install sglang==0.5.6" (huggingface.co/AQ-MedAI/Kimi-K2-Instruct-eagle3);
-    # a draft's own minimum (drafts.py: the MLA drafts need 0.5.14) is checked too.
-    Feature.SPECULATIVE_EAGLE3: Gate("0.5.6", "huggingface.co/AQ-MedAI/Kimi-K2-Instruct-eagle3: sglang==0.5.6"),
-    # sglang #28497 (opened 2026-06-17) added --language-model-only; 0.5.23 has it (checked against the
-    # installed parser) and the first release with it is not confirmed, so the gate is the checked one.
-    Feature.LANGUAGE_MODEL_ONLY: Gate("0.5.23", "sglang #28497 (opened 2026-06-17); verified in 0.5.23's parser"),
-    Feature.MM_ENCODER_TP_MODE: Gate("0.5.6", "sglang #13126 2025-11-12 (≈0.5.6): --mm-enable-dp-encoder"),
-    # Both loaders are --load-format choices in 0.5.23 (checked); their first release is not confirmed.
-    Feature.LOAD_FORMAT_STREAMING: Gate("0.5.23", "verified in 0.5.23's --load-format choices"),
-}
 
 
 def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
@@ -52,8 +33,8 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
     argv = [*LAUNCH, "--model-path", dep.model_path, "--served-model-name", dep.served_model_name,
             "--trust-remote-code", "--host", s.host, "--port", str(port), "--enable-metrics"]
     argv += parser_flags(dep, features)
-    argv += table.flags("sglang", dep.serving)
-    features += [Feature[name] for name in table.features("sglang", dep.serving)]
+    argv += table.flags(dep.profile, dep.serving)
+    features += table.features(dep.profile, dep.serving)
     argv += _speculative(dep, features)
     if dep.api_key_env:
         argv += ["--config", env_ref(CONFIG_VAR)]
@@ -148,5 +129,5 @@ def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
         "--host", dep.spec.serving.host, "--port", str(dep.router.port)])
 
 
-ENGINE = Engine(name="sglang", gates=GATES, model_min_version=lambda dep: None, group_nodes=group_nodes,
+ENGINE = Engine(name="sglang", group_nodes=group_nodes,
                 pd_flags=_pd_flags, pd_feature=Feature.PD_DISAGGREGATION, router=_router)

@@ -23,45 +23,15 @@ from ..errors import BadInput
 from .. import serving_flags as table
 from ..startup import startup_budget
 from .base import Engine, RenderedNode, env_ref, parser_flags, router_node
-from .versions import Feature, Gate
+from .versions import Feature
 
 VLLM_SERVE = ["vllm", "serve"]
 ROUTER = ["vllm-router"]
 
-# Minimum versions: PR numbers in vllm-project/vllm; "≈" = release inferred from the merge date.
-GATES: Mapping[Feature, Gate] = {
-    Feature.TOOL_PARSER_KIMI_K2: Gate("0.10.0", "vllm #20789 2025-07-11; MoonshotAI/Kimi-K2 docs/deploy_guidance.md: vLLM >= v0.10.0rc1"),
-    Feature.REASONING_PARSER_KIMI_K2: Gate("0.11.1", "vllm #28128 2025-11-05 (≈0.11.1); MoonshotAI/K2-Vendor-Verifier: >= 0.11.1rc6 for K2-Thinking"),
-    Feature.EXPERT_PARALLEL: Gate("0.8.0", "vllm #14305 2025-03-06 (≈0.8.0)"),
-    Feature.MULTINODE_DATA_PARALLEL: Gate("0.9.0", "vllm #15977 2025-05-13 (≈0.9.0)"),
-    Feature.DATA_PARALLEL_HYBRID_LB: Gate("0.10.1", "vllm #21238 2025-07-23 (≈0.10.1)"),
-    Feature.EPLB: Gate("0.10.2", "vllm #20562 2025-08-20 (≈0.10.2), --eplb-config"),
-    Feature.DECODE_CONTEXT_PARALLEL: Gate("0.11.0", "vllm #23734 2025-09-06 (≈0.11.0)"),
-    Feature.ALL2ALL_BACKEND_FLAG: Gate("0.11.1", "vllm #26732 2025-10-13 (≈0.11.1)"),
-    Feature.NATIVE_MULTINODE: Gate("0.12.0", "vllm #23691 2025-11-16 (≈v0.12.0)"),
-    Feature.DISTRIBUTED_TIMEOUT_FLAG: Gate("0.17.0", "vllm #36047 2026-03-05 (≈0.17.0)"),
-    Feature.NIXL_PD: Gate("0.9.0", "vllm V1 KV connector API #15960 2025-04 (≈0.9.0)"),
-    # EAGLE3 with a Kimi target: "vLLM >= 0.18.0" (huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla card);
-    # a draft's own minimum (drafts.py) is checked too.
-    Feature.SPECULATIVE_EAGLE3: Gate("0.18.0", "huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla: vLLM >= 0.18.0"),
-    # The explicit flag is vllm #34120 (named by sgl-project/sglang#28194); #32605 merged 2026-01-19 and
-    # 0.16.0 was uploaded to PyPI 2026-02-26 (≈).
-    Feature.LANGUAGE_MODEL_ONLY: Gate("0.16.0", "vllm #34120 (≈0.16.0, 2026-02)"),
-    # The lowest release documented to run it for Kimi, not the flag's first: MoonshotAI/Kimi-K2.5
-    # docs/deploy_guidance.md runs K2.5 on vLLM with --mm-encoder-tp-mode data, K2.5 needing >= 0.15.0.
-    Feature.MM_ENCODER_TP_MODE: Gate("0.15.0", "MoonshotAI/Kimi-K2.5 docs/deploy_guidance.md with vLLM >= 0.15.0"),
-    # --load-format choices list runai_streamer from docs.vllm.ai/en/v0.6.6 and fastsafetensors from v0.8.4
-    # (absent in v0.8.1's engine_args page).
-    Feature.LOAD_FORMAT_STREAMING: Gate("0.8.4", "docs.vllm.ai v0.8.4 engine_args --load-format choices"),
-}
 # vLLM's API server waits this long for the engine cores to report ready, 600 s by default, then gives up
 # (vllm/envs.py VLLM_ENGINE_READY_TIMEOUT_S, read in vllm/v1/engine/core_client.py): shorter than a
 # 600 GB load (vllm-project/vllm-ascend#7098). It is set from the same start-up budget as the probe.
 ENGINE_READY_TIMEOUT_ENV = "VLLM_ENGINE_READY_TIMEOUT_S"
-
-
-def _model_min(dep: Deployment) -> str | None:
-    return dep.entry.min_vllm if dep.entry else None
 
 
 def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
@@ -70,8 +40,8 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
             "--host", s.host, "--port", str(port)]
     # Auto tool choice goes with a tool parser and needs one (vllm validate_parsed_serve_args).
     argv += parser_flags(dep, features, tool_prefix=("--enable-auto-tool-choice",))
-    features += [Feature[name] for name in table.features("vllm", dep.serving)]
-    return argv + table.flags("vllm", dep.serving) + _speculative(dep, features)
+    features += table.features(dep.profile, dep.serving)
+    return argv + table.flags(dep.profile, dep.serving) + _speculative(dep, features)
 
 
 def _speculative(dep: Deployment, features: list[Feature]) -> list[str]:
@@ -192,5 +162,5 @@ def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
         "--kv-connector", "nixl", "--prefill", urls["prefill"], "--decode", urls["decode"]])
 
 
-ENGINE = Engine(name="vllm", gates=GATES, model_min_version=_model_min, group_nodes=group_nodes,
+ENGINE = Engine(name="vllm", group_nodes=group_nodes,
                 pd_flags=_pd_flags, pd_feature=Feature.NIXL_PD, router=_router)

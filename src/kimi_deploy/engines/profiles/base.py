@@ -1,0 +1,215 @@
+"""The shape of an engine profile: everything the planner, the resolver and the manifests need to know
+about one serving engine, as data. One module per engine fills it in (vllm.py, sglang.py next to this
+one); nothing outside `engines/` branches on an engine's name, it asks the profile.
+
+This floor imports only the catalog's data types and the quantization formats, so the planner, the spec
+and the resolver can all read it without an import cycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from packaging.version import Version
+
+from ...quant_formats import Quantization
+from ..versions import Feature, Gate, parse_version
+
+# Bytes per cached value for each --kv-cache-dtype spelling the spec accepts (the choices of
+# vllm/config/cache.py CacheDType and of sglang python/sglang/srt/server_args.py --kv-cache-dtype).
+KV_DTYPE_BYTES: Mapping[str, float] = {
+    "auto": 2, "bfloat16": 2, "bf16": 2, "float16": 2,
+    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
+}
+# vLLM's fp8_ds_mla layout: 512 fp8 latent + 4 fp32 scales + 64 bf16 rope = 656 bytes per token-layer
+# (vllm FlashMLA sparse/fp8 cache format, as in vllm #51041's discussion).
+FP8_DS_MLA = "fp8_ds_mla"
+FP8_DS_MLA_BYTES_PER_TOKEN_LAYER = 656
+KV_DTYPES: tuple[str, ...] = (*KV_DTYPE_BYTES, FP8_DS_MLA)
+
+
+def kv_value_bytes(kv_dtype: str) -> float:
+    """Bytes per cached value (fp8_ds_mla: one, its scales and rope part are counted per token-layer)."""
+    return 1.0 if kv_dtype == FP8_DS_MLA else KV_DTYPE_BYTES[kv_dtype]
+
+
+# --- the serving-flag column ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Flag:
+    """How one engine takes a serving value: the flag, an optional value map, and values that mean
+    "leave the engine's default" (the flag is then omitted)."""
+
+    name: str
+    values: Mapping[str, str] | None = None  # spec value -> engine value; a value not in the map is omitted
+    omit: tuple[Any, ...] = ()
+    switch: bool = False  # a store_true flag: the name alone, when the value is set (and not omitted)
+    features: Mapping[Any, Feature] | None = None  # value -> the versioned feature it relies on
+
+    def accepts(self, value: Any) -> bool:
+        return self.values is None or value in self.omit or value in self.values
+
+    def argv(self, value: Any) -> list[str]:
+        if value is None or value is False or value in self.omit:
+            return []
+        if self.values is not None:
+            if value not in self.values:
+                return []
+            value = self.values[value]
+        return [self.name] if self.switch else [self.name, str(value)]
+
+    def feature(self, value: Any) -> Feature | None:
+        if not self.argv(value) or not self.features:
+            return None
+        return self.features.get(value)
+
+
+# --- weight kernels -------------------------------------------------------------------------------
+
+NATIVE, FALLBACK, EMULATED, WEIGHT_ONLY, REFUSED = "native", "fallback", "emulated", "weight-only", "refused"
+
+
+@dataclass(frozen=True)
+class KernelPath:
+    """How an engine runs a checkpoint's quantized linears on one GPU microarchitecture. Memory is the same
+    on every path (fallbacks repack the stored weights in place, emulation dequantizes one layer at a time),
+    so the planner's weight bytes stand whatever the path."""
+
+    path: str  # native | fallback | emulated | weight-only | refused
+    detail: str  # the kernel, or the engine's reason for refusing, with its source
+
+    @property
+    def refused(self) -> bool:
+        return self.path == REFUSED
+
+
+# --- defaults, per engine release -----------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Defaults:
+    """What the engine uses for a setting the spec leaves unset, from release `since` on. A callable
+    value depends on the GPU's memory in GiB."""
+
+    since: str  # the first release these apply to ("0" for the oldest known)
+    memory_fraction: float | Callable[[float, int], float]  # (GPU GiB, TP size) -> fraction
+    max_num_batched_tokens: int | Callable[[float], int]
+    max_num_seqs: int | Callable[[float], int]
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The engine settings one plan is computed for: the spec's values, the engine's defaults for the rest."""
+
+    memory_fraction: float
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    defaults_from: str  # which Defaults row filled the unset ones
+
+
+def pick_defaults(rows: tuple[Defaults, ...], version: str | None) -> Defaults:
+    """The row for a pinned release (the newest whose `since` it has reached); unpinned, the newest row
+    (the newest engine release is what an unpinned image pulls)."""
+    ordered = sorted(rows, key=lambda d: Version(d.since))
+    if version is None:
+        return ordered[-1]
+    have = parse_version(version)
+    eligible = [d for d in ordered if Version(d.since) <= have]
+    return eligible[-1] if eligible else ordered[0]
+
+
+# --- the overhead model ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class OverheadInput:
+    """What the engine's memory use besides weights and KV cache depends on (one GPU of one instance)."""
+
+    settings: Settings
+    gpu_memory_bytes: int
+    on_cpu: bool
+    gpus: int  # GPUs of the instance's collective (TP x PP x DP for vLLM's EP group)
+    tp: int
+    attention_tp: int
+    expert_parallel: bool
+    dp_attention: bool
+    hidden_size: int
+    vocab_size: int
+    num_layers: int
+    num_experts_per_tok: int
+    moe_intermediate_size: int  # 0 for a dense model
+    speculative_tokens: int  # draft tokens per step (0 without speculative decoding)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overhead:
+    """Per-GPU bytes by term. `inside_budget` terms come out of the engine's memory fraction (vLLM);
+    `outside_budget` terms must fit in what the fraction leaves (SGLang), and `outside_allowance` is that
+    room."""
+
+    inside_budget: Mapping[str, int]
+    outside_budget: Mapping[str, int] = field(default_factory=dict)
+    outside_allowance: int = 0
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- topology -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class TopologyRules:
+    """How the engine lays a model over GPUs, as far as the planner and the resolver need it."""
+
+    # SGLang --enable-dp-attention: DP splits attention inside one TP group (world = TP x PP, one engine
+    # instance, attention at TP/DP, embeddings replicated). Without it, DP ranks are whole replicas.
+    dp_attention: bool
+    dp_attention_hint: str = ""  # what to use instead, for an engine without it
+    decode_context_parallel: bool = False
+    # vLLM spreads experts over EP = TP x DP ranks; SGLang's --ep-size is the TP size.
+    expert_parallel_spans_dp: bool
+    # The DP+EP layout on n GPUs: (tp, dp, dp_attention).
+    dp_ep: Callable[[int], tuple[int, int, bool]]
+    draft_uses_target_embeddings: bool
+    kv_block_tokens: int | None  # the KV allocation granularity the token count is rounded down to
+    speculative_tree: bool  # drafts a tree (eagle_topk, num_draft_tokens) or only a chain
+    speculative_with_pp: str | None  # None: a draft composes with PP; else why not
+    pd_transports: tuple[str, ...]
+
+
+# --- the profile ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class EngineProfile:
+    """One engine, as data. Adding an engine is one more of these (and its renderer in engines/)."""
+
+    name: str
+    display: str
+    flags: Mapping[str, Flag]  # Serving field -> this engine's flag; a field not here: no such setting
+    defaults: tuple[Defaults, ...]
+    # How the memory fraction is read: "all" = weights, KV and runtime overhead fit inside it (vLLM
+    # --gpu-memory-utilization); "static" = weights and KV only, the runtime lives in the rest (SGLang
+    # --mem-fraction-static).
+    fraction_covers: str
+    memory_fraction_field: str  # the Serving field that sets it (its flag is in `flags`)
+    overhead: Callable[[OverheadInput], Overhead]
+    topology: TopologyRules
+    kernels: Callable[[str, Quantization], KernelPath]  # (GPU microarchitecture, format) -> path
+    gates: Mapping[Feature, Gate]
+    model_min_version: Callable[[Any], str | None]  # catalog entry -> minimum release, if any
+    draft_min_version: Callable[[Any], str | None]  # draft entry -> minimum release, None = cannot load
+    readiness_probe_timeout_s: int  # how long one /health call may take while the engine is busy
+
+    def settings(self, *, version: str | None, gpu_memory_gib: float, tp: int, memory_fraction: float | None,
+                 max_num_batched_tokens: int | None, max_num_seqs: int | None) -> Settings:
+        """The spec's values, with this engine's defaults (for the pinned release) for the unset ones."""
+        d = pick_defaults(self.defaults, version)
+        frac = d.memory_fraction(gpu_memory_gib, tp) if callable(d.memory_fraction) else d.memory_fraction
+        batched = (d.max_num_batched_tokens(gpu_memory_gib) if callable(d.max_num_batched_tokens)
+                   else d.max_num_batched_tokens)
+        seqs = d.max_num_seqs(gpu_memory_gib) if callable(d.max_num_seqs) else d.max_num_seqs
+        return Settings(memory_fraction=frac if memory_fraction is None else memory_fraction,
+                        max_num_batched_tokens=batched if max_num_batched_tokens is None else max_num_batched_tokens,
+                        max_num_seqs=seqs if max_num_seqs is None else max_num_seqs,
+                        defaults_from=f"{self.name} >= {d.since}: {d.source}")
+
+    def fraction_flag(self) -> str:
+        """The flag that sets the memory fraction."""
+        return self.flags[self.memory_fraction_field].name
