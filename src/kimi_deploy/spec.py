@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .catalog import MODELS, get_gpu, get_model, gpu_names
 from .errors import BadInput
-from .plan import KV_DTYPE_BYTES
+from .engines.profiles import ENGINE_NAMES, get_profile
+from .engines.profiles.base import KV_DTYPES
 
 
 # --- secrets and shell references in spec values ------------------------------------------------------
@@ -137,9 +138,16 @@ class Hardware(_Strict):
 
 
 class EngineSpec(_Strict):
-    name: Literal["vllm", "sglang"]
+    name: str  # one of the engine profiles (engines/profiles/)
     version: str | None = None  # the engine version installed on the nodes, when pinned
     image: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        if v not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine {v!r}; allowed: {' or '.join(repr(n) for n in ENGINE_NAMES)}")
+        return v
 
 
 TopologyMode = Literal["auto", "tp", "tp-pp", "dp-ep", "tp-ep", "pd"]
@@ -257,9 +265,8 @@ class Serving(_Strict):
     @field_validator("kv_cache_dtype")
     @classmethod
     def _kv_dtype(cls, v: str) -> str:
-        allowed = [*KV_DTYPE_BYTES, "fp8_ds_mla"]
-        if v not in allowed:
-            raise ValueError(f"unknown kv_cache_dtype {v!r}; allowed: {', '.join(allowed)}")
+        if v not in KV_DTYPES:
+            raise ValueError(f"unknown kv_cache_dtype {v!r}; allowed: {', '.join(KV_DTYPES)}")
         return v
 
 
@@ -384,8 +391,10 @@ class Spec(_Strict):
         if pd is not None and pd.prefill.nodes + pd.decode.nodes != self.hardware.nodes:
             raise ValueError(f"topology.pd: prefill.nodes + decode.nodes = {pd.prefill.nodes + pd.decode.nodes}, "
                              f"but hardware.nodes = {self.hardware.nodes}")
-        if pd is not None and pd.transfer_backend == "mooncake" and self.engine.name == "vllm":
-            raise ValueError("topology.pd.transfer_backend: vLLM disaggregation uses nixl (NixlConnector)")
+        transports = get_profile(self.engine.name).topology.pd_transports
+        if pd is not None and pd.transfer_backend not in transports:
+            raise ValueError(f"topology.pd.transfer_backend: {get_profile(self.engine.name).display} "
+                             f"disaggregation uses {' or '.join(transports)}")
         return self
 
 
