@@ -33,7 +33,7 @@ def test_measurements_match_the_injected_truth(sim_factory, tmp_path: Path) -> N
     s = _bench(url, tmp_path / "r", "--concurrency", "8", "--num-requests", "32", "--warmup", "4",
                "--output-len", "40", "--input-len", "64")
     assert CONTRACT <= set(s) and s["requests"] == {"completed": 32, "failed": 0, "incomplete": 0,
-                                              "not_sent": 0, "errors": {}}
+                                              "not_sent": 0, "errors": {}, "tool_call_errors": 0}
     lat = s["latency_ms"]
     # Tolerances: the client measures the sim's scheduled times plus local HTTP and parsing overhead.
     # (stated tolerances: TTFT +25 ms, TPOT and ITL p50 +-1.5 ms, E2E +50 ms on a loaded 2-core machine)

@@ -23,13 +23,14 @@ from kimi_deploy.bench.loadgen import RequestInput, RequestOutput, parse_stream
 from kimi_deploy.bench.sim import Sim, SimConfig
 from kimi_deploy.bench.stream import StreamProtocol
 from kimi_deploy.endpoint import Endpoint, reasoning_of
+from kimi_deploy.toolcalls import ToolCallAssembler
 
 
 # --- the reference: the line-by-line reader the load generator had before (same rules, applied as each
 # line arrived), transcribed to run over a list of (time, line) ---------------------------------------
 def _reference(lines: list[tuple[float, bytes]], ended_at: float) -> RequestOutput:
     rec = RequestOutput(index=0)
-    content, reasoning, tool_args, calls = [], [], [], {}
+    content, reasoning, calls = [], [], ToolCallAssembler()  # the tool-call rule: tests/test_toolcalls.py
     done = False
     for now, raw in lines:
         line = raw.strip()
@@ -61,13 +62,7 @@ def _reference(lines: list[tuple[float, bytes]], ended_at: float) -> RequestOutp
                 reasoning.append(r)
                 got = True
             if tc:
-                for call in tc:
-                    fn = call.get("function") or {}
-                    tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
-                    slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
-                    slot["id"] = call.get("id") or slot["id"]
-                    slot["name"] += fn.get("name") or ""
-                    slot["arguments"] += fn.get("arguments") or ""
+                calls.feed(tc)
                 got = True
                 if rec.t_first_tool is None:
                     rec.t_first_tool = now
@@ -81,8 +76,9 @@ def _reference(lines: list[tuple[float, bytes]], ended_at: float) -> RequestOutp
         rec.t_end = ended_at
     if not done and rec.error is None:
         rec.error = "stream ended without [DONE] (dropped mid-stream)"
-    rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
-    rec.calls = [calls[k] for k in sorted(calls)]
+    rec.content, rec.reasoning = "".join(content), "".join(reasoning)
+    rec.calls, rec.tool_call_errors = calls.calls(), calls.faults
+    rec.tool_text = "".join(c["name"] + c["arguments"] for c in rec.calls)
     return rec
 
 
@@ -133,7 +129,7 @@ def _reads(events: list[bytes], cuts: list[int]) -> tuple[list[float], list[byte
 
 
 FIELDS = ("t_first", "t_first_answer", "t_first_tool", "t_end", "chunks", "error", "finish_reason", "usage",
-          "content", "reasoning", "tool_text", "calls")
+          "content", "reasoning", "tool_text", "calls", "tool_call_errors")
 
 
 @pytest.mark.parametrize("kind", ["content", "reasoning", "tool", "malformed", "no-done", "crlf"])

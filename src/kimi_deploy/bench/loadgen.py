@@ -5,7 +5,9 @@ bottleneck, and measures itself to prove it (schedule lag, event-loop lag, CPU p
 Timing points of every streamed request (all on CLOCK_MONOTONIC, shared by the processes):
 t_sched (when the schedule or a free user said "send"), t_send (just before the HTTP request is
 written), the first chunk carrying any token (content, reasoning or tool-call delta), the first answer
-content, the first tool-call delta, every token-bearing chunk, and the end of the stream."""
+content, the first tool-call delta, every token-bearing chunk, and the end of the stream. Streamed tool
+calls are assembled by kimi_deploy.toolcalls (compare's rule too); a delta that breaks OpenAI's streaming
+contract is a tool-call error of the request (`tool_call_errors`), the request itself still measured."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from ..endpoint import Endpoint
+from ..toolcalls import ToolCallAssembler
 from .stream import Pool, Stalled, StreamProtocol, dumps
 
 try:
@@ -70,7 +73,8 @@ class RequestOutput:
     content: str = ""
     reasoning: str = ""
     tool_text: str = ""  # tool names and argument deltas, for the client-side token count
-    calls: list[dict[str, str]] = field(default_factory=list)  # {id, name, arguments} per tool call
+    calls: list[dict[str, Any]] = field(default_factory=list)  # {id, name, arguments} per tool call
+    tool_call_errors: list[str] = field(default_factory=list)  # streamed tool-call faults (toolcalls.py)
     incomplete: bool = False  # still in flight at the --duration deadline: cancelled, neither ok nor failed
     # The stream as read (times of the reads, their body bytes), until settle() parses it: a worker sends
     # it unparsed so that parsing, which comes in bursts when many streams end together, runs in the
@@ -205,8 +209,7 @@ def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> 
     # 3. the timing points, text and tool calls
     content: list[str] = []
     reasoning: list[str] = []
-    tool_args: list[str] = []
-    calls: dict[int, dict[str, str]] = {}
+    calls = ToolCallAssembler()
     chunks = rec.chunks
     for now, obj in zip(at, objs):
         if not isinstance(obj, dict):
@@ -228,13 +231,7 @@ def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> 
                 reasoning.append(r)
                 got = True
             if tc:
-                for call in tc:
-                    fn = call.get("function") or {}
-                    tool_args.append((fn.get("name") or "") + (fn.get("arguments") or ""))
-                    slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
-                    slot["id"] = call.get("id") or slot["id"]
-                    slot["name"] += fn.get("name") or ""
-                    slot["arguments"] += fn.get("arguments") or ""
+                calls.feed(tc)
                 got = True
                 if rec.t_first_tool is None:
                     rec.t_first_tool = now
@@ -250,8 +247,9 @@ def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> 
         rec.error, rec.incomplete, rec.t_end = None, False, at[end]
     elif rec.error is None:
         rec.error = "stream ended without [DONE] (dropped mid-stream)"
-    rec.content, rec.reasoning, rec.tool_text = "".join(content), "".join(reasoning), "".join(tool_args)
-    rec.calls = [calls[k] for k in sorted(calls)]
+    rec.calls, rec.tool_call_errors = calls.calls(), calls.faults
+    rec.content, rec.reasoning = "".join(content), "".join(reasoning)
+    rec.tool_text = "".join(c["name"] + c["arguments"] for c in rec.calls)
 
 
 async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> RequestOutput:

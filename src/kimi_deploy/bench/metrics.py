@@ -34,6 +34,9 @@ DEFINITIONS = {
                           "rate of an unbounded prefix cache; warm-up rows included",
     "cpu_us_per_chunk": "CPU time (user + system) of the client's worker processes / token-bearing chunks received "
                         "(measured requests; parsing runs in the parent process and is not included)",
+    "tool_call_errors": "requests whose streamed tool-call deltas broke OpenAI's streaming contract (a name sent "
+                        "again, an id that changed, a delta without an index; kimi_deploy/toolcalls.py): counted "
+                        "here and listed in the request's record, its latencies still measured",
     "output_tokens_client": "tokens of the streamed text (answer + reasoning + tool-call arguments) counted by the "
                             "server's /tokenize when it has one, else by whitespace",
 }
@@ -70,6 +73,9 @@ class RequestRecord:
     t_send: float | None = None
     t_end: float | None = None
     tpot: float | None = None
+    # streamed tool-call deltas that broke OpenAI's contract (kimi_deploy/toolcalls.py): a name sent again,
+    # an id that changed, a delta without an index; the latencies still count, the calls are suspect
+    tool_call_errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -99,6 +105,7 @@ def per_request(out: RequestOutput, output_tokens_client: int | None = None) -> 
         output_tokens_server=out_server, output_tokens_client=output_tokens_client,
         reasoning_tokens=details.get("reasoning_tokens"), prompt_tokens=usage.get("prompt_tokens"),
         finish_reason=out.finish_reason, t_send=out.t_send, t_end=out.t_end,
+        tool_call_errors=list(out.tool_call_errors),
     )
     if m.ok and m.ttft is not None and m.e2e is not None and out_tokens and out_tokens > 1:
         m.tpot = round((m.e2e - m.ttft) / (out_tokens - 1), 3)
@@ -180,7 +187,7 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
         disagreement = round((out_client - out_server) / out_server, 4)
     return {
         "requests": {"completed": len(ok), "failed": len(measured) - len(ok), "incomplete": incomplete,
-                     "errors": errors},
+                     "errors": errors, "tool_call_errors": sum(1 for m in measured if m.tool_call_errors)},
         "latency_ms": {k: summary([getattr(m, k) for m in ok if getattr(m, k) is not None]) for k in ("ttft", "ttfat", "ttftc", "tpot", "e2e")}
         | {"itl": summary([x for m in ok for x in m.itl])},
         "throughput": {"window_s": round(window, 3), "requests_per_s": round(len(ok) / window, 4) if window else 0.0,

@@ -29,6 +29,8 @@ KINDS = {
     "stream_finish_tool_calls_without_calls": "streamed finish_reason tool_calls with no tool call assembled",
     "stream_tool_call_count_differs": "a different number of tool calls streamed and non-streamed",
     "stream_tool_name_split_or_duplicated": "a streamed call's name differs, is unknown, or was sent again",
+    "stream_tool_call_id_or_index": "a streamed call's id changed between its deltas, or a tool-call delta came "
+                                    "without an index (OpenAI's streaming contract; kimi_deploy/toolcalls.py)",
     "stream_arguments_invalid_json": "streamed arguments are not valid JSON (the non-streamed ones are)",
     "stream_arguments_differ": "streamed and non-streamed arguments parse to different values",
     "stream_markers_in_content": "tool-call markers in the streamed content",
@@ -78,6 +80,8 @@ def disagreements(row: dict[str, Any], ns: Outcome, st: Outcome) -> list[str]:
         elif len(ns.tool_calls) == len(st.tool_calls) and \
                 [v for _, v in parsed] != [_json(c["arguments"])[1] for c in ns.tool_calls]:
             kinds.append("stream_arguments_differ")
+    if any(s.get("later_ids") or s.get("unindexed") for s in st.tool_calls):
+        kinds.append("stream_tool_call_id_or_index")
     if MARKERS.search(st.content or "") and not MARKERS.search(ns.content or ""):
         kinds.append("stream_markers_in_content")
     if (THINK.search(st.content or "") and not THINK.search(ns.content or "")) or \
