@@ -45,10 +45,14 @@ PAIRINGS = [
 ]
 
 
+# Settings a pairing is published with: REC Kimi-K2.5.yaml runs the nvfp4 variant with --kv-cache-dtype fp8.
+PUBLISHED_WITH = {("nvidia/Kimi-K2.5-NVFP4", "GB200"): ["--kv-cache-dtype", "fp8"]}
+
+
 @pytest.mark.parametrize("repo, gpu, gpn, nodes, engine, fits, path", PAIRINGS)
 def test_new_models_on_new_gpus(repo, gpu, gpn, nodes, engine, fits, path) -> None:
     code, data = _plan_cli("--model", repo, "--gpu", gpu, "--gpus-per-node", str(gpn), "--nodes", str(nodes),
-                           "--engine", engine)
+                           "--engine", engine, *PUBLISHED_WITH.get((repo, gpu), []))
     assert data["model"] == get_model(repo).id
     assert data["assumptions"]["weight_kernel"]["path"] == path
     assert data["assumptions"]["weight_format"] == get_model(repo).architecture().quantization.format.value

@@ -30,7 +30,7 @@ from .catalog import GPU, GiB, get_model
 from .drafts import DraftArch
 from .engines.profiles import EngineProfile, get_profile, others
 from .engines.profiles.base import (FALLBACK, FP8_DS_MLA, FP8_DS_MLA_BYTES_PER_TOKEN_LAYER, KV_DTYPES, KernelPath,
-                                    Overhead, OverheadInput, Settings, kv_value_bytes)
+                                    Layout, Overhead, OverheadInput, Settings, kv_value_bytes)
 from .errors import BadInput
 
 
@@ -79,9 +79,15 @@ class PlanInput:
         return get_profile(self.engine)
 
     @property
+    def layout(self) -> Layout:
+        t = self.topology
+        return Layout(gpu_memory_gib=self.gpu.memory_gib, gpu_arch=self.gpu.arch, tp=t.tp, pp=t.pp, dp=t.dp,
+                      dp_attention=t.dp_attention)
+
+    @property
     def settings(self) -> Settings:
-        return self.profile.settings(version=self.engine_version, gpu_memory_gib=self.gpu.memory_gib,
-                                     tp=self.topology.tp, memory_fraction=self.gpu_memory_utilization,
+        return self.profile.settings(version=self.engine_version, layout=self.layout,
+                                     memory_fraction=self.gpu_memory_utilization,
                                      max_num_batched_tokens=self.max_num_batched_tokens, max_num_seqs=self.max_num_seqs)
 
     @property
@@ -401,14 +407,19 @@ def draft_kv_bytes_per_token(inp: PlanInput) -> int:
 
 def overhead(inp: PlanInput) -> Overhead:
     """Per-GPU memory the engine needs besides weights and KV cache, by its profile's model."""
+    return inp.profile.overhead(overhead_input(inp))
+
+
+def overhead_input(inp: PlanInput) -> OverheadInput:
+    """What the overhead model reads of a plan's input."""
     a, t = inp.arch, inp.topology
-    return inp.profile.overhead(OverheadInput(
-        settings=inp.settings, gpu_memory_bytes=inp.gpu.memory_bytes, on_cpu=inp.gpu.vendor == "cpu",
-        gpus=inp.gpus, tp=t.tp, attention_tp=attention_tp(inp), expert_parallel=t.expert_parallel,
-        dp_attention=t.dp_attention, hidden_size=a.hidden_size, vocab_size=a.vocab_size,
+    return OverheadInput(
+        settings=inp.settings, engine_version=inp.engine_version, layout=inp.layout,
+        gpu_memory_bytes=inp.gpu.memory_bytes, on_cpu=inp.gpu.vendor == "cpu", gpus=inp.gpus,
+        attention_tp=attention_tp(inp), expert_parallel=t.expert_parallel, hidden_size=a.hidden_size, vocab_size=a.vocab_size,
         num_layers=a.num_hidden_layers, num_experts_per_tok=a.num_experts_per_tok if a.is_moe else 0,
         moe_intermediate_size=a.moe_intermediate_size if a.is_moe else 0,
-        speculative_tokens=inp.draft_tokens if inp.draft is not None else 0))
+        speculative_tokens=inp.draft_tokens if inp.draft is not None else 0)
 
 
 # --- the planner -----------------------------------------------------------------------------------
@@ -454,21 +465,25 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
         problems.append(
             f"weights need {weight_max / GiB:.1f} GiB per GPU{runtime}, but only {budget / GiB:.1f} GiB of the "
             f"{inp.gpu.name}'s {inp.gpu.memory_gib} GiB is usable at {fraction}")
-    elif outside > ovh.outside_allowance:
-        terms = ", ".join(f"{k} {v / GiB:.1f} GiB" for k, v in ovh.outside_budget.items())
-        most = max(0.0, 1 - outside / mem)
-        problems.append(
-            f"{profile.display} needs {outside / GiB:.1f} GiB per GPU beside its static pool ({terms}), more than "
-            f"the {ovh.outside_allowance / GiB:.1f} GiB that {fraction} leaves (it would run out of memory "
-            f"capturing CUDA graphs or under load); set {profile.memory_fraction_field} to at most {most:.2f}")
     elif tokens < inp.max_model_len:
         problems.append(
             f"KV cache holds {tokens:,} tokens per engine instance, fewer than one request of "
             f"max_model_len {inp.max_model_len:,} (the engine refuses to start)")
+    # What must fit beside the fraction is estimated, not measured by the engine before it commits: a
+    # shortfall is a warning (the engine may still start, or fail capturing CUDA graphs), not a verdict.
+    warnings = []
+    if outside > ovh.outside_allowance:
+        terms = ", ".join(f"{k} {v / GiB:.1f} GiB" for k, v in ovh.outside_budget.items())
+        most = max(0.0, 1 - outside / mem)
+        warnings.append(
+            f"{profile.display} needs about {outside / GiB:.1f} GiB per GPU outside its memory fraction ({terms}), "
+            f"more than the {ovh.outside_allowance / GiB:.1f} GiB that {fraction} leaves: it may refuse to start or "
+            f"run out of memory capturing CUDA graphs; {profile.memory_fraction_field} at most "
+            f"{math.floor(most * 100) / 100:.2f} leaves room")
     ovh_bytes = inside + max(outside, ovh.outside_allowance)
     breakdown = {**ovh.inside_budget, **ovh.outside_budget}
     if ovh_bytes > sum(breakdown.values()):
-        breakdown["headroom"] = ovh_bytes - sum(breakdown.values())
+        breakdown["unused_outside_fraction"] = ovh_bytes - sum(breakdown.values())
     fits = not problems
     kv_total_per_token = per_layer_tok * arch.num_hidden_layers + draft_kv
     result = Plan(
@@ -485,7 +500,7 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
         max_concurrency=tokens / inp.max_model_len,
         fits=fits,
         problems=problems,
-        assumptions={**_assumptions(inp, ovh, breakdown), "weight_kernel": {"path": kernel.path, "detail": kernel.detail},
+        assumptions={**_assumptions(inp, ovh, breakdown), "warnings": warnings, "weight_kernel": {"path": kernel.path, "detail": kernel.detail},
                      "interconnect": interconnect(inp)},
         overhead_breakdown=breakdown,
         weight_breakdown=worst_kinds,

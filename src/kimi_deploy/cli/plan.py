@@ -171,6 +171,8 @@ def _print_plan(p: Plan) -> None:
     out.print(f"KV cache: {p.kv_bytes_per_token:,} bytes/token ({i.kv_cache_dtype}); "
               f"{p.kv_cache_tokens:,} tokens per engine instance; "
               f"max concurrency at {i.max_model_len:,} tokens: {p.max_concurrency:.2f}")
+    for warning in p.assumptions.get("warnings", []):
+        out.print(f"[yellow]warning:[/yellow] {warning}")
     if p.fits:
         out.print("[green]fits[/green]")
     else:

@@ -86,14 +86,27 @@ class KernelPath:
 # --- defaults, per engine release -----------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
+class Layout:
+    """What an engine's defaults depend on: the GPU and the parallel layout of one instance."""
+
+    gpu_memory_gib: float
+    gpu_arch: str
+    tp: int
+    pp: int
+    dp: int
+    dp_attention: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Defaults:
     """What the engine uses for a setting the spec leaves unset, from release `since` on. A callable
-    value depends on the GPU's memory in GiB."""
+    computes it as the engine does: batched tokens and sequences from the layout, the memory fraction from
+    the layout and the two settings as resolved."""
 
     since: str  # the first release these apply to ("0" for the oldest known)
-    memory_fraction: float | Callable[[float, int], float]  # (GPU GiB, TP size) -> fraction
-    max_num_batched_tokens: int | Callable[[float], int]
-    max_num_seqs: int | Callable[[float], int]
+    max_num_batched_tokens: int | Callable[[Layout], int]
+    max_num_seqs: int | Callable[[Layout], int]
+    memory_fraction: float | Callable[[Layout, int, int], float]  # (layout, batched tokens, seqs)
     source: str
 
 
@@ -105,6 +118,11 @@ class Settings:
     max_num_batched_tokens: int
     max_num_seqs: int
     defaults_from: str  # which Defaults row filled the unset ones
+
+
+def since(version: str | None, release: str) -> bool:
+    """Whether the pinned release (None: the newest) has what arrived in `release`."""
+    return version is None or parse_version(version) >= Version(release)
 
 
 def pick_defaults(rows: tuple[Defaults, ...], version: str | None) -> Defaults:
@@ -125,19 +143,19 @@ class OverheadInput:
     """What the engine's memory use besides weights and KV cache depends on (one GPU of one instance)."""
 
     settings: Settings
+    engine_version: str | None  # the pinned release; None: the newest
+    layout: Layout
     gpu_memory_bytes: int
     on_cpu: bool
-    gpus: int  # GPUs of the instance's collective (TP x PP x DP for vLLM's EP group)
-    tp: int
+    gpus: int  # GPUs the deployment's collectives span
     attention_tp: int
     expert_parallel: bool
-    dp_attention: bool
     hidden_size: int
     vocab_size: int
     num_layers: int
     num_experts_per_tok: int
     moe_intermediate_size: int  # 0 for a dense model
-    speculative_tokens: int  # draft tokens per step (0 without speculative decoding)
+    speculative_tokens: int  # tokens a draft proposes per sequence and step (0 without speculative decoding)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +168,22 @@ class Overhead:
     outside_budget: Mapping[str, int] = field(default_factory=dict)
     outside_allowance: int = 0
     sources: Mapping[str, str] = field(default_factory=dict)
+
+
+# Activation peak per token of a forward pass: about a dozen hidden-size bf16 buffers live at once
+# (residual, normed input, attention in/out, MLP in/out, all-reduce staging). Calibrated with vLLM's
+# K2-Thinking TP8 recipe log (vllm-project/recipes Kimi-K2-Think.md); the same forward runs in SGLang.
+ACT_HIDDEN_BUFFERS = 12
+
+
+def forward_bytes(o: OverheadInput, tokens: int) -> tuple[int, int]:
+    """(activations, MoE workspace) on one GPU for a forward over `tokens` tokens: the hidden-size buffers,
+    and the fused MoE's gate/up output and down input for each token's routed experts (whole experts
+    with expert parallelism, a TP shard of each without)."""
+    moe_inter = o.moe_intermediate_size // (1 if o.expert_parallel else o.layout.tp)
+    act = tokens * o.hidden_size * 2 * ACT_HIDDEN_BUFFERS
+    moe = tokens * o.num_experts_per_tok * (2 * moe_inter + o.hidden_size) * 2 if o.moe_intermediate_size else 0
+    return act, moe
 
 
 # --- topology -------------------------------------------------------------------------------------
@@ -197,18 +231,21 @@ class EngineProfile:
     draft_min_version: Callable[[Any], str | None]  # draft entry -> minimum release, None = cannot load
     readiness_probe_timeout_s: int  # how long one /health call may take while the engine is busy
 
-    def settings(self, *, version: str | None, gpu_memory_gib: float, tp: int, memory_fraction: float | None,
+    def settings(self, *, version: str | None, layout: Layout, memory_fraction: float | None,
                  max_num_batched_tokens: int | None, max_num_seqs: int | None) -> Settings:
         """The spec's values, with this engine's defaults (for the pinned release) for the unset ones."""
         d = pick_defaults(self.defaults, version)
-        frac = d.memory_fraction(gpu_memory_gib, tp) if callable(d.memory_fraction) else d.memory_fraction
-        batched = (d.max_num_batched_tokens(gpu_memory_gib) if callable(d.max_num_batched_tokens)
-                   else d.max_num_batched_tokens)
-        seqs = d.max_num_seqs(gpu_memory_gib) if callable(d.max_num_seqs) else d.max_num_seqs
-        return Settings(memory_fraction=frac if memory_fraction is None else memory_fraction,
-                        max_num_batched_tokens=batched if max_num_batched_tokens is None else max_num_batched_tokens,
-                        max_num_seqs=seqs if max_num_seqs is None else max_num_seqs,
-                        defaults_from=f"{self.name} >= {d.since}: {d.source}")
+        if max_num_batched_tokens is None:
+            v = d.max_num_batched_tokens
+            max_num_batched_tokens = v(layout) if callable(v) else v
+        if max_num_seqs is None:
+            v = d.max_num_seqs
+            max_num_seqs = v(layout) if callable(v) else v
+        if memory_fraction is None:
+            f = d.memory_fraction
+            memory_fraction = f(layout, max_num_batched_tokens, max_num_seqs) if callable(f) else f
+        return Settings(memory_fraction=memory_fraction, max_num_batched_tokens=max_num_batched_tokens,
+                        max_num_seqs=max_num_seqs, defaults_from=f"{self.name} >= {d.since}: {d.source}")
 
     def fraction_flag(self) -> str:
         """The flag that sets the memory fraction."""

@@ -10,8 +10,10 @@ from typing import Mapping
 
 from ...quant_formats import Quantization, WeightFormat
 from ..versions import Feature, Gate
-from .base import (FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, EMULATED, Defaults, EngineProfile, Flag, KernelPath,
-                   Overhead, OverheadInput, TopologyRules)
+from .base import (EMULATED, FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath,
+                   Layout, Overhead, OverheadInput, TopologyRules, forward_bytes)
+
+MiB = 1024**2
 
 # --- serving flags (python/sglang/srt/server_args.py; checked against the installed parser by
 # tests/test_launch_parsers.py) --------------------------------------------------------------------
@@ -33,18 +35,89 @@ FLAGS: Mapping[str, Flag] = {
     "load_format": Flag("--load-format", omit=("auto",), features=_STREAMING),
 }
 
+# --- defaults and memory accounting (python/sglang/srt/arg_groups/memory_hook.py, 0.5.23) ------------
+
+def _chunked_prefill(layout: Layout) -> int:
+    """handle_gpu_memory_settings: 8192 tokens on 60-160 GiB GPUs (H100, H20, H200), 16384 above (B200,
+    MI300), 4096 below."""
+    return 16384 if layout.gpu_memory_gib >= 160 else 8192 if layout.gpu_memory_gib >= 60 else 4096
+
+
+def cuda_graph_max_bs(layout: Layout, max_running_requests: int) -> int:
+    """The largest decode batch captured (same function): 512 from 160 GiB, 512 at TP >= 4 (else 256) from
+    60 GiB; a smaller max_running_requests lowers it."""
+    if layout.gpu_memory_gib >= 160:
+        bs = 512
+    elif layout.gpu_memory_gib >= 60:
+        bs = 512 if layout.tp >= 4 else 256
+    else:
+        bs = 160 if layout.tp >= 4 else 32
+    return min(bs, max_running_requests)
+
+
+# SGLang's own estimates, in MiB (reserve_for_graph_mb): 2 per decode batch slot; with DP attention
+# 3 more per slot and DP rank (4.5 above 300 slots); 1.5 GiB for the MLA prefill graphs.
+DECODE_GRAPH_MIB_PER_BS = 2
+DP_ATTENTION_GRAPH_MIB = 3
+DP_ATTENTION_GRAPH_MIB_LARGE = 4.5
+MLA_PREFILL_GRAPHS_MIB = 1536
+# DP attention's decode graphs as measured: "CUDA graph capture consumes ~20 GB per rank" at
+# --cuda-graph-max-bs 128 with DP32 (sgl-project/sglang#24453): about 4.6 MiB per batch slot and DP rank.
+DP_ATTENTION_GRAPH_MIB_MEASURED = 4.6
+
+
+def _reserved_mib(layout: Layout, chunked: int, max_bs: int) -> float:
+    """What SGLang keeps outside mem_fraction_static when it picks the fraction itself
+    (handle_gpu_memory_settings): 512 MiB, 1.5 MiB per prefill-chunk token, 1 GiB per 8 GPUs of TP x PP,
+    the CUDA-graph reserve, at least 10 GiB on GPUs above 60 GiB."""
+    reserved = 512 + 1.5 * max(chunked, 2048) + layout.tp * layout.pp / 8 * 1024
+    reserved += max_bs * DECODE_GRAPH_MIB_PER_BS + MLA_PREFILL_GRAPHS_MIB
+    if layout.dp_attention:
+        reserved += max_bs * layout.dp * (DP_ATTENTION_GRAPH_MIB_LARGE if max_bs > 300 else DP_ATTENTION_GRAPH_MIB)
+    if layout.gpu_memory_gib > 60:
+        reserved = max(reserved, 10 * 1024)
+    return reserved
+
+
+def _memory_fraction(layout: Layout, chunked: int, running: int) -> float:
+    """mem_fraction_static = round((GPU MiB - reserved) / GPU MiB, 3)."""
+    gpu_mib = layout.gpu_memory_gib * 1024
+    return round((gpu_mib - _reserved_mib(layout, chunked, cuda_graph_max_bs(layout, running))) / gpu_mib, 3)
+
+
 DEFAULTS = (
-    Defaults(since="0", memory_fraction=0.85, max_num_batched_tokens=8192, max_num_seqs=1024,
-             source="mem_fraction_static 0.85 as in MoonshotAI/Kimi-K2 docs/deploy_guidance.md's SGLang "
-                    "examples; chunked prefill 8192 and 1024 running requests as vLLM's"),
+    # max_running_requests has no fixed default (SGLang derives it from the KV pool); 1024 stands for
+    # "unset" here: it only caps the CUDA-graph batch, which never exceeds 512.
+    Defaults(since="0", memory_fraction=_memory_fraction, max_num_batched_tokens=_chunked_prefill, max_num_seqs=1024,
+             source="python/sglang/srt/arg_groups/memory_hook.py handle_gpu_memory_settings (0.5.23)"),
 )
 
 
 def overhead(o: OverheadInput) -> Overhead:
-    # SGLang's KV pool is mem_fraction_static x memory - weights (python/sglang/srt/mem_cache/
-    # kv_cache_configurator.py _profile_available_bytes): the runtime lives in what the fraction leaves.
-    allowance = int(o.gpu_memory_bytes * (1 - o.settings.memory_fraction))
-    return Overhead(inside_budget={}, outside_budget={}, outside_allowance=allowance)
+    """The KV pool is what is free after the weights load less pre-load free memory x (1 -
+    mem_fraction_static) (mem_cache/kv_cache_configurator.py _profile_available_bytes): activations and
+    CUDA graphs live in that (1 - fraction), and SGLang does not measure the graphs of an MLA model."""
+    s, lay = o.settings, o.layout
+    # With DP attention each rank prefills its share of the chunk (arg_groups/parallel_hook.py passes
+    # chunked_prefill_size // attn_dp_size).
+    act, moe = forward_bytes(o, s.max_num_batched_tokens // (lay.dp if lay.dp_attention else 1))
+    max_bs = cuda_graph_max_bs(lay, s.max_num_seqs)
+    outside = {"activations": act, "moe_workspace": moe,
+               "decode_cuda_graphs": int(max_bs * DECODE_GRAPH_MIB_PER_BS * MiB),
+               "prefill_cuda_graphs": MLA_PREFILL_GRAPHS_MIB * MiB}
+    sources = {"activations": "prefill chunk x hidden x 12 bf16 buffers",
+               "moe_workspace": "prefill chunk x top-k x expert shard (fused MoE intermediates)",
+               "decode_cuda_graphs": f"max_bs {max_bs} x {DECODE_GRAPH_MIB_PER_BS} MiB (memory_hook.py)",
+               "prefill_cuda_graphs": "MLA prefill graphs 1.5 GiB (memory_hook.py)"}
+    if lay.dp_attention:
+        outside["dp_attention_cuda_graphs"] = int(max_bs * lay.dp * DP_ATTENTION_GRAPH_MIB_MEASURED * MiB)
+        sources["dp_attention_cuda_graphs"] = (
+            f"max_bs {max_bs} x dp {lay.dp} x {DP_ATTENTION_GRAPH_MIB_MEASURED} MiB: sgl-project/sglang#24453, "
+            "~20 GB per rank at max_bs 128, DP32 (SGLang itself reserves 3 MiB)")
+    if o.on_cpu:
+        return Overhead(inside_budget={}, sources=sources)
+    allowance = int(o.gpu_memory_bytes * (1 - s.memory_fraction))
+    return Overhead(inside_budget={}, outside_budget=outside, outside_allowance=allowance, sources=sources)
 
 
 TOPOLOGY = TopologyRules(

@@ -6,12 +6,13 @@ Kernel rules are read from vLLM 0.32.0's code as installed here (paths relative 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from ...quant_formats import Quantization, WeightFormat
 from ..versions import Feature, Gate
-from .base import (EMULATED, FALLBACK, NATIVE, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath,
-                   Overhead, OverheadInput, TopologyRules)
+from .base import (EMULATED, FALLBACK, NATIVE, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath, Layout,
+                   Overhead, OverheadInput, TopologyRules, forward_bytes, since)
 
 GiB = 1024**3
 
@@ -35,50 +36,110 @@ FLAGS: Mapping[str, Flag] = {
 
 # --- defaults -------------------------------------------------------------------------------------
 
-def _batched_tokens(gpu_gib: float) -> int:
-    """API-server default (vllm/engine/arg_utils.py get_batch_defaults, 0.32): 16384 from 160 GiB of device
-    memory, 8192 below (the planner's GPUs all have >= 70 GiB; A100's own row is the same 8192)."""
-    return 16384 if gpu_gib >= 160 else 8192
+def _batched_tokens(layout: Layout) -> int:
+    """API-server default (vllm/engine/arg_utils.py get_batch_defaults, 0.32.0): 16384 from 160 GiB of
+    device memory ("GPUs like B200/B300"), 8192 from 70 GiB (A100 excluded, which gets 2048)."""
+    return 16384 if layout.gpu_memory_gib >= 160 else 8192 if layout.gpu_memory_gib >= 70 else 2048
+
+
+def _max_seqs(layout: Layout) -> int:
+    """Same function: 1024 sequences from 70 GiB, else 256."""
+    return 1024 if layout.gpu_memory_gib >= 70 else 256
 
 
 DEFAULTS = (
-    Defaults(since="0", memory_fraction=0.90, max_num_batched_tokens=8192, max_num_seqs=1024,
-             source="vllm/config/cache.py gpu_memory_utilization 0.9; arg_utils.py get_batch_defaults "
-                    "(OpenAI server, >= 70 GiB GPUs: 8192 batched tokens, 1024 sequences)"),
-    Defaults(since="0.32.0", memory_fraction=0.92, max_num_batched_tokens=_batched_tokens, max_num_seqs=1024,
-             source="vllm-project/vllm#38284 (gpu_memory_utilization 0.92); get_batch_defaults 16384 "
-                    "batched tokens from 160 GiB"),
+    # The oldest releases this project plans for used 0.9 (docs.vllm.ai v0.6.4 engine_args: "If
+    # unspecified, will use the default value of 0.9"); the batch defaults are those of 0.32.0.
+    Defaults(since="0", memory_fraction=0.90, max_num_batched_tokens=_batched_tokens, max_num_seqs=_max_seqs,
+             source="gpu_memory_utilization 0.9 (docs.vllm.ai v0.6.4); batch defaults of "
+                    "vllm/engine/arg_utils.py get_batch_defaults"),
+    # 0.32.0 is the oldest release checked to default to 0.92 (vllm/config/cache.py, vllm-project/vllm#38284);
+    # the release that changed it is not confirmed, so older pins plan with 0.9.
+    Defaults(since="0.32.0", memory_fraction=0.92, max_num_batched_tokens=_batched_tokens, max_num_seqs=_max_seqs,
+             source="vllm/config/cache.py gpu_memory_utilization 0.92 (vllm-project/vllm#38284); "
+                    "vllm/engine/arg_utils.py get_batch_defaults"),
 )
 
 
 # --- memory accounting ----------------------------------------------------------------------------
-# vLLM's KV budget is gpu_memory_utilization x total memory minus what its profiling run measured:
-# weights, the activation peak of a max_num_batched_tokens forward, the sampler's dummy run and memory
-# outside PyTorch (vllm/v1/worker/gpu_worker.py determine_available_memory; vllm/utils/mem_utils.py).
+# The KV budget is ceil(total x gpu_memory_utilization) minus everything the profiling run leaves
+# allocated (weights, buffers outside PyTorch), its transient activation peak and, from 0.21.0, the
+# estimated CUDA-graph memory (vllm/v1/worker/gpu_worker.py determine_available_memory; vllm/utils/
+# mem_utils.py memory_profiling; vllm/v1/worker/utils.py request_memory). The memory snapshot is taken
+# after NCCL and the custom all-reduce are set up, so their buffers and the CUDA context are not charged
+# to the budget: they must fit in what the fraction leaves, or vLLM refuses to start ("Free memory on
+# device ... is less than desired GPU memory utilization").
 
-# Activation peak per token of max_num_batched_tokens: about a dozen hidden-size bf16 buffers live at once
-# (residual, normed input, attention in/out, MLP in/out, all-reduce staging).
-ACT_HIDDEN_BUFFERS = 12
-# The sampler's dummy run: max_num_seqs rows of full-vocab fp32 logits plus the same again for
-# probabilities (vLLM gathers logits to the full vocabulary on every rank before sampling).
-SAMPLER_FP32_COPIES = 2
-# Memory outside PyTorch's allocator on more than one GPU: NCCL and custom all-reduce buffers, cuBLAS
-# workspaces. Calibrated on the public DeepSeek-V3-architecture logs on 8xH200 (the K2-Thinking TP8
-# recipe log); 0.5 GiB on one GPU (single-GPU vLLM logs show non_torch 0.1-0.7 GiB).
-NON_TORCH_MULTI_GPU = 4.5 * GiB
-NON_TORCH_SINGLE_GPU = 0.5 * GiB
+# The sampler's dummy run (vllm/v1/worker/gpu_model_runner.py _dummy_sampler_run, v1/sample/sampler.py):
+# min(max_num_batched_tokens, max_num_seqs) rows of full-vocabulary logits, bf16 (2 B), their fp32 copy (4),
+# softmax probabilities (4) and exponential noise (4), the sorted values (4) and int64 indices (8) of the
+# top-k/top-p path, its cumulative sum (4), masks (2) and the scattered result (4): 36 bytes per logit at
+# the peak. With the K2-Thinking TP8 recipe log this reproduces the default-settings overhead the former
+# fixed "outside PyTorch" constant was calibrated on.
+SAMPLER_BYTES_PER_LOGIT = 36
+# Buffers the profiling run leaves outside PyTorch on a GPU (cuBLAS workspaces, attention-backend
+# metadata). An assumption, not a logged figure: vLLM does not log it separately since NCCL moved before
+# the snapshot.
+NON_TORCH = int(0.25 * GiB)
+# CUDA-graph memory, counted from 0.21.0 ("CUDA graph memory profiling is enabled (default since
+# v0.21.0)", gpu_worker.py; VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1): the largest graph's pool plus a
+# per-graph cost for every other captured size, in both modes of the default FULL_AND_PIECEWISE
+# (gpu_model_runner.py profile_cudagraph_memory). The per-graph cost is calibrated on one published
+# figure: "CUDA graph pool memory: 2.51 GiB (actual)" at the default 51 capture sizes (vllm-project/vllm
+# issue #50576, a DeepSeek-architecture MoE) - about 25 MiB per graph.
+CUDAGRAPH_PROFILED_SINCE = "0.21.0"
+CUDAGRAPH_MODES = 2
+CUDAGRAPH_PER_GRAPH = 25 * 1024**2
+# Outside the budget: the CUDA context, NCCL communicators and the custom all-reduce buffers (about
+# 32 MiB per rank, vllm/distributed/device_communicators/custom_all_reduce.py). A V0 log that still
+# counted them shows "non_torch_memory takes 2.53GiB" per TP8 rank (vllm-project/vllm issue #13074).
+COMMUNICATION_MULTI_GPU = int(2.5 * GiB)
+CUDA_CONTEXT = int(0.5 * GiB)
+
+
+def cudagraph_sizes(o: OverheadInput) -> list[int]:
+    """The batch sizes vLLM captures by default (vllm/config/vllm.py _set_cudagraph_sizes, 0.32.0): up to
+    min(max_num_seqs x (1 + draft tokens) x 2, 512 - 1024 on SM100-family GPUs -, max_num_batched_tokens);
+    1, 2, 4, then every 8 below 256, every 16 from 256, plus max_num_seqs' decode size when it fits."""
+    s = o.settings
+    query_len = 1 + o.speculative_tokens
+    cap = 1024 if o.layout.gpu_arch == "blackwell" else 512
+    largest = min(s.max_num_seqs * query_len * 2, cap, s.max_num_batched_tokens)
+    sizes = {i for i in (1, 2, 4) if i <= largest}
+    sizes |= set(range(8, min(largest + 1, 256), 8)) if largest >= 8 else set()
+    sizes |= set(range(256, largest + 1, 16)) if largest >= 256 else set()
+    if s.max_num_batched_tokens <= largest:
+        sizes.add(s.max_num_batched_tokens)
+    if s.max_num_seqs * query_len <= largest:
+        sizes.add(s.max_num_seqs * query_len)
+    return sorted(sizes)
 
 
 def overhead(o: OverheadInput) -> Overhead:
     s = o.settings
-    tokens = s.max_num_batched_tokens
-    moe_inter = o.moe_intermediate_size // (1 if o.expert_parallel else o.tp)
-    act = tokens * o.hidden_size * 2 * ACT_HIDDEN_BUFFERS
-    moe = tokens * o.num_experts_per_tok * (2 * moe_inter + o.hidden_size) * 2 if o.moe_intermediate_size else 0
-    sampler = s.max_num_seqs * o.vocab_size * 4 * SAMPLER_FP32_COPIES
-    non_torch = 0 if o.on_cpu else (NON_TORCH_MULTI_GPU if o.gpus > 1 else NON_TORCH_SINGLE_GPU)
-    return Overhead(inside_budget={"activations": act, "moe_workspace": moe, "sampler": sampler,
-                                   "non_torch": int(non_torch)})
+    act, moe = forward_bytes(o, s.max_num_batched_tokens)
+    rows = min(s.max_num_batched_tokens, s.max_num_seqs)
+    inside = {"activations": act, "moe_workspace": moe, "sampler": rows * o.vocab_size * SAMPLER_BYTES_PER_LOGIT}
+    sources = {"activations": "max_num_batched_tokens x hidden x 12 bf16 buffers",
+               "moe_workspace": "max_num_batched_tokens x top-k x expert shard (fused MoE intermediates)",
+               "sampler": f"{rows} rows x vocabulary x {SAMPLER_BYTES_PER_LOGIT} B (gpu_model_runner "
+                          "_dummy_sampler_run)"}
+    if o.on_cpu:  # the CPU backend has no CUDA graphs, NCCL or CUDA context
+        return Overhead(inside_budget=inside, sources=sources)
+    inside["non_torch"] = NON_TORCH
+    sources["non_torch"] = "cuBLAS workspaces and attention metadata (assumed 0.25 GiB)"
+    if since(o.engine_version, CUDAGRAPH_PROFILED_SINCE):
+        sizes = cudagraph_sizes(o)
+        largest = sum(forward_bytes(o, sizes[-1])) if sizes else 0
+        inside["cuda_graphs"] = largest + CUDAGRAPH_MODES * max(len(sizes) - 1, 0) * CUDAGRAPH_PER_GRAPH
+        sources["cuda_graphs"] = (f"{len(sizes)} capture sizes up to {sizes[-1] if sizes else 0} x "
+                                  f"{CUDAGRAPH_MODES} modes, profiled into the budget from vLLM {CUDAGRAPH_PROFILED_SINCE}")
+    outside = {"cuda_context": CUDA_CONTEXT}
+    if o.gpus > 1:
+        outside["nccl_and_custom_all_reduce"] = COMMUNICATION_MULTI_GPU
+    sources["nccl_and_custom_all_reduce"] = "vllm-project/vllm#13074 V0 log: non_torch 2.53 GiB per TP8 rank"
+    allowance = o.gpu_memory_bytes - int(math.ceil(o.gpu_memory_bytes * s.memory_fraction))
+    return Overhead(inside_budget=inside, outside_budget=outside, outside_allowance=allowance, sources=sources)
 
 
 # --- topology -------------------------------------------------------------------------------------
