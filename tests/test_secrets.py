@@ -1,4 +1,7 @@
-"""The API key never reaches a command line (/proc/PID/cmdline is readable by every user on a node, and
+"""secrets.py's one rule (which names and values are credentials, the shortest value redacted, the one
+redactor for strings, argv and mappings), and the places that use it.
+
+The API key never reaches a command line (/proc/PID/cmdline is readable by every user on a node, and
 engines print their arguments when they start) nor a start-up log, for every engine and router:
 
 - vLLM reads VLLM_API_KEY (an env reference in the rendered command);
@@ -264,3 +267,99 @@ def test_rendered_shell_stops_without_a_key(tmp_path: Path) -> None:
         proc = subprocess.run(["bash", "-c", lines], capture_output=True, text=True, env={**env, **extra}, timeout=60)
         assert proc.returncode != 0 and "started" not in proc.stdout, proc.stdout
         assert "KIMI_API_KEY is not set or empty" in proc.stderr
+
+
+# --- the one rule ------------------------------------------------------------------------------------
+
+from kimi_deploy import secrets  # noqa: E402
+
+
+@pytest.mark.parametrize("name", [
+    "KIMI_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY", "VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+    "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "DB_PASSWORD", "PGPASSWORD", "MYSQL_PASSWD",
+    "APIKEY", "GHTOKEN", "CLIENT_SECRET", "SECRETS_FILE", "API_KEYS", "hf_token", "X_AUTH", "AUTH", "NCCL_IB_AUTH",
+    # a substring rule catches these settings too (secrets.py says why); pinned so that a change is deliberate
+    "KEYBOARD_LAYOUT", "MONKEY", "TOKENIZERS_PARALLELISM",
+])
+def test_credential_names(name: str) -> None:
+    assert secrets.is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", [
+    "PATH", "HOME", "NCCL_AUTH_MODE", "AUTHOR", "AUTHORIZATION", "HF_AUTH_MODE", "SESSION", "COOKIE_JAR",
+    "VLLM_USE_DEEP_GEMM", "NCCL_IB_HCA", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "MASTER_PORT",
+])
+def test_names_that_are_not_credentials(name: str) -> None:
+    assert not secrets.is_secret_name(name)
+
+
+def test_auth_like_names_are_judged_by_the_value() -> None:
+    random = "q8Zr2LmX9vT4nB7kP1sW6yE3"
+    for name in ("AUTHORIZATION", "UPSTREAM_AUTH_HEADER", "MY_CREDENTIAL", "SESSION_ID", "COOKIE"):
+        assert secrets.is_secret(name, random) and not secrets.is_secret(name, "none")
+    assert not secrets.is_secret("NCCL_SETTING", random)  # random alone is not enough under another name
+    for value in ("sk-proj-abcdefghijklmnop1234", "hf_abcdefghijklmnopqrstuvwxyz0123", "AKIAIOSFODNN7EXAMPLE",
+                  "Bearer abcdefgh12345678", "ghp_abcdefghijklmnopqrstuvwx"):
+        assert secrets.is_secret("ANY_SETTING", value) and secrets.credential_problem(value)
+
+
+@pytest.mark.parametrize("arg, caught", [
+    ("--api-key", True), ("--api-key=abc", True), ("--admin-api-key", True), ("--api_key", True),
+    ("--hf-token", True), ("--token", True), ("--admin-key", True),
+    ("--max-num-batched-tokens", False), ("--tokenizer", False), ("--num-speculative-tokens", False),
+    ("--ssl-keyfile", False), ("api-key", False),
+])
+def test_credential_options(arg: str, caught: bool) -> None:
+    assert secrets.is_secret_option(arg) is caught
+
+
+def test_one_minimum_length() -> None:
+    """Values shorter than MIN_LEN are never redacted (a named variable's included); from MIN_LEN on they are."""
+    short, enough = "k" * (secrets.MIN_LEN - 1), "k" * secrets.MIN_LEN
+    env = {"A_TOKEN": short, "TOKENIZERS_PARALLELISM": "false", "KIMI_API_KEY": "x" * secrets.MIN_LEN,
+           "PLAIN": "p" * 40, "NAMED": short}
+    s = secrets.Scrubber(["NAMED"], env=env)
+    text = f"{short} false {'x' * secrets.MIN_LEN} {'p' * 40}"
+    assert s.text(text) == f"{short} false ***KIMI_API_KEY*** {'p' * 40}"
+    assert secrets.scrub(f"={enough}", ["NAMED"], {"NAMED": enough}) == "=***NAMED***"
+    assert not secrets.Scrubber(env={"A_TOKEN": short})  # nothing to redact
+    # a JSON line keeps its booleans: "true"/"false" under credential-looking names are too short
+    line = json.dumps({"ok": True, "done": False})
+    assert secrets.scrub(line, env={"HF_HUB_DISABLE_IMPLICIT_TOKEN": "true", "TOKENIZERS_PARALLELISM": "false"}) == line
+
+
+def test_one_redactor_for_strings_argv_and_mappings() -> None:
+    env = {"KIMI_API_KEY": SECRET, "OTHER": "value-not-secret"}
+    s = secrets.Scrubber(env=env)
+    assert s(f"key={SECRET}") == "key=***KIMI_API_KEY***"
+    assert s(["vllm", "serve", f"--api-key={SECRET}", ("x", SECRET)]) == \
+        ["vllm", "serve", "--api-key=***KIMI_API_KEY***", ["x", "***KIMI_API_KEY***"]]
+    assert s({"env": {"K": SECRET, SECRET: 1}, "n": 3}) == \
+        {"env": {"K": "***KIMI_API_KEY***", "***KIMI_API_KEY***": 1}, "n": 3}
+    assert "value-not-secret" in s("value-not-secret")
+    # a value credential-shaped under any name is redacted too, as the spec refuses it under any name
+    assert secrets.scrub("x sk-proj-abcdefghijklmnop1234", env={"MY_SETTING": "sk-proj-abcdefghijklmnop1234"}) \
+        == "x ***MY_SETTING***"
+
+
+def test_every_place_uses_the_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spec.py refuses, launch.redact and the SGLang log filter redact, by secrets.py's rule and length."""
+    import logging
+
+    from kimi_deploy.launch import redact
+    from kimi_deploy.redact_log import RedactEnv
+    from kimi_deploy.spec import Serving
+
+    for name in ("KEYBOARD_LAYOUT", "PGPASSWORD", "X_AUTH"):
+        with pytest.raises(ValueError, match=f"{name}: a name that contains KEY"):
+            Serving(env={name: "1"})
+    Serving(env={"NCCL_AUTH_MODE": "none", "AUTHOR": "x"})
+    dep = resolve(load_spec(SGLANG_TP8))
+    env = {"KIMI_API_KEY": SECRET, "GHTOKEN": "ghtoken-value", "SHORT_API_KEY": "abc1234"}
+    assert redact(f"{SECRET} ghtoken-value abc1234", env, dep) == "***KIMI_API_KEY*** ***GHTOKEN*** abc1234"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    record = logging.LogRecord("sglang", logging.INFO, __file__, 1, "args=%s", ({"k": SECRET, "g": "ghtoken-value",
+                                                                                "s": "abc1234"},), None)
+    RedactEnv(["KIMI_API_KEY"]).filter(record)
+    assert record.getMessage() == "args={'k': '***', 'g': '***', 's': 'abc1234'}"

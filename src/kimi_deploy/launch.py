@@ -228,11 +228,11 @@ def expand_refs(text: str, env: Mapping[str, str]) -> str:
 
 
 def redact(text: str, env: Mapping[str, str], dep: Deployment) -> str:
-    """Belt and braces: no secret value ever reaches a log line (secrets.Scrubber, the one scrubber;
-    values from 4 characters, as serve always masked them)."""
-    from .secrets import Scrubber
+    """Belt and braces: no secret value ever reaches a line serve prints (secrets.scrub: the deployment's
+    key variable and every credential variable of `env`, by the one rule and minimum length)."""
+    from .secrets import scrub
 
-    return Scrubber([dep.api_key_env], env=env, min_len=4).text(text)
+    return scrub(text, [dep.api_key_env], env)
 
 
 # --- preflight ------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 SGLang 0.5.23 logs every server argument, the API key included, at INFO when it starts
 (python/sglang/srt/entrypoints/engine.py, `server_args=...`; sgl-project/sglang#37457, open). It reads a
 logging dictConfig from SGLANG_LOGGING_CONFIG_PATH (python/sglang/srt/utils/common.py configure_logger),
-and that config installs this filter, which replaces the values of the named environment variables
-with `***` in every record: in the message, in a formatted traceback and in stack info, raw or in the
-escaped forms repr() and JSON give it (SGLang logs a dict's repr).
+and that config installs this filter, which replaces with `***` the values of the named environment
+variables and of every variable secrets.py takes for a credential (secrets.Scrubber: the one rule and
+minimum length) in every record: in the message, in a formatted traceback and in stack info, raw or in
+the escaped forms repr() and JSON give it (SGLang logs a dict's repr).
 
 The price, stated plainly: with SGLANG_LOGGING_CONFIG_PATH set, SGLang's configure_logger applies this
 config and returns, so its per-process prefix (" DP0 TP3 EP3"), --log-level and SGLANG_LOG_MS no longer
@@ -14,32 +15,27 @@ apply; the format is SGLang's default `[time] message` at INFO. Only deployments
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Iterable
 
 MASK = "***"
 
 
 class RedactEnv(logging.Filter):
-    """Mask the values of these environment variables in log records (values shorter than 4
-    characters are left alone: masking them would garble ordinary text)."""
+    """Mask in log records the values of these environment variables and of every credential variable
+    (values shorter than secrets.MIN_LEN are left alone: masking them would garble ordinary text)."""
 
     def __init__(self, env: Iterable[str] = ()) -> None:
         super().__init__()
         # Imported here: this module is loaded by SGLang's dictConfig, inside the engine's process.
-        from .secrets import forms
+        from .secrets import Scrubber
 
-        values = [v for v in (os.environ.get(name) for name in env) if v and len(v) >= 4]
-        found = {f for v in values for f in forms(v)}
-        self.forms = sorted(found, key=len, reverse=True)  # longest first: an escaped form contains others
+        self.scrubber = Scrubber(env, marker=MASK)
 
     def mask(self, text: str) -> str:
-        for form in self.forms:
-            text = text.replace(form, MASK)
-        return text
+        return self.scrubber.text(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.forms:
+        if not self.scrubber:
             return True
         message = record.getMessage()
         masked = self.mask(message)

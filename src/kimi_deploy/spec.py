@@ -5,9 +5,7 @@ deployment.py resolves it into the one object everything else reads."""
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,57 +16,19 @@ from .catalog import MODELS, get_gpu, get_model, gpu_names
 from .errors import BadInput
 from .engines.profiles import ENGINE_NAMES, get_profile
 from .engines.profiles.base import KV_DTYPES
+from .secrets import NAME_RULE, credential_problem, is_secret_name, is_secret_option
 
 
 # --- secrets and shell references in spec values ------------------------------------------------------
 
-# Credential shapes (issue 12, class 4): OpenAI/Moonshot-style `sk-` keys, Hugging Face `hf_` tokens, an
-# HTTP `Bearer` credential, AWS access key ids (AKIA/ASIA + 16, https://docs.aws.amazon.com/IAM/latest/UserGuide/
-# reference_identifiers.html#identifiers-unique-ids), GitHub tokens (ghp_/gho_/ghs_/github_pat_) and a PEM key.
-_CREDENTIAL = re.compile(
-    r"(?:^|[^A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
-    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"
-    r"|(?i:\bbearer\s+\S{8,})|-----BEGIN [A-Z ]*PRIVATE KEY-----")
-# Names that say "credential": refused outright in serving.env (KEY/TOKEN/SECRET/PASSWORD), or whose
-# value is refused when it looks random (AUTH, CREDENTIAL, e.g. HF_AUTH or AUTHORIZATION).
-_SECRET_NAME_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD")
-_AUTH_NAME_WORDS = ("AUTH", "CREDENTIAL", "COOKIE", "SESSION")
+# What a credential is (names, values, options) is decided in secrets.py; the spec refuses them all.
 _WHERE_SECRETS_GO = ("name the variable in serving.api_key_env (the key then comes from the environment or "
                      "the Kubernetes Secret in k8s.api_key_secret; k8s.hf_token_secret for HF_TOKEN)")
 
 
-def _high_entropy(value: str) -> bool:
-    """A long random-looking string (a key or token), not a setting: 20+ characters, no spaces, letters
-    and digits mixed, at least 3.5 bits of Shannon entropy per character."""
-    v = value.strip()
-    if len(v) < 20 or any(c.isspace() for c in v):
-        return False
-    if not (any(c.isdigit() for c in v) and any(c.isalpha() for c in v)):
-        return False
-    counts = Counter(v)
-    entropy = -sum(n / len(v) * math.log2(n / len(v)) for n in counts.values())
-    return entropy >= 3.5
-
-
-def credential_problem(value: str) -> str | None:
-    """Why `value` looks like a credential, or None."""
-    if _CREDENTIAL.search(value):
-        return "looks like a credential (an API key, token or Bearer header)"
-    return None
-
-
-def _is_api_key_option(arg: str) -> bool:
-    """--api-key, --api-key=..., --admin-api-key, --api_key ... (vLLM and SGLang both take --api-key;
-    SGLang also --admin-api-key, sgl-project/sglang python/sglang/srt/server_args.py)."""
-    if not arg.startswith("-"):
-        return False
-    name = arg.lstrip("-").split("=", 1)[0].lower().replace("_", "-")
-    return name.endswith("api-key") or name in ("admin-key", "hf-token", "token")
-
-
 def _check_extra_args(v: list[str]) -> list[str]:
     for i, arg in enumerate(v):
-        if _is_api_key_option(arg):
+        if is_secret_option(arg):
             raise ValueError(f"{arg.split('=', 1)[0]} (item {i}): an API key on the command line is readable by "
                              f"every user of the node (ps, /proc) and ends up in manifests; {_WHERE_SECRETS_GO}")
         problem = credential_problem(arg)
@@ -245,13 +205,11 @@ class Serving(_Strict):
             if not ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not an environment variable name (letters, digits, _; not "
                                  "starting with a digit)")
-            upper = key.upper()
-            if any(word in upper for word in _SECRET_NAME_WORDS):
-                raise ValueError(f"{key}: secrets do not belong in the spec; {_WHERE_SECRETS_GO}, or pass it "
-                                 "through the environment / a Kubernetes Secret")
-            problem = credential_problem(value)
-            if problem is None and any(word in upper for word in _AUTH_NAME_WORDS) and _high_entropy(value):
-                problem = "looks like a credential (a long random string under a credential-like name)"
+            if is_secret_name(key):
+                raise ValueError(f"{key}: a name that {NAME_RULE} is taken for a credential's, and secrets "
+                                 f"do not belong in the spec; {_WHERE_SECRETS_GO}, or pass it through the "
+                                 "environment / a Kubernetes Secret")
+            problem = credential_problem(value, key)
             if problem:
                 raise ValueError(f"{key}: the value {problem}; secrets do not belong in the spec: "
                                  f"{_WHERE_SECRETS_GO}, or pass it through the environment / a Kubernetes Secret")
