@@ -98,16 +98,9 @@ class Hardware(_Strict):
 
 
 class EngineSpec(_Strict):
-    name: str  # one of the engine profiles (engines/profiles/)
+    name: Literal[ENGINE_NAMES]  # one per engine profile (engines/profiles/)
     version: str | None = None  # the engine version installed on the nodes, when pinned
     image: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _known_engine(cls, v: str) -> str:
-        if v not in ENGINE_NAMES:
-            raise ValueError(f"unknown engine {v!r}; allowed: {' or '.join(repr(n) for n in ENGINE_NAMES)}")
-        return v
 
 
 TopologyMode = Literal["auto", "tp", "tp-pp", "dp-ep", "tp-ep", "pd"]
