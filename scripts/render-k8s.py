@@ -6,6 +6,7 @@ Run: .venv/bin/python scripts/render-k8s.py
 
 from pathlib import Path
 
+from kimi_deploy.deployment import resolve
 from kimi_deploy.k8s import check, write
 from kimi_deploy.spec import load_spec
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def k8s_examples() -> list[Path]:
     """deploy/ examples Kubernetes can run (every GPU spec whose k8s section is complete)."""
-    return [p for p in sorted((ROOT / "deploy").glob("*.yaml")) if not check(load_spec(p))]
+    return [p for p in sorted((ROOT / "deploy").glob("*.yaml")) if not check(resolve(load_spec(p)))]
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ knowledge is data: one table from serving fields to both engines' flags and the 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,18 @@ def test_resolved_once_then_only_read(monkeypatch) -> None:
     node = node_command(dep, resolve_node(dep, None, None, env))
     preflight(dep, node, check_args=False)
     assert node.port == dep.group("decode").port == 30002
+
+
+def test_consumers_read_resolved_fields_not_the_raw_spec() -> None:
+    """The Deployment carries no raw spec: what it passes through as given (weights, network, k8s) is named
+    as such, and every consumer reads those fields."""
+    dep = resolve(load_spec(SGLANG_PD))
+    assert not hasattr(dep, "spec")
+    assert dep.gpu.name == "H200" and dep.pd_transport is not None and dep.host
+    consumers = [p for p in (DEPLOY.parent / "src" / "kimi_deploy").rglob("*.py") if p.name not in ("spec.py", "deployment.py")]
+    offenders = [f"{p.name}:{i}" for p in consumers for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"\bdep\.spec\b|deployment\.spec\b", line)]
+    assert not offenders, offenders
 
 
 def test_the_deployment_is_immutable() -> None:
@@ -195,7 +208,7 @@ def test_serve_refuses_an_image_without_ray(tmp_path: Path) -> None:
     if shutil.which("ray"):
         pytest.skip("ray is installed here")
     proc = run_cli("serve", str(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp8pp2-ray.yaml"), "--node-rank", "1",
-                   "--head-address", "10.0.0.1", "--no-check-args", env={"PATH": "/usr/bin:/bin", "KIMI_API_KEY": "k"})
+                   "--head-address", "10.0.0.1", "--no-check-args", env={"PATH": "/usr/bin:/bin", "KIMI_API_KEY": "k" * 24})
     assert_clean_error(proc, "executables", "ray not installed", code=1)
 
 

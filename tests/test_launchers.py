@@ -136,6 +136,10 @@ def test_missing_api_key_env_is_bad_input(spec_with_weights: Path) -> None:
     env = _env(LWS_LEADER_ADDRESS="l", LWS_WORKER_INDEX="0", LWS_GROUP_SIZE="2")
     del env["KIMI_API_KEY"]
     assert_clean_error(run_cli("serve", str(spec_with_weights), "--dry-run", env=env), "KIMI_API_KEY", "not set")
+    # A key too short to be safe (or to be masked in what serve prints) is refused too, without echoing it.
+    proc = run_cli("serve", str(spec_with_weights), "--dry-run", env={**env, "KIMI_API_KEY": "k3y"})
+    assert_clean_error(proc, "KIMI_API_KEY", "3 characters", "at least 8")
+    assert "k3y" not in proc.stdout + proc.stderr
 
 
 def test_unknown_extra_arg_stops_serve(tmp_path: Path, spec_with_weights: Path) -> None:

@@ -1,7 +1,7 @@
 """A spec resolved once: `resolve(spec) -> Deployment`.
 
 The Deployment is immutable and holds everything the consumers (engine renderers, Kubernetes
-manifests, launch/preflight, the CLI) need: the catalog entry and architecture, the served model name
+manifests, launch/preflight, the CLI) need, so none of them reads the raw spec: the catalog entry and architecture, the served model name
 and model path, the parsers, the serving values (spec, else catalog defaults), and for each engine
 group (the whole deployment, or each side of prefill/decode) its nodes, first rank, port, head-address
 variable, topology, network environment, planner input and plan. Nothing downstream recomputes any of
@@ -17,13 +17,13 @@ from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 from .architecture import Architecture
-from .catalog import ModelEntry, get_gpu, get_model
+from .catalog import GPU, ModelEntry, get_gpu, get_model
 from .drafts import Draft, DraftArch, get_draft
 from .serving_flags import plan_fields, resolve_values
 from .errors import BadInput
 from .engines.profiles import PROFILES, EngineProfile, get_profile
 from .plan import Plan, PlanInput, Topology, dp_ep_topology, plan
-from .spec import ModelRef, Spec, ParallelFields, looks_like_path
+from .spec import K8s, ModelRef, Network, ParallelFields, Spec, Weights, looks_like_path
 
 GroupName = Literal["serve", "prefill", "decode"]
 
@@ -94,12 +94,26 @@ DRAFT_SUBDIR = "draft"
 
 
 @dataclass(frozen=True, kw_only=True)
+class PDTransport:
+    """How a P/D deployment moves the KV cache from prefill to decode."""
+
+    backend: str  # mooncake | nixl (one of the engine profile's pd_transports)
+    ib_device: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deployment:
-    spec: Spec
     name: str
     engine: str
     profile: EngineProfile
     engine_version: str | None
+    gpu: GPU
+    gpus_per_node: int
+    nodes: int  # engine nodes of the whole deployment (the router's pod is not one)
+    host: str  # every node's bind address
+    lb: str  # vLLM multi-node DP: internal | hybrid load balancing
+    multinode_backend: str  # native | ray
+    pd_transport: PDTransport | None
     model: str  # catalog id, or the local checkpoint path
     entry: ModelEntry | None
     arch: Architecture
@@ -113,6 +127,16 @@ class Deployment:
     groups: tuple[Group, ...]
     router: Router | None
     speculative: SpecDecode | None = None
+    # Spec sections no resolved field covers, read as given: where the weights live, the node network, the
+    # Kubernetes settings.
+    weights: Weights
+    network: Network
+    k8s: K8s
+
+    @property
+    def on_cpu(self) -> bool:
+        """A local CPU demo (vLLM's CPU backend), not a GPU deployment."""
+        return self.gpu.vendor == "cpu"
 
     @property
     def pd(self) -> bool:
@@ -346,7 +370,11 @@ def resolve(spec: Spec) -> Deployment:
                            f"(serving.port + {PD_PORT_OFFSET[g.name]}); allowed: up to 65533", "serving.port")
     thinking, tool, reasoning = _parsers(spec, entry)
     return Deployment(
-        spec=spec, name=spec.name, engine=engine, profile=profile, engine_version=spec.engine.version, model=name, entry=entry,
+        name=spec.name, engine=engine, profile=profile, engine_version=spec.engine.version, gpu=gpu,
+        gpus_per_node=spec.hardware.gpus_per_node, nodes=spec.hardware.nodes, host=spec.serving.host,
+        lb=t.lb, multinode_backend=t.multinode_backend,
+        pd_transport=PDTransport(backend=t.pd.transfer_backend, ib_device=t.pd.ib_device) if t.pd else None,
+        weights=spec.weights, network=spec.network, k8s=spec.k8s, model=name, entry=entry,
         arch=arch, model_path=_model_path(spec, entry, name),
         served_model_name=spec.serving.served_model_name or (entry.id if entry else spec.name),
         thinking=thinking, tool_parser=tool, reasoning_parser=reasoning, serving=MappingProxyType(serving),

@@ -19,7 +19,7 @@ import yaml
 from .deployment import Deployment, Group, resolve
 from .engines.render import RenderedNode, render
 from .errors import BadInput
-from .spec import Spec, load_spec
+from .spec import load_spec
 from .startup import startup_budget
 from .weights import VERIFY_MARKER
 
@@ -90,9 +90,8 @@ def lws_name_limit(replicas: int) -> int:
 GPU_RESOURCES = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 
 
-def gpu_resource(spec: Spec) -> str:
-    from .catalog import get_gpu
-    return GPU_RESOURCES[get_gpu(spec.hardware.gpu).vendor]
+def gpu_resource(dep: Deployment) -> str:
+    return GPU_RESOURCES[dep.gpu.vendor]
 
 
 def _draft_dirs(dep: Deployment) -> list[str]:
@@ -101,35 +100,35 @@ def _draft_dirs(dep: Deployment) -> list[str]:
     return [sd.dir] if sd is not None and sd.dir else []
 
 
-def check(spec: Spec) -> list[str]:
-    """Errors that make a spec impossible to deploy on Kubernetes (raised as bad input)."""
-    k = spec.k8s
+def check(dep: Deployment) -> list[str]:
+    """Errors that make a deployment impossible to run on Kubernetes (raised as bad input)."""
+    k, weights_dir = dep.k8s, dep.weights.dir
     errors = []
-    if spec.hardware.gpu == "CPU":
+    if dep.on_cpu:
         errors.append("hardware.gpu: CPU specs are local demos; Kubernetes manifests are for GPU nodes")
-    if spec.weights.dir and not spec.weights.dir.startswith("/"):
-        errors.append(f"weights.dir: {spec.weights.dir!r} must be an absolute path inside the pods")
-    if spec.hardware.nodes > 1 and k.weights_mode == "pvc" and not (spec.weights.dir and k.storage_class):
+    if weights_dir and not weights_dir.startswith("/"):
+        errors.append(f"weights.dir: {weights_dir!r} must be an absolute path inside the pods")
+    if dep.nodes > 1 and k.weights_mode == "pvc" and not (weights_dir and k.storage_class):
         errors.append("k8s.storage_class: a multi-node deployment needs shared ReadWriteMany storage for the "
                       "weights (set k8s.storage_class and weights.dir) or k8s.weights_mode: hostpath")
-    if k.weights_mode == "hostpath" and not spec.weights.dir:
+    if k.weights_mode == "hostpath" and not weights_dir:
         errors.append("weights.dir: the hostPath cache needs a directory on the nodes")
-    if k.weights_mode == "hostpath" and spec.weights.dir and spec.weights.dir.startswith("/"):
-        normal = "/" + "/".join(p for p in spec.weights.dir.split("/") if p not in ("", "."))
+    if k.weights_mode == "hostpath" and weights_dir and weights_dir.startswith("/"):
+        normal = "/" + "/".join(p for p in weights_dir.split("/") if p not in ("", "."))
         if ".." in normal.split("/") or normal in SYSTEM_DIRS or normal.startswith(("/proc/", "/sys/", "/dev/")):
-            errors.append(f"weights.dir: {spec.weights.dir!r} is the host's root, a system directory or not a "
+            errors.append(f"weights.dir: {weights_dir!r} is the host's root, a system directory or not a "
                           "plain path; the hostPath cache is mounted read-write, so give a directory of its "
                           "own, e.g. /data/models/kimi-k2")
-    longest = spec.name + ("-prefill" if spec.topology.pd else "")
-    if spec.hardware.nodes > 1 and len(longest) > lws_name_limit(1):
+    longest = dep.name + ("-prefill" if dep.pd else "")
+    if dep.nodes > 1 and len(longest) > lws_name_limit(1):
         errors.append(f"name: {longest!r} is {len(longest)} characters; a LeaderWorkerSet name may have at "
                       f"most {lws_name_limit(1)}")
     if k.rdma is not None and not k.rdma.resource:
         errors.append("k8s.rdma.resource: RDMA needs the device plugin's resource name (e.g. rdma/ib)")
-    if k.gpus_per_pod is not None and k.gpus_per_pod != spec.hardware.gpus_per_node:
+    if k.gpus_per_pod is not None and k.gpus_per_pod != dep.gpus_per_node:
         errors.append(f"k8s.gpus_per_pod: {k.gpus_per_pod} differs from hardware.gpus_per_node "
-                      f"{spec.hardware.gpus_per_node}: one pod per node must own all its GPUs")
-    if spec.serving.api_key_env and not k.api_key_secret:
+                      f"{dep.gpus_per_node}: one pod per node must own all its GPUs")
+    if dep.api_key_env and not k.api_key_secret:
         errors.append("k8s.api_key_secret: serving.api_key_env is set, so name the Secret that holds the key")
     if not k.image:
         errors.append("k8s.image: name the image built from docker/Dockerfile (the engine image plus kimi-deploy), "
@@ -142,7 +141,7 @@ def check(spec: Spec) -> list[str]:
 
 def _api_key_env(dep: Deployment) -> list[dict[str, Any]]:
     """The API key variable, from the Secret the spec names (check() requires one with api_key_env)."""
-    k = dep.spec.k8s
+    k = dep.k8s
     if not (dep.api_key_env and k.api_key_secret):
         return []
     return [{"name": dep.api_key_env, "valueFrom": {"secretKeyRef": {"name": k.api_key_secret, "key": dep.api_key_env}}}]
@@ -150,15 +149,15 @@ def _api_key_env(dep: Deployment) -> list[dict[str, Any]]:
 
 def _hf_token_env(dep: Deployment) -> list[dict[str, Any]]:
     """HF_TOKEN for gated repos, from its Secret when the spec names one (optional: public repos need none)."""
-    k = dep.spec.k8s
+    k = dep.k8s
     if not k.hf_token_secret:
         return []
     return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": "HF_TOKEN",
                                                                  "optional": True}}}]
 
 
-def _labels(spec: Spec, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "kimi-deploy", "app.kubernetes.io/instance": spec.name,
+def _labels(dep: Deployment, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "kimi-deploy", "app.kubernetes.io/instance": dep.name,
             "app.kubernetes.io/component": component}
 
 
@@ -171,8 +170,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
               extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """The pod of one rendered node: env (the same network env the node's command gets), probes on the
     node's own port, volumes, weights staging."""
-    spec = dep.spec
-    k = spec.k8s
+    k, weights_dir = dep.k8s, dep.weights.dir
     serves_http, health_only, port, group = node.serves_http, node.health_only, node.port, pd_group
     env = [{"name": "KIMI_SPEC", "value": SPEC_PATH}]
     if group:
@@ -182,7 +180,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
         env += [{"name": n, "value": v} for n, v in dep.group(node.group).network_env.items()]
     env += _api_key_env(dep) + _hf_token_env(dep)
     gpus = group != "router"
-    resources = ({gpu_resource(spec): str(spec.hardware.gpus_per_node)} if gpus else {"cpu": "2", "memory": "2Gi"})
+    resources = ({gpu_resource(dep): str(dep.gpus_per_node)} if gpus else {"cpu": "2", "memory": "2Gi"})
     if gpus and k.rdma and k.rdma.resource:
         resources[k.rdma.resource] = str(k.rdma.count)
     container: dict[str, Any] = {
@@ -192,8 +190,8 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
         "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
                          {"name": "dshm", "mountPath": "/dev/shm"}],
     }
-    if spec.weights.dir and gpus:
-        container["volumeMounts"].append({"name": "weights", "mountPath": spec.weights.dir})
+    if weights_dir and gpus:
+        container["volumeMounts"].append({"name": "weights", "mountPath": weights_dir})
     if port is not None:
         container["ports"] = [{"name": "http", "containerPort": port}]
         # Until the weights are loaded the engine refuses connections or answers 503: the startup probe
@@ -205,13 +203,13 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
         if serves_http and not health_only:
             container["readinessProbe"] = _probe("/health", port, PROBE_PERIOD_S, 3, timeout)
     volumes: list[dict[str, Any]] = [
-        {"name": "spec", "configMap": {"name": f"{spec.name}-spec", "defaultMode": 0o555}},
+        {"name": "spec", "configMap": {"name": f"{dep.name}-spec", "defaultMode": 0o555}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k.shm_size}},
     ]
     init: list[dict[str, Any]] = []
-    if spec.weights.dir and gpus:
+    if weights_dir and gpus:
         if k.weights_mode == "pvc":
-            volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": f"{spec.name}-weights"}})
+            volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": f"{dep.name}-weights"}})
             # Wait (bounded) for the download Job's marker, then re-check it against the files: a marker
             # left from another checkpoint or a shard changed since fails here, naming the shard.
             # The Job verifies the draft before the target, so the target's marker implies both.
@@ -220,16 +218,16 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
                 'if [ "$SECONDS" -ge "$deadline" ]; then echo "no verify marker in $1 after $2 s" >&2; exit 1; fi; '
                 'echo "waiting for $1/$3"; sleep 15; done; kimi-deploy verify --check-marker "$1" || exit 1; '
                 'for d in "${@:4}"; do kimi-deploy verify --check-marker "$d" || exit 1; done',
-                spec.weights.dir, str(WEIGHTS_WAIT_S), VERIFY_MARKER, *_draft_dirs(dep)),
-                         "volumeMounts": [{"name": "weights", "mountPath": spec.weights.dir}]})
+                weights_dir, str(WEIGHTS_WAIT_S), VERIFY_MARKER, *_draft_dirs(dep)),
+                         "volumeMounts": [{"name": "weights", "mountPath": weights_dir}]})
         else:
-            volumes.append({"name": "weights", "hostPath": {"path": spec.weights.dir, "type": "DirectoryOrCreate"}})
+            volumes.append({"name": "weights", "hostPath": {"path": weights_dir, "type": "DirectoryOrCreate"}})
             init.append({"name": "stage-weights", "image": k.image, "command": shell(
                          'kimi-deploy download "$1" || exit 1; for d in "${@:3}"; do kimi-deploy verify "$d" || exit 1; '
-                         'done; kimi-deploy verify "$2"', SPEC_PATH, spec.weights.dir, *_draft_dirs(dep)),
+                         'done; kimi-deploy verify "$2"', SPEC_PATH, weights_dir, *_draft_dirs(dep)),
                          "env": [e for e in env if e["name"] in ("HF_TOKEN",)],
                          "volumeMounts": container["volumeMounts"][:1] + [{"name": "weights",
-                                                                            "mountPath": spec.weights.dir}]})
+                                                                            "mountPath": weights_dir}]})
     pod: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 60}
     if init:
         pod["initContainers"] = init
@@ -245,18 +243,18 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
 
 def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
     """filename -> object."""
-    spec = dep.spec
-    errors = check(spec)
+    weights_dir = dep.weights.dir
+    errors = check(dep)
     if errors:
         raise BadInput("cannot render Kubernetes manifests:\n  " + "\n  ".join(errors))
-    k, ns, name = spec.k8s, spec.k8s.namespace, spec.name
+    k, ns, name = dep.k8s, dep.k8s.namespace, dep.name
     nodes = render(dep)
     budget = startup_budget(dep)
-    meta = lambda n, comp: {"name": n, "namespace": ns, "labels": _labels(spec, comp)}  # noqa: E731
+    meta = lambda n, comp: {"name": n, "namespace": ns, "labels": _labels(dep, comp)}  # noqa: E731
     out: dict[str, dict[str, Any]] = {}
     out["configmap-spec.yaml"] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-spec", "config"),
                                   "data": {"spec.yaml": spec_text, "entrypoint.sh": entrypoint_text()}}
-    engine_labels = _labels(spec, "engine")
+    engine_labels = _labels(dep, "engine")
     if not dep.pd:
         group = dep.groups[0]
         hybrid = all(n.serves_http for n in nodes)
@@ -269,7 +267,7 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
             out[f"service-{group.name}.yaml"] = {
                 "apiVersion": "v1", "kind": "Service", "metadata": meta(f"{name}-{group.name}", "engine"),
                 "spec": {"selector": gsel, "ports": [{"name": "http", "port": group.port, "targetPort": group.port}]}}
-        router_labels = _labels(spec, "router")
+        router_labels = _labels(dep, "router")
         # The router reaches each side through its Service (the group's head variable, filled in here).
         router_env = {g.head_var: f"{name}-{g.name}.{ns}.svc" for g in dep.groups}
         router_node = next(n for n in nodes if n.group == "router")
@@ -291,7 +289,7 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                               "metadata": meta(name, "monitoring"),
                               "spec": {"selector": {"matchLabels": engine_labels if dep.pd else selector},
                                        "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}]}}
-    if spec.weights.dir and k.weights_mode == "pvc":
+    if weights_dir and k.weights_mode == "pvc":
         size = k.weights_pvc_size or f"{math.ceil(dep.primary.plan.weight_bytes_total * 1.1 / 2**30)}Gi"
         pvc: dict[str, Any] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                "metadata": meta(f"{name}-weights", "weights"),
@@ -302,17 +300,17 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
         env = _hf_token_env(dep)
         verify_model = ["--model", dep.entry.id] if dep.entry else []
         out["job-download.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-download", "weights"),
-                                    "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(spec, "weights")}, "spec": harden({
+                                    "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": _labels(dep, "weights")}, "spec": harden({
                                         "restartPolicy": "OnFailure",
                                         "containers": [{"name": "download", "image": k.image, "env": env,
                                                         # download fetches the draft too; it is verified first
                                                         # (the target's marker is what the pods wait for).
                                                         "command": shell('kimi-deploy download "$1" || exit 1; if [ -n "$3" ]; then '
                                                                          'kimi-deploy verify "$3" || exit 1; fi; exec kimi-deploy verify '
-                                                                         '"$2" "${@:4}"', SPEC_PATH, spec.weights.dir,
+                                                                         '"$2" "${@:4}"', SPEC_PATH, weights_dir,
                                                                          (_draft_dirs(dep) or [""])[0], *verify_model),
                                                         "volumeMounts": [{"name": "spec", "mountPath": "/etc/kimi-deploy", "readOnly": True},
-                                                                         {"name": "weights", "mountPath": spec.weights.dir}]}],
+                                                                         {"name": "weights", "mountPath": weights_dir}]}],
                                         "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},
                                                     {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]})}}}
     bench_env = _api_key_env(dep)
@@ -324,7 +322,7 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
     # The bench asks for the name the engine serves (served_model_name, else the catalog id).
     out["job-bench.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-bench", "bench"),
                              "spec": {"backoffLimit": 0, "activeDeadlineSeconds": BENCH_WAIT_S + BENCH_RUN_S,
-                                      "template": {"metadata": {"labels": _labels(spec, "bench")}, "spec": harden({
+                                      "template": {"metadata": {"labels": _labels(dep, "bench")}, "spec": harden({
                                  "restartPolicy": "Never",
                                  "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": shell(
                                      'kimi-deploy wait "$1" --timeout "$2" "${@:6}" && kimi-deploy bench --base-url "$1/v1" '
@@ -373,8 +371,8 @@ def _engine_objects(dep: Deployment, out: dict[str, dict[str, Any]], group: Grou
             },
         },
     }
-    if dep.spec.k8s.exclusive_topology:
-        lws["metadata"]["annotations"] = {"leaderworkerset.sigs.k8s.io/exclusive-topology": dep.spec.k8s.exclusive_topology}
+    if dep.k8s.exclusive_topology:
+        lws["metadata"]["annotations"] = {"leaderworkerset.sigs.k8s.io/exclusive-topology": dep.k8s.exclusive_topology}
     out[f"leaderworkerset{suffix}.yaml"] = lws
     # The API answers on the leader only (internal LB, native multi-node, SGLang TP), or on every pod
     # with vLLM's hybrid LB.

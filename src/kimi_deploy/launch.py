@@ -227,6 +227,17 @@ def expand_refs(text: str, env: Mapping[str, str]) -> str:
     return REF.sub(sub, text)
 
 
+def check_api_key(dep: Deployment, env: Mapping[str, str]) -> None:
+    """A key shorter than the secrets module's MIN_LEN is refused: it is guessable, and it is the one value
+    the redactor could not mask without mangling ordinary output."""
+    from .secrets import MIN_LEN
+
+    key = env.get(dep.api_key_env) if dep.api_key_env else None
+    if key is not None and len(key) < MIN_LEN:
+        raise BadInput(f"the API key has {len(key)} characters; use at least {MIN_LEN} (a random one, e.g. "
+                       "`openssl rand -hex 24`)", dep.api_key_env)
+
+
 def redact(text: str, env: Mapping[str, str], dep: Deployment) -> str:
     """Belt and braces: no secret value ever reaches a line serve prints (secrets.scrub: the deployment's
     key variable and every credential variable of `env`, by the one rule and minimum length)."""
@@ -308,7 +319,6 @@ def check_weights_dir(path: Path) -> tuple[bool, str]:
 def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
               skip_verify: bool = False) -> Preflight:
     pf = Preflight()
-    spec = dep.spec
     runs_engine = node.group != "router" and node.argv[:2] != ["ray", "start"]
     if runs_engine:
         version = _engine_version(dep.engine)
@@ -325,20 +335,20 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
             pf.add("arguments", not errors, errors[0] if errors else "accepted by the engine's own parser")
         except EngineNotInstalled as exc:
             pf.add("arguments", True, f"not checked: {exc}", fatal=False)
-    if runs_engine and spec.hardware.gpu != "CPU":
+    if runs_engine and not dep.on_cpu:
         gpus = _gpu_memory()
         if gpus is None:
             pf.add("GPUs", True, "nvidia-smi not found: GPU check skipped", fatal=False)
         else:
-            need = spec.hardware.gpus_per_node
+            need = dep.gpus_per_node
             p = dep.group(node.group).plan
             low = [i for i, (_, free) in enumerate(gpus) if free * 2**20 < p.weight_bytes + p.overhead_bytes]
             pf.add("GPUs", len(gpus) >= need and not low,
                    f"{len(gpus)} visible (need {need}); "
                    + (f"GPU {low[0]} has less free memory than the plan's weights + overhead" if low else
                       "enough free memory for the plan"))
-    if runs_engine and spec.weights.dir:
-        ok, detail = check_weights_dir(Path(spec.weights.dir))
+    if runs_engine and dep.weights.dir:
+        ok, detail = check_weights_dir(Path(dep.weights.dir))
         pf.add("weights", ok, detail)
         if skip_verify:
             pf.add("verified", False, "not checked (--skip-verify): the weights may be incomplete or corrupt",
@@ -346,7 +356,7 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
         else:
             # The marker is trusted only while the directory still matches what verify recorded
             # (weights.check_marker); a missing or stale one stops the start (issue 12).
-            pf.add("verified", *check_marker(Path(spec.weights.dir)))
+            pf.add("verified", *check_marker(Path(dep.weights.dir)))
     draft = dep.speculative
     if runs_engine and draft is not None and draft.dir:
         # A staged draft is proven like the target: complete, and verified since (`download` fetches it).
@@ -358,7 +368,7 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
         st = os.statvfs("/dev/shm")
         size = st.f_blocks * st.f_frsize
         # NCCL and the engines' multiprocess queues live in /dev/shm; containers default to 64 MiB.
-        want = 1 * 2**30 if spec.hardware.gpus_per_node * spec.hardware.nodes > 1 else 64 * 2**20
+        want = 1 * 2**30 if dep.gpus_per_node * dep.nodes > 1 else 64 * 2**20
         pf.add("/dev/shm", size >= want, f"{size / 2**30:.1f} GiB", fatal=False)
     if node.port is not None:
         free = _port_free(node.port)

@@ -18,8 +18,11 @@ import importlib
 import os
 import sys
 
-MODULES = {"vllm": "vllm_router.launch_router", "sglang": "sglang_router.launch_router"}
-USAGE = "usage: python3 -m kimi_deploy.routers {vllm|sglang} --api-key-env NAME [router arguments...]"
+from .engines.profiles import PROFILES
+
+# Each engine's router module (its profile's router_module); an engine without one has no P/D router.
+MODULES = {p.name: p.router_module for p in PROFILES.values() if p.router_module}
+USAGE = f"usage: python3 -m kimi_deploy.routers {{{'|'.join(MODULES)}}} --api-key-env NAME [router arguments...]"
 
 
 def split_argv(argv: list[str]) -> tuple[str, str, list[str]]:

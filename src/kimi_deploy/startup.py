@@ -51,7 +51,7 @@ def bytes_per_node(dep: "Deployment") -> int:
 
 def startup_budget(dep: "Deployment") -> int:
     """Seconds a serving node may take to become healthy (k8s.startup_budget_s overrides it)."""
-    if dep.spec.k8s.startup_budget_s:
-        return dep.spec.k8s.startup_budget_s
+    if dep.k8s.startup_budget_s:
+        return dep.k8s.startup_budget_s
     seconds = bytes_per_node(dep) / load_rate(dep) + STARTUP_EXTRA_S
     return int(min(max(seconds, STARTUP_FLOOR_S), STARTUP_CAP_S))

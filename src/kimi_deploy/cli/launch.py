@@ -154,13 +154,14 @@ def serve(
                                              help="Check the command with the engine's own parser.")] = True,
 ) -> None:
     """This node: resolve its role, preflight, then exec the engine."""
-    from ..launch import exec_node, materialize, node_command, preflight, redact, resolve_node
+    from ..launch import check_api_key, exec_node, materialize, node_command, preflight, redact, resolve_node
 
     dep = resolve(load_spec(spec))
     env = dict(os.environ)
     ctx = resolve_node(dep, node_rank, head_address, env)
     node = node_command(dep, ctx)
     materialize(node, env)  # fails early (exit 2) when a referenced env var such as the API key is missing
+    check_api_key(dep, env)
     head = ctx.heads.get(node.group, "-") if node.group != "router" else ", ".join(ctx.heads.values())
     out.print(f"node {ctx.rank} of {dep.name}: role [bold]{node.role}[/bold] (from {ctx.source}), head {head}")
     pf = preflight(dep, node, check_args=check_args, skip_verify=skip_verify)

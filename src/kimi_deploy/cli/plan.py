@@ -28,9 +28,9 @@ def validate(spec: SpecArg) -> None:
     (version gates included)."""
     dep = resolve(load_spec(spec))  # topology errors surface here as BadInput
     render(dep)  # what only the engine's renderer knows (vLLM's whole-DP-ranks rule, version gates)
-    s, t = dep.spec, dep.primary.topology
-    out.print(f"[green]ok[/green] {spec}: {dep.model} on {s.hardware.nodes}x{s.hardware.gpus_per_node} "
-              f"{s.hardware.gpu} with {dep.engine} (tp={t.tp} pp={t.pp} dp={t.dp}"
+    t = dep.primary.topology
+    out.print(f"[green]ok[/green] {spec}: {dep.model} on {dep.nodes}x{dep.gpus_per_node} "
+              f"{dep.gpu.name} with {dep.engine} (tp={t.tp} pp={t.pp} dp={t.dp}"
               f"{' ep' if t.expert_parallel else ''})")
 
 

@@ -29,9 +29,8 @@ LOGGING_VAR = "KIMI_SGLANG_LOGGING"
 
 
 def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
-    s = dep.spec.serving
     argv = [*LAUNCH, "--model-path", dep.model_path, "--served-model-name", dep.served_model_name,
-            "--trust-remote-code", "--host", s.host, "--port", str(port), "--enable-metrics"]
+            "--trust-remote-code", "--host", dep.host, "--port", str(port), "--enable-metrics"]
     argv += parser_flags(dep, features)
     argv += table.flags(dep.profile, dep.serving)
     features += table.features(dep.profile, dep.serving)
@@ -95,7 +94,7 @@ def _parallel(g: Group, features: list[Feature]) -> list[str]:
 
 def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> list[RenderedNode]:
     multi = g.multi_node
-    net = dep.spec.network
+    net = dep.network
     prefix = "" if g.name == "serve" else f"{g.name}-"
     out = []
     for r in range(g.nodes):
@@ -113,9 +112,9 @@ def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> li
 
 
 def _pd_flags(dep: Deployment, g: Group) -> list[str]:
-    pd = dep.spec.topology.pd
+    pd = dep.pd_transport
     assert pd is not None
-    flags = ["--disaggregation-mode", g.name, "--disaggregation-transfer-backend", pd.transfer_backend]
+    flags = ["--disaggregation-mode", g.name, "--disaggregation-transfer-backend", pd.backend]
     if pd.ib_device:
         flags += ["--disaggregation-ib-device", pd.ib_device]
     return flags
@@ -126,7 +125,7 @@ def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
     assert dep.router is not None
     return router_node(dep, "sglang", ROUTER, [
         "--pd-disaggregation", "--prefill", urls["prefill"], "--decode", urls["decode"],
-        "--host", dep.spec.serving.host, "--port", str(dep.router.port)])
+        "--host", dep.host, "--port", str(dep.router.port)])
 
 
 ENGINE = Engine(name="sglang", group_nodes=group_nodes,

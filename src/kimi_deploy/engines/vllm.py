@@ -35,9 +35,8 @@ ENGINE_READY_TIMEOUT_ENV = "VLLM_ENGINE_READY_TIMEOUT_S"
 
 
 def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
-    s = dep.spec.serving
     argv = [*VLLM_SERVE, dep.model_path, "--served-model-name", dep.served_model_name, "--trust-remote-code",
-            "--host", s.host, "--port", str(port)]
+            "--host", dep.host, "--port", str(port)]
     # Auto tool choice goes with a tool parser and needs one (vllm validate_parsed_serve_args).
     argv += parser_flags(dep, features, tool_prefix=("--enable-auto-tool-choice",))
     features += table.features(dep.profile, dep.serving)
@@ -90,8 +89,8 @@ def _env(dep: Deployment, g: Group) -> dict[str, str]:
 
 def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> list[RenderedNode]:
     """The nodes of one vLLM deployment (the whole spec, or one P/D side)."""
-    t, nodes, gpn = g.topology, g.nodes, dep.spec.hardware.gpus_per_node
-    n = dep.spec.network
+    t, nodes, gpn = g.topology, g.nodes, dep.gpus_per_node
+    n = dep.network
     multi = g.multi_node
     prefix = "" if g.name == "serve" else f"{g.name}-"
     extra = pd_flags + list(g.extra_args)
@@ -119,7 +118,7 @@ def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> li
                 continue
             features.append(Feature.MULTINODE_DATA_PARALLEL)
             argv += ["--data-parallel-address", head, "--data-parallel-rpc-port", str(n.dp_rpc_port)]
-            if dep.spec.topology.lb == "hybrid":
+            if dep.lb == "hybrid":
                 features.append(Feature.DATA_PARALLEL_HYBRID_LB)
                 argv += ["--data-parallel-hybrid-lb", "--data-parallel-start-rank", str(r * per_node)]
                 out.append(node(r, "head" if r == 0 else "server", argv + extra, features))
@@ -128,7 +127,7 @@ def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> li
                 # Without --headless, -dpr would silently switch this node to hybrid LB (vllm #21238).
                 argv += ["--headless", "--data-parallel-start-rank", str(r * per_node)]
             out.append(node(r, "head" if r == 0 else "worker", argv + extra, features, serves_http=r == 0))
-        elif multi and dep.spec.topology.multinode_backend == "ray":
+        elif multi and dep.multinode_backend == "ray":
             if r == 0:
                 setup = [["ray", "start", "--head", f"--node-ip-address={head}", f"--port={n.ray_port}"]]
                 argv = base + ["--distributed-executor-backend", "ray"] + extra
@@ -158,7 +157,7 @@ def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
     # vllm-router uses its key for its own calls to the engines; clients' keys are checked by the engines.
     assert dep.router is not None
     return router_node(dep, "vllm", ROUTER, [
-        "--vllm-pd-disaggregation", "--host", dep.spec.serving.host, "--port", str(dep.router.port),
+        "--vllm-pd-disaggregation", "--host", dep.host, "--port", str(dep.router.port),
         "--kv-connector", "nixl", "--prefill", urls["prefill"], "--decode", urls["decode"]])
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 from packaging.version import Version
 
-from ...quant_formats import Quantization
+from ...quant_formats import Quantization, WeightFormat
 from ..versions import Feature, Gate, parse_version
 
 # Bytes per cached value for each --kv-cache-dtype spelling the spec accepts (the choices of
@@ -81,6 +81,18 @@ class KernelPath:
     @property
     def refused(self) -> bool:
         return self.path == REFUSED
+
+
+ANY_GPU: tuple[str, ...] = ()  # a kernel rule that applies on every microarchitecture
+# Per format, the kernel paths in order: the first rule naming the GPU's microarchitecture (or ANY_GPU)
+# applies. A format or GPU no rule covers was not checked against the engine's code.
+KernelTable = Mapping[WeightFormat, tuple[tuple[tuple[str, ...], KernelPath], ...]]
+UNCHECKED = KernelPath(EMULATED, "not checked for this device")
+
+
+def kernel_path(table: KernelTable, arch: str, q: Quantization) -> KernelPath:
+    """How an engine with this kernel table runs format `q` on microarchitecture `arch`."""
+    return next((path for archs, path in table.get(q.format, ()) if not archs or arch in archs), UNCHECKED)
 
 
 # --- defaults, per engine release -----------------------------------------------------------------
@@ -225,11 +237,12 @@ class EngineProfile:
     memory_fraction_field: str  # the Serving field that sets it (its flag is in `flags`)
     overhead: Callable[[OverheadInput], Overhead]
     topology: TopologyRules
-    kernels: Callable[[str, Quantization], KernelPath]  # (GPU microarchitecture, format) -> path
+    kernel_table: KernelTable
     gates: Mapping[Feature, Gate]
     model_min_version: Callable[[Any], str | None]  # catalog entry -> minimum release, if any
     draft_min_version: Callable[[Any], str | None]  # draft entry -> minimum release, None = cannot load
     readiness_probe_timeout_s: int  # how long one /health call may take while the engine is busy
+    router_module: str | None  # the P/D router's Python module (parse_router_args, launch_router)
 
     def settings(self, *, version: str | None, layout: Layout, memory_fraction: float | None,
                  max_num_batched_tokens: int | None, max_num_seqs: int | None) -> Settings:
@@ -246,6 +259,10 @@ class EngineProfile:
             memory_fraction = f(layout, max_num_batched_tokens, max_num_seqs) if callable(f) else f
         return Settings(memory_fraction=memory_fraction, max_num_batched_tokens=max_num_batched_tokens,
                         max_num_seqs=max_num_seqs, defaults_from=f"{self.name} >= {d.since}: {d.source}")
+
+    def kernels(self, arch: str, q: Quantization) -> KernelPath:
+        """How this engine runs the checkpoint's quantized linears on a GPU of microarchitecture `arch`."""
+        return kernel_path(self.kernel_table, arch, q)
 
     def fraction_flag(self) -> str:
         """The flag that sets the memory fraction."""

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ...quant_formats import Quantization, WeightFormat
+from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
-from .base import (EMULATED, FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath,
-                   Layout, Overhead, OverheadInput, TopologyRules, forward_bytes)
+from .base import (ANY_GPU, FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, Defaults, EngineProfile, Flag,
+                   KernelPath, KernelTable, Layout, Overhead, OverheadInput, TopologyRules, forward_bytes)
 
 MiB = 1024**2
 
@@ -137,41 +137,39 @@ TOPOLOGY = TopologyRules(
 )
 
 
-def kernels(arch: str, q: Quantization) -> KernelPath:
-    f = q.format
-    if f is WeightFormat.BF16:
-        return KernelPath(NATIVE, "BF16")
-    if f is WeightFormat.NVFP4:
-        if arch == "blackwell":
-            return KernelPath(NATIVE, "FP4 tensor cores: FlashInfer TRT-LLM / CUTLASS NVFP4 MoE (SM100/SM103) "
-                              "(sglang modelopt_quant.py / compressed_tensors_w4a4_nvfp4_moe.py)")
-        if arch in ("ampere", "ada", "hopper"):
-            return KernelPath(FALLBACK, "FP4 Marlin MoE, weight-only, auto-selected on SM80-SM90 (sglang "
-                              "modelopt_quant.py ModelOptNvFp4FusedMoEMethod: use_marlin_fallback = (8, 0) <= "
-                              "capability < (10, 0); compressed_tensors.py: 'serving this checkpoint weight-only "
-                              "via FP4 Marlin instead')")
-        return KernelPath(REFUSED, "SGLang: 'Current platform does not support NVFP4 quantization with the selected "
-                          "MoE backend. Please use Blackwell and above, or use moe_runner_backend=marlin on SM80+.' "
-                          "(sglang python/sglang/srt/layers/quantization/modelopt_quant.py; FP4 Marlin is CUDA-only)")
-    if f is WeightFormat.MXFP4:
-        if arch == "cdna4":
-            return KernelPath(NATIVE, "AITER FlyDSL MXFP4 MoE on gfx95x (sglang quark/schemes/"
-                              "quark_w4a4_mxfp4_moe.py)")
-        if arch == "cdna3":
-            return KernelPath(FALLBACK, "AITER MXFP4 MoE without the gfx95x FP4 instructions; not verified: the "
-                              "checkpoint card lists MI350/MI355 only (huggingface.co/amd/Kimi-K2.5-MXFP4)")
-        return KernelPath(REFUSED, "SGLang runs Quark MXFP4 MoE only through AMD's aiter, which it imports on ROCm "
-                          "only ('needs aiter's dynamic_mxfp4_quant, which is AMD ROCm only', sglang "
-                          "python/sglang/srt/layers/quantization/quark/schemes/quark_w4a4_mxfp4_moe.py)")
-    if f is WeightFormat.FP8_BLOCK:
-        if arch == "ampere":
-            return KernelPath(FALLBACK, "no FP8 tensor cores before SM89: FP8 Marlin, weight-only (sglang "
-                              "fp8_utils.py can_auto_enable_marlin_fp8: 80 <= sm < 89, and compressed_tensors.py "
-                              "CompressedTensorsW8A16Fp8 below the W8A8 scheme's SM89)")
-        if arch in ("ada", "hopper", "blackwell", "cdna3", "cdna4"):
-            return KernelPath(NATIVE, "FP8 tensor cores, block-scaled GEMM")
-        return KernelPath(EMULATED, "not checked for this device")
-    return KernelPath(WEIGHT_ONLY, "INT4 W4A16 by design: Marlin WNA16 on CUDA, Triton/FlyDSL WNA16 on ROCm")
+KERNELS: KernelTable = {
+    WeightFormat.BF16: ((ANY_GPU, KernelPath(NATIVE, "BF16")),),
+    WeightFormat.NVFP4: (
+        (("blackwell",), KernelPath(NATIVE, "FP4 tensor cores: FlashInfer TRT-LLM / CUTLASS NVFP4 MoE (SM100/SM103) "
+                                    "(sglang modelopt_quant.py / compressed_tensors_w4a4_nvfp4_moe.py)")),
+        (("ampere", "ada", "hopper"), KernelPath(FALLBACK, "FP4 Marlin MoE, weight-only, auto-selected on SM80-SM90 "
+                                                 "(sglang modelopt_quant.py ModelOptNvFp4FusedMoEMethod: "
+                                                 "use_marlin_fallback = (8, 0) <= capability < (10, 0); "
+                                                 "compressed_tensors.py: 'serving this checkpoint weight-only via FP4 "
+                                                 "Marlin instead')")),
+        (ANY_GPU, KernelPath(REFUSED, "SGLang: 'Current platform does not support NVFP4 quantization with the "
+                             "selected MoE backend. Please use Blackwell and above, or use moe_runner_backend=marlin "
+                             "on SM80+.' (sglang python/sglang/srt/layers/quantization/modelopt_quant.py; FP4 Marlin "
+                             "is CUDA-only)")),
+    ),
+    WeightFormat.MXFP4: (
+        (("cdna4",), KernelPath(NATIVE, "AITER FlyDSL MXFP4 MoE on gfx95x (sglang quark/schemes/"
+                                "quark_w4a4_mxfp4_moe.py)")),
+        (("cdna3",), KernelPath(FALLBACK, "AITER MXFP4 MoE without the gfx95x FP4 instructions; not verified: the "
+                                "checkpoint card lists MI350/MI355 only (huggingface.co/amd/Kimi-K2.5-MXFP4)")),
+        (ANY_GPU, KernelPath(REFUSED, "SGLang runs Quark MXFP4 MoE only through AMD's aiter, which it imports on ROCm "
+                             "only ('needs aiter's dynamic_mxfp4_quant, which is AMD ROCm only', sglang "
+                             "python/sglang/srt/layers/quantization/quark/schemes/quark_w4a4_mxfp4_moe.py)")),
+    ),
+    WeightFormat.FP8_BLOCK: (
+        (("ampere",), KernelPath(FALLBACK, "no FP8 tensor cores before SM89: FP8 Marlin, weight-only (sglang "
+                                 "fp8_utils.py can_auto_enable_marlin_fp8: 80 <= sm < 89, and compressed_tensors.py "
+                                 "CompressedTensorsW8A16Fp8 below the W8A8 scheme's SM89)")),
+        (("ada", "hopper", "blackwell", "cdna3", "cdna4"), KernelPath(NATIVE, "FP8 tensor cores, block-scaled GEMM")),
+    ),
+    WeightFormat.INT4_EXPERTS: ((ANY_GPU, KernelPath(WEIGHT_ONLY, "INT4 W4A16 by design: Marlin WNA16 on CUDA, "
+                                                     "Triton/FlyDSL WNA16 on ROCm")),),
+}
 
 
 # --- version gates: PR numbers in sgl-project/sglang; "≈" = release inferred from the merge date ---
@@ -196,8 +194,9 @@ GATES: Mapping[Feature, Gate] = {
 
 PROFILE = EngineProfile(
     name="sglang", display="SGLang", flags=FLAGS, defaults=DEFAULTS, fraction_covers="static",
-    memory_fraction_field="mem_fraction_static", overhead=overhead, topology=TOPOLOGY, kernels=kernels,
+    memory_fraction_field="mem_fraction_static", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
     gates=GATES, model_min_version=lambda entry: None, draft_min_version=lambda d: d.min_sglang,
     # SGLang's /health runs a 1-token generation, HEALTH_CHECK_TIMEOUT 20 s (python/sglang/srt/entrypoints/http_server.py).
     readiness_probe_timeout_s=25,
+    router_module="sglang_router.launch_router",  # sgl-project/sglang sgl-model-gateway/bindings/python
 )

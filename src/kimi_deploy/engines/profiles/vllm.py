@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from ...quant_formats import Quantization, WeightFormat
+from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
-from .base import (EMULATED, FALLBACK, NATIVE, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath, Layout,
+from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath, KernelTable, Layout,
                    Overhead, OverheadInput, TopologyRules, forward_bytes, since)
 
 GiB = 1024**3
@@ -166,42 +166,36 @@ TOPOLOGY = TopologyRules(
 
 # --- weight kernels -------------------------------------------------------------------------------
 
-def kernels(arch: str, q: Quantization) -> KernelPath:
-    f = q.format
-    if f is WeightFormat.BF16:
-        return KernelPath(NATIVE, "BF16")
-    if f is WeightFormat.NVFP4:
-        if arch == "blackwell":
-            return KernelPath(NATIVE, "FP4 tensor cores: FlashInfer TRT-LLM / CUTLASS NVFP4 MoE (SM100/SM103) "
-                              "(vllm fused_moe/oracle/nvfp4.py)")
-        if arch in ("ampere", "ada", "hopper"):
-            return KernelPath(FALLBACK, "FP4 Marlin MoE, weight-only W4A16: activation quantization is dropped "
-                              "(vllm fused_moe/oracle/nvfp4.py backend order ends MARLIN, EMULATION; "
-                              "marlin_moe.py: CUDA SM75+)")
-        if arch in ("cdna3", "cdna4"):
-            return KernelPath(EMULATED, "no NVFP4 MoE kernel on ROCm: the EMULATION backend dequantizes the "
-                              "experts to BF16 each forward (vllm fused_moe/experts/nvfp4_emulation_moe.py; "
-                              "modelopt_fp4 is in vllm/platforms/rocm.py supported_quantization)")
-        return KernelPath(EMULATED, "not checked for this device; vLLM's NVFP4 oracle falls back to EMULATION")
-    if f is WeightFormat.MXFP4:
-        if arch == "cdna4":
-            return KernelPath(NATIVE, "gfx950 FP4 instructions: AITER MXFP4 x MXFP4 MoE (vllm platforms/rocm.py "
-                              "supports_mx: gfx95; fused_moe/oracle/mxfp4.py AITER_MXFP4_MXFP4)")
-        if arch == "blackwell":
-            return KernelPath(NATIVE, "CUTLASS MXFP4 x MXFP4 MoE where ops.mxfp4_experts_quant_supported "
-                              "(vllm fused_moe/experts/cutlass_moe.py CutlassExpertsMxfp4; oracle/mxfp4.py)")
-        return KernelPath(EMULATED, "no native MXFP4 on this device: Quark OCP MX falls back to 'Simulated "
-                          "weight dequantization and activation QDQ ... computed in high precision' (vllm "
-                          "quark/schemes/quark_ocp_mx.py; quark_moe.py: 'If no native backend available, use "
-                          "emulation')")
-    if f is WeightFormat.FP8_BLOCK:
-        if arch == "ampere":
-            return KernelPath(FALLBACK, "no FP8 tensor cores before SM89: FP8 Marlin, weight-only (vllm MarlinFP8)")
-        if arch in ("ada", "hopper", "blackwell", "cdna3", "cdna4"):
-            return KernelPath(NATIVE, "FP8 tensor cores, block-scaled GEMM")
-        return KernelPath(EMULATED, "not checked for this device")
-    return KernelPath(WEIGHT_ONLY, "INT4 W4A16 by design: Marlin WNA16 on CUDA, Triton WNA16 on ROCm "
-                      "(vllm compressed_tensors_moe_wna16*.py)")
+KERNELS: KernelTable = {
+    WeightFormat.BF16: ((ANY_GPU, KernelPath(NATIVE, "BF16")),),
+    WeightFormat.NVFP4: (
+        (("blackwell",), KernelPath(NATIVE, "FP4 tensor cores: FlashInfer TRT-LLM / CUTLASS NVFP4 MoE (SM100/SM103) "
+                                    "(vllm fused_moe/oracle/nvfp4.py)")),
+        (("ampere", "ada", "hopper"), KernelPath(FALLBACK, "FP4 Marlin MoE, weight-only W4A16: activation quantization "
+                                                 "is dropped (vllm fused_moe/oracle/nvfp4.py backend order ends MARLIN, "
+                                                 "EMULATION; marlin_moe.py: CUDA SM75+)")),
+        (("cdna3", "cdna4"), KernelPath(EMULATED, "no NVFP4 MoE kernel on ROCm: the EMULATION backend dequantizes the "
+                                        "experts to BF16 each forward (vllm fused_moe/experts/nvfp4_emulation_moe.py; "
+                                        "modelopt_fp4 is in vllm/platforms/rocm.py supported_quantization)")),
+        (ANY_GPU, KernelPath(EMULATED, "not checked for this device; vLLM's NVFP4 oracle falls back to EMULATION")),
+    ),
+    WeightFormat.MXFP4: (
+        (("cdna4",), KernelPath(NATIVE, "gfx950 FP4 instructions: AITER MXFP4 x MXFP4 MoE (vllm platforms/rocm.py "
+                                "supports_mx: gfx95; fused_moe/oracle/mxfp4.py AITER_MXFP4_MXFP4)")),
+        (("blackwell",), KernelPath(NATIVE, "CUTLASS MXFP4 x MXFP4 MoE where ops.mxfp4_experts_quant_supported "
+                                    "(vllm fused_moe/experts/cutlass_moe.py CutlassExpertsMxfp4; oracle/mxfp4.py)")),
+        (ANY_GPU, KernelPath(EMULATED, "no native MXFP4 on this device: Quark OCP MX falls back to 'Simulated weight "
+                             "dequantization and activation QDQ ... computed in high precision' (vllm "
+                             "quark/schemes/quark_ocp_mx.py; quark_moe.py: 'If no native backend available, use "
+                             "emulation')")),
+    ),
+    WeightFormat.FP8_BLOCK: (
+        (("ampere",), KernelPath(FALLBACK, "no FP8 tensor cores before SM89: FP8 Marlin, weight-only (vllm MarlinFP8)")),
+        (("ada", "hopper", "blackwell", "cdna3", "cdna4"), KernelPath(NATIVE, "FP8 tensor cores, block-scaled GEMM")),
+    ),
+    WeightFormat.INT4_EXPERTS: ((ANY_GPU, KernelPath(WEIGHT_ONLY, "INT4 W4A16 by design: Marlin WNA16 on CUDA, Triton "
+                                                     "WNA16 on ROCm (vllm compressed_tensors_moe_wna16*.py)")),),
+}
 
 
 # --- version gates: PR numbers in vllm-project/vllm; "≈" = release inferred from the merge date -----
@@ -238,8 +232,9 @@ def _model_min(entry: Any) -> str | None:
 
 PROFILE = EngineProfile(
     name="vllm", display="vLLM", flags=FLAGS, defaults=DEFAULTS, fraction_covers="all",
-    memory_fraction_field="gpu_memory_utilization", overhead=overhead, topology=TOPOLOGY, kernels=kernels,
+    memory_fraction_field="gpu_memory_utilization", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
     gates=GATES, model_min_version=_model_min, draft_min_version=lambda d: d.min_vllm,
     # vLLM's /health answers at once, or refuses connections until the weights are loaded.
     readiness_probe_timeout_s=5,
+    router_module="vllm_router.launch_router",  # vllm-project/router
 )
