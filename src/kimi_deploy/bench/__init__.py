@@ -8,7 +8,6 @@ import json
 import queue as queue_mod
 import threading
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ..args import DEFAULT_REQUESTS, WORKLOAD_NAMES, BenchConfig
 from ..endpoint import Endpoint, served_models
 from ..errors import BadInput
 from ..outputs import check_output_dir
@@ -41,50 +41,6 @@ KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:
 # prefix cache at all as a number under this key (1 on, 0 off). The CPU engine turns prefix caching off
 # for MLA models such as Kimi K2 without AMX (vllm v0.32.0 vllm/platforms/cpu.py).
 PREFIX_CACHING = "vllm:cache_config_info:enable_prefix_caching"
-
-WORKLOAD_NAMES = ("random", "jsonl", "tool-calls", "shared-prefix", "multi-turn", "trace")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BenchConfig:
-    """Everything one benchmark run needs; summary.json records it (`facts`), the key excepted."""
-
-    endpoint: Endpoint
-    model: str
-    output: Path
-    workload: str = "random"
-    num_requests: int | None = 100  # None: every row of a trace (the trace workload only)
-    duration_s: float | None = None
-    warmup: int = 0
-    concurrency: int | None = None
-    rate: float | None = None
-    burstiness: float = 1.0
-    ramp_up_s: float = 0.0
-    max_concurrency: int | None = None
-    input_len: int = 256
-    output_len: int = 128
-    dataset: str | None = None
-    prefix_len: int = 512
-    prefix_groups: int = 4
-    thinking: bool | None = None
-    slo: dict[str, float] = field(default_factory=dict)
-    workers: int = 0
-    request_timeout_s: float = 3600.0
-    stall_timeout_s: float = 300.0
-    seed: int = 0
-    time_scale: float = 1.0  # trace workload: send times are the trace's timestamps x this
-
-    def facts(self) -> dict[str, Any]:
-        """The configuration as summary.json records it: the endpoint's URL, kind and key variable
-        (never the key), and every other field as given."""
-        out: dict[str, Any] = {"base_url": self.endpoint.v1, "hosted": self.endpoint.hosted,
-                               "api_key_env": self.endpoint.api_key_env}
-        for f in fields(self):
-            if f.name != "endpoint":
-                value = getattr(self, f.name)
-                out[f.name] = str(value) if isinstance(value, Path) else value
-        return out
-
 
 def scrape(ep: Endpoint) -> dict[str, float]:
     """The engine's Prometheus metrics we keep, summed over label sets; {} when there is no /metrics."""
@@ -164,7 +120,7 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
         return trace.jobs(Path(cfg.dataset), limit=cfg.warmup + cfg.num_requests if cfg.num_requests else None,
                           warmup=cfg.warmup, model=cfg.model, extra=extra, time_scale=cfg.time_scale,
                           seed=cfg.seed, tok=tok)
-    total = cfg.warmup + (cfg.num_requests or 100)
+    total = cfg.warmup + (cfg.num_requests or DEFAULT_REQUESTS)
     facts: dict[str, Any] = {}
     pool = total
     if cfg.rate is not None and cfg.duration_s is not None:
@@ -212,49 +168,10 @@ def _live_table(done: int, failed: int, total: int, recent: list[RequestRecord],
     return t
 
 
-def check_config(cfg: BenchConfig) -> None:
-    """Everything about the configuration that can be wrong without asking the endpoint: bad input
-    naming the flag (the CLI checks ranges and finiteness first; this holds for library callers too)."""
-    import math
-
-    if cfg.workload not in WORKLOAD_NAMES:
-        raise BadInput(f"unknown workload {cfg.workload!r}; known: {', '.join(WORKLOAD_NAMES)}", "--workload")
-    if not math.isfinite(cfg.time_scale) or cfg.time_scale <= 0:
-        raise BadInput(f"must be a finite number > 0, got {cfg.time_scale}", "--time-scale")
+def check_files(cfg: BenchConfig) -> None:
+    """What the configuration names on disk, before the endpoint is asked anything: a malformed trace
+    (named with its line), and the result directory (bad input naming the flag)."""
     if cfg.workload == "trace":
-        for flag, given in (("--concurrency", cfg.concurrency), ("--rate", cfg.rate)):
-            if given is not None:
-                raise BadInput("the trace workload sends each request at its trace timestamp (x --time-scale): "
-                               f"drop {flag}", flag)
-    elif cfg.concurrency is None and cfg.rate is None:
-        raise BadInput("give --concurrency N (closed loop) or --rate R (open loop)", "--concurrency")
-    elif cfg.time_scale != 1.0:
-        raise BadInput("only the trace workload has a time scale", "--time-scale")
-    if cfg.concurrency is not None and cfg.rate is not None:
-        raise BadInput("--concurrency and --rate are two load modes: give one (cap an open loop with "
-                       "--max-concurrency)", "--rate")
-    for name, value in (("--num-requests", cfg.num_requests), ("--concurrency", cfg.concurrency),
-                        ("--input-len", cfg.input_len), ("--output-len", cfg.output_len),
-                        ("--max-concurrency", cfg.max_concurrency)):
-        if value is not None and value < 1:
-            raise BadInput(f"must be >= 1, got {value}", name)
-    for name, value in (("--warmup", cfg.warmup), ("--workers", cfg.workers)):
-        if value < 0:
-            raise BadInput(f"must be >= 0, got {value}", name)
-    for name, fvalue, low in (("--rate", cfg.rate, 0.0), ("--duration", cfg.duration_s, 0.0),
-                              ("--burstiness", cfg.burstiness, 0.0), ("--ramp-up", cfg.ramp_up_s, None),
-                              ("--request-timeout", cfg.request_timeout_s, 0.0),
-                              ("--stall-timeout", cfg.stall_timeout_s, 0.0)):
-        if fvalue is None:
-            continue
-        if not math.isfinite(fvalue):
-            raise BadInput(f"must be a finite number, got {fvalue}", name)
-        if (low is not None and fvalue <= low) or fvalue < 0:
-            raise BadInput(f"must be > 0, got {fvalue}", name)
-    for name, bound in cfg.slo.items():
-        if not math.isfinite(bound) or bound <= 0:
-            raise BadInput(f"{name} must be a finite number of milliseconds > 0, got {bound}", "--slo")
-    if cfg.workload == "trace":  # a malformed trace is named before the endpoint is asked anything
         from . import trace
 
         if not cfg.dataset:
@@ -266,7 +183,7 @@ def check_config(cfg: BenchConfig) -> None:
 def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     """One run. summary.json says how it ended: `config.interrupted` (Ctrl-C; what finished is kept),
     `requests.incomplete` (cut at the --duration deadline, counted neither as completed nor as failed)."""
-    check_config(cfg)
+    check_files(cfg)
     ep = cfg.endpoint
     scrub = ep.scrubber()
     server = fingerprint(ep)

@@ -112,24 +112,6 @@ def per_request(out: RequestOutput, output_tokens_client: int | None = None) -> 
     return m
 
 
-def parse_slo(text: str | None) -> dict[str, float]:
-    from ..errors import BadInput
-
-    if not text:
-        return {}
-    out = {}
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        name = name.strip()
-        if name not in ("ttft_ms", "tpot_ms", "e2e_ms", "ttfat_ms", "itl_ms"):
-            raise BadInput(f"unknown SLO {name!r}; allowed: ttft_ms, ttfat_ms, tpot_ms, itl_ms, e2e_ms", "--slo")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            raise BadInput(f"{part!r} is not NAME=MILLISECONDS", "--slo") from None
-    return out
-
-
 def _meets(m: RequestRecord, slo: dict[str, float]) -> bool:
     if not m.ok:
         return False

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
@@ -33,8 +32,19 @@ def parse(spec: str) -> tuple[str, list[float] | None]:
     return mode, vals
 
 
+def _load(mode: str, value: float) -> float | int:
+    return int(value) if mode == "concurrency" else value
+
+
+def first_load(spec: str) -> dict[str, float | int]:
+    """The load of the sweep's first point as BenchConfig fields: a sweep's config carries one (every run
+    needs a load mode), and each point replaces it."""
+    mode, values = parse(spec)
+    return {mode: _load(mode, 1.0 if values is None else values[0])}
+
+
 def run_sweep(cfg: Any, spec: str, console: Console, max_load: float = 1024) -> dict[str, Any]:
-    from . import run_bench
+    from . import DEFAULT_REQUESTS, run_bench
 
     mode, values = parse(spec)
     auto = values is None
@@ -43,11 +53,12 @@ def run_sweep(cfg: Any, spec: str, console: Console, max_load: float = 1024) -> 
     saturated_at = None
     while queue:
         v = queue.pop(0)
-        load = int(v) if mode == "concurrency" else v
+        load = _load(mode, v)
         # enough requests that every user is busy for a couple of rounds at this load
-        n = max(cfg.num_requests or 100, int(load) * 2) if mode == "concurrency" else (cfg.num_requests or 100)
-        sub = replace(cfg, output=cfg.output / f"{mode}-{load}", concurrency=load if mode == "concurrency" else None,
-                      rate=v if mode == "rate" else None, num_requests=n)
+        n = cfg.num_requests or DEFAULT_REQUESTS
+        n = max(n, int(load) * 2) if mode == "concurrency" else n
+        sub = cfg.replace(output=cfg.output / f"{mode}-{load}", concurrency=load if mode == "concurrency" else None,
+                          rate=v if mode == "rate" else None, num_requests=n)
         console.print(f"sweep: {mode} {load}")
         s = run_bench(sub, console)
         tpot = s["latency_ms"]["tpot"]["mean"]

@@ -8,71 +8,68 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..args import BenchConfig
 from ..errors import BadInput, OperationFailed
+from ._args import option
 from ._common import ApiKeyEnv, OnOff, SimDist, err, finite, out
 
 bench_app = typer.Typer(help="Benchmark an endpoint (or `bench diff A B`).", invoke_without_command=True,
                         no_args_is_help=False)
 
-Rate = Annotated[float, typer.Option(min=0, max=1, help="A share between 0 and 1.")]
-MAX_USERS = 100_000  # each user is a coroutine holding a connection; more is a typo, not a load test
+B = BenchConfig
 
 
 @bench_app.callback()
 def bench(
     ctx: typer.Context,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="e.g. http://head:8000/v1")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Served model name.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Result directory.")] = None,
-    workload: Annotated[str, typer.Option(help="random, jsonl, tool-calls, shared-prefix, multi-turn or trace.")] = "random",
-    num_requests: Annotated[Optional[int], typer.Option("--num-requests", min=1, help="Measured requests (after warm-up); default 100, or every row of a trace.")] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", min=0.001, callback=finite, help="Stop after this many seconds; requests still in flight then are cancelled and counted as incomplete.")] = None,
-    warmup: Annotated[int, typer.Option(min=0, help="Requests sent first and left out of the statistics.")] = 0,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, max=MAX_USERS, help="Closed loop: this many users.")] = None,
-    rate: Annotated[Optional[float], typer.Option(min=0.001, max=1e6, callback=finite, help="Open loop: requests per second.")] = None,
-    burstiness: Annotated[float, typer.Option(min=0.001, max=1e6, callback=finite, help="Gamma shape of inter-arrivals (1 = Poisson).")] = 1.0,
-    ramp_up: Annotated[float, typer.Option("--ramp-up", min=0, callback=finite, help="Seconds to ramp up users or rate.")] = 0.0,
-    max_concurrency: Annotated[Optional[int], typer.Option("--max-concurrency", min=1, max=MAX_USERS, help="Cap for the open loop.")] = None,
-    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.001, callback=finite, help="Seconds one request may take in all; then it failed.")] = 3600.0,
-    stall_timeout: Annotated[float, typer.Option("--stall-timeout", min=0.001, callback=finite, help="Seconds without a byte from the server before a request failed.")] = 300.0,
-    input_len: Annotated[int, typer.Option("--input-len", min=1, help="Random workload: prompt tokens.")] = 256,
-    output_len: Annotated[int, typer.Option("--output-len", min=1, help="Output tokens (ignore_eos where supported).")] = 128,
-    dataset: Annotated[Optional[str], typer.Option(help="JSONL dataset for the jsonl workload, or the Mooncake-format trace for the trace workload.")] = None,
-    time_scale: Annotated[float, typer.Option("--time-scale", min=0, callback=finite, help="Trace workload: send times are the trace's timestamps x this (0.1 replays ten times faster); > 0.")] = 1.0,
-    prefix_len: Annotated[int, typer.Option("--prefix-len", min=1, help="Shared-prefix workload: shared words.")] = 512,
-    thinking: Annotated[Optional[OnOff], typer.Option(help="Thinking on or off (default: the server's default).")] = None,
+    model: Annotated[Optional[str], option(B, "model", "Served model name.")] = None,
+    output: Annotated[Optional[Path], option(B, "output", "Result directory.")] = None,
+    workload: Annotated[Optional[str], option(B, "workload", "random, jsonl, tool-calls, shared-prefix, multi-turn or trace.")] = None,
+    num_requests: Annotated[Optional[int], option(B, "num_requests", "Measured requests (after warm-up); default 100, or every row of a trace.")] = None,
+    duration: Annotated[Optional[float], option(B, "duration_s", "Stop after this many seconds; requests still in flight then are cancelled and counted as incomplete.")] = None,
+    warmup: Annotated[Optional[int], option(B, "warmup", "Requests sent first and left out of the statistics.")] = None,
+    concurrency: Annotated[Optional[int], option(B, "concurrency", "Closed loop: this many users.")] = None,
+    rate: Annotated[Optional[float], option(B, "rate", "Open loop: requests per second.")] = None,
+    burstiness: Annotated[Optional[float], option(B, "burstiness", "Gamma shape of inter-arrivals (1 = Poisson).")] = None,
+    ramp_up: Annotated[Optional[float], option(B, "ramp_up_s", "Seconds to ramp up users or rate.")] = None,
+    max_concurrency: Annotated[Optional[int], option(B, "max_concurrency", "Cap for the open loop.")] = None,
+    request_timeout: Annotated[Optional[float], option(B, "request_timeout_s", "Seconds one request may take in all; then it failed.")] = None,
+    stall_timeout: Annotated[Optional[float], option(B, "stall_timeout_s", "Seconds without a byte from the server before a request failed.")] = None,
+    input_len: Annotated[Optional[int], option(B, "input_len", "Random workload: prompt tokens.")] = None,
+    output_len: Annotated[Optional[int], option(B, "output_len", "Output tokens (ignore_eos where supported).")] = None,
+    dataset: Annotated[Optional[str], option(B, "dataset", "JSONL dataset for the jsonl workload, or the Mooncake-format trace for the trace workload.")] = None,
+    time_scale: Annotated[Optional[float], option(B, "time_scale", "Trace workload: send times are the trace's timestamps x this (0.1 replays ten times faster).")] = None,
+    prefix_len: Annotated[Optional[int], option(B, "prefix_len", "Shared-prefix workload: shared words.")] = None,
+    thinking: Annotated[Optional[OnOff], option(B, "thinking", "Thinking on or off (default: the server's default).")] = None,
     hosted: Annotated[bool, typer.Option("--hosted", help="The endpoint is Moonshot's API (thinking.type).")] = False,
-    slo: Annotated[Optional[str], typer.Option(help="Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50")] = None,
+    slo: Annotated[Optional[str], option(B, "slo", "Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50")] = None,
     sweep: Annotated[Optional[str], typer.Option(help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search).")] = None,
-    workers: Annotated[int, typer.Option(min=0, max=256, help="Client processes (0 = one per core).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for prompts and arrivals.")] = 0,
+    workers: Annotated[Optional[int], option(B, "workers", "Client processes (0 = one per core).")] = None,
+    seed: Annotated[Optional[int], option(B, "seed", "Seed for prompts and arrivals.")] = None,
     api_key_env: ApiKeyEnv = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    from ..bench import BenchConfig, run_bench
-    from ..bench.metrics import parse_slo
+    from ..bench import run_bench
+    from ..bench.sweep import first_load
     from ..endpoint import Endpoint
 
-    missing = [n for n, v in (("--base-url", base_url), ("--model", model), ("--output", output)) if v is None]
-    if missing:
-        raise BadInput(f"missing {', '.join(missing)}", missing[0])
-    assert model is not None and output is not None
     if sweep and (concurrency is not None or rate is not None):
         raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
-    if workload == "trace":
-        _trace_conflicts(ctx, sweep)
-    ep = Endpoint.from_url(base_url or "", flag="--base-url", kind="moonshot" if hosted else "auto",
-                           api_key_env=api_key_env)
-    if num_requests is None and workload != "trace":
-        num_requests = 100
-    cfg = BenchConfig(endpoint=ep, model=model, output=output, workload=workload, num_requests=num_requests,
-                      duration_s=duration, warmup=warmup, concurrency=concurrency, rate=rate, burstiness=burstiness,
-                      ramp_up_s=ramp_up, max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
-                      dataset=dataset, prefix_len=prefix_len,
-                      thinking=None if thinking is None else thinking is OnOff.on,
-                      slo=parse_slo(slo), workers=workers, request_timeout_s=request_timeout,
-                      stall_timeout_s=stall_timeout, seed=seed, time_scale=time_scale)
+    if sweep and workload == "trace":
+        raise BadInput("the trace workload replays the trace's own load: drop --sweep", "--sweep")
+    ep = None if base_url is None else Endpoint.from_url(base_url, flag="--base-url",
+                                                           kind="moonshot" if hosted else "auto", api_key_env=api_key_env)
+    load = first_load(sweep) if sweep else {"concurrency": concurrency, "rate": rate}
+    cfg = BenchConfig.build(endpoint=ep, model=model, output=output, workload=workload, num_requests=num_requests,
+                            duration_s=duration, warmup=warmup, burstiness=burstiness, ramp_up_s=ramp_up,
+                            max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
+                            dataset=dataset, prefix_len=prefix_len,
+                            thinking=None if thinking is None else thinking is OnOff.on, slo=slo, workers=workers,
+                            request_timeout_s=request_timeout, stall_timeout_s=stall_timeout, seed=seed,
+                            time_scale=time_scale, **load)
+    output = cfg.output
     if sweep:
         from ..bench.sweep import run_sweep
 
@@ -103,7 +100,7 @@ def bench(
                                                      else f"{pc['engine_token_hit_rate']:.1%}")
                   + ("" if ideal is None else f", trace's ideal {ideal:.1%}") + f" ({pc['source']})")
     facts = s["config"].get("workload_facts") or {}
-    if workload == "trace" and facts.get("lengths") != "exact":
+    if cfg.workload == "trace" and facts.get("lengths") != "exact":
         err.print(f"[yellow]prompt lengths are approximate[/yellow]: {facts.get('note', '')}")
     if req.get("incomplete"):
         out.print(f"{req['incomplete']} request(s) still in flight at the --duration deadline were cancelled "
@@ -116,18 +113,6 @@ def bench(
         raise typer.Exit(130)  # the shell's code for Ctrl-C, after saving
     if req["completed"] == 0:
         raise OperationFailed("no measured request succeeded: " + _why_nothing(req))
-
-
-def _trace_conflicts(ctx: typer.Context, sweep: str | None) -> None:
-    """Options the trace replaces (it brings each request's send time and lengths): bad input naming the
-    first one given on the command line, rather than silently ignoring it."""
-    if sweep:
-        raise BadInput("the trace workload replays the trace's own load: drop --sweep", "--sweep")
-    for name, flag in (("input_len", "--input-len"), ("output_len", "--output-len"), ("prefix_len", "--prefix-len"),
-                       ("burstiness", "--burstiness"), ("ramp_up", "--ramp-up")):
-        source = ctx.get_parameter_source(name)  # by name: typer may bring its own copy of click's enum
-        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
-            raise BadInput("the trace gives each request's send time and lengths: drop " + flag, flag)
 
 
 def _why_nothing(req: dict) -> str:

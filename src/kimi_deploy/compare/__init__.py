@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 
+from ..args import CompareConfig
 from ..catalog import get_model
-from ..endpoint import Endpoint, require_model, scrubber, served_root
+from ..endpoint import require_model, scrubber, served_root
 from ..errors import BadInput
 from ..outputs import check_output_dir
 from ..suites import load
@@ -30,39 +29,6 @@ from .run import Outcome, Side, Store, collect, request_key
 from .score import DEFAULT_F1, EXPECTATION_REGRESSION_RATE, score
 from .tokens import DEFAULT_DRIFT, accounting, drift_checks, find_tokenizer
 from .tokens import findings as token_findings
-
-
-@dataclass(frozen=True, kw_only=True)
-class CompareConfig:
-    """One comparison: the local endpoint and its served model, and either a live reference endpoint or a
-    recording of one (`reference_file`)."""
-
-    local: Endpoint
-    model: str
-    output: Path
-    suite: str = "tool-calls"
-    reference: Endpoint | None = None
-    reference_file: Path | None = None
-    reference_model: str | None = None  # default: the local model, mapped to the hosted id if hosted
-    concurrency: int = 32  # per endpoint; enough requests in flight to batch on a real server
-    # failing rows rerun one at a time to tell load-dependent failures: at most this many (a broken stream
-    # parser fails most rows, and hundreds of one-at-a-time reruns would take longer than the run itself)
-    rerun_limit: int = 32
-    stream: bool = True  # also stream every request to the local endpoint and compare the two
-    tokenizer: str | None = None  # checkpoint dir / Hub id for the template count (default: the served root)
-    catalog_model: str | None = None  # catalog model for the sampling pre-flight (default: from the served name)
-    preflight: bool = True
-    rate: float | None = None
-    temperature: float | None = 0.0
-    max_tokens: int | None = None
-    limit: int | None = None
-    thresholds: dict[str, float] = field(default_factory=dict)  # overrides of the default bounds
-    request_timeout_s: float = 1200.0  # one request in all, retries and backoff included
-    stall_timeout_s: float = 600.0  # one attempt: no byte for this long (answers are not streamed)
-
-    def __post_init__(self) -> None:
-        if (self.reference is None) == (self.reference_file is None):
-            raise BadInput("give a reference endpoint or a reference file, exactly one", "--reference-file")
 
 
 def thresholds_for(model: str, overrides: dict[str, float]) -> dict[str, float]:
@@ -100,39 +66,36 @@ def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -
 
 
 def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
-    import math
-
-    for name, value in (("--request-timeout", cfg.request_timeout_s), ("--stall-timeout", cfg.stall_timeout_s),
-                        ("--rate", cfg.rate), ("--temperature", cfg.temperature)):
-        if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and name != "--temperature")):
-            raise BadInput(f"must be a finite number{'' if name == '--temperature' else ' > 0'}, got {value}", name)
-    if any(not math.isfinite(v) for v in cfg.thresholds.values()):
-        raise BadInput("bounds must be finite numbers", "--threshold")
+    """One comparison (its values were checked when `cfg` was built: args.py)."""
     check_output_dir(cfg.output, "--output")
+    local_ep, ref_ep = cfg.local_endpoint, cfg.reference_endpoint  # bad URLs and keys before any request
+    if cfg.model is None:
+        cfg = cfg.replace(model=require_model(local_ep, None, "--model"))
+    assert cfg.model is not None
     if cfg.catalog_model:
         try:
             get_model(cfg.catalog_model)
         except BadInput as exc:
             raise BadInput(str(exc).removeprefix(f"{exc.field}: "), "--catalog-model") from None
-    scrub = scrubber(cfg.local, cfg.reference)  # both keys: either side may echo either
+    scrub = scrubber(local_ep, ref_ep)  # both keys: either side may echo either
     thresholds = thresholds_for(cfg.model, cfg.thresholds)
     suite, rows = load(cfg.suite)
     if cfg.limit is not None:
         rows = rows[:cfg.limit]
-    require_model(cfg.local, cfg.model, "--model")
-    local = Side(name="local", model=cfg.model, endpoint=cfg.local)
-    if cfg.reference is None:
+    require_model(local_ep, cfg.model, "--model")
+    local = Side(name="local", model=cfg.model, endpoint=local_ep)
+    if ref_ep is None:
         reference, ref_store = _recorded_side(cfg, suite, rows)
     else:
-        ref_model = cfg.reference.model_id(cfg.reference_model or cfg.model)
-        require_model(cfg.reference, ref_model, "--reference-model")
-        reference = Side(name="reference", model=ref_model, endpoint=cfg.reference)
+        ref_model = ref_ep.model_id(cfg.reference_model or cfg.model)
+        require_model(ref_ep, ref_model, "--reference-model")
+        reference = Side(name="reference", model=ref_model, endpoint=ref_ep)
         ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub)
     local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub)
     stream_store = Store(cfg.output / "local-stream.jsonl", suite, local.model, scrub)
-    root = served_root(cfg.local, cfg.model)
+    root = served_root(local_ep, cfg.model)
     counter, why = find_tokenizer(cfg.tokenizer, root)  # before any request: a bad --tokenizer is bad input
-    pre = preflight(cfg.local, cfg.model, root, catalog_model=cfg.catalog_model,
+    pre = preflight(local_ep, cfg.model, root, catalog_model=cfg.catalog_model,
                     timeout=min(cfg.request_timeout_s, 300)) if cfg.preflight else {"status": "off", "findings": []}
     live = [(side, store, False) for side, store in ((local, local_store), (reference, ref_store)) if side.endpoint]
     if cfg.stream:
@@ -153,7 +116,7 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
         got = asyncio.run(ask_all())
     lo = got[0]
     st = got[1] if cfg.stream else {}
-    ref = got[-1] if cfg.reference is not None else \
+    ref = got[-1] if ref_ep is not None else \
         {r["id"]: ref_store.outcome(request_key(suite, r)) for r in rows}
     summary = score(suite, rows, lo, ref, thresholds)
     summary = {"suite": summary["suite"], "local": local.facts(), "reference": reference.facts(), **summary}
