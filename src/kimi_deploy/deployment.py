@@ -191,7 +191,7 @@ def context_length(entry: ModelEntry | None, arch: Architecture) -> int:
 def check_max_model_len(value: int | None, entry: ModelEntry | None, arch: Architecture, field: str) -> None:
     """A max_model_len beyond the model's context length is bad input: the engines refuse it at start-up
     (vLLM unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set, vllm/config/model.py), and a plan for it would
-    promise context the model was never trained for (issue 12, class 2/6)."""
+    promise context the model was never trained for."""
     limit = context_length(entry, arch)
     if value is not None and value > limit:
         source = "the catalog's context_length" if entry else "config.json max_position_embeddings"

@@ -33,7 +33,7 @@ STOCK_IMAGES = ("vllm/vllm-openai", "lmsysorg/sglang", "rocm/vllm", "rocm/sgl-de
 # hostPath weights may not be the host's root or a system directory: the pods mount it read-write.
 SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/proc",
                "/sys", "/dev", "/boot", "/root", "/home", "/run", "/opt", "/srv", "/tmp")
-# The bench Job's own bound beyond the wait for the endpoint (issue 12, class 1): `bench` runs
+# The bench Job's own bound beyond the wait for the endpoint: `bench` runs
 # bench_concurrency * 8 requests, minutes at most; an endpoint that stalls must not hold the Job forever.
 BENCH_WAIT_S, BENCH_RUN_S = 14400, 3600
 # How long a pod's init container waits for the download Job's verify marker before failing (the pod
@@ -47,7 +47,7 @@ def shell(script: str, *args: str) -> list[str]:
     argument ("$1", "$2", ...), never part of the script, so nothing in a spec can run as code."""
     return ["bash", "-c", script, "kimi-deploy", *args]
 
-# Pod hardening (issue 12, class 7; https://kubernetes.io/docs/concepts/security/pod-security-standards/,
+# Pod hardening (https://kubernetes.io/docs/concepts/security/pod-security-standards/,
 # "restricted"): no privilege escalation, every capability dropped, the runtime's default seccomp profile
 # (set on the pod), no service-account token (nothing here talks to the API server). The engine keeps
 # IPC_LOCK: NCCL/DeepEP register pinned memory with the RDMA NIC, which needs mlock beyond the default
@@ -81,7 +81,7 @@ def entrypoint_text() -> str:
 
 def lws_name_limit(replicas: int) -> int:
     """LWS webhook: the name must leave room for the group and worker indexes in pod names
-    (issue 8: name length <= 51 - replicas/10)."""
+    (name length <= 51 - replicas/10)."""
     return 51 - replicas // 10
 
 

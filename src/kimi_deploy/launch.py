@@ -355,7 +355,7 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
                    fatal=False)
         else:
             # The marker is trusted only while the directory still matches what verify recorded
-            # (weights.check_marker); a missing or stale one stops the start (issue 12).
+            # (weights.check_marker); a missing or stale one stops the start.
             pf.add("verified", *check_marker(Path(dep.weights.dir)))
     draft = dep.speculative
     if runs_engine and draft is not None and draft.dir:

@@ -43,7 +43,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def _refuse_references(data: Any, path: str = "") -> None:
     """No `${` anywhere in the spec's data: `render` and `serve` expand ${NAME} only for the tool's own
     variables (head addresses, the API key variable, startup files), and a reference written into a spec
-    value could otherwise pull a secret such as ${HF_TOKEN} into an engine's argv (issue 12, class 5)."""
+    value could otherwise pull a secret such as ${HF_TOKEN} into an engine's argv."""
     if isinstance(data, str):
         if "${" in data:
             raise BadInput(f"{data!r} contains '${{': spec values are used literally and may not refer to "

@@ -32,7 +32,7 @@ LOAD_BYTES_PER_S: Mapping[str, float] = {
 }
 # Past the load: DeepGEMM/torch.compile warm-up and CUDA-graph capture (minutes on a big MoE).
 STARTUP_EXTRA_S = 600
-# Never less than 30 minutes by default (issue 13: a 600 s engine timeout killed 600 GB loads,
+# Never less than 30 minutes by default (a 600 s engine timeout kills 600 GB loads,
 # vllm-project/vllm-ascend#7098), never more than 4 hours (a stuck pod must eventually restart).
 STARTUP_FLOOR_S, STARTUP_CAP_S = 1800, 4 * 3600
 

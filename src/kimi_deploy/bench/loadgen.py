@@ -124,8 +124,7 @@ class LoadConfig:
 @dataclass(frozen=True, kw_only=True)
 class JobSource:
     """The run's requests, made one at a time when they are due, so that a run bounded by --duration
-    costs nothing up front however large --num-requests is (issue 12: 10^8 requests took minutes to
-    build before the first was sent)."""
+    costs nothing up front however large --num-requests is."""
 
     total: int
     make: Callable[[int], RequestInput]  # index -> the request (its `at` is set by the worker)

@@ -26,7 +26,7 @@ from ._common import ApiKeyEnv, HeadAddress, NodeRank, SpecArg, err, finite, out
 # The tool's own variables, the only ${NAME} references a printed command may expand: each group's head
 # address (deployment.HEAD_VARS) and the startup files' paths (engines/sglang.py); the spec's
 # serving.api_key_env is added per deployment. Everything else, spec data above all, is single-quoted
-# and so inert when the script runs (issue 12, class 5).
+# and so inert when the script runs.
 TOOL_VARS = frozenset([*HEAD_VARS.values(), sglang.CONFIG_VAR, sglang.LOGGING_VAR])
 
 

@@ -74,8 +74,7 @@ DEFAULTS = (
 # min(max_num_batched_tokens, max_num_seqs) rows of full-vocabulary logits, bf16 (2 B), their fp32 copy (4),
 # softmax probabilities (4) and exponential noise (4), the sorted values (4) and int64 indices (8) of the
 # top-k/top-p path, its cumulative sum (4), masks (2) and the scattered result (4): 36 bytes per logit at
-# the peak. With the K2-Thinking TP8 recipe log this reproduces the default-settings overhead the former
-# fixed "outside PyTorch" constant was calibrated on.
+# the peak (benchmarks/planner_accuracy.py checks the total against the K2-Thinking TP8 recipe log).
 SAMPLER_BYTES_PER_LOGIT = 36
 # Buffers the profiling run leaves outside PyTorch on a GPU (cuBLAS workspaces, attention-backend
 # metadata). An assumption, not a logged figure: vLLM does not log it separately since NCCL moved before
