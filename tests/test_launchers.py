@@ -215,7 +215,7 @@ def test_engine_not_installed_is_bad_input(monkeypatch, spec_with_weights: Path,
     # In-process so the installed engine can be hidden from preflight's version lookup.
     from kimi_deploy import cli, launch
 
-    monkeypatch.setattr(launch, "_engine_version", lambda engine: None)
+    monkeypatch.setattr(launch, "_engine_version", lambda dep: None)
     monkeypatch.setattr(launch, "exec_node", lambda *a: pytest.fail("must not start anything"))
     monkeypatch.setattr(sys, "argv", ["kimi-deploy", "serve", str(spec_with_weights), "--node-rank", "0"])
     monkeypatch.setenv("KIMI_API_KEY", SECRET)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .deployment import Deployment, Group, resolve
+from .engines.profiles import PROFILES
 from .engines.render import RenderedNode, render
 from .errors import BadInput
 from .spec import load_spec
@@ -29,7 +30,7 @@ PROBE_PERIOD_S = 10
 # The first line of every file `k8s` writes: files without it are the user's and are never touched.
 HEADER = "# rendered by kimi-deploy k8s"
 # Official engine images: they do not contain kimi-deploy, so a pod on them cannot run its entrypoint.
-STOCK_IMAGES = ("vllm/vllm-openai", "lmsysorg/sglang", "rocm/vllm", "rocm/sgl-dev", "rocm/sglang")
+STOCK_IMAGES = tuple(image for p in PROFILES.values() for image in p.stock_images)
 # hostPath weights may not be the host's root or a system directory: the pods mount it read-write.
 SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/proc",
                "/sys", "/dev", "/boot", "/root", "/home", "/run", "/opt", "/srv", "/tmp")

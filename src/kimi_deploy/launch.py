@@ -268,8 +268,8 @@ class Preflight:
         return [c for c in self.checks if not c.ok and c.fatal]
 
 
-def _engine_version(engine: str) -> str | None:
-    for dist in (engine, f"{engine}-cpu"):
+def _engine_version(dep: Deployment) -> str | None:
+    for dist in dep.profile.distributions:
         try:
             return md.version(dist)
         except md.PackageNotFoundError:
@@ -321,7 +321,7 @@ def preflight(dep: Deployment, node: RenderedNode, check_args: bool = True,
     pf = Preflight()
     runs_engine = node.group != "router" and node.argv[:2] != ["ray", "start"]
     if runs_engine:
-        version = _engine_version(dep.engine)
+        version = _engine_version(dep)
         pf.add("engine installed", version is not None,
                f"{dep.engine} {version}" if version else f"{dep.engine} is not installed in this environment")
     missing = sorted({cmd[0] for cmd in [*node.setup, node.argv] if find_executable(cmd[0]) is None})

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..args import DEFAULT_REQUESTS, WORKLOAD_NAMES, BenchConfig
 from ..endpoint import Endpoint, served_models
+from ..engines.profiles import PROFILES
 from ..errors import BadInput
 from ..outputs import check_output_dir
 from ..stats import percentile
@@ -28,19 +29,15 @@ from .report import cdf_plot, html_report
 from .workloads import (Tokenizer, jsonl_bodies, multi_turn_sessions, random_bodies, shared_prefix_bodies,
                         tool_call_bodies)
 
-KEEP_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
-                "vllm:generation_tokens", "vllm:prompt_tokens", "sglang:num_running_reqs", "sglang:num_queue_reqs",
-                "sglang:token_usage", "sglang:cache_hit_rate", "sglang:gen_throughput",
-                "sglang:cached_tokens_total", "sglang:prompt_tokens_total", "sim:num_requests_running",
-                "sim:requests_total", "sim:generation_tokens_total")
+# Every engine profile's kept metrics, and the sim's (bench/sim.py).
+KEEP_METRICS = (*(m for p in PROFILES.values() for m in p.metrics.keep),
+                "sim:num_requests_running", "sim:requests_total", "sim:generation_tokens_total")
+# Whether the engine has a prefix cache at all, from the label its info gauge carries (profile
+# metrics.prefix_caching_info): kept by scrape() as a number under this key (1 on, 0 off).
+PREFIX_CACHING = "prefix_caching_enabled"
+_INFO = {p.metrics.prefix_caching_info[0]: p.metrics.prefix_caching_info[1]
+         for p in PROFILES.values() if p.metrics.prefix_caching_info}
 
-
-# vLLM's cache settings are the labels of its vllm:cache_config_info gauge (vllm v0.32.0
-# vllm/v1/metrics/loggers.py, log_metrics_info); scrape() keeps the one that decides whether there is a
-# prefix cache at all as a number under this key (1 on, 0 off). The CPU engine turns prefix caching off
-# for MLA models such as Kimi K2 without AMX (vllm v0.32.0 vllm/platforms/cpu.py).
-PREFIX_CACHING = "vllm:cache_config_info:enable_prefix_caching"
 
 def scrape(ep: Endpoint) -> dict[str, float]:
     """The engine's Prometheus metrics we keep, summed over label sets; {} when there is no /metrics."""
@@ -53,8 +50,9 @@ def scrape(ep: Endpoint) -> dict[str, float]:
         out: dict[str, float] = {}
         for fam in text_string_to_metric_families(r.text):
             for s in fam.samples:
-                if s.name == "vllm:cache_config_info" and "enable_prefix_caching" in s.labels:
-                    out[PREFIX_CACHING] = 1.0 if s.labels["enable_prefix_caching"] == "True" else 0.0
+                label = _INFO.get(s.name)
+                if label is not None and label in s.labels:
+                    out[PREFIX_CACHING] = 1.0 if s.labels[label] == "True" else 0.0
                     continue
                 name = s.name.removesuffix("_total")
                 if name in KEEP_METRICS or s.name in KEEP_METRICS:
@@ -65,33 +63,32 @@ def scrape(ep: Endpoint) -> dict[str, float]:
 
 
 def engine_prefix_cache(before: dict[str, float], after: dict[str, float]) -> dict[str, Any] | None:
-    """The engine's own prefix-cache hit rate over the run, from its scraped metrics; None when it exports
-    none. vLLM V1: counters vllm:prefix_cache_hits / vllm:prefix_cache_queries, in tokens (vllm
-    v0.32.0 vllm/v1/metrics/loggers.py). SGLang: counters sglang:cached_tokens_total /
-    sglang:prompt_tokens_total, counted as requests finish (sglang 0.5.23
-    python/sglang/srt/observability/metrics_collector.py, TokenizerMetricsCollector); failing those, its
-    gauge sglang:cache_hit_rate, which covers recent batches only (same file, SchedulerMetricsCollector)."""
+    """The engine's own prefix-cache hit rate over the run, from its scraped metrics (the counters each
+    engine profile names, in tokens); failing those, an engine's hit-rate gauge, which covers recent
+    batches only; None when the server exports none."""
     def delta(name: str) -> float | None:
         for key in (name + "_total", name):
             if key in after:
                 return after[key] - before.get(key, 0.0)
         return None
 
-    for engine, hits, queries in (("vllm", "vllm:prefix_cache_hits", "vllm:prefix_cache_queries"),
-                                  ("sglang", "sglang:cached_tokens", "sglang:prompt_tokens")):
+    for p in PROFILES.values():
+        hits, queries = p.metrics.prefix_cache_hits, p.metrics.prefix_cache_queries
         h, q = delta(hits), delta(queries)
         if h is not None and q is not None:
-            source = f"{engine}: delta {hits} / delta {queries} over the run"
+            source = f"{p.name}: delta {hits} / delta {queries} over the run"
             if after.get(PREFIX_CACHING) == 0.0:
-                source += "; the engine has prefix caching off (vllm:cache_config_info enable_prefix_caching=False)"
+                source += "; the engine has prefix caching off (its cache config says so)"
             elif q == 0:
                 source += "; no token was queried"
             return {"engine_token_hit_rate": round(h / q, 4) if q > 0 else None, "hit_tokens": h,
                     "queried_tokens": q, "prefix_caching": None if PREFIX_CACHING not in after
                     else after[PREFIX_CACHING] == 1.0, "source": source}
-    if "sglang:cache_hit_rate" in after:
-        return {"engine_token_hit_rate": round(after["sglang:cache_hit_rate"], 4),
-                "source": "sglang:cache_hit_rate gauge at the end (recent batches, not the whole run)"}
+    for p in PROFILES.values():
+        gauge = p.metrics.prefix_cache_gauge
+        if gauge and gauge in after:
+            return {"engine_token_hit_rate": round(after[gauge], 4),
+                    "source": f"{gauge} gauge at the end (recent batches, not the whole run)"}
     return None
 
 

@@ -11,6 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
+from ..engines.profiles import PROFILES
 from ..errors import KimiDeployError
 from ..secrets import scrub
 from . import bench, compare, launch, plan, tiny, weights
@@ -24,8 +25,10 @@ app = typer.Typer(
 )
 
 
-# The libraries whose releases decide whether kimi-deploy talks to an endpoint, the Hub or an engine.
-ENGINE_FACING = ("openai", "httpx2", "huggingface_hub", "pydantic", "typer", "vllm", "sglang")
+# The libraries whose releases decide whether kimi-deploy talks to an endpoint, the Hub or an engine (each
+# engine under its first distribution name).
+ENGINE_FACING = ("openai", "httpx2", "huggingface_hub", "pydantic", "typer",
+                 *(p.distributions[0] for p in PROFILES.values()))
 
 
 def versions() -> dict[str, str | None]:

@@ -220,6 +220,21 @@ class TopologyRules:
     pd_transports: tuple[str, ...]
 
 
+# --- what the engine exports about itself -------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics:
+    """The engine's Prometheus metrics bench keeps (names without a `_total` suffix), and the counters of
+    its own prefix-cache hit rate."""
+
+    keep: tuple[str, ...]
+    prefix_cache_hits: str  # counter, tokens
+    prefix_cache_queries: str  # counter, tokens
+    prefix_cache_gauge: str | None = None  # a hit-rate gauge to fall back on (recent batches only)
+    # (info gauge, label): whether the engine has prefix caching on at all
+    prefix_caching_info: tuple[str, str] | None = None
+
+
 # --- the profile ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +258,9 @@ class EngineProfile:
     draft_min_version: Callable[[Any], str | None]  # draft entry -> minimum release, None = cannot load
     readiness_probe_timeout_s: int  # how long one /health call may take while the engine is busy
     router_module: str | None  # the P/D router's Python module (parse_router_args, launch_router)
+    distributions: tuple[str, ...]  # the Python distributions the engine installs as (for its version)
+    stock_images: tuple[str, ...]  # the project's official images, which do not contain kimi-deploy
+    metrics: Metrics
 
     def settings(self, *, version: str | None, layout: Layout, memory_fraction: float | None,
                  max_num_batched_tokens: int | None, max_num_seqs: int | None) -> Settings:

