@@ -11,8 +11,17 @@ from .errors import BadInput
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed object) for every non-blank line."""
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    """(line number, parsed object) for every non-blank line. A file that is not UTF-8 text (a binary
+    file given by mistake) or cannot be read is bad input naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"not UTF-8 text (byte {exc.start}): give a JSON Lines file", str(path)) from None
+    except IsADirectoryError:
+        raise BadInput("is a directory, not a JSON Lines file", str(path)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot read it: {exc.strerror or exc}", str(path)) from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -43,10 +43,19 @@ BENCH_WAIT_S, BENCH_RUN_S = 14400, 3600
 WEIGHTS_WAIT_S = 24 * 3600
 
 
+def literal(value: str) -> str:
+    """A value kubelet passes on as written. It expands $(NAME) in a container's command, args and env
+    values, which would put a Secret's value (the API key's variable) where spec data was meant;
+    $$(NAME) is the escape (https://kubernetes.io/docs/tasks/inject-data-application/
+    define-interdependent-environment-variables/)."""
+    return value.replace("$(", "$$(")
+
+
 def shell(script: str, *args: str) -> list[str]:
     """A container command running a fixed bash script; every value from the spec is a positional
-    argument ("$1", "$2", ...), never part of the script, so nothing in a spec can run as code."""
-    return ["bash", "-c", script, "kimi-deploy", *args]
+    argument ("$1", "$2", ...), never part of the script, so nothing in a spec can run as code, and each
+    reaches the script as written (`literal`)."""
+    return ["bash", "-c", script, "kimi-deploy", *(literal(a) for a in args)]
 
 # Pod hardening (https://kubernetes.io/docs/concepts/security/pod-security-standards/,
 # "restricted"): no privilege escalation, every capability dropped, the runtime's default seccomp profile
@@ -176,9 +185,9 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
     env = [{"name": "KIMI_SPEC", "value": SPEC_PATH}]
     if group:
         env.append({"name": "KIMI_PD_GROUP", "value": group})  # launch.resolve_node: which P/D side this is
-    env += [{"name": n, "value": v} for n, v in (extra_env or {}).items()]
+    env += [{"name": n, "value": literal(v)} for n, v in (extra_env or {}).items()]
     if node.group != "router":
-        env += [{"name": n, "value": v} for n, v in dep.group(node.group).network_env.items()]
+        env += [{"name": n, "value": literal(v)} for n, v in dep.group(node.group).network_env.items()]
     env += _api_key_env(dep) + _hf_token_env(dep)
     gpus = group != "router"
     resources = ({gpu_resource(dep): str(dep.gpus_per_node)} if gpus else {"cpu": "2", "memory": "2Gi"})

@@ -592,15 +592,35 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
     """Check a checkpoint directory; write the verify marker only when everything passed. The marker
     records what was verified (each shard's size and mtime, the index's and config's sha256, the tool
     version, whether hashes were computed and whether they were compared) so check_marker() can later
-    tell whether the directory is still the one that was verified."""
+    tell whether the directory is still the one that was verified.
+
+    A marker already there stays unless this run finds the files themselves bad: bad input (an unknown
+    --model) and a --model the checkpoint is not leave a still-valid marker as it was."""
     start = time.monotonic()
     if dest.exists() and not dest.is_dir():
         raise BadInput("is a file, not a checkpoint directory", str(dest))
-    marker = dest / VERIFY_MARKER
-    if marker.exists() or marker.is_symlink():
-        marker.unlink()  # never leave a marker for a directory in an unknown state
+    if model:
+        from .catalog import get_model
+
+        get_model(model)  # an unknown id is bad input before anything is read or touched
     if not dest.is_dir():
         raise BadInput("checkpoint directory not found", str(dest))
+    try:
+        result = _verify_files(dest, model, full_hash, workers, show_progress, start)
+    except BadInput:
+        _drop_marker(dest)  # the files no longer read as a checkpoint: no marker may vouch for them
+        raise
+    return result
+
+
+def _drop_marker(dest: Path) -> None:
+    marker = dest / VERIFY_MARKER
+    if marker.exists() or marker.is_symlink():
+        marker.unlink()
+
+
+def _verify_files(dest: Path, model: str | None, full_hash: bool, workers: int | None, show_progress: bool,
+                  start: float) -> VerifyResult:
     problems: list[str] = []
     notes: list[str] = []
     manifest = read_manifest(dest)
@@ -643,9 +663,10 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
         extra = sorted(set(header) - by_shard[shard])
         if extra:
             problems.append(f"{shard}: {len(extra)} tensor(s) not in the index, e.g. {extra[0]}")
+    asked = model is not None
     model = model or _catalog_model_for(manifest.get("location"))
-    if model:
-        problems += _arch_mismatch(dest, model)
+    mismatch = _arch_mismatch(dest, model) if model else []
+    problems += mismatch
     hashed = compared = False
     digests: dict[str, str] = {}
     if full_hash and not problems:
@@ -678,6 +699,12 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
     if result.ok:
         _write_marker(dest, manifest, index_path if index_path.is_file() else None, shards, digests, hashed,
                       compared)
+    elif asked and problems == mismatch and (dest / VERIFY_MARKER).is_file() and check_marker(dest)[0]:
+        # Only the operator's --model did not match, and the files are still the ones the marker verified.
+        notes.append(f"the existing {VERIFY_MARKER} is kept: the files are the ones it verified; only the "
+                     "--model check failed")
+    else:
+        _drop_marker(dest)  # the files failed: no marker may vouch for them
     return result
 
 

@@ -20,6 +20,7 @@ from ..args import CompareConfig
 from ..catalog import get_model
 from ..endpoint import require_model, scrubber, served_root
 from ..errors import BadInput
+from ..jsonl import read_jsonl
 from ..outputs import check_output_dir
 from ..suites import load
 from .consistency import KINDS, compare_modes
@@ -54,7 +55,9 @@ def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -
     assert path is not None
     if not path.is_file():
         raise BadInput("reference file not found", str(path))
-    first = next((json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()), None) or {}
+    first = next((obj for _, obj in read_jsonl(path)), None) or {}  # not text or not JSON: bad input
+    if not isinstance(first, dict) or not {"key", "suite", "model"} <= set(first):
+        raise BadInput("not a recording of compare's answers (answers-*.jsonl of an earlier run)", str(path))
     model = cfg.reference_model or first.get("model") or cfg.model
     side = Side(name="reference", model=model, recorded_url=first.get("endpoint"), recorded_kind=first.get("kind"))
     store = Store(path, suite, model)

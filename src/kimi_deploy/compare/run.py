@@ -72,7 +72,11 @@ class Store:
         # An interrupted run can leave a half line at the end: start the next record on a line of its own.
         self._newline_first = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
         if path.is_file():
-            for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise BadInput("not UTF-8 text: not a recording of compare's answers", str(path)) from None
+            for n, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
