@@ -93,9 +93,9 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
         ref_model = ref_ep.model_id(cfg.reference_model or cfg.model)
         require_model(ref_ep, ref_model, "--reference-model")
         reference = Side(name="reference", model=ref_model, endpoint=ref_ep)
-        ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub)
-    local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub)
-    stream_store = Store(cfg.output / "local-stream.jsonl", suite, local.model, scrub)
+        ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub, endpoint=ref_ep.v1)
+    local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub, endpoint=local_ep.v1)
+    stream_store = Store(cfg.output / "local-stream.jsonl", suite, local.model, scrub, endpoint=local_ep.v1)
     root = served_root(local_ep, cfg.model)
     counter, why = find_tokenizer(cfg.tokenizer, root)  # before any request: a bad --tokenizer is bad input
     pre = preflight(local_ep, cfg.model, root, catalog_model=cfg.catalog_model,

@@ -66,7 +66,10 @@ class Outcome:
 class Store:
     """The JSONL record of one endpoint's answers to one suite."""
 
-    def __init__(self, path: Path, suite: str, model: str, scrub: Callable[[str], str] = lambda t: t) -> None:
+    def __init__(self, path: Path, suite: str, model: str, scrub: Callable[[str], str] = lambda t: t,
+                 endpoint: str | None = None) -> None:
+        """`endpoint`: the URL the answers must come from; a record from another one is refused (its
+        answers would be scored as this endpoint's)."""
         self.path, self.suite, self.model, self.scrub = path, suite, model, scrub
         self.records: dict[str, dict[str, Any]] = {}
         # An interrupted run can leave a half line at the end: start the next record on a line of its own.
@@ -86,6 +89,9 @@ class Store:
                 if rec.get("suite") != suite or rec.get("model") != model:
                     raise BadInput(f"line {n} was recorded for suite {rec.get('suite')!r} / model "
                                    f"{rec.get('model')!r}, not {suite!r} / {model!r}", str(path))
+                if endpoint is not None and rec.get("endpoint") != endpoint:
+                    raise BadInput(f"line {n} was recorded from {rec.get('endpoint')}, not {endpoint}: resuming "
+                                   "would score another endpoint's answers; give another --output", str(path))
                 self.records[rec["key"]] = rec
 
     def outcome(self, key: str) -> Outcome | None:
