@@ -80,6 +80,8 @@ class BenchConfig(Args):
     endpoint: Annotated[Endpoint, Flag("--base-url")]
     model: Annotated[str, Flag("--model")]
     output: Annotated[Path, Flag("--output")]
+    # False: an --output that holds a previous run's results is refused rather than replaced
+    overwrite: Annotated[bool, Flag("--overwrite")] = False
     workload: Annotated[Workload, Flag("--workload")] = "random"
     # None: DEFAULT_REQUESTS, or every row of a trace (the trace workload only)
     num_requests: Annotated[Optional[int], Flag("--num-requests"), Field(ge=1)] = None

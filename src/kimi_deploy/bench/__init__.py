@@ -165,6 +165,10 @@ def _live_table(done: int, failed: int, total: int, recent: list[RequestRecord],
     return t
 
 
+# What a run writes into --output (summary.json last): their presence means a previous run.
+RESULT_FILES = ("summary.json", "requests.jsonl", "sweep.json")
+
+
 def check_files(cfg: BenchConfig) -> None:
     """What the configuration names on disk, before the endpoint is asked anything: a malformed trace
     (named with its line), and the result directory (bad input naming the flag)."""
@@ -175,6 +179,10 @@ def check_files(cfg: BenchConfig) -> None:
             raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
         trace.read_trace(Path(cfg.dataset), cfg.warmup + cfg.num_requests if cfg.num_requests else None)
     check_output_dir(cfg.output, "--output")
+    previous = [n for n in RESULT_FILES if (cfg.output / n).exists()]
+    if previous and not cfg.overwrite:
+        raise BadInput(f"{cfg.output} holds a previous run ({', '.join(previous)}); give another --output, or "
+                       "--overwrite to replace it", "--output")
 
 
 def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:

@@ -25,6 +25,8 @@ def bench(
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="e.g. http://head:8000/v1")] = None,
     model: Annotated[Optional[str], option(B, "model", "Served model name.")] = None,
     output: Annotated[Optional[Path], option(B, "output", "Result directory.")] = None,
+    overwrite: Annotated[Optional[bool], option(B, "overwrite", "Replace the results a previous run left in "
+                                                "--output (refused without it).")] = None,
     workload: Annotated[Optional[str], option(B, "workload", "random, jsonl, tool-calls, shared-prefix, multi-turn or trace.")] = None,
     num_requests: Annotated[Optional[int], option(B, "num_requests", "Measured requests (after warm-up); default 100, or every row of a trace.")] = None,
     duration: Annotated[Optional[float], option(B, "duration_s", "Stop after this many seconds; requests still in flight then are cancelled and counted as incomplete.")] = None,
@@ -62,7 +64,8 @@ def bench(
     ep = None if base_url is None else Endpoint.from_url(base_url, flag="--base-url",
                                                            kind="moonshot" if hosted else "auto", api_key_env=api_key_env)
     load = first_load(sweep) if sweep else {"concurrency": concurrency, "rate": rate}
-    cfg = BenchConfig.build(endpoint=ep, model=model, output=output, workload=workload, num_requests=num_requests,
+    cfg = BenchConfig.build(endpoint=ep, model=model, output=output, overwrite=overwrite, workload=workload,
+                            num_requests=num_requests,
                             duration_s=duration, warmup=warmup, burstiness=burstiness, ramp_up_s=ramp_up,
                             max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
                             dataset=dataset, prefix_len=prefix_len,
