@@ -26,7 +26,7 @@ def bench(
     model: Annotated[Optional[str], option(B, "model", "Served model name.")] = None,
     output: Annotated[Optional[Path], option(B, "output", "Result directory.")] = None,
     overwrite: Annotated[Optional[bool], option(B, "overwrite", "Replace the results a previous run left in "
-                                                "--output (refused without it).")] = None,
+                                                "--output (refused without it).", "--overwrite/--no-overwrite")] = None,
     workload: Annotated[Optional[str], option(B, "workload", "random, jsonl, tool-calls, shared-prefix, multi-turn or trace.")] = None,
     num_requests: Annotated[Optional[int], option(B, "num_requests", "Measured requests (after warm-up); default 100, or every row of a trace.")] = None,
     duration: Annotated[Optional[float], option(B, "duration_s", "Stop after this many seconds; requests still in flight then are cancelled and counted as incomplete.")] = None,
