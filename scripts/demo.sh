@@ -37,7 +37,7 @@ fi
 
 echo "[demo] kimi-deploy bench (tool-call workload, 4 users, 24 requests, one client process)"
 "$KD" bench --base-url "$URL/v1" --model tiny-k2 --output runs/demo/bench --workload tool-calls \
-  --concurrency 4 --num-requests 24 --warmup 4 --thinking off --workers 1
+  --concurrency 4 --num-requests 24 --warmup 4 --thinking off --workers 1 --overwrite
 
 # The comparison a real deployment runs against Moonshot's API (MOONSHOT_API_KEY), here against the same
 # endpoint as its own reference, since the demo has no key and tiny-k2 is not Kimi K2: a self-consistency
