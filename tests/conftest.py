@@ -285,3 +285,69 @@ def sim_factory() -> Iterator:
     for p in procs:
         p.terminate()
         p.wait(timeout=10)
+
+
+@pytest.fixture
+def fault() -> Iterator:
+    """Start as many tests/faultserver.py servers as a test needs (each call: a mode -> the server); all
+    stopped after."""
+    from .faultserver import FaultServer
+
+    servers: list[FaultServer] = []
+
+    def make(mode: str) -> FaultServer:
+        servers.append(FaultServer(mode))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def run_cli_timed(*args: str, env: dict[str, str] | None = None, limit: float = 60):
+    """run_cli, failing the test when the command took `limit` seconds or more: a run that must end in
+    bounded time (a stalled server, a deadline) is checked for it."""
+    import time
+
+    t = time.monotonic()
+    proc = run_cli(*args, env=env, timeout=limit + 60)
+    took = time.monotonic() - t
+    assert took < limit, f"took {took:.0f} s: {args}"
+    return proc
+
+
+# --- the CLI in-process, for checks of its flags --------------------------------------------------------
+
+def invoke_cli(*args: str) -> tuple[int, str]:
+    """The real app in-process: (exit code, message). Our errors map to their exit codes as main() does;
+    anything else (a traceback's worth) fails the test."""
+    from typer.testing import CliRunner
+
+    from kimi_deploy.cli import app
+    from kimi_deploy.errors import KimiDeployError
+
+    r = CliRunner().invoke(app, list(args))
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        assert isinstance(r.exception, KimiDeployError), repr(r.exception)
+        return r.exception.exit_code, str(r.exception)
+    return r.exit_code, r.output
+
+
+from hypothesis import strategies as st
+
+# What an operator may type for a numeric flag: any float (NaN and infinities too), large integers, and
+# strings that are not numbers or are numbers only to some parsers.
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12),
+                    st.sampled_from(["", "x", "1e999", "-0", "0x10", " 5"]))
+
+
+# --- spec files ------------------------------------------------------------------------------------
+
+def spec_with(tmp_path: Path, base: Path = DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml",
+              name: str = "spec.yaml", **sections: dict[str, Any]) -> Path:
+    """A copy of the spec `base` with each section's keys updated from `sections`, written to tmp_path."""
+    data = yaml.safe_load(base.read_text())
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p

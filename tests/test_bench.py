@@ -1,7 +1,12 @@
 """`kimi-deploy bench` against `kimi-deploy sim`, whose latencies are the injected ground truth: measured
 TTFT, ITL, TPOT and E2E match within stated tolerances; failures are counted with reasons, never a
 crash; an interrupted run keeps its data; `bench diff` tells a real difference from noise. Then an end
-to end run on the real vLLM tiny-k2 deployment with a tool-call and a thinking workload."""
+to end run on the real vLLM tiny-k2 deployment with a tool-call and a thinking workload.
+
+Against a stalled or slow server (the sim's --stall-after, tests/faultserver.py) every run ends within a
+wall-time limit and what did not finish is never counted as completed; a 200 with an HTML page is an
+error, not an answer; every bad flag value (fuzzed too) and every corrupt `bench diff` input is exit 2
+naming the flag or file, before any request."""
 
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import ROOT, Server, assert_clean_error, ctrl_c_as_in_a_shell, run_cli
+from .conftest import (NUMBERS, ROOT, Server, assert_clean_error, ctrl_c_as_in_a_shell, invoke_cli, run_cli,
+                       run_cli_timed)
 
 CONTRACT = {"definitions", "config", "server", "requests", "latency_ms", "throughput", "tokens", "goodput", "client"}
 
@@ -251,3 +258,141 @@ def test_api_key_is_never_printed_or_written(sim_factory, tmp_path: Path) -> Non
         assert secret.encode() not in f.read_bytes(), f
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["config"]["api_key_env"] == "KD_TEST_KEY" and s["config"]["hosted"] is False
+
+
+# --- bounded time: a stalled or slow server, a deadline -----------------------------------------------
+# Against the sim (--stall-after: a few chunks, then silence with the connection open) and
+# tests/faultserver.py: every run ends within a wall-time limit, and what did not finish is counted as
+# failed or incomplete, never as completed.
+
+def _summary(d: Path) -> dict:
+    return json.loads((d / "summary.json").read_text())
+
+
+def test_bench_stall_timeout_ends_a_stalled_stream(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "5", "--itl-ms", "5", "--stall-after", "3")
+    out = tmp_path / "r"
+    proc = run_cli_timed("bench", "--base-url", url, "--model", "sim", "--output", str(out), "--concurrency", "2",
+                         "--num-requests", "2", "--output-len", "20", "--stall-timeout", "1", "--workers", "1", limit=40)
+    assert_clean_error(proc, "no measured request succeeded", "stalled", code=1)
+    s = _summary(out)
+    assert s["requests"]["completed"] == 0 and s["requests"]["failed"] == 2
+    assert any(e.startswith("stalled") for e in s["requests"]["errors"]), s["requests"]
+    assert s["config"]["stall_timeout_s"] == 1.0
+
+
+def test_bench_request_timeout(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "5", "--itl-ms", "300")  # keeps sending, slowly: only a total bound ends it
+    out = tmp_path / "r"
+    proc = run_cli_timed("bench", "--base-url", url, "--model", "sim", "--output", str(out), "--concurrency", "1",
+                         "--num-requests", "1", "--output-len", "100", "--request-timeout", "2", "--workers", "1", limit=40)
+    assert_clean_error(proc, "no measured request succeeded", "--request-timeout", code=1)
+    assert "timeout after 2 s (--request-timeout)" in _summary(out)["requests"]["errors"]
+
+
+def test_duration_cancels_what_is_in_flight_and_builds_nothing_up_front(sim_factory, tmp_path: Path) -> None:
+    stalled = sim_factory("--ttft-ms", "5", "--itl-ms", "5", "--stall-after", "3")
+    out = tmp_path / "stalled"
+    # 10^8 requests bounded by 3 s: built lazily, and the two stalled requests are cut at the deadline
+    proc = run_cli_timed("bench", "--base-url", stalled, "--model", "sim", "--output", str(out), "--concurrency", "2",
+                         "--num-requests", "100000000", "--duration", "3", "--workers", "1", "--workload", "tool-calls",
+                         limit=45)
+    assert_clean_error(proc, "no measured request succeeded", "--duration deadline", code=1)
+    req = _summary(out)["requests"]
+    assert req["completed"] == 0 and req["failed"] == 0 and req["incomplete"] == 2, req
+    assert req["not_sent"] == 100000000 - 2
+    rows = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    assert [r["incomplete"] for r in rows] == [True, True] and not any(r["ok"] for r in rows)
+
+    healthy = sim_factory("--ttft-ms", "5", "--itl-ms", "2")
+    out = tmp_path / "open"
+    proc = run_cli_timed("bench", "--base-url", healthy, "--model", "sim", "--output", str(out), "--rate", "10",
+                         "--num-requests", "100000000", "--duration", "2", "--output-len", "4", "--workers", "1", limit=45)
+    assert proc.returncode == 0, proc.stderr
+    req = _summary(out)["requests"]
+    assert 5 <= req["completed"] <= 40 and req["not_sent"] > 100000000 - 100, req
+
+
+def test_html_instead_of_an_api(fault, tmp_path: Path) -> None:
+    srv = fault("html")
+    out = tmp_path / "b"
+    proc = run_cli_timed("bench", "--base-url", srv.url, "--model", "m", "--output", str(out), "--concurrency", "1",
+                         "--num-requests", "2", "--input-len", "8", "--output-len", "4", "--workers", "1", limit=40)
+    assert_clean_error(proc, "no measured request succeeded", "text/html", code=1)
+    assert _summary(out)["config"]["workload_facts"]["tokenizer"] != "server /tokenize"  # HTML is not a count
+    out = tmp_path / "c"
+    proc = run_cli_timed("compare", "--local", srv.url, "--reference", srv.url, "--reference-kind", "self-hosted",
+                         "--model", "m", "--reference-model", "m", "--suite", "chat", "--limit", "1", "--output", str(out),
+                         limit=40)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    err = json.loads((out / "local.jsonl").read_text().splitlines()[0])["response"]["error"]
+    assert err and "not an OpenAI chat completion" in err, err
+
+
+
+# --- bad input: exit 2 naming the flag or file, before any request ------------------------------------
+
+BENCH = ("bench", "--base-url", "http://127.0.0.1:9", "--model", "m")
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("--rate", "inf"), "--rate"), (("--rate", "nan"), "--rate"), (("--rate", "0"), "--rate"),
+    (("--burstiness", "0", "--rate", "1"), "--burstiness"), (("--burstiness", "inf", "--rate", "1"), "--burstiness"),
+    (("--burstiness", "nan", "--rate", "1"), "--burstiness"), (("--warmup", "-5"), "--warmup"),
+    (("--max-concurrency", "0", "--rate", "1"), "--max-concurrency"), (("--workers", "-1"), "--workers"),
+    (("--duration", "-1"), "--duration"), (("--duration", "nan"), "--duration"),
+    (("--ramp-up", "inf"), "--ramp-up"), (("--request-timeout", "nan"), "--request-timeout"),
+    (("--stall-timeout", "0"), "--stall-timeout"), (("--concurrency", "0"), "--concurrency"),
+    (("--sweep", "rate=nan"), "--sweep"),
+])
+def test_bench_flags_refused(tmp_path: Path, args: tuple[str, ...], flag: str) -> None:
+    code, msg = invoke_cli(*BENCH, "--output", str(tmp_path / "r"), *(args if "--rate" in args or "--sweep" in args
+                                                                    else ("--concurrency", "1", *args)))
+    assert code == 2 and flag in msg, (code, msg)
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_output_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert invoke_cli(*BENCH, "--output", str(f), "--concurrency", "1") == (2, f"--output: {f} exists and is not a directory")
+    code, msg = invoke_cli("compare", "--local", "http://127.0.0.1:9", "--output", str(f))
+    assert code == 2 and "--output" in msg and "not a directory" in msg
+    assert f.read_text() == "x"
+
+
+def test_bench_diff_corrupt_files(sim_factory, tmp_path: Path) -> None:
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "1")
+    good = tmp_path / "good"
+    assert run_cli("bench", "--base-url", url, "--model", "sim", "--output", str(good), "--concurrency", "1",
+                   "--num-requests", "3", "--output-len", "3", "--workers", "1").returncode == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cases = [("summary.json", b"{not json", "summary.json"), ("summary.json", b"[1, 2]", "summary.json"),
+             ("summary.json", b"\xff\xfe binary", "summary.json"), ("requests.jsonl", b"{oops\n", "requests.jsonl"),
+             ("requests.jsonl", b'{"index": 0, "ttft": "fast"}\n', "requests.jsonl"),
+             ("requests.jsonl", b"[1]\n", "requests.jsonl")]
+    for name, content, needle in cases:
+        for n in ("summary.json", "requests.jsonl"):
+            (bad / n).write_bytes((good / n).read_bytes())
+        (bad / name).write_bytes(content)
+        assert_clean_error(run_cli("bench", "diff", str(good), str(bad)), str(bad / needle))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=st.sampled_from(["--num-requests", "--duration", "--warmup", "--concurrency", "--rate", "--burstiness",
+                             "--ramp-up", "--max-concurrency", "--input-len", "--output-len", "--prefix-len",
+                             "--workers", "--seed", "--request-timeout", "--stall-timeout"]),
+       value=NUMBERS)
+def test_fuzz_bench_numeric_flags(tmp_path: Path, flag: str, value) -> None:
+    """Every value ends in exit 2 with a message: naming the fuzzed flag when the value is bad, else
+    --output (a file, checked after every flag and before any request, so nothing is sent)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    load = ("--rate", "1") if flag in ("--rate", "--burstiness", "--max-concurrency") else ("--concurrency", "1")
+    if flag == "--concurrency":
+        load = ()
+    code, msg = invoke_cli(*BENCH, "--output", str(blocker), *load, flag, str(value))
+    assert code == 2, (flag, value, code, msg)
+    assert flag in msg or "--output" in msg, (flag, value, msg)
+

@@ -1,6 +1,6 @@
-"""The load generator's hot path (issue 15): bench/stream.py keeps a timestamp and the body bytes per read
-and loadgen.parse_stream parses after the stream ended. These tests hold the deferred parse to the
-records the line-by-line reader made before (same timing points, chunk times, text, tool calls, usage,
+"""The load generator's hot path: bench/stream.py keeps a timestamp and the body bytes per read and
+loadgen.parse_stream parses after the stream ended. These tests hold the deferred parse to the records a
+line-by-line reader makes as each line arrives (same timing points, chunk times, text, tool calls, usage,
 errors), however the bytes were split into reads; the HTTP/1.1 framing to every split of a response;
 and the whole path, against the real sim and real aiohttp fault servers, to exact records: token counts,
 chunk counts, text, TTFT no earlier than the injected one, a non-200, a malformed chunk, a dropped
@@ -26,8 +26,8 @@ from kimi_deploy.endpoint import Endpoint, reasoning_of
 from kimi_deploy.toolcalls import ToolCallAssembler
 
 
-# --- the reference: the line-by-line reader the load generator had before (same rules, applied as each
-# line arrived), transcribed to run over a list of (time, line) ---------------------------------------
+# --- the reference: a line-by-line reader (the same rules, applied as each line arrives), run over a
+# list of (time, line) ----------------------------------------------------------------------------------
 def _reference(lines: list[tuple[float, bytes]], ended_at: float) -> RequestOutput:
     rec = RequestOutput(index=0)
     content, reasoning, calls = [], [], ToolCallAssembler()  # the tool-call rule: tests/test_toolcalls.py

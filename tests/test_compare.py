@@ -1,6 +1,7 @@
 """`kimi-deploy compare` end to end on real vLLM tiny-k2 endpoints (never the hosted API): a deployment
 compared against itself passes with tool-call F1 = 1.0; a deployment without the tool parser fails with the finding
-that explains why; a recorded reference replays offline; resumable records; bad input; and the hosted
+that explains why; a recorded reference replays offline; resumable records; bad input (non-finite numbers
+are exit 2 naming the flag); retries against a stalled server end within --request-timeout; and the hosted
 adapter's request shapes checked against Moonshot's published API behaviour (platform.kimi.ai/docs/api/
 models-overview parameter table; github.com/MoonshotAI/Kimi-K2.5 README.md on thinking on/off)."""
 
@@ -19,7 +20,7 @@ from kimi_deploy.suites import builtin, generate, load
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, served_models
 from kimi_deploy.errors import BadInput
 
-from .conftest import Server, SuiteRun, assert_clean_error, run_cli, serving, start_sim
+from .conftest import Server, SuiteRun, assert_clean_error, invoke_cli, run_cli, run_cli_timed, serving, start_sim
 
 CONTRACT = {"suite", "local", "reference", "n", "tool_call_f1", "schema_accuracy", "findings", "thresholds", "verdict"}
 
@@ -284,3 +285,33 @@ def test_retry_policy_on_a_real_server(flaky_models) -> None:
         served_models(ep, retry=fast)
     assert not fast.retryable(ValueError()) and fast.retryable(httpx2.ConnectError("refused"))
     assert 0.01 <= fast.delay(1) <= 0.0125 and fast.delay(5) <= 0.025  # backoff with jitter, capped
+
+
+# --- bounded time and bad flags -----------------------------------------------------------------------
+# Against tests/faultserver.py's stalling server: retries end within --request-timeout, each request's
+# error is recorded and the verdict is FAIL. Non-finite numbers are exit 2 naming the flag.
+
+def _summary(d: Path) -> dict:
+    return json.loads((d / "summary.json").read_text())
+
+
+def test_compare_retries_end_within_the_request_timeout(fault, tmp_path: Path) -> None:
+    srv = fault("stall")
+    out = tmp_path / "c"
+    proc = run_cli_timed("compare", "--local", srv.url, "--reference", srv.url, "--reference-kind", "self-hosted",
+                         "--model", "m", "--reference-model", "m", "--suite", "chat", "--limit", "2", "--output", str(out),
+                         "--stall-timeout", "1", "--request-timeout", "4", limit=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [json.loads(x)["response"]["error"] for x in (out / "local.jsonl").read_text().splitlines()]
+    assert len(errors) == 2 and all(e and ("stalled" in e or "--request-timeout" in e) for e in errors), errors
+    assert _summary(out)["verdict"] == "FAIL"
+
+
+def test_compare_flags_refused(tmp_path: Path) -> None:
+    base = ("compare", "--local", "http://127.0.0.1:9", "--output", str(tmp_path / "c"))
+    for args, flag in ((("--rate", "nan"), "--rate"), (("--temperature", "inf"), "--temperature"),
+                       (("--request-timeout", "inf"), "--request-timeout"), (("--stall-timeout", "nan"), "--stall-timeout"),
+                       (("--threshold", "tool_call_f1=nan"), "--threshold")):
+        code, msg = invoke_cli(*base, *args)
+        assert code == 2 and flag in msg, (args, code, msg)
+

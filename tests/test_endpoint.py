@@ -1,10 +1,11 @@
 """endpoint.py's retry policy against a real HTTP server through the real openai client (the path
 compare's answers take): Retry-After is honoured, bounded, and a transport error of the client's own HTTP
-stack (httpx2 under openai 3) counts as transient."""
+stack (httpx2 under openai 3) counts as transient. `wait --timeout` and wait_ready's timeout are finite."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ import pytest
 
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, retry_after, status_of
 
-from .conftest import run_cli, serving
+from .conftest import assert_clean_error, run_cli, serving
 
 COMPLETION = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
@@ -152,3 +153,13 @@ def test_wait_ends_at_its_timeout_when_the_completion_hangs(tmp_path) -> None:
         took = time.monotonic() - t0
     assert proc.returncode == 1 and "not ready after 5 s" in proc.stderr and "completion" in proc.stderr, proc.stderr
     assert took < 15, took
+
+
+def test_wait_timeout_must_be_finite() -> None:
+    for value in ("nan", "inf", "-inf"):
+        assert_clean_error(run_cli("wait", "http://127.0.0.1:9", "--timeout", value, timeout=30), "--timeout")
+    from kimi_deploy.endpoint import Endpoint, wait_ready
+    from kimi_deploy.errors import BadInput
+
+    with pytest.raises(BadInput, match="--timeout"):  # a library caller cannot wait forever either
+        wait_ready(Endpoint.from_url("http://127.0.0.1:9", flag="URL"), timeout=math.nan)

@@ -224,7 +224,7 @@ def _pod_specs(obj: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
 def test_every_pod_is_locked_down(spec: Path) -> None:
-    """Issue 12 class 7, on the committed trees: no privilege escalation, every capability dropped
+    """Every pod of the committed trees is locked down: no privilege escalation, every capability dropped
     (IPC_LOCK added back only on GPU engine containers), RuntimeDefault seccomp, no service-account token."""
     pods = [p for f in (ROOT / "k8s" / spec.stem).glob("*.yaml") for p in _pod_specs(yaml.safe_load(f.read_text()))]
     assert pods

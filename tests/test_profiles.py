@@ -79,8 +79,9 @@ def test_cudagraph_sizes_follow_max_num_seqs_and_the_draft() -> None:
 
 
 def test_a_low_utilization_one_sequence_layout_that_starts_fits() -> None:
-    """K2.6 on 8xH200, TP8+EP, gpu_memory_utilization 0.6, max_num_seqs 1, text only, vLLM 0.20 (issue 21:
-    the engine used ~2.9 GiB besides weights and KV; the fixed 7.2 GiB reservation said "does not fit")."""
+    """K2.6 on 8xH200, TP8+EP, gpu_memory_utilization 0.6, max_num_seqs 1, text only, vLLM 0.20: such a
+    layout starts on the engine, which uses ~2.9 GiB besides weights and KV, so the plan must fit it
+    (a fixed 7.2 GiB reservation would say "does not fit")."""
     p = plan(_inp(gpu_memory_utilization=0.6, max_num_seqs=1, language_model_only=True, engine_version="0.20.0"))
     assert p.fits, p.problems
     inside = sum(overhead(p.inp).inside_budget.values()) / 2**30

@@ -1,5 +1,7 @@
 """secrets.py's one rule (which names and values are credentials, the shortest value redacted, the one
-redactor for strings, argv and mappings), and the places that use it.
+redactor for strings, argv and mappings), and the places that use it. bench and compare against a
+server that quotes the key back in its error (tests/faultserver.py): the key is in no record, report or
+terminal line, only the name of its variable.
 
 The API key never reaches a command line (/proc/PID/cmdline is readable by every user on a node, and
 engines print their arguments when they start) nor a start-up log, for every engine and router:
@@ -34,9 +36,10 @@ from kimi_deploy.engines.render import render
 from kimi_deploy.launch import materialize, write_startup_files
 from kimi_deploy.spec import load_spec, parse_spec
 
-from .conftest import DEPLOY, example_params, free_port, needs_tiny, run_cli
+from .conftest import DEPLOY, assert_clean_error, example_params, free_port, needs_tiny, run_cli, run_cli_timed
 
 SECRET = "sk-kimi-never-on-argv-8c1f2e"
+ECHOED_SECRET = "sk-kd-hardening-7c1e5b-never-write-me"  # the key the echoing fault server sends back
 SGLANG_TP8 = DEPLOY / "kimi-k2.5-h200x8-sglang-tp8.yaml"
 SGLANG_PD = DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"
 VLLM_PD = DEPLOY / "kimi-k2-thinking-h200x16-vllm-pd.yaml"
@@ -363,3 +366,53 @@ def test_every_place_uses_the_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
                                                                                 "s": "abc1234"},), None)
     RedactEnv(["KIMI_API_KEY"]).filter(record)
     assert record.getMessage() == "args={'k': '***', 'g': '***', 's': 'abc1234'}"
+
+
+def test_scrub_replaces_every_credential_value() -> None:
+    from kimi_deploy.secrets import Scrubber, scrub
+
+    env = {"MY_API_KEY": "abc123def456", "HF_TOKEN": 'hf_x"quoted"y', "SHORT_TOKEN": "1", "PATH": "/usr/bin/x"}
+    s = Scrubber(["OTHER"], env=env)
+    text = 'Bearer abc123def456 and {"t": "hf_x\\"quoted\\"y"} 1 /usr/bin/x'
+    assert s.text(text) == 'Bearer ***MY_API_KEY*** and {"t": "***HF_TOKEN***"} 1 /usr/bin/x'
+    assert s.obj({"e": ["abc123def456"]}) == {"e": ["***MY_API_KEY***"]}
+    os.environ["KD_SCRUB_TEST_TOKEN"] = "tok-98765432"
+    try:
+        assert scrub("x tok-98765432 y") == "x ***KD_SCRUB_TEST_TOKEN*** y"
+    finally:
+        del os.environ["KD_SCRUB_TEST_TOKEN"]
+
+
+# --- bench and compare against a server that echoes the key back -------------------------------------
+# tests/faultserver.py's "echo" mode answers 401 with the Authorization header in the body: the key it
+# quotes is redacted to the name of its variable in every record, report and line on the terminal.
+
+def _no_secret(out: Path, proc) -> None:
+    assert ECHOED_SECRET not in proc.stdout + proc.stderr
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert files
+    for f in files:
+        assert ECHOED_SECRET.encode() not in f.read_bytes(), f
+
+
+def test_an_echoed_key_is_written_nowhere(fault, tmp_path: Path) -> None:
+    srv = fault("echo")
+    env = {**os.environ, "KD_LOCAL_API_KEY": ECHOED_SECRET, "KD_REF_SECRET_KEY": ECHOED_SECRET + "-ref"}
+    out = tmp_path / "b"
+    proc = run_cli_timed("bench", "--base-url", srv.url, "--model", "m", "--output", str(out), "--concurrency", "1",
+                         "--num-requests", "2", "--output-len", "4", "--api-key-env", "KD_LOCAL_API_KEY", "--workers", "1",
+                         env=env, limit=40)
+    assert_clean_error(proc, "no measured request succeeded", "HTTP 401", code=1)
+    _no_secret(out, proc)
+    assert "***KD_LOCAL_API_KEY***" in (out / "requests.jsonl").read_text()  # says which key, not the key
+
+    out = tmp_path / "c"
+    proc = run_cli_timed("compare", "--local", srv.url, "--local-key-env", "KD_LOCAL_API_KEY", "--reference", srv.url,
+                         "--reference-kind", "self-hosted", "--reference-key-env", "KD_REF_SECRET_KEY", "--model", "m",
+                         "--reference-model", "m", "--suite", "chat", "--limit", "2", "--output", str(out), env=env, limit=40)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert {p.name for p in out.iterdir()} >= {"local.jsonl", "reference.jsonl", "summary.json", "report.md",
+                                              "report.html"}
+    _no_secret(out, proc)
+    assert "***KD_REF_SECRET_KEY***" in (out / "reference.jsonl").read_text()
+

@@ -1,19 +1,22 @@
 """bench/sim.py as a stand-in endpoint for compare: its tool calls satisfy the schemas a client offers and
 one request gets the same answer streamed and not, so a sim compared against itself (the no-GPU trial)
-passes with compare's default options."""
+passes with compare's default options. Every bad flag value (fuzzed too) and a port in use are exit 2
+naming the flag, and the sim never starts serving."""
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import jsonschema
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from kimi_deploy.bench.sim import _argument_piece, _arguments, _instance
 from kimi_deploy import suites
 
-from .conftest import run_cli
+from .conftest import NUMBERS, assert_clean_error, invoke_cli, run_cli
 
 
 def _offered_tools() -> dict[str, dict]:
@@ -92,3 +95,39 @@ def test_a_schema_past_the_sims_bounds_is_a_400(sim_factory) -> None:
         else:  # a schema the sim could answer within its bounds
             assert params.get("required") == 5
     assert client.models.list().data[0].id == "sim"  # still serving
+
+
+# --- bad input: exit 2 naming the flag, and the sim never starts serving --------------------------------
+
+@pytest.mark.parametrize("args, flag", [
+    (("--ttft-ms", "nan"), "--ttft-ms"), (("--itl-ms", "inf"), "--itl-ms"), (("--error-rate", "nan"), "--error-rate"),
+    (("--slow-start", "inf"), "--slow-start"), (("--port", "0"), "--port"), (("--port", "70000"), "--port"),
+])
+def test_sim_flags_refused(args: tuple[str, ...], flag: str) -> None:
+    code, msg = invoke_cli("sim", *args)
+    assert code == 2 and flag in msg, (code, msg)
+
+
+def test_sim_port_in_use() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert_clean_error(run_cli("sim", "--port", str(port), timeout=30), "--port", "cannot listen")
+
+
+@settings(max_examples=50, deadline=None)
+@given(flag=st.sampled_from(["--ttft-ms", "--itl-ms", "--output-len", "--reasoning-tokens", "--tool-rate",
+                             "--error-rate", "--drop-rate", "--malformed-rate", "--slow-start", "--stall-after"]),
+       value=NUMBERS)
+def test_fuzz_sim_numeric_flags(flag: str, value) -> None:
+    """Every value ends in exit 2: naming the flag when bad, else --port (held by this test), so the sim
+    never starts serving."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = str(s.getsockname()[1])
+        code, msg = invoke_cli("sim", flag, str(value), "--port", port)
+    assert code == 2, (flag, value, code, msg)
+    assert flag in msg or "--port" in msg, (flag, value, msg)
+

@@ -1,4 +1,4 @@
-"""Issue 13 items 4-7: EAGLE3 speculative decoding (spec, planner, both engines' real parsers, download),
+"""EAGLE3 speculative decoding (spec, planner, both engines' real parsers, download),
 the multimodal settings (language_model_only, mm_encoder_tp_mode), the start-up budget (probe and vLLM's
 engine-ready timeout from one number) and the version gates that refuse too-old engines with a source."""
 

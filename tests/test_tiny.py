@@ -1,5 +1,6 @@
 """tiny-k2 as a checkpoint: Kimi K2's structure and tensor names, shards and index like the real one,
-the tokenizer's Kimi tokens and chat template, determinism for a seed."""
+the tokenizer's Kimi tokens and chat template, determinism for a seed; a DEST that is (or lies under) a
+file is exit 2 before any work."""
 
 from __future__ import annotations
 
@@ -165,3 +166,11 @@ def test_the_prebuilt_checkpoint_is_adopted_and_verified(tmp_path: Path) -> None
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((tmp_path / "k2" / name).read_bytes()).hexdigest() == digest
     assert (tmp_path / "k2" / VERIFY_MARKER).is_file()  # verified as it was copied: `serve` takes it
+
+
+def test_tiny_model_dest_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("mine")
+    for dest in (f, f / "sub"):
+        assert_clean_error(run_cli("tiny-model", str(dest), "--steps", "1"), "DEST", "not a directory")
+    assert f.read_text() == "mine"

@@ -1,21 +1,144 @@
-"""End to end on the real vLLM CPU engine: tiny-k2 started through `kimi-deploy serve` (which execs
-`vllm serve` with the rendered flags), readiness through `kimi-deploy wait`, requests through the real
-`openai` client, tool calls through vLLM's real kimi_k2 tool parser and reasoning through its real
-kimi_k2 reasoning parser. No GPU, no Hub: the checkpoint is the locally trained tiny-k2."""
+"""Launching: `render`'s scripts and `serve` (cli/launch.py, launch.py).
+
+- A rendered node script run by real bash, with stand-in `vllm` and `ray` executables on PATH that
+  record their argv: spec values reach the engine as literal words and never run as code; only the
+  tool's own references (the head address, the API key variable) are expanded.
+- `render --head-address` takes a host name or address only.
+- The Slurm host-list parser (launch.expand_slurm_nodelist), fuzzed: every input gives a list of host
+  names or BadInput with a message, never another exception.
+- End to end on the real vLLM CPU engine: tiny-k2 started through `kimi-deploy serve` (which execs
+  `vllm serve` with the rendered flags), readiness through `kimi-deploy wait`, requests through the
+  real `openai` client, tool calls through vLLM's real kimi_k2 tool parser and reasoning through its
+  real kimi_k2 reasoning parser. No GPU, no Hub: the checkpoint is tiny-k2 (tests/data/tiny-k2)."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
 
 import httpx2
-import openai
 import jsonschema
+import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai import OpenAI
 
+from kimi_deploy.cli.launch import shell_word
+from kimi_deploy.errors import BadInput
+from kimi_deploy.launch import expand_slurm_nodelist
 from kimi_deploy.toolsuite import TOOL_BY_NAME, TOOLS
 
-from .conftest import Server
+from .conftest import DEPLOY, Server, assert_clean_error, run_cli, spec_with
+
+TP16 = DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml"
+RAY = DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp8pp2-ray.yaml"
+SECRET = "sk-test-do-not-leak-1234"
+
+# Prints each argument NUL-terminated into $ARGV_OUT/<name>, and the API key the engine would read.
+FAKE = """#!/bin/sh
+out="$ARGV_OUT/$(basename "$0")"
+for a in "$@"; do printf '%s\\0' "$a"; done > "$out"
+printf '%s' "${VLLM_API_KEY-}" > "$out.key"
+"""
+
+
+def _run_rendered(tmp_path: Path, spec: Path, rank: int) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Render one node's script and run it with bash, `vllm` and `ray` being FAKE on PATH."""
+    proc = run_cli("render", str(spec), "--node-rank", str(rank), check=True)
+    fakebin, argv_out, work = tmp_path / "bin", tmp_path / "argv", tmp_path / "work"
+    for d in (fakebin, argv_out, work):
+        d.mkdir(exist_ok=True)
+    for name in ("vllm", "ray"):
+        (fakebin / name).write_text(FAKE)
+        (fakebin / name).chmod(stat.S_IRWXU)
+    env = {"PATH": f"{fakebin}{os.pathsep}{os.environ['PATH']}", "HOME": str(work), "ARGV_OUT": str(argv_out),
+           "KIMI_HEAD_ADDR": "10.0.0.7", "KIMI_API_KEY": SECRET}
+    done = subprocess.run(["bash", "-eu"], input=proc.stdout, capture_output=True, text=True, env=env, cwd=work,
+                          timeout=60)
+    return argv_out, done
+
+
+def _argv(argv_out: Path, name: str) -> list[str]:
+    return (argv_out / name).read_bytes().decode().split("\0")[:-1]
+
+
+def test_rendered_script_runs_nothing_hidden_in_spec_values(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    name = f"m$HOME$(touch {pwned}1)`touch {pwned}2`'\"; touch {pwned}3 #"
+    env_value = f"a$(touch {pwned}4) b\\n'"
+    extra = ["--chat-template", f"x$(touch {pwned}5)'`touch {pwned}6`\"", f"--override-generation-config=$(touch {pwned}7)"]
+    wdir = f"/models/k2 $(touch {pwned}8)"
+    spec = spec_with(tmp_path, serving={"served_model_name": name, "env": {"FOO": env_value}, "extra_args": extra},
+                     weights={"dir": wdir})
+    argv_out, done = _run_rendered(tmp_path, spec, 1)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob("pwned*")), "a spec value ran as code"
+    argv = _argv(argv_out, "vllm")
+    assert argv[:2] == ["serve", wdir]
+    assert argv[argv.index("--served-model-name") + 1] == name
+    assert argv[argv.index("--chat-template") + 1] == extra[1] and extra[2] in argv
+    # The tool's own references are expanded: the head address and the API key variable.
+    assert argv[argv.index("--master-addr") + 1] == "10.0.0.7"
+    assert (argv_out / "vllm.key").read_text() == SECRET
+
+
+def test_tool_references_mixed_with_literal_text(tmp_path: Path) -> None:
+    """`ray start --address=${KIMI_HEAD_ADDR}:6379`: the reference expands, the literal part stays."""
+    argv_out, done = _run_rendered(tmp_path, RAY, 1)
+    assert done.returncode == 0, done.stderr
+    assert "--address=10.0.0.7:6379" in _argv(argv_out, "ray")
+    # shell_word on its own: literal parts single-quoted, only the named references double-quoted.
+    words = ["http://${KIMI_PREFILL_HEAD_ADDR}:8001", "${KIMI_HEAD_ADDR}:5000", "m${HOME}$(touch x)",
+             "${NOT_OURS}", "a'b\"c`d`$e", ""]
+    script = "printf '%s\\0' " + " ".join(shell_word(w) for w in words)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=30,
+                         env={"KIMI_PREFILL_HEAD_ADDR": "p.svc", "KIMI_HEAD_ADDR": "h", "HOME": "/home/x",
+                              "NOT_OURS": "secret", "PATH": os.environ["PATH"]}).stdout
+    assert out.split("\0")[:-1] == ["http://p.svc:8001", "h:5000", "m${HOME}$(touch x)", "${NOT_OURS}",
+                                    "a'b\"c`d`$e", ""]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("head", ["${KIMI_API_KEY}", "h$(touch x)", "a b", ""])
+def test_render_head_address_is_a_host(tmp_path: Path, head: str) -> None:
+    assert_clean_error(run_cli("render", str(TP16), "--head-address", head), "--head-address", "host name")
+    assert run_cli("render", str(TP16), "--head-address", "fd00::1").returncode == 0
+
+
+# --- the Slurm host-list parser -------------------------------------------------------------------------
+
+FUZZ = settings(max_examples=int(os.environ.get("KIMI_FUZZ_EXAMPLES", "50")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                        HealthCheck.too_slow])
+
+
+def _ok_or_bad_input(fn, *args: Any) -> None:
+    """fn(*args) returns a list of non-empty host names or raises BadInput with a message; any other
+    exception fails the test."""
+    try:
+        result = fn(*args)
+    except BadInput as exc:
+        assert str(exc).strip()
+        return
+    assert isinstance(result, list) and all(isinstance(h, str) and h for h in result)
+
+
+@FUZZ
+@given(nodelist=st.one_of(st.text(alphabet="gpu0123456789[]-,.a ", max_size=30), st.text(max_size=30),
+                          st.lists(st.tuples(st.sampled_from(["gpu", "rack", "n-", ""]),
+                                             st.lists(st.tuples(st.integers(0, 120), st.integers(0, 30)), max_size=3)),
+                                   min_size=1, max_size=3).map(
+                              lambda items: ",".join(p + ("[" + ",".join(f"{a}-{a + b}" for a, b in r) + "]" if r else "")
+                                                     for p, r in items))))
+def test_fuzz_slurm_nodelist(nodelist: str) -> None:
+    _ok_or_bad_input(expand_slurm_nodelist, nodelist)
+
+
+# --- serve on the real vLLM CPU engine (e2e: needs tiny-k2 and starts vLLM) ----------------------------
 
 OFF = {"chat_template_kwargs": {"thinking": False}}
 
@@ -156,3 +279,4 @@ def test_arguments_over_2000_characters_streamed_and_not(tiny_server: Server) ->
         streamed = "".join(tc.function.arguments or "" for ch in _ask(c, row, stream=True) if ch.choices
                            for tc in ch.choices[0].delta.tool_calls or [])
         assert json.loads(streamed) == json.loads(call.function.arguments)
+
