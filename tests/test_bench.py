@@ -396,3 +396,20 @@ def test_fuzz_bench_numeric_flags(tmp_path: Path, flag: str, value) -> None:
     assert code == 2, (flag, value, code, msg)
     assert flag in msg or "--output" in msg, (flag, value, msg)
 
+
+
+def test_a_second_run_into_the_same_output_is_refused_unless_overwrite(sim_factory, tmp_path: Path) -> None:
+    """A previous run's results are never replaced silently: the second run is exit 2 naming --output and
+    the files stay byte-identical; with --overwrite it runs and replaces them."""
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
+    out = tmp_path / "b"
+    args = ["bench", "--base-url", url, "--model", "sim", "--output", str(out), "--num-requests", "4",
+            "--concurrency", "2", "--workers", "1"]
+    first = run_cli(*args, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert_clean_error(run_cli(*args, timeout=300), "--output", "previous run", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    again = run_cli(*args, "--overwrite", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert (out / "summary.json").read_bytes() != before["summary.json"]

@@ -315,3 +315,35 @@ def test_compare_flags_refused(tmp_path: Path) -> None:
         code, msg = invoke_cli(*base, *args)
         assert code == 2 and flag in msg, (args, code, msg)
 
+
+
+@pytest.mark.parametrize("flag", ["--suite", "--reference-file"])
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b'{"key": "k", "suite": "chat"\n', b"[1, 2]\n"],
+                         ids=["binary", "cut-json", "not-a-record"])
+def test_a_bad_suite_or_recording_file_is_bad_input(sim_factory, tmp_path: Path, flag: str, content: bytes) -> None:
+    """A binary file, a line that is not JSON or JSON that is not a recording, given as --suite or
+    --reference-file: exit 2 naming the file, no traceback, no report written."""
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    args = ["--local", url, "--output", str(tmp_path / "c"), flag, str(bad)]
+    args += ["--reference", url] if flag == "--suite" else []
+    proc = run_cli("compare", *args, timeout=120)
+    assert_clean_error(proc, str(bad))
+    assert not (tmp_path / "c" / "summary.json").exists()
+
+
+def test_an_output_dir_resumes_only_the_same_endpoints(sim_factory, tmp_path: Path) -> None:
+    """compare resumes from the answers an --output directory holds, but only an endpoint's own: answers
+    recorded from another endpoint are refused, not scored as this one's, and nothing is written."""
+    a = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
+    b = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
+    out = tmp_path / "c"
+    first = run_cli("compare", "--local", a, "--reference", a, "--output", str(out), "--limit", "3", timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    again = run_cli("compare", "--local", a, "--reference", a, "--output", str(out), "--limit", "3", timeout=300)
+    assert again.returncode == 0, again.stderr
+    other = run_cli("compare", "--local", b, "--reference", a, "--output", str(out), "--limit", "3", timeout=300)
+    assert_clean_error(other, "local.jsonl", "recorded from", b.rstrip("/"), "another --output")
+    assert (out / "local.jsonl").read_bytes() == before["local.jsonl"]

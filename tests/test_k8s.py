@@ -272,3 +272,27 @@ def test_name_too_long_for_lws(tmp_path: Path) -> None:
     p = tmp_path / "spec.yaml"
     p.write_text(yaml.safe_dump(data))
     assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "name", "at most 51")
+
+
+def test_spec_data_is_never_a_kubelet_variable_reference(tmp_path: Path) -> None:
+    """kubelet expands $(NAME) in a container's command, args and env values: spec data that reads like a
+    reference (here the API key's variable, whose Secret every engine and bench pod carries) must reach
+    the pod as written, escaped as $$(NAME)."""
+    data = yaml.safe_load((DEPLOY / "kimi-k2-instruct-h200x16-vllm-dpep.yaml").read_text())
+    data["serving"]["served_model_name"] = "$(KIMI_API_KEY)"
+    data.setdefault("network", {})["socket_ifname"] = "$(KIMI_API_KEY)"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    objs = _render(spec, tmp_path / "out")
+
+    def strings(obj: Any) -> list[str]:
+        if isinstance(obj, dict):
+            return [s for k, v in obj.items() if k not in ("data",) for s in strings(v)]
+        if isinstance(obj, list):
+            return [s for v in obj for s in strings(v)]
+        return [obj] if isinstance(obj, str) else []
+
+    found = [s for o in objs.values() for s in strings(o) if "KIMI_API_KEY)" in s]
+    assert found and all("$$(KIMI_API_KEY)" in s for s in found), found
+    bench = objs["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]
+    assert "$$(KIMI_API_KEY)" in bench["command"]

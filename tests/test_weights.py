@@ -673,3 +673,23 @@ def test_source_names_outside_the_target_are_refused(tmp_path: Path) -> None:
         download(listing, tmp_path / "k2", show_progress=False, log=lambda m: None)
     assert not (tmp_path / "k2").exists() and not (tmp_path.parent / "escaped.json").exists()
 
+
+
+def test_bad_input_to_verify_keeps_a_valid_marker(tmp_path: Path) -> None:
+    """A marker stays unless verify finds the files themselves bad: an unknown --model is refused before
+    anything is touched, a --model the checkpoint is not fails the check but leaves the marker, which is
+    still true of the files (serve keeps starting); a truncated shard removes it."""
+    dest = make_checkpoint(tmp_path / "ckpt")
+    assert run_cli("verify", str(dest)).returncode == 0
+    marker = dest / VERIFY_MARKER
+    before = marker.read_bytes()
+    assert_clean_error(run_cli("verify", str(dest), "--model", "kimi-k2-typo"), "unknown model", "kimi-k2-typo")
+    assert marker.read_bytes() == before
+    proc = run_cli("verify", str(dest), "--model", "kimi-k2-instruct")
+    assert_clean_error(proc, "config.json does not match kimi-k2-instruct")
+    assert "is kept" in proc.stderr and marker.read_bytes() == before
+    assert run_cli("verify", str(dest), "--check-marker").returncode == 0
+    shard = dest / "model-00002-of-00003.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-8])
+    assert_clean_error(run_cli("verify", str(dest), "--model", "kimi-k2-instruct"), "truncated")
+    assert not marker.exists()
