@@ -19,7 +19,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pytest
 import typer
@@ -58,11 +58,44 @@ def _pods(objs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]
                     "LWS_LEADER_ADDRESS": leader, "LWS_WORKER_INDEX": str(index), "LWS_GROUP_SIZE": str(size)}
 
 
+def kubelet_expand(text: str, env: Mapping[str, str]) -> str:
+    """What kubelet hands the container for a command word, arg or env value (kubernetes
+    third_party/forked/golang/expansion/expand.go): $$ is one $, $(NAME) is NAME's value when the container
+    defines it and stays as written otherwise, any other $ is kept."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "$" and i + 1 < len(text):
+            nxt = text[i + 1]
+            end = text.find(")", i + 2) if nxt == "(" else -1
+            if nxt == "$":
+                out.append("$")
+            elif end != -1:
+                name = text[i + 2:end]
+                out.append(env.get(name, text[i:end + 1]))
+                i = end + 1
+                continue
+            else:
+                out.append("$" + nxt)
+            i += 2
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
 def _container_env(container: dict[str, Any]) -> dict[str, str]:
-    env = {}
+    """The container's environment as kubelet builds it: in order, each value expanded against the ones
+    before it."""
+    env: dict[str, str] = {}
     for e in container.get("env", []):
-        env[e["name"]] = e["value"] if "value" in e else SECRET  # valueFrom: a Secret's key
+        env[e["name"]] = kubelet_expand(e["value"], env) if "value" in e else SECRET  # valueFrom: a Secret's key
     return env
+
+
+def _command(container: dict[str, Any]) -> list[str]:
+    """The container's command as the container receives it."""
+    env = _container_env(container)
+    return [kubelet_expand(word, env) for word in container["command"]]
 
 
 @lru_cache(maxsize=None)
@@ -139,7 +172,7 @@ def _shell_containers(objs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, li
             containers = t["spec"].get("initContainers", []) + (t["spec"]["containers"] if obj["kind"] == "Job" else [])
             for c in containers:
                 if c["command"][:2] == ["bash", "-c"]:
-                    yield c["name"], c["command"]
+                    yield c["name"], _command(c)
 
 
 def run_job_script(command: list[str], tmp: Path, weights: Path | None = None) -> list[list[str]]:
@@ -180,16 +213,18 @@ def test_job_scripts_run_and_their_commands_parse_with_the_real_cli(tree: Path, 
     assert {a[0] for a in calls} >= {"verify", "wait", "bench"}  # at least weights and the bench Job
 
 
-def test_spec_values_stay_data_in_job_scripts(tmp_path: Path) -> None:
-    """A hostile served name reaches the bench call as one literal argument; nothing runs."""
+@pytest.mark.parametrize("hostile", ["m'\"; touch pwned; $(touch pwned2) `touch pwned3`",
+                                     "$(KIMI_API_KEY) $$(KIMI_API_KEY) $$ $"], ids=["shell", "kubelet"])
+def test_spec_values_stay_data_in_job_scripts(tmp_path: Path, hostile: str) -> None:
+    """A hostile served name reaches the bench call as one literal argument, through kubelet's $(NAME)
+    expansion (the bench Job carries the API key's variable) and bash; nothing runs."""
     from kimi_deploy.deployment import resolve
     from kimi_deploy.k8s import manifests
 
     data = yaml.safe_load((ROOT / "deploy" / "kimi-k2-thinking-h200x8-vllm-tp8.yaml").read_text())
-    hostile = "m'\"; touch pwned; $(touch pwned2) `touch pwned3`"
     data["serving"]["served_model_name"] = hostile
     objs = manifests(resolve(parse_spec(data)), "")
-    cmd = objs["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    cmd = _command(objs["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0])
     calls = run_job_script(cmd, tmp_path)
     bench = next(c for c in calls if c[0] == "bench")
     assert bench[bench.index("--model") + 1] == hostile
@@ -214,7 +249,7 @@ def test_every_engine_pod_starts_the_rendered_command(tree: Path, built_wheel: P
         env = {"PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
                "PYTHONPATH": str(built_wheel), "HOME": str(tmp_path), **_container_env(container), **injected}
         # The pod's own command, in a mount namespace where the ConfigMap is at /etc/kimi-deploy.
-        command = [*container["command"], "--dry-run", "--skip-preflight", "--no-check-args"]
+        command = [*_command(container), "--dry-run", "--skip-preflight", "--no-check-args"]
         proc = subprocess.run([*POD_NAMESPACE, "bash", "-c", IN_POD, "pod", str(config), *command], env=env,
                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, (label, proc.stdout[-2000:], proc.stderr[-2000:])

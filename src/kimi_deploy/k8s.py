@@ -45,10 +45,10 @@ WEIGHTS_WAIT_S = 24 * 3600
 
 def literal(value: str) -> str:
     """A value kubelet passes on as written. It expands $(NAME) in a container's command, args and env
-    values, which would put a Secret's value (the API key's variable) where spec data was meant;
-    $$(NAME) is the escape (https://kubernetes.io/docs/tasks/inject-data-application/
-    define-interdependent-environment-variables/)."""
-    return value.replace("$(", "$$(")
+    values, which would put a Secret's value (the API key's variable) where spec data was meant, and
+    reads $$ as one $; so every $ is doubled (kubernetes third_party/forked/golang/expansion/expand.go;
+    https://kubernetes.io/docs/tasks/inject-data-application/define-interdependent-environment-variables/)."""
+    return value.replace("$", "$$")
 
 
 def shell(script: str, *args: str) -> list[str]:
