@@ -6,6 +6,7 @@ Run: .venv/bin/python scripts/render-k8s.py
 
 from pathlib import Path
 
+from kimi_deploy.catalog import get_gpu
 from kimi_deploy.deployment import resolve
 from kimi_deploy.k8s import check, write
 from kimi_deploy.spec import load_spec
@@ -14,8 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def k8s_examples() -> list[Path]:
-    """deploy/ examples Kubernetes can run (every GPU spec whose k8s section is complete)."""
-    return [p for p in sorted((ROOT / "deploy").glob("*.yaml")) if not check(resolve(load_spec(p)))]
+    """deploy/ examples Kubernetes can run: every GPU spec whose k8s section is complete. CPU specs are
+    local demos of a checkpoint on this machine (which a fresh clone may not have made yet): skipped
+    before they are resolved."""
+    out = []
+    for p in sorted((ROOT / "deploy").glob("*.yaml")):
+        spec = load_spec(p)
+        if get_gpu(spec.hardware.gpu).vendor != "cpu" and not check(resolve(spec)):
+            out.append(p)
+    return out
 
 
 if __name__ == "__main__":
