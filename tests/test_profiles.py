@@ -65,7 +65,7 @@ def test_sglang_picks_its_memory_fraction_as_sglang_does() -> None:
                            max_num_seqs=None).memory_fraction < s.memory_fraction  # DP attention reserves more
 
 
-def test_cudagraph_sizes_follow_max_num_seqs_and_the_draft() -> None:
+def test_cudagraph_sizes_follow_max_num_seqs_the_gpu_and_the_release() -> None:
     default = overhead(_inp())
     assert "cuda_graphs" in default.inside_budget
     one_seq = _inp(max_num_seqs=1)
