@@ -416,8 +416,8 @@ def overhead_input(inp: PlanInput) -> OverheadInput:
     return OverheadInput(
         settings=inp.settings, engine_version=inp.engine_version, layout=inp.layout,
         gpu_memory_bytes=inp.gpu.memory_bytes, on_cpu=inp.gpu.vendor == "cpu", gpus=inp.gpus,
-        attention_tp=attention_tp(inp), expert_parallel=t.expert_parallel, hidden_size=a.hidden_size, vocab_size=a.vocab_size,
-        num_layers=a.num_hidden_layers, num_experts_per_tok=a.num_experts_per_tok if a.is_moe else 0,
+        expert_parallel=t.expert_parallel, hidden_size=a.hidden_size, vocab_size=a.vocab_size,
+        num_experts_per_tok=a.num_experts_per_tok if a.is_moe else 0,
         moe_intermediate_size=a.moe_intermediate_size if a.is_moe else 0,
         speculative_tokens=inp.draft_tokens if inp.draft is not None else 0)
 

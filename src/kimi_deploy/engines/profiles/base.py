@@ -160,11 +160,9 @@ class OverheadInput:
     gpu_memory_bytes: int
     on_cpu: bool
     gpus: int  # GPUs the deployment's collectives span
-    attention_tp: int
     expert_parallel: bool
     hidden_size: int
     vocab_size: int
-    num_layers: int
     num_experts_per_tok: int
     moe_intermediate_size: int  # 0 for a dense model
     speculative_tokens: int  # tokens a draft proposes per sequence and step (0 without speculative decoding)
@@ -172,9 +170,8 @@ class OverheadInput:
 
 @dataclass(frozen=True, kw_only=True)
 class Overhead:
-    """Per-GPU bytes by term. `inside_budget` terms come out of the engine's memory fraction (vLLM);
-    `outside_budget` terms must fit in what the fraction leaves (SGLang), and `outside_allowance` is that
-    room."""
+    """Per-GPU bytes by term. `inside_budget` terms come out of the engine's memory fraction;
+    `outside_budget` terms must fit in what the fraction leaves, and `outside_allowance` is that room."""
 
     inside_budget: Mapping[str, int]
     outside_budget: Mapping[str, int] = field(default_factory=dict)
@@ -245,11 +242,9 @@ class EngineProfile:
     display: str
     flags: Mapping[str, Flag]  # Serving field -> this engine's flag; a field not here: no such setting
     defaults: tuple[Defaults, ...]
-    # How the memory fraction is read: "all" = weights, KV and runtime overhead fit inside it (vLLM
-    # --gpu-memory-utilization); "static" = weights and KV only, the runtime lives in the rest (SGLang
-    # --mem-fraction-static).
-    fraction_covers: str
-    memory_fraction_field: str  # the Serving field that sets it (its flag is in `flags`)
+    # The Serving field that sets the engine's memory fraction (its flag is in `flags`); what the fraction
+    # holds besides weights and KV cache is the overhead model's `inside_budget`.
+    memory_fraction_field: str
     overhead: Callable[[OverheadInput], Overhead]
     topology: TopologyRules
     kernel_table: KernelTable

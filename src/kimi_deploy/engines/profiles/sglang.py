@@ -193,7 +193,7 @@ GATES: Mapping[Feature, Gate] = {
 }
 
 PROFILE = EngineProfile(
-    name="sglang", display="SGLang", flags=FLAGS, defaults=DEFAULTS, fraction_covers="static",
+    name="sglang", display="SGLang", flags=FLAGS, defaults=DEFAULTS,
     memory_fraction_field="mem_fraction_static", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
     gates=GATES, model_min_version=lambda entry: None, draft_min_version=lambda d: d.min_sglang,
     # SGLang's /health runs a 1-token generation, HEALTH_CHECK_TIMEOUT 20 s (python/sglang/srt/entrypoints/http_server.py).

@@ -137,7 +137,7 @@ def overhead(o: OverheadInput) -> Overhead:
     outside = {"cuda_context": CUDA_CONTEXT}
     if o.gpus > 1:
         outside["nccl_and_custom_all_reduce"] = COMMUNICATION_MULTI_GPU
-    sources["nccl_and_custom_all_reduce"] = "vllm-project/vllm#13074 V0 log: non_torch 2.53 GiB per TP8 rank"
+        sources["nccl_and_custom_all_reduce"] = "vllm-project/vllm#13074 V0 log: non_torch 2.53 GiB per TP8 rank"
     allowance = o.gpu_memory_bytes - int(math.ceil(o.gpu_memory_bytes * s.memory_fraction))
     return Overhead(inside_budget=inside, outside_budget=outside, outside_allowance=allowance, sources=sources)
 
@@ -231,7 +231,7 @@ def _model_min(entry: Any) -> str | None:
 
 
 PROFILE = EngineProfile(
-    name="vllm", display="vLLM", flags=FLAGS, defaults=DEFAULTS, fraction_covers="all",
+    name="vllm", display="vLLM", flags=FLAGS, defaults=DEFAULTS,
     memory_fraction_field="gpu_memory_utilization", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
     gates=GATES, model_min_version=_model_min, draft_min_version=lambda d: d.min_vllm,
     # vLLM's /health answers at once, or refuses connections until the weights are loaded.
