@@ -16,7 +16,7 @@ import annotated_types
 from annotated_types import Gt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .endpoint import MOONSHOT_URL, Endpoint
+from .endpoint import KIND_CHOICES, MOONSHOT_URL, Endpoint
 from .errors import BadInput
 
 A = TypeVar("A", bound="Args")
@@ -175,7 +175,7 @@ class CompareConfig(Args):
     model: Annotated[Optional[str], Flag("--model")] = None  # None: the one the local endpoint serves
     suite: Annotated[str, Flag("--suite")] = "tool-calls"
     reference: Annotated[Optional[str], Flag("--reference")] = None  # None: Moonshot's API, unless a recording
-    reference_kind: Annotated[Literal["auto", "moonshot", "self-hosted"], Flag("--reference-kind")] = "auto"
+    reference_kind: Annotated[Literal[KIND_CHOICES], Flag("--reference-kind")] = "auto"
     reference_key_env: Annotated[str, Flag("--reference-key-env")] = "MOONSHOT_API_KEY"
     reference_file: Annotated[Optional[Path], Flag("--reference-file")] = None
     # None: the local model, mapped to the hosted id if hosted

@@ -30,7 +30,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -38,6 +38,8 @@ from pydantic import SecretStr
 from .errors import BadInput, OperationFailed
 
 Kind = Literal["moonshot", "self-hosted"]
+# What a --reference-kind / from_url(kind=) may say: auto (from the host), or a kind.
+KIND_CHOICES: tuple[str, ...] = ("auto", *get_args(Kind))
 HOSTED_HOSTS = ("api.moonshot.ai", "api.moonshot.cn")
 ALWAYS_THINKING = ("kimi-k2-thinking", "kimi-k2-thinking-turbo")
 FIXED_SAMPLING = ("kimi-k2.5", "kimi-k2.6")
@@ -78,7 +80,7 @@ class Endpoint:
         root = normalize_url(url, flag)
         if kind == "auto":
             kind = "moonshot" if urlsplit(root).hostname in HOSTED_HOSTS else "self-hosted"
-        elif kind not in ("moonshot", "self-hosted"):
+        elif kind not in get_args(Kind):
             raise BadInput(f"must be auto, moonshot or self-hosted, got {kind!r}", f"{flag}-kind")
         key = None
         if api_key_env:

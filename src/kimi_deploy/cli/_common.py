@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from ..endpoint import KIND_CHOICES
 from ..engines.profiles import ENGINE_NAMES
 
 out = Console()
@@ -33,10 +34,7 @@ class Source(str, Enum):
     s3 = "s3"
 
 
-class ReferenceKind(str, Enum):
-    auto = "auto"
-    moonshot = "moonshot"
-    self_hosted = "self-hosted"
+ReferenceKind = Enum("ReferenceKind", {k.replace("-", "_"): k for k in KIND_CHOICES}, type=str)  # type: ignore[misc]
 
 
 class OnOff(str, Enum):
