@@ -143,6 +143,20 @@ def test_modelopt_weight_only_nvfp4_has_no_input_scale() -> None:
     assert names[-1].endswith("weight_scale_2") and not any(n.endswith("input_scale") for n in names)
 
 
+def test_compressed_tensors_mxfp4_is_stored_packed_with_e8m0_scales() -> None:
+    # vllm compressed_tensors/schemes/compressed_tensors_w4a4_mxfp4.py: weight_packed U8 [o, i/2],
+    # weight_scale U8 [o, i/32], no global scale
+    q = Quantization.from_config({"quant_method": "compressed-tensors", "format": "mxfp4-pack-quantized",
+                                  "config_groups": {"g": {"weights": {"num_bits": 4, "type": "float",
+                                                                      "strategy": "group", "group_size": 32}}},
+                                  "ignore": ["lm_head"]})
+    assert q.format is WeightFormat.MXFP4 and q.group == 32
+    assert q.linear("model.layers.1.mlp.experts.0.w1", 512, 1024) == [
+        ("model.layers.1.mlp.experts.0.w1.weight_packed", (512, 512), "U8"),
+        ("model.layers.1.mlp.experts.0.w1.weight_scale", (512, 32), "U8")]
+    assert q.linear("lm_head", 8, 64) == [("lm_head.weight", (8, 64), "BF16")]
+
+
 @pytest.mark.parametrize("qc, needles", [
     ({"quant_method": "modelopt", "quant_algo": "FP8"}, ["quant_algo", "NVFP4"]),
     ({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 32}, ["group_size", "16"]),
@@ -152,8 +166,8 @@ def test_modelopt_weight_only_nvfp4_has_no_input_scale() -> None:
     ({"quant_method": "quark", "global_quant_config": {"weight": {"dtype": "int8", "qscheme": "per_channel"}}},
      ["global_quant_config", "MXFP4"]),
     ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 4, "type": "float",
-                                                                                "group_size": 32}}}},
-     ["group_size 32", "NVFP4"]),
+                                                                                "group_size": 64}}}},
+     ["group_size 64", "NVFP4", "MXFP4"]),
     ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int",
                                                                                 "strategy": "channel"}}}},
      ["not modelled", "FP8 block"]),

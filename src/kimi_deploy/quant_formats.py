@@ -22,6 +22,9 @@ Storage of each format, per [out_features, in_features] weight:
 - MXFP4 (AMD Quark OCP MX): `weight` U8 [o, i/2] (E2M1, two per byte) and `weight_scale` U8 [o, i/32]
   (one E8M0 exponent per 32 values) (vllm quark/quark_moe.py QuarkOCP_MX_MoEMethod: uint8 weights packed
   2 per byte, uint8 scales, OCP_MX_BLOCK_SIZE 32; sglang quark_w4a4_mxfp4_moe.py OCP_MX_BLOCK_SIZE = 32).
+  compressed-tensors `mxfp4-pack-quantized` (Kimi K3's QAT weights) stores the same bytes as
+  `weight_packed` U8 [o, i/2] and `weight_scale` U8 [o, i/32], no global scale (vllm compressed_tensors/
+  schemes/compressed_tensors_w4a4_mxfp4.py create_weights; `_is_mxfp4`: 4-bit float, group 32, symmetric).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class WeightFormat(str, Enum):
     FP8_BLOCK = "fp8-block"  # 128x128 blocks (K2 config.json; RedHatAI FP8-BLOCK)
     INT4_EXPERTS = "int4-experts"  # compressed-tensors W4A16 group 32 (K2.5 config.json)
     NVFP4 = "nvfp4"  # E2M1 + E4M3 per 16 + FP32 global (ModelOpt / compressed-tensors)
-    MXFP4 = "mxfp4"  # E2M1 + E8M0 per 32 (AMD Quark OCP MX)
+    MXFP4 = "mxfp4"  # E2M1 + E8M0 per 32 (AMD Quark OCP MX; compressed-tensors mxfp4-pack-quantized)
 
 
 # Scope of a format when nothing else says so: DeepSeek-V3 FP8 quantizes every linear of the decoder
@@ -107,7 +110,8 @@ class Quantization:
                    (f"{module}.weight_scale_2", (), "F32")]
             return out + ([(f"{module}.input_scale", (), "F32")] if self.input_scales else [])
         if fmt is WeightFormat.MXFP4:
-            return [(f"{module}.weight", (out_f, in_f // 2), "U8"),
+            packed = "weight_packed" if self.method == "compressed-tensors" else "weight"
+            return [(f"{module}.{packed}", (out_f, in_f // 2), "U8"),
                     (f"{module}.weight_scale", (out_f, in_f // self.group), "U8")]
         return [(f"{module}.weight", (out_f, in_f), "BF16")]
 
@@ -187,8 +191,11 @@ def _compressed_tensors(qc: dict[str, Any], field: str) -> Quantization:
                             method="compressed-tensors", ignore=ignore)
     if bits == 4 and kind == "float":
         gs = _positive_int(weights.get("group_size"), 16, gfield)
+        if gs == 32:  # MXFP4: E8M0 scale per 32 (vllm compressed_tensors.py _is_mxfp4)
+            return Quantization(WeightFormat.MXFP4, group=32, method="compressed-tensors", ignore=ignore)
         if gs != 16:
-            raise BadInput(f"FP4 with group_size {gs}: only NVFP4 (group 16) is supported", gfield)
+            raise BadInput(f"FP4 with group_size {gs}: only NVFP4 (group 16) and MXFP4 (group 32) are "
+                           "supported", gfield)
         return Quantization(WeightFormat.NVFP4, group=16, method="compressed-tensors", ignore=ignore,
                             input_scales=bool(group.get("input_activations")))
     if bits == 8 and kind == "float" and weights.get("strategy") == "block":
@@ -200,7 +207,7 @@ def _compressed_tensors(qc: dict[str, Any], field: str) -> Quantization:
     raise BadInput(
         f"compressed-tensors scheme num_bits={bits!r} type={kind!r} strategy={weights.get('strategy')!r} "
         f"(format {fmt_name!r}) is not modelled; supported: INT4 pack-quantized, NVFP4 (4-bit float, "
-        "group 16), FP8 block", gfield)
+        "group 16), MXFP4 (4-bit float, group 32), FP8 block", gfield)
 
 
 def _modelopt(qc: dict[str, Any], field: str) -> Quantization:
