@@ -167,10 +167,12 @@ def test_hosted_adapter_request_shapes() -> None:
     assert req["extra_body"] == {"thinking": {"type": "disabled"}}
     assert req["messages"][1]["tool_calls"][0]["id"] == "functions.get_weather:0"
     assert req["messages"][2]["tool_call_id"] == "functions.get_weather:0"
+    # K2-Instruct-0905's hosted id was retired: the name is not mapped, and an id the catalog does not
+    # know as hosted gets no special treatment (the temperature and the thinking switch are sent)
     k2 = hosted.model_id("kimi-k2-instruct-0905")
-    assert k2 == "kimi-k2-0905-preview" and request_kwargs(hosted, k2, row, 0.6, None)["temperature"] == 0.6
+    assert k2 == "kimi-k2-instruct-0905" and request_kwargs(hosted, k2, row, 0.6, None)["temperature"] == 0.6
     cn = Endpoint.from_url("https://api.moonshot.cn/", flag="--reference")
-    assert "extra_body" not in request_kwargs(cn, "kimi-k2-thinking", row, None, None)  # cannot be turned off
+    assert "extra_body" not in request_kwargs(cn, "kimi-k2.7-code", row, None, None)  # cannot be turned off
     local = Endpoint.from_url("http://h:8000/v1", flag="--local", kind="self-hosted")
     assert local.model_id("kimi-k2-instruct-0905") == "kimi-k2-instruct-0905"
     assert request_kwargs(local, "kimi-k2.5", row, 0.6, None)["extra_body"] == {"chat_template_kwargs": {"thinking": False}}
@@ -217,7 +219,7 @@ def test_local_and_reference_url_forms(two_sims, tmp_path: Path) -> None:
 def test_thinking_fields_per_kind_and_model() -> None:
     hosted = Endpoint.from_url("https://api.moonshot.ai", flag="--reference")
     assert hosted.kind == "moonshot" and hosted.v1 == "https://api.moonshot.ai/v1"
-    for model in ("kimi-k2-thinking", "kimi-k2-thinking-turbo"):  # always thinking: no field is accepted
+    for model in ("kimi-k2.7-code", "kimi-k3"):  # always thinking (catalog): `disabled` is refused, not sent
         assert hosted.thinking_fields(model, False) == {} and hosted.thinking_fields(model, True) == {}
     assert hosted.thinking_fields("kimi-k2.5", False) == {"thinking": {"type": "disabled"}}
     assert hosted.thinking_fields("kimi-k2.5", True) == {} and hosted.thinking_fields("kimi-k2.5", None) == {}

@@ -163,3 +163,81 @@ def test_wait_timeout_must_be_finite() -> None:
 
     with pytest.raises(BadInput, match="--timeout"):  # a library caller cannot wait forever either
         wait_ready(Endpoint.from_url("http://127.0.0.1:9", flag="URL"), timeout=math.nan)
+
+
+# --- hosted-model facts: from the catalog only -----------------------------------------------------
+
+HOSTED = Endpoint.from_url("https://api.moonshot.ai/v1", flag="--reference")
+LOCAL = Endpoint.from_url("http://h:8000/v1", flag="--local")
+
+
+def _k3_entry():
+    """The K3 entry as the catalog holds it, or as it is written there (id, hosted id, thinking): its
+    hosted facts come from catalog.HOSTED_MODELS, keyed by the hosted id, not from fields it must repeat."""
+    from kimi_deploy.catalog import MODELS, ModelEntry
+
+    return MODELS.get("kimi-k3") or ModelEntry(id="kimi-k3", repo="moonshotai/Kimi-K3", config={},
+                                               context_length=1048576, thinking=True, hosted_name="kimi-k3")
+
+
+def test_every_hosted_catalog_model_is_sent_what_the_catalog_says() -> None:
+    """For every hosted id in the catalog: `thinking: disabled` only where thinking can be switched off,
+    the temperature only where sampling is not fixed. kimi-k2.7-code, thinking-only in the catalog, is
+    never sent `disabled` (the API refuses it)."""
+    from kimi_deploy.catalog import MODELS
+
+    hosted_ids = {m.hosted_name for m in MODELS.values() if m.hosted_name}
+    assert {"kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code"} <= hosted_ids
+    for hid in hosted_ids:
+        own = [m for m in MODELS.values() if m.hosted_name == hid and m.base is None]
+        entry = own[0] if own else next(m for m in MODELS.values() if m.hosted_name == hid)
+        off = HOSTED.thinking_fields(hid, False)
+        assert off == ({} if entry.hosted_thinking_only else {"thinking": {"type": "disabled"}}), hid
+        assert HOSTED.sampling_fields(hid, 0.3) == ({} if entry.hosted_sampling else {"temperature": 0.3}), hid
+        assert LOCAL.thinking_fields(hid, False) == {"chat_template_kwargs": {"thinking": False}}
+        assert LOCAL.sampling_fields(hid, 0.3) == {"temperature": 0.3}
+    assert MODELS["kimi-k2.7-code"].hosted_thinking_only and HOSTED.thinking_fields("kimi-k2.7-code", False) == {}
+    assert HOSTED.sampling_fields("kimi-k2.7-code", 0.0) == {}  # 1.0 / 0.95 fixed (Kimi-Vendor-Verifier)
+
+
+def test_a_hosted_id_the_catalog_does_not_know_gets_no_special_treatment() -> None:
+    for hid in ("kimi-k2-thinking", "kimi-k2-thinking-turbo", "kimi-k9-preview"):  # retired, or unknown
+        assert HOSTED.thinking_fields(hid, False) == {"thinking": {"type": "disabled"}}
+        assert HOSTED.sampling_fields(hid, 0.3) == {"temperature": 0.3}
+        HOSTED.check_effort(hid, "high")  # sent as asked: the API decides
+        facts = HOSTED.hosted_facts(hid)
+        assert facts is not None and facts["in_catalog"] is False and "no special treatment" in facts["note"]
+    assert LOCAL.hosted_facts("kimi-k3") is None
+
+
+def test_the_k3_entry_gets_the_hosted_k3_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kimi K3 on Moonshot's API always thinks, takes thinking.effort low / high / max (default max) and
+    fixes temperature 1.0 / top_p 0.95 (Kimi-Vendor-Verifier README.md and k3_features tests), whether or
+    not the catalog entry says so itself."""
+    from kimi_deploy import catalog
+
+    entry = _k3_entry()
+    monkeypatch.setitem(catalog.MODELS, "kimi-k3", entry)
+    assert entry.hosted_thinking_only and entry.hosted_efforts == ("low", "high", "max")
+    assert entry.hosted_sampling == {"thinking": {"temperature": 1.0, "top_p": 0.95, "presence_penalty": 0.0,
+                                                  "frequency_penalty": 0.0}}
+    assert "Kimi-Vendor-Verifier" in (entry.sampling_source or "")
+    assert HOSTED.model_id("kimi-k3") == "kimi-k3" and HOSTED.model_id("moonshotai/Kimi-K3") == "kimi-k3"
+    assert HOSTED.thinking_fields("kimi-k3", False) == {} and HOSTED.sampling_fields("kimi-k3", 0.6) == {}
+    facts = HOSTED.hosted_facts("kimi-k3")
+    assert facts["catalog_model"] == "kimi-k3" and facts["thinking_only"] and facts["default_effort"] == "max"
+    # a self-hosted K3 can switch thinking off: its engine's template takes thinking false
+    assert LOCAL.thinking_fields("kimi-k3", False) == {"chat_template_kwargs": {"thinking": False}}
+
+
+def test_retired_hosted_ids_are_not_mapped() -> None:
+    """kimi-k2-0711-preview, kimi-k2-0905-preview and kimi-k2-thinking were discontinued
+    (promptfoo.dev/docs/providers/moonshot): no entry maps to them, and K2-Instruct, -0905 and -Thinking
+    (and its NVFP4) have no hosted model."""
+    from kimi_deploy.catalog import MODELS
+
+    retired = {"kimi-k2-0711-preview", "kimi-k2-0905-preview", "kimi-k2-thinking", "kimi-k2-thinking-turbo"}
+    assert not retired & {m.hosted_name for m in MODELS.values()}
+    for cid in ("kimi-k2-instruct", "kimi-k2-instruct-0905", "kimi-k2-thinking", "kimi-k2-thinking-nvfp4"):
+        assert MODELS[cid].hosted_name is None and HOSTED.model_id(cid) == cid
+    assert HOSTED.model_id("nvidia/Kimi-K2.6-NVFP4") == "kimi-k2.6"  # a live id still maps

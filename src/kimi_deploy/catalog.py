@@ -153,6 +153,52 @@ def _k2_thinking(quantization: dict[str, Any] | None = None) -> dict[str, Any]:
                max_position_embeddings=262144)
 
 
+# --- Moonshot's hosted API, per hosted model id --------------------------------------------------------
+# What the API does with a model id, whichever checkpoint a deployment serves it from: an entry whose
+# hosted_name is one of these ids takes these facts (ModelEntry.hosted_thinking_only, hosted_efforts, and
+# hosted_sampling where the entry sets none). K3 sampling: "temperature 1.0, top_p 0.95" for every K3 run
+# (github.com/MoonshotAI/Kimi-Vendor-Verifier README.md, "Recommended Benchmark Parameters", K3 table);
+# "Sampling parameters are fixed by the provider (temperature 1.0, top_p 0.95)" (docs.oxen.ai, kimi-k3);
+# a temperature other than 1 is a 400 on Moonshot's API, which "fixes top_p, n and both penalties too"
+# (dev.to/aihubmix, Kimi K3.1 Pro migration guide, citing Moonshot's parameter reference). K2.7 Code: the
+# same 1.0 / 0.95, thinking and "Keep all" only (Kimi-Vendor-Verifier README.md, K2.7 table).
+_THINKING_ONLY_SAMPLING = {"thinking": {"temperature": 1.0, "top_p": 0.95, "presence_penalty": 0.0,
+                                        "frequency_penalty": 0.0}}
+
+
+@dataclass(frozen=True)
+class HostedModel:
+    """One model id on Moonshot's API: what a request to it may and may not say."""
+
+    # thinking cannot be switched off: `thinking: {"type": "disabled"}` is refused
+    thinking_only: bool = False
+    # the values of `thinking.effort` it takes (none: the field is not part of its API)
+    efforts: tuple[str, ...] = ()
+    default_effort: str | None = None  # what it thinks at when a request names no effort
+    sampling: dict[str, dict[str, float]] | None = None  # per mode, the sampling it fixes
+    source: str = ""
+
+
+HOSTED_MODELS: dict[str, HostedModel] = {
+    # "Only "enabled"; always thinks. Passing "disabled" errors"; keep: omitted or "all", always on
+    # (platform.kimi.ai/docs/guide/use-kimi-k2-thinking-model, thinking-field table).
+    "kimi-k2.7-code": HostedModel(
+        thinking_only=True, sampling=_THINKING_ONLY_SAMPLING,
+        source="platform.kimi.ai/docs/guide/use-kimi-k2-thinking-model (thinking table); "
+               "github.com/MoonshotAI/Kimi-Vendor-Verifier README.md (K2.7: temperature 1.0, top_p 0.95)"),
+    # "kimi-k3 and kimi-k2.7-code always run with thinking enabled", effort low / high / max
+    # (java.agentscope.io/v2/en/integration/model/kimi); thinking.effort "low"/"high"/"max", default "max"
+    # (Kimi-Vendor-Verifier tests/k3_features/test_thinking_effort.py); disabled thinking is a 400 on
+    # Moonshot's API (dev.to/aihubmix K3.1 Pro migration guide, citing Moonshot's Kimi Code docs).
+    "kimi-k3": HostedModel(
+        thinking_only=True, efforts=("low", "high", "max"), default_effort="max",
+        sampling=_THINKING_ONLY_SAMPLING,
+        source="github.com/MoonshotAI/Kimi-Vendor-Verifier README.md (K3 table) and "
+               "tests/k3_features/test_thinking_effort.py; java.agentscope.io/v2/en/integration/model/kimi; "
+               "docs.oxen.ai/inference-api/reference/models/kimi-k3"),
+}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One checkpoint of the family."""
@@ -177,6 +223,30 @@ class ModelEntry:
     hosted_sampling: dict[str, dict[str, float]] | None = None
     sampling_source: str | None = None
 
+    def __post_init__(self) -> None:
+        hosted = HOSTED_MODELS.get(self.hosted_name or "")
+        if self.hosted_sampling is None and hosted is not None and hosted.sampling:
+            object.__setattr__(self, "hosted_sampling", hosted.sampling)
+            object.__setattr__(self, "sampling_source", hosted.source)
+
+    @property
+    def hosted_model(self) -> HostedModel | None:
+        """What Moonshot's API does with this entry's hosted id; None when not hosted or the id is not in
+        HOSTED_MODELS (then only the entry's own fields say anything)."""
+        return HOSTED_MODELS.get(self.hosted_name) if self.hosted_name else None
+
+    @property
+    def hosted_thinking_only(self) -> bool:
+        """The hosted model cannot switch thinking off (the API refuses `thinking: disabled`)."""
+        hosted = self.hosted_model
+        return self.thinking_only or (hosted is not None and hosted.thinking_only)
+
+    @property
+    def hosted_efforts(self) -> tuple[str, ...]:
+        """The thinking efforts the hosted model takes (`thinking.effort`); () when it takes none."""
+        hosted = self.hosted_model
+        return hosted.efforts if hosted is not None else ()
+
     @property
     def reasoning_parser(self) -> str | None:
         return "kimi_k2" if self.thinking else None
@@ -192,6 +262,11 @@ _K25_SAMPLING = {"thinking": {"temperature": 1.0, "top_p": 0.95, "presence_penal
                  "instant": {"temperature": 0.6, "top_p": 0.95, "presence_penalty": 0.0, "frequency_penalty": 0.0}}
 _K25_SAMPLING_SOURCE = "platform.kimi.ai/docs/api/models-overview (parameter table); github.com/MoonshotAI/Kimi-K2.5 README.md"
 
+# _RETIRED_K2: "The older kimi-k2-0711-preview, kimi-k2-0905-preview, kimi-k2-turbo-preview,
+# kimi-k2-thinking, kimi-k2-thinking-turbo, and kimi-latest ids were discontinued in 2026 — use kimi-k2.6
+# instead" (promptfoo.dev/docs/providers/moonshot, which also says to ask GET /v1/models for the live set).
+# kimi-k2.6 is another checkpoint, no successor of the same weights: these entries have no hosted model, and
+# `compare` asks for --reference-model (a live id), --reference (a self-hosted one) or --reference-file.
 MODELS: dict[str, ModelEntry] = {
     m.id: m
     for m in [
@@ -202,20 +277,20 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             id="kimi-k2-instruct", repo="moonshotai/Kimi-K2-Instruct",
             config=_k2(quantization_config=_FP8), context_length=131072, thinking=False,
-            hosted_name="kimi-k2-0711-preview", aliases=("kimi-k2",),
+            hosted_name=None, aliases=("kimi-k2",),  # kimi-k2-0711-preview retired: _RETIRED_K2
         ),
         ModelEntry(
             id="kimi-k2-instruct-0905", repo="moonshotai/Kimi-K2-Instruct-0905",
             # rope factor 64 -> 4096*64 = 262,144 (ParagEkbote/hf-model-inspector report)
             config=_k2(quantization_config=_FP8, rope_scaling=_yarn(64.0), max_position_embeddings=262144),
             context_length=262144, thinking=False,
-            hosted_name="kimi-k2-0905-preview",
+            hosted_name=None,  # kimi-k2-0905-preview retired: _RETIRED_K2
         ),
         ModelEntry(
             id="kimi-k2-thinking", repo="moonshotai/Kimi-K2-Thinking",
             config=_k2_thinking(),
             context_length=262144, thinking=True,
-            hosted_name="kimi-k2-thinking",
+            hosted_name=None,  # kimi-k2-thinking retired: _RETIRED_K2
         ),
         ModelEntry(
             id="kimi-k2.5", repo="moonshotai/Kimi-K2.5",
@@ -245,7 +320,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             id="kimi-k2-thinking-nvfp4", repo="nvidia/Kimi-K2-Thinking-NVFP4",
             config=_k2_thinking(_NVFP4_MODELOPT),
-            context_length=262144, thinking=True, hosted_name="kimi-k2-thinking",
+            context_length=262144, thinking=True, hosted_name=None,  # its base's id is retired
             base="kimi-k2-thinking", source="REC Kimi-K2-Thinking.yaml variant nvfp4 (Blackwell); NVIDIA split",
         ),
         ModelEntry(

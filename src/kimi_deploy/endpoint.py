@@ -12,12 +12,18 @@ shape follows vLLM's benchmark client, which keeps one request description, one 
 Hosted Moonshot API facts (kind "moonshot"):
 - base URLs https://api.moonshot.ai/v1 and https://api.moonshot.cn/v1 (github.com/MoonshotAI/Kimi-K2
   README.md);
-- thinking is switched off with `thinking: {"type": "disabled"}` on kimi-k2.5 / kimi-k2.6, and cannot be
-  switched off on kimi-k2-thinking(-turbo); self-hosted vLLM/SGLang take
+- thinking is switched off with `thinking: {"type": "disabled"}`; self-hosted vLLM/SGLang take
   `chat_template_kwargs: {"thinking": false}` (github.com/MoonshotAI/Kimi-K2.5 README.md;
   platform.moonshot.ai/docs/guide/use-kimi-k2-thinking-model);
-- on kimi-k2.5 / kimi-k2.6 temperature, top_p, n and the penalties "cannot be modified"
-  (platform.kimi.ai/docs/api/models-overview, parameter table);
+- thinking effort, the same request both ways: `thinking: {"type": "enabled", "keep": "all", "effort": E}`
+  on the hosted API, `chat_template_kwargs: {"thinking": true, "preserve_thinking": true,
+  "thinking_effort": E}` on open-source engines, E one of low / high / max
+  (github.com/MoonshotAI/Kimi-Vendor-Verifier README.md, "Thinking Mode Parameters"); vLLM's K3 renderer
+  reads `thinking_effort` and refuses other values (vllm/renderers/kimi_k3.py, _K3_THINKING_EFFORTS),
+  SGLang's kimi_k3 encoder passes it to the template (sglang/srt/entrypoints/openai/serving_chat.py);
+- which hosted models cannot switch thinking off, which efforts they take and which sampling they fix come
+  from the catalog only (catalog.HOSTED_MODELS and each entry's hosted fields, keyed by hosted id); a
+  hosted id the catalog does not know gets no special treatment: every field is sent as asked;
 - reasoning comes back in `reasoning_content` (message and stream delta) on the hosted API and SGLang,
   and in `reasoning` on recent vLLM (vllm-project/vllm PR #27752 renamed the field)."""
 
@@ -41,8 +47,9 @@ Kind = Literal["moonshot", "self-hosted"]
 # What a --reference-kind / from_url(kind=) may say: auto (from the host), or a kind.
 KIND_CHOICES: tuple[str, ...] = ("auto", *get_args(Kind))
 HOSTED_HOSTS = ("api.moonshot.ai", "api.moonshot.cn")
-ALWAYS_THINKING = ("kimi-k2-thinking", "kimi-k2-thinking-turbo")
-FIXED_SAMPLING = ("kimi-k2.5", "kimi-k2.6")
+# Thinking efforts (Kimi-Vendor-Verifier README.md --thinking-effort; vllm/renderers/kimi_k3.py)
+Effort = Literal["low", "high", "max"]
+EFFORTS: tuple[str, ...] = get_args(Effort)
 MOONSHOT_URL = "https://api.moonshot.ai/v1"
 
 T = TypeVar("T")
@@ -138,20 +145,62 @@ class Endpoint:
                 return m.hosted_name
         return name
 
-    def thinking_fields(self, model: str, thinking: bool | None) -> dict[str, Any]:
-        """Request fields that turn thinking on or off; {} for the server's default (None)."""
-        if thinking is None:
-            return {}
+    def thinking_fields(self, model: str, thinking: bool | None, effort: str | None = None) -> dict[str, Any]:
+        """Request fields that turn thinking on or off, at `effort` when thinking is not off; {} for the
+        server's default (thinking None, no effort). `model` is the id this endpoint knows. On the hosted
+        API a model that cannot switch thinking off (catalog) is sent no `disabled`, which it refuses;
+        hosted models think by default, so thinking on needs no field unless an effort is asked."""
         if self.hosted:
-            # kimi-k2-thinking cannot turn it off (the field is refused); K2.5+ think by default.
-            return {"thinking": {"type": "disabled"}} if not thinking and model not in ALWAYS_THINKING else {}
-        return {"chat_template_kwargs": {"thinking": thinking}}
+            if thinking is False:
+                rules = hosted_rules(model)
+                return {} if rules is not None and rules.thinking_only else {"thinking": {"type": "disabled"}}
+            return {"thinking": {"type": "enabled", "keep": "all", "effort": effort}} if effort else {}
+        if thinking is False:
+            return {"chat_template_kwargs": {"thinking": False}}
+        if effort:
+            return {"chat_template_kwargs": {"thinking": True, "preserve_thinking": True, "thinking_effort": effort}}
+        return {} if thinking is None else {"chat_template_kwargs": {"thinking": True}}
+
+    def check_effort(self, model: str, effort: str | None, flag: str = "--thinking-effort") -> None:
+        """Bad input naming `flag` when `effort` is no thinking effort, or when the catalog says the hosted
+        `model` takes none or not this one. A self-hosted engine and a hosted id the catalog does not know
+        are sent it as asked (the engine's template, or the API, decides)."""
+        if effort is None:
+            return
+        if effort not in EFFORTS:
+            raise BadInput(f"must be one of {', '.join(EFFORTS)}, got {effort!r}", flag)
+        rules = hosted_rules(model) if self.hosted else None
+        if rules is not None and effort not in rules.efforts:
+            from .catalog import HOSTED_MODELS
+
+            takes = [m for m, h in HOSTED_MODELS.items() if h.efforts]
+            why = (f"it takes {', '.join(rules.efforts)}" if rules.efforts else
+                   "it takes no thinking effort (the catalog lists efforts for " + (", ".join(takes) or "no model") + ")")
+            raise BadInput(f"the hosted {model} cannot be sent effort {effort!r}: {why}", flag)
 
     def sampling_fields(self, model: str, temperature: float | None) -> dict[str, Any]:
-        """The temperature, unless the hosted API fixes it for this model."""
-        if temperature is None or (self.hosted and model in FIXED_SAMPLING):
+        """The temperature, unless the catalog says the hosted API fixes sampling for this model."""
+        if temperature is None:
             return {}
+        if self.hosted:
+            rules = hosted_rules(model)
+            if rules is not None and rules.sampling:
+                return {}
         return {"temperature": temperature}
+
+    def hosted_facts(self, model: str) -> dict[str, Any] | None:
+        """What the catalog says the hosted API does with `model` (for reports); None when self-hosted."""
+        if not self.hosted:
+            return None
+        rules = hosted_rules(model)
+        if rules is None:
+            return {"model": model, "in_catalog": False,
+                    "note": f"{model!r} is no hosted id of the catalog: no special treatment, thinking and "
+                            "sampling fields are sent as asked"}
+        entry = hosted_entry(model)
+        return {"model": model, "in_catalog": True, "catalog_model": entry.id if entry else None,
+                "thinking_only": rules.thinking_only, "efforts": list(rules.efforts),
+                "default_effort": rules.default_effort, "fixed_sampling": rules.sampling, "source": rules.source}
 
     # --- clients --------------------------------------------------------------------------------------
     def openai_client(self, *, timeout: Any, asynchronous: bool = True) -> Any:
@@ -162,6 +211,30 @@ class Endpoint:
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
         return cls(base_url=self.v1, api_key="unused", default_headers=dict(self.headers()), max_retries=0,
                    timeout=timeout)
+
+
+def hosted_entry(model: str) -> Any:
+    """The catalog entry (catalog.ModelEntry) Moonshot's API serves under hosted id `model`: Moonshot's own
+    checkpoint before a re-quantization served under its base's id; None for an id the catalog does not
+    know (it then gets no special treatment)."""
+    from .catalog import MODELS
+
+    found = [m for m in MODELS.values() if m.hosted_name and m.hosted_name == model]
+    return min(found, key=lambda m: m.base is not None) if found else None
+
+
+def hosted_rules(model: str) -> Any:
+    """What Moonshot's API does with hosted id `model` (a catalog.HostedModel): the catalog entry served
+    under it (its thinking_only and hosted fields) merged with catalog.HOSTED_MODELS; None when the
+    catalog knows neither (no special treatment)."""
+    from .catalog import HOSTED_MODELS, HostedModel
+
+    entry, table = hosted_entry(model), HOSTED_MODELS.get(model)
+    if entry is None:
+        return table
+    return HostedModel(thinking_only=entry.hosted_thinking_only, efforts=entry.hosted_efforts,
+                       default_effort=table.default_effort if table else None, sampling=entry.hosted_sampling,
+                       source=entry.sampling_source or (table.source if table else ""))
 
 
 def scrubber(*endpoints: Endpoint | None, names: tuple[str | None, ...] = ()) -> Any:
