@@ -69,3 +69,32 @@ class FaultServer:
         asyncio.run_coroutine_threadsafe(down(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+class RecordingSim:
+    """The real `kimi-deploy sim` app (bench/sim.py), in process, that records every chat request it is
+    sent (`bodies`: the JSON body; `auth`: its Authorization header) and answers GET /v1/models with
+    `listed` when given (a hosted API lists many ids; the sim answers chat for `model` only). Serve it with
+    tests/conftest.py's `serving(rec.app())`."""
+
+    def __init__(self, model: str = "sim", listed: tuple[str, ...] = ()) -> None:
+        from kimi_deploy.bench.sim import Sim, SimConfig
+
+        self.sim = Sim(SimConfig(model=model, ttft_ms=1, itl_ms=0, default_output=8))
+        self.listed = listed
+        self.bodies: list[dict] = []
+        self.auth: list[str | None] = []
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+            if request.method == "GET" and request.path == "/v1/models" and self.listed:
+                return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.listed]})
+            if request.method == "POST" and request.path == "/v1/chat/completions":
+                self.bodies.append(await request.json())  # aiohttp keeps the body: the sim reads it again
+                self.auth.append(request.headers.get("Authorization"))
+            return await handler(request)
+
+        app = self.sim.app()
+        app.middlewares.append(record)
+        return app

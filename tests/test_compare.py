@@ -349,3 +349,34 @@ def test_an_output_dir_resumes_only_the_same_endpoints(sim_factory, tmp_path: Pa
     other = run_cli("compare", "--local", b, "--reference", a, "--output", str(out), "--limit", "3", timeout=300)
     assert_clean_error(other, "local.jsonl", "recorded from", b.rstrip("/"), "another --output")
     assert (out / "local.jsonl").read_bytes() == before["local.jsonl"]
+
+
+# --- the reference's /v1/models before any request ----------------------------------------------------
+
+def test_a_hosted_id_the_reference_does_not_serve_is_bad_input(tmp_path: Path) -> None:
+    """The pre-flight asks the reference's /v1/models: an id it does not serve is exit 2 naming
+    --reference-model, the id and every id it serves; a catalog model whose hosted id was retired says
+    so and how to compare it anyway. Nothing is asked or written."""
+    from .conftest import serving
+    from .faultserver import RecordingSim
+
+    live = ("kimi-k2.6", "kimi-k2.7-code", "kimi-k3", "moonshot-v1-8k")
+    local, ref = RecordingSim("kimi-k2-instruct-0905"), RecordingSim("kimi-k2.6", listed=live)
+    env = {**os.environ, "KD_REF_KEY": "sk-kd-ref-5f1c2a"}
+    with serving(local.app()) as lurl, serving(ref.app()) as rurl:
+        base = ("compare", "--local", lurl, "--reference", rurl, "--reference-kind", "moonshot",
+                "--reference-key-env", "KD_REF_KEY", "--suite", "chat", "--limit", "1")
+        proc = run_cli(*base, "--output", str(tmp_path / "a"), env=env, timeout=120)
+        assert_clean_error(proc, "--reference-model", "'kimi-k2-instruct-0905'", ", ".join(live),
+                           "kimi-k2-instruct-0905 has no model on Moonshot's API", "--reference-file")
+        proc = run_cli(*base, "--reference-model", "kimi-k2-0905-preview", "--output", str(tmp_path / "b"),
+                       env=env, timeout=120)
+        assert_clean_error(proc, "--reference-model", "'kimi-k2-0905-preview' (given with --reference-model)",
+                           ", ".join(live))
+        # a self-hosted reference: the same check, without the hosted advice
+        proc = run_cli("compare", "--local", lurl, "--reference", lurl, "--reference-model", "other",
+                       "--suite", "chat", "--output", str(tmp_path / "c"), timeout=120)
+        assert_clean_error(proc, "--reference-model", "'other'", "it serves kimi-k2-instruct-0905")
+        assert "Moonshot" not in proc.stderr
+    assert local.bodies == ref.bodies == []  # refused before any request
+    assert not any((tmp_path / d / "summary.json").exists() for d in "abc")

@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from ..args import CompareConfig
 from ..catalog import get_model
-from ..endpoint import require_model, scrubber, served_root
+from ..endpoint import Endpoint, require_model, scrubber, served_models, served_root
 from ..errors import BadInput
 from ..jsonl import read_jsonl
 from ..outputs import check_output_dir
@@ -68,6 +68,41 @@ def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -
     return side, store
 
 
+def reference_model(cfg: CompareConfig, ref_ep: Endpoint) -> str:
+    """The model id to ask the reference for: --reference-model, else --model (on the hosted API mapped to
+    the catalog's hosted id), checked against the reference's /v1/models before any request. Not served:
+    bad input naming --reference-model, the id asked for and how it was chosen, and every id the
+    reference serves (hosted ids come and go: GET /v1/models is the live set)."""
+    assert cfg.model is not None
+    model = ref_ep.model_id(cfg.reference_model or cfg.model)
+    served = served_models(ref_ep)
+    if not served or model in served:
+        return model
+    if cfg.reference_model:
+        how = "given with --reference-model"
+    elif model != cfg.model:
+        how = f"the catalog's hosted id for --model {cfg.model!r}"
+    else:
+        how = f"--model {cfg.model!r}" + (", which the catalog maps to no hosted id" if ref_ep.hosted else "")
+    hint = ""
+    if ref_ep.hosted and not cfg.reference_model:
+        entry = None
+        for name in (cfg.catalog_model, cfg.model):
+            try:
+                entry = get_model(name) if name else None
+            except BadInput:
+                continue
+            if entry is not None:
+                break
+        if entry is not None and entry.hosted_name is None:
+            hint = (f". {entry.id} has no model on Moonshot's API (its hosted id was retired, or there never was "
+                    "one; catalog.py says which)")
+        hint += ("; give --reference-model with an id it serves, --reference with a self-hosted reference of the "
+                 "same checkpoint, or --reference-file with a recording")
+    listed = ", ".join(served[:40]) + (f" and {len(served) - 40} more" if len(served) > 40 else "")
+    raise BadInput(f"{ref_ep.v1} does not serve {model!r} ({how}); it serves {listed}{hint}", "--reference-model")
+
+
 def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     """One comparison (its values were checked when `cfg` was built: args.py)."""
     check_output_dir(cfg.output, "--output")
@@ -90,8 +125,10 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     if ref_ep is None:
         reference, ref_store = _recorded_side(cfg, suite, rows)
     else:
-        ref_model = ref_ep.model_id(cfg.reference_model or cfg.model)
-        require_model(ref_ep, ref_model, "--reference-model")
+        ref_model = reference_model(cfg, ref_ep)
+        hosted = ref_ep.hosted_facts(ref_model)
+        if hosted is not None and not hosted["in_catalog"]:
+            console.print(f"[yellow]note[/yellow]: {hosted['note']}")
         reference = Side(name="reference", model=ref_model, endpoint=ref_ep)
         ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub, endpoint=ref_ep.v1)
     local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub, endpoint=local_ep.v1)
@@ -125,6 +162,8 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     summary = {"suite": summary["suite"], "local": local.facts(), "reference": reference.facts(), **summary}
     if cfg.reference_file is not None:
         summary["reference"]["recording"] = str(cfg.reference_file)
+    elif ref_ep is not None and ref_ep.hosted:
+        summary["reference"]["hosted"] = ref_ep.hosted_facts(reference.model)
     summary["concurrency"] = cfg.concurrency
     if cfg.stream:
         summary["streaming"] = _streaming(cfg, local, suite, rows, lo, st, common, thresholds, summary)
@@ -142,6 +181,9 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
 
 
 FIELD_DOCS = {
+    "reference.hosted": "what the catalog says Moonshot's API does with the reference model id: thinking_only "
+                        "(thinking: disabled is not sent), efforts (thinking.effort values), fixed_sampling (the "
+                        "temperature is not sent), source; in_catalog false: no special treatment, every field sent",
     "concurrency": "requests in flight per endpoint; the local endpoint's streamed and non-streamed requests share them",
     "streaming": "streamed vs non-streamed answers of the local endpoint: compared (rows both answered), "
                  "disagreements (side by side, each with its kinds and whether it is load_dependent: null when "
