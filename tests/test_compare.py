@@ -380,3 +380,91 @@ def test_a_hosted_id_the_reference_does_not_serve_is_bad_input(tmp_path: Path) -
         assert "Moonshot" not in proc.stderr
     assert local.bodies == ref.bodies == []  # refused before any request
     assert not any((tmp_path / d / "summary.json").exists() for d in "abc")
+
+
+# --- thinking effort: the same request both ways ----------------------------------------------------
+
+K3_ON_THE_API = {"type": "enabled", "keep": "all", "effort": "high"}  # Kimi-Vendor-Verifier README.md
+K3_ON_AN_ENGINE = {"thinking": True, "preserve_thinking": True, "thinking_effort": "high"}
+
+
+def test_thinking_effort_reaches_both_endpoints_as_each_takes_it(tmp_path: Path) -> None:
+    """`--thinking-effort high`, end to end through real HTTP: the local engine is sent
+    chat_template_kwargs {thinking, preserve_thinking, thinking_effort} (streamed and not), Moonshot's API
+    thinking {type: enabled, keep: all, effort}, without the temperature K3 fixes; rows that ask thinking
+    off stay off (an engine is told so, K3's API, which always thinks, is sent nothing)."""
+    from .conftest import serving
+    from .faultserver import RecordingSim
+
+    local, ref = RecordingSim("kimi-k3"), RecordingSim("kimi-k3", listed=("kimi-k2.6", "kimi-k3"))
+    env = {**os.environ, "KD_REF_KEY": "sk-kd-ref-77ad0e"}
+    with serving(local.app()) as lurl, serving(ref.app()) as rurl:
+        base = ("compare", "--local", lurl, "--reference", rurl, "--reference-kind", "moonshot",
+                "--reference-key-env", "KD_REF_KEY", "--no-preflight", "--thinking-effort", "high")
+        proc = run_cli(*base, "--suite", "thinking", "--limit", "2", "--output", str(tmp_path / "t"), env=env,
+                       timeout=300)
+        assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        assert len(local.bodies) == 4 and len(ref.bodies) == 2  # local: streamed and not
+        assert {b.get("stream", False) for b in local.bodies} == {True, False}
+        for body in local.bodies:
+            assert body["chat_template_kwargs"] == K3_ON_AN_ENGINE and "thinking" not in body
+            assert body["temperature"] == 0.0
+        for body, auth in zip(ref.bodies, ref.auth):
+            assert body["thinking"] == K3_ON_THE_API and "chat_template_kwargs" not in body
+            assert "temperature" not in body and auth == "Bearer sk-kd-ref-77ad0e"
+        s = json.loads((tmp_path / "t" / "summary.json").read_text())
+        assert s["thinking_effort"] == "high" and s["reference"]["hosted"]["efforts"] == ["low", "high", "max"]
+        assert s["reference"]["hosted"]["thinking_only"] is True
+        recorded = [json.loads(x) for x in (tmp_path / "t" / "reference.jsonl").read_text().splitlines()]
+        assert len(recorded) == 2
+
+        local.bodies.clear(), ref.bodies.clear()
+        proc = run_cli(*base, "--suite", "chat", "--limit", "1", "--no-stream", "--output", str(tmp_path / "c"),
+                       env=env, timeout=300)
+        assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+        assert local.bodies[0]["chat_template_kwargs"] == {"thinking": False}
+        assert "thinking" not in ref.bodies[0] and "chat_template_kwargs" not in ref.bodies[0]
+
+        # a recording made at one effort is not replayed as another's answers
+        proc = run_cli("compare", "--local", lurl, "--no-preflight", "--suite", "thinking", "--limit", "2",
+                       "--thinking-effort", "low", "--reference-file", str(tmp_path / "t" / "reference.jsonl"),
+                       "--output", str(tmp_path / "r"), timeout=300)
+        assert_clean_error(proc, "reference.jsonl", "not in the recording")
+
+
+def test_thinking_effort_bad_values_are_bad_input(tmp_path: Path) -> None:
+    """A value that is no effort, or one the hosted model cannot take (the catalog: K2.6 takes none), is
+    exit 2 naming --thinking-effort before any request."""
+    from .conftest import serving
+    from .faultserver import RecordingSim
+
+    code, msg = invoke_cli("compare", "--local", "http://127.0.0.1:9", "--output", str(tmp_path / "x"),
+                           "--thinking-effort", "medium")
+    assert code == 2 and "--thinking-effort" in msg and "'low', 'high' or 'max'" in msg, msg
+    local, ref = RecordingSim("kimi-k2.6"), RecordingSim("kimi-k2.6", listed=("kimi-k2.6", "kimi-k3"))
+    env = {**os.environ, "KD_REF_KEY": "sk-kd-ref-77ad0e"}
+    with serving(local.app()) as lurl, serving(ref.app()) as rurl:
+        proc = run_cli("compare", "--local", lurl, "--reference", rurl, "--reference-kind", "moonshot",
+                       "--reference-key-env", "KD_REF_KEY", "--no-preflight", "--suite", "thinking",
+                       "--thinking-effort", "max", "--output", str(tmp_path / "k26"), env=env, timeout=120)
+    assert_clean_error(proc, "--thinking-effort", "kimi-k2.6", "takes no thinking effort", "kimi-k3")
+    assert ref.bodies == [] and local.bodies == []
+
+
+def test_a_rows_thinking_effort_is_checked_and_keys_its_answers() -> None:
+    from kimi_deploy.compare import with_effort
+    from kimi_deploy.compare.run import request_key
+    from kimi_deploy.suites import validate_row
+
+    row = {"id": "r", "messages": [{"role": "user", "content": "hi"}], "thinking": True}
+    validate_row({**row, "thinking_effort": "low"})
+    for bad, why in (({"thinking_effort": "medium"}, "one of low, high, max"),
+                     ({"thinking": False, "thinking_effort": "max"}, "with thinking false")):
+        with pytest.raises(ValueError, match=f"thinking_effort: .*{why}"):
+            validate_row({**row, **bad})
+    off = {**row, "id": "o", "thinking": False}
+    rows = with_effort([row, off, {**row, "id": "own", "thinking_effort": "low"}], "max")
+    assert [r.get("thinking_effort") for r in rows] == ["max", None, "low"]
+    # answers at one effort are not another's; a row without one keeps the key it always had
+    assert request_key("s", rows[0]) != request_key("s", {**rows[0], "thinking_effort": "low"})
+    assert request_key("s", row) == request_key("s", {**row, "thinking_effort": None})

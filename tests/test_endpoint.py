@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, retry_after, status_of
+from kimi_deploy.errors import BadInput
 
 from .conftest import assert_clean_error, run_cli, serving
 
@@ -241,3 +242,52 @@ def test_retired_hosted_ids_are_not_mapped() -> None:
     for cid in ("kimi-k2-instruct", "kimi-k2-instruct-0905", "kimi-k2-thinking", "kimi-k2-thinking-nvfp4"):
         assert MODELS[cid].hosted_name is None and HOSTED.model_id(cid) == cid
     assert HOSTED.model_id("nvidia/Kimi-K2.6-NVFP4") == "kimi-k2.6"  # a live id still maps
+
+
+# --- thinking effort: bench sends what compare sends -------------------------------------------------
+
+@pytest.mark.parametrize("hosted", [False, True], ids=["engine", "moonshot"])
+def test_bench_sends_the_thinking_effort_each_endpoint_takes(tmp_path, hosted: bool) -> None:
+    """`bench --thinking-effort max` through real HTTP (the sim, recording each body): an engine is sent
+    chat_template_kwargs {thinking, preserve_thinking, thinking_effort}, Moonshot's API (`--hosted`)
+    thinking {type: enabled, keep: all, effort}, as compare sends them (the endpoint layer's one
+    thinking_fields)."""
+    import os
+
+    from .faultserver import RecordingSim
+
+    rec = RecordingSim("kimi-k3")
+    env = {**os.environ, "KD_KEY": "sk-kd-bench-3e9a71"}
+    with serving(rec.app()) as url:
+        proc = run_cli("bench", "--base-url", url + "/v1", "--model", "kimi-k3", "--output", str(tmp_path / "b"),
+                       "--concurrency", "2", "--num-requests", "3", "--input-len", "8", "--output-len", "4",
+                       "--workers", "1", "--thinking-effort", "max", *(["--hosted"] if hosted else []),
+                       "--api-key-env", "KD_KEY", env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert len(rec.bodies) == 3
+    for body in rec.bodies:
+        if hosted:
+            assert body["thinking"] == {"type": "enabled", "keep": "all", "effort": "max"}
+            assert "chat_template_kwargs" not in body
+        else:
+            assert body["chat_template_kwargs"] == {"thinking": True, "preserve_thinking": True,
+                                                    "thinking_effort": "max"}
+            assert "thinking" not in body
+    summary = __import__("json").loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["config"]["thinking_effort"] == "max"
+
+
+def test_bench_thinking_effort_bad_input(tmp_path) -> None:
+    from .conftest import invoke_cli
+
+    base = ("bench", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--output", str(tmp_path / "b"),
+            "--concurrency", "1")
+    code, msg = invoke_cli(*base, "--thinking-effort", "xhigh")
+    assert code == 2 and "--thinking-effort" in msg and "'low', 'high' or 'max'" in msg, msg
+    code, msg = invoke_cli(*base, "--thinking", "off", "--thinking-effort", "low")
+    assert code == 2 and "--thinking-effort" in msg and "--thinking off" in msg, msg
+    with pytest.raises(BadInput, match="--thinking-effort.*kimi-k2.6.*no thinking effort"):
+        HOSTED.check_effort("kimi-k2.6", "low")
+    with pytest.raises(BadInput, match="--thinking-effort.*one of low, high, max"):
+        LOCAL.check_effort("m", "medium")
+    LOCAL.check_effort("any-served-name", "low")  # an engine's template decides (vLLM's K3 renderer: 400)

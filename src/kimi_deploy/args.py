@@ -16,7 +16,7 @@ import annotated_types
 from annotated_types import Gt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .endpoint import KIND_CHOICES, MOONSHOT_URL, Endpoint
+from .endpoint import KIND_CHOICES, MOONSHOT_URL, Effort, Endpoint
 from .errors import BadInput
 
 A = TypeVar("A", bound="Args")
@@ -98,6 +98,8 @@ class BenchConfig(Args):
     prefix_len: Annotated[int, Flag("--prefix-len"), Field(ge=1)] = 512
     prefix_groups: Annotated[int, Field(ge=1)] = 4  # no flag: library callers only
     thinking: Annotated[Optional[bool], Flag("--thinking")] = None  # None: the server's default
+    # the effort thinking runs at (endpoint.thinking_fields); None: the model's default
+    thinking_effort: Annotated[Optional[Effort], Flag("--thinking-effort")] = None
     slo: Annotated[dict[str, Annotated[float, Positive]], Flag("--slo")] = {}
     workers: Annotated[int, Flag("--workers"), Field(ge=0, le=256)] = 0  # 0: one per core
     request_timeout_s: Annotated[float, Flag("--request-timeout"), Positive] = 3600.0
@@ -149,6 +151,8 @@ class BenchConfig(Args):
         if self.concurrency is not None and self.rate is not None:
             raise BadInput("--concurrency and --rate are two load modes: give one (cap an open loop with "
                            "--max-concurrency)", "--rate")
+        if self.thinking is False and self.thinking_effort is not None:
+            raise BadInput("an effort is how hard thinking works: drop --thinking off", "--thinking-effort")
         return self
 
     def facts(self) -> dict[str, Any]:
@@ -193,6 +197,8 @@ class CompareConfig(Args):
     preflight: Annotated[bool, Flag("--preflight")] = True
     rate: Annotated[Optional[float], Flag("--rate"), Field(gt=0, le=1e6)] = None
     temperature: Annotated[float, Flag("--temperature"), Field(ge=0, le=2)] = 0.0
+    # the effort of every row that thinks and names none itself; None: the model's default
+    thinking_effort: Annotated[Optional[Effort], Flag("--thinking-effort")] = None
     max_tokens: Annotated[Optional[int], Flag("--max-tokens"), Field(ge=1)] = None
     limit: Annotated[Optional[int], Flag("--limit"), Field(ge=1)] = None
     # overrides of the default bounds (compare.thresholds_for names the known ones)

@@ -108,7 +108,8 @@ def fingerprint(ep: Endpoint) -> dict[str, Any]:
 def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dict[str, Any]]:
     """The run's requests as a lazy source (a pool of at most 4096 bodies, reused in turn; arrival times
     are drawn by the workers as they go), and facts about the workload."""
-    extra = cfg.endpoint.thinking_fields(cfg.model, cfg.thinking)
+    cfg.endpoint.check_effort(cfg.model, cfg.thinking_effort)  # one the hosted model cannot take: bad input
+    extra = cfg.endpoint.thinking_fields(cfg.model, cfg.thinking, cfg.thinking_effort)
     if cfg.workload == "trace":
         from . import trace
 

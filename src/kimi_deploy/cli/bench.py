@@ -44,6 +44,7 @@ def bench(
     time_scale: Annotated[Optional[float], option(B, "time_scale", "Trace workload: send times are the trace's timestamps x this (0.1 replays ten times faster).")] = None,
     prefix_len: Annotated[Optional[int], option(B, "prefix_len", "Shared-prefix workload: shared words.")] = None,
     thinking: Annotated[Optional[OnOff], option(B, "thinking", "Thinking on or off (default: the server's default).")] = None,
+    thinking_effort: Annotated[Optional[str], option(B, "thinking_effort", "Thinking effort, low, high or max (thinking.effort on Moonshot's API, chat_template_kwargs.thinking_effort on vLLM/SGLang).")] = None,
     hosted: Annotated[bool, typer.Option("--hosted", help="The endpoint is Moonshot's API (thinking.type).")] = False,
     slo: Annotated[Optional[str], option(B, "slo", "Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50")] = None,
     sweep: Annotated[Optional[str], typer.Option(help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search).")] = None,
@@ -69,7 +70,8 @@ def bench(
                             duration_s=duration, warmup=warmup, burstiness=burstiness, ramp_up_s=ramp_up,
                             max_concurrency=max_concurrency, input_len=input_len, output_len=output_len,
                             dataset=dataset, prefix_len=prefix_len,
-                            thinking=None if thinking is None else thinking is OnOff.on, slo=slo, workers=workers,
+                            thinking=None if thinking is None else thinking is OnOff.on,
+                            thinking_effort=thinking_effort, slo=slo, workers=workers,
                             request_timeout_s=request_timeout, stall_timeout_s=stall_timeout, seed=seed,
                             time_scale=time_scale, **load)
     output = cfg.output

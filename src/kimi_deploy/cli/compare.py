@@ -35,6 +35,7 @@ def compare(
     preflight: Annotated[Optional[bool], option(C, "preflight", "Check the served sampling defaults against what the hosted model fixes.", "--preflight/--no-preflight")] = None,
     rate: Annotated[Optional[float], option(C, "rate", "Max requests per second per endpoint.")] = None,
     temperature: Annotated[Optional[float], option(C, "temperature", "Sampling temperature (not sent where the hosted API fixes it).")] = None,
+    thinking_effort: Annotated[Optional[str], option(C, "thinking_effort", "Thinking effort (low, high or max) of every request that thinks: sent as thinking.effort to Moonshot's API, as the chat template's thinking_effort to vLLM/SGLang.")] = None,
     request_timeout: Annotated[Optional[float], option(C, "request_timeout_s", "Seconds one request may take in all, retries included; then it is an error.")] = None,
     stall_timeout: Annotated[Optional[float], option(C, "stall_timeout_s", "Seconds without a byte before one attempt fails (for a non-streamed answer also the longest answer).")] = None,
     max_tokens: Annotated[Optional[int], option(C, "max_tokens", "Default max_tokens for rows without one.")] = None,
@@ -50,6 +51,7 @@ def compare(
                               reference_key_env=reference_key_env,
                               concurrency=concurrency, rerun_limit=rerun_limit, stream=stream, tokenizer=tokenizer,
                               catalog_model=catalog_model, preflight=preflight, rate=rate, temperature=temperature,
+                              thinking_effort=thinking_effort,
                               max_tokens=max_tokens, limit=limit, thresholds=threshold,
                               request_timeout_s=request_timeout, stall_timeout_s=stall_timeout)
     summary = run_compare(cfg, out)

@@ -68,6 +68,15 @@ def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -
     return side, store
 
 
+def with_effort(rows: list[dict[str, Any]], effort: str | None) -> list[dict[str, Any]]:
+    """The rows with --thinking-effort set on every one that thinks (thinking not false) and names no
+    effort itself; the same request both ways (endpoint.Endpoint.thinking_fields)."""
+    if effort is None:
+        return rows
+    return [{**r, "thinking_effort": effort} if r.get("thinking") is not False and not r.get("thinking_effort")
+            else r for r in rows]
+
+
 def reference_model(cfg: CompareConfig, ref_ep: Endpoint) -> str:
     """The model id to ask the reference for: --reference-model, else --model (on the hosted API mapped to
     the catalog's hosted id), checked against the reference's /v1/models before any request. Not served:
@@ -120,12 +129,15 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     suite, rows = load(cfg.suite)
     if cfg.limit is not None:
         rows = rows[:cfg.limit]
+    rows = with_effort(rows, cfg.thinking_effort)
     require_model(local_ep, cfg.model, "--model")
     local = Side(name="local", model=cfg.model, endpoint=local_ep)
     if ref_ep is None:
         reference, ref_store = _recorded_side(cfg, suite, rows)
     else:
         ref_model = reference_model(cfg, ref_ep)
+        for effort in sorted({r["thinking_effort"] for r in rows if r.get("thinking_effort")}):
+            ref_ep.check_effort(ref_model, effort)  # one the hosted model cannot take: before any request
         hosted = ref_ep.hosted_facts(ref_model)
         if hosted is not None and not hosted["in_catalog"]:
             console.print(f"[yellow]note[/yellow]: {hosted['note']}")
@@ -165,6 +177,7 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     elif ref_ep is not None and ref_ep.hosted:
         summary["reference"]["hosted"] = ref_ep.hosted_facts(reference.model)
     summary["concurrency"] = cfg.concurrency
+    summary["thinking_effort"] = cfg.thinking_effort
     if cfg.stream:
         summary["streaming"] = _streaming(cfg, local, suite, rows, lo, st, common, thresholds, summary)
     _token_section(rows, lo, st, ref, counter, why, thresholds, summary)
@@ -184,6 +197,8 @@ FIELD_DOCS = {
     "reference.hosted": "what the catalog says Moonshot's API does with the reference model id: thinking_only "
                         "(thinking: disabled is not sent), efforts (thinking.effort values), fixed_sampling (the "
                         "temperature is not sent), source; in_catalog false: no special treatment, every field sent",
+    "thinking_effort": "--thinking-effort: the effort of every row that thinks and names none itself (null: the "
+                       "models' defaults); sent as thinking.effort (hosted) and chat_template_kwargs.thinking_effort",
     "concurrency": "requests in flight per endpoint; the local endpoint's streamed and non-streamed requests share them",
     "streaming": "streamed vs non-streamed answers of the local endpoint: compared (rows both answered), "
                  "disagreements (side by side, each with its kinds and whether it is load_dependent: null when "

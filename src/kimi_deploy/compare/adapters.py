@@ -50,7 +50,7 @@ def request_kwargs(endpoint: Endpoint, model: str, row: dict[str, Any], temperat
     if mt:
         kwargs["max_tokens"] = mt
     kwargs.update(endpoint.sampling_fields(model, temperature))
-    extra = endpoint.thinking_fields(model, row.get("thinking"))
+    extra = endpoint.thinking_fields(model, row.get("thinking"), row.get("thinking_effort"))
     if extra:
         kwargs["extra_body"] = extra
     return kwargs

@@ -5,10 +5,12 @@ benchmarks/suites/generate.py). This package imports neither bench nor compare: 
 is checked when a suite is loaded, so a hand-written suite fails with the line and field at fault instead
 of in the middle of a run.
 
-A row: {"id", "messages", "tools"?, "tool_choice"?, "thinking"?, "max_tokens"?, "expected"?, "suite"?,
-"kind"?}. `messages`, `tools` and `tool_choice` are OpenAI chat-completion fields (assistant `tool_calls`
+A row: {"id", "messages", "tools"?, "tool_choice"?, "thinking"?, "thinking_effort"?, "max_tokens"?,
+"expected"?, "suite"?, "kind"?}. `messages`, `tools` and `tool_choice` are OpenAI chat-completion fields (assistant `tool_calls`
 with JSON-string arguments valid against the offered tool's schema, `tool` messages answering an earlier
-call id); `thinking` is the request's intent, each endpoint adapter turns it into its own parameter.
+call id); `thinking` is the request's intent, each endpoint adapter turns it into its own parameter;
+`thinking_effort` (low, high or max; thinking not false) the effort it thinks at, sent as the hosted API's
+`thinking.effort` or an engine's `chat_template_kwargs.thinking_effort` (endpoint.Endpoint.thinking_fields).
 `expected` states what a correct answer must contain:
 
 - "tool_calls": true (at least one call) or false (no call; always so for tool_choice "none");
@@ -30,6 +32,7 @@ import jsonschema
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
+from ..endpoint import EFFORTS
 from ..errors import BadInput
 from ..jsonl import read_jsonl
 from .suitegen import generate
@@ -37,7 +40,8 @@ from .suitegen import generate
 SUITES = ("tool-calls", "tool-calls-flat", "chat", "thinking")
 ROLES = ("system", "user", "assistant", "tool")
 EXPECTED_KEYS = {"tool_calls", "calls", "ordered", "reasoning", "tool"}
-ROW_KEYS = {"id", "suite", "kind", "messages", "tools", "tool_choice", "thinking", "max_tokens", "expected"}
+ROW_KEYS = {"id", "suite", "kind", "messages", "tools", "tool_choice", "thinking", "thinking_effort", "max_tokens",
+            "expected"}
 
 __all__ = ["SUITES", "builtin", "expectations", "generate", "load", "validate_row"]
 
@@ -180,6 +184,11 @@ def validate_row(row: dict[str, Any]) -> None:
     named = _tool_choice(row, offered)
     if "thinking" in row and row["thinking"] is not None and not isinstance(row["thinking"], bool):
         raise ValueError("thinking: must be true, false or null")
+    effort = row.get("thinking_effort")
+    if effort is not None and effort not in EFFORTS:
+        raise ValueError(f"thinking_effort: must be one of {', '.join(EFFORTS)}, got {effort!r}")
+    if effort is not None and row.get("thinking") is False:
+        raise ValueError("thinking_effort: given with thinking false")
     mt = row.get("max_tokens")
     if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
         raise ValueError(f"max_tokens: must be a positive integer, got {mt!r}")
