@@ -1,5 +1,5 @@
-"""The tensor inventory against an independent count (transformers' own DeepseekV3 model built on the
-meta device) and against the facts of the real checkpoints."""
+"""The tensor inventory against an independent count (transformers' own DeepseekV3 and KimiLinear models
+built on the meta device) and against the facts of the real checkpoints."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+from transformers.models.kimi_linear import KimiLinearConfig, KimiLinearForCausalLM
 
-from kimi_deploy.architecture import Architecture, Inventory, WeightFormat, iter_components, logical_params
+from kimi_deploy.architecture import (Architecture, Inventory, WeightFormat, expert_tensors, iter_components,
+                                     logical_params)
 from kimi_deploy.catalog import MODELS, get_model
 from kimi_deploy.errors import BadInput
 
@@ -21,14 +23,23 @@ def _transformers_params(config: dict) -> int:
     for key in ("quantization_config", "architectures", "model_type", "auto_map"):
         text.pop(key, None)
     with torch.device("meta"):  # no memory is allocated for the 1 T parameters
-        model = DeepseekV3ForCausalLM(DeepseekV3Config(**text))
+        if text.get("linear_attn_config"):
+            model = KimiLinearForCausalLM(KimiLinearConfig(**text))
+        else:
+            model = DeepseekV3ForCausalLM(DeepseekV3Config(**text))
     params = sum(p.numel() for p in model.parameters())
     # transformers keeps the router's e_score_correction_bias as a buffer; checkpoints store it.
     bias = sum(b.numel() for n, b in model.named_buffers() if n.endswith("e_score_correction_bias"))
     return params + bias
 
 
-@pytest.mark.parametrize("model_id", sorted(MODELS))
+# transformers' KimiLinear (5.19) is Kimi-Linear's architecture; K3's full-rank KDA gate, gated MLA, latent
+# MoE and attention residuals are not in it, so K3 is checked against its published checkpoint size instead
+# (tests/test_catalog.py).
+_TRANSFORMERS_BUILDS = sorted(m for m in MODELS if not MODELS[m].architecture().latent_moe_dim)
+
+
+@pytest.mark.parametrize("model_id", _TRANSFORMERS_BUILDS)
 def test_parameter_count_matches_transformers(model_id: str) -> None:
     entry = MODELS[model_id]
     assert logical_params(entry.architecture()) == _transformers_params(entry.config)
@@ -94,3 +105,57 @@ def test_bad_configs_name_the_file_and_field(tmp_path) -> None:
         Architecture.from_config(cfg)
     with pytest.raises(BadInput, match="no config.json"):
         Architecture.from_path(tmp_path / "missing")
+
+
+# --- the hybrid models -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_id, published, source", [
+    # model.safetensors.index.json total_size at moonshotai/Kimi-K3 f831ab66 (96 shards) [3p copies]
+    ("kimi-k3", 1_560_860_324_864, "Kimi-K3 index total_size"),
+    # recipes PR #744: "real 1645.9 GB safetensors checkpoint"
+    ("kimi-k3-nvfp4", 1645.9e9, "RedHatAI/Kimi-K3-NVFP4"),
+    # recipes PR #688: "The resulting checkpoint is ~2.82 TB"
+    ("kimi-k3-fp8-block", 2.82e12, "RedHatAI/Kimi-K3-FP8-BLOCK"),
+    # model.safetensors.index.json total_size at moonshotai/Kimi-Linear-48B-A3B-Instruct e1df551a [3p]
+    ("kimi-linear-48b-a3b-instruct", 98_245_528_576, "Kimi-Linear index total_size"),
+])
+def test_hybrid_checkpoint_sizes_match_published(model_id: str, published: float, source: str) -> None:
+    total = Inventory.of(get_model(model_id).architecture()).total_bytes
+    assert abs(total / published - 1) < 0.005, f"{model_id}: {total:,} vs {source} {published:,.0f}"
+
+
+def test_k3_layers_tensors_and_parameters() -> None:
+    arch = get_model("kimi-k3").architecture()
+    assert arch.hybrid and arch.mla_layers == 24 and len(arch.linear_attention.layers) == 69
+    # 1-based kda_layers: layers 4, 8, ..., 92 and 93 (0-based 3, ..., 91, 92) are MLA
+    assert [i for i in range(93) if not arch.is_kda_layer(i)] == [*range(3, 92, 4), 92]
+    by_name = {t.name: t for c in iter_components(arch, experts=False) for t in c.tensors}
+    lp = "language_model.layers"
+    assert by_name[f"{lp}.0.self_attn.g_proj.weight"].shape == (96 * 128, 7168)  # KDA full-rank gate
+    assert by_name[f"{lp}.0.self_attn.q_conv1d.weight"].shape == (96 * 128, 1, 4)
+    assert by_name[f"{lp}.3.self_attn.g_proj.weight"].shape == (96 * 128, 7168)  # MLA output gate
+    assert by_name[f"{lp}.3.self_attn.kv_a_proj_with_mqa.weight"].shape == (576, 7168)
+    assert by_name[f"{lp}.0.mlp.gate_proj.weight"].shape == (33792, 7168)  # the dense layer
+    assert by_name[f"{lp}.5.block_sparse_moe.routed_expert_down_proj.weight"].dtype == "BF16"
+    assert by_name[f"{lp}.5.block_sparse_moe.shared_experts.up_proj.weight"].shape == (6144, 7168)
+    experts = {t.name: t for t in expert_tensors(arch, 5)}
+    w1 = experts[f"{lp}.5.block_sparse_moe.experts.0.w1.weight_packed"]
+    assert (w1.shape, w1.dtype) == ((3072, 1792), "U8")  # MXFP4 at the 3584 latent
+    assert experts[f"{lp}.5.block_sparse_moe.experts.0.w2.weight_scale"].shape == (3584, 96)
+    # "2.8T" total (REC Kimi-K3.yaml parameter_count); 104-105 B active (16 of 896 experts + the rest)
+    assert abs(logical_params(arch) / 2.8e12 - 1) < 0.01
+
+
+def test_kimi_linear_config_errors_name_the_field(tmp_path) -> None:
+    from kimi_deploy.catalog import _KIMI_LINEAR
+    for change, needle in [({"linear_attn_config": {**_KIMI_LINEAR["linear_attn_config"], "kda_layers": [0, 1]}},
+                            "kda_layers"),
+                           ({"linear_attn_config": {**_KIMI_LINEAR["linear_attn_config"], "num_heads": "32"}},
+                            "linear_attn_config.num_heads"),
+                           ({"num_experts": -1}, "num_experts"),
+                           ({"kv_lora_rank": None}, "kv_lora_rank")]:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({**_KIMI_LINEAR, **change}))
+        with pytest.raises(BadInput) as err:
+            Architecture.from_path(tmp_path)
+        assert needle in str(err.value) and str(path) in str(err.value)

@@ -146,6 +146,110 @@ def _k25(quantization: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+# --- the hybrid KDA + MLA models -------------------------------------------------------------------------
+# Kimi K3's text_config at huggingface.co/moonshotai/Kimi-K3 revision f831ab66814297da540d832a5235f8e904f29d06
+# [3p: a port's test copy of the published config.json "trimmed to the fields the loader reads"; the same
+# values quoted with that revision's URL in other ports' tests and in inference-sim issue #1635]. 93 layers:
+# KDA on the 69 in kda_layers, gated NoPE MLA on the other 24 (1-based 4, 8, ..., 92 and 93); 896 routed
+# experts (top-16) at a 3584 latent, 2 shared; the routed experts are MXFP4 (compressed-tensors
+# mxfp4-pack-quantized, group 32), the rest BF16. rope fields are left out: the MLA is NoPE-only
+# (vllm models/kimi_k3/nvidia/model.py asserts mla_use_nope).
+_K3_KDA_LAYERS = [i for i in range(1, 92) if i % 4]
+_K3_TEXT: dict[str, Any] = {
+    "model_type": "kimi_linear",
+    "activation_situ_beta": 4.0, "activation_situ_linear_beta": 25.0, "hidden_act": "situ",
+    "attn_res_block_size": 12,
+    "bos_token_id": 163584, "eos_token_id": 163586,
+    "first_k_dense_replace": 1,
+    "hidden_size": 7168,
+    "intermediate_size": 33792,
+    "kv_lora_rank": 512,
+    "latent_moe_use_norm": True,
+    "linear_attn_config": {
+        "full_attn_layers": [*range(4, 93, 4), 93], "gate_lower_bound": -5.0, "head_dim": 128,
+        "kda_layers": _K3_KDA_LAYERS, "num_heads": 96, "short_conv_kernel_size": 4, "use_full_rank_gate": True},
+    "max_position_embeddings": 1048576,
+    "mla_use_nope": True, "mla_use_output_gate": True,
+    "moe_intermediate_size": 3072, "moe_layer_freq": 1, "moe_renormalize": True,
+    "moe_router_activation_func": "sigmoid",
+    "num_attention_heads": 96, "num_key_value_heads": 96, "num_expert_group": 1, "topk_group": 1,
+    "num_experts": 896, "num_experts_per_token": 16, "num_hidden_layers": 93,
+    "num_nextn_predict_layers": 0, "num_shared_experts": 2,
+    "q_lora_rank": 1536, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+    "rms_norm_eps": 1e-05, "routed_expert_hidden_size": 3584, "routed_scaling_factor": 1.0,
+    "tie_word_embeddings": False, "topk_method": "noaux_tc", "use_grouped_topk": True,
+    "vocab_size": 163840,
+}
+# K3's QAT MXFP4: only the routed experts (experts.N.w1/w2/w3); the ignore list as vllm-project/tpu-inference
+# tests/models/jax/utils/k3_tiny_generator.py writes it ("mirrors the real Kimi-K3 text_config.
+# quantization_config ... only experts.N.w{1,2,3} are quantized") [3p]. The router gate and the latent
+# down/up projections are not in it, but are stored BF16 (the same generator; the index's 1,560.86 GB total
+# matches only that split, tests/test_catalog.py).
+_K3_MXFP4 = {
+    "quant_method": "compressed-tensors", "format": "mxfp4-pack-quantized",
+    "config_groups": {"group_0": {
+        "format": "mxfp4-pack-quantized", "targets": ["Linear"],
+        "weights": {"num_bits": 4, "type": "float", "strategy": "group", "group_size": 32, "symmetric": True,
+                    "dynamic": False, "scale_dtype": "torch.uint8"}}},
+    "ignore": ["re:.*self_attn.*", "re:.*shared_experts.*", "re:.*mlp\\.(gate|up|gate_up|down)_proj.*",
+               "re:.*lm_head.*", "re:.*vision_tower.*", "re:.*mm_projector.*",
+               "re:.*block_sparse_moe\\.gate$", "re:.*routed_expert_(down|up)_proj$"],
+}
+# RedHatAI/Kimi-K3-NVFP4 (REC Kimi-K3.yaml variant nvfp4; recipes PR #744: "MoE layers quantized to NVFP4,
+# attention and embeddings at full precision", "real 1645.9 GB safetensors checkpoint"). Its ignore list is
+# not published where we could read it; of the splits that wording allows, only "the routed experts NVFP4,
+# everything else BF16" (K3's own MXFP4 split) comes to 1645.9 GB (tests/test_catalog.py): the shared
+# experts, dense MLP and latent projections stored NVFP4 would make it 25 GB smaller.
+_K3_NVFP4_CT = {**_NVFP4_CT, "ignore": _K3_MXFP4["ignore"]}
+# RedHatAI/Kimi-K3-FP8-BLOCK (recipes PR #688: "MLP and expert layers are quantized to FP8, while attention
+# layers remain in BF16 (fused weight shapes prevented quantization there). The resulting checkpoint is
+# ~2.82 TB"): FP8 block 128 on every MLP and expert linear, BF16 attention, router, embeddings, lm_head, vision.
+_K3_FP8_BLOCK_CT = {**_FP8_BLOCK_CT, "ignore": ["re:.*block_sparse_moe\\.gate$", "re:.*lm_head", "re:.*self_attn.*",
+                                                "re:.*embed_tokens$", "re:.*mm_projector.*", "re:.*vision.*"]}
+
+
+# SGLang 0.5.23 serves both hybrids (srt/models/kimi_k3.py, srt/models/kimi_linear.py); the first release
+# that did is not confirmed, so the release checked is the minimum.
+_K3_MIN_SGLANG = "0.5.23"
+
+
+def _k3(quantization: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Kimi K3's multimodal wrapper (vllm transformers_utils/configs/kimi_k3.py KimiK3Config): the kimi_linear
+    text model, its quantization inside text_config, MoonViT with vt_hidden_size 1152 and patch 14 (the
+    published config's vision_config as quoted [3p]; depth and MLP width are vLLM's KimiK3VisionConfig
+    defaults, 27 layers, and K2.5's 4304, an assumption)."""
+    text = copy.deepcopy(_K3_TEXT)
+    text["quantization_config"] = copy.deepcopy(quantization or _K3_MXFP4)
+    return {"architectures": ["KimiK3ForConditionalGeneration"], "model_type": "kimi_k3",
+            "bos_token_id": 163584, "eos_token_id": 163586, "media_placeholder_token_id": 163605,
+            "pad_token_id": 163839, "tie_word_embeddings": False, "text_config": text,
+            "vision_config": {"patch_size": 14, "vt_hidden_size": 1152, "vt_num_hidden_layers": 27,
+                              "vt_intermediate_size": 4304}}
+
+
+# moonshotai/Kimi-Linear-48B-A3B-Instruct config.json, revision e1df551a447157d4658b573f9a695d57658590e9
+# [3p: the Firworks NVFP4 derivative's copy of the base config, whose excerpt ends before v_head_dim,
+# vocab_size and rms_norm_eps: v_head_dim 128 (as qk_nope) and vocab 163840 (the Kimi tokenizer) are
+# assumptions that the 98,245,528,576-byte index total checks, tests/test_catalog.py]. 27 layers: KDA on 20,
+# NoPE MLA on 7 (1-based 4, 8, ..., 24, 27); 256 experts, top-8, 1 shared; all BF16.
+_KIMI_LINEAR: dict[str, Any] = {
+    "architectures": ["KimiLinearForCausalLM"], "model_type": "kimi_linear",
+    "bos_token_id": 163584, "eos_token_id": 163586, "pad_token_id": 163839,
+    "first_k_dense_replace": 1, "head_dim": 72, "hidden_act": "silu", "hidden_size": 2304,
+    "intermediate_size": 9216, "kv_lora_rank": 512,
+    "linear_attn_config": {"full_attn_layers": [4, 8, 12, 16, 20, 24, 27], "head_dim": 128,
+                           "kda_layers": [i for i in range(1, 27) if i % 4], "num_heads": 32,
+                           "short_conv_kernel_size": 4},
+    "mla_use_nope": True, "max_position_embeddings": 1048576,
+    "moe_intermediate_size": 1024, "moe_layer_freq": 1, "moe_renormalize": True,
+    "moe_router_activation_func": "sigmoid",
+    "num_attention_heads": 32, "num_expert_group": 1, "num_experts": 256, "num_experts_per_token": 8,
+    "num_hidden_layers": 27, "num_key_value_heads": 32, "num_nextn_predict_layers": 0, "num_shared_experts": 1,
+    "q_lora_rank": None, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+    "tie_word_embeddings": False, "vocab_size": 163840,
+}
+
+
 def _k2_thinking(quantization: dict[str, Any] | None = None) -> dict[str, Any]:
     # Inferred, not field-verified: K2 text config + 256K yarn + K2.5's INT4 block (K25R README: K2.5
     # "adopts the same native int4 quantization method as Kimi-K2-Thinking"; REC: 262,144 context)
@@ -213,6 +317,7 @@ class ModelEntry:
     # sglang python/sglang/srt/function_call/function_call_parser.py #7940).
     tool_parser: str = "kimi_k2"
     min_vllm: str = "0.12.0"  # REC min_vllm_version
+    min_sglang: str | None = None  # None: every release this project renders for serves it
     aliases: tuple[str, ...] = field(default_factory=tuple)
     # Thinking cannot be switched off (Kimi-K2.7-Code: "thinking mode only with preserve_thinking forced
     # on", REC Kimi-K2.7-Code.yaml).
@@ -249,7 +354,9 @@ class ModelEntry:
 
     @property
     def reasoning_parser(self) -> str | None:
-        return "kimi_k2" if self.thinking else None
+        """Each family's reasoning parser is named like its tool parser (kimi_k2, kimi_k3: vllm
+        vllm/reasoning/__init__.py; sglang srt/parser/reasoning_parser.py)."""
+        return self.tool_parser if self.thinking else None
 
     def architecture(self) -> Architecture:
         return Architecture.from_config(self.config, source=f"catalog:{self.id}")
@@ -359,6 +466,33 @@ MODELS: dict[str, ModelEntry] = {
             config=_k25(_MXFP4_QUARK),
             context_length=262144, thinking=True, hosted_name="kimi-k2.5", min_vllm="0.19.1",
             base="kimi-k2.5", source="REC Kimi-K2.5.yaml variant mxfp4; huggingface.co/amd/Kimi-K2.5-MXFP4 card",
+        ),
+        # The hybrid models. K3: REC Kimi-K3.yaml (min_vllm_version 0.27.1, context_length 1048576, parsers
+        # kimi_k3); hosted as kimi-k3 (github.com/MoonshotAI/Kimi-Vendor-Verifier README.md, K3 table).
+        ModelEntry(
+            id="kimi-k3", repo="moonshotai/Kimi-K3", config=_k3(),
+            context_length=1048576, thinking=True, hosted_name="kimi-k3", tool_parser="kimi_k3",
+            min_vllm="0.27.1", min_sglang=_K3_MIN_SGLANG,
+        ),
+        ModelEntry(
+            id="kimi-k3-nvfp4", repo="RedHatAI/Kimi-K3-NVFP4", config=_k3(_K3_NVFP4_CT),
+            context_length=1048576, thinking=True, hosted_name="kimi-k3", tool_parser="kimi_k3",
+            # recipes PR #744: needs "CT support for Kimi-K3 (PR vllm-project/vllm#50500) merged 2026-07-31";
+            # the first release with it is not confirmed, so the K3 minimum stands
+            min_vllm="0.27.1", min_sglang=_K3_MIN_SGLANG, base="kimi-k3",
+            source="REC Kimi-K3.yaml variant nvfp4; recipes PR #744",
+        ),
+        ModelEntry(
+            id="kimi-k3-fp8-block", repo="RedHatAI/Kimi-K3-FP8-BLOCK", config=_k3(_K3_FP8_BLOCK_CT),
+            context_length=1048576, thinking=True, hosted_name="kimi-k3", tool_parser="kimi_k3",
+            min_vllm="0.27.1", min_sglang=_K3_MIN_SGLANG, base="kimi-k3",
+            source="recipes PR #688 (FP8 MLP and experts, BF16 attention)",
+        ),
+        # REC Kimi-Linear-48B-A3B-Instruct.yaml: min_vllm_version 0.11.2, context_length 1048576.
+        ModelEntry(
+            id="kimi-linear-48b-a3b-instruct", repo="moonshotai/Kimi-Linear-48B-A3B-Instruct", config=_KIMI_LINEAR,
+            context_length=1048576, thinking=False, hosted_name=None, min_vllm="0.11.2",
+            min_sglang=_K3_MIN_SGLANG, aliases=("kimi-linear",),
         ),
     ]
 }

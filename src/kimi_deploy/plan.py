@@ -29,8 +29,9 @@ from .quant_formats import INT4_K2_IGNORE, Quantization
 from .catalog import GPU, GiB, get_model
 from .drafts import DraftArch
 from .engines.profiles import EngineProfile, get_profile, others
-from .engines.profiles.base import (FALLBACK, FP8_DS_MLA, FP8_DS_MLA_BYTES_PER_TOKEN_LAYER, KV_DTYPES, KernelPath,
-                                    Layout, Overhead, OverheadInput, Settings, kv_value_bytes)
+from .engines.profiles.base import (FALLBACK, FP8_DS_MLA, FP8_DS_MLA_BYTES_PER_TOKEN_LAYER, KV_DTYPES, STATE_DTYPES,
+                                    HybridCapacity, HybridInput, KernelPath, Layout, Overhead, OverheadInput, Settings,
+                                    kv_value_bytes)
 from .errors import BadInput
 
 
@@ -68,6 +69,7 @@ class PlanInput:
     # the hidden states it drafts from are) and its KV cache, allocated per token alongside the target's.
     draft: DraftArch | None = None
     draft_tokens: int = 0  # tokens the draft proposes per step (its CUDA graphs and sampler grow with them)
+    state_dtype: str = "auto"  # a hybrid model's recurrent-state dtype (engines/profiles/base.py STATE_DTYPES)
     engine_version: str | None = None  # the pinned release, whose defaults apply; None: the newest
 
     @property
@@ -114,6 +116,9 @@ class Plan:
     assumptions: dict[str, Any] = field(default_factory=dict)
     overhead_breakdown: dict[str, int] = field(default_factory=dict)
     weight_breakdown: dict[str, int] = field(default_factory=dict)
+    # hybrid (KDA + MLA) models only: the engine's state per sequence on the fullest GPU, and the sequences
+    # whose state fits (engines/profiles/*.py hybrid_capacity)
+    hybrid: HybridCapacity | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stable JSON contract of `kimi-deploy plan --json` (tests/test_plan.py pins its keys and types)."""
@@ -133,6 +138,8 @@ class Plan:
             },
             "kv_cache_tokens": self.kv_cache_tokens,
             "max_concurrency": round(self.max_concurrency, 3),
+            **({"state_bytes_per_sequence": self.hybrid.state_bytes_per_sequence,
+                "state_sequences": self.hybrid.state_sequences} if self.hybrid is not None else {}),
             "fits": self.fits,
             "problems": self.problems,
             "suggestions": self.suggestions,
@@ -355,6 +362,8 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
                         continue
                     if kind == "vision" and inp.language_model_only:
                         continue
+                    if kind == "mtp":  # stored, but loaded only by an MTP draft
+                        continue
                     if kind in ("embed", "vision") and not first:
                         continue
                     if kind in ("lm_head", "final_norm") and not last:
@@ -388,6 +397,27 @@ def kv_bytes_per_token_layer(arch: Architecture, kv_dtype: str) -> int:
     if kv_dtype == FP8_DS_MLA:
         return FP8_DS_MLA_BYTES_PER_TOKEN_LAYER
     return int(arch.kv_latent_dim * kv_value_bytes(kv_dtype))
+
+
+def hybrid_capacity(inp: PlanInput, layers: range, free_bytes: int, draft_kv: int) -> HybridCapacity:
+    """What the engine makes of one pipeline stage's free memory for a hybrid model. A draft's own KV
+    (its MLA layers) is charged as extra bytes per token of the stage's MLA layers."""
+    arch = inp.arch
+    la = arch.linear_attention
+    assert la is not None
+    if inp.state_dtype not in STATE_DTYPES:
+        raise BadInput(f"unknown state_dtype {inp.state_dtype!r}; allowed: {', '.join(STATE_DTYPES)}",
+                       "serving.state_dtype")
+    n_kda = sum(1 for i in layers if arch.is_kda_layer(i))
+    n_mla = len(layers) - n_kda
+    per_layer = kv_bytes_per_token_layer(arch, inp.kv_cache_dtype)
+    if draft_kv and n_mla:
+        per_layer += math.ceil(draft_kv / n_mla)
+    return inp.profile.hybrid_capacity(HybridInput(
+        free_bytes=free_bytes, mla_layers=n_mla, kda_layers=n_kda, kv_bytes_per_token_layer=per_layer,
+        kda_heads=la.num_heads, kda_head_dim=la.head_dim, conv_kernel=la.conv_kernel,
+        attention_tp=attention_tp(inp), speculative_tokens=inp.draft_tokens if inp.draft is not None else 0,
+        max_model_len=inp.max_model_len, state_dtype=inp.state_dtype, dcp=inp.topology.dcp))
 
 
 def draft_bytes_per_gpu(inp: PlanInput) -> int:
@@ -447,17 +477,30 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     stage_tokens = []
     kv_free_min = None
     draft_kv = draft_kv_bytes_per_token(inp)
+    capacities: list[HybridCapacity] = []
     for s, layers in enumerate(stages):
         stage_gpus = [per_gpu[(d * t.pp + s) * t.tp + r] for d in range(n_dp) for r in range(t.tp)]
         kv_free = budget - max(stage_gpus) - inside
         kv_free_min = kv_free if kv_free_min is None else min(kv_free_min, kv_free)
+        if arch.hybrid:
+            capacities.append(hybrid_capacity(inp, layers, kv_free, draft_kv if s == t.pp - 1 else 0))
+            continue
         per_token = per_layer_tok * len(layers) + (draft_kv if s == t.pp - 1 else 0)
         tok = max(kv_free, 0) // per_token if per_token else 0
         stage_tokens.append(tok)
-    tokens = min(stage_tokens) * t.dcp
-    block = profile.topology.kv_block_tokens
-    if block and inp.gpu.vendor != "cpu":
-        tokens = tokens // block * block
+    hybrid = None
+    if capacities:
+        # the tightest stage decides; the fullest GPU's state is what one sequence costs
+        hybrid = min(capacities, key=lambda c: c.max_concurrency)
+        hybrid = replace(hybrid, state_bytes_per_sequence=max(c.state_bytes_per_sequence for c in capacities),
+                         state_sequences=min(c.state_sequences for c in capacities))
+        tokens, concurrency = hybrid.kv_tokens, hybrid.max_concurrency
+    else:
+        tokens = min(stage_tokens) * t.dcp
+        block = profile.topology.kv_block_tokens
+        if block and inp.gpu.vendor != "cpu":
+            tokens = tokens // block * block
+        concurrency = tokens / inp.max_model_len
     kv_bytes = max(kv_free_min or 0, 0)
     fraction = f"{profile.memory_fraction_field} {settings.memory_fraction}"
     if weight_max + inside > budget:
@@ -465,6 +508,11 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
         problems.append(
             f"weights need {weight_max / GiB:.1f} GiB per GPU{runtime}, but only {budget / GiB:.1f} GiB of the "
             f"{inp.gpu.name}'s {inp.gpu.memory_gib} GiB is usable at {fraction}")
+    elif hybrid is not None and concurrency < 1:
+        problems.append(
+            f"KV cache and recurrent state hold {concurrency:.2f} requests of max_model_len {inp.max_model_len:,} "
+            f"per engine instance ({hybrid.state_bytes_per_sequence / GiB:.2f} GiB of state per sequence per GPU): "
+            "fewer than one (the engine refuses to start)")
     elif tokens < inp.max_model_len:
         problems.append(
             f"KV cache holds {tokens:,} tokens per engine instance, fewer than one request of "
@@ -485,7 +533,7 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     if ovh_bytes > sum(breakdown.values()):
         breakdown["unused_outside_fraction"] = ovh_bytes - sum(breakdown.values())
     fits = not problems
-    kv_total_per_token = per_layer_tok * arch.num_hidden_layers + draft_kv
+    kv_total_per_token = per_layer_tok * arch.mla_layers + draft_kv  # KDA layers cache no tokens
     result = Plan(
         inp=inp,
         total_params=inv.total_params,
@@ -497,14 +545,19 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
         overhead_bytes=ovh_bytes,
         memory_bytes=weight_max + kv_bytes + ovh_bytes,
         kv_cache_tokens=int(tokens),
-        max_concurrency=tokens / inp.max_model_len,
+        max_concurrency=concurrency,
         fits=fits,
         problems=problems,
         assumptions={**_assumptions(inp, ovh, breakdown), "warnings": warnings, "weight_kernel": {"path": kernel.path, "detail": kernel.detail},
                      "interconnect": interconnect(inp)},
         overhead_breakdown=breakdown,
         weight_breakdown=worst_kinds,
+        hybrid=hybrid,
     )
+    if hybrid is not None:
+        result.assumptions["hybrid"] = {
+            "state_dtype": inp.state_dtype, "state_slots_per_sequence": hybrid.state_slots_per_sequence,
+            "block_tokens": hybrid.block_tokens, **hybrid.detail, "sources": dict(hybrid.sources)}
     if not fits and suggest:
         result.suggestions = suggestions(inp)
     return result

@@ -36,6 +36,8 @@ SERVING_FLAGS: tuple[Row, ...] = (
         doc="skip the vision tower: text only, its memory goes to the KV cache"),
     Row("mm_encoder_tp_mode", doc="vision encoder split: weights (TP-sharded) or data (replicated, images split)"),
     Row("load_format", doc="checkpoint loader; sets the start-up budget's load rate (startup.py)"),
+    Row("state_dtype", plan="state_dtype",
+        doc="hybrid models (K3, Kimi-Linear): the KDA recurrent state's dtype; bfloat16 halves it"),
 )
 
 # Serving fields that are not a plain flag: each has its own rule in the engine modules.

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .catalog import MODELS, get_gpu, get_model, gpu_names
 from .errors import BadInput
 from .engines.profiles import ENGINE_NAMES, get_profile
-from .engines.profiles.base import KV_DTYPES
+from .engines.profiles.base import KV_DTYPES, STATE_DTYPES
 from .secrets import NAME_RULE, credential_problem, is_secret_name, is_secret_option
 
 
@@ -190,6 +190,9 @@ class Serving(_Strict):
     # How the engine reads the checkpoint: auto/safetensors, or a streaming loader (vLLM and SGLang
     # --load-format choices: fastsafetensors, runai_streamer). It sets the start-up budget's load rate.
     load_format: Literal["auto", "safetensors", "fastsafetensors", "runai_streamer"] | None = None
+    # Hybrid models (Kimi K3, Kimi-Linear): the KDA recurrent state's dtype; auto is float32 in both engines,
+    # bfloat16 halves the state per sequence (vLLM --mamba-ssm-cache-dtype, SGLang --mamba-ssm-dtype).
+    state_dtype: str | None = None
 
     @field_validator("env")
     @classmethod
@@ -212,6 +215,13 @@ class Serving(_Strict):
     @classmethod
     def _no_secret_args(cls, v: list[str]) -> list[str]:
         return _check_extra_args(v)
+
+    @field_validator("state_dtype")
+    @classmethod
+    def _state_dtype(cls, v: str | None) -> str | None:
+        if v is not None and v not in STATE_DTYPES:
+            raise ValueError(f"unknown state_dtype {v!r}; allowed: {', '.join(STATE_DTYPES)}")
+        return v
 
     @field_validator("kv_cache_dtype")
     @classmethod

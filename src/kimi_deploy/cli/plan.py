@@ -49,6 +49,8 @@ def _override(inp: PlanInput, **flags: Any) -> PlanInput:
         changes["kv_cache_dtype"] = flags["kv_cache_dtype"]
     if flags["gpu_memory_utilization"] is not None:
         changes["gpu_memory_utilization"] = flags["gpu_memory_utilization"]
+    if flags["state_dtype"]:
+        changes["state_dtype"] = flags["state_dtype"]
     return replace(inp, **changes)
 
 
@@ -69,6 +71,8 @@ def plan_cmd(
     dcp: Annotated[Optional[int], typer.Option(min=1, help="vLLM decode context parallel size.")] = None,
     max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", min=1)] = None,
     kv_cache_dtype: Annotated[Optional[str], typer.Option("--kv-cache-dtype")] = None,
+    state_dtype: Annotated[Optional[str], typer.Option(
+        "--state-dtype", help="Hybrid models: the KDA recurrent state's dtype (auto, float32, bfloat16).")] = None,
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(
         "--gpu-memory-utilization", min=0, max=1,  # 0 itself: the planner says (0, 1]
         help="vLLM utilization; SGLang mem_fraction_static.")] = None,
@@ -78,7 +82,8 @@ def plan_cmd(
 ) -> None:
     """Does the model fit, how much KV cache, how many concurrent requests. Exit 3 when it does not fit."""
     flags = dict(tp=tp, pp=pp, dp=dp, ep=ep, dp_attention=dp_attention, dcp=dcp, max_model_len=max_model_len,
-                 kv_cache_dtype=kv_cache_dtype, gpu_memory_utilization=gpu_memory_utilization)
+                 kv_cache_dtype=kv_cache_dtype, gpu_memory_utilization=gpu_memory_utilization,
+                 state_dtype=state_dtype)
     if spec is not None:
         dep = resolve(load_spec(spec))
         if group and not dep.pd:
@@ -164,13 +169,20 @@ def _print_plan(p: Plan) -> None:
         table.add_row(f"weights: {kind}", _gib(b))
     for kind, b in p.overhead_breakdown.items():
         table.add_row(f"overhead: {kind}", _gib(b))
-    table.add_row("KV cache", _gib(p.kv_cache_bytes))
+    table.add_row("KV cache and recurrent state" if p.hybrid else "KV cache", _gib(p.kv_cache_bytes))
     table.add_row("[bold]total[/bold]", f"[bold]{_gib(p.memory_bytes)}[/bold]")
     table.add_row("GPU memory", f"{i.gpu.memory_gib} GiB x {i.memory_fraction}")
     out.print(table)
     out.print(f"KV cache: {p.kv_bytes_per_token:,} bytes/token ({i.kv_cache_dtype}); "
               f"{p.kv_cache_tokens:,} tokens per engine instance; "
               f"max concurrency at {i.max_model_len:,} tokens: {p.max_concurrency:.2f}")
+    if p.hybrid is not None:
+        la = i.arch.linear_attention
+        out.print(f"recurrent state ({len(la.layers) if la else 0} KDA layers, {i.arch.mla_layers} MLA layers cache "
+                  f"tokens): {p.hybrid.state_bytes_per_sequence / 2**20:,.1f} MiB per sequence per GPU "
+                  f"({i.state_dtype}), {p.hybrid.state_slots_per_sequence} slots per running sequence; "
+                  f"state for {p.hybrid.state_sequences:,} sequences fits"
+                  + (f"; attention block {p.hybrid.block_tokens:,} tokens" if p.hybrid.block_tokens else ""))
     for warning in p.assumptions.get("warnings", []):
         out.print(f"[yellow]warning:[/yellow] {warning}")
     if p.fits:

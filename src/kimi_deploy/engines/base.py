@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..deployment import Deployment, Group
-from .versions import Feature
+from .versions import PARSER_FEATURES, Feature
 
 
 # A ${NAME} reference as env_ref writes it: what `render` prints as a shell expansion and `serve` fills in.
@@ -27,12 +27,11 @@ def parser_flags(dep: Deployment, features: list[Feature], tool_prefix: tuple[st
     argv: list[str] = []
     if dep.tool_parser:
         argv += [*tool_prefix, "--tool-call-parser", dep.tool_parser]
-        if dep.tool_parser == "kimi_k2":
-            features.append(Feature.TOOL_PARSER_KIMI_K2)
     if dep.reasoning_parser:
         argv += ["--reasoning-parser", dep.reasoning_parser]
-        if dep.reasoning_parser == "kimi_k2":
-            features.append(Feature.REASONING_PARSER_KIMI_K2)
+    for kind, name in (("tool", dep.tool_parser), ("reasoning", dep.reasoning_parser)):
+        if name and (kind, name) in PARSER_FEATURES:
+            features.append(PARSER_FEATURES[kind, name])
     return argv
 
 

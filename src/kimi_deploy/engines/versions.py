@@ -22,6 +22,9 @@ class Feature(str, Enum):
 
     TOOL_PARSER_KIMI_K2 = "tool parser kimi_k2"
     REASONING_PARSER_KIMI_K2 = "reasoning parser kimi_k2"
+    TOOL_PARSER_KIMI_K3 = "tool parser kimi_k3"
+    REASONING_PARSER_KIMI_K3 = "reasoning parser kimi_k3"
+    SPECULATIVE_MTP = "MTP speculative decoding"
     EXPERT_PARALLEL = "expert parallel"
     MULTINODE_DATA_PARALLEL = "multi-node data parallel"
     DATA_PARALLEL_HYBRID_LB = "data parallel hybrid LB"
@@ -38,6 +41,15 @@ class Feature(str, Enum):
     LANGUAGE_MODEL_ONLY = "--language-model-only"
     MM_ENCODER_TP_MODE = "multimodal encoder TP mode"
     LOAD_FORMAT_STREAMING = "streaming load format (fastsafetensors / runai_streamer)"
+
+
+# The parsers a rendered command can name, as (flag kind, parser name) -> the feature that gates it.
+PARSER_FEATURES: dict[tuple[str, str], Feature] = {
+    ("tool", "kimi_k2"): Feature.TOOL_PARSER_KIMI_K2,
+    ("reasoning", "kimi_k2"): Feature.REASONING_PARSER_KIMI_K2,
+    ("tool", "kimi_k3"): Feature.TOOL_PARSER_KIMI_K3,
+    ("reasoning", "kimi_k3"): Feature.REASONING_PARSER_KIMI_K3,
+}
 
 
 @dataclass(frozen=True)

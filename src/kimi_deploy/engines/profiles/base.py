@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 from packaging.version import Version
 
-from ...quant_formats import Quantization, WeightFormat
+from ...quant_formats import Quantization
 from ..versions import Feature, Gate, parse_version
 
 # Bytes per cached value for each --kv-cache-dtype spelling the spec accepts (the choices of
@@ -85,14 +85,17 @@ class KernelPath:
 
 ANY_GPU: tuple[str, ...] = ()  # a kernel rule that applies on every microarchitecture
 # Per format, the kernel paths in order: the first rule naming the GPU's microarchitecture (or ANY_GPU)
-# applies. A format or GPU no rule covers was not checked against the engine's code.
-KernelTable = Mapping[WeightFormat, tuple[tuple[tuple[str, ...], KernelPath], ...]]
+# applies. A format or GPU no rule covers was not checked against the engine's code. A (format, method)
+# key (e.g. MXFP4 from compressed-tensors, K3's, against MXFP4 from AMD Quark) takes precedence over the
+# format's own rules: the engines load the two through different code.
+KernelTable = Mapping[Any, tuple[tuple[tuple[str, ...], KernelPath], ...]]
 UNCHECKED = KernelPath(EMULATED, "not checked for this device")
 
 
 def kernel_path(table: KernelTable, arch: str, q: Quantization) -> KernelPath:
     """How an engine with this kernel table runs format `q` on microarchitecture `arch`."""
-    return next((path for archs, path in table.get(q.format, ()) if not archs or arch in archs), UNCHECKED)
+    rules = table.get((q.format, q.method)) or table.get(q.format, ())
+    return next((path for archs, path in rules if not archs or arch in archs), UNCHECKED)
 
 
 # --- defaults, per engine release -----------------------------------------------------------------
@@ -217,6 +220,58 @@ class TopologyRules:
     pd_transports: tuple[str, ...]
 
 
+# --- hybrid models: KV blocks and recurrent-state slots ---------------------------------------------------
+
+# The recurrent (SSM) state's element type: a serving field both engines take (vLLM --mamba-ssm-cache-dtype,
+# SGLang --mamba-ssm-dtype); "auto" is each engine's default, float32 for KDA in both.
+STATE_DTYPES = ("auto", "float32", "bfloat16")
+STATE_DTYPE_BYTES = {"auto": 4, "float32": 4, "bfloat16": 2}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HybridInput:
+    """One pipeline stage of a hybrid (KDA + MLA) model on one GPU, and the memory left for its cache."""
+
+    free_bytes: int  # what the memory fraction leaves for KV cache and state on the tightest GPU
+    mla_layers: int  # full-attention layers on the stage (each caches kv_bytes_per_token_layer per token)
+    kda_layers: int  # KDA layers on the stage (each keeps a state per sequence)
+    kv_bytes_per_token_layer: int
+    kda_heads: int
+    kda_head_dim: int
+    conv_kernel: int
+    attention_tp: int  # the ranks the KDA heads are split over
+    speculative_tokens: int  # drafted tokens per step (0 without a draft)
+    max_model_len: int
+    state_dtype: str  # one of STATE_DTYPES
+    conv_bytes: int = 2  # the conv state is kept in the model dtype (BF16) by both engines
+    dcp: int = 1
+
+    def conv_state_bytes(self, extra_rows: int = 0) -> int:
+        """One KDA layer's short-convolution state for one sequence: K-1 (+ extra) rows of the q, k and v
+        channels, split over attention TP."""
+        channels = 3 * self.kda_heads * self.kda_head_dim // self.attention_tp
+        return (self.conv_kernel - 1 + extra_rows) * channels * self.conv_bytes
+
+    def recurrent_state_bytes(self) -> int:
+        """One KDA layer's recurrent state for one sequence: [heads/TP, head_dim, head_dim]."""
+        return (self.kda_heads // self.attention_tp) * self.kda_head_dim ** 2 * STATE_DTYPE_BYTES[self.state_dtype]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HybridCapacity:
+    """What the engine makes of the memory: the KV tokens it reports, the sequences it runs at once, the
+    state one sequence holds on this GPU and the sequences whose state fits."""
+
+    kv_tokens: int
+    max_concurrency: float
+    state_bytes_per_sequence: int  # every KDA layer's state, one slot, on this GPU
+    state_slots_per_sequence: int  # slots a running sequence holds (prefix caching, drafts)
+    state_sequences: int  # sequences whose state fits in the memory
+    block_tokens: int | None = None  # vLLM's attention block after page-size unification
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
 # --- what the engine exports about itself -------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,6 +311,8 @@ class EngineProfile:
     distributions: tuple[str, ...]  # the Python distributions the engine installs as (for its version)
     stock_images: tuple[str, ...]  # the project's official images, which do not contain kimi-deploy
     metrics: Metrics
+    # How memory becomes KV blocks and state slots for a hybrid (KDA + MLA) model.
+    hybrid_capacity: Callable[[HybridInput], HybridCapacity]
 
     def settings(self, *, version: str | None, layout: Layout, memory_fraction: float | None,
                  max_num_batched_tokens: int | None, max_num_seqs: int | None) -> Settings:

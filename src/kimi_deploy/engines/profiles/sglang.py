@@ -6,12 +6,14 @@ Kernel rules are read from SGLang 0.5.23's code as installed here (paths relativ
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
-from .base import (ANY_GPU, FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, Defaults, EngineProfile, Flag,
-                   KernelPath, KernelTable, Layout, Metrics, Overhead, OverheadInput, TopologyRules, forward_bytes)
+from .base import (ANY_GPU, FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, Defaults, EngineProfile, Flag, HybridCapacity,
+                   HybridInput, KernelPath, KernelTable, Layout, Metrics, Overhead, OverheadInput, TopologyRules,
+                   forward_bytes)
 
 MiB = 1024**2
 
@@ -33,6 +35,9 @@ FLAGS: Mapping[str, Flag] = {
     "mm_encoder_tp_mode": Flag("--mm-enable-dp-encoder", values={"data": "data"}, omit=("weights",), switch=True,
                                features={"data": Feature.MM_ENCODER_TP_MODE}),
     "load_format": Flag("--load-format", omit=("auto",), features=_STREAMING),
+    # the KDA temporal state's dtype (srt/arg_groups/fields/exec_.py --mamba-ssm-dtype: float32, bfloat16,
+    # float16; unset: float32, srt/configs/mamba_utils.py)
+    "state_dtype": Flag("--mamba-ssm-dtype", values={"float32": "float32", "bfloat16": "bfloat16"}, omit=("auto",)),
 }
 
 # --- defaults and memory accounting (python/sglang/srt/arg_groups/memory_hook.py, 0.5.23) ------------
@@ -161,6 +166,15 @@ KERNELS: KernelTable = {
                              "only ('needs aiter's dynamic_mxfp4_quant, which is AMD ROCm only', sglang "
                              "python/sglang/srt/layers/quantization/quark/schemes/quark_w4a4_mxfp4_moe.py)")),
     ),
+    # K3's compressed-tensors mxfp4-pack-quantized experts: srt/arg_groups/model_overrides/kimi_k3.py picks
+    # moe_runner_backend flashinfer_mxfp4 on SM100/103/107 ("beats marlin"); elsewhere the Marlin runner.
+    (WeightFormat.MXFP4, "compressed-tensors"): (
+        (("blackwell",), KernelPath(NATIVE, "FlashInfer MXFP4 MoE runner (sglang srt/arg_groups/model_overrides/"
+                                    "kimi_k3.py: moe_runner_backend=flashinfer_mxfp4 on SM100/103/107)")),
+        (("ampere", "ada", "hopper"), KernelPath(WEIGHT_ONLY, "Marlin MXFP4 MoE, weight-only (the runner sglang "
+                                                 "model_overrides/kimi_k3.py compares flashinfer_mxfp4 with); not "
+                                                 "verified for K3")),
+    ),
     WeightFormat.FP8_BLOCK: (
         (("ampere",), KernelPath(FALLBACK, "no FP8 tensor cores before SM89: FP8 Marlin, weight-only (sglang "
                                  "fp8_utils.py can_auto_enable_marlin_fp8: 80 <= sm < 89, and compressed_tensors.py "
@@ -170,6 +184,49 @@ KERNELS: KernelTable = {
     WeightFormat.INT4_EXPERTS: ((ANY_GPU, KernelPath(WEIGHT_ONLY, "INT4 W4A16 by design: Marlin WNA16 on CUDA, "
                                                      "Triton/FlyDSL WNA16 on ROCm")),),
 }
+
+
+# --- hybrid models (KDA + MLA): a state pool beside the KV pool ------------------------------------------
+# SGLang 0.5.23 srt/mem_cache/kv_cache_configurator.py: of what the fraction leaves after the weights, the
+# state pool takes r / (1 + r) with r = --mamba-full-memory-ratio (unset: 0.9), in slots of every KDA
+# layer's conv + temporal state (srt/configs/mamba_utils.py KimiLinearStateShape, split over attention TP),
+# K = floor((budget - slot) / slot) slots, (K + 1) slots allocated; with drafting the verify step's
+# intermediate states are solved for jointly. The full-attention KV pool gets the rest. Running requests
+# are capped at K / ratio: 3 slots per request with the radix cache, +2 for the extra_buffer strategy that
+# Kimi-Linear and K3 get with overlap scheduling (MAMBA_CACHE_SIZE_MAX_RUNNING_REQUESTS_RATIO;
+# srt/arg_groups/overrides.py resolving --mamba-radix-cache-strategy auto).
+MAMBA_FULL_MEMORY_RATIO = 0.9
+STATE_SLOTS_PER_REQUEST = 5
+_HYBRID_SOURCES = {
+    "pool": "sglang/srt/mem_cache/kv_cache_configurator.py (0.5.23): mamba_full_memory_ratio 0.9",
+    "state": "sglang/srt/configs/mamba_utils.py KimiLinearStateShape (0.5.23)",
+    "ratio": "MAMBA_CACHE_SIZE_MAX_RUNNING_REQUESTS_RATIO 3, +2 for extra_buffer (srt/arg_groups/overrides.py)",
+}
+
+
+def hybrid_capacity(h: HybridInput) -> HybridCapacity:
+    slot = h.kda_layers * (h.conv_state_bytes() + h.recurrent_state_bytes())
+    rest = max(h.free_bytes, 0)
+    r = MAMBA_FULL_MEMORY_RATIO
+    budget = rest * r / (1 + r)
+    ratio, drafted = STATE_SLOTS_PER_REQUEST, h.speculative_tokens + 1 if h.speculative_tokens else 0
+    if not slot:
+        k, intermediate = 0, 0
+    elif drafted:
+        k = max(0, math.floor((budget - slot * (1 + drafted)) / (slot * (1 + drafted / ratio))))
+        intermediate = slot * (k // ratio + 1) * drafted
+    else:
+        k, intermediate = max(0, math.floor((budget - slot) / slot)), 0
+    state_mem = (k + 1) * slot + intermediate if slot else 0
+    per_token = h.kv_bytes_per_token_layer * h.mla_layers
+    kv_tokens = max(rest - state_mem, 0) // per_token if per_token else 0
+    running = k // ratio
+    concurrency = min(kv_tokens * h.dcp / h.max_model_len, running) if slot else kv_tokens / h.max_model_len
+    return HybridCapacity(
+        kv_tokens=int(kv_tokens), max_concurrency=concurrency, state_bytes_per_sequence=slot,
+        state_slots_per_sequence=ratio, state_sequences=running,
+        detail={"state_slots": k, "state_pool_bytes": int(state_mem), "max_running_requests": running},
+        sources=_HYBRID_SOURCES)
 
 
 # --- version gates: PR numbers in sgl-project/sglang; "≈" = release inferred from the merge date ---
@@ -190,12 +247,17 @@ GATES: Mapping[Feature, Gate] = {
     Feature.MM_ENCODER_TP_MODE: Gate("0.5.6", "sglang #13126 2025-11-12 (≈0.5.6): --mm-enable-dp-encoder"),
     # Both loaders are --load-format choices in 0.5.23 (checked); their first release is not confirmed.
     Feature.LOAD_FORMAT_STREAMING: Gate("0.5.23", "verified in 0.5.23's --load-format choices"),
+    # 0.5.23 registers both (srt/function_call/parser_names.py, srt/parser/reasoning_parser_names.py); the
+    # first release with them is not confirmed, so the gate is the release checked.
+    Feature.TOOL_PARSER_KIMI_K3: Gate("0.5.23", "verified in 0.5.23: srt/function_call/parser_names.py kimi_k3"),
+    Feature.REASONING_PARSER_KIMI_K3: Gate("0.5.23", "verified in 0.5.23: srt/parser/reasoning_parser_names.py"),
 }
 
 PROFILE = EngineProfile(
     name="sglang", display="SGLang", flags=FLAGS, defaults=DEFAULTS,
     memory_fraction_field="mem_fraction_static", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
-    gates=GATES, model_min_version=lambda entry: None, draft_min_version=lambda d: d.min_sglang,
+    gates=GATES, model_min_version=lambda entry: entry.min_sglang if entry is not None else None,
+    draft_min_version=lambda d: d.min_sglang, hybrid_capacity=hybrid_capacity,
     # SGLang's /health runs a 1-token generation, HEALTH_CHECK_TIMEOUT 20 s (python/sglang/srt/entrypoints/http_server.py).
     readiness_probe_timeout_s=25,
     distributions=("sglang",),

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
-from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, WEIGHT_ONLY, Defaults, EngineProfile, Flag, KernelPath,
-                   Metrics, KernelTable, Layout,
-                   Overhead, OverheadInput, TopologyRules, forward_bytes, since)
+from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, STATE_DTYPES, WEIGHT_ONLY, Defaults, EngineProfile, Flag,
+                   HybridCapacity, HybridInput, KernelPath, KernelTable, Layout, Metrics, Overhead, OverheadInput,
+                   TopologyRules, forward_bytes, since)
 
 GiB = 1024**3
 
@@ -32,6 +32,9 @@ FLAGS: Mapping[str, Flag] = {
     "mm_encoder_tp_mode": Flag("--mm-encoder-tp-mode", features={"data": Feature.MM_ENCODER_TP_MODE,
                                                                  "weights": Feature.MM_ENCODER_TP_MODE}),
     "load_format": Flag("--load-format", omit=("auto",), features=_STREAMING),
+    # KDA's recurrent state: auto (float32), float32 or bfloat16 (vllm/model_executor/layers/mamba/
+    # mamba_utils.py kda_state_dtype refuses the rest)
+    "state_dtype": Flag("--mamba-ssm-cache-dtype", values={v: v for v in STATE_DTYPES}, omit=("auto",)),
 }
 
 
@@ -189,6 +192,19 @@ KERNELS: KernelTable = {
                              "quark/schemes/quark_ocp_mx.py; quark_moe.py: 'If no native backend available, use "
                              "emulation')")),
     ),
+    # K3's compressed-tensors mxfp4-pack-quantized experts load as quant_method mxfp4 (vllm
+    # model_executor/models/config.py KimiK3ForConditionalGenerationConfig), whose MoE backends are
+    # fused_moe/oracle/mxfp4.py _get_priority_backends: FlashInfer TRTLLM MXFP4 x MXFP8 on SM100+, then
+    # DeepGEMM, Marlin; AITER MXFP4 x BF16 then emulation on ROCm.
+    (WeightFormat.MXFP4, "compressed-tensors"): (
+        (("blackwell",), KernelPath(NATIVE, "FlashInfer TRTLLM MXFP4 x MXFP8 MoE (vllm fused_moe/oracle/mxfp4.py)")),
+        (("cdna4",), KernelPath(WEIGHT_ONLY, "AITER MXFP4 x BF16 MoE (vllm fused_moe/oracle/mxfp4.py, ROCm); "
+                                "REC Kimi-K3.yaml verified on MI355X")),
+        (("cdna3",), KernelPath(FALLBACK, "AITER MXFP4 x BF16 MoE or emulation on gfx942 (vllm fused_moe/oracle/"
+                                "mxfp4.py, ROCm); not verified for K3")),
+        (ANY_GPU, KernelPath(WEIGHT_ONLY, "Marlin MXFP4 MoE, weight-only (vllm fused_moe/oracle/mxfp4.py; REC "
+                             "Kimi-K3.yaml runs Hopper with --moe-backend marlin)")),
+    ),
     WeightFormat.FP8_BLOCK: (
         (("ampere",), KernelPath(FALLBACK, "no FP8 tensor cores before SM89: FP8 Marlin, weight-only (vllm MarlinFP8)")),
         (("ada", "hopper", "blackwell", "cdna3", "cdna4"), KernelPath(NATIVE, "FP8 tensor cores, block-scaled GEMM")),
@@ -196,6 +212,56 @@ KERNELS: KernelTable = {
     WeightFormat.INT4_EXPERTS: ((ANY_GPU, KernelPath(WEIGHT_ONLY, "INT4 W4A16 by design: Marlin WNA16 on CUDA, Triton "
                                                      "WNA16 on ROCm (vllm compressed_tensors_moe_wna16*.py)")),),
 }
+
+
+# --- hybrid models (KDA + MLA): one block pool for KV pages and state slots ------------------------------
+# vLLM 0.32.0 / 0.33.0 (identical rules): platforms/interface.py _align_hybrid_block_size raises the attention
+# block until one MLA page holds one KDA state page (at least 128 tokens for MLA), then pads the state page
+# to it; v1/core/kv_cache_utils.py groups the layers (group size: the smaller layer count, or the larger
+# when it is under 1.5 times the smaller), every group draws blocks of group_size pages from one pool, and
+# get_max_concurrency_for_kv_cache_config charges each request ceil(len / block) blocks per MLA group plus
+# (2 + drafted tokens) per KDA group with prefix caching (on by default for hybrid models: config/model.py
+# is_prefix_caching_supported, models/config.py switching mamba_cache_mode to "align"); the start-up line
+# "GPU KV cache size: N tokens" is int(concurrency x max_model_len). The conv state grows by one row per
+# drafted token (mamba_utils.py kda_state_shape num_spec). Checked against vllm#51986's K3 log (TP16, fp8
+# KV, 7 drafted tokens: "attention block size to 768 tokens", "Padding mamba page size by 0.70%").
+MLA_HYBRID_BLOCK_FLOOR = 128
+_HYBRID_SOURCES = {
+    "block": "vllm/platforms/interface.py _align_hybrid_block_size (0.32.0, 0.33.0)",
+    "pool": "vllm/v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size, "
+            "get_max_concurrency_for_kv_cache_config",
+    "state": "vllm/model_executor/layers/mamba/mamba_utils.py kda_state_shape / kda_state_dtype",
+}
+
+
+def hybrid_capacity(h: HybridInput) -> HybridCapacity:
+    s = h.speculative_tokens
+    state_page = h.conv_state_bytes(extra_rows=s) + h.recurrent_state_bytes()
+    mla_tok = h.kv_bytes_per_token_layer
+    n_mla, n_kda = h.mla_layers, h.kda_layers
+    if n_mla and n_kda:
+        floor = MLA_HYBRID_BLOCK_FLOOR
+        block = floor * math.ceil(state_page / (floor * mla_tok))
+        page = block * mla_tok
+        small, large = sorted((n_mla, n_kda))
+        group = large if large < 1.5 * small else small
+    else:  # a pipeline stage with one kind of layer only
+        block = MLA_HYBRID_BLOCK_FLOOR if n_mla else None
+        page = mla_tok * block if block else state_page
+        group = n_mla or n_kda
+    mla_groups, kda_groups = math.ceil(n_mla / group), math.ceil(n_kda / group)
+    slots = 2 + s  # prefix caching's align mode keeps 2 state pages per KDA layer, plus one per drafted token
+    blocks = max(h.free_bytes, 0) // (group * page) if group else 0
+    per_request = mla_groups * math.ceil(h.max_model_len / ((block or 1) * h.dcp)) + kda_groups * slots
+    concurrency = blocks / per_request if per_request else 0.0
+    return HybridCapacity(
+        kv_tokens=int(concurrency * h.max_model_len), max_concurrency=concurrency,
+        state_bytes_per_sequence=kda_groups * group * page, state_slots_per_sequence=slots,
+        state_sequences=blocks // (kda_groups * slots) if kda_groups else 0, block_tokens=block,
+        detail={"state_page_bytes": state_page, "page_bytes": page, "padding": round(page / state_page - 1, 4)
+                if n_kda else 0.0, "group_size": group, "kv_cache_groups": mla_groups + kda_groups,
+                "blocks": blocks, "blocks_per_request": per_request},
+        sources=_HYBRID_SOURCES)
 
 
 # --- version gates: PR numbers in vllm-project/vllm; "≈" = release inferred from the merge date -----
@@ -223,6 +289,14 @@ GATES: Mapping[Feature, Gate] = {
     # --load-format choices list runai_streamer from docs.vllm.ai/en/v0.6.6 and fastsafetensors from v0.8.4
     # (absent in v0.8.1's engine_args page).
     Feature.LOAD_FORMAT_STREAMING: Gate("0.8.4", "docs.vllm.ai v0.8.4 engine_args --load-format choices"),
+    # The kimi_k3 parsers came with K3 support: REC Kimi-K3.yaml runs them at its min_vllm_version 0.27.1.
+    Feature.TOOL_PARSER_KIMI_K3: Gate("0.27.1", "vllm-project/recipes Kimi-K3.yaml: min_vllm_version 0.27.1, "
+                                                "--tool-call-parser kimi_k3"),
+    Feature.REASONING_PARSER_KIMI_K3: Gate("0.27.1", "vllm-project/recipes Kimi-K3.yaml: min_vllm_version 0.27.1, "
+                                                     "--reasoning-parser kimi_k3"),
+    # method "mtp" maps a kimi_k3 config to KimiK3MTPModel (vllm/config/speculative.py, 0.32.0); its first
+    # release is not confirmed, so the gate is the release checked.
+    Feature.SPECULATIVE_MTP: Gate("0.32.0", "vllm/config/speculative.py kimi_k3_mtp, verified in 0.32.0"),
 }
 
 
@@ -234,6 +308,7 @@ PROFILE = EngineProfile(
     name="vllm", display="vLLM", flags=FLAGS, defaults=DEFAULTS,
     memory_fraction_field="gpu_memory_utilization", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
     gates=GATES, model_min_version=_model_min, draft_min_version=lambda d: d.min_vllm,
+    hybrid_capacity=hybrid_capacity,
     # vLLM's /health answers at once, or refuses connections until the weights are loaded.
     readiness_probe_timeout_s=5,
     router_module="vllm_router.launch_router",  # vllm-project/router
