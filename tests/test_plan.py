@@ -139,7 +139,7 @@ def _expected_excess(inp: PlanInput) -> int:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     model=st.sampled_from(["kimi-k2-instruct", "kimi-k2-thinking", "kimi-k2.5", "kimi-k2.5-nvfp4",
-                           "kimi-k2.5-mxfp4", "kimi-k2.6-fp8-block"]),
+                           "kimi-k2.5-mxfp4", "kimi-k2.6-fp8-block", "kimi-k3", "kimi-linear-48b-a3b-instruct"]),
     engine=st.sampled_from(["vllm", "sglang"]),
     tp=st.sampled_from([1, 2, 4, 8, 16]),
     pp=st.sampled_from([1, 2, 3, 4]),
@@ -209,3 +209,51 @@ def test_ep_on_a_dense_model_is_refused(tmp_path) -> None:
 def test_debug_shows_the_traceback() -> None:
     proc = run_cli("--debug", "plan", "--model", "kimi-k9", "--gpu", "H200", "--gpus-per-node", "8")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+# --- hybrid models (KDA + MLA) ----------------------------------------------------------------------------
+
+def test_hybrid_plan_json_has_the_state_beside_the_kv_figures() -> None:
+    code, data = cli_json("plan", "--model", "kimi-k3", "--gpu", "B300", "--gpus-per-node", "8",
+                          "--kv-cache-dtype", "fp8", "--json")
+    assert code == 0, data
+    assert set(data) == set(CONTRACT_TYPES) | {"state_bytes_per_sequence", "state_sequences"}
+    # KV is cached by the 24 MLA layers only (fp8: 576 B per token per layer), not by the 69 KDA layers
+    assert data["kv_bytes_per_token"] == 576 * 24
+    # K3 at TP8, vLLM: 69 KDA layers of conv (3 x 12288/8 x 2 B) + recurrent (12 x 128 x 128 x 4 B) state,
+    # each padded to one MLA page of the 1536-token block (1536 x 576 B); 3 KDA groups of 24 layers
+    assert data["state_bytes_per_sequence"] == 3 * 24 * 1536 * 576
+    assert data["state_sequences"] > 0 and data["fits"] is True
+    assert data["assumptions"]["hybrid"]["block_tokens"] == 1536
+    k2 = cli_json("plan", "--model", "kimi-k2.6", "--gpu", "B300", "--gpus-per-node", "8", "--json")[1]
+    assert "state_bytes_per_sequence" not in k2
+
+
+@pytest.mark.parametrize("gpu, nodes, fits", [
+    # vllm-project/recipes issue #934: two GB200 NVL4 trays (8 x 192 GB = 1536 GB) were recommended for the
+    # MXFP4 K3 whose recipe says vram_minimum_gb 1680; PR #964 raised GB200 TP to 16 GPUs and kept GB300 at 8
+    ("GB200", 2, False), ("GB200", 4, True), ("GB300", 2, True),
+])
+def test_k3_on_gb200_trays_catches_recipes_issue_934(gpu: str, nodes: int, fits: bool) -> None:
+    proc = run_cli("plan", "--model", "moonshotai/Kimi-K3", "--gpu", gpu, "--gpus-per-node", "4",
+                   "--nodes", str(nodes), "--kv-cache-dtype", "fp8", "--max-model-len", "131072")
+    assert proc.returncode == (0 if fits else 3), proc.stdout + proc.stderr
+    assert ("does not fit" in proc.stdout) is not fits
+    assert "recurrent state (69 KDA layers, 24 MLA layers" in proc.stdout
+
+
+def test_bfloat16_state_halves_the_recurrent_state() -> None:
+    auto = plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, max_len=1048576))
+    half = plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, max_len=1048576, state_dtype="bfloat16"))
+    # conv: K-1 = 3 rows of the q, k and v channels (3 x 4096) in BF16; recurrent: 32 x 128 x 128
+    assert half.hybrid.detail["state_page_bytes"] == 3 * 3 * 4096 * 2 + 32 * 128 * 128 * 2
+    assert auto.hybrid.detail["state_page_bytes"] == 3 * 3 * 4096 * 2 + 32 * 128 * 128 * 4
+    assert half.max_concurrency > auto.max_concurrency
+    with pytest.raises(BadInput, match="state_dtype"):
+        plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, state_dtype="float16"))
+
+
+def test_kda_heads_bound_the_tensor_parallel_size() -> None:
+    # Kimi-Linear: 32 KDA heads and 32 MLA heads; K3: 96 of each, so TP 64 splits neither
+    with pytest.raises(BadInput, match="does not divide"):
+        plan(_inp("kimi-k3", gpu="B300", gpn=8, nodes=8, topo=Topology(tp=64, expert_parallel=True)))

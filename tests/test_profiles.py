@@ -11,7 +11,7 @@ import pytest
 
 from kimi_deploy.catalog import get_gpu, get_model
 from kimi_deploy.engines.profiles import PROFILES, get_profile
-from kimi_deploy.engines.profiles.base import Layout
+from kimi_deploy.engines.profiles.base import HybridInput, Layout
 from kimi_deploy.engines.profiles.vllm import cudagraph_sizes
 from kimi_deploy.errors import BadInput
 from kimi_deploy.plan import PlanInput, Topology, overhead, overhead_input, plan
@@ -99,3 +99,49 @@ def test_sglang_dp_attention_graphs_beyond_the_fraction_are_a_warning_with_a_fra
     assert "mem_fraction_static at most" in warning
     most = float(warning.rsplit("at most ", 1)[1].split()[0])
     assert not plan(inp.__class__(**{**inp.__dict__, "gpu_memory_utilization": most})).assumptions["warnings"]
+
+
+# --- hybrid models: how each engine turns memory into KV blocks and state slots ---------------------------
+
+def _k3_stage(**kw) -> HybridInput:
+    """All of K3 on one stage: 24 MLA layers, 69 KDA layers of 96 heads x 128, conv kernel 4."""
+    values = dict(free_bytes=100 * 2**30, mla_layers=24, kda_layers=69, kv_bytes_per_token_layer=1152,
+                  kda_heads=96, kda_head_dim=128, conv_kernel=4, attention_tp=8, speculative_tokens=0,
+                  max_model_len=131072, state_dtype="auto")
+    return HybridInput(**{**values, **kw})
+
+
+def test_vllm_hybrid_block_reproduces_the_published_k3_startup_log() -> None:
+    # vllm-project/vllm#51986, K3 TP16 with fp8 KV and 7 drafted tokens: "Setting attention block size to
+    # 768 tokens to ensure that attention page size is >= mamba page size", "Padding mamba page size by 0.70%"
+    c = get_profile("vllm").hybrid_capacity(_k3_stage(attention_tp=16, kv_bytes_per_token_layer=576,
+                                                      speculative_tokens=7))
+    assert c.block_tokens == 768
+    assert round(c.detail["padding"] * 100, 2) == 0.70
+    assert c.state_slots_per_sequence == 2 + 7
+
+
+def test_vllm_hybrid_pool_arithmetic() -> None:
+    # Worked by hand from vLLM 0.32's rules (engines/profiles/vllm.py), K3 at TP8, BF16 KV, no draft:
+    # state page = 3 x (3 x 12288 / 8) x 2 + (96 / 8) x 128 x 128 x 4 = 27,648 + 786,432 = 814,080 B;
+    # block = 128 x ceil(814,080 / (128 x 1152)) = 768 tokens; page = 768 x 1152 = 884,736 B;
+    # 69 KDA >= 1.5 x 24 MLA, so groups of 24: 1 MLA + 3 KDA groups, 24 pages a block = 21,233,664 B;
+    # 100 GiB / 21,233,664 = 5056 blocks; a 131,072-token request: ceil(131072 / 768) = 171 + 3 x 2 = 177
+    c = get_profile("vllm").hybrid_capacity(_k3_stage())
+    assert c.detail["state_page_bytes"] == 814_080 and c.block_tokens == 768
+    assert c.detail["blocks"] == 5056 and c.detail["blocks_per_request"] == 177
+    assert c.max_concurrency == pytest.approx(5056 / 177)
+    assert c.kv_tokens == int(5056 / 177 * 131072)  # vLLM prints int(concurrency x max_model_len)
+    assert c.state_sequences == 5056 // 6 and c.state_bytes_per_sequence == 3 * 24 * 884_736
+
+
+def test_sglang_hybrid_state_pool_arithmetic() -> None:
+    # Worked by hand from SGLang 0.5.23's rules (engines/profiles/sglang.py), same K3 stage at attention
+    # TP8: a slot is 69 x 814,080 = 56,171,520 B; the state budget 100 GiB x 0.9 / 1.9; K = floor(budget /
+    # slot - 1) = 904 slots, 905 allocated; the KV pool gets the rest at 24 x 1152 B a token; 904 // 5
+    # requests run at once
+    c = get_profile("sglang").hybrid_capacity(_k3_stage())
+    assert c.state_bytes_per_sequence == 56_171_520
+    assert c.detail["state_slots"] == 904
+    assert c.kv_tokens == (100 * 2**30 - 905 * 56_171_520) // (24 * 1152)
+    assert c.state_sequences == 180 and c.max_concurrency == pytest.approx(min(c.kv_tokens / 131072, 180))

@@ -220,6 +220,12 @@ def check_topology(inp: PlanInput) -> None:
         raise BadInput(
             f"attention tensor-parallel size {atp} does not divide num_attention_heads "
             f"{a.num_attention_heads}", "topology.tp")
+    la = a.linear_attention
+    if la is not None and la.num_heads % atp:
+        # both engines split the KDA heads and state over attention TP (vllm kimi_k3/nvidia/kda.py asserts
+        # num_heads % tp_size == 0; sglang configs/mamba_utils.py divides them by attn_tp_size)
+        raise BadInput(f"attention tensor-parallel size {atp} does not divide the {la.num_heads} KDA heads",
+                       "topology.tp")
     if t.tp % t.dcp:
         raise BadInput(f"dcp ({t.dcp}) must divide tp ({t.tp})", "topology.dcp")
     if t.pp > a.num_hidden_layers:
