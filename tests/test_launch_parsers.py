@@ -27,20 +27,27 @@ def _engine_argvs(nodes):
     return [n.argv for n in nodes if n.group != "router" and n.argv[:2] != ["ray", "start"]]
 
 
-def _assert_k2_invariants(spec, nodes) -> None:
+def _assert_kimi_invariants(spec, nodes) -> None:
     dep = resolve(spec)
     thinking = dep.thinking  # the catalog's answer, or serving.thinking for a local checkpoint
     entry = dep.entry
     if entry is not None and spec.serving.thinking is None:
         assert thinking == entry.thinking
+    # the family's parsers: kimi_k2 for K2 and local checkpoints, kimi_k3 for K3, none for Kimi-Linear
+    tool = entry.tool_parser if entry is not None else "kimi_k2"
     for argv in _engine_argvs(nodes):
         assert "--trust-remote-code" in argv
-        assert argv[argv.index("--tool-call-parser") + 1] == "kimi_k2"
+        if tool is None:
+            assert "--tool-call-parser" not in argv and "--enable-auto-tool-choice" not in argv
+        else:
+            assert argv[argv.index("--tool-call-parser") + 1] == tool
         assert ("--reasoning-parser" in argv) == thinking
+        if thinking:
+            assert argv[argv.index("--reasoning-parser") + 1] == tool
         assert argv[argv.index("--host") + 1] == spec.serving.host
         if spec.hardware.nodes > 1:
             assert spec.serving.host == "0.0.0.0"
-        if spec.engine.name == "vllm":
+        if spec.engine.name == "vllm" and tool is not None:
             assert "--enable-auto-tool-choice" in argv
         else:  # SGLang: never the prefix abbreviations (`--tp`, `--dp` are argparse prefixes of --tp-size / --dp-size)
             assert not {"--tp", "--dp", "--pp", "--cuda-graph-max-bs"} & set(argv)
@@ -58,7 +65,7 @@ def test_every_example_passes_the_real_parsers(path: Path, request: pytest.Fixtu
     spec = load_spec(path)
     nodes = render(resolve(spec), HEADS)
     assert check_nodes(nodes) == []
-    _assert_k2_invariants(spec, nodes)
+    _assert_kimi_invariants(spec, nodes)
 
 
 BASE = {
@@ -108,7 +115,7 @@ def test_topology_matrix_passes_the_real_parsers(engine, nodes, topology, roles)
     rendered = render(resolve(spec), HEADS)
     assert [n.role for n in rendered] == roles
     assert check_nodes(rendered) == []
-    _assert_k2_invariants(spec, rendered)
+    _assert_kimi_invariants(spec, rendered)
 
 
 def test_vllm_multinode_shapes() -> None:

@@ -315,7 +315,7 @@ class ModelEntry:
     hosted_name: str | None  # the model id on Moonshot's API (platform.moonshot.ai), None when not hosted
     # Parsers registered for the whole K2 family (vllm vllm/tool_parsers/__init__.py #20789;
     # sglang python/sglang/srt/function_call/function_call_parser.py #7940).
-    tool_parser: str = "kimi_k2"
+    tool_parser: str | None = "kimi_k2"  # None: no tool-call format documented for the checkpoint
     min_vllm: str = "0.12.0"  # REC min_vllm_version
     min_sglang: str | None = None  # None: every release this project renders for serves it
     aliases: tuple[str, ...] = field(default_factory=tuple)
@@ -488,10 +488,11 @@ MODELS: dict[str, ModelEntry] = {
             min_vllm="0.27.1", min_sglang=_K3_MIN_SGLANG, base="kimi-k3",
             source="recipes PR #688 (FP8 MLP and experts, BF16 attention)",
         ),
-        # REC Kimi-Linear-48B-A3B-Instruct.yaml: min_vllm_version 0.11.2, context_length 1048576.
+        # REC Kimi-Linear-48B-A3B-Instruct.yaml: min_vllm_version 0.11.2, context_length 1048576; its commands
+        # name no tool-call parser (recipes.vllm.ai/moonshotai/Kimi-Linear-48B-A3B-Instruct), so none is set.
         ModelEntry(
             id="kimi-linear-48b-a3b-instruct", repo="moonshotai/Kimi-Linear-48B-A3B-Instruct", config=_KIMI_LINEAR,
-            context_length=1048576, thinking=False, hosted_name=None, min_vllm="0.11.2",
+            context_length=1048576, thinking=False, hosted_name=None, min_vllm="0.11.2", tool_parser=None,
             min_sglang=_K3_MIN_SGLANG, aliases=("kimi-linear",),
         ),
     ]
