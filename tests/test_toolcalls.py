@@ -8,7 +8,10 @@ openai SDK's chunk objects (a stream note and a disagreement)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kimi_deploy.bench.loadgen import RequestOutput, parse_stream
 from kimi_deploy.bench.metrics import per_request, summarize
@@ -154,3 +157,124 @@ def test_compare_reports_the_faults_as_disagreements() -> None:
     assert kinds == ["stream_tool_call_id_or_index"] and acc.notes == ["a tool-call delta without an index"]
     acc, kinds = streamed([_first(0, "functions.a:0", "a", "{}")], [_first(1, "functions.b:1", "b", "{}")])
     assert kinds == [] and acc.notes == []
+
+
+# --- Kimi K3's tool-call format through the engines' own kimi_k3 parsers --------------------------------
+# K3 writes its answer as channels of three-token markers (<|open|>NAME<|sep|> ... <|close|>NAME<|sep|>): the
+# reasoning closes the think channel, the reply sits in a response channel, then a tools channel holds one
+# call element per call and one typed argument element per argument (vLLM vllm/tool_parsers/
+# kimi_k3_tool_parser.py and vllm/reasoning/kimi_k3_reasoning_parser.py; SGLang srt/function_call/
+# kimik3_detector.py and kimik3_format.py, 0.5.23). KDA does not run on the CPU engine (docs/guides/k3.md),
+# so the parsers are driven in process on K3-format text, as the servers drive them, and what compare's
+# assembler makes of vLLM's streamed deltas is checked against both engines' own answers.
+K3_MARKERS = ["<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"]
+K3_GENERATION_PREFIX = '<|open|>message role="assistant"<|sep|><|open|>think<|sep|>'
+K3_OUTPUT = (
+    "The user asks for a quote; one call.<|close|>think<|sep|>"
+    "<|open|>response<|sep|>Looking it up.<|close|>response<|sep|>"
+    "<|open|>tools<|sep|>"
+    '<|open|>call tool="get_quote" index="1"<|sep|>'
+    '<|open|>argument key="symbol" type="string"<|sep|>AT&T "T" <b><|close|>argument<|sep|>'
+    '<|open|>argument key="limit" type="number"<|sep|>5<|close|>argument<|sep|>'
+    '<|open|>argument key="filters" type="object"<|sep|>{"exchange": "NYSE", "days": [1, 2]}<|close|>argument<|sep|>'
+    "<|close|>call<|sep|>"
+    '<|open|>call tool="get_quote" index="2"<|sep|>'
+    '<|open|>argument key="symbol" type="string"<|sep|>株式会社<|close|>argument<|sep|>'
+    "<|close|>call<|sep|>"
+    "<|close|>tools<|sep|><|close|>message<|sep|>"
+)
+K3_CALLS = [("get_quote", {"symbol": 'AT&T "T" <b>', "limit": 5, "filters": {"exchange": "NYSE", "days": [1, 2]}}),
+            ("get_quote", {"symbol": "株式会社"})]
+K3_TOOLS = [{"type": "function", "function": {"name": "get_quote", "description": "A stock quote", "parameters": {
+    "type": "object", "properties": {"symbol": {"type": "string"}, "limit": {"type": "integer"},
+                                     "filters": {"type": "object"}}, "required": ["symbol"]}}}]
+
+
+@pytest.fixture(scope="module")
+def k3_tokenizer() -> Any:
+    """The tiny-k2 BPE (tests/data/tiny-k2) with K3's marker tokens added as special tokens: vLLM's K3
+    parsers find the markers by their token ids."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(Path(__file__).parent / "data" / "tiny-k2"))
+    tok.add_special_tokens({"additional_special_tokens": K3_MARKERS})
+    return tok
+
+
+def _token_deltas(tok: Any, text: str) -> list[tuple[str, list[int]]]:
+    """(text, ids) per generated token, decoded incrementally as a server streams them (a token that ends
+    inside a UTF-8 character is held back until the character is whole)."""
+    ids = tok.encode(text, add_special_tokens=False)
+    out: list[tuple[str, list[int]]] = []
+    shown, held = "", []
+    for i, t in enumerate(ids):
+        held.append(t)
+        now = tok.decode(ids[: i + 1], skip_special_tokens=False)
+        if now.endswith("\ufffd"):
+            continue
+        out.append((now[len(shown):], held))
+        shown, held = now, []
+    assert shown == text
+    return out
+
+
+def _as_calls(pairs: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    return [(name, json.loads(args)) for name, args in pairs]
+
+
+def test_k3_calls_streamed_by_vllm_reassemble_as_both_engines_parse_them(k3_tokenizer: Any) -> None:
+    from sglang.srt.entrypoints.openai.protocol import Tool
+    from sglang.srt.function_call.function_call_parser import FunctionCallParser
+    from sglang.srt.parser.reasoning_parser import ReasoningParser
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.parser.parser_manager import ParserManager
+
+    tok = k3_tokenizer
+    request = ChatCompletionRequest(model="kimi-k3", messages=[{"role": "user", "content": "Quote T"}],
+                                    tools=K3_TOOLS, chat_template_kwargs={"thinking": True})
+    # the parser the vLLM server builds for --tool-call-parser kimi_k3 --reasoning-parser kimi_k3
+    parser_cls = ParserManager.get_parser(tool_parser_name="kimi_k3", reasoning_parser_name="kimi_k3",
+                                          enable_auto_tools=True)
+    whole = parser_cls(tok, K3_TOOLS, chat_template_kwargs={"thinking": True})
+    reasoning, content, calls = whole.parse(K3_OUTPUT, request, enable_auto_tools=True,
+                                            model_output_token_ids=tok.encode(K3_OUTPUT, add_special_tokens=False))
+    assert reasoning == "The user asks for a quote; one call." and content == "Looking it up."
+    assert _as_calls([(c.name, c.arguments) for c in calls]) == K3_CALLS
+
+    streamed = parser_cls(tok, K3_TOOLS, chat_template_kwargs={"thinking": True})
+    prompt = tok.encode(K3_GENERATION_PREFIX, add_special_tokens=False)
+    deltas = _token_deltas(tok, K3_OUTPUT)
+    assembler, texts = ToolCallAssembler(), {"reasoning": "", "content": ""}
+    for i, (text, ids) in enumerate(deltas):
+        d = streamed.parse_delta(text, ids, request, prompt_token_ids=prompt, finished=i == len(deltas) - 1)
+        if d is None:
+            continue
+        texts["reasoning"] += d.reasoning or ""
+        texts["content"] += d.content or ""
+        # what goes over the wire: the delta's tool_calls as JSON, as compare reads them
+        assembler.feed([tc.model_dump(exclude_none=True) for tc in d.tool_calls or []])
+    assert assembler.faults == []
+    assert _as_calls([(c["name"], c["arguments"]) for c in assembler.calls()]) == K3_CALLS
+    assert all(c["id"] for c in assembler.calls())  # K3 writes no call ids: the server makes them
+    assert texts == {"reasoning": reasoning, "content": content}
+
+    # SGLang, whole and in 5-character chunks (its detectors work on text; markers split across chunks)
+    tools = [Tool(**t) for t in K3_TOOLS]
+    for chunk in (len(K3_OUTPUT), 5):
+        rp = ReasoningParser(model_type="kimi_k3", stream_reasoning=True, tool_call_parser_active=True)
+        fp = FunctionCallParser(tools=tools, tool_call_parser="kimi_k3")
+        got_reasoning, got_content, got = "", "", {}
+        for start in range(0, len(K3_OUTPUT), chunk):
+            r, normal = rp.parse_stream_chunk(K3_OUTPUT[start:start + chunk])
+            got_reasoning += r or ""
+            if normal:
+                text, items = fp.parse_stream_chunk(normal)
+                got_content += text or ""
+                for item in items:
+                    slot = got.setdefault(item.tool_index, ["", ""])
+                    slot[0] += item.name or ""
+                    slot[1] += item.parameters or ""
+        text, _ = fp.parse_stream_end()
+        got_content += text or ""
+        assert got_reasoning.strip() == reasoning and got_content.strip() == content, chunk
+        assert _as_calls([tuple(got[i]) for i in sorted(got)]) == K3_CALLS, chunk
