@@ -17,6 +17,8 @@ from typing import Callable
 
 from kimi_deploy.architecture import Architecture, Inventory, logical_params
 from kimi_deploy.catalog import get_gpu, get_model
+from kimi_deploy.engines.profiles import get_profile
+from kimi_deploy.engines.profiles.base import HybridInput
 from kimi_deploy.plan import PlanInput, Topology, plan
 
 GiB = 1024**3
@@ -117,7 +119,52 @@ def rows() -> list[Row]:
                    "vLLM 0.7 startup log on 8xH200: 'model weights take 83.88GiB' (public deployment notes)"))
     out.append(Row("DeepSeek-R1 8xH200 TP8 KV tokens (vLLM V0)", r1.kv_cache_tokens, 18418 * 16, "tokens", 0.10,
                    "same log: '# cuda blocks: 18418' x 16 (vLLM V0 engine, util 0.85)"))
+    out += hybrid_rows()
     out += off_default_rows()
+    return out
+
+
+def hybrid_rows() -> list[Row]:
+    """Kimi K3 and Kimi-Linear: checkpoint sizes, the vLLM block rule against a published K3 start-up log and
+    per-GPU weights quoted from runs. Not used: vllm#28228's Kimi-Linear log (a Nov 2025 vLLM that turned prefix
+    caching off for hybrids and had no 128-token MLA floor, so its block and token figures follow other rules)."""
+    ckpt: Callable[[str], int] = lambda m: Inventory.of(get_model(m).architecture()).total_bytes
+    out = [
+        Row("Kimi-K3 checkpoint (MXFP4 experts)", ckpt("kimi-k3"), 1_560_860_324_864, "B", 0.005,
+            "moonshotai/Kimi-K3 f831ab66 model.safetensors.index.json total_size [3p copies]"),
+        Row("  same, parameters", logical_params(get_model("kimi-k3").architecture()) / 1e12, 2.8, "T", 0.01,
+            "vllm-project/recipes Kimi-K3.yaml parameter_count '2.8T' (rounded)"),
+        Row("RedHatAI/Kimi-K3-NVFP4 checkpoint", ckpt("kimi-k3-nvfp4") / 1e9, 1645.9, "GB", 0.005,
+            "vllm-project/recipes PR #744: 'real 1645.9 GB safetensors checkpoint'"),
+        Row("RedHatAI/Kimi-K3-FP8-BLOCK checkpoint", ckpt("kimi-k3-fp8-block") / 1e12, 2.82, "TB", 0.005,
+            "vllm-project/recipes PR #688: '~2.82 TB'"),
+        Row("Kimi-Linear-48B-A3B checkpoint", ckpt("kimi-linear-48b-a3b-instruct"), 98_245_528_576, "B", 0.005,
+            "moonshotai/Kimi-Linear-48B-A3B-Instruct e1df551a index total_size [3p]"),
+    ]
+    # vllm#51986: K3, TP16/EP16, fp8 KV, 7 drafted tokens (the only setting that reproduces its figures):
+    # "Setting attention block size to 768 tokens", "Padding mamba page size by 0.70%",
+    # "Model loading took 103.94 GiB" (that includes the DSpark draft; the planner row is the target alone).
+    k3 = get_model("kimi-k3").architecture()
+    la = k3.linear_attention
+    assert la is not None
+    block = get_profile("vllm").hybrid_capacity(HybridInput(
+        free_bytes=50 * GiB, mla_layers=k3.mla_layers, kda_layers=len(la.layers), kv_bytes_per_token_layer=576,
+        kda_heads=la.num_heads, kda_head_dim=la.head_dim, conv_kernel=la.conv_kernel, attention_tp=16,
+        speculative_tokens=7, max_model_len=131072, state_dtype="auto"))
+    out.append(Row("K3 TP16 fp8 KV, 7 drafted: attention block", block.block_tokens or 0, 768, "tokens", 0,
+                   "vllm-project/vllm#51986 start-up log"))
+    out.append(Row("  same, state page padding", block.detail["padding"] * 100, 0.70, "%", 0.01,
+                   "vllm-project/vllm#51986: 'Padding mamba page size by 0.70%'"))
+    # the log names no GPU; weights per GPU do not depend on it
+    tp16 = _plan("kimi-k3", "B200", 16, None, 131072, gpus_per_node=8, nodes=2, kv_cache_dtype="fp8",
+                 topology=Topology(tp=16, expert_parallel=True))
+    out.append(Row("K3 vLLM TP16/EP16 weights/GPU (target only)", tp16.weight_bytes / GiB, 103.94, "GiB", 0.03,
+                   "vllm-project/vllm#51986: 'Model loading took 103.94 GiB' (with its DSpark draft)"))
+    sg = _plan("kimi-k3", "H200", 16, None, 32768, engine="sglang", gpus_per_node=8, nodes=2,
+               topology=Topology(tp=16, expert_parallel=True))
+    out.append(Row("K3 SGLang TP16/EP16 2x8 H200 weights/GPU", sg.weight_bytes / GiB, 102.75, "GiB", 0.02,
+                   "huggingface.co/moonshotai/Kimi-K3/discussions/136 as quoted: '102.75 GB weights per GPU' "
+                   "(SGLang logs GiB as GB) [3p]"))
     return out
 
 
@@ -162,7 +209,7 @@ def main() -> int:
     for r in table:
         ok = abs(r.error) <= r.target
         bad += not ok
-        fmt = (lambda v: f"{v:,.0f}") if r.unit in ("tokens", "fits") else (lambda v: f"{v:,.3f}")
+        fmt = (lambda v: f"{v:,.0f}") if r.unit in ("tokens", "fits", "B") else (lambda v: f"{v:,.3f}")
         print(f"{r.what:<{width}}  {fmt(r.predicted):>10} {r.unit:<3}  {fmt(r.published):>10} {r.unit:<3}  "
               f"{r.error:+7.2%}  {r.target:>6.1%}  {'yes' if ok else 'NO '}  {r.source}")
     print(f"\n{len(table) - bad}/{len(table)} within target")
