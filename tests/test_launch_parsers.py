@@ -200,3 +200,31 @@ def test_render_cli_shell_and_json(tmp_path: Path) -> None:
     nodes = json.loads(run_cli("render", path, "--json", check=True).stdout)["nodes"]
     assert [set(n) >= {"rank", "role", "argv", "env"} for n in nodes] == [True, True]
     assert_clean_error(run_cli("render", path, "--node-rank", "5"), "--node-rank", "outside 0..1")
+
+
+@pytest.mark.parametrize("engine, flags", [
+    ("vllm", ["--mamba-ssm-cache-dtype", "bfloat16", "--no-enable-prefix-caching"]),
+    ("sglang", ["--mamba-ssm-dtype", "bfloat16", "--disable-radix-cache"]),
+])
+def test_hybrid_state_settings_pass_the_real_parsers(engine: str, flags: list[str]) -> None:
+    data = copy.deepcopy(BASE)
+    data.update(model="kimi-linear-48b-a3b-instruct", hardware={"gpu": "H200", "gpus_per_node": 1, "nodes": 1})
+    data["engine"]["name"] = engine
+    data["topology"] = {"mode": "tp", "tp": 1}
+    data["serving"].update(state_dtype="bfloat16", prefix_caching=False)
+    spec = parse_spec(data)
+    dep = resolve(spec)
+    (node,) = render(dep, HEADS)
+    for flag in flags:
+        assert flag in node.argv, (flag, node.argv)
+    assert check_nodes([node]) == []
+    _assert_kimi_invariants(spec, [node])
+    # the plan follows the flags: one state slot per running sequence without prefix caching
+    assert dep.primary.plan.hybrid.state_slots_per_sequence == 1
+    # a model without KDA layers has no state to store
+    data["model"] = "kimi-k2.6"
+    data["hardware"] = {"gpu": "H200", "gpus_per_node": 8, "nodes": 1}
+    data["topology"] = {"mode": "tp", "tp": 8}
+    with pytest.raises(BadInput) as err:
+        resolve(parse_spec(data))
+    assert err.value.field == "serving.state_dtype" and "hybrid" in str(err.value)

@@ -70,6 +70,7 @@ class PlanInput:
     draft: DraftArch | None = None
     draft_tokens: int = 0  # tokens the draft proposes per step (its CUDA graphs and sampler grow with them)
     state_dtype: str = "auto"  # a hybrid model's recurrent-state dtype (engines/profiles/base.py STATE_DTYPES)
+    prefix_caching: bool | None = None  # None: the engine's default (on)
     engine_version: str | None = None  # the pinned release, whose defaults apply; None: the newest
 
     @property
@@ -423,7 +424,8 @@ def hybrid_capacity(inp: PlanInput, layers: range, free_bytes: int, draft_kv: in
         free_bytes=free_bytes, mla_layers=n_mla, kda_layers=n_kda, kv_bytes_per_token_layer=per_layer,
         kda_heads=la.num_heads, kda_head_dim=la.head_dim, conv_kernel=la.conv_kernel,
         attention_tp=attention_tp(inp), speculative_tokens=inp.draft_tokens if inp.draft is not None else 0,
-        max_model_len=inp.max_model_len, state_dtype=inp.state_dtype, dcp=inp.topology.dcp))
+        max_model_len=inp.max_model_len, state_dtype=inp.state_dtype, dcp=inp.topology.dcp,
+        prefix_caching=inp.prefix_caching is not False))
 
 
 def draft_bytes_per_gpu(inp: PlanInput) -> int:

@@ -38,6 +38,8 @@ SERVING_FLAGS: tuple[Row, ...] = (
     Row("load_format", doc="checkpoint loader; sets the start-up budget's load rate (startup.py)"),
     Row("state_dtype", plan="state_dtype",
         doc="hybrid models (K3, Kimi-Linear): the KDA recurrent state's dtype; bfloat16 halves it"),
+    Row("prefix_caching", plan="prefix_caching",
+        doc="prefix caching on or off; for hybrid models, the state slots each running sequence holds"),
 )
 
 # Serving fields that are not a plain flag: each has its own rule in the engine modules.

@@ -193,6 +193,9 @@ class Serving(_Strict):
     # Hybrid models (Kimi K3, Kimi-Linear): the KDA recurrent state's dtype; auto is float32 in both engines,
     # bfloat16 halves the state per sequence (vLLM --mamba-ssm-cache-dtype, SGLang --mamba-ssm-dtype).
     state_dtype: str | None = None
+    # Prefix caching (vLLM --enable-prefix-caching / --no-enable-prefix-caching, SGLang --disable-radix-cache);
+    # unset: the engine's default (on). For hybrid models it sets the state slots a running sequence holds.
+    prefix_caching: bool | None = None
 
     @field_validator("env")
     @classmethod
@@ -235,40 +238,51 @@ class Serving(_Strict):
 # with 3 drafted, huggingface.co/lightseekorg/kimi-k2.5-eagle3-mla and AQ-MedAI/Kimi-K2-Instruct-eagle3
 # cards), so more than 16 drafted tokens only burns compute; the engines take any positive number.
 MAX_SPECULATIVE_TOKENS = 16
-# Why MTP is refused: every K2-family config.json has num_nextn_predict_layers 0, i.e. no MTP layers to
-# draft with (huggingface.co/moonshotai/Kimi-K2-Instruct config.json; K2.5/K2.6 text_config the same).
+# Why MTP is refused for the K2 family: every K2-family config.json has num_nextn_predict_layers 0, i.e. no
+# MTP layers to draft with (huggingface.co/moonshotai/Kimi-K2-Instruct config.json; K2.5/K2.6 text_config the
+# same). Whether a checkpoint has MTP layers is known once its config is read: deployment.resolve_speculative
+# decides, with this text for a checkpoint of the K2 family.
 MTP_REFUSED = ("mtp needs the checkpoint's own multi-token-prediction layers and the Kimi K2 family has none "
                "(config.json num_nextn_predict_layers: 0); use method: eagle3 with a draft such as "
                "lightseekorg/kimi-k2.6-eagle3-mla or AQ-MedAI/Kimi-K2-Instruct-eagle3")
+# The default num_speculative_tokens of an EAGLE3 draft (the drafts' cards run 3); a DSpark draft drafts the
+# block it was trained for, MTP its checkpoint's MTP layers (deployment.resolve_speculative).
+EAGLE3_DEFAULT_TOKENS = 3
 
 
 class Speculative(_Strict):
-    """Speculative decoding with a separate draft model (EAGLE3)."""
+    """Speculative decoding: a separate draft model (EAGLE3, DSpark), or the checkpoint's own MTP layers."""
 
-    method: Literal["eagle3", "mtp"]
+    # eagle3 and dspark need `draft`; mtp drafts with the checkpoint's MTP layers (config.json
+    # num_nextn_predict_layers > 0, e.g. a Kimi K3 checkpoint that has them) and takes no draft.
+    method: Literal["eagle3", "dspark", "mtp"]
     draft: str | None = None  # a Hub repo id or a local directory with the draft's config.json
     draft_revision: str | None = None  # pinned Hub revision of the draft
-    num_speculative_tokens: int = Field(default=3, ge=1, le=MAX_SPECULATIVE_TOKENS)
+    # unset: 3 for eagle3, the draft's trained block_size for dspark, the MTP layers for mtp
+    num_speculative_tokens: int | None = Field(default=None, ge=1, le=MAX_SPECULATIVE_TOKENS)
     # SGLang's EAGLE tree: --speculative-eagle-topk (default 1: a chain) and --speculative-num-draft-tokens
     # (default num_speculative_tokens + 1, the chain plus the verified token), as the drafts' cards run it
     # (steps 3, topk 1, draft tokens 4). vLLM drafts a chain only, so setting them for vLLM is an error.
     eagle_topk: int | None = Field(default=None, ge=1, le=16)
     num_draft_tokens: int | None = Field(default=None, ge=2, le=256)
 
-    @field_validator("method")
-    @classmethod
-    def _no_mtp(cls, v: str) -> str:
-        if v == "mtp":
-            raise ValueError(MTP_REFUSED)
-        return v
-
     @model_validator(mode="after")
     def _draft(self) -> "Speculative":
-        if not self.draft:
-            raise ValueError("draft: eagle3 needs a draft model (a Hub repo id such as "
-                             "lightseekorg/kimi-k2.6-eagle3-mla, or a local directory)")
-        if self.num_draft_tokens is not None and self.eagle_topk in (None, 1) \
-                and self.num_draft_tokens != self.num_speculative_tokens + 1:
+        if self.method == "mtp":
+            if self.draft or self.draft_revision:
+                raise ValueError("draft: mtp drafts with the checkpoint's own MTP layers; leave draft and "
+                                 "draft_revision unset (or use method: eagle3 / dspark with a draft model)")
+            if self.eagle_topk not in (None, 1):
+                raise ValueError("eagle_topk: mtp drafts a chain; leave eagle_topk unset")
+        elif not self.draft:
+            example = ("RedHatAI/Kimi-K3-speculator.dspark" if self.method == "dspark"
+                       else "lightseekorg/kimi-k2.6-eagle3-mla")
+            raise ValueError(f"draft: {self.method} needs a draft model (a Hub repo id such as {example}, or a "
+                             "local directory)")
+        if self.method == "dspark" and self.eagle_topk not in (None, 1):
+            raise ValueError("eagle_topk: DSpark drafts one block in parallel (a chain, topk 1); leave it unset")
+        if self.num_draft_tokens is not None and self.num_speculative_tokens is not None \
+                and self.eagle_topk in (None, 1) and self.num_draft_tokens != self.num_speculative_tokens + 1:
             raise ValueError(f"num_draft_tokens: with eagle_topk 1 (a chain) SGLang drafts exactly "
                              f"num_speculative_tokens + 1 = {self.num_speculative_tokens + 1} tokens")
         return self

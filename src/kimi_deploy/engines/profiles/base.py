@@ -45,11 +45,14 @@ class Flag:
     omit: tuple[Any, ...] = ()
     switch: bool = False  # a store_true flag: the name alone, when the value is set (and not omitted)
     features: Mapping[Any, Feature] | None = None  # value -> the versioned feature it relies on
+    off: str | None = None  # the flag a False value is (a --no-X form, or a --disable-X switch)
 
     def accepts(self, value: Any) -> bool:
         return self.values is None or value in self.omit or value in self.values
 
     def argv(self, value: Any) -> list[str]:
+        if value is False and self.off and value not in self.omit:
+            return [self.off]
         if value is None or value is False or value in self.omit:
             return []
         if self.values is not None:
@@ -216,7 +219,12 @@ class TopologyRules:
     draft_uses_target_embeddings: bool
     kv_block_tokens: int | None  # the KV allocation granularity the token count is rounded down to
     speculative_tree: bool  # drafts a tree (eagle_topk, num_draft_tokens) or only a chain
-    speculative_with_pp: str | None  # None: a draft composes with PP; else why not
+    # speculative method -> why it cannot run with pipeline parallelism (a method not named composes with PP)
+    speculative_with_pp: Mapping[str, str]
+    # methods that do run with PP on the prefill side of a P/D deployment (only there)
+    speculative_pp_on_prefill: tuple[str, ...] = ()
+    # None: the engine drafts with a hybrid (K3) checkpoint's own MTP layers; else why not
+    hybrid_mtp_refused: str | None = None
     pd_transports: tuple[str, ...]
 
 
@@ -243,6 +251,7 @@ class HybridInput:
     speculative_tokens: int  # drafted tokens per step (0 without a draft)
     max_model_len: int
     state_dtype: str  # one of STATE_DTYPES
+    prefix_caching: bool = True  # both engines cache prefixes of hybrid models unless told not to
     conv_bytes: int = 2  # the conv state is kept in the model dtype (BF16) by both engines
     dcp: int = 1
 
@@ -313,6 +322,8 @@ class EngineProfile:
     metrics: Metrics
     # How memory becomes KV blocks and state slots for a hybrid (KDA + MLA) model.
     hybrid_capacity: Callable[[HybridInput], HybridCapacity]
+    # draft entry -> why this engine cannot load it (when draft_min_version is None)
+    draft_refusal: Callable[[Any], str] = lambda draft: ""
 
     def settings(self, *, version: str | None, layout: Layout, memory_fraction: float | None,
                  max_num_batched_tokens: int | None, max_num_seqs: int | None) -> Settings:

@@ -38,6 +38,8 @@ FLAGS: Mapping[str, Flag] = {
     # the KDA temporal state's dtype (srt/arg_groups/fields/exec_.py --mamba-ssm-dtype: float32, bfloat16,
     # float16; unset: float32, srt/configs/mamba_utils.py)
     "state_dtype": Flag("--mamba-ssm-dtype", values={"float32": "float32", "bfloat16": "bfloat16"}, omit=("auto",)),
+    # the radix cache is on unless --disable-radix-cache (srt/server_args.py); True is the default, no flag
+    "prefix_caching": Flag("--disable-radix-cache", omit=(True,), off="--disable-radix-cache"),
 }
 
 # --- defaults and memory accounting (python/sglang/srt/arg_groups/memory_hook.py, 0.5.23) ------------
@@ -136,7 +138,17 @@ TOPOLOGY = TopologyRules(
     draft_uses_target_embeddings=True,
     kv_block_tokens=None,  # token-granular pool (page size 1 by default)
     speculative_tree=True,  # --speculative-eagle-topk / --speculative-num-draft-tokens
-    speculative_with_pp=None,
+    # EAGLE3 composes with PP; DSpark needs pp_size 1 except on a P/D prefill side ("DSpark pipeline
+    # parallelism requires PD prefill; decode and non-disaggregated serving require pp_size == 1",
+    # srt/arg_groups/speculative_hook.py _handle_dspark, 0.5.23).
+    speculative_with_pp={"dspark": "SGLang runs DSpark with pipeline parallelism only on the prefill side of a "
+                                   "P/D deployment (sglang srt/arg_groups/speculative_hook.py _handle_dspark)"},
+    speculative_pp_on_prefill=("dspark",),
+    # 0.5.23 has no MTP/NextN draft for Kimi: srt/configs/model_config.py rewrites no Kimi architecture to a
+    # NextN/MTP class and srt/models has no Kimi MTP model; its K3 path is DSPARK (srt/arg_groups/kimi_k3_hook.py).
+    hybrid_mtp_refused="SGLang 0.5.23 has no MTP draft for Kimi K3 / Kimi-Linear (no Kimi NextN/MTP model in "
+                       "sglang/srt/models; srt/configs/model_config.py maps none); its K3 path is DSpark: use "
+                       "method: dspark with a draft",
     # --disaggregation-transfer-backend mooncake (default) or nixl
     pd_transports=("mooncake", "nixl"),
 )
@@ -209,7 +221,9 @@ def hybrid_capacity(h: HybridInput) -> HybridCapacity:
     rest = max(h.free_bytes, 0)
     r = MAMBA_FULL_MEMORY_RATIO
     budget = rest * r / (1 + r)
-    ratio, drafted = STATE_SLOTS_PER_REQUEST, h.speculative_tokens + 1 if h.speculative_tokens else 0
+    # without the radix cache a running request holds one slot (kv_cache_configurator.py)
+    ratio = STATE_SLOTS_PER_REQUEST if h.prefix_caching else 1
+    drafted = h.speculative_tokens + 1 if h.speculative_tokens else 0
     if not slot:
         k, intermediate = 0, 0
     elif drafted:
@@ -251,6 +265,9 @@ GATES: Mapping[Feature, Gate] = {
     # first release with them is not confirmed, so the gate is the release checked.
     Feature.TOOL_PARSER_KIMI_K3: Gate("0.5.23", "verified in 0.5.23: srt/function_call/parser_names.py kimi_k3"),
     Feature.REASONING_PARSER_KIMI_K3: Gate("0.5.23", "verified in 0.5.23: srt/parser/reasoning_parser_names.py"),
+    # --speculative-algorithm DSPARK and --speculative-dspark-block-size (srt/arg_groups/fields/spec.py); the
+    # first release with them is not confirmed, so the gate is the release checked.
+    Feature.SPECULATIVE_DSPARK: Gate("0.5.23", "verified in 0.5.23: srt/arg_groups/fields/spec.py DSPARK"),
 }
 
 PROFILE = EngineProfile(
@@ -258,6 +275,7 @@ PROFILE = EngineProfile(
     memory_fraction_field="mem_fraction_static", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
     gates=GATES, model_min_version=lambda entry: entry.min_sglang if entry is not None else None,
     draft_min_version=lambda d: d.min_sglang, hybrid_capacity=hybrid_capacity,
+    draft_refusal=lambda d: d.sglang_refused,
     # SGLang's /health runs a 1-token generation, HEALTH_CHECK_TIMEOUT 20 s (python/sglang/srt/entrypoints/http_server.py).
     readiness_probe_timeout_s=25,
     distributions=("sglang",),

@@ -35,6 +35,8 @@ FLAGS: Mapping[str, Flag] = {
     # KDA's recurrent state: auto (float32), float32 or bfloat16 (vllm/model_executor/layers/mamba/
     # mamba_utils.py kda_state_dtype refuses the rest)
     "state_dtype": Flag("--mamba-ssm-cache-dtype", values={v: v for v in STATE_DTYPES}, omit=("auto",)),
+    # a BooleanOptionalAction (vllm/engine/arg_utils.py); unset, vLLM decides (on for hybrid models too)
+    "prefix_caching": Flag("--enable-prefix-caching", switch=True, off="--no-enable-prefix-caching"),
 }
 
 
@@ -161,8 +163,16 @@ TOPOLOGY = TopologyRules(
     kv_block_tokens=64,
     speculative_tree=False,  # a chain of num_speculative_tokens (vllm/config/speculative.py)
     # "eagle3 is a separate-draft-model method, which doesn't compose with pipeline parallelism yet
-    # (vllm-project/vllm#50098)" (vllm-project/recipes models/moonshotai/Kimi-K2.7-Code.yaml).
-    speculative_with_pp="vLLM cannot combine an EAGLE3 draft with pipeline parallelism (vllm-project/vllm#50098)",
+    # (vllm-project/vllm#50098)" (vllm-project/recipes models/moonshotai/Kimi-K2.7-Code.yaml); "DSpark does not
+    # compose with pipeline parallelism yet (vllm-project/vllm#50098)" (recipes models/moonshotai/Kimi-K3.yaml
+    # @8959cf6, not offered with multi_node_tp_pp). MTP with PP: no source says either way, so not refused.
+    speculative_with_pp={
+        "eagle3": "vLLM cannot combine an EAGLE3 draft with pipeline parallelism (vllm-project/vllm#50098)",
+        "dspark": "vLLM cannot combine a DSpark draft with pipeline parallelism (vllm-project/vllm#50098; "
+                  "vllm-project/recipes Kimi-K3.yaml: DSpark does not compose with pipeline parallelism yet)"},
+    # method "mtp" maps a kimi_k3 config to KimiK3MTPModel with n_predict = text_config.num_nextn_predict_layers
+    # (vllm/config/speculative.py, 0.32.0)
+    hybrid_mtp_refused=None,
     pd_transports=("nixl",),  # NixlConnector (vllm docs/features/nixl_connector_usage.md)
 )
 
@@ -250,7 +260,9 @@ def hybrid_capacity(h: HybridInput) -> HybridCapacity:
         page = mla_tok * block if block else state_page
         group = n_mla or n_kda
     mla_groups, kda_groups = math.ceil(n_mla / group), math.ceil(n_kda / group)
-    slots = 2 + s  # prefix caching's align mode keeps 2 state pages per KDA layer, plus one per drafted token
+    # prefix caching's align mode keeps 2 state pages per KDA layer, without it 1; plus one per drafted token
+    # (MambaSpec.max_memory_usage_bytes, vllm/v1/kv_cache_interface.py)
+    slots = (2 if h.prefix_caching else 1) + s
     blocks = max(h.free_bytes, 0) // (group * page) if group else 0
     per_request = mla_groups * math.ceil(h.max_model_len / ((block or 1) * h.dcp)) + kda_groups * slots
     concurrency = blocks / per_request if per_request else 0.0
@@ -297,6 +309,11 @@ GATES: Mapping[Feature, Gate] = {
     # method "mtp" maps a kimi_k3 config to KimiK3MTPModel (vllm/config/speculative.py, 0.32.0); its first
     # release is not confirmed, so the gate is the release checked.
     Feature.SPECULATIVE_MTP: Gate("0.32.0", "vllm/config/speculative.py kimi_k3_mtp, verified in 0.32.0"),
+    # method "dspark" (vllm/config/speculative.py DSparkModelTypes): the first K3 recipe runs it at its
+    # min_vllm_version 0.27.0 (vllm-project/recipes models/moonshotai/Kimi-K3.yaml @02c27aa, Inferact/Kimi-K3-DSpark;
+    # nightly_required at the time); a draft's own minimum (drafts.py) is checked too.
+    Feature.SPECULATIVE_DSPARK: Gate("0.27.0", "vllm-project/recipes Kimi-K3.yaml @02c27aa: min_vllm_version "
+                                               "0.27.0 with method dspark"),
 }
 
 
@@ -308,6 +325,7 @@ PROFILE = EngineProfile(
     name="vllm", display="vLLM", flags=FLAGS, defaults=DEFAULTS,
     memory_fraction_field="gpu_memory_utilization", overhead=overhead, topology=TOPOLOGY, kernel_table=KERNELS,
     gates=GATES, model_min_version=_model_min, draft_min_version=lambda d: d.min_vllm,
+    draft_refusal=lambda d: d.vllm_refused,
     hybrid_capacity=hybrid_capacity,
     # vLLM's /health answers at once, or refuses connections until the weights are loaded.
     readiness_probe_timeout_s=5,
