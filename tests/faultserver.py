@@ -77,11 +77,17 @@ class RecordingSim:
     `listed` when given (a hosted API lists many ids; the sim answers chat for `model` only). Serve it with
     tests/conftest.py's `serving(rec.app())`."""
 
-    def __init__(self, model: str = "sim", listed: tuple[str, ...] = ()) -> None:
+    def __init__(self, model: str = "sim", listed: tuple[str, ...] = (), strip: tuple[str, ...] = ()) -> None:
+        """`strip`: parts of each chat request the sim answers without, as a gateway or engine that drops
+        them would (the request is recorded as sent): "defs" (every `$defs` in the tools' parameters and
+        the response_format schema), "message_tools" (tools declared in messages), "response_format"."""
         from kimi_deploy.bench.sim import Sim, SimConfig
 
         self.sim = Sim(SimConfig(model=model, ttft_ms=1, itl_ms=0, default_output=8))
         self.listed = listed
+        if strip:
+            plan = self.sim._plan
+            self.sim._plan = lambda body, chat: plan(_stripped(body, strip), chat)  # type: ignore[method-assign]
         self.bodies: list[dict] = []
         self.auth: list[str | None] = []
 
@@ -98,3 +104,27 @@ class RecordingSim:
         app = self.sim.app()
         app.middlewares.append(record)
         return app
+
+
+def _stripped(body: dict, strip: tuple[str, ...]) -> dict:
+    """A copy of a chat request body without the parts `strip` names (RecordingSim)."""
+    import copy
+
+    def no_defs(obj):  # type: ignore[no-untyped-def]
+        if isinstance(obj, dict):
+            return {k: no_defs(v) for k, v in obj.items() if k != "$defs"}
+        return [no_defs(v) for v in obj] if isinstance(obj, list) else obj
+
+    body = copy.deepcopy(body)
+    if "message_tools" in strip:
+        for m in body.get("messages") or []:
+            m.pop("tools", None)
+    if "response_format" in strip:
+        body.pop("response_format", None)
+    if "defs" in strip:
+        body["tools"] = no_defs(body.get("tools"))
+        body["response_format"] = no_defs(body.get("response_format"))
+        for m in body.get("messages") or []:
+            if "tools" in m:
+                m["tools"] = no_defs(m["tools"])
+    return body

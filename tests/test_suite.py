@@ -36,7 +36,7 @@ def _generate(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_committed_suites_are_what_the_generator_writes(tmp_path: Path) -> None:
     proc = _generate("--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    for name in ("tool-calls", "tool-calls-flat", "chat", "thinking"):
+    for name in ("tool-calls", "tool-calls-flat", "chat", "thinking", "k3-features"):
         assert (tmp_path / f"{name}.jsonl").read_bytes() == builtin(name).read_bytes(), \
             f"{name}.jsonl drifted: run .venv/bin/python benchmarks/suites/generate.py"
     other = tmp_path / "seed8"
@@ -259,3 +259,166 @@ def test_a_leak_counts_unless_the_reference_wrote_the_same_markers() -> None:
     partly = dict(clean, **{rows[0]["id"]: Outcome(rows[0]["id"], finish_reason="stop", content="x<|tool_call_end|>")})
     s = score("tool-calls", rows, leaky, partly, THRESHOLDS)  # the reference wrote one of the two markers
     assert s["checks"]["leaked_special_tokens_local"]["value"] == 1 and s["verdict"] == "FAIL"
+
+
+# --- K3's request features: dynamic tools, response_format, tool_choice, schemas with $ref/anyOf ------
+
+WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PARTY = {"type": "function", "function": {"name": "party", "parameters": {
+    "$defs": {"Size": {"type": "integer", "minimum": 1, "maximum": 9}},
+    "type": "object", "properties": {"size": {"$ref": "#/$defs/Size"},
+                                     "mood": {"anyOf": [{"type": "number"}, {"enum": ["calm", "loud"]}]}},
+    "required": ["size"]}}}
+
+
+def _k3_row(**fields) -> dict:
+    return {"id": "r", "messages": [{"role": "system", "content": "", "tools": [WEATHER]},
+                                    {"role": "user", "content": "Weather in Oslo?"}], **fields}
+
+
+def test_k3_rows_are_checked_naming_the_field() -> None:
+    validate_row(_k3_row(tool_choice="required", expected={"calls": [{"name": "weather", "arguments": {"city": "Oslo"}}]}))
+    validate_row(_k3_row(tools=[PARTY], tool_choice={"type": "function", "function": {"name": "party"}},
+                         expected={"calls": [{"name": "party", "arguments": {"size": 3}}]}))
+    validate_row(_k3_row(response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {
+        "type": "object"}, "strict": False}}))
+    user_tools = {"id": "r", "messages": [{"role": "user", "content": "hi", "tools": [WEATHER]}]}
+    bad = [
+        (user_tools, r"messages\[0\]\.tools: only a system message with empty content.*'user'"),
+        (_k3_row(messages=[{"role": "system", "content": "be brief", "tools": [WEATHER]},
+                           {"role": "user", "content": "x"}]), r"messages\[0\]\.tools: .*with content"),
+        (_k3_row(tools=[WEATHER]), r"messages\[0\]\.tools\[0\]: tool 'weather' is offered twice"),
+        (_k3_row(response_format={"type": "yaml"}), "response_format.type: must be one of text, json_object"),
+        (_k3_row(response_format={"type": "json_schema"}), "response_format.json_schema: required"),
+        (_k3_row(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+         "response_format.json_schema.name"),
+        (_k3_row(response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {}, "strict": "yes"}}),
+         "response_format.json_schema.strict: must be true or false"),
+        (_k3_row(response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": "x"}}),
+         "response_format.json_schema.schema: must be a JSON schema object"),
+        (_k3_row(tools=[PARTY], expected={"calls": [{"name": "party", "arguments": {"size": 10}}]}),
+         r"expected.calls\[0\].arguments.size: 10 is greater than the maximum of 9"),
+        (_k3_row(expected={"prompt_tokens": 0}), "expected.prompt_tokens: must be a positive integer"),
+    ]
+    for row, why in bad:
+        with pytest.raises(ValueError, match=why):
+            validate_row(row)
+
+
+def test_answers_are_checked_against_ref_anyof_and_response_format_schemas() -> None:
+    """jsonschema Draft 2020-12 on the row's own schemas: a $ref resolved against the tool's $defs, an
+    anyOf, a response_format schema; each problem names the call or the content, the JSON path and why."""
+    from kimi_deploy.compare.score import call_problems, response_problems
+
+    row = _k3_row(tools=[PARTY], tool_choice={"type": "function", "function": {"name": "party"}})
+
+    def call(name: str, args: str) -> dict:
+        return {"id": "c", "name": name, "arguments": args}
+
+    assert call_problems(row, [call("party", '{"size": 4, "mood": "calm"}'), call("weather", '{"city": "Oslo"}')]) == []
+    assert call_problems(row, [call("party", '{"size": 0}')]) == \
+        ["tool_calls[0] (party).function.arguments.size: 0 is less than the minimum of 1"]
+    assert call_problems(row, [call("party", '{"size": 2, "mood": "sad"}')])[0].startswith(
+        "tool_calls[0] (party).function.arguments.mood: 'sad' is not valid under any of the given schemas")
+    assert call_problems(row, [call("dance", "{}")]) == \
+        ["tool_calls[0] (dance): not an offered tool (offered: party, weather)"]
+    assert "invalid JSON" in call_problems(row, [call("party", '{"size": ')])[0]
+    # a named tool_choice allows that function only; tool_choice none allows no call
+    wrong = Outcome("r", "tool_calls", None, tool_calls=[call("weather", '{"city": "Oslo"}')])
+    assert "tool_choice names 'party', got calls of ['weather']" in check_expectations(row, wrong)
+    assert check_expectations(_k3_row(tool_choice="none"), wrong)[0].startswith("expected no tool call")
+
+    rf = _k3_row(response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PARTY["function"]["parameters"]}})
+    ok = Outcome("r", "stop", '{"size": 9}')
+    assert response_problems(rf, ok) == [] and check_expectations(rf, ok) == []
+    assert response_problems(rf, Outcome("r", "stop", '{"size": 12}')) == \
+        ["content.size: 12 is greater than the maximum of 9"]
+    assert response_problems(rf, Outcome("r", "length", '{"size": '))[0].startswith(
+        "content: not JSON (Expecting value; finish_reason length)")
+    assert response_problems(_k3_row(response_format={"type": "json_object"}), Outcome("r", "stop", "[1]")) == \
+        ["content: [1] is not of type 'object'"]
+    assert response_problems(_k3_row(response_format={"type": "text"}), Outcome("r", "stop", "hi")) is None
+    # the verifier's prompt-token tolerance: N to N + 3
+    pt = _k3_row(expected={"prompt_tokens": 40})
+    assert check_expectations(pt, Outcome("r", "stop", "x", prompt_tokens=43)) == []
+    assert check_expectations(pt, Outcome("r", "stop", "x", prompt_tokens=44)) == \
+        ["usage.prompt_tokens: expected 40 to 43, got 44"]
+
+
+def test_streamed_answers_are_held_to_the_schemas_and_carry_usage() -> None:
+    from kimi_deploy.compare.consistency import disagreements
+
+    row = _k3_row(tools=[PARTY], response_format={"type": "json_object"})
+    good = Outcome("r", "tool_calls", None, tool_calls=[{"id": "c", "name": "party", "arguments": '{"size": 3}'}],
+                   prompt_tokens=20)
+    cut = Outcome("r", "tool_calls", None, tool_calls=[{"id": "c", "name": "party", "arguments": '{"size": 30}'}],
+                  prompt_tokens=20, streamed=True)
+    assert "stream_arguments_schema_invalid" in disagreements(row, good, cut)
+    assert disagreements(row, good, Outcome(**{**good.__dict__, "prompt_tokens": None})) == ["stream_usage_missing"]
+    text, broken = Outcome("r", "stop", '{"a": 1}', prompt_tokens=5), Outcome("r", "stop", '{"a": ', prompt_tokens=5)
+    assert disagreements(row, text, broken) == ["stream_response_format_invalid"]
+    assert disagreements(row, text, text) == []
+
+
+# --- a Kimi-Vendor-Verifier checkout as a suite ---------------------------------------------------------
+
+def _checkout(root: Path, prompts: str | None = None) -> Path:
+    """A directory laid out as the verifier's checkout, with schemas and cases of our own."""
+    cases = root / "testdata" / "walle_validator_cases" / "validator_cases"
+    (cases / "TestMine").mkdir(parents=True)
+    schemas = [{"$defs": {"N": {"type": "integer", "minimum": 2}}, "$ref": "#/$defs/N"},
+               {"type": "object", "properties": {"next": {"anyOf": [{"type": "null"}, {"$ref": "#"}]}}},
+               {"type": "string", "minLength": 5000},  # skipped, as the verifier skips it
+               {"enum": ["a", "b"]}]
+    (cases / "TestMine" / "valid.jsonl").write_text("".join(json.dumps(s) + "\n" for s in schemas))
+    (root / "tests" / "k3_features").mkdir(parents=True)
+    (root / "tests" / "k3_features" / "test_tool_choice.py").write_text("raise SystemExit('never run')\n")
+    if prompts is not None:
+        (root / "testdata" / "prompt_token_cases").mkdir(parents=True)
+        (root / "testdata" / "prompt_token_cases" / "cases.jsonl").write_text(prompts)
+    return root
+
+
+PROMPT_CASE = {"id": "hello", "description": "mine", "expected_prompt_tokens": 12,
+               "request": {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 64,
+                           "reasoning_effort": "high", "temperature": 1, "top_p": 0.95, "n": 1}}
+
+
+def test_a_verifier_checkout_is_read_as_data(tmp_path: Path) -> None:
+    root = _checkout(tmp_path / "kvv", json.dumps(PROMPT_CASE) + "\n")
+    name, rows = load(str(root))
+    assert name == "kimi-vendor-verifier"
+    assert [r["id"] for r in rows] == ["kvv-TestMine-1", "kvv-TestMine-2", "kvv-TestMine-4", "kvv-prompt-hello"]
+    ref, rec = (r["tools"][0]["function"]["parameters"] for r in rows[:2])
+    v = jsonschema.Draft202012Validator(ref)
+    assert v.is_valid({"value": 2}) and not v.is_valid({"value": 1}) and not v.is_valid({"value": 2, "x": 1})
+    r = jsonschema.Draft202012Validator(rec)  # the root self-reference now points at the wrapped schema
+    assert r.is_valid({"value": {"next": {"next": None}}}) and not r.is_valid({"value": {"next": {"next": 3}}})
+    assert all(x["tool_choice"] == "required" for x in rows[:3])
+    prompt = rows[-1]
+    assert prompt["expected"] == {"prompt_tokens": 12} and prompt["thinking_effort"] == "high"
+    assert prompt["thinking"] is True and "temperature" not in prompt and prompt["max_tokens"] == 64
+    # one data directory or file of it alone
+    assert load(str(root / "testdata" / "walle_validator_cases"))[0] == "kvv-tool-schemas"
+    assert len(load(str(root / "testdata" / "prompt_token_cases" / "cases.jsonl"))[1]) == 1
+
+
+@pytest.mark.parametrize("what, needles", [
+    ("lfs", ("cases.jsonl", "Git LFS pointer", "git lfs pull")),
+    ("python", ("k3_features", "Python test code only", "test_tool_choice.py", "runs none of it")),
+    ("pyfile", ("test_tool_choice.py", "runs none of its code", "k3-features")),
+    ("unknown", ("not a layout compare reads", "walle_validator_cases")),
+    ("key", ("cases.jsonl", "line 1 (id 'hello')", "request.logprobs is not read")),
+    ("bad-row", ("line 1 of cases.jsonl", "kvv-prompt-hello", "messages")),
+])
+def test_a_verifier_layout_it_cannot_read_is_bad_input(tmp_path: Path, what: str, needles: tuple[str, ...]) -> None:
+    prompts = {"lfs": "version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n",
+               "key": json.dumps({**PROMPT_CASE, "request": {**PROMPT_CASE["request"], "logprobs": True}}) + "\n",
+               "bad-row": json.dumps({**PROMPT_CASE, "request": {"messages": []}}) + "\n"}.get(what)
+    root = _checkout(tmp_path / "kvv", prompts)
+    target = {"python": root / "tests" / "k3_features", "pyfile": root / "tests" / "k3_features" / "test_tool_choice.py",
+              "unknown": root / "tests"}.get(what, root)
+    proc = run_cli("compare", "--local", "http://127.0.0.1:9", "--suite", str(target), "--model", "m",
+                   "--reference-file", str(tmp_path / "none.jsonl"), "--output", str(tmp_path / "out"))
+    assert_clean_error(proc, *needles)

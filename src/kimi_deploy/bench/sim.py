@@ -3,7 +3,9 @@ calibrates the benchmark harness and a stand-in endpoint for dry runs.
 
 Every answer token is scheduled at an absolute time from the moment the request arrived: the first at
 TTFT, then one per ITL draw (fixed, normal or exponential), so event-loop jitter does not accumulate.
-Chat and completions, streaming or not, with usage; tool calls when tools are offered (`--tool-rate`);
+Chat and completions, streaming or not, with usage; tool calls when tools are offered (`--tool-rate`; in
+`tools` or a system message's `tools`, the named one under a named tool_choice); JSON content valid
+against a json_object / json_schema `response_format` when it makes no call;
 reasoning tokens in `reasoning_content` when thinking is on; /tokenize (one token per whitespace-separated
 word, the sim's tokenizer), /metrics, /health, /v1/models, /version; injected faults: HTTP 500s
 (`--error-rate`), streams dropped mid-way (`--drop-rate`), malformed SSE (`--malformed-rate`), a slow
@@ -103,22 +105,32 @@ class Sim:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, chat=False)
 
-    def _plan(self, body: dict[str, Any], chat: bool) -> tuple[int, int, dict[str, Any] | None, int]:
+    def _plan(self, body: dict[str, Any], chat: bool) -> tuple[int, int, dict[str, Any] | None, int, str | None]:
+        """(answer tokens, reasoning tokens, the tool call or None, prompt tokens, the JSON text a
+        json_object / json_schema response_format asks for, or None)."""
         n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or self.cfg.default_output)
         kw = body.get("chat_template_kwargs") or {}
         thinking = kw.get("thinking", kw.get("enable_thinking", False)) or (body.get("thinking") or {}).get("type") == "enabled"
         reasoning = min(self.cfg.reasoning_tokens, max(n_out - 1, 0)) if (chat and thinking) else 0
-        call = None
+        call, text = None, None
+        # the tools offered: the request's, then those a system message declares (K3's dynamic tools)
+        tools = list(body.get("tools") or []) + [t for m in (body.get("messages") or []) if chat and isinstance(m, dict)
+                                                 for t in (m.get("tools") or [])]
+        choice = body.get("tool_choice")
+        words = " ".join(f"a{i}" for i in range(reasoning, n_out))
         # a call needs one answer token after the reasoning (its name and arguments ride on it)
-        if chat and body.get("tools") and body.get("tool_choice") != "none" and n_out > reasoning \
-                and self.rng.random() < self.cfg.tool_rate:
-            fn = body["tools"][0]["function"]
-            words = " ".join(f"a{i}" for i in range(reasoning, n_out))
+        if chat and tools and choice != "none" and n_out > reasoning and self.rng.random() < self.cfg.tool_rate:
+            named = choice["function"]["name"] if isinstance(choice, dict) else None
+            fn = next(t["function"] for t in tools if named in (None, t["function"]["name"]))  # StopIteration: 400
             call = {"name": fn["name"], "id": f"functions.{fn['name']}:0",
                     "arguments": _arguments(fn.get("parameters"), words, n_out - reasoning)}  # ValueError: 400
+        rf = body.get("response_format") or {}
+        if chat and call is None and rf.get("type") in ("json_object", "json_schema") and n_out > reasoning:
+            schema = (rf.get("json_schema") or {}).get("schema") if rf["type"] == "json_schema" else None
+            text = _arguments(schema or {"type": "object"}, words, n_out - reasoning)
         prompt = body.get("messages") if chat else body.get("prompt")
         n_in = len(json.dumps(prompt).split())
-        return n_out, reasoning, call, n_in
+        return n_out, reasoning, call, n_in, text
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         t0 = time.monotonic()
@@ -135,8 +147,8 @@ class Sim:
             self.errors += 1
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         try:
-            n_out, n_reason, call, n_in = self._plan(body, chat)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            n_out, n_reason, call, n_in, text = self._plan(body, chat)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration) as exc:
             # a request the sim cannot answer (a tool without a name, a schema past its bounds): say so
             return web.json_response({"error": {"message": f"the sim cannot answer this request: "
                                                            f"{type(exc).__name__}: {exc}"[:300]}}, status=400)
@@ -155,14 +167,14 @@ class Sim:
             if not body.get("stream"):
                 await asyncio.sleep(max(due[-1] - time.monotonic(), 0) if due else 0)
                 self.generated += n_out
-                return web.json_response(self._full(rid, chat, n_out, n_reason, call, usage))
+                return web.json_response(self._full(rid, chat, n_out, n_reason, call, usage, text))
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
             resp.enable_chunked_encoding()
             await resp.prepare(request)
             transport = request.transport
             if transport is None:  # the client went away before the answer started
                 return resp
-            stream = _Stream(self, transport, rid, chat, n_reason, call, n_out, due, drop_at, garble_at)
+            stream = _Stream(self, transport, rid, chat, n_reason, call, n_out, due, drop_at, garble_at, text)
             self.clock.add(stream)
             if not await stream.finished:  # dropped (connection closed) or the client went away
                 return resp
@@ -188,17 +200,18 @@ class Sim:
         return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": self.cfg.model,
                 "choices": [{"index": 0, "text": delta.get("content", ""), "finish_reason": finish}]}
 
-    def _chunk(self, rid: str, chat: bool, i: int, n_reason: int, call: dict[str, Any] | None, n_out: int) -> bytes:
-        if chat and call is None and 0 < i and n_reason <= i:
+    def _chunk(self, rid: str, chat: bool, i: int, n_reason: int, call: dict[str, Any] | None, n_out: int,
+               text: str | None = None) -> bytes:
+        if chat and call is None and text is None and 0 < i and n_reason <= i:
             # the common chunk, formatted directly: the same bytes json.dumps writes for it (the test
             # test_sim_fast_chunk_is_the_json_chunk holds them equal), at a fraction of the cost
             return (f'data: {{"id": "{rid}", "object": "chat.completion.chunk", "created": {int(time.time())}, '
                     f'"model": {self.model_json}, "choices": [{{"index": 0, "delta": {{"content": " w{i}"}}, '
                     f'"finish_reason": null}}]}}\n\n').encode()
-        return self._chunk_json(rid, chat, i, n_reason, call, n_out)
+        return self._chunk_json(rid, chat, i, n_reason, call, n_out, text)
 
     def _chunk_json(self, rid: str, chat: bool, i: int, n_reason: int, call: dict[str, Any] | None,
-                    n_out: int) -> bytes:
+                    n_out: int, text: str | None = None) -> bytes:
         if i < n_reason:
             delta: dict[str, Any] = {"reasoning_content": f" r{i}"}
         elif call is not None:
@@ -208,6 +221,8 @@ class Sim:
                                          "function": {"name": call["name"], "arguments": piece}}]}
             else:
                 delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        elif text is not None:  # the JSON a response_format asks for, in contiguous pieces
+            delta = {"content": _argument_piece(text, i - n_reason, n_out - n_reason)}
         else:
             delta = {"content": f" w{i}"}
         if i == 0 and chat:
@@ -220,8 +235,8 @@ class Sim:
         return b"%x\r\n%b\r\n" % (len(payload), payload)
 
     def _full(self, rid: str, chat: bool, n_out: int, n_reason: int, call: dict[str, Any] | None,
-              usage: dict[str, Any]) -> dict[str, Any]:
-        text = "".join(f" w{i}" for i in range(n_reason, n_out))
+              usage: dict[str, Any], json_text: str | None = None) -> dict[str, Any]:
+        text = json_text if json_text is not None else "".join(f" w{i}" for i in range(n_reason, n_out))
         if not chat:
             return {"id": rid, "object": "text_completion", "model": self.cfg.model,
                     "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage}
@@ -324,12 +339,12 @@ class _Stream:
     """One streamed answer the clock is sending: token i is due at due[i]."""
 
     __slots__ = ("sim", "transport", "rid", "chat", "n_reason", "call", "n_out", "due", "drop_at", "garble_at", "i",
-                 "finished")
+                 "finished", "text")
 
     def __init__(self, sim: Sim, transport: asyncio.Transport, rid: str, chat: bool, n_reason: int,
                  call: dict[str, Any] | None, n_out: int, due: list[float], drop_at: int | None,
-                 garble_at: int | None) -> None:
-        self.sim, self.transport, self.rid, self.chat = sim, transport, rid, chat
+                 garble_at: int | None, text: str | None = None) -> None:
+        self.sim, self.transport, self.rid, self.chat, self.text = sim, transport, rid, chat, text
         self.n_reason, self.call, self.n_out, self.due = n_reason, call, n_out, due
         self.drop_at, self.garble_at, self.i = drop_at, garble_at, 0
         self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -349,7 +364,8 @@ class _Stream:
         if i == self.garble_at:
             self.transport.write(sim.frame(b"data: {this is not json\n\n"))
         else:
-            self.transport.write(sim.frame(sim._chunk(self.rid, self.chat, i, self.n_reason, self.call, self.n_out)))
+            self.transport.write(sim.frame(sim._chunk(self.rid, self.chat, i, self.n_reason, self.call, self.n_out,
+                                                      self.text)))
             sim.generated += 1
         self.i = i + 1
         if self.i >= self.n_out:

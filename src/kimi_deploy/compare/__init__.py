@@ -27,7 +27,7 @@ from .consistency import KINDS, compare_modes
 from .preflight import preflight
 from .report import print_summary, write_reports
 from .run import Outcome, Side, Store, collect, request_key
-from .score import DEFAULT_F1, EXPECTATION_REGRESSION_RATE, score
+from .score import DEFAULT_F1, EXPECTATION_REGRESSION_RATE, RESPONSE_FORMAT_ACCURACY, score
 from .tokens import DEFAULT_DRIFT, accounting, drift_checks, find_tokenizer
 from .tokens import findings as token_findings
 
@@ -43,7 +43,9 @@ def thresholds_for(model: str, overrides: dict[str, float]) -> dict[str, float]:
             "stream_disagreements": 0,
             "prompt_token_drift": DEFAULT_DRIFT,  # |median relative prompt-token drift| (tokens.py)
             "sampling_mismatches": 0,  # served sampling defaults that differ from the hosted model's (preflight.py)
-            "expectation_regression_rate": EXPECTATION_REGRESSION_RATE}
+            "expectation_regression_rate": EXPECTATION_REGRESSION_RATE,
+            # json answers to response_format rows that parse and validate, like schema_accuracy (score.py)
+            "response_format_accuracy": RESPONSE_FORMAT_ACCURACY}
     unknown = set(overrides) - set(base)
     if unknown:
         raise BadInput(f"unknown threshold(s) {', '.join(sorted(unknown))}; known: {', '.join(base)}", "--threshold")
@@ -217,6 +219,12 @@ FIELD_DOCS = {
     "checks.leaked_special_tokens_local": "local answers with Kimi's markers in content or reasoning that the "
                                           "reference's answer to the same row does not carry (shared_with_reference: "
                                           "those it does; bound: leaked_special_tokens)",
+    "response_format_accuracy": "per endpoint: answers to rows with a json_object / json_schema response_format "
+                                "whose content parses and is valid against the schema (jsonschema, Draft "
+                                "2020-12), of those answered without a tool call; null: no such row",
+    "checks.response_format_accuracy_local": "the local share of json answers valid against the row's "
+                                             "response_format (bound: response_format_accuracy; only when the "
+                                             "suite has such rows)",
     "checks.stream_disagreements_local": "local rows whose streamed answer disagrees with the non-streamed one "
                                          "(bound: stream_disagreements)",
     "checks.load_dependent_failures": "local failures that went away at concurrency 1 (reported, bound: "

@@ -5,7 +5,10 @@ conversation itself:
 
 - tool-call ids in the history are rewritten to Kimi's `functions.NAME:IDX` (the hosted API does it itself;
   K2-Vendor-Verifier advises it for self-hosted engines, whose chat template copies ids verbatim:
-  github.com/MoonshotAI/K2-Vendor-Verifier README.md).
+  github.com/MoonshotAI/K2-Vendor-Verifier README.md);
+- tools declared in a system message (`messages[].tools`, K3's dynamic tools), tool_choice and
+  response_format are sent as the row wrote them, to every endpoint (the openai client passes a
+  message's extra keys through; tests/test_compare.py checks what reaches the server).
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ def request_kwargs(endpoint: Endpoint, model: str, row: dict[str, Any], temperat
     kwargs: dict[str, Any] = {"model": model, "messages": normalize_tool_ids(row["messages"])}
     if row.get("tools"):
         kwargs["tools"] = row["tools"]
-        if row.get("tool_choice"):
-            kwargs["tool_choice"] = row["tool_choice"]
+    if row.get("tool_choice"):  # tools may be offered in a system message only (K3's dynamic tools)
+        kwargs["tool_choice"] = row["tool_choice"]
+    if row.get("response_format"):
+        kwargs["response_format"] = row["response_format"]
     mt = row.get("max_tokens", max_tokens)
     if mt:
         kwargs["max_tokens"] = mt

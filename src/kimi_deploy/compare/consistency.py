@@ -16,7 +16,9 @@ import json
 import re
 from typing import Any
 
+from ..suites import offered_tools
 from .run import Outcome
+from .score import call_problems, response_problems
 
 # Kimi's tool-call section markers (github.com/MoonshotAI/Kimi-K2, docs/tool_call_guidance.md)
 MARKERS = re.compile(r"<\|tool_calls?_(?:section_)?(?:begin|end)\|>|<\|tool_call_argument_begin\|>")
@@ -36,6 +38,13 @@ KINDS = {
     "stream_markers_in_content": "tool-call markers in the streamed content",
     "stream_reasoning_in_content": "reasoning arrived in the streamed content instead of its own field",
     "stream_finish_reason_differs": "a different finish_reason streamed and non-streamed",
+    "stream_arguments_schema_invalid": "streamed tool-call arguments are not valid against the tool's JSON schema "
+                                       "(jsonschema), the non-streamed ones are",
+    "stream_response_format_invalid": "the streamed content is not JSON valid against the row's response_format, "
+                                      "the non-streamed content is",
+    "stream_usage_missing": "stream_options.include_usage was asked and the stream carried no usage.prompt_tokens "
+                            "(the non-streamed answer has it; Kimi-Vendor-Verifier tests/prompt_tokens reads the "
+                            "count from the stream)",
 }
 
 
@@ -46,6 +55,12 @@ def _json(text: str | None) -> tuple[bool, Any]:
         return False, None
 
 
+def _schema_bad(row: dict[str, Any], calls: list[dict[str, Any]]) -> bool:
+    """Arguments that parse but are not valid against their tool's schema (other faults have kinds of
+    their own)."""
+    return any(".function.arguments" in p and "invalid JSON" not in p for p in call_problems(row, calls))
+
+
 def disagreements(row: dict[str, Any], ns: Outcome, st: Outcome) -> list[str]:
     """The kinds (KINDS) of disagreement between a non-streamed answer `ns` and a streamed answer `st` to
     the same request, in the order a reader should see them; [] when they agree."""
@@ -54,7 +69,7 @@ def disagreements(row: dict[str, Any], ns: Outcome, st: Outcome) -> list[str]:
     if st.error:
         return ["stream_error"]
     kinds: list[str] = []
-    offered = {t["function"]["name"] for t in row.get("tools") or []}
+    offered = set(offered_tools(row))
     if st.finish_reason == "tool_calls" and not st.tool_calls:
         kinds.append("stream_finish_tool_calls_without_calls")
     if ns.tool_calls and not st.tool_calls:
@@ -87,6 +102,15 @@ def disagreements(row: dict[str, Any], ns: Outcome, st: Outcome) -> list[str]:
     if (THINK.search(st.content or "") and not THINK.search(ns.content or "")) or \
             (ns.reasoning and not st.reasoning and ns.reasoning.strip()[:40] in (st.content or "")):
         kinds.append("stream_reasoning_in_content")
+    # held to the schemas on their own, not only to the other answer: the check a streaming client's
+    # validator makes (the verifier validates streamed arguments: tests/tool_call_json_schema)
+    if st.tool_calls and "stream_arguments_invalid_json" not in kinds and _schema_bad(row, st.tool_calls) \
+            and not _schema_bad(row, ns.tool_calls):
+        kinds.append("stream_arguments_schema_invalid")
+    if response_problems(row, st) and response_problems(row, ns) == []:
+        kinds.append("stream_response_format_invalid")
+    if ns.prompt_tokens is not None and st.prompt_tokens is None:
+        kinds.append("stream_usage_missing")
     if not kinds and st.finish_reason != ns.finish_reason:
         kinds.append("stream_finish_reason_differs")
     return kinds

@@ -23,10 +23,11 @@ from .stream import Assembly, stream_answer
 
 def request_key(suite: str, row: dict[str, Any]) -> str:
     """Endpoint-independent identity of a suite request (so one reference serves many locals). The thinking
-    effort counts when a row has one (keys of rows without one are what they always were)."""
+    effort and the response_format count when a row has them (keys of rows without are what they always were)."""
     canon = {k: row.get(k) for k in ("id", "messages", "tools", "tool_choice", "thinking", "max_tokens")}
-    if row.get("thinking_effort") is not None:
-        canon["thinking_effort"] = row["thinking_effort"]
+    for extra in ("thinking_effort", "response_format"):  # absent: the key rows without it always had
+        if row.get(extra) is not None:
+            canon[extra] = row[extra]
     blob = json.dumps({"suite": suite, **canon}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

@@ -5,11 +5,17 @@
   false positive, reference only a false negative (a local error where the reference called a tool is a
   false negative too: failures stay in the denominator); F1 of precision and recall;
 - schema_accuracy, per endpoint: answers with finish_reason "tool_calls" whose every call names an
-  offered tool and has JSON arguments valid against that tool's `parameters` (jsonschema), over all
-  answers with finish_reason "tool_calls";
+  offered tool (top-level or declared in a system message) and has JSON arguments valid against that
+  tool's `parameters` (jsonschema, Draft 2020-12: `$ref`/`$defs`, `anyOf`, enums, bounds), over all
+  answers with finish_reason "tool_calls"; a failure names the call, the JSON path and what is wrong;
+- response_format_accuracy, per endpoint: answers to rows with a json_object / json_schema
+  response_format whose content parses as JSON and is valid against the schema (Kimi-Vendor-Verifier
+  tests/k3_features/test_response_format.py parses and checks the keys; here the whole schema), over
+  those rows (an answer that called a tool instead is not counted);
 - expectations, per endpoint: what each row's `expected` says a correct answer must contain (tool call or
   none, the multiset or sequence of tool names, the number of calls, argument values fixed by the prompt,
-  minimum lengths; suites/__init__.py), checked on both sides; a row the reference gets right and the local
+  minimum lengths, what tool_choice and response_format imply, the prompt's token count;
+  suites/__init__.py), checked on both sides; a row the reference gets right and the local
   deployment gets wrong (or fails) is an expectation regression, the check that fails a deployment whose
   parser or template mangles what the model meant (bound: at most 5 % of the rows);
 - leaked_special_tokens_local: local answers with Kimi's markers in content or reasoning, unless the
@@ -27,37 +33,59 @@ import re
 import statistics
 from typing import Any
 
-import jsonschema
-
 from ..stats import percentile
-from ..suites import expectations
+from ..suites import PROMPT_TOKEN_OVERCOUNT, expectations, named_tool, offered_tools, response_schema, schema_errors
 from .run import Outcome
 
 LEAK = re.compile(r"<\|[a-z_]+\|>|</?think>")
 DEFAULT_F1 = {"instruct": 0.80, "thinking": 0.73}  # K2VV thresholds (K2-Instruct-0905 / K2-Thinking)
 EXPECTATION_REGRESSION_RATE = 0.05  # default bound (`expectation_regression_rate`), like the error rate's
+RESPONSE_FORMAT_ACCURACY = 0.90  # default bound (`response_format_accuracy`), schema_accuracy's
 
 
 def _leaks(text: str | None) -> list[str]:
     return sorted(set(LEAK.findall(text or "")))
 
 
-def _schema_ok(row: dict[str, Any], out: Outcome) -> tuple[bool, str]:
-    offered = {t["function"]["name"]: t["function"].get("parameters", {}) for t in row.get("tools") or []}
-    if not out.tool_calls:
-        return False, "finish_reason tool_calls without tool calls"
-    for call in out.tool_calls:
+def call_problems(row: dict[str, Any], calls: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with the tool calls of an answer against the tools the row offers: a tool not offered,
+    arguments that are not JSON, or not valid against the tool's schema; each names the call
+    (tool_calls[i].function.arguments), the JSON path in the arguments and what is wrong."""
+    offered = offered_tools(row)
+    out = []
+    for i, call in enumerate(calls):
+        where = f"tool_calls[{i}] ({call['name']})"
         if call["name"] not in offered:
-            return False, f"unknown tool {call['name']!r}"
+            out.append(f"{where}: not an offered tool (offered: {', '.join(sorted(offered)) or 'none'})")
+            continue
         try:
             args = json.loads(call["arguments"] or "{}")
         except json.JSONDecodeError as exc:
-            return False, f"invalid JSON arguments ({exc.msg}): {call['arguments'][:80]!r}"
-        try:
-            jsonschema.validate(args, offered[call["name"]])
-        except jsonschema.ValidationError as exc:
-            return False, f"{call['name']}: {exc.message}"
-    return True, ""
+            out.append(f"{where}.function.arguments: invalid JSON ({exc.msg}): {call['arguments'][:80]!r}")
+            continue
+        out += [f"{where}.function.arguments{e[1:]}" for e in schema_errors(args, offered[call["name"]])]
+    return out
+
+
+def response_problems(row: dict[str, Any], out: Outcome) -> list[str] | None:
+    """What is wrong with the content of an answer to a row with a json response_format ([] when it parses
+    and is valid against the schema; None when there is nothing to check: no such response_format, or the
+    answer called a tool)."""
+    schema = response_schema(row)
+    if schema is None or out.tool_calls or out.error:
+        return None
+    try:
+        value = json.loads(out.content or "")
+    except json.JSONDecodeError as exc:
+        return [f"content: not JSON ({exc.msg}; finish_reason {out.finish_reason}): {_short(out.content or '')}"]
+    return [f"content{e[1:]}" for e in schema_errors(value, schema)]
+
+
+def _schema_ok(row: dict[str, Any], out: Outcome) -> tuple[bool, str]:
+    if not out.tool_calls:
+        return False, "finish_reason tool_calls without tool calls"
+    problems = call_problems(row, out.tool_calls)
+    return not problems, "; ".join(problems[:3])
 
 
 def _short(value: Any, n: int = 60) -> str:
@@ -109,6 +137,15 @@ def check_expectations(row: dict[str, Any], out: Outcome) -> list[str] | None:
         problems.append(f"expected a tool call, got none (finish_reason {out.finish_reason})")
     if exp.get("reasoning") and row.get("thinking") and not out.reasoning:
         problems.append("expected reasoning (thinking on), got none")
+    if (named := named_tool(row)) and any(n != named for n in names):
+        problems.append(f"tool_choice names {named!r}, got calls of {sorted(set(names) - {named})}")
+    if exp.get("json"):
+        problems += response_problems(row, out) or []
+    want_pt = exp.get("prompt_tokens")
+    if want_pt is not None and not (out.prompt_tokens is not None
+                                    and want_pt <= out.prompt_tokens <= want_pt + PROMPT_TOKEN_OVERCOUNT):
+        problems.append(f"usage.prompt_tokens: expected {want_pt} to {want_pt + PROMPT_TOKEN_OVERCOUNT}, got "
+                        f"{out.prompt_tokens}")
     want = exp.get("calls") or []
     if want and calls:
         want_names = [w["name"] for w in want]
@@ -165,6 +202,7 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
     findings = Findings()
     tp = fp = fn = 0
     schema = {"local": [0, 0], "reference": [0, 0]}  # [ok, tool-call answers]
+    formats = {"local": [0, 0], "reference": [0, 0]}  # [valid, answers to json response_format rows]
     args_same = args_total = 0
     errors = {"local": 0, "reference": 0}
     finish = {"local": {}, "reference": {}}
@@ -210,6 +248,11 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
                     leaked_by_side.setdefault(side, set()).update(leaked)
                     findings.add(f"leaked_special_tokens_{side}", {"id": rid, "in": where, "tokens": leaked,
                                                                    "text": (text or "")[:300]})
+            if (rf := response_problems(row, out)) is not None:
+                formats[side][1] += 1
+                formats[side][0] += not rf
+                if rf:
+                    findings.add(f"response_format_invalid_{side}", {"id": rid, "problems": rf[:4]})
             if out.finish_reason == "tool_calls":
                 ok, why = _schema_ok(row, out)
                 schema[side][1] += 1
@@ -262,6 +305,8 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     n = sum(1 for rid in by_id if rid in local and rid in ref)
     acc = {side: (ok / total if total else None) for side, (ok, total) in schema.items()}
+    fmt = {side: (ok / total if total else None) for side, (ok, total) in formats.items()}
+    fmt_min = thresholds.get("response_format_accuracy", RESPONSE_FORMAT_ACCURACY)
     leaks = local_only_leaks + sum(f["count"] for f in findings.to_list()
                                    if f["kind"] == "tools_refused_markers_in_content")
     checks = {
@@ -278,11 +323,15 @@ def score(suite: str, rows: list[dict[str, Any]], local: dict[str, Outcome], ref
         "local_error_rate": {"value": round(errors["local"] / n, 4) if n else 0.0, "max": thresholds["error_rate"],
                              "ok": (errors["local"] / n if n else 0.0) <= thresholds["error_rate"]},
     }
+    if formats["local"][1]:  # only where the suite asks for json answers
+        checks["response_format_accuracy_local"] = {"value": round(fmt["local"] or 0.0, 4), "min": fmt_min,
+                                                    "ok": (fmt["local"] or 0.0) >= fmt_min}
     return {
         "suite": suite, "n": n,
         "tool_call_f1": round(f1, 4), "precision": round(precision, 4), "recall": round(recall, 4),
         "confusion": {"tp": tp, "fp": fp, "fn": fn},
         "schema_accuracy": {k: (round(v, 4) if v is not None else None) for k, v in acc.items()},
+        "response_format_accuracy": {k: (round(v, 4) if v is not None else None) for k, v in fmt.items()},
         "argument_agreement": round(args_same / args_total, 4) if args_total else None,
         "expectations_met": {side: (round(ok / total, 4) if total else None) for side, (ok, total) in met.items()},
         "expectations_by_kind": dict(sorted(by_kind.items())),

@@ -12,7 +12,8 @@ thinking on and off. Every row states in `expected` what a correct answer must c
 fixes it (see suites/__init__.py for the fields, compare/score.py for how they are checked).
 
 `tool-calls-flat` is the first suite's 48 flat single-call rows alone: a quick suite (the first
-suite's shape), for smoke runs and tests that need no more."""
+suite's shape), for smoke runs and tests that need no more. `k3-features` is K3's feature contract
+(k3.py: dynamic tools, response_format, every tool_choice, $ref/anyOf/nested/range schemas)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from . import k3
 from ..toolsuite import (CHAT, Request, arguments_json, call_summary, history, offered_tools, request, tool_case,
                          tool_result, tool_subset)
 
@@ -174,7 +176,7 @@ def suites(seed: int = 7) -> dict[str, list[dict[str, Any]]]:
     for r in flat:
         r["suite"] = "tool-calls-flat"
     return {"tool-calls": _interleave(legacy + _rich_tool_calls(random.Random(seed * 1000 + 14), len(legacy))),
-            "tool-calls-flat": flat, "chat": chat, "thinking": thinking}
+            "tool-calls-flat": flat, "chat": chat, "thinking": thinking, "k3-features": k3.rows(seed)}
 
 
 def _interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
