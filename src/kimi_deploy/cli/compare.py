@@ -19,7 +19,7 @@ C = CompareConfig
 def compare(
     local: Annotated[str, option(C, "local", "Local endpoint base URL, e.g. http://head:8000/v1")],
     output: Annotated[Path, option(C, "output", "Directory for records, summary.json and reports.")],
-    suite: Annotated[Optional[str], option(C, "suite", "tool-calls, chat, thinking, or a .jsonl path.")] = None,
+    suite: Annotated[Optional[str], option(C, "suite", "tool-calls, tool-calls-flat, chat, thinking, k3-features, a .jsonl path, or a Kimi-Vendor-Verifier checkout (its data files).")] = None,
     model: Annotated[Optional[str], option(C, "model", "Local served model name (default: the one it serves).")] = None,
     reference: Annotated[Optional[str], option(C, "reference", "Reference base URL (default Moonshot's API).")] = None,
     reference_file: Annotated[Optional[Path], option(C, "reference_file", "Replay a recorded reference.jsonl offline.")] = None,
