@@ -63,7 +63,7 @@ def _file(tmp_path: Path, data: dict) -> str:
 @pytest.mark.parametrize("base, changes, needles", [
     (B300, {"speculative__method": "mtp"},
      ["speculative.method", "num_nextn_predict_layers: 0", "use method: eagle3"]),
-    (B300, {"speculative__method": "medusa"}, ["speculative.method", "'eagle3' or 'mtp'"]),
+    (B300, {"speculative__method": "medusa"}, ["speculative.method", "'eagle3', 'dspark' or 'mtp'"]),
     (B300, {"speculative__num_speculative_tokens": 0}, ["speculative.num_speculative_tokens", "greater than or equal to 1"]),
     (B300, {"speculative__num_speculative_tokens": 17}, ["speculative.num_speculative_tokens", "less than or equal to 16"]),
     (B300, {"speculative__draft": None}, ["speculative", "eagle3 needs a draft model"]),

@@ -23,7 +23,8 @@ from .serving_flags import plan_fields, resolve_values
 from .errors import BadInput
 from .engines.profiles import PROFILES, EngineProfile, get_profile
 from .plan import Plan, PlanInput, Topology, dp_ep_topology, plan
-from .spec import K8s, ModelRef, Network, ParallelFields, Spec, Weights, looks_like_path
+from .spec import (EAGLE3_DEFAULT_TOKENS, MTP_REFUSED, K8s, ModelRef, Network, ParallelFields, Spec, Weights,
+                   looks_like_path)
 
 GroupName = Literal["serve", "prefill", "decode"]
 
@@ -75,18 +76,20 @@ class Router:
 
 @dataclass(frozen=True, kw_only=True)
 class SpecDecode:
-    """Speculative decoding, resolved: the draft the engines load, its shape and staging directory."""
+    """Speculative decoding, resolved: the draft the engines load, its shape and staging directory; or, for
+    MTP, the checkpoint's own MTP layers (no separate draft)."""
 
-    method: str  # eagle3
-    source: str  # the Hub repo id or local directory the spec names
+    method: str  # eagle3 | dspark | mtp
+    source: str | None  # the Hub repo id or local directory the spec names (None for mtp)
     revision: str | None
-    path: str  # what the engine loads: the staged directory, the local directory, else the repo id
+    path: str | None  # what the engine loads: the staged directory, the local directory, else the repo id
     dir: str | None  # where `download` stages a Hub draft (weights.dir/draft), None when not staged
-    arch: DraftArch
+    arch: DraftArch | None  # the separate draft's shape (None for mtp)
     entry: Draft | None  # the cited table's row for a published draft
     num_speculative_tokens: int
     eagle_topk: int  # SGLang
     num_draft_tokens: int  # SGLang
+    mtp_layers: int = 0  # mtp: the checkpoint's MTP layers the engine loads as the draft
 
 
 # Where a Hub draft is staged next to the target's weights (a subdirectory: one volume, one PVC).
@@ -271,16 +274,21 @@ def _parsers(spec: Spec, entry: ModelEntry | None) -> tuple[bool, str | None, st
     return thinking, tool, reasoning
 
 
-def resolve_speculative(spec: Spec, profile: EngineProfile) -> SpecDecode | None:
+def resolve_speculative(spec: Spec, profile: EngineProfile, arch: Architecture | None = None,
+                        name: str = "the model") -> SpecDecode | None:
     """The draft: a published one from the cited table (drafts.py), or a local directory read from its
-    own config.json. An unknown Hub repo is refused: its size cannot be planned without its config."""
+    own config.json. An unknown Hub repo is refused: its size cannot be planned without its config. `mtp`
+    is decided here, where the checkpoint's config is known: it needs MTP layers (num_nextn_predict_layers
+    > 0) and an engine that drafts with them."""
     sp = spec.speculative
     if sp is None:
         return None
+    if sp.method == "mtp":
+        return _resolve_mtp(spec, profile, arch, name)
     assert sp.draft  # spec.Speculative requires it
     field = "speculative.draft"
     if looks_like_path(sp.draft):
-        arch, entry, staged, path = DraftArch.from_path(sp.draft), None, None, os.path.expanduser(sp.draft)
+        darch, entry, staged, path = DraftArch.from_path(sp.draft), None, None, os.path.expanduser(sp.draft)
     else:
         entry = get_draft(sp.draft)
         if entry is None:
@@ -288,22 +296,69 @@ def resolve_speculative(spec: Spec, profile: EngineProfile) -> SpecDecode | None
             raise BadInput(f"{sp.draft!r} is not a known draft and not a local directory; known: "
                            f"{', '.join(draft_repos())}; or download it and give its directory (its config.json "
                            "is read for the memory plan)", field)
-        arch = entry.arch
+        darch = entry.arch
         staged = os.path.join(spec.weights.dir, DRAFT_SUBDIR) if spec.weights.dir else None
         path = staged or entry.repo
+        if profile.draft_min_version(entry) is None:
+            raise BadInput(f"{profile.display} cannot load the draft {entry.repo}: "
+                           f"{profile.draft_refusal(entry) or entry.source}", field)
+    if darch.method != sp.method:
+        raise BadInput(f"{sp.draft} is a {darch.method} draft, not a {sp.method} one; set method: {darch.method} "
+                       f"or give a {sp.method} draft", field)
     if not profile.topology.speculative_tree and (sp.eagle_topk not in (None, 1) or sp.num_draft_tokens is not None):
         trees = " or ".join(p.display for p in PROFILES.values() if p.topology.speculative_tree)
         raise BadInput(f"{profile.display} drafts a chain of num_speculative_tokens (no tree): eagle_topk and "
                        f"num_draft_tokens are {trees} settings; leave them unset",
                        "speculative.eagle_topk" if sp.eagle_topk else "speculative.num_draft_tokens")
+    # A DSpark draft drafts the block it was trained for unless told otherwise (vllm/config/speculative.py:
+    # num_speculative_tokens defaults to the draft's block_size; SGLang infers gamma from it likewise).
+    default = darch.block_size if darch.method == "dspark" and darch.block_size else EAGLE3_DEFAULT_TOKENS
+    n = sp.num_speculative_tokens or default
     topk = sp.eagle_topk or 1
-    tokens = sp.num_draft_tokens or sp.num_speculative_tokens + 1
-    if topk > 1 and tokens > topk * sp.num_speculative_tokens + 1:
+    tokens = sp.num_draft_tokens or n + 1
+    if topk == 1 and tokens != n + 1:
+        raise BadInput(f"with eagle_topk 1 (a chain) SGLang drafts exactly num_speculative_tokens + 1 = {n + 1} "
+                       "tokens", "speculative.num_draft_tokens")
+    if topk > 1 and tokens > topk * n + 1:
         raise BadInput(f"{tokens} is more than the tree holds (eagle_topk x num_speculative_tokens + 1 = "
-                       f"{topk * sp.num_speculative_tokens + 1})", "speculative.num_draft_tokens")
+                       f"{topk * n + 1})", "speculative.num_draft_tokens")
     return SpecDecode(method=sp.method, source=sp.draft, revision=sp.draft_revision, path=path, dir=staged,
-                      arch=arch, entry=entry, num_speculative_tokens=sp.num_speculative_tokens,
-                      eagle_topk=topk, num_draft_tokens=tokens)
+                      arch=darch, entry=entry, num_speculative_tokens=n, eagle_topk=topk, num_draft_tokens=tokens)
+
+
+def _resolve_mtp(spec: Spec, profile: EngineProfile, arch: Architecture | None, name: str) -> SpecDecode:
+    """MTP drafts with the checkpoint's own MTP layers: refused where config.json has none (the whole K2
+    family, and the published moonshotai/Kimi-K3, whose text_config has num_nextn_predict_layers 0) or where
+    the engine has no MTP model for the architecture."""
+    sp = spec.speculative
+    assert sp is not None
+    field = "speculative.method"
+    if arch is None or not arch.hybrid:  # the K2 family (DeepSeek-V3 configs): no MTP layers
+        raise BadInput(MTP_REFUSED, field)
+    if not arch.mtp_layers:
+        # huggingface.co/moonshotai/Kimi-K3 config.json (rev f831ab66) text_config: num_nextn_predict_layers 0
+        raise BadInput(f"mtp needs the checkpoint's own multi-token-prediction layers and {name} has none "
+                       "(config.json num_nextn_predict_layers: 0, as in the published moonshotai/Kimi-K3); use "
+                       "method: dspark with a draft such as RedHatAI/Kimi-K3-speculator.dspark", field)
+    if profile.topology.hybrid_mtp_refused:
+        raise BadInput(profile.topology.hybrid_mtp_refused, field)
+    if sp.draft or sp.draft_revision:
+        raise BadInput("mtp drafts with the checkpoint's own MTP layers: leave draft and draft_revision unset "
+                       "(or use method: eagle3 / dspark with a draft model)", "speculative.draft")
+    if sp.eagle_topk not in (None, 1):
+        raise BadInput("mtp drafts a chain: leave eagle_topk unset", "speculative.eagle_topk")
+    if sp.num_draft_tokens is not None and profile.topology.speculative_tree is False:
+        raise BadInput(f"{profile.display} drafts a chain of num_speculative_tokens: leave num_draft_tokens unset",
+                       "speculative.num_draft_tokens")
+    layers = arch.mtp_layers
+    n = sp.num_speculative_tokens or layers
+    # vLLM reuses the MTP layers for more tokens only in whole rounds (vllm/config/speculative.py: "must be
+    # divisible by n_predict").
+    if n > layers and n % layers:
+        raise BadInput(f"{n} drafted tokens with {layers} MTP layers: more tokens than layers must be a multiple "
+                       f"of {layers} (the engine reuses the layers in whole rounds)", "speculative.num_speculative_tokens")
+    return SpecDecode(method="mtp", source=None, revision=None, path=None, dir=None, arch=None, entry=None,
+                      num_speculative_tokens=n, eagle_topk=1, num_draft_tokens=n + 1, mtp_layers=layers)
 
 
 def _check_multimodal(spec: Spec, arch: Architecture, name: str) -> None:
@@ -332,7 +387,7 @@ def resolve(spec: Spec) -> Deployment:
     if spec.serving.state_dtype is not None and not arch.hybrid:
         raise BadInput(f"{name} has no KDA (linear-attention) layers, so no recurrent state to store: "
                        "state_dtype is a setting of the hybrid models (Kimi K3, Kimi-Linear)", "serving.state_dtype")
-    spec_decode = resolve_speculative(spec, profile)
+    spec_decode = resolve_speculative(spec, profile, arch, name)
     gpu = get_gpu(spec.hardware.gpu)
     t = spec.topology
 
@@ -341,7 +396,8 @@ def resolve(spec: Spec) -> Deployment:
         topo = _topology(spec, profile, arch, fields, nodes, mode)
         inp = PlanInput(model=name, arch=arch, engine=engine, gpu=gpu, gpus_per_node=spec.hardware.gpus_per_node,
                         nodes=nodes, topology=topo, draft=spec_decode.arch if spec_decode else None,
-                        draft_tokens=spec_decode.num_draft_tokens if spec_decode else 0,
+                        mtp_layers=spec_decode.mtp_layers if spec_decode else 0,
+                        draft_tokens=spec_decode.num_speculative_tokens if spec_decode else 0,
                         engine_version=spec.engine.version, **plan_fields(profile, serving))
         deepep = bool(fields.all2all and fields.all2all.startswith("deepep"))
         return Group(name=gname, nodes=nodes, first_rank=first_rank, port=port, head_var=HEAD_VARS[gname],
@@ -364,8 +420,9 @@ def resolve(spec: Spec) -> Deployment:
                                 extra + tuple(g.extra_args)))
             first += g.nodes
         router = Router(rank=first, port=t.pd.router_port)
-    no_pp = profile.topology.speculative_with_pp
-    if spec_decode is not None and no_pp and any(g.topology.pp > 1 for g in groups):
+    no_pp = profile.topology.speculative_with_pp.get(spec_decode.method) if spec_decode else None
+    on_prefill = spec_decode is not None and spec_decode.method in profile.topology.speculative_pp_on_prefill
+    if no_pp and any(g.topology.pp > 1 and not (on_prefill and g.name == "prefill") for g in groups):
         raise BadInput(f"{no_pp}; use tp, dp or tp-ep without pp", "speculative")
     for g in groups:
         if g.port > 65535:

@@ -65,10 +65,13 @@ class PlanInput:
     max_num_seqs: int | None = None
     # The vision tower is not built (vLLM/SGLang --language-model-only): its bytes stay off the GPUs.
     language_model_only: bool = False
-    # An EAGLE3 draft: its weights (split like the target's, on the last PP stage, where the lm_head and
-    # the hidden states it drafts from are) and its KV cache, allocated per token alongside the target's.
+    # A separate draft (EAGLE3, DSpark): its weights (split like the target's, on the last PP stage, where the
+    # lm_head and the hidden states it drafts from are) and its KV cache, allocated alongside the target's.
     draft: DraftArch | None = None
     draft_tokens: int = 0  # tokens the draft proposes per step (its CUDA graphs and sampler grow with them)
+    # MTP: the checkpoint's own MTP layers drafting (kind "mtp" components, loaded on the last PP stage like a
+    # draft; each an MLA decoder layer caching KV per token)
+    mtp_layers: int = 0
     state_dtype: str = "auto"  # a hybrid model's recurrent-state dtype (engines/profiles/base.py STATE_DTYPES)
     prefix_caching: bool | None = None  # None: the engine's default (on)
     engine_version: str | None = None  # the pinned release, whose defaults apply; None: the newest
@@ -359,6 +362,21 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
     n_dp = engine_instances(t)
     result: list[int] = []
     worst: dict[str, int] = {}
+    def share(kind: str, nbytes: int, dp_rank: int, tp_rank: int) -> int:
+        """One GPU's bytes of a component, by the engines' sharding of its kind."""
+        if kind in ("attn_replicated", "router", "final_norm", "vision"):
+            return nbytes
+        if kind == "embed":
+            return nbytes if t.dp_attention else nbytes // t.tp
+        if kind == "attn_sharded":
+            return nbytes // atp
+        if kind == "routed_experts" and ep_world > 1:
+            n = arch.n_routed_experts
+            rank = dp_rank * t.tp + tp_rank if ep_spans_dp else tp_rank
+            return (n // ep_world + (1 if rank < n % ep_world else 0)) * expert_unit
+        return nbytes // t.tp  # lm_head, dense_mlp, shared_experts, routed experts without EP
+
+    mtp = _mtp_layer_parts(arch, inv) if inp.mtp_layers else None
     for dp_rank in range(n_dp):
         for stage in range(t.pp):
             first, last = stage == 0, stage == t.pp - 1
@@ -369,33 +387,39 @@ def per_gpu_weights(inp: PlanInput, inv: Inventory) -> tuple[list[int], dict[str
                         continue
                     if kind == "vision" and inp.language_model_only:
                         continue
-                    if kind == "mtp":  # stored, but loaded only by an MTP draft
+                    if kind == "mtp":  # stored, but loaded only by an MTP draft (counted below)
                         continue
                     if kind in ("embed", "vision") and not first:
                         continue
                     if kind in ("lm_head", "final_norm") and not last:
                         continue
-                    if kind in ("attn_replicated", "router", "final_norm", "vision"):
-                        b = nbytes
-                    elif kind == "embed":
-                        b = nbytes if t.dp_attention else nbytes // t.tp
-                    elif kind == "attn_sharded":
-                        b = nbytes // atp
-                    elif kind == "routed_experts" and ep_world > 1:
-                        n = arch.n_routed_experts
-                        rank = dp_rank * t.tp + tp_rank if ep_spans_dp else tp_rank
-                        local = n // ep_world + (1 if rank < n % ep_world else 0)
-                        b = local * expert_unit
-                    else:  # lm_head, dense_mlp, shared_experts, routed experts without EP
-                        b = nbytes // t.tp
-                    by_kind[kind] = by_kind.get(kind, 0) + b
+                    by_kind[kind] = by_kind.get(kind, 0) + share(kind, nbytes, dp_rank, tp_rank)
                 if inp.draft is not None and last:
                     by_kind["draft"] = draft_bytes_per_gpu(inp)
+                if mtp is not None and last:
+                    own, parts = mtp
+                    one = own + sum(share(kind, nbytes, dp_rank, tp_rank) for kind, nbytes in parts)
+                    by_kind["draft"] = by_kind.get("draft", 0) + one * min(inp.mtp_layers, arch.mtp_layers)
                 total = sum(by_kind.values())
                 result.append(total)
                 if total >= sum(worst.values()):
                     worst = by_kind
     return result, worst
+
+
+def _mtp_layer_parts(arch: Architecture, inv: Inventory) -> tuple[int, list[tuple[str, int]]]:
+    """One MTP layer, for sharding: its own tensors (enorm, hnorm, eh_proj, shared_head.norm: replicated,
+    vllm models/kimi_k3/nvidia/mtp.py ReplicatedLinear eh_proj), and its decoder layer as the components of
+    the stack's last layer of the same kind (KDA or MLA, MoE or dense by the same rules), which the engine
+    shards alike. The embeddings and lm_head are the target's (architecture.py iter_components)."""
+    first_mtp = arch.num_hidden_layers
+    same = [i for i in range(arch.num_hidden_layers) if arch.is_kda_layer(i) == arch.is_kda_layer(first_mtp)
+            and arch.is_moe_layer(i) == arch.is_moe_layer(first_mtp)]
+    ref = same[-1] if same else arch.num_hidden_layers - 1
+    parts = [(kind, nbytes) for kind, layer, _, nbytes in inv.components if layer == ref]
+    mtp_rows = [nbytes for kind, _, _, nbytes in inv.components if kind == "mtp"]
+    own = (mtp_rows[0] if mtp_rows else 0) - sum(b for _, b in parts)
+    return max(own, 0), parts
 
 
 # --- KV cache and overhead -------------------------------------------------------------------------
@@ -423,9 +447,14 @@ def hybrid_capacity(inp: PlanInput, layers: range, free_bytes: int, draft_kv: in
     return inp.profile.hybrid_capacity(HybridInput(
         free_bytes=free_bytes, mla_layers=n_mla, kda_layers=n_kda, kv_bytes_per_token_layer=per_layer,
         kda_heads=la.num_heads, kda_head_dim=la.head_dim, conv_kernel=la.conv_kernel,
-        attention_tp=attention_tp(inp), speculative_tokens=inp.draft_tokens if inp.draft is not None else 0,
+        attention_tp=attention_tp(inp), speculative_tokens=speculative_tokens(inp),
         max_model_len=inp.max_model_len, state_dtype=inp.state_dtype, dcp=inp.topology.dcp,
         prefix_caching=inp.prefix_caching is not False))
+
+
+def speculative_tokens(inp: PlanInput) -> int:
+    """Tokens drafted per sequence and step (0 without speculative decoding)."""
+    return inp.draft_tokens if inp.draft is not None or inp.mtp_layers else 0
 
 
 def draft_bytes_per_gpu(inp: PlanInput) -> int:
@@ -437,10 +466,14 @@ def draft_bytes_per_gpu(inp: PlanInput) -> int:
 
 def draft_kv_bytes_per_token(inp: PlanInput) -> int:
     """The draft's KV per token on one GPU, in the target's cache dtype (vLLM allocates the draft's
-    layers from the same KV cache config as the target's, vllm/v1/spec_decode/eagle.py)."""
+    layers from the same KV cache config as the target's, vllm/v1/spec_decode/eagle.py). A sliding-window
+    draft (DSpark) is charged its window over max_model_len (drafts.py DraftArch.kv_bytes_per_token); MTP
+    layers are MLA layers of the checkpoint, each caching what a target MLA layer caches."""
+    mtp = kv_bytes_per_token_layer(inp.arch, inp.kv_cache_dtype) * min(inp.mtp_layers, inp.arch.mtp_layers)
     if inp.draft is None:
-        return 0
-    return inp.draft.kv_bytes_per_token(kv_value_bytes(inp.kv_cache_dtype), attention_tp(inp))
+        return mtp
+    return mtp + inp.draft.kv_bytes_per_token(kv_value_bytes(inp.kv_cache_dtype), attention_tp(inp),
+                                              inp.max_model_len)
 
 
 def overhead(inp: PlanInput) -> Overhead:
@@ -457,7 +490,7 @@ def overhead_input(inp: PlanInput) -> OverheadInput:
         expert_parallel=t.expert_parallel, hidden_size=a.hidden_size, vocab_size=a.vocab_size,
         num_experts_per_tok=a.num_experts_per_tok if a.is_moe else 0,
         moe_intermediate_size=a.moe_intermediate_size if a.is_moe else 0,
-        speculative_tokens=inp.draft_tokens if inp.draft is not None else 0)
+        speculative_tokens=speculative_tokens(inp))
 
 
 # --- the planner -----------------------------------------------------------------------------------
@@ -596,13 +629,26 @@ def _assumptions(inp: PlanInput, ovh: Overhead, breakdown: dict[str, int]) -> di
         "per_gpu_weight_bytes_is": "the largest GPU (PP stages and uneven expert splits differ)",
         "nodes_planned": inp.nodes,
         "language_model_only": inp.language_model_only,
-        "draft": None if inp.draft is None else {
-            "attention": inp.draft.attention, "layers": inp.draft.layers,
-            "total_bytes": inp.draft.total_bytes,
-            "bytes_per_gpu": draft_bytes_per_gpu(inp),
-            "kv_bytes_per_token_per_gpu": draft_kv_bytes_per_token(inp),
-        },
+        "draft": _draft_assumptions(inp),
     }
+
+
+def _draft_assumptions(inp: PlanInput) -> dict[str, Any] | None:
+    if inp.draft is None and not inp.mtp_layers:
+        return None
+    out: dict[str, Any] = {"kv_bytes_per_token_per_gpu": draft_kv_bytes_per_token(inp),
+                           "speculative_tokens": speculative_tokens(inp)}
+    if inp.mtp_layers:
+        out.update(method="mtp", layers=min(inp.mtp_layers, inp.arch.mtp_layers), attention="mla",
+                   source="the checkpoint's MTP layers (kind mtp), on the last PP stage")
+    if inp.draft is not None:
+        d = inp.draft
+        out.update(method=d.method, attention=d.attention, layers=d.layers, total_bytes=d.total_bytes,
+                   bytes_per_gpu=draft_bytes_per_gpu(inp), sliding_window=d.sliding_window or None)
+        if d.sliding_window:
+            out["kv_bytes_per_sequence_per_gpu"] = d.kv_bytes_per_sequence(
+                kv_value_bytes(inp.kv_cache_dtype), attention_tp(inp), inp.max_model_len)
+    return out
 
 
 def _try(inp: PlanInput, label: str, **changes: Any) -> str | None:

@@ -268,12 +268,8 @@ class Speculative(_Strict):
 
     @model_validator(mode="after")
     def _draft(self) -> "Speculative":
-        if self.method == "mtp":
-            if self.draft or self.draft_revision:
-                raise ValueError("draft: mtp drafts with the checkpoint's own MTP layers; leave draft and "
-                                 "draft_revision unset (or use method: eagle3 / dspark with a draft model)")
-            if self.eagle_topk not in (None, 1):
-                raise ValueError("eagle_topk: mtp drafts a chain; leave eagle_topk unset")
+        if self.method == "mtp":  # whether the checkpoint has MTP layers: deployment.resolve_speculative
+            pass
         elif not self.draft:
             example = ("RedHatAI/Kimi-K3-speculator.dspark" if self.method == "dspark"
                        else "lightseekorg/kimi-k2.6-eagle3-mla")

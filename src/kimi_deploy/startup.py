@@ -44,7 +44,7 @@ def load_rate(dep: "Deployment") -> float:
 def bytes_per_node(dep: "Deployment") -> int:
     """The checkpoint every node reads, plus the draft."""
     total = dep.primary.plan.weight_bytes_total
-    if dep.speculative is not None:
+    if dep.speculative is not None and dep.speculative.arch is not None:  # MTP layers are in the checkpoint
         total += dep.speculative.arch.total_bytes
     return total
 

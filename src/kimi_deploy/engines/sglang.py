@@ -43,14 +43,22 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
 
 def _speculative(dep: Deployment, features: list[Feature]) -> list[str]:
     """EAGLE3 with a draft (python/sglang/srt/server_args.py: --speculative-algorithm, -draft-model-path,
-    -draft-model-revision, -num-steps, -eagle-topk, -num-draft-tokens)."""
+    -draft-model-revision, -num-steps, -eagle-topk, -num-draft-tokens), or DSPARK: one step, topk 1, a
+    block of gamma tokens (--speculative-dspark-block-size) verified as gamma + 1
+    (srt/arg_groups/speculative_hook.py _handle_dspark: num_draft_tokens must equal gamma + 1). MTP never
+    reaches here for SGLang (engines/profiles/sglang.py hybrid_mtp_refused)."""
     sd = dep.speculative
     if sd is None:
         return []
-    features.append(Feature.SPECULATIVE_EAGLE3)
-    argv = ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", sd.path]
+    assert sd.path is not None
+    dspark = sd.method == "dspark"
+    features.append(Feature.SPECULATIVE_DSPARK if dspark else Feature.SPECULATIVE_EAGLE3)
+    argv = ["--speculative-algorithm", "DSPARK" if dspark else "EAGLE3", "--speculative-draft-model-path", sd.path]
     if sd.revision and sd.dir is None and sd.entry is not None:  # a Hub draft fetched by the engine itself
         argv += ["--speculative-draft-model-revision", sd.revision]
+    if dspark:
+        return argv + ["--speculative-dspark-block-size", str(sd.num_speculative_tokens),
+                       "--speculative-num-draft-tokens", str(sd.num_draft_tokens)]
     return argv + ["--speculative-num-steps", str(sd.num_speculative_tokens),
                    "--speculative-eagle-topk", str(sd.eagle_topk),
                    "--speculative-num-draft-tokens", str(sd.num_draft_tokens)]

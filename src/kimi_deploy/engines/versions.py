@@ -38,6 +38,7 @@ class Feature(str, Enum):
     NIXL_PD = "NixlConnector P/D"
     CONFIG_FILE = "--config YAML file"
     SPECULATIVE_EAGLE3 = "EAGLE3 speculative decoding"
+    SPECULATIVE_DSPARK = "DSpark speculative decoding"
     LANGUAGE_MODEL_ONLY = "--language-model-only"
     MM_ENCODER_TP_MODE = "multimodal encoder TP mode"
     LOAD_FORMAT_STREAMING = "streaming load format (fastsafetensors / runai_streamer)"

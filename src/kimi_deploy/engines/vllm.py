@@ -43,15 +43,27 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
     return argv + table.flags(dep.profile, dep.serving) + _speculative(dep, features)
 
 
+# The vLLM recipe's DSpark sampling for K3: "draft_sample_method":"probabilistic",
+# "rejection_sample_method":"block" (vllm-project/recipes models/moonshotai/Kimi-K3.yaml @8959cf6).
+DSPARK_SAMPLING = {"draft_sample_method": "probabilistic", "rejection_sample_method": "block"}
+_METHOD_FEATURES = {"eagle3": Feature.SPECULATIVE_EAGLE3, "dspark": Feature.SPECULATIVE_DSPARK,
+                    "mtp": Feature.SPECULATIVE_MTP}
+
+
 def _speculative(dep: Deployment, features: list[Feature]) -> list[str]:
     """--speculative-config JSON (vllm/config/speculative.py SpeculativeConfig: method, model,
-    num_speculative_tokens, revision)."""
+    num_speculative_tokens, revision; DSpark's draft_sample_method / rejection_sample_method). MTP names no
+    model: the draft is the target checkpoint's own MTP layers (a kimi_k3 config becomes KimiK3MTPModel)."""
     sd = dep.speculative
     if sd is None:
         return []
-    features.append(Feature.SPECULATIVE_EAGLE3)
-    config: dict[str, object] = {"method": sd.method, "model": sd.path,
-                                 "num_speculative_tokens": sd.num_speculative_tokens}
+    features.append(_METHOD_FEATURES[sd.method])
+    config: dict[str, object] = {"method": sd.method}
+    if sd.path is not None:
+        config["model"] = sd.path
+    config["num_speculative_tokens"] = sd.num_speculative_tokens
+    if sd.method == "dspark":
+        config.update(DSPARK_SAMPLING)
     if sd.revision and sd.dir is None and sd.entry is not None:  # a Hub draft fetched by the engine itself
         config["revision"] = sd.revision
     return ["--speculative-config", json.dumps(config, separators=(",", ":"))]
