@@ -1,4 +1,5 @@
-"""EAGLE3 speculative decoding (spec, planner, both engines' real parsers, download),
+"""Speculative decoding: EAGLE3 (spec, planner, both engines' real parsers, download), and for Kimi K3
+MTP where the checkpoint has MTP layers and DSpark drafts (vLLM and SGLang parsers, draft memory in the plan);
 the multimodal settings (language_model_only, mm_encoder_tp_mode), the start-up budget (probe and vLLM's
 engine-ready timeout from one number) and the version gates that refuse too-old engines with a source."""
 
@@ -402,3 +403,180 @@ def test_serve_execs_the_engine_with_the_start_up_budget(tiny_dir: Path, tmp_pat
             proc.wait(timeout=60)
     assert b"serve" in cmdline and b"kimi_deploy" not in cmdline, (cmdline, log.read_text()[-2000:])
     assert b"VLLM_ENGINE_READY_TIMEOUT_S=4321\0" in environ
+
+
+# --- Kimi K3: MTP where the checkpoint has MTP layers, DSpark drafts ---------------------------------
+
+K3_DSPARK = yaml.safe_load((DEPLOY / "kimi-k3-b300x8-vllm-dspark.yaml").read_text())
+K3_TP8 = yaml.safe_load((DEPLOY / "kimi-k3-b300x8-vllm-tp8.yaml").read_text())
+# RedHatAI/Kimi-K3-speculator.dspark config.json, as quoted (drafts.py names the source)
+REDHAT_DSPARK_CONFIG = {
+    "architectures": ["DSparkDraftModel"], "aux_hidden_state_layer_ids": [24, 48, 72, 88, 92], "block_size": 8,
+    "confidence_head_with_markov": True, "draft_vocab_size": 163840, "dtype": "bfloat16",
+    "enable_confidence_head": True, "markov_head_type": "vanilla", "markov_rank": 256, "mask_token_id": 163837,
+    "speculators_config": {"algorithm": "dspark"}, "speculators_model_type": "dspark",
+    "transformer_layer_config": {
+        "head_dim": 64, "hidden_size": 7168, "intermediate_size": 14336,
+        "layer_types": ["sliding_attention"] * 5, "model_type": "qwen3", "num_attention_heads": 96,
+        "num_hidden_layers": 5, "num_key_value_heads": 16, "sliding_window": 2048, "use_sliding_window": True,
+        "vocab_size": 163840}}
+
+
+def _k3_checkpoint(tmp_path: Path, mtp_layers: int) -> Path:
+    """A local K3-shaped checkpoint: the catalog's K3 config.json with num_nextn_predict_layers set."""
+    from kimi_deploy.catalog import get_model
+    cfg = copy.deepcopy(get_model("kimi-k3").config)
+    cfg["text_config"]["num_nextn_predict_layers"] = mtp_layers
+    d = tmp_path / f"k3-mtp{mtp_layers}"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize("base, needles", [
+    # the K2 family: no MTP layers in any of its configs
+    (B300, ["speculative.method", "num_nextn_predict_layers: 0", "Kimi K2 family", "use method: eagle3"]),
+    # the published K3: its text_config has num_nextn_predict_layers 0 as well; DSpark is the way
+    (K3_DSPARK, ["speculative.method", "num_nextn_predict_layers: 0", "moonshotai/Kimi-K3", "method: dspark",
+                 "RedHatAI/Kimi-K3-speculator.dspark"]),
+])
+def test_mtp_is_refused_where_the_checkpoint_has_no_mtp_layers(tmp_path: Path, base: dict, needles: list[str]) -> None:
+    data = _changed(base, speculative={"method": "mtp"})
+    assert_clean_error(run_cli("plan", _file(tmp_path, data)), *needles)
+
+
+def test_mtp_on_a_k3_checkpoint_with_mtp_layers(tmp_path: Path) -> None:
+    """A local K3-shaped checkpoint whose config has MTP layers: vLLM drafts with them (method mtp, no
+    model: vllm/config/speculative.py turns the kimi_k3 config into KimiK3MTPModel), the planner loads the
+    kind-"mtp" components on the last stage and caches their KV; SGLang 0.5.23 has no K3 MTP model."""
+    ckpt = _k3_checkpoint(tmp_path, 1)
+    base = _changed(K3_TP8, model=str(ckpt), weights__dir=None, serving__served_model_name="k3-mtp")
+    dep = resolve(parse_spec(_changed(base, speculative={"method": "mtp"})))
+    assert (dep.speculative.method, dep.speculative.mtp_layers, dep.speculative.num_speculative_tokens) == ("mtp", 1, 1)
+    (node,) = render(dep)
+    assert check_nodes([node]) == []
+    assert _vllm_namespace(node.argv).speculative_config == {"method": "mtp", "num_speculative_tokens": 1}
+    # the MTP layer: an MLA MoE decoder layer plus its own norms and eh_proj, over TP8 (router and the
+    # replicated MLA projections on every GPU), and one more MLA layer of fp8 KV per token
+    without = resolve(parse_spec(base)).primary.plan
+    with_mtp = dep.primary.plan
+    mtp_total = sum(r[3] for r in Inventory.of(dep.arch).components if r[0] == "mtp")
+    draft = with_mtp.weight_breakdown["draft"]
+    assert with_mtp.weight_bytes - without.weight_bytes == draft
+    assert mtp_total / 8 < draft < mtp_total
+    assert with_mtp.kv_bytes_per_token - without.kv_bytes_per_token == (512 + 64) * 1
+    assert with_mtp.assumptions["draft"]["method"] == "mtp"
+    # drafted tokens reach the hybrid state: prefix caching keeps 2 state pages, plus one per drafted token
+    assert with_mtp.hybrid.state_slots_per_sequence == without.hybrid.state_slots_per_sequence + 1
+    # with PP the MTP layer sits on the last stage only
+    pp = resolve(parse_spec(_changed(base, speculative={"method": "mtp"}, topology={"mode": "tp-pp", "tp": 4, "pp": 2})))
+    per_gpu, pp_without = pp.primary.plan.per_gpu_weight_bytes, resolve(parse_spec(
+        _changed(base, topology={"mode": "tp-pp", "tp": 4, "pp": 2}))).primary.plan.per_gpu_weight_bytes
+    assert per_gpu[:4] == pp_without[:4] and all(a > b for a, b in zip(per_gpu[4:], pp_without[4:]))
+    # more drafted tokens than MTP layers only in whole rounds
+    two = _changed(base, model=str(_k3_checkpoint(tmp_path, 2)), speculative={"method": "mtp", "num_speculative_tokens": 3})
+    assert_clean_error(run_cli("plan", _file(tmp_path, two)), "speculative.num_speculative_tokens", "multiple of 2")
+    # a draft makes no sense for mtp
+    assert_clean_error(run_cli("plan", _file(tmp_path, _changed(base, speculative={
+        "method": "mtp", "draft": "RedHatAI/Kimi-K3-speculator.dspark"}))), "speculative.draft", "leave draft")
+    # SGLang: refused with its reason
+    sg = _changed(base, engine={"name": "sglang"}, speculative={"method": "mtp"})
+    assert_clean_error(run_cli("plan", _file(tmp_path, sg)), "speculative.method", "SGLang 0.5.23 has no MTP draft",
+                       "method: dspark")
+
+
+def test_mtp_config_passes_the_newest_vllms_parser(tmp_path: Path) -> None:
+    dep = resolve(parse_spec(_changed(K3_TP8, model=str(_k3_checkpoint(tmp_path, 1)), weights__dir=None,
+                                      speculative={"method": "mtp"})))
+    (node,) = render(dep)
+    env = {**os.environ, "PYTHONPATH": f"{VLLM_NEWEST}:{ROOT / 'src'}", "VLLM_TARGET_DEVICE": "cpu",
+           "VLLM_LOGGING_LEVEL": "ERROR"}
+    proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"], input=json.dumps([node.argv]),
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads(proc.stdout)
+    assert result["error"] is None and not result["engine_version"].startswith("0.32")
+
+
+def test_dspark_for_vllm_parses_to_the_recipes_config_and_is_refused_with_pp(tmp_path: Path) -> None:
+    dep = resolve(parse_spec(K3_DSPARK))
+    (node,) = render(dep)
+    assert check_nodes([node]) == []
+    assert _vllm_namespace(node.argv).speculative_config == {
+        "method": "dspark", "model": "/models/kimi-k3/draft", "num_speculative_tokens": 8,
+        "draft_sample_method": "probabilistic", "rejection_sample_method": "block"}
+    # unset, the draft's trained block (8) is drafted
+    unset = resolve(parse_spec(_changed(K3_DSPARK, speculative__num_speculative_tokens=None)))
+    assert unset.speculative.num_speculative_tokens == 8
+    pp = _changed(K3_DSPARK, topology={"mode": "tp-pp", "tp": 4, "pp": 2})
+    assert_clean_error(run_cli("plan", _file(tmp_path, pp)), "speculative", "DSpark", "pipeline parallelism",
+                       "vllm#50098")
+    # an EAGLE3 draft is not a DSpark one, and the other way round
+    wrong = _changed(K3_DSPARK, speculative__draft="lightseekorg/kimi-k2.6-eagle3-mla")
+    assert_clean_error(run_cli("plan", _file(tmp_path, wrong)), "speculative.draft", "is a eagle3 draft")
+    assert_clean_error(run_cli("plan", _file(tmp_path, _changed(B300, speculative__method="dspark"))),
+                       "speculative.draft", "is a eagle3 draft, not a dspark one")
+    # too old an engine for DSpark
+    old = _changed(K3_DSPARK, engine__version="0.27.0")
+    assert_clean_error(run_cli("render", _file(tmp_path, old)), "engine.version",
+                       "the draft RedHatAI/Kimi-K3-speculator.dspark needs vllm >= 0.27.1")
+
+
+def test_dspark_draft_weights_and_windowed_kv_in_the_plan(tmp_path: Path) -> None:
+    """The published draft's shape, counted by hand from its config.json: fc over 5 target layers, 5 Qwen3
+    layers (q 96 x 64, k/v 16 x 64 from hidden, o, SwiGLU 14336), lm_head and embed_tokens 163840 x 7168,
+    the Markov head's two 163840 x 256 matrices; and a local copy of that config reads back the same."""
+    arch = drafts.get_draft("RedHatAI/Kimi-K3-speculator.dspark").arch
+    h, layer = 7168, 7168 * (96 * 64 + 2 * 16 * 64) + 96 * 64 * 7168 + 3 * 7168 * 14336
+    by_hand = 5 * h * h + 5 * layer + 2 * 163840 * h + 2 * 163840 * 256
+    assert abs(arch.total_bytes / drafts.BF16 - by_hand) / by_hand < 1e-4
+    d = tmp_path / "dspark"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(REDHAT_DSPARK_CONFIG))
+    assert drafts.DraftArch.from_path(str(d)) == arch
+    with_draft = resolve(parse_spec(K3_DSPARK)).primary.plan
+    without = resolve(parse_spec(_changed(K3_DSPARK, speculative=None))).primary.plan
+    assert with_draft.weight_breakdown["draft"] == arch.bytes_per_gpu(8, 8) == with_draft.weight_bytes - without.weight_bytes
+    # 5 sliding layers x (2 of 16 KV heads on each of 8 GPUs) x 64 x K and V x 1 byte (fp8), for at most
+    # 2,048 tokens of a 1,048,576-token sequence: 2.5 bytes per token, rounded up
+    per_seq = 5 * 2 * 64 * 2 * 1 * 2048
+    assert with_draft.assumptions["draft"]["kv_bytes_per_sequence_per_gpu"] == per_seq
+    assert with_draft.kv_bytes_per_token - without.kv_bytes_per_token == 3
+    # 8 drafted tokens: vLLM keeps 2 + 8 state pages per KDA layer and running sequence
+    assert with_draft.hybrid.state_slots_per_sequence == 2 + 8
+    assert with_draft.kv_cache_tokens < without.kv_cache_tokens
+    # a config that names no target layers is refused with the field
+    (d / "config.json").write_text(json.dumps({**REDHAT_DSPARK_CONFIG, "aux_hidden_state_layer_ids": None}))
+    data = _changed(K3_DSPARK, speculative__draft=str(d))
+    assert_clean_error(run_cli("plan", _file(tmp_path, data)), "config.json", "aux_hidden_state_layer_ids")
+
+
+def test_dspark_for_sglang_parses_with_a_flat_draft_and_refuses_the_speculators_format(tmp_path: Path) -> None:
+    from sglang.srt.server_args import ServerArgs
+    sg = _changed(K3_DSPARK, engine={"name": "sglang"}, serving__env=None, serving__extra_args=None,
+                  serving__load_format=None)
+    assert_clean_error(run_cli("plan", _file(tmp_path, sg)), "speculative.draft",
+                       "SGLang cannot load the draft RedHatAI/Kimi-K3-speculator.dspark", "transformer_layer_config")
+    # a flat DSpark draft (SGLang's DSparkDraftModel reads the layer shape at the top level)
+    flat = {**REDHAT_DSPARK_CONFIG["transformer_layer_config"], "architectures": ["DSparkDraftModel"],
+         "dflash_config": {"target_layer_ids": [23, 47, 71, 87, 91]}, "block_size": 7, "markov_rank": 256,
+         "draft_vocab_size": 163840}
+    d = tmp_path / "flat-dspark"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(flat))
+    dep = resolve(parse_spec(_changed(sg, speculative={"method": "dspark", "draft": str(d)})))
+    assert dep.speculative.num_speculative_tokens == 7 and dep.speculative.arch.aux_layers == 5
+    (node,) = render(dep)
+    assert check_nodes([node]) == []
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    ServerArgs.add_cli_args(parser)
+    ns = parser.parse_args(node.argv[3:])
+    assert (ns.speculative_algorithm, ns.speculative_draft_model_path) == ("DSPARK", str(d))
+    # gamma 7, verified as gamma + 1 (speculative_hook.py _handle_dspark requires exactly that)
+    assert (ns.speculative_dspark_block_size, ns.speculative_num_draft_tokens) == (7, 8)
+    # SGLang runs DSpark with PP only on a P/D prefill side
+    pp = _changed(sg, speculative={"method": "dspark", "draft": str(d)}, topology={"mode": "tp-pp", "tp": 4, "pp": 2})
+    assert_clean_error(run_cli("plan", _file(tmp_path, pp)), "speculative", "prefill side of a P/D deployment")
+    # and a tree is not a DSpark setting
+    tree = _changed(sg, speculative={"method": "dspark", "draft": str(d), "eagle_topk": 2})
+    assert_clean_error(run_cli("plan", _file(tmp_path, tree)), "speculative", "eagle_topk")
