@@ -150,14 +150,7 @@ class Architecture:
                 text_hidden=int(text["hidden_size"]),
             )
         return cls(
-            hidden_size=text["hidden_size"],
-            num_hidden_layers=text["num_hidden_layers"],
-            num_attention_heads=text["num_attention_heads"],
-            q_lora_rank=text.get("q_lora_rank"),
-            kv_lora_rank=text["kv_lora_rank"],
-            qk_nope_head_dim=text["qk_nope_head_dim"],
-            qk_rope_head_dim=text["qk_rope_head_dim"],
-            v_head_dim=text["v_head_dim"],
+            **_attention_fields(text),
             n_routed_experts=int(text.get("n_routed_experts") or 0),
             n_shared_experts=int(text.get("n_shared_experts") or 0),
             num_experts_per_tok=int(text.get("num_experts_per_tok") or 0),
@@ -165,9 +158,6 @@ class Architecture:
             intermediate_size=text["intermediate_size"],
             first_k_dense_replace=int(text.get("first_k_dense_replace", 0)),
             moe_layer_freq=int(text.get("moe_layer_freq", 1)),
-            vocab_size=text["vocab_size"],
-            max_position_embeddings=int(text.get("max_position_embeddings", 4096)),
-            tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
             quantization=Quantization.from_config(qc),
             vision=vision,
             tensor_prefix="language_model." if "text_config" in config else "",
@@ -226,14 +216,7 @@ class Architecture:
                 intermediate=int(vc.get("vt_intermediate_size", vc.get("intermediate_size", 4096))),
                 patch=int(vc.get("patch_size", 14)), text_hidden=int(text["hidden_size"]))
         return cls(
-            hidden_size=text["hidden_size"],
-            num_hidden_layers=layers,
-            num_attention_heads=text["num_attention_heads"],
-            q_lora_rank=text.get("q_lora_rank"),
-            kv_lora_rank=text["kv_lora_rank"],
-            qk_nope_head_dim=text["qk_nope_head_dim"],
-            qk_rope_head_dim=text["qk_rope_head_dim"],
-            v_head_dim=text["v_head_dim"],
+            **_attention_fields(text),
             n_routed_experts=ints["num_experts"],
             n_shared_experts=ints["num_shared_experts"],
             num_experts_per_tok=ints["num_experts_per_token"],
@@ -241,9 +224,6 @@ class Architecture:
             intermediate_size=int(text.get("intermediate_size") or 11008),  # KimiLinearConfig default
             first_k_dense_replace=ints["first_k_dense_replace"],
             moe_layer_freq=int(text.get("moe_layer_freq", 1)),
-            vocab_size=text["vocab_size"],
-            max_position_embeddings=int(text.get("max_position_embeddings", 4096)),
-            tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
             quantization=Quantization.from_config(qc),
             vision=vision,
             tensor_prefix="language_model." if config is not text else "",
@@ -307,6 +287,15 @@ class Architecture:
     def kv_latent_dim(self) -> int:
         """What MLA caches per token per layer: the compressed latent plus the shared rope key."""
         return self.kv_lora_rank + self.qk_rope_head_dim
+
+
+def _attention_fields(text: dict[str, Any]) -> dict[str, Any]:
+    """The fields a DeepSeek-V3 and a kimi_linear config name alike: sizes, MLA dims, vocabulary."""
+    return {key: text[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
+                                       "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "vocab_size")} | {
+        "q_lora_rank": text.get("q_lora_rank"),
+        "max_position_embeddings": int(text.get("max_position_embeddings", 4096)),
+        "tie_word_embeddings": bool(text.get("tie_word_embeddings", False))}
 
 
 def _read_hf_quant_config(directory: Path) -> dict[str, Any] | None:
