@@ -574,6 +574,13 @@ def test_dspark_for_sglang_parses_with_a_flat_draft_and_refuses_the_speculators_
     assert (ns.speculative_algorithm, ns.speculative_draft_model_path) == ("DSPARK", str(d))
     # gamma 7, verified as gamma + 1 (speculative_hook.py _handle_dspark requires exactly that)
     assert (ns.speculative_dspark_block_size, ns.speculative_num_draft_tokens) == (7, 8)
+    # under DP attention SGLang's DSpark needs the DP LM head, and refuses DeepEP
+    dpa = _changed(sg, speculative={"method": "dspark", "draft": str(d)},
+                   topology={"mode": "dp-ep", "tp": 8, "dp": 8, "dp_attention": True, "expert_parallel": True})
+    (node,) = render(resolve(parse_spec(dpa)))
+    assert check_nodes([node]) == [] and parser.parse_args(node.argv[3:]).enable_dp_lm_head is True
+    deepep = _changed(dpa, topology__all2all="deepep_low_latency")
+    assert_clean_error(run_cli("render", _file(tmp_path, deepep)), "topology.all2all", "DSpark", "DeepEP")
     # SGLang runs DSpark with PP only on a P/D prefill side
     pp = _changed(sg, speculative={"method": "dspark", "draft": str(d)}, topology={"mode": "tp-pp", "tp": 4, "pp": 2})
     assert_clean_error(run_cli("plan", _file(tmp_path, pp)), "speculative", "prefill side of a P/D deployment")

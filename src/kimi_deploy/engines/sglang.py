@@ -16,6 +16,7 @@ from typing import Mapping
 
 from ..deployment import Deployment, Group
 from .. import serving_flags as table
+from ..errors import BadInput
 from ..redact_log import sglang_logging_config
 from .base import Engine, RenderedNode, StartupFile, env_ref, parser_flags, router_node
 from .versions import Feature
@@ -100,6 +101,20 @@ def _parallel(g: Group, features: list[Feature]) -> list[str]:
     return argv
 
 
+def _dspark_with_dp_attention(dep: Deployment, g: Group) -> list[str]:
+    """SGLang's DSpark under DP attention needs the DP LM head and a MoE all-to-all of none, megamoe or mori
+    ("DSpark with dp attention requires --enable-dp-lm-head", srt/arg_groups/speculative_hook.py
+    _handle_dspark, 0.5.23)."""
+    sd = dep.speculative
+    if sd is None or sd.method != "dspark" or not g.topology.dp_attention:
+        return []
+    if g.deepep:
+        raise BadInput("SGLang runs DSpark under DP attention only with the built-in MoE all-to-all (none), megamoe "
+                       "or mori, not DeepEP (sglang srt/arg_groups/speculative_hook.py _handle_dspark)",
+                       "topology.all2all")
+    return ["--enable-dp-lm-head"]
+
+
 def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> list[RenderedNode]:
     multi = g.multi_node
     net = dep.network
@@ -107,7 +122,7 @@ def group_nodes(dep: Deployment, g: Group, head: str, pd_flags: list[str]) -> li
     out = []
     for r in range(g.nodes):
         features: list[Feature] = []
-        argv = _common(dep, g.port, features) + _parallel(g, features)
+        argv = _common(dep, g.port, features) + _parallel(g, features) + _dspark_with_dp_attention(dep, g)
         if multi:
             argv += ["--dist-init-addr", f"{head}:{net.dist_init_port}", "--nnodes", str(g.nodes),
                      "--node-rank", str(r), "--dist-timeout", str(net.dist_timeout_s)]
