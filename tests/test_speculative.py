@@ -512,10 +512,15 @@ def test_dspark_for_vllm_parses_to_the_recipes_config_and_is_refused_with_pp(tmp
     assert_clean_error(run_cli("plan", _file(tmp_path, pp)), "speculative", "DSpark", "pipeline parallelism",
                        "vllm#50098")
     # an EAGLE3 draft is not a DSpark one, and the other way round
-    wrong = _changed(K3_DSPARK, speculative__draft="lightseekorg/kimi-k2.6-eagle3-mla")
-    assert_clean_error(run_cli("plan", _file(tmp_path, wrong)), "speculative.draft", "is a eagle3 draft")
+    wrong = _changed(K3_DSPARK, speculative__draft="lightseekorg/kimi-k2.6-eagle3-mla", speculative__method="eagle3")
+    assert_clean_error(run_cli("plan", _file(tmp_path, wrong)), "speculative.draft",
+                       "lightseekorg/kimi-k2.6-eagle3-mla drafts for kimi-k2.5", "not kimi-k3")
     assert_clean_error(run_cli("plan", _file(tmp_path, _changed(B300, speculative__method="dspark"))),
                        "speculative.draft", "is a eagle3 draft, not a dspark one")
+    # the K3 draft on a K2 model: trained for another target
+    k2 = _changed(B300, speculative={"method": "dspark", "draft": "RedHatAI/Kimi-K3-speculator.dspark"})
+    assert_clean_error(run_cli("plan", _file(tmp_path, k2)), "speculative.draft", "drafts for kimi-k3",
+                       "not kimi-k2.6-nvfp4")
     # too old an engine for DSpark
     old = _changed(K3_DSPARK, engine__version="0.27.0")
     assert_clean_error(run_cli("render", _file(tmp_path, old)), "engine.version",

@@ -275,7 +275,7 @@ def _parsers(spec: Spec, entry: ModelEntry | None) -> tuple[bool, str | None, st
 
 
 def resolve_speculative(spec: Spec, profile: EngineProfile, arch: Architecture | None = None,
-                        name: str = "the model") -> SpecDecode | None:
+                        name: str = "the model", model_entry: ModelEntry | None = None) -> SpecDecode | None:
     """The draft: a published one from the cited table (drafts.py), or a local directory read from its
     own config.json. An unknown Hub repo is refused: its size cannot be planned without its config. `mtp`
     is decided here, where the checkpoint's config is known: it needs MTP layers (num_nextn_predict_layers
@@ -299,6 +299,12 @@ def resolve_speculative(spec: Spec, profile: EngineProfile, arch: Architecture |
         darch = entry.arch
         staged = os.path.join(spec.weights.dir, DRAFT_SUBDIR) if spec.weights.dir else None
         path = staged or entry.repo
+        # A published draft reads its target's hidden states at fixed layers and was trained on its outputs:
+        # a catalog model it was not made for (nor a re-quantization of one) is refused. A local checkpoint
+        # (no catalog entry) is taken at its word.
+        if model_entry is not None and not {model_entry.id, model_entry.base} & set(entry.targets):
+            raise BadInput(f"{entry.repo} drafts for {', '.join(entry.targets)}, not {model_entry.id}; give a draft "
+                           f"trained for {model_entry.id} (or a local draft directory)", field)
         if profile.draft_min_version(entry) is None:
             raise BadInput(f"{profile.display} cannot load the draft {entry.repo}: "
                            f"{profile.draft_refusal(entry) or entry.source}", field)
@@ -387,7 +393,7 @@ def resolve(spec: Spec) -> Deployment:
     if spec.serving.state_dtype is not None and not arch.hybrid:
         raise BadInput(f"{name} has no KDA (linear-attention) layers, so no recurrent state to store: "
                        "state_dtype is a setting of the hybrid models (Kimi K3, Kimi-Linear)", "serving.state_dtype")
-    spec_decode = resolve_speculative(spec, profile, arch, name)
+    spec_decode = resolve_speculative(spec, profile, arch, name, entry)
     gpu = get_gpu(spec.hardware.gpu)
     t = spec.topology
 
