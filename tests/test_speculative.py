@@ -468,6 +468,9 @@ def test_mtp_on_a_k3_checkpoint_with_mtp_layers(tmp_path: Path) -> None:
     assert with_mtp.assumptions["draft"]["method"] == "mtp"
     # drafted tokens reach the hybrid state: prefix caching keeps 2 state pages, plus one per drafted token
     assert with_mtp.hybrid.state_slots_per_sequence == without.hybrid.state_slots_per_sequence + 1
+    # the MTP layer has the target MLA layers' KV spec: vLLM groups 25 MLA layers, not 24 (group size is the
+    # smaller layer count, 69 KDA being over 1.5 x 25)
+    assert (without.assumptions["hybrid"]["group_size"], with_mtp.assumptions["hybrid"]["group_size"]) == (24, 25)
     # with PP the MTP layer sits on the last stage only
     pp = resolve(parse_spec(_changed(base, speculative={"method": "mtp"}, topology={"mode": "tp-pp", "tp": 4, "pp": 2})))
     per_gpu, pp_without = pp.primary.plan.per_gpu_weight_bytes, resolve(parse_spec(

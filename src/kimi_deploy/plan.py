@@ -430,9 +430,11 @@ def kv_bytes_per_token_layer(arch: Architecture, kv_dtype: str) -> int:
     return int(arch.kv_latent_dim * kv_value_bytes(kv_dtype))
 
 
-def hybrid_capacity(inp: PlanInput, layers: range, free_bytes: int, draft_kv: int) -> HybridCapacity:
-    """What the engine makes of one pipeline stage's free memory for a hybrid model. A draft's own KV
-    (its MLA layers) is charged as extra bytes per token of the stage's MLA layers."""
+def hybrid_capacity(inp: PlanInput, layers: range, free_bytes: int, draft_kv: int, last: bool = False) -> HybridCapacity:
+    """What the engine makes of one pipeline stage's free memory for a hybrid model. The last stage's MTP
+    layers are MLA layers like the target's (the same KV spec, so they join the MLA layers the engine
+    groups); a separate draft's own KV is charged as extra bytes per token of the stage's MLA layers (its
+    layers' own grouping in the engine's allocator is not modelled)."""
     arch = inp.arch
     la = arch.linear_attention
     assert la is not None
@@ -442,7 +444,11 @@ def hybrid_capacity(inp: PlanInput, layers: range, free_bytes: int, draft_kv: in
     n_kda = sum(1 for i in layers if arch.is_kda_layer(i))
     n_mla = len(layers) - n_kda
     per_layer = kv_bytes_per_token_layer(arch, inp.kv_cache_dtype)
-    if draft_kv and n_mla:
+    if last:
+        mtp = min(inp.mtp_layers, arch.mtp_layers)
+        n_mla += mtp
+        draft_kv -= mtp * per_layer  # what is left is a separate draft's
+    if draft_kv > 0 and n_mla:
         per_layer += math.ceil(draft_kv / n_mla)
     return inp.profile.hybrid_capacity(HybridInput(
         free_bytes=free_bytes, mla_layers=n_mla, kda_layers=n_kda, kv_bytes_per_token_layer=per_layer,
@@ -524,7 +530,8 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
         kv_free = budget - max(stage_gpus) - inside
         kv_free_min = kv_free if kv_free_min is None else min(kv_free_min, kv_free)
         if arch.hybrid:
-            capacities.append(hybrid_capacity(inp, layers, kv_free, draft_kv if s == t.pp - 1 else 0))
+            last = s == t.pp - 1
+            capacities.append(hybrid_capacity(inp, layers, kv_free, draft_kv if last else 0, last=last))
             continue
         per_token = per_layer_tok * len(layers) + (draft_kv if s == t.pp - 1 else 0)
         tok = max(kv_free, 0) // per_token if per_token else 0
