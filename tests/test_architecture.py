@@ -101,10 +101,45 @@ def test_bad_configs_name_the_file_and_field(tmp_path) -> None:
     with pytest.raises(BadInput, match="invalid JSON"):
         Architecture.from_path(tmp_path)
     cfg = dict(get_model("kimi-k2-instruct").config, hidden_size=-1)
-    with pytest.raises(BadInput, match="hidden_size must be a positive integer"):
+    with pytest.raises(BadInput, match="hidden_size must be an integer from 1"):
         Architecture.from_config(cfg)
     with pytest.raises(BadInput, match="no config.json"):
         Architecture.from_path(tmp_path / "missing")
+
+
+K2 = get_model("kimi-k2-instruct").config
+LINEAR = get_model("kimi-linear").config
+
+
+@pytest.mark.parametrize("config, needle", [
+    # values a hostile or broken config.json holds: each one a clean error naming the key, never a crash or a
+    # plan of nonsense (found by review: ZeroDivisionError, ValueError, TypeError, minutes of planning)
+    ({**K2, "moe_layer_freq": 0}, "moe_layer_freq must be an integer from 1"),
+    ({**K2, "moe_layer_freq": "x"}, "moe_layer_freq"),
+    ({**K2, "max_position_embeddings": "lots"}, "max_position_embeddings"),
+    ({**K2, "q_lora_rank": "1536"}, "q_lora_rank"),
+    ({**K2, "q_lora_rank": 1536.5}, "q_lora_rank"),
+    ({**K2, "q_lora_rank": True}, "q_lora_rank"),
+    ({**K2, "tie_word_embeddings": "false"}, "tie_word_embeddings must be true or false"),
+    ({**K2, "num_experts_per_tok": 400}, "num_experts_per_tok must be an integer from 1 to 384"),
+    ({**K2, "num_experts_per_tok": 0}, "num_experts_per_tok"),
+    ({**K2, "moe_intermediate_size": 0}, "moe_intermediate_size"),
+    ({**K2, "num_hidden_layers": 10_000_000}, "num_hidden_layers must be an integer from 1 to 4,096"),
+    ({"text_config": 5}, "text_config must be an object"),
+    ({"text_config": [1, 2]}, "text_config must be an object"),
+    ({**LINEAR, "intermediate_size": "big"}, "intermediate_size"),
+    ({**LINEAR, "linear_attn_config": {**LINEAR["linear_attn_config"], "use_full_rank_gate": "no"}},
+     "linear_attn_config.use_full_rank_gate must be true or false"),
+    ({**LINEAR, "linear_attn_config": [1]}, "linear_attn_config must be an object"),
+    ({**get_model("kimi-k3").config, "vision_config": {"vt_hidden_size": "big"}}, "vision_config.vt_hidden_size"),
+    ({**get_model("kimi-k3").config, "vision_config": {"vt_hidden_size": -3}}, "vision_config.vt_hidden_size"),
+])
+def test_hostile_configs_are_refused_naming_the_key(config: dict, needle: str, tmp_path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(BadInput) as err:
+        Architecture.from_path(tmp_path)
+    assert needle in str(err.value) and str(path) in str(err.value), str(err.value)
 
 
 # --- the hybrid models -----------------------------------------------------------------------------------

@@ -114,8 +114,6 @@ class Architecture:
         "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
         "qk_rope_head_dim", "v_head_dim", "intermediate_size", "vocab_size",
     )
-    # MoE fields: absent or 0 describes a dense model of the same attention architecture.
-    MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], source: str = "config.json",
@@ -124,40 +122,27 @@ class Architecture:
         `hf_quant_config` is a ModelOpt hf_quant_config.json, used when config.json has no
         quantization_config (vllm modelopt.py get_config_filenames: ["hf_quant_config.json"])."""
         text = config.get("text_config") or config
-        if isinstance(text, dict) and (text.get("model_type") == "kimi_linear" or "linear_attn_config" in text):
+        if not isinstance(text, dict):
+            raise BadInput(f"text_config must be an object, got {type(text).__name__}", source)
+        if text.get("model_type") == "kimi_linear" or "linear_attn_config" in text:
             return cls._from_kimi_linear(config, text, source)
         missing = [k for k in cls.REQUIRED if k not in text]
         if missing:
             raise BadInput(
                 f"not a DeepSeek-V3/Kimi-K2 architecture config: missing {', '.join(missing)}", source
             )
-        for key in cls.REQUIRED:
-            if not isinstance(text[key], int) or isinstance(text[key], bool) or text[key] <= 0:
-                raise BadInput(f"{key} must be a positive integer, got {text[key]!r}", source)
-        for key in cls.MOE_FIELDS:
-            v = text.get(key) or 0
-            if not isinstance(v, int) or v < 0:
-                raise BadInput(f"{key} must be a non-negative integer, got {v!r}", source)
+        f = _Fields(text, source)
         qc = config.get("quantization_config") or text.get("quantization_config") or hf_quant_config
         vision = None
         if "vision_config" in config:
-            vc = config["vision_config"]
-            vision = VisionTower(
-                layers=int(vc.get("num_hidden_layers", vc.get("depth", 27))),
-                hidden=int(vc.get("hidden_size", 1152)),
-                intermediate=int(vc.get("intermediate_size", 4304)),
-                patch=int(vc.get("patch_size", 14)),
-                text_hidden=int(text["hidden_size"]),
-            )
+            v = _Fields(config["vision_config"], source, "vision_config.")
+            vision = VisionTower(layers=v.int("num_hidden_layers", v.int("depth", 27)),
+                                 hidden=v.int("hidden_size", 1152), intermediate=v.int("intermediate_size", 4304),
+                                 patch=v.int("patch_size", 14), text_hidden=text["hidden_size"])
         return cls(
-            **_attention_fields(text),
-            n_routed_experts=int(text.get("n_routed_experts") or 0),
-            n_shared_experts=int(text.get("n_shared_experts") or 0),
-            num_experts_per_tok=int(text.get("num_experts_per_tok") or 0),
-            moe_intermediate_size=int(text.get("moe_intermediate_size") or 0),
-            intermediate_size=text["intermediate_size"],
-            first_k_dense_replace=int(text.get("first_k_dense_replace", 0)),
-            moe_layer_freq=int(text.get("moe_layer_freq", 1)),
+            **f.attention(),
+            **f.moe("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts"),
+            intermediate_size=f.int("intermediate_size"),
             quantization=Quantization.from_config(qc),
             vision=vision,
             tensor_prefix="language_model." if "text_config" in config else "",
@@ -169,70 +154,50 @@ class Architecture:
         "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
         "qk_rope_head_dim", "v_head_dim", "vocab_size",
     )
-    KDA_REQUIRED = ("num_heads", "head_dim", "short_conv_kernel_size")
 
     @classmethod
     def _from_kimi_linear(cls, config: dict[str, Any], text: dict[str, Any], source: str) -> "Architecture":
         """A `kimi_linear` text config (Kimi-Linear itself, or K3's text_config)."""
-        for key in cls.HYBRID_REQUIRED:
-            if key not in text:
-                raise BadInput(f"not a Kimi-Linear/K3 architecture config: missing {key}", source)
-            if not isinstance(text[key], int) or isinstance(text[key], bool) or text[key] <= 0:
-                raise BadInput(f"{key} must be a positive integer, got {text[key]!r}", source)
-        layers = text["num_hidden_layers"]
+        missing = [k for k in cls.HYBRID_REQUIRED if k not in text]
+        if missing:
+            raise BadInput(f"not a Kimi-Linear/K3 architecture config: missing {', '.join(missing)}", source)
+        f = _Fields(text, source)
+        layers = f.int("num_hidden_layers", maximum=MAX_LAYERS)
         lac = text.get("linear_attn_config")
         linear = None
         if lac is not None:
-            if not isinstance(lac, dict):
-                raise BadInput("linear_attn_config must be an object", source)
-            for key in cls.KDA_REQUIRED:
-                v = lac.get(key)
-                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                    raise BadInput(f"linear_attn_config.{key} must be a positive integer, got {v!r}", source)
+            la = _Fields(lac, source, "linear_attn_config.")
+            heads, head_dim, conv = la.int("num_heads"), la.int("head_dim"), la.int("short_conv_kernel_size")
             kda = lac.get("kda_layers")
             if not isinstance(kda, list) or not all(isinstance(i, int) and not isinstance(i, bool) and
                                                     1 <= i <= layers for i in kda):
                 raise BadInput(f"linear_attn_config.kda_layers must be a list of 1-based layer numbers "
                                f"(1..{layers})", source)
             if kda:
-                linear = LinearAttention(layers=tuple(sorted({i - 1 for i in kda})), num_heads=lac["num_heads"],
-                                         head_dim=lac["head_dim"], conv_kernel=lac["short_conv_kernel_size"],
-                                         full_rank_gate=bool(lac.get("use_full_rank_gate", False)))
-        ints = {}
-        for key in ("num_experts", "num_experts_per_token", "moe_intermediate_size", "num_shared_experts",
-                    "routed_expert_hidden_size", "first_k_dense_replace", "num_nextn_predict_layers"):
-            v = text.get(key) or 0
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise BadInput(f"{key} must be a non-negative integer, got {v!r}", source)
-            ints[key] = v
+                linear = LinearAttention(layers=tuple(sorted({i - 1 for i in kda})), num_heads=heads,
+                                         head_dim=head_dim, conv_kernel=conv,
+                                         full_rank_gate=la.bool("use_full_rank_gate"))
         qc = config.get("quantization_config") or text.get("quantization_config")
         vision = None
-        if isinstance(config.get("vision_config"), dict) and config is not text:
-            vc = config["vision_config"]
+        if config is not text and config.get("vision_config") is not None:
             # K3's MoonViT names its dims vt_* (vllm/transformers_utils/configs/kimi_k3.py KimiK3VisionConfig)
-            vision = VisionTower(
-                layers=int(vc.get("vt_num_hidden_layers", vc.get("num_hidden_layers", 27))),
-                hidden=int(vc.get("vt_hidden_size", vc.get("hidden_size", 1024))),
-                intermediate=int(vc.get("vt_intermediate_size", vc.get("intermediate_size", 4096))),
-                patch=int(vc.get("patch_size", 14)), text_hidden=int(text["hidden_size"]))
+            v = _Fields(config["vision_config"], source, "vision_config.")
+            vision = VisionTower(layers=v.int("vt_num_hidden_layers", 27), hidden=v.int("vt_hidden_size", 1024),
+                                 intermediate=v.int("vt_intermediate_size", 4096), patch=v.int("patch_size", 14),
+                                 text_hidden=text["hidden_size"])
         return cls(
-            **_attention_fields(text),
-            n_routed_experts=ints["num_experts"],
-            n_shared_experts=ints["num_shared_experts"],
-            num_experts_per_tok=ints["num_experts_per_token"],
-            moe_intermediate_size=ints["moe_intermediate_size"],
-            intermediate_size=int(text.get("intermediate_size") or 11008),  # KimiLinearConfig default
-            first_k_dense_replace=ints["first_k_dense_replace"],
-            moe_layer_freq=int(text.get("moe_layer_freq", 1)),
+            **f.attention(),
+            **f.moe("num_experts", "num_experts_per_token", "moe_intermediate_size", "num_shared_experts"),
+            intermediate_size=f.int("intermediate_size", 11008),  # KimiLinearConfig default
             quantization=Quantization.from_config(qc),
             vision=vision,
             tensor_prefix="language_model." if config is not text else "",
             linear_attention=linear,
-            mla_output_gate=bool(text.get("mla_use_output_gate", False)),
-            latent_moe_dim=ints["routed_expert_hidden_size"],
-            latent_moe_norm=bool(text.get("latent_moe_use_norm", False)),
-            attn_res=text.get("attn_res_block_size") is not None,
-            mtp_layers=ints["num_nextn_predict_layers"],
+            mla_output_gate=f.bool("mla_use_output_gate"),
+            latent_moe_dim=f.int("routed_expert_hidden_size", 0, minimum=0),
+            latent_moe_norm=f.bool("latent_moe_use_norm"),
+            attn_res=f.int("attn_res_block_size", 0, minimum=0) > 0,
+            mtp_layers=f.int("num_nextn_predict_layers", 0, minimum=0, maximum=MAX_LAYERS),
         )
 
     @classmethod
@@ -289,13 +254,65 @@ class Architecture:
         return self.kv_lora_rank + self.qk_rope_head_dim
 
 
-def _attention_fields(text: dict[str, Any]) -> dict[str, Any]:
-    """The fields a DeepSeek-V3 and a kimi_linear config name alike: sizes, MLA dims, vocabulary."""
-    return {key: text[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
-                                       "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "vocab_size")} | {
-        "q_lora_rank": text.get("q_lora_rank"),
-        "max_position_embeddings": int(text.get("max_position_embeddings", 4096)),
-        "tie_word_embeddings": bool(text.get("tie_word_embeddings", False))}
+# Bounds on a config's sizes: far above any real checkpoint's (K3: 7,168 hidden, 163,840 vocabulary, 93
+# layers, 1,048,576 positions), so a hostile config is refused rather than planned for hours.
+MAX_DIM = 1 << 24
+MAX_LAYERS = 4096
+MAX_POSITIONS = 1 << 31
+
+
+class _Fields:
+    """Typed reads of one config object: each wrong value is a BadInput naming the key and what is allowed."""
+
+    def __init__(self, data: Any, source: str, prefix: str = "") -> None:
+        if not isinstance(data, dict):
+            raise BadInput(f"{prefix.rstrip('.') or 'the config'} must be an object, got {type(data).__name__}",
+                           source)
+        self.data, self.source, self.prefix = data, source, prefix
+
+    def int(self, key: str, default: int | None = None, *, minimum: int = 1, maximum: int = MAX_DIM) -> int:
+        """An integer in [minimum, maximum]; absent or null: `default` (required when None)."""
+        v = self.data.get(key)
+        if v is None and default is not None:
+            return default
+        if not isinstance(v, int) or isinstance(v, bool) or not minimum <= v <= maximum:
+            raise BadInput(f"{self.prefix}{key} must be an integer from {minimum} to {maximum:,}, got {v!r}",
+                           self.source)
+        return v
+
+    def bool(self, key: str) -> bool:
+        v = self.data.get(key, False)
+        if v is None:
+            return False
+        if not isinstance(v, bool):
+            raise BadInput(f"{self.prefix}{key} must be true or false, got {v!r}", self.source)
+        return v
+
+    def attention(self) -> dict[str, Any]:
+        """The fields a DeepSeek-V3 and a kimi_linear config name alike: sizes, MLA dims, vocabulary."""
+        q_lora = self.data.get("q_lora_rank")
+        return {"hidden_size": self.int("hidden_size"),
+                "num_hidden_layers": self.int("num_hidden_layers", maximum=MAX_LAYERS),
+                **{k: self.int(k) for k in ("num_attention_heads", "kv_lora_rank", "qk_nope_head_dim",
+                                            "qk_rope_head_dim", "v_head_dim", "vocab_size")},
+                "q_lora_rank": None if q_lora is None else self.int("q_lora_rank"),
+                "max_position_embeddings": self.int("max_position_embeddings", 4096, maximum=MAX_POSITIONS),
+                "tie_word_embeddings": self.bool("tie_word_embeddings")}
+
+    def moe(self, experts: str, per_token: str, intermediate: str, shared: str) -> dict[str, Any]:
+        """The MoE fields under this config's names. No experts (absent or 0) is a dense model; with experts,
+        each token's experts are 1..experts and the expert width is set."""
+        n = self.int(experts, 0, minimum=0)
+        out = {"n_routed_experts": n,
+               "num_experts_per_tok": self.int(per_token, 0, minimum=1 if n else 0, maximum=n or MAX_DIM),
+               "moe_intermediate_size": self.int(intermediate, 0, minimum=1 if n else 0),
+               "n_shared_experts": self.int(shared, 0, minimum=0),
+               "first_k_dense_replace": self.int("first_k_dense_replace", 0, minimum=0, maximum=MAX_LAYERS),
+               "moe_layer_freq": self.int("moe_layer_freq", 1, maximum=MAX_LAYERS)}
+        if n and not (per_token in self.data and intermediate in self.data):
+            raise BadInput(f"{self.prefix}{experts} is {n}: {per_token} and {intermediate} must be set too",
+                           self.source)
+        return out
 
 
 def _read_hf_quant_config(directory: Path) -> dict[str, Any] | None:
