@@ -202,15 +202,16 @@ def test_render_cli_shell_and_json(tmp_path: Path) -> None:
     assert_clean_error(run_cli("render", path, "--node-rank", "5"), "--node-rank", "outside 0..1")
 
 
-@pytest.mark.parametrize("engine, flags", [
-    ("vllm", ["--mamba-ssm-cache-dtype", "bfloat16", "--no-enable-prefix-caching"]),
-    ("sglang", ["--mamba-ssm-dtype", "bfloat16", "--disable-radix-cache"]),
+@pytest.mark.parametrize("engine, model, gpus, flags", [
+    # vLLM takes a bfloat16 state for K3's KDA layers only (Kimi-Linear's layer keeps float32: tests/test_plan.py)
+    ("vllm", "kimi-k3", 8, ["--mamba-ssm-cache-dtype", "bfloat16", "--no-enable-prefix-caching"]),
+    ("sglang", "kimi-linear-48b-a3b-instruct", 1, ["--mamba-ssm-dtype", "bfloat16", "--disable-radix-cache"]),
 ])
-def test_hybrid_state_settings_pass_the_real_parsers(engine: str, flags: list[str]) -> None:
+def test_hybrid_state_settings_pass_the_real_parsers(engine: str, model: str, gpus: int, flags: list[str]) -> None:
     data = copy.deepcopy(BASE)
-    data.update(model="kimi-linear-48b-a3b-instruct", hardware={"gpu": "H200", "gpus_per_node": 1, "nodes": 1})
+    data.update(model=model, hardware={"gpu": "B300", "gpus_per_node": gpus, "nodes": 1})
     data["engine"]["name"] = engine
-    data["topology"] = {"mode": "tp", "tp": 1}
+    data["topology"] = {"mode": "tp", "tp": gpus}
     data["serving"].update(state_dtype="bfloat16", prefix_caching=False)
     spec = parse_spec(data)
     dep = resolve(spec)

@@ -243,14 +243,48 @@ def test_k3_on_gb200_trays_catches_recipes_issue_934(gpu: str, nodes: int, fits:
 
 
 def test_bfloat16_state_halves_the_recurrent_state() -> None:
-    auto = plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, max_len=1048576))
-    half = plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, max_len=1048576, state_dtype="bfloat16"))
-    # conv: K-1 = 3 rows of the q, k and v channels (3 x 4096) in BF16; recurrent: 32 x 128 x 128
-    assert half.hybrid.detail["state_page_bytes"] == 3 * 3 * 4096 * 2 + 32 * 128 * 128 * 2
-    assert auto.hybrid.detail["state_page_bytes"] == 3 * 3 * 4096 * 2 + 32 * 128 * 128 * 4
+    auto = plan(_inp("kimi-k3", gpu="B300", max_len=1048576))
+    half = plan(_inp("kimi-k3", gpu="B300", max_len=1048576, state_dtype="bfloat16"))
+    # K3 at TP8: conv, K-1 = 3 rows of the q, k and v channels (3 x 12288 / 8) in BF16; recurrent 12 x 128 x 128
+    assert half.hybrid.detail["state_page_bytes"] == 3 * 3 * 12288 // 8 * 2 + 12 * 128 * 128 * 2
+    assert auto.hybrid.detail["state_page_bytes"] == 3 * 3 * 12288 // 8 * 2 + 12 * 128 * 128 * 4
     assert half.max_concurrency > auto.max_concurrency
-    with pytest.raises(BadInput, match="state_dtype"):
-        plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, state_dtype="float16"))
+    # SGLang takes it for Kimi-Linear too; vLLM's Kimi-Linear layer keeps float32 whatever the flag says, and
+    # its start-up check then fails: refused, naming the field
+    sglang = plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, engine="sglang", state_dtype="bfloat16"))
+    assert sglang.hybrid.state_bytes_per_sequence == 20 * (3 * 3 * 4096 * 2 + 32 * 128 * 128 * 2)
+    with pytest.raises(BadInput, match="float32 whatever") as err:
+        plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, state_dtype="bfloat16"))
+    assert err.value.field == "serving.state_dtype"
+    for model, value, needle in [("kimi-linear-48b-a3b-instruct", "float16", "allowed: auto, float32, bfloat16"),
+                                 ("kimi-k2.6", "bfloat16", "no KDA")]:
+        with pytest.raises(BadInput, match=needle):
+            plan(_inp(model, gpn=8 if model == "kimi-k2.6" else 1, state_dtype=value))
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_pipeline_stages_plan_the_whole_models_allocator(engine: str) -> None:
+    """From review: vLLM sizes its block and groups for the whole model, each request paying for every group;
+    SGLang sizes every rank's state slots for the stage with the most KDA layers; a stage with no MLA layer
+    caches no tokens and must not read as "fits no request"."""
+    one = plan(_inp("kimi-linear-48b-a3b-instruct", gpn=1, engine=engine))
+    pp8 = plan(_inp("kimi-linear-48b-a3b-instruct", gpn=8, engine=engine, topo=Topology(tp=1, pp=8)))
+    assert pp8.fits and pp8.max_concurrency > one.max_concurrency and pp8.hybrid.state_sequences > 0
+    if engine == "vllm":
+        # 27 layers in 8 stages: stage 0 holds KDA layers 0-2 only; the groups stay the model's 1 + 3 of 7
+        assert pp8.assumptions["hybrid"]["kv_cache_groups"] == 4 == one.assumptions["hybrid"]["kv_cache_groups"]
+        assert pp8.assumptions["hybrid"]["block_tokens"] == one.assumptions["hybrid"]["block_tokens"]
+        assert pp8.assumptions["hybrid"]["blocks_per_request"] == one.assumptions["hybrid"]["blocks_per_request"]
+    else:
+        # the busiest stage holds 3 KDA layers: every rank's slot is 3 layers' state
+        assert pp8.hybrid.state_bytes_per_sequence == 3 * (3 * 3 * 4096 * 2 + 32 * 128 * 128 * 4)
+
+
+def test_a_hybrid_fp8_block_checkpoint_suggests_the_smaller_ones_of_the_same_model() -> None:
+    p = plan(_inp("kimi-k3-fp8-block", gpu="B300", max_len=1048576))
+    assert not p.fits
+    assert any("moonshotai/Kimi-K3 (mxfp4)" in s for s in p.suggestions), p.suggestions
+    assert not any("Kimi-K2" in s for s in p.suggestions), p.suggestions
 
 
 def test_kda_heads_bound_the_tensor_parallel_size() -> None:

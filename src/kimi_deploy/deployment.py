@@ -390,9 +390,6 @@ def resolve(spec: Spec) -> Deployment:
     defaults = {"max_model_len": context_length(entry, arch)}
     serving = resolve_values(spec.serving, profile, defaults)
     _check_multimodal(spec, arch, name)
-    if spec.serving.state_dtype is not None and not arch.hybrid:
-        raise BadInput(f"{name} has no KDA (linear-attention) layers, so no recurrent state to store: "
-                       "state_dtype is a setting of the hybrid models (Kimi K3, Kimi-Linear)", "serving.state_dtype")
     spec_decode = resolve_speculative(spec, profile, arch, name, entry)
     gpu = get_gpu(spec.hardware.gpu)
     t = spec.topology

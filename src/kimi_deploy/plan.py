@@ -224,6 +224,12 @@ def check_topology(inp: PlanInput) -> None:
         raise BadInput(
             f"attention tensor-parallel size {atp} does not divide num_attention_heads "
             f"{a.num_attention_heads}", "topology.tp")
+    if inp.state_dtype not in STATE_DTYPES:
+        raise BadInput(f"unknown state_dtype {inp.state_dtype!r}; allowed: {', '.join(STATE_DTYPES)}",
+                       "serving.state_dtype")
+    if inp.state_dtype != "auto" and not a.hybrid:
+        raise BadInput(f"{inp.model} has no KDA (linear-attention) layers, so no recurrent state to store: "
+                       "state_dtype is a setting of the hybrid models (Kimi K3, Kimi-Linear)", "serving.state_dtype")
     la = a.linear_attention
     if la is not None and la.num_heads % atp:
         # both engines split the KDA heads and state over attention TP (vllm kimi_k3/nvidia/kda.py asserts
@@ -438,24 +444,29 @@ def hybrid_capacity(inp: PlanInput, layers: range, free_bytes: int, draft_kv: in
     arch = inp.arch
     la = arch.linear_attention
     assert la is not None
-    if inp.state_dtype not in STATE_DTYPES:
-        raise BadInput(f"unknown state_dtype {inp.state_dtype!r}; allowed: {', '.join(STATE_DTYPES)}",
-                       "serving.state_dtype")
-    n_kda = sum(1 for i in layers if arch.is_kda_layer(i))
-    n_mla = len(layers) - n_kda
+    mtp = min(inp.mtp_layers, arch.mtp_layers)
+    # the model's layers of each kind in order, MTP layers after the stack (they sit on the last stage)
+    mla_all = [i for i in range(arch.num_hidden_layers) if not arch.is_kda_layer(i)]
+    mla_all += range(arch.num_hidden_layers, arch.num_hidden_layers + mtp)
+    kda_all = list(la.layers)
+    stage = set(layers) | (set(range(arch.num_hidden_layers, arch.num_hidden_layers + mtp)) if last else set())
+    mla_pos = tuple(p for p, i in enumerate(mla_all) if i in stage)
+    kda_pos = tuple(p for p, i in enumerate(kda_all) if i in stage)
     per_layer = kv_bytes_per_token_layer(arch, inp.kv_cache_dtype)
     if last:
-        mtp = min(inp.mtp_layers, arch.mtp_layers)
-        n_mla += mtp
         draft_kv -= mtp * per_layer  # what is left is a separate draft's
-    if draft_kv > 0 and n_mla:
-        per_layer += math.ceil(draft_kv / n_mla)
+    if draft_kv > 0 and mla_pos:
+        per_layer += math.ceil(draft_kv / len(mla_pos))
+    busiest = max(sum(1 for i in r if arch.is_kda_layer(i)) for r in pp_layer_ranges(arch.num_hidden_layers,
+                                                                                      inp.topology.pp))
     return inp.profile.hybrid_capacity(HybridInput(
-        free_bytes=free_bytes, mla_layers=n_mla, kda_layers=n_kda, kv_bytes_per_token_layer=per_layer,
+        free_bytes=free_bytes, mla_layers=len(mla_pos), kda_layers=len(kda_pos), kv_bytes_per_token_layer=per_layer,
         kda_heads=la.num_heads, kda_head_dim=la.head_dim, conv_kernel=la.conv_kernel,
         attention_tp=attention_tp(inp), speculative_tokens=speculative_tokens(inp),
         max_model_len=inp.max_model_len, state_dtype=inp.state_dtype, dcp=inp.topology.dcp,
-        prefix_caching=inp.prefix_caching is not False))
+        prefix_caching=inp.prefix_caching is not False, mla_positions=mla_pos, kda_positions=kda_pos,
+        model_mla_layers=len(mla_all), model_kda_layers=len(kda_all), max_stage_kda_layers=busiest,
+        full_rank_gate=la.full_rank_gate))
 
 
 def speculative_tokens(inp: PlanInput) -> int:
@@ -540,9 +551,11 @@ def plan(inp: PlanInput, suggest: bool = True) -> Plan:
     if capacities:
         # the tightest stage decides; the fullest GPU's state is what one sequence costs
         hybrid = min(capacities, key=lambda c: c.max_concurrency)
+        cached = [c.kv_tokens for c in capacities if c.kv_tokens is not None]
         hybrid = replace(hybrid, state_bytes_per_sequence=max(c.state_bytes_per_sequence for c in capacities),
-                         state_sequences=min(c.state_sequences for c in capacities))
-        tokens, concurrency = hybrid.kv_tokens, hybrid.max_concurrency
+                         state_sequences=min(c.state_sequences for c in capacities),
+                         kv_tokens=min(cached) if cached else 0)
+        tokens, concurrency = hybrid.kv_tokens or 0, hybrid.max_concurrency
     else:
         tokens = min(stage_tokens) * t.dcp
         block = profile.topology.kv_block_tokens
@@ -703,6 +716,19 @@ def _kernel_alternatives(inp: PlanInput) -> list[str]:
     return out
 
 
+def _smaller_siblings(inp: PlanInput) -> list[Any]:
+    """Catalog checkpoints of the same model (the same base) whose weights are smaller than this one's."""
+    from .catalog import MODELS
+
+    entry = next((m for m in MODELS.values() if m.id == inp.model), None)
+    if entry is None:
+        return []
+    family = entry.base or entry.id
+    size = Inventory.of(inp.arch).total_bytes
+    return [m for m in MODELS.values() if m.id != entry.id and (m.base or m.id) == family
+            and Inventory.of(m.architecture()).total_bytes < size]
+
+
 def suggestions(inp: PlanInput) -> list[str]:
     """Concrete alternatives that fit, each re-planned with the same rules."""
     out: list[str] = []
@@ -719,7 +745,11 @@ def suggestions(inp: PlanInput) -> list[str]:
                 out.append(s)
         if out:
             break
-    if inp.arch.quantization.format is WeightFormat.FP8_BLOCK:
+    if inp.arch.hybrid:
+        # the same model's smaller published checkpoints (K3 FP8-BLOCK -> its MXFP4 and NVFP4 ones)
+        out.extend(s for s in (_try(inp, f"the smaller checkpoint {m.repo} ({m.architecture().quantization.format.value})",
+                                    model=m.id, arch=m.architecture()) for m in _smaller_siblings(inp)) if s)
+    elif inp.arch.quantization.format is WeightFormat.FP8_BLOCK:
         int4 = replace(inp.arch, quantization=Quantization(WeightFormat.INT4_EXPERTS, group=32,
                                                            method="compressed-tensors", ignore=INT4_K2_IGNORE))
         s = _try(inp, "an INT4 (W4A16 experts) checkpoint, e.g. RedHatAI/Kimi-K2-Instruct-quantized.w4a16 (vllm-project/recipes)",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from .catalog import MODELS, get_gpu, get_model, gpu_names
 from .errors import BadInput
@@ -195,7 +195,7 @@ class Serving(_Strict):
     state_dtype: str | None = None
     # Prefix caching (vLLM --enable-prefix-caching / --no-enable-prefix-caching, SGLang --disable-radix-cache);
     # unset: the engine's default (on). For hybrid models it sets the state slots a running sequence holds.
-    prefix_caching: bool | None = None
+    prefix_caching: StrictBool | None = None
 
     @field_validator("env")
     @classmethod

@@ -173,9 +173,12 @@ def _print_plan(p: Plan) -> None:
     table.add_row("[bold]total[/bold]", f"[bold]{_gib(p.memory_bytes)}[/bold]")
     table.add_row("GPU memory", f"{i.gpu.memory_gib} GiB x {i.memory_fraction}")
     out.print(table)
-    out.print(f"KV cache: {p.kv_bytes_per_token:,} bytes/token ({i.kv_cache_dtype}); "
-              f"{p.kv_cache_tokens:,} tokens per engine instance; "
-              f"max concurrency at {i.max_model_len:,} tokens: {p.max_concurrency:.2f}")
+    if p.hybrid is not None and not p.kv_bytes_per_token:
+        out.print(f"KV cache: none (every layer is KDA); max concurrency: {p.max_concurrency:.2f}")
+    else:
+        out.print(f"KV cache: {p.kv_bytes_per_token:,} bytes/token ({i.kv_cache_dtype}); "
+                  f"{p.kv_cache_tokens:,} tokens per engine instance; "
+                  f"max concurrency at {i.max_model_len:,} tokens: {p.max_concurrency:.2f}")
     if p.hybrid is not None:
         la = i.arch.linear_attention
         out.print(f"recurrent state ({len(la.layers) if la else 0} KDA layers, {i.arch.mla_layers} MLA layers cache "

@@ -252,8 +252,22 @@ class HybridInput:
     max_model_len: int
     state_dtype: str  # one of STATE_DTYPES
     prefix_caching: bool = True  # both engines cache prefixes of hybrid models unless told not to
+    # Under pipeline parallelism: the stage's layers as positions among the whole model's MLA / KDA layers
+    # (None: 0..count-1), the whole model's counts (None: the stage's), and the most KDA layers any stage holds
+    # (None: this stage's). The engines size some things for the whole model, not the stage.
+    mla_positions: tuple[int, ...] | None = None
+    kda_positions: tuple[int, ...] | None = None
+    model_mla_layers: int | None = None
+    model_kda_layers: int | None = None
+    max_stage_kda_layers: int | None = None
+    full_rank_gate: bool = True  # K3's KDA (False: Kimi-Linear's low-rank gate, another layer class)
     conv_bytes: int = 2  # the conv state is kept in the model dtype (BF16) by both engines
     dcp: int = 1
+
+    def positions(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The stage's (MLA, KDA) layers as positions among the model's layers of their kind."""
+        return (self.mla_positions if self.mla_positions is not None else tuple(range(self.mla_layers)),
+                self.kda_positions if self.kda_positions is not None else tuple(range(self.kda_layers)))
 
     def conv_state_bytes(self, extra_rows: int = 0) -> int:
         """One KDA layer's short-convolution state for one sequence: K-1 (+ extra) rows of the q, k and v
@@ -271,7 +285,7 @@ class HybridCapacity:
     """What the engine makes of the memory: the KV tokens it reports, the sequences it runs at once, the
     state one sequence holds on this GPU and the sequences whose state fits."""
 
-    kv_tokens: int
+    kv_tokens: int | None  # None: the stage caches no tokens (no MLA layer on it)
     max_concurrency: float
     state_bytes_per_sequence: int  # every KDA layer's state, one slot, on this GPU
     state_slots_per_sequence: int  # slots a running sequence holds (prefix caching, drafts)

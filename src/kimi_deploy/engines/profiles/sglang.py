@@ -217,7 +217,10 @@ _HYBRID_SOURCES = {
 
 
 def hybrid_capacity(h: HybridInput) -> HybridCapacity:
-    slot = h.kda_layers * (h.conv_state_bytes() + h.recurrent_state_bytes())
+    # every pipeline rank sizes its slots for the stage with the most KDA layers (kv_cache_configurator.py
+    # _handle_max_mamba_cache: max_stage_mamba_layers)
+    kda = h.max_stage_kda_layers if h.max_stage_kda_layers is not None else h.kda_layers
+    slot = kda * (h.conv_state_bytes() + h.recurrent_state_bytes())
     rest = max(h.free_bytes, 0)
     r = MAMBA_FULL_MEMORY_RATIO
     budget = rest * r / (1 + r)
@@ -233,11 +236,14 @@ def hybrid_capacity(h: HybridInput) -> HybridCapacity:
         k, intermediate = max(0, math.floor((budget - slot) / slot)), 0
     state_mem = (k + 1) * slot + intermediate if slot else 0
     per_token = h.kv_bytes_per_token_layer * h.mla_layers
-    kv_tokens = max(rest - state_mem, 0) // per_token if per_token else 0
+    # a stage without MLA layers caches no tokens: only its state bounds it
+    kv_tokens = max(rest - state_mem, 0) // per_token if per_token else None
     running = k // ratio
-    concurrency = min(kv_tokens * h.dcp / h.max_model_len, running) if slot else kv_tokens / h.max_model_len
+    bounds = ([kv_tokens * h.dcp / h.max_model_len] if kv_tokens is not None else []) + ([running] if slot else [])
+    concurrency = min(bounds) if bounds else 0.0
     return HybridCapacity(
-        kv_tokens=int(kv_tokens), max_concurrency=concurrency, state_bytes_per_sequence=slot,
+        kv_tokens=None if kv_tokens is None else int(kv_tokens), max_concurrency=concurrency,
+        state_bytes_per_sequence=slot,
         state_slots_per_sequence=ratio, state_sequences=running,
         detail={"state_slots": k, "state_pool_bytes": int(state_mem), "max_running_requests": running},
         sources=_HYBRID_SOURCES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from ...errors import BadInput
 from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
 from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, STATE_DTYPES, WEIGHT_ONLY, Defaults, EngineProfile, Flag,
@@ -245,30 +246,44 @@ _HYBRID_SOURCES = {
 
 
 def hybrid_capacity(h: HybridInput) -> HybridCapacity:
+    if h.state_dtype == "bfloat16" and not h.full_rank_gate:
+        # Kimi-Linear's KDA layer (model_executor/layers/mamba/gdn/kimi_gdn_linear_attn.py get_state_dtype)
+        # keeps its recurrent state in float32 whatever --mamba-ssm-cache-dtype says, while the page size is
+        # computed from the flag: the state then outgrows its padded page (MambaSpec asserts at start-up)
+        raise BadInput("vLLM keeps Kimi-Linear's recurrent state in float32 whatever --mamba-ssm-cache-dtype "
+                       "says (kimi_gdn_linear_attn.py), and a bfloat16 page then fails its start-up check; leave "
+                       "state_dtype unset or float32", "serving.state_dtype")
     s = h.speculative_tokens
     state_page = h.conv_state_bytes(extra_rows=s) + h.recurrent_state_bytes()
     mla_tok = h.kv_bytes_per_token_layer
-    n_mla, n_kda = h.mla_layers, h.kda_layers
+    mla_pos, kda_pos = h.positions()
+    # the block size and the groups are the whole model's (every pipeline stage runs the same allocator config)
+    n_mla = h.model_mla_layers if h.model_mla_layers is not None else len(mla_pos)
+    n_kda = h.model_kda_layers if h.model_kda_layers is not None else len(kda_pos)
     if n_mla and n_kda:
         floor = MLA_HYBRID_BLOCK_FLOOR
-        block = floor * math.ceil(state_page / (floor * mla_tok))
-        page = block * mla_tok
+        block: int | None = floor * math.ceil(state_page / (floor * mla_tok))
         small, large = sorted((n_mla, n_kda))
         group = large if large < 1.5 * small else small
-    else:  # a pipeline stage with one kind of layer only
+    else:  # one kind of layer only
         block = MLA_HYBRID_BLOCK_FLOOR if n_mla else None
-        page = mla_tok * block if block else state_page
         group = n_mla or n_kda
+    page = block * mla_tok if block else state_page
     mla_groups, kda_groups = math.ceil(n_mla / group), math.ceil(n_kda / group)
+    # group g holds every num_groups-th layer of its kind (layers[g::num_groups]); a block holds one page of
+    # each of a group's layers on this stage, sized by the group with the most (the rest is padding)
+    on_stage = [sum(1 for p in mla_pos if p % mla_groups == g) for g in range(mla_groups)] + \
+               [sum(1 for p in kda_pos if p % kda_groups == g) for g in range(kda_groups)]
+    block_bytes = max(on_stage) * page
     # prefix caching's align mode keeps 2 state pages per KDA layer, without it 1; plus one per drafted token
     # (MambaSpec.max_memory_usage_bytes, vllm/v1/kv_cache_interface.py)
     slots = (2 if h.prefix_caching else 1) + s
-    blocks = max(h.free_bytes, 0) // (group * page) if group else 0
+    blocks = max(h.free_bytes, 0) // block_bytes if block_bytes else 0
     per_request = mla_groups * math.ceil(h.max_model_len / ((block or 1) * h.dcp)) + kda_groups * slots
     concurrency = blocks / per_request if per_request else 0.0
     return HybridCapacity(
         kv_tokens=int(concurrency * h.max_model_len), max_concurrency=concurrency,
-        state_bytes_per_sequence=kda_groups * group * page, state_slots_per_sequence=slots,
+        state_bytes_per_sequence=kda_groups * block_bytes, state_slots_per_sequence=slots,
         state_sequences=blocks // (kda_groups * slots) if kda_groups else 0, block_tokens=block,
         detail={"state_page_bytes": state_page, "page_bytes": page, "padding": round(page / state_page - 1, 4)
                 if n_kda else 0.0, "group_size": group, "kv_cache_groups": mla_groups + kda_groups,
