@@ -109,9 +109,11 @@ class Server:
                 self.proc.wait(timeout=30)
 
 
-def start_tiny_server(tmp: Path, name: str, model_dir: Path | None = None, **serving: object) -> Server:
+def start_tiny_server(tmp: Path, name: str, model_dir: Path | None = None, env: dict[str, str] | None = None,
+                      **serving: object) -> Server:
     """Start tiny-k2 through `kimi-deploy serve` (which execs vLLM) and wait with `kimi-deploy wait`;
-    `model_dir` serves another copy of the checkpoint (e.g. with its own generation_config.json)."""
+    `model_dir` serves another copy of the checkpoint (e.g. with its own generation_config.json); `env` is the
+    environment of `serve` and `wait` (with serving api_key_env, the key's variable must be in it)."""
     data = yaml.safe_load(TINY_SPEC.read_text())
     port = free_port()
     data["name"] = name
@@ -122,10 +124,11 @@ def start_tiny_server(tmp: Path, name: str, model_dir: Path | None = None, **ser
     spec = tmp / f"{name}.yaml"
     spec.write_text(yaml.safe_dump(data))
     log = tmp / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "serve", str(spec)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "serve", str(spec)], cwd=ROOT, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(proc, f"http://127.0.0.1:{port}", spec, log)
-    waited = run_cli("wait", server.url, "--timeout", "600", timeout=660)
+    key = ["--api-key-env", str(serving["api_key_env"])] if serving.get("api_key_env") else []
+    waited = run_cli("wait", server.url, "--timeout", "600", *key, env=env, timeout=660)
     if waited.returncode != 0:
         server.stop()
         raise AssertionError(f"server did not come up: {waited.stderr}\n{log.read_text()[-4000:]}")

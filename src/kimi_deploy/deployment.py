@@ -130,6 +130,7 @@ class Deployment:
     groups: tuple[Group, ...]
     router: Router | None
     speculative: SpecDecode | None = None
+    metrics_without_key: bool = False  # serving.metrics_without_key
     # Spec sections no resolved field covers, read as given: where the weights live, the node network, the
     # Kubernetes settings.
     weights: Weights
@@ -140,6 +141,17 @@ class Deployment:
     def on_cpu(self) -> bool:
         """A local CPU demo (vLLM's CPU backend), not a GPU deployment."""
         return self.gpu.vendor == "cpu"
+
+    @property
+    def metrics_served(self) -> bool:
+        """Whether the engines serve Prometheus metrics: with an API key, only where the engine keeps them
+        behind it or the operator opted in (serving.metrics_without_key)."""
+        return not self.api_key_env or self.metrics_without_key or self.profile.key_guard.metrics_behind_key
+
+    @property
+    def metrics_need_key(self) -> bool:
+        """Whether a scrape of the metrics must send the API key."""
+        return bool(self.api_key_env) and not self.metrics_without_key
 
     @property
     def pd(self) -> bool:
@@ -380,12 +392,24 @@ def _check_multimodal(spec: Spec, arch: Architecture, name: str) -> None:
                        "language_model_only and mm_encoder_tp_mode", "serving.mm_encoder_tp_mode")
 
 
+def _check_pinned_env(spec: Spec, profile: EngineProfile) -> None:
+    """serving.env may not set a variable the engine's profile pins (pinned_env) to another value: the
+    rendered command would override it, and a setting that is never applied is a surprise."""
+    for name, value in profile.pinned_env.items():
+        given = spec.serving.env.get(name)
+        if given is not None and given != value:
+            raise BadInput(f"{profile.display} nodes always run with {name}={value}: kimi-deploy pins it (another "
+                           "value turns on routes no deployment should serve, e.g. vLLM's dev-mode control "
+                           "routes); remove it", f"serving.env.{name}")
+
+
 def resolve(spec: Spec) -> Deployment:
     """Resolve a parsed spec into the Deployment every consumer reads. Raises BadInput for a topology
     the engine cannot express (the planner's rules)."""
     name, arch, entry = resolve_model(spec.model)
     engine = spec.engine.name
     profile = get_profile(engine)
+    _check_pinned_env(spec, profile)
     check_max_model_len(spec.serving.max_model_len, entry, arch, "serving.max_model_len")
     defaults = {"max_model_len": context_length(entry, arch)}
     serving = resolve_values(spec.serving, profile, defaults)
@@ -442,4 +466,5 @@ def resolve(spec: Spec) -> Deployment:
         served_model_name=spec.serving.served_model_name or (entry.id if entry else spec.name),
         thinking=thinking, tool_parser=tool, reasoning_parser=reasoning, serving=MappingProxyType(serving),
         api_key_env=spec.serving.api_key_env, groups=tuple(groups), router=router, speculative=spec_decode,
+        metrics_without_key=spec.serving.metrics_without_key,
     )

@@ -166,6 +166,20 @@ def _hf_token_env(dep: Deployment) -> list[dict[str, Any]]:
                                                                  "optional": True}}}]
 
 
+def _pod_monitor(dep: Deployment, metadata: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The PodMonitor of the engines' metrics. With an API key (and no serving.metrics_without_key) the
+    metrics need it too: Prometheus sends it from the same Secret as a bearer token (prometheus-operator
+    PodMetricsEndpoint.authorization: type Bearer, credentials a key of a Secret in the PodMonitor's
+    namespace; Documentation/api-reference/api.md)."""
+    endpoint: dict[str, Any] = {"port": "http", "path": dep.profile.key_guard.metrics_path}
+    if dep.metrics_need_key and dep.k8s.api_key_secret:
+        assert dep.api_key_env is not None
+        endpoint["authorization"] = {"type": "Bearer",
+                                     "credentials": {"name": dep.k8s.api_key_secret, "key": dep.api_key_env}}
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": metadata,
+            "spec": {"selector": {"matchLabels": labels}, "podMetricsEndpoints": [endpoint]}}
+
+
 def _labels(dep: Deployment, component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "kimi-deploy", "app.kubernetes.io/instance": dep.name,
             "app.kubernetes.io/component": component}
@@ -295,10 +309,8 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
         out["poddisruptionbudget.yaml"] = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
                                            "metadata": meta(name, "engine"),
                                            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": engine_labels}}}
-    out["podmonitor.yaml"] = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-                              "metadata": meta(name, "monitoring"),
-                              "spec": {"selector": {"matchLabels": engine_labels if dep.pd else selector},
-                                       "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}]}}
+    if dep.metrics_served:
+        out["podmonitor.yaml"] = _pod_monitor(dep, meta(name, "monitoring"), engine_labels if dep.pd else selector)
     if weights_dir and k.weights_mode == "pvc":
         size = k.weights_pvc_size or f"{math.ceil(dep.primary.plan.weight_bytes_total * 1.1 / 2**30)}Gi"
         pvc: dict[str, Any] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",

@@ -47,6 +47,7 @@ HANDLED_ELSEWHERE = frozenset({
     "host", "port",  # every node's bind address; P/D sides take port+1 / port+2 (deployment.py)
     "served_model_name",  # resolved once in deployment.py
     "api_key_env",  # a secret: each engine's own delivery (never a command-line value)
+    "metrics_without_key",  # what the key guard leaves open (Deployment.metrics_served, each renderer, k8s.py)
     "tool_call_parser", "thinking",  # parsers from the catalog entry (deployment.py)
     "env", "extra_args",  # passed through as given
 })

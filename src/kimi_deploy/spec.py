@@ -177,6 +177,10 @@ class Serving(_Strict):
     mem_fraction_static: float | None = Field(default=None, gt=0, le=1)  # SGLang
     api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     # The API key is read from this env var at start-up; it is never written into a spec or command.
+    # With api_key_env set, every route but the health checks needs the key, /metrics included: true lets
+    # Prometheus scrape /metrics without it (SGLang serves its metrics to anyone, so with a key it turns them
+    # on only when this is true).
+    metrics_without_key: StrictBool = False
     # auto: the catalog entry's parser (kimi_k2 for the whole family); a name forces one; null disables.
     tool_call_parser: str | None = "auto"
     thinking: bool | None = None  # reasoning parser; default from the catalog (local checkpoints: off)

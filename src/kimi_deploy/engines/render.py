@@ -1,7 +1,8 @@
 """The renderers' driver: a Deployment becomes one command (argv + env) per node, for vLLM or SGLang.
 
 The skeleton is written once here: each group's nodes from its engine, the P/D additions on both
-sides, the router last, then the version gates over every feature the commands use."""
+sides, the profile's pinned environment on every engine node, the router last, then the version gates over
+every feature the commands use."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def render(dep: Deployment, heads: Mapping[str, str] | None = None) -> list[Rend
             for node in group_nodes:
                 node.features.append(engine.pd_feature)
         nodes += group_nodes
+    for node in nodes:  # after the spec's serving.env: a pinned setting always wins
+        node.env.update(dep.profile.pinned_env)
     if dep.router:
         nodes.append(engine.router(dep, {g.name: f"http://{heads[g.name]}:{g.port}" for g in dep.groups}))
     check_features(engine=dep.engine, pinned=dep.engine_version, used=[f for n in nodes for f in n.features],

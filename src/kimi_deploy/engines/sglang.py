@@ -31,7 +31,10 @@ LOGGING_VAR = "KIMI_SGLANG_LOGGING"
 
 def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
     argv = [*LAUNCH, "--model-path", dep.model_path, "--served-model-name", dep.served_model_name,
-            "--trust-remote-code", "--host", dep.host, "--port", str(port), "--enable-metrics"]
+            "--trust-remote-code", "--host", dep.host, "--port", str(port)]
+    # SGLang serves /metrics to anyone, key or not (the profile's key_guard): with a key, only by opt-in.
+    if dep.metrics_served:
+        argv.append("--enable-metrics")
     argv += parser_flags(dep, features)
     argv += table.flags(dep.profile, dep.serving)
     features += table.features(dep.profile, dep.serving)

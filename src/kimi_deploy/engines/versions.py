@@ -42,6 +42,7 @@ class Feature(str, Enum):
     LANGUAGE_MODEL_ONLY = "--language-model-only"
     MM_ENCODER_TP_MODE = "multimodal encoder TP mode"
     LOAD_FORMAT_STREAMING = "streaming load format (fastsafetensors / runai_streamer)"
+    KEY_GUARD = "every route behind the API key (--middleware kimi_deploy.engine_auth.RequireKey)"
 
 
 # The parsers a rendered command can name, as (flag kind, parser name) -> the feature that gates it.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
+from .. import engine_auth
 from ..deployment import Deployment, Group
 from ..errors import BadInput
 from .. import serving_flags as table
@@ -40,7 +41,26 @@ def _common(dep: Deployment, port: int, features: list[Feature]) -> list[str]:
     # Auto tool choice goes with a tool parser and needs one (vllm validate_parsed_serve_args).
     argv += parser_flags(dep, features, tool_prefix=("--enable-auto-tool-choice",))
     features += table.features(dep.profile, dep.serving)
-    return argv + table.flags(dep.profile, dep.serving) + _speculative(dep, features)
+    return argv + table.flags(dep.profile, dep.serving) + _speculative(dep, features) + _key_guard(dep, features)
+
+
+def _key_guard(dep: Deployment, features: list[Feature]) -> list[str]:
+    """With an API key, --middleware loads kimi-deploy's guard: vLLM's own check covers only /v1, /v2,
+    /inference and /cohere (the profile's key_guard)."""
+    guard = dep.profile.key_guard.middleware
+    if not dep.api_key_env or guard is None:
+        return []
+    features.append(Feature.KEY_GUARD)
+    return ["--middleware", guard]
+
+
+def _guard_env(dep: Deployment) -> dict[str, str]:
+    """The guard's settings, from the environment (vLLM builds it with the app alone): the variable holding the
+    key (VLLM_API_KEY, which vLLM's own check reads too) and the paths answered without it (liveness/readiness,
+    /metrics when the operator opts in)."""
+    guard = dep.profile.key_guard
+    open_paths = [*guard.open_paths, *([guard.metrics_path] if dep.metrics_without_key else [])]
+    return {engine_auth.KEY_VAR: "VLLM_API_KEY", engine_auth.OPEN_PATHS_VAR: engine_auth.open_paths_value(open_paths)}
 
 
 # The vLLM recipe's DSpark sampling for K3: "draft_sample_method":"probabilistic",
@@ -96,6 +116,8 @@ def _env(dep: Deployment, g: Group) -> dict[str, str]:
         # vLLM falls back to VLLM_API_KEY when --api-key is absent (vllm/entrypoints/openai/cli_args.py,
         # `api_key` help): the key stays in the environment, never on a command line.
         env["VLLM_API_KEY"] = env_ref(dep.api_key_env)
+        if dep.profile.key_guard.middleware:
+            env.update(_guard_env(dep))
     return env
 
 

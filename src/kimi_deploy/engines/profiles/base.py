@@ -310,6 +310,23 @@ class Metrics:
     prefix_caching_info: tuple[str, str] | None = None
 
 
+# --- what answers without the API key ------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class KeyGuard:
+    """How the engine's HTTP server keeps its routes behind the API key when a deployment sets one: with
+    kimi-deploy's guard (kimi_deploy/engine_auth.py) where the engine loads ASGI middleware, else the
+    engine's own check, whose gaps are stated here."""
+
+    middleware: str | None  # import path of the guard the engine loads; None: the engine's own check only
+    open_paths: tuple[str, ...]  # answered without the key: liveness/readiness (the probes' path among them)
+    metrics_path: str
+    # False: once metrics are on, the engine serves them to anyone (so with a key they are on only by opt-in,
+    # serving.metrics_without_key)
+    metrics_behind_key: bool
+    source: str
+
+
 # --- the profile ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
@@ -336,6 +353,10 @@ class EngineProfile:
     metrics: Metrics
     # How memory becomes KV blocks and state slots for a hybrid (KDA + MLA) model.
     hybrid_capacity: Callable[[HybridInput], HybridCapacity]
+    key_guard: KeyGuard
+    # Variables every engine node gets with exactly this value, whatever the environment or serving.env
+    # holds (a spec setting another value is refused): settings that must never be on in a deployment.
+    pinned_env: Mapping[str, str] = field(default_factory=dict)
     # draft entry -> why this engine cannot load it (when draft_min_version is None)
     draft_refusal: Callable[[Any], str] = lambda draft: ""
 

@@ -12,8 +12,8 @@ from typing import Mapping
 from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
 from .base import (ANY_GPU, FALLBACK, NATIVE, REFUSED, WEIGHT_ONLY, Defaults, EngineProfile, Flag, HybridCapacity,
-                   HybridInput, KernelPath, KernelTable, Layout, Metrics, Overhead, OverheadInput, TopologyRules,
-                   forward_bytes)
+                   HybridInput, KernelPath, KernelTable, KeyGuard, Layout, Metrics, Overhead, OverheadInput,
+                   TopologyRules, forward_bytes)
 
 MiB = 1024**2
 
@@ -295,4 +295,13 @@ PROFILE = EngineProfile(
                     prefix_cache_hits="sglang:cached_tokens", prefix_cache_queries="sglang:prompt_tokens",
                     prefix_cache_gauge="sglang:cache_hit_rate"),
     router_module="sglang_router.launch_router",  # sgl-project/sglang sgl-model-gateway/bindings/python
+    # SGLang checks the key on every HTTP route itself but always lets through paths starting with /health,
+    # /ready and /metrics, and OPTIONS (python/sglang/srt/utils/auth.py decide_request_auth, 0.5.23): /health,
+    # /health_generate (a 1-token generation, no text returned) and /ready answer without the key, /metrics too
+    # once --enable-metrics is on. It loads no middleware of ours (no such option in srt/server_args.py), and
+    # its check passes every non-HTTP scope, so the WebSocket /v1/realtime (streaming speech recognition,
+    # refused for a model without it: srt/entrypoints/openai/realtime/handler.py) is outside it.
+    key_guard=KeyGuard(middleware=None, open_paths=("/health", "/health_generate", "/ready"),
+                       metrics_path="/metrics", metrics_behind_key=False,
+                       source="sglang 0.5.23 python/sglang/srt/utils/auth.py decide_request_auth"),
 )

