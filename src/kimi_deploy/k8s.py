@@ -185,9 +185,11 @@ def _labels(dep: Deployment, component: str) -> dict[str, str]:
             "app.kubernetes.io/component": component}
 
 
-def _probe(path: str, port: int, period: int, failures: int, timeout: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures,
-            "timeoutSeconds": timeout}
+def _probe(path: str | None, port: int, period: int, failures: int, timeout: int) -> dict[str, Any]:
+    """An HTTP GET of `path`, or with None a TCP connect (a server whose every route needs the API key, which
+    a probe cannot send without writing it into the manifest)."""
+    check = {"httpGet": {"path": path, "port": port}} if path else {"tcpSocket": {"port": port}}
+    return {**check, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": timeout}
 
 
 def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | None,
@@ -222,10 +224,13 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
         # waits out the whole load; each call may take the engine's own /health time.
         timeout = dep.profile.readiness_probe_timeout_s
         starting = math.ceil((budget if gpus else 600) / PROBE_PERIOD_S)
-        container["startupProbe"] = _probe("/health", port, PROBE_PERIOD_S, starting, timeout)
-        container["livenessProbe"] = _probe("/health", port, 30, 6, timeout)
+        auth = dep.profile.router_auth
+        keyed_router = node.group == "router" and dep.api_key_env and auth is not None and auth.health_needs_key
+        path = None if keyed_router else "/health"
+        container["startupProbe"] = _probe(path, port, PROBE_PERIOD_S, starting, timeout)
+        container["livenessProbe"] = _probe(path, port, 30, 6, timeout)
         if serves_http and not health_only:
-            container["readinessProbe"] = _probe("/health", port, PROBE_PERIOD_S, 3, timeout)
+            container["readinessProbe"] = _probe(path, port, PROBE_PERIOD_S, 3, timeout)
     volumes: list[dict[str, Any]] = [
         {"name": "spec", "configMap": {"name": f"{dep.name}-spec", "defaultMode": 0o555}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k.shm_size}},

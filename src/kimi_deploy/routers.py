@@ -7,7 +7,10 @@ router's own parser, sets `api_key` on the parsed object, and calls the router's
   vllm-router:   vllm_router.launch_router.parse_router_args / launch_router (vllm-project/router)
   sglang-router: sglang_router.launch_router.parse_router_args / launch_router (sgl-project/sglang,
                  sgl-model-gateway/bindings/python)
-The key never appears in argv, and neither router logs it.
+The key never appears in argv, and neither router logs it. sglang-router checks clients' keys with it;
+vllm-router does not, so for it (its profile's router_auth) this module also puts the key in the variable
+the router sends the engines, and has the router check each client's bearer token against a decode engine's
+/v1/models, which the engines answer only with the key (kimi_deploy.engine_auth).
 
     python3 -m kimi_deploy.routers {vllm|sglang} --api-key-env NAME [router arguments...]
 """
@@ -45,6 +48,15 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(MODULES[router])
     parsed = module.parse_router_args(args)
     parsed.api_key = key
+    auth = PROFILES[router].router_auth
+    if auth is not None:
+        # The key the router sends the engines (this process's environment only), and clients' keys checked
+        # against a decode engine, which answers 200 only to the right one.
+        if auth.key_env:
+            os.environ[auth.key_env] = key
+        if auth.validation_field:
+            urls = [u.rstrip("/") + auth.validation_path for u in getattr(parsed, auth.urls_field) or []]
+            setattr(parsed, auth.validation_field, urls)
     module.launch_router(parsed)
 
 

@@ -327,6 +327,19 @@ class KeyGuard:
     source: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class RouterAuth:
+    """What the P/D router needs besides its api_key to check clients' keys and to pass the key on to the
+    engines; kimi_deploy.routers sets it inside the router's process (never on argv)."""
+
+    key_env: str | None  # the router sends this variable's value to the engines as its bearer token
+    validation_field: str | None  # parsed-argument field: URLs a client's bearer token is checked against (200 = valid)
+    validation_path: str  # the path on each decode engine those URLs name (the engines answer 200 only with the key)
+    urls_field: str  # parsed-argument field holding the decode engines' URLs
+    health_needs_key: bool  # the router asks for the key on its health routes too (so probes check the port)
+    source: str
+
+
 # --- the profile ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,6 +367,7 @@ class EngineProfile:
     # How memory becomes KV blocks and state slots for a hybrid (KDA + MLA) model.
     hybrid_capacity: Callable[[HybridInput], HybridCapacity]
     key_guard: KeyGuard
+    router_auth: RouterAuth | None = None  # None: the router checks clients' keys with its api_key alone
     # Variables every engine node gets with exactly this value, whatever the environment or serving.env
     # holds (a spec setting another value is refused): settings that must never be on in a deployment.
     pinned_env: Mapping[str, str] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from ...quant_formats import WeightFormat
 from ..versions import Feature, Gate
 from .base import (ANY_GPU, EMULATED, FALLBACK, NATIVE, STATE_DTYPES, WEIGHT_ONLY, Defaults, EngineProfile, Flag,
                    HybridCapacity, HybridInput, KernelPath, KernelTable, KeyGuard, Layout, Metrics, Overhead,
-                   OverheadInput, TopologyRules, forward_bytes, since)
+                   OverheadInput, RouterAuth, TopologyRules, forward_bytes, since)
 
 GiB = 1024**3
 
@@ -351,6 +351,15 @@ PROFILE = EngineProfile(
     # vLLM's /health answers at once, or refuses connections until the weights are loaded.
     readiness_probe_timeout_s=5,
     router_module="vllm_router.launch_router",  # vllm-project/router
+    # vllm-router 0.1.17 checks no client key by itself, and in the direct-URL P/D mode sends each request to
+    # the engines with `Authorization: Bearer $OPENAI_API_KEY` from its own environment, whatever the client sent
+    # (vllm-project/router src/routers/http/vllm_pd_router.rs; tried against 0.1.17: its --api-key goes on its
+    # /v1/chat/completions/render calls, the completion itself carries "Bearer " when that variable is unset).
+    # Its constructor takes api_key_validation_urls (no CLI flag in 0.1.17, the README's "Authentication"):
+    # every route then asks for a bearer token one of the URLs answers 200 to, health routes included (tried).
+    router_auth=RouterAuth(key_env="OPENAI_API_KEY", validation_field="api_key_validation_urls",
+                           validation_path="/v1/models", urls_field="decode_urls", health_needs_key=True,
+                           source="vllm-router 0.1.17 (vllm-project/router vllm_pd_router.rs, server.rs)"),
     # vLLM's own --api-key check guards only paths under /v1, /v2, /inference and /cohere (vllm/entrypoints/
     # serve/middleware/authenticate.py GUARDED_PREFIX, 0.32.0 and 0.33.0): kimi-deploy's guard takes every other
     # route behind the key too, /health (the probes') excepted; /metrics stays behind it unless opted out.
