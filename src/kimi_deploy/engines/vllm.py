@@ -188,7 +188,7 @@ def _pd_flags(dep: Deployment, g: Group) -> list[str]:
 
 
 def _router(dep: Deployment, urls: Mapping[str, str]) -> RenderedNode:
-    # vllm-router uses its key for its own calls to the engines; clients' keys are checked by the engines.
+    # vllm-router checks clients' keys only as kimi_deploy.routers sets it up (the profile's router_auth).
     assert dep.router is not None
     return router_node(dep, "vllm", ROUTER, [
         "--vllm-pd-disaggregation", "--host", dep.host, "--port", str(dep.router.port),
