@@ -1,13 +1,17 @@
 """A real OpenAI-looking HTTP server (aiohttp, on a loopback port, in a thread) whose chat endpoint
 misbehaves on purpose, for the tests that bench and compare end in bounded time with an honest result
 and write no key: it stalls mid-stream, echoes the Authorization header in a 401, or answers 200 with
-an HTML page. The `fault` fixture in tests/conftest.py starts them and stops them after the test."""
+an HTML page. The `fault` fixture in tests/conftest.py starts them and stops them after the test.
+`StandInEngines`: the two engines of a prefill/decode pair, for the router tests (tests/test_routers.py,
+tests/test_secrets.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiohttp import web
 
@@ -128,3 +132,59 @@ def _stripped(body: dict, strip: tuple[str, ...]) -> dict:
             if "tools" in m:
                 m["tools"] = no_defs(m["tools"])
     return body
+
+
+class StandInEngines:
+    """A P/D pair's two engines on loopback ports base + 1 and base + 2 (where a spec with serving.port base
+    puts its prefill and decode sides): every request answered with 200 JSON, or with `key` set 200 only with
+    `Bearer <key>` (and on /health) and 401 without. `seen` records (method, path, Authorization)."""
+
+    def __init__(self, key: str | None = None) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+        engines = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                auth = self.headers.get("Authorization") or ""
+                engines.seen.append((self.command, self.path, auth))
+                ok = key is None or auth == f"Bearer {key}" or self.path == "/health"
+                body = json.dumps({"object": "list", "data": [{"id": "kimi"}], "choices": [],
+                                   "status": "ok"}).encode()
+                self.send_response(200 if ok else 401)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        while True:  # retry until both neighbouring ports are free
+            self.base = _free_port()
+            try:
+                first = ThreadingHTTPServer(("127.0.0.1", self.base + 1), Handler)
+            except OSError:
+                continue
+            try:
+                self.servers = [first, ThreadingHTTPServer(("127.0.0.1", self.base + 2), Handler)]
+                break
+            except OSError:
+                first.server_close()
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,14 +5,11 @@ front of two stand-in engines (tiny HTTP servers: no engine runs on these machin
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +24,7 @@ from kimi_deploy.launch import materialize
 from kimi_deploy.spec import load_spec, parse_spec
 
 from .conftest import DEPLOY, free_port
+from .faultserver import StandInEngines
 
 KEY = "sk-router-guard-test-0a9e7d"
 VLLM_PD = DEPLOY / "kimi-k2-thinking-h200x16-vllm-pd.yaml"
@@ -34,45 +32,12 @@ SGLANG_PD = DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"
 CHAT = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
 
 
-class _Engine(BaseHTTPRequestHandler):
-    """A stand-in engine behind the key: 200 with the key (and on /health), 401 without; records each request."""
-
-    seen: list[tuple[str, str, str]] = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        auth = self.headers.get("Authorization") or ""
-        _Engine.seen.append((self.command, self.path, auth))
-        ok = auth == f"Bearer {KEY}" or self.path == "/health"
-        body = json.dumps({"object": "list", "data": [{"id": "kimi"}], "choices": [], "status": "ok"}).encode()
-        self.send_response(200 if ok else 401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(params=[VLLM_PD, SGLANG_PD], ids=["vllm-router", "sglang-router"])
-def router(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    base = free_port()
-    while True:  # the P/D sides listen on serving.port + 1 / + 2
-        try:
-            engines = [ThreadingHTTPServer(("127.0.0.1", base + i), _Engine) for i in (1, 2)]
-            break
-        except OSError:
-            base = free_port()
-    for e in engines:
-        threading.Thread(target=e.serve_forever, daemon=True).start()
+def router(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StandInEngines, str]]:
+    engines = StandInEngines(KEY)  # the P/D sides listen on serving.port + 1 / + 2
     data = yaml.safe_load(request.param.read_text())
     port = free_port()
-    data["serving"]["port"], data["topology"]["pd"]["router_port"] = base, port
+    data["serving"]["port"], data["topology"]["pd"]["router_port"] = engines.base, port
     dep = resolve(parse_spec(data))
     node = next(n for n in render(dep, {"prefill": "127.0.0.1", "decode": "127.0.0.1"}) if n.group == "router")
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
@@ -90,35 +55,35 @@ def router(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.2)
         assert proc.poll() is None, (tmp_path / "router.log").read_text()[-3000:]
         assert KEY not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
-        yield f"http://127.0.0.1:{port}"
+        yield engines, f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-        for e in engines:
-            e.shutdown()
+        engines.close()
 
 
-def test_no_client_gets_through_without_the_key(router: str) -> None:
+def test_no_client_gets_through_without_the_key(router: tuple[StandInEngines, str]) -> None:
+    engines, url = router
     for headers in ({}, {"Authorization": "Bearer wrong-key-4711"}, {"Authorization": KEY}):
-        _Engine.seen.clear()
-        r = httpx2.post(f"{router}/v1/chat/completions", json=CHAT, headers=headers, timeout=30)
+        engines.seen.clear()
+        r = httpx2.post(f"{url}/v1/chat/completions", json=CHAT, headers=headers, timeout=30)
         assert r.status_code == 401, (headers, r.status_code, r.text[:200])
         # nothing reached an engine with the key on the client's behalf
-        assert not [s for s in _Engine.seen if s[2] == f"Bearer {KEY}" and s[1] != "/health"], _Engine.seen
-    _Engine.seen.clear()
-    r = httpx2.post(f"{router}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {KEY}"},
+        assert not [s for s in engines.seen if s[2] == f"Bearer {KEY}" and s[1] != "/health"], engines.seen
+    engines.seen.clear()
+    r = httpx2.post(f"{url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {KEY}"},
                     timeout=30)
     assert r.status_code == 200, r.text[:300]
-    calls = [s for s in _Engine.seen if s[1] != "/health" and not s[1].endswith("/v1/models")]
+    calls = [s for s in engines.seen if s[1] != "/health" and not s[1].endswith("/v1/models")]
     assert calls and all(auth == f"Bearer {KEY}" for _, _, auth in calls), calls
 
 
-def test_router_control_routes_need_the_key(router: str) -> None:
+def test_router_control_routes_need_the_key(router: tuple[StandInEngines, str]) -> None:
     """Flushing the engines' caches and reading their loads (the router would do it with its own key). Both
     routers answer some of their own metadata without a key: sglang-router 0.3.2 its /v1/models and
     /get_server_info (a summary of its own, no engine's), /health and /readiness."""
     for method, path in (("POST", "/flush_cache"), ("GET", "/get_loads")):
-        r = httpx2.request(method, f"{router}{path}", timeout=30)
+        r = httpx2.request(method, f"{router[1]}{path}", timeout=30)
         assert r.status_code == 401, (method, path, r.status_code)
 
 

@@ -22,9 +22,7 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx2
@@ -37,6 +35,7 @@ from kimi_deploy.launch import materialize, write_startup_files
 from kimi_deploy.spec import load_spec, parse_spec
 
 from .conftest import DEPLOY, assert_clean_error, example_params, free_port, needs_tiny, run_cli, run_cli_timed
+from .faultserver import StandInEngines
 
 SECRET = "sk-kimi-never-on-argv-8c1f2e"
 ECHOED_SECRET = "sk-kd-hardening-7c1e5b-never-write-me"  # the key the echoing fault server sends back
@@ -121,29 +120,6 @@ def test_rendered_shell_writes_the_same_files(tmp_path: Path) -> None:
 
 # --- routers ----------------------------------------------------------------------------------------
 
-class _Worker(BaseHTTPRequestHandler):
-    """A stand-in engine: answers every request with 200 JSON and remembers the Authorization it got."""
-
-    seen: list[str] = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        _Worker.seen.append(self.headers.get("Authorization") or "")
-        body = json.dumps({"object": "list", "data": [{"id": "kimi"}], "status": "ok"}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def _router_node(path: Path, base_port: int, router_port: int):
     data = yaml.safe_load(path.read_text())
     data["serving"]["port"] = base_port
@@ -156,17 +132,9 @@ def _router_node(path: Path, base_port: int, router_port: int):
 @pytest.mark.parametrize("path", [SGLANG_PD, VLLM_PD], ids=["sglang-router", "vllm-router"])
 def test_router_key_stays_off_argv(path: Path, tmp_path: Path) -> None:
     # The P/D sides listen on serving.port + 1 / + 2: put stand-in workers there.
-    base = free_port()
-    while True:
-        try:
-            servers = [ThreadingHTTPServer(("127.0.0.1", base + i), _Worker) for i in (1, 2)]
-            break
-        except OSError:
-            base = free_port()
-    for s in servers:
-        threading.Thread(target=s.serve_forever, daemon=True).start()
+    engines = StandInEngines()
     router_port = free_port()
-    dep, node = _router_node(path, base, router_port)
+    dep, node = _router_node(path, engines.base, router_port)
     assert node.argv[:3] == ["python3", "-m", "kimi_deploy.routers"]
     _, argv, child_env = materialize(node, {**os.environ, "KIMI_API_KEY": SECRET})
     argv = [sys.executable, *argv[1:]]
@@ -200,8 +168,7 @@ def test_router_key_stays_off_argv(path: Path, tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
-        for s in servers:
-            s.shutdown()
+        engines.close()
     assert SECRET not in log.read_text()
 
 
