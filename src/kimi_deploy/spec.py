@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -112,6 +112,13 @@ ALL2ALL_BACKENDS = ("allgather_reducescatter", "deepep_high_throughput", "deepep
                     "flashinfer_nvlink_two_sided")
 
 
+
+def _one_of(what: str, v: Any, allowed: Iterable[str]) -> Any:
+    """`v` unchanged when unset or one of `allowed`; else the error naming the value and what is allowed."""
+    if v is not None and v not in allowed:
+        raise ValueError(f"unknown {what} {v!r}; allowed: {', '.join(allowed)}")
+    return v
+
 class ParallelFields(_Strict):
     tp: int | None = Field(default=None, gt=0)
     pp: int | None = Field(default=None, gt=0)
@@ -124,9 +131,7 @@ class ParallelFields(_Strict):
     @field_validator("all2all")
     @classmethod
     def _a2a(cls, v: str | None) -> str | None:
-        if v is not None and v not in ALL2ALL_BACKENDS:
-            raise ValueError(f"unknown all2all backend {v!r}; allowed: {', '.join(ALL2ALL_BACKENDS)}")
-        return v
+        return _one_of("all2all backend", v, ALL2ALL_BACKENDS)
 
 
 class PDGroup(ParallelFields):
@@ -226,16 +231,12 @@ class Serving(_Strict):
     @field_validator("state_dtype")
     @classmethod
     def _state_dtype(cls, v: str | None) -> str | None:
-        if v is not None and v not in STATE_DTYPES:
-            raise ValueError(f"unknown state_dtype {v!r}; allowed: {', '.join(STATE_DTYPES)}")
-        return v
+        return _one_of("state_dtype", v, STATE_DTYPES)
 
     @field_validator("kv_cache_dtype")
     @classmethod
     def _kv_dtype(cls, v: str) -> str:
-        if v not in KV_DTYPES:
-            raise ValueError(f"unknown kv_cache_dtype {v!r}; allowed: {', '.join(KV_DTYPES)}")
-        return v
+        return _one_of("kv_cache_dtype", v, KV_DTYPES)
 
 
 # num_speculative_tokens: the published Kimi drafts accept about 3 tokens per step (accept_length 2.3-3.5
