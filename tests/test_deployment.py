@@ -154,7 +154,7 @@ def test_bench_job_asks_for_the_served_model(tmp_path: Path) -> None:
     assert dep.served_model_name == "kimi-k2-instruct"
     from .test_pods import run_job_script
 
-    cmd = manifests(dep, "")["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    cmd = manifests(dep, "")["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
     bench = next(c for c in run_job_script(cmd, tmp_path) if c[0] == "bench")  # the script, run under bash
     assert bench[bench.index("--model") + 1] == "kimi-k2-instruct" != data["name"]
 

@@ -47,7 +47,12 @@ LWS_SCHEMA = _strict(yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["sch
 def _render(spec: Path, out: Path) -> dict[str, Any]:
     proc = run_cli("k8s", str(spec), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
-    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(out.glob("*.yaml"))}
+    return _tree(out)
+
+
+def _tree(out: Path) -> dict[str, Any]:
+    """relative path -> object, the bench/ subdirectory included."""
+    return {p.relative_to(out).as_posix(): yaml.safe_load(p.read_text()) for p in sorted(out.rglob("*.yaml"))}
 
 
 def validate_lws(obj: dict[str, Any]) -> None:
@@ -70,8 +75,10 @@ def test_manifests_validate(spec: Path, tmp_path: Path) -> None:
             validate_lws(obj)
         elif obj["kind"] == "PodMonitor":
             assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"]["podMetricsEndpoints"]
-        elif obj["kind"] == "Kustomization":
-            assert sorted(obj["resources"]) == sorted(n for n in objs if n != "kustomization.yaml")
+        elif obj["kind"] == "Kustomization":  # each lists the other files of its own directory
+            here = name.rpartition("/")[0]
+            assert sorted(obj["resources"]) == sorted(n.rpartition("/")[2] for n in objs if n != name
+                                                      and n.rpartition("/")[0] == here)
         else:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     data = yaml.safe_load(spec.read_text())
@@ -108,10 +115,10 @@ def test_k8s_tree_is_in_sync(tmp_path: Path) -> None:
         fresh = tmp_path / spec.stem
         _render(spec, fresh)
         committed = ROOT / "k8s" / spec.stem
-        assert sorted(p.name for p in fresh.glob("*.yaml")) == sorted(p.name for p in committed.glob("*.yaml")), spec
-        for p in fresh.glob("*.yaml"):
-            assert p.read_text() == (committed / p.name).read_text(), \
-                f"k8s/{spec.stem}/{p.name} drifted: run .venv/bin/python scripts/render-k8s.py"
+        assert sorted(_tree(fresh)) == sorted(_tree(committed)), spec
+        for name in _tree(fresh):
+            assert (fresh / name).read_text() == (committed / name).read_text(), \
+                f"k8s/{spec.stem}/{name} drifted: run .venv/bin/python scripts/render-k8s.py"
 
 
 def _containers(template: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +154,7 @@ def test_topology_specific_choices(tmp_path: Path) -> None:
     assert "livenessProbe" in sworker and "readinessProbe" not in sworker  # dummy /health on rank >= 1
     single = _render(DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml", tmp_path / "d")
     assert single["deployment.yaml"]["spec"]["strategy"]["type"] == "Recreate"
-    assert "kimi-deploy bench" in single["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "kimi-deploy bench" in single["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
 
 
 def test_prefill_decode(tmp_path: Path) -> None:
@@ -226,7 +233,7 @@ def _pod_specs(obj: Any) -> list[dict[str, Any]]:
 def test_every_pod_is_locked_down(spec: Path) -> None:
     """Every pod of the committed trees is locked down: no privilege escalation, every capability dropped
     (IPC_LOCK added back only on GPU engine containers), RuntimeDefault seccomp, no service-account token."""
-    pods = [p for f in (ROOT / "k8s" / spec.stem).glob("*.yaml") for p in _pod_specs(yaml.safe_load(f.read_text()))]
+    pods = [p for f in (ROOT / "k8s" / spec.stem).rglob("*.yaml") for p in _pod_specs(yaml.safe_load(f.read_text()))]
     assert pods
     for pod in pods:
         assert pod["automountServiceAccountToken"] is False
@@ -237,7 +244,7 @@ def test_every_pod_is_locked_down(spec: Path) -> None:
             assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
             gpu_engine = c["name"] == "engine" and any(r in c["resources"]["limits"] for r in ("nvidia.com/gpu", "amd.com/gpu"))
             assert sc["capabilities"].get("add", []) == (["IPC_LOCK"] if gpu_engine else []), c["name"]
-    bench = yaml.safe_load((ROOT / "k8s" / spec.stem / "job-bench.yaml").read_text())
+    bench = yaml.safe_load((ROOT / "k8s" / spec.stem / "bench" / "job-bench.yaml").read_text())
     assert 0 < bench["spec"]["activeDeadlineSeconds"] <= 6 * 3600
 
 
@@ -294,5 +301,5 @@ def test_spec_data_is_never_a_kubelet_variable_reference(tmp_path: Path) -> None
 
     found = [s for o in objs.values() for s in strings(o) if "KIMI_API_KEY)" in s]
     assert found and all("$$(KIMI_API_KEY)" in s for s in found), found
-    bench = objs["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]
+    bench = objs["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]
     assert "$$(KIMI_API_KEY)" in bench["command"]

@@ -40,7 +40,7 @@ MOUNT = Path("/etc/kimi-deploy")
 
 
 def _objects(tree: Path) -> dict[str, dict[str, Any]]:
-    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(tree.glob("*.yaml"))}
+    return {p.relative_to(tree).as_posix(): yaml.safe_load(p.read_text()) for p in sorted(tree.rglob("*.yaml"))}
 
 
 def _pods(objs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, str]]]:
@@ -224,7 +224,7 @@ def test_spec_values_stay_data_in_job_scripts(tmp_path: Path, hostile: str) -> N
     data = yaml.safe_load((ROOT / "deploy" / "kimi-k2-thinking-h200x8-vllm-tp8.yaml").read_text())
     data["serving"]["served_model_name"] = hostile
     objs = manifests(resolve(parse_spec(data)), "")
-    cmd = _command(objs["job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0])
+    cmd = _command(objs["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0])
     calls = run_job_script(cmd, tmp_path)
     bench = next(c for c in calls if c[0] == "bench")
     assert bench[bench.index("--model") + 1] == hostile

@@ -3,7 +3,9 @@ weights staged on a ReadWriteMany PVC by a download+verify Job (or a node-local 
 container that waits for the verify marker, probes sized from the plan, a Service selecting exactly the
 pods that serve HTTP, a PodDisruptionBudget, a PodMonitor and a benchmark Job. The engine command is not
 written into the manifests: every pod runs the launcher entrypoint, which calls `kimi-deploy serve` on
-the same spec (shipped in a ConfigMap), so Kubernetes runs exactly what `render` shows. Stock engine
+the same spec (shipped in a ConfigMap), so Kubernetes runs exactly what `render` shows. The benchmark
+(its results PVC and Job, N client pods with k8s.bench_clients > 1) is a kustomization of its own in
+bench/, so applying the deployment never starts one. Stock engine
 images do not contain kimi-deploy: `k8s.image` names the image built by docker/Dockerfile (the engine
 image plus kimi-deploy), and stock images are refused."""
 
@@ -37,6 +39,17 @@ SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
 # The bench Job's own bound beyond the wait for the endpoint: `bench` runs
 # bench_concurrency * 8 requests, minutes at most; an endpoint that stalls must not hold the Job forever.
 BENCH_WAIT_S, BENCH_RUN_S = 14400, 3600
+# The client pods' kustomization, a subdirectory of the output: `kubectl apply -k OUT/bench`.
+BENCH_DIR = "bench"
+# How long the client pods of a sharded bench wait at the barrier for one another. They are created
+# together and pass the endpoint wait together; what spreads them is each pulling k.image (the engine
+# image, tens of GB) onto its own node.
+BENCH_BARRIER_S = 1800
+# The pod labels the Job controller sets: the Job's uid, the same in every pod of one Job and new for each
+# Job (https://kubernetes.io/docs/reference/labels-annotations-taints/#batchkubernetesiocontroller-uid,
+# Kubernetes >= 1.27), readable as env through the downward API's metadata.labels['<KEY>']
+# (https://kubernetes.io/docs/concepts/workloads/pods/downward-api/#downwardapi-fieldRef).
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 # How long a pod's init container waits for the download Job's verify marker before failing (the pod
 # then restarts and the wait shows up as a crash loop instead of a silent hang): a 1 TB checkpoint
 # over a slow link takes hours.
@@ -138,6 +151,13 @@ def check(dep: Deployment) -> list[str]:
     if k.gpus_per_pod is not None and k.gpus_per_pod != dep.gpus_per_node:
         errors.append(f"k8s.gpus_per_pod: {k.gpus_per_pod} differs from hardware.gpus_per_node "
                       f"{dep.gpus_per_node}: one pod per node must own all its GPUs")
+    if k.bench_clients > 1 and not k.storage_class:
+        errors.append(f"k8s.storage_class: k8s.bench_clients {k.bench_clients} runs client pods on several nodes, "
+                      "which share the results volume: name a storage class that offers ReadWriteMany, or set "
+                      "k8s.bench_clients: 1")
+    if k.bench_clients > k.bench_concurrency:
+        errors.append(f"k8s.bench_clients: {k.bench_clients} client pods need at least one user each, and "
+                      f"k8s.bench_concurrency (the users of the whole run) is {k.bench_concurrency}")
     if dep.api_key_env and not k.api_key_secret:
         errors.append("k8s.api_key_secret: serving.api_key_env is set, so name the Secret that holds the key")
     if not k.image:
@@ -271,7 +291,7 @@ def _pod_spec(dep: Deployment, node: RenderedNode, budget: int, pd_group: str | 
 
 
 def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
-    """filename -> object."""
+    """relative path -> object: the deployment's files, and the benchmark's under bench/ (its own kustomization)."""
     weights_dir = dep.weights.dir
     errors = check(dep)
     if errors:
@@ -340,27 +360,81 @@ def manifests(dep: Deployment, spec_text: str) -> dict[str, dict[str, Any]]:
                                                                          {"name": "weights", "mountPath": weights_dir}]}],
                                         "volumes": [{"name": "spec", "configMap": {"name": f"{name}-spec"}},
                                                     {"name": "weights", "persistentVolumeClaim": {"claimName": f"{name}-weights"}}]})}}}
-    bench_env = _api_key_env(dep)
-    key_args = ["--api-key-env", dep.api_key_env] if dep.api_key_env else []
+    out["kustomization.yaml"] = _kustomization(sorted(out))
     url = f"http://{name}.{ns}.svc:{service_port}"
-    out["pvc-bench-results.yaml"] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                                     "metadata": meta(f"{name}-bench-results", "bench"),
-                                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}
-    # The bench asks for the name the engine serves (served_model_name, else the catalog id).
-    out["job-bench.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-bench", "bench"),
-                             "spec": {"backoffLimit": 0, "activeDeadlineSeconds": BENCH_WAIT_S + BENCH_RUN_S,
-                                      "template": {"metadata": {"labels": _labels(dep, "bench")}, "spec": harden({
-                                 "restartPolicy": "Never",
-                                 "containers": [{"name": "bench", "image": k.image, "env": bench_env, "command": shell(
-                                     'kimi-deploy wait "$1" --timeout "$2" "${@:6}" && kimi-deploy bench --base-url "$1/v1" '
-                                     '--model "$3" --output "/results/$(date +%Y%m%dT%H%M%S)" --concurrency "$4" '
-                                     '--num-requests "$5" "${@:6}"', url, str(BENCH_WAIT_S), dep.served_model_name,
-                                     str(k.bench_concurrency), str(k.bench_concurrency * 8), *key_args),
-                                     "volumeMounts": [{"name": "results", "mountPath": "/results"}]}],
-                                 "volumes": [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-bench-results"}}]})}}}
-    out["kustomization.yaml"] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                                 "resources": sorted(f for f in out if f != "kustomization.yaml")}
+    bench = _bench_objects(dep, url, meta)
+    bench["kustomization.yaml"] = _kustomization(sorted(bench))
+    out.update({f"{BENCH_DIR}/{f}": obj for f, obj in bench.items()})
     return out
+
+
+def _kustomization(resources: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources}
+
+
+def _bench_objects(dep: Deployment, url: str, meta) -> dict[str, dict[str, Any]]:
+    """The results PVC and the bench Job (filename -> object, for bench/). The bench asks for the name the
+    engine serves (served_model_name, else the catalog id). One client pod runs the whole run; with
+    k8s.bench_clients N > 1 the Job is Indexed and pod i runs shard i/N of the same run."""
+    k, name, clients = dep.k8s, dep.name, dep.k8s.bench_clients
+    key_args = ["--api-key-env", dep.api_key_env] if dep.api_key_env else []
+    labels = _labels(dep, "bench")
+    # Pods on several nodes all mount the results volume: only ReadWriteMany allows that
+    # (https://kubernetes.io/docs/concepts/storage/persistent-volumes/#access-modes); check() requires
+    # the storage class that offers it.
+    pvc: dict[str, Any] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                           "metadata": meta(f"{name}-bench-results", "bench"),
+                           "spec": {"accessModes": ["ReadWriteOnce" if clients == 1 else "ReadWriteMany"],
+                                    "resources": {"requests": {"storage": "2Gi"}}}}
+    if clients > 1:
+        pvc["spec"]["storageClassName"] = k.storage_class
+    mounts = [{"name": "results", "mountPath": "/results"}]
+    volumes = [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-bench-results"}}]
+    job_spec: dict[str, Any] = {"backoffLimit": 0}
+    pod: dict[str, Any] = {"restartPolicy": "Never"}
+    if clients == 1:
+        job_spec["activeDeadlineSeconds"] = BENCH_WAIT_S + BENCH_RUN_S
+        container = {"name": "bench", "image": k.image, "env": _api_key_env(dep), "command": shell(
+            'kimi-deploy wait "$1" --timeout "$2" "${@:6}" && kimi-deploy bench --base-url "$1/v1" '
+            '--model "$3" --output "/results/$(date +%Y%m%dT%H%M%S)" --concurrency "$4" '
+            '--num-requests "$5" "${@:6}"', url, str(BENCH_WAIT_S), dep.served_model_name,
+            str(k.bench_concurrency), str(k.bench_concurrency * 8), *key_args), "volumeMounts": mounts}
+    else:
+        # An Indexed Job: pod i gets JOB_COMPLETION_INDEX=i from the Job controller
+        # (https://kubernetes.io/docs/concepts/workloads/controllers/job/#completion-mode); all N run at
+        # once (the barrier needs them together). backoffLimit 0: a failed shard fails the Job, which stops
+        # the other pods; a retried shard would find the barrier passed and its results directory taken.
+        job_spec.update({"completionMode": "Indexed", "completions": clients, "parallelism": clients,
+                         "activeDeadlineSeconds": BENCH_WAIT_S + BENCH_BARRIER_S + BENCH_RUN_S})
+        # Every pod of one Job writes under /results/<the Job's uid>: shard-<i>, the barrier, and merged.
+        # Pod 0 merges after its own shard, waiting for the others' summaries: it knows the run's directory
+        # from its own env, where a separate merge Job (another uid) could learn it only from the API
+        # server, which the pods cannot reach (no service-account token). When pod 0 or any shard fails
+        # the Job fails and nothing is merged (a partial merge would report a slice as the run's totals);
+        # the shard directories stay on the volume for `kimi-deploy bench merge`.
+        env = [{"name": "KIMI_BENCH_RUN", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_UID_LABEL}']"}}}]
+        container = {"name": "bench", "image": k.image, "env": env + _api_key_env(dep), "command": shell(
+            'i=${JOB_COMPLETION_INDEX:?set by the Job controller in an Indexed Job}; '
+            'run="$6/${KIMI_BENCH_RUN:?the Job uid label, through the downward API}"; '
+            'mkdir -p "$run/barrier" || exit 1; '
+            'kimi-deploy wait "$1" --timeout "$2" "${@:10}" || exit 1; '
+            'kimi-deploy bench --base-url "$1/v1" --model "$3" --output "$run/shard-$i" --concurrency "$4" '
+            '--num-requests "$5" --shard "$i/$7" --barrier "$run/barrier" --barrier-timeout "$8" "${@:10}" || exit 1; '
+            '[ "$i" = 0 ] || exit 0; '
+            'shards=(); s=0; while [ "$s" -lt "$7" ]; do shards+=("$run/shard-$s"); s=$((s + 1)); done; '
+            'echo "merging $7 shards into $run/merged"; '
+            'exec kimi-deploy bench merge "$run/merged" "${shards[@]}" --wait "$9"',
+            url, str(BENCH_WAIT_S), dep.served_model_name, str(k.bench_concurrency), str(k.bench_concurrency * 8),
+            "/results", str(clients), str(BENCH_BARRIER_S), str(BENCH_RUN_S), *key_args), "volumeMounts": mounts}
+        # Client load is CPU: spread the pods over nodes where the scheduler can.
+        pod["topologySpreadConstraints"] = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                             "whenUnsatisfiable": "ScheduleAnyway",
+                                             "labelSelector": {"matchLabels": dict(labels)}}]
+    pod.update({"containers": [container], "volumes": volumes})
+    job_spec["template"] = {"metadata": {"labels": labels}, "spec": harden(pod)}
+    return {"pvc-bench-results.yaml": pvc,
+            "job-bench.yaml": {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-bench", "bench"),
+                               "spec": job_spec}}
 
 
 def _engine_objects(dep: Deployment, out: dict[str, dict[str, Any]], group: Group, nodes: list[RenderedNode],
@@ -422,13 +496,20 @@ def _written_from(path: Path) -> str | None:
 
 
 def write(spec_path: Path, out_dir: Path) -> list[Path]:
-    """Write one file per object. Files this command wrote from the same spec and no longer renders are
-    removed; any other file (the user's spec, notes, overlays, another spec's manifests) is left alone,
-    and one that would be overwritten is refused."""
+    """Write one file per object, the bench's into the bench/ subdirectory. Files this command wrote from
+    the same spec and no longer renders are removed; any other file (the user's spec, notes, overlays,
+    another spec's manifests) is left alone, and one that would be overwritten is refused, as is a bench/
+    that is a symlink (files written through it would land outside the directory) or not a directory."""
     spec = load_spec(spec_path)
     objs = manifests(resolve(spec), spec_path.read_text())
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput("exists and is not a directory", str(out_dir))
+    dirs = [out_dir, *(out_dir / d for d in sorted({f.rpartition("/")[0] for f in objs} - {""}))]
+    for d in dirs[1:]:
+        if d.is_symlink() or (d.exists() and not d.is_dir()):
+            raise BadInput(f"{d.name} there is a symlink or not a directory; kimi-deploy k8s writes the "
+                           f"benchmark's manifests into a directory {d.name}/ of its own; choose another directory",
+                           str(out_dir))
     ours = spec_path.name
     clobbered = [f for f in objs if (out_dir / f).exists() or (out_dir / f).is_symlink()]
     clobbered = [f for f in clobbered if _written_from(out_dir / f) != ours]
@@ -437,10 +518,11 @@ def write(spec_path: Path, out_dir: Path) -> list[Path]:
                        f"{ours}; choose another directory", str(out_dir))
     paths = []
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob("*.yaml"):
-            if stale.name not in objs and _written_from(stale) == ours:
-                stale.unlink()
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            for stale in d.glob("*.yaml"):
+                if stale.relative_to(out_dir).as_posix() not in objs and _written_from(stale) == ours:
+                    stale.unlink()
         for fname, obj in objs.items():
             p = out_dir / fname
             p.write_text(f"{HEADER} from {ours}; do not edit by hand\n" + yaml.safe_dump(obj, sort_keys=False, width=120))

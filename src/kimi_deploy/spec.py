@@ -324,6 +324,11 @@ class K8s(_Strict):
     startup_budget_s: int | None = Field(default=None, gt=0)  # override the plan-derived startup budget
     pdb: bool = True
     bench_concurrency: int = Field(default=16, gt=0)
+    # Client pods of the bench Job; above 1 an Indexed Job whose pods each run their shard of one run
+    # (totals: bench_concurrency users, bench_concurrency * 8 requests, at least one user per pod) and
+    # share ReadWriteMany results storage (needs k8s.storage_class). The bound keeps a typo from
+    # scheduling hundreds of pods.
+    bench_clients: int = Field(default=1, ge=1, le=64)
 
 
 class Spec(_Strict):
