@@ -303,3 +303,192 @@ def test_spec_data_is_never_a_kubelet_variable_reference(tmp_path: Path) -> None
     assert found and all("$$(KIMI_API_KEY)" in s for s in found), found
     bench = objs["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]
     assert "$$(KIMI_API_KEY)" in bench["command"]
+
+
+# --- the benchmark: its own kustomization in bench/, N client pods as an Indexed Job -------------------
+
+SINGLE = DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml"
+
+
+def _bench_spec(tmp_path: Path, clients: int, **k8s: Any) -> Path:
+    """The single-node example with k8s.bench_clients and other k8s keys changed."""
+    data = yaml.safe_load(SINGLE.read_text())
+    data["k8s"].update({"bench_clients": clients, "storage_class": "shared-rwx", **k8s})
+    p = tmp_path / f"bench-{clients}.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _kustomize(directory: Path) -> list[dict[str, Any]]:
+    import subprocess
+
+    kubectl = Path(sys.executable).parent / "kubectl"
+    proc = subprocess.run([str(kubectl), "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def _runs_bench(obj: dict[str, Any]) -> bool:
+    return any("kimi-deploy bench" in " ".join(c.get("command", [])) for pod in _pod_specs(obj) for c in pod["containers"])
+
+
+def test_sharded_bench_is_an_indexed_job_that_validates(tmp_path: Path) -> None:
+    objs = _render(_bench_spec(tmp_path, 4), tmp_path / "out")
+    job, pvc = objs["bench/job-bench.yaml"], objs["bench/pvc-bench-results.yaml"]
+    for obj in (job, pvc):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == ("Indexed", 4, 4, 0)
+    assert 0 < spec["activeDeadlineSeconds"] <= 6 * 3600
+    (container,) = spec["template"]["spec"]["containers"]
+    run = next(e for e in container["env"] if e["name"] == "KIMI_BENCH_RUN")
+    assert run["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/controller-uid']"
+    # pods on several nodes share the results: ReadWriteMany, on the spec's class
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] and pvc["spec"]["storageClassName"] == "shared-rwx"
+    one = _render(_bench_spec(tmp_path, 1), tmp_path / "one")
+    assert "completionMode" not in one["bench/job-bench.yaml"]["spec"]
+    assert one["bench/pvc-bench-results.yaml"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "--shard" not in one["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+
+
+# A stand-in for kimi-deploy: records its argv, and fails the subcommand named by KD_FAIL.
+RECORDER = """#!/usr/bin/env python3
+import json, os, sys
+with open(os.environ["KD_RECORD"], "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+sys.exit(1 if sys.argv[1:2] == [os.environ.get("KD_FAIL")] else 0)
+"""
+
+
+def _run_client_pod(container: dict[str, Any], tmp: Path, env: dict[str, str], fail: str = "") -> tuple[int, list[list[str]]]:
+    """One client pod's script, as the container receives it, under bash with the recorder as kimi-deploy
+    and the results volume at tmp/results; (exit code, the kimi-deploy calls it made)."""
+    import json
+    import os
+    import subprocess
+
+    from .test_pods import _command
+
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "kimi-deploy").write_text(RECORDER)
+    (bin_dir / "kimi-deploy").chmod(0o755)
+    record = tmp / "calls.jsonl"
+    record.unlink(missing_ok=True)
+    cmd = _command(container)
+    args = [str(tmp / "results") if a == "/results" else a for a in cmd[3:]]
+    proc = subprocess.run(["bash", "-c", cmd[2], *args], capture_output=True, text=True, timeout=60, cwd=tmp,
+                          env={"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "KD_RECORD": str(record),
+                               "KD_FAIL": fail, **env})
+    calls = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    return proc.returncode, calls
+
+
+def _opt(call: list[str], flag: str) -> str:
+    return call[call.index(flag) + 1]
+
+
+def test_every_client_pod_runs_its_shard_and_pod_0_merges_them_all(tmp_path: Path) -> None:
+    clients, users = 4, 12
+    objs = _render(_bench_spec(tmp_path, clients, bench_concurrency=users), tmp_path / "out")
+    (container,) = objs["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"]
+    uid = "0b7c4e2a-5d1f-4f6e-9a53-2c8d1e7f6a90"
+    run = tmp_path / "results" / uid
+    shards = []
+    for index in range(clients):
+        code, calls = _run_client_pod(container, tmp_path, {"JOB_COMPLETION_INDEX": str(index), "KIMI_BENCH_RUN": uid})
+        assert code == 0, calls
+        assert [c[0] for c in calls] == ["wait", "bench"] + (["bench"] if index == 0 else [])
+        bench = calls[1]
+        # the run's totals, the same in every pod; the pod's own slice from its completion index
+        assert (_opt(bench, "--concurrency"), _opt(bench, "--num-requests")) == (str(users), str(users * 8))
+        assert _opt(bench, "--shard") == f"{index}/{clients}"
+        assert _opt(bench, "--output") == str(run / f"shard-{index}")
+        assert _opt(bench, "--barrier") == str(run / "barrier") and (run / "barrier").is_dir()
+        assert _opt(bench, "--api-key-env") == "KIMI_API_KEY"
+        shards.append(_opt(bench, "--output"))
+        if index == 0:
+            merge = calls[2]
+            assert merge[:3] == ["bench", "merge", str(run / "merged")]
+            assert merge[3:merge.index("--wait")] == shards[:1] + [str(run / f"shard-{i}") for i in range(1, clients)]
+            assert float(_opt(merge, "--wait")) > 0
+    assert len(set(shards)) == clients
+    # a failed shard on pod 0: nothing is merged, and the pod fails (so the Job fails)
+    code, calls = _run_client_pod(container, tmp_path, {"JOB_COMPLETION_INDEX": "0", "KIMI_BENCH_RUN": uid}, fail="bench")
+    assert code != 0 and [c[0] for c in calls] == ["wait", "bench"]
+    # outside an Indexed Job (no index) or without the Job's uid the pod fails before any call
+    for env in ({"KIMI_BENCH_RUN": uid}, {"JOB_COMPLETION_INDEX": "1"}):
+        code, calls = _run_client_pod(container, tmp_path, env)
+        assert code != 0 and calls == [], env
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
+def test_the_deployment_kustomization_starts_no_benchmark(spec: Path) -> None:
+    """`kubectl apply -k OUT` of a committed tree creates no bench Job; `kubectl apply -k OUT/bench` creates
+    the bench Job and its results PVC, and nothing else."""
+    tree = ROOT / "k8s" / spec.stem
+    deployment = _kustomize(tree)
+    assert deployment and not any(_runs_bench(o) for o in deployment)
+    assert not any(o["metadata"]["name"].endswith("-bench-results") for o in deployment)
+    bench = _kustomize(tree / "bench")
+    assert sorted(o["kind"] for o in bench) == ["Job", "PersistentVolumeClaim"]
+    assert all(_runs_bench(o) for o in bench if o["kind"] == "Job")
+
+
+def test_sharded_bench_kustomization_builds(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _render(_bench_spec(tmp_path, 8, bench_concurrency=64), out)
+    assert not any(_runs_bench(o) for o in _kustomize(out))
+    (job,) = [o for o in _kustomize(out / "bench") if o["kind"] == "Job"]
+    assert job["spec"]["completions"] == 8 and _runs_bench(job)
+
+
+@pytest.mark.parametrize("k8s, needles", [
+    ({"bench_clients": 0}, ["k8s.bench_clients"]),
+    ({"bench_clients": 65}, ["k8s.bench_clients"]),
+    ({"bench_clients": 20}, ["k8s.bench_clients", "at least one user", "16"]),  # bench_concurrency 16
+    ({"bench_clients": 4, "storage_class": None}, ["k8s.storage_class", "ReadWriteMany"]),
+])
+def test_bench_clients_bad_input(tmp_path: Path, k8s: dict, needles: list[str]) -> None:
+    data = yaml.safe_load(SINGLE.read_text())
+    data["k8s"].update({"storage_class": "shared-rwx", **k8s})
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_subdirectory_is_owned_like_the_rest(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SINGLE.read_text())
+    ours = "# rendered by kimi-deploy k8s from spec.yaml; do not edit by hand\n"
+    # a bench/ that is a symlink (writing through it lands elsewhere) or a file is refused, untouched
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "bench").symlink_to(elsewhere)
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(out)), "bench", "symlink")
+    assert list(elsewhere.iterdir()) == [] and not (out / "kustomization.yaml").exists()
+    (out / "bench").unlink()
+    (out / "bench").write_text("mine\n")
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(out)), "bench", "not a directory")
+    assert (out / "bench").read_text() == "mine\n"
+    # a file of the user's where the bench Job goes is refused; the user's other files in bench/ stay
+    out = tmp_path / "b"
+    (out / "bench").mkdir(parents=True)
+    (out / "bench" / "job-bench.yaml").write_text("mine\n")
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(out)), "bench/job-bench.yaml", "not written by")
+    assert (out / "bench" / "job-bench.yaml").read_text() == "mine\n"
+    (out / "bench" / "job-bench.yaml").unlink()
+    (out / "bench" / "notes.yaml").write_text("mine\n")
+    # the bench files an older layout wrote at the top, and ours in bench/ no longer rendered, go
+    (out / "job-bench.yaml").write_text(ours)
+    (out / "bench" / "job-bench-merge.yaml").write_text(ours)
+    (out / "bench" / "other.yaml").write_text(ours.replace("spec.yaml", "other.yaml"))
+    assert run_cli("k8s", str(spec), "-o", str(out)).returncode == 0
+    assert not (out / "job-bench.yaml").exists() and not (out / "bench" / "job-bench-merge.yaml").exists()
+    assert (out / "bench" / "notes.yaml").read_text() == "mine\n" and (out / "bench" / "other.yaml").read_text() == \
+        ours.replace("spec.yaml", "other.yaml")
+    assert sorted(_tree(out / "bench")) == ["job-bench.yaml", "kustomization.yaml", "notes.yaml", "other.yaml",
+                                            "pvc-bench-results.yaml"]
