@@ -379,6 +379,58 @@ def test_bench_diff_corrupt_files(sim_factory, tmp_path: Path) -> None:
         assert_clean_error(run_cli("bench", "diff", str(good), str(bad)), str(bad / needle))
 
 
+def test_bench_diff_refuses_runs_of_different_configurations(sim_factory, tmp_path: Path) -> None:
+    """Another load or output length is another experiment: exit 2 naming --allow-different-config, each
+    differing field on stderr with both values; with the flag the table comes, the warning still printed.
+    Another seed (or endpoint) is what one compares: no warning."""
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "1")
+    base = ("--num-requests", "3", "--workers", "1")
+    _bench(url, tmp_path / "a", *base, "--concurrency", "1", "--output-len", "3")
+    _bench(url, tmp_path / "b", *base, "--concurrency", "2", "--output-len", "4")
+    _bench(url, tmp_path / "seed", *base, "--concurrency", "1", "--output-len", "3", "--seed", "7")
+    refused = run_cli("bench", "diff", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert_clean_error(refused, "--allow-different-config", "concurrency: A 1, B 2", "output_len: A 3, B 4")
+    assert "seed" not in refused.stderr and "base_url" not in refused.stderr, refused.stderr
+    anyway = run_cli("bench", "diff", str(tmp_path / "a"), str(tmp_path / "b"), "--allow-different-config")
+    assert anyway.returncode == 0, anyway.stderr
+    assert "WARNING" in anyway.stderr and "output_len: A 3, B 4" in anyway.stderr and "tpot mean" in anyway.stdout
+    same = run_cli("bench", "diff", str(tmp_path / "a"), str(tmp_path / "seed"))
+    assert same.returncode == 0 and "WARNING" not in same.stderr, same.stderr
+
+
+def test_bench_diff_tails_error_rate_goodput_and_progress_through_a_pipe(sim_factory, tmp_path: Path) -> None:
+    """p90 and p99 rows with intervals (p99 of 80 requests: too few values above it to call); the error
+    rate and the goodput fraction under the same SLO, with intervals that see a 20 % error rate and a
+    TTFT over the SLO; progress lines on stderr (a pipe, not a terminal) while the bootstrap runs."""
+    fast = sim_factory("--ttft-ms", "10", "--itl-ms", "1")
+    slow = sim_factory("--ttft-ms", "80", "--itl-ms", "1", "--error-rate", "0.2", "--seed", "3")
+    args = ("--concurrency", "8", "--num-requests", "80", "--output-len", "5", "--slo", "ttft_ms=40")
+    _bench(fast, tmp_path / "a", *args)
+    b = _bench(slow, tmp_path / "b", *args)
+    proc = run_cli("bench", "diff", str(tmp_path / "a"), str(tmp_path / "b"), "--json",
+                   env={**os.environ, "KIMI_PROGRESS_INTERVAL_S": "0.001"})
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["metric"]: r for r in json.loads(proc.stdout)["rows"]}
+    for stat in ("mean", "p50", "p90", "p99"):
+        r = rows[f"ttft {stat} (ms)"]
+        assert r["delta"] > 50 and r["ci95"][0] > 0, r
+    assert rows["ttft p90 (ms)"]["real"] is True  # 80 and ~64 answers: 8 and ~6 above the p90
+    assert rows["ttft p99 (ms)"]["real"] is None and rows["ttft p99 (ms)"]["n"][0] == 80
+    err_rate = rows["error rate"]
+    assert err_rate["a"] == 0 and err_rate["b"] == round(b["requests"]["failed"] / 80, 4) > 0
+    assert err_rate["real"] is True and err_rate["ci95"][0] > 0
+    good = rows["goodput fraction"]
+    assert good["a"] == 1.0 and good["b"] == 0.0 and good["real"] is True, good
+    assert rows["goodput requests_per_s"]["b"] == 0.0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("bench diff: ")]
+    assert lines and lines[0].startswith("bench diff: 0/5 done"), proc.stderr
+    assert lines[-1].startswith("bench diff: 5/5 done, 0 failed"), proc.stderr
+    during = [ln for ln in lines if not ln.startswith(("bench diff: 0/5", "bench diff: 5/5"))]
+    assert during and all("ETA" in ln for ln in during), lines  # printed while it ran
+    table = run_cli("bench", "diff", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert table.returncode == 0 and "ttft p99" in table.stdout and "too few" in table.stdout
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flag=st.sampled_from(["--num-requests", "--duration", "--warmup", "--concurrency", "--rate", "--burstiness",
                              "--ramp-up", "--max-concurrency", "--input-len", "--output-len", "--prefix-len",

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..args import BenchConfig
 from ..errors import BadInput, OperationFailed
 from ._args import option
-from ._common import ApiKeyEnv, OnOff, SimDist, err, finite, out
+from ._common import ApiKeyEnv, AsJson, OnOff, SimDist, err, finite, out
 
 bench_app = typer.Typer(help="Benchmark an endpoint (or `bench diff A B`).", invoke_without_command=True,
                         no_args_is_help=False)
@@ -132,18 +132,52 @@ def _why_nothing(req: dict) -> str:
 
 @bench_app.command("diff")
 def bench_diff(a: Annotated[Path, typer.Argument(help="Result directory A.")],
-               b: Annotated[Path, typer.Argument(help="Result directory B.")]) -> None:
-    """Two result directories side by side, with bootstrap 95 % intervals on each difference."""
-    from ..bench.diff import diff
+               b: Annotated[Path, typer.Argument(help="Result directory B.")],
+               allow_different_config: Annotated[bool, typer.Option(
+                   "--allow-different-config",
+                   help="Compare runs whose load or workload differ (refused without it: the numbers of another "
+                        "experiment are no regression).")] = False,
+               as_json: AsJson = False) -> None:
+    """Two result directories side by side, with bootstrap 95 % intervals on each difference (mean, p50, p90,
+    p99, error rate, goodput); runs of different configurations are refused."""
+    import json
 
+    from ..bench.diff import MIN_TAIL, config_differences, diff, goodput_note, metric_count
+    from ..progress import Progress
+
+    differ = config_differences(a, b)
+    if differ:
+        err.print(f"[bold red]WARNING: the runs' configurations differ[/bold red] in {len(differ)} field(s); "
+                  "their numbers measure different experiments:")
+        for name, va, vb in differ:
+            err.print(f"  {name}: A {va!r}, B {vb!r}", markup=False, highlight=False)
+        if not allow_different_config:
+            raise BadInput(f"A and B differ in {', '.join(n for n, _, _ in differ)} (listed above): rerun one with "
+                           "the other's settings, or give --allow-different-config to compare them anyway",
+                           "--allow-different-config")
+    with Progress(err, label="bench diff", total=metric_count()) as progress:
+        rows = diff(a, b, on_metric=progress.advance)
+    note = goodput_note(a, b)
+    if as_json:
+        print(json.dumps({"a": str(a), "b": str(b), "config_differences": [
+            {"field": n, "a": va, "b": vb} for n, va, vb in differ], "rows": rows, "note": note}, indent=2))
+        return
     table = Table(title=f"B = {b} vs A = {a}")
     for col in ("metric", "A", "B", "delta", "delta %", "95% CI", "real?"):
         table.add_column(col)
-    for r in diff(a, b):
-        real = "-" if r["real"] is None else ("[bold]yes[/bold]" if r["real"] else "noise")
+    for r in rows:
+        if r["real"] is None:
+            real = "too few" if r["ci95"] else "-"
+        else:
+            real = "[bold]yes[/bold]" if r["real"] else "noise"
         table.add_row(r["metric"], str(r["a"]), str(r["b"]), str(r["delta"]), str(r["delta_pct"]),
                       str(r["ci95"]) if r["ci95"] else "-", real)
     out.print(table)
+    if any(r["real"] is None and r["ci95"] for r in rows):
+        out.print(f"too few: fewer than {MIN_TAIL} values above that percentile on a side, so its interval "
+                  "cannot tell real from noise")
+    if note:
+        out.print(note)
 
 
 def sim(
