@@ -67,6 +67,7 @@ class Args(BaseModel):
 Workload = Literal["random", "jsonl", "tool-calls", "shared-prefix", "multi-turn", "trace"]
 WORKLOAD_NAMES = get_args(Workload)
 MAX_USERS = 100_000  # each user is a coroutine holding a connection; more is a typo, not a load test
+MAX_SHARDS = 4096  # client machines of one run
 DEFAULT_REQUESTS = 100  # measured requests when not given, except a trace's (every row)
 SLO_NAMES = ("ttft_ms", "ttfat_ms", "tpot_ms", "itl_ms", "e2e_ms")  # goodput bounds (bench/metrics.py)
 TRACE_OWN = ("input_len", "output_len", "prefix_len", "burstiness", "ramp_up_s")  # what a trace brings itself
@@ -106,6 +107,13 @@ class BenchConfig(Args):
     stall_timeout_s: Annotated[float, Flag("--stall-timeout"), Positive] = 300.0
     seed: Annotated[int, Flag("--seed")] = 0
     time_scale: Annotated[float, Flag("--time-scale"), Positive] = 1.0  # trace: send times = timestamps x this
+    # Sharded runs (bench/shard.py): this process runs shard I of N of one schedule whose --concurrency,
+    # --rate and --num-requests are the whole run's totals; all shards start together at --start-at (a
+    # wall-clock time) or when N shards are ready in the --barrier directory they share.
+    shard: Annotated[Optional[tuple[int, int]], Flag("--shard")] = None  # (index, count); None: the whole run
+    start_at: Annotated[Optional[float], Flag("--start-at")] = None  # seconds since the epoch
+    barrier: Annotated[Optional[Path], Flag("--barrier")] = None
+    barrier_timeout_s: Annotated[float, Flag("--barrier-timeout"), Positive, Field(le=86_400)] = 600.0
 
     @field_validator("slo", mode="before")
     @classmethod
@@ -124,6 +132,43 @@ class BenchConfig(Args):
             except ValueError:
                 raise BadInput(f"{part!r} is not NAME=MILLISECONDS", "--slo") from None
         return out
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard_text(cls, value: Any) -> Any:
+        """`--shard I/N`: shard I (0-based) of N."""
+        if not isinstance(value, str):
+            return value
+        index, sep, count = value.partition("/")
+        try:
+            i, n = int(index), int(count)
+        except ValueError:
+            raise BadInput(f"{value!r} is not I/N (shard I of N, 0-based, e.g. 0/4)", "--shard") from None
+        if not sep or n < 1 or n > MAX_SHARDS or not 0 <= i < n:
+            raise BadInput(f"{value!r}: I/N needs 1 <= N <= {MAX_SHARDS} and 0 <= I < N", "--shard")
+        return (i, n)
+
+    @field_validator("start_at", mode="before")
+    @classmethod
+    def _start_at_text(cls, value: Any) -> Any:
+        """`--start-at`: seconds since the epoch, or an ISO 8601 time with its UTC offset."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        from datetime import datetime
+
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise BadInput(f"{value!r} is neither seconds since the epoch nor an ISO 8601 time "
+                           "(e.g. 2026-12-06T22:30:00Z)", "--start-at") from None
+        if when.tzinfo is None:
+            raise BadInput(f"{value!r} has no UTC offset: shards on several machines must agree on the time "
+                           "(add Z or +HH:MM)", "--start-at")
+        return when.timestamp()
 
     @model_validator(mode="before")
     @classmethod
@@ -153,6 +198,18 @@ class BenchConfig(Args):
                            "--max-concurrency)", "--rate")
         if self.thinking is False and self.thinking_effort is not None:
             raise BadInput("an effort is how hard thinking works: drop --thinking off", "--thinking-effort")
+        if self.start_at is not None and self.barrier is not None:
+            raise BadInput("--start-at and --barrier are two ways to start together: give one", "--barrier")
+        if self.shard is None:
+            if self.barrier is not None:
+                raise BadInput("a barrier waits for the shards of a run: give --shard I/N", "--barrier")
+            return self
+        count = self.shard[1]
+        for name in ("concurrency", "num_requests"):
+            value = getattr(self, name)
+            if value is not None and value < count and self.workload != "trace":
+                raise BadInput(f"{self.flag(name)} {value} is the whole run's total: fewer than {count} shards "
+                               "would leave a shard with nothing to do", "--shard")
         return self
 
     def facts(self) -> dict[str, Any]:

@@ -5,7 +5,12 @@ and write summary.json (with metric definitions), plots and an HTML report. Ctrl
 from __future__ import annotations
 
 import json
+import os
+import platform
 import queue as queue_mod
+import shlex
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +27,7 @@ from ..engines.profiles import PROFILES
 from ..errors import BadInput
 from ..outputs import check_output_dir
 from ..stats import percentile
-from . import loadgen
+from . import loadgen, shard
 from .loadgen import RequestInput, RequestOutput, WorkerStats
 from .metrics import DEFINITIONS, RequestRecord, per_request, summarize
 from .report import cdf_plot, html_report
@@ -166,6 +171,39 @@ def _live_table(done: int, failed: int, total: int, recent: list[RequestRecord],
     return t
 
 
+class _Terminated:
+    """SIGTERM (a Job's deadline, a node drain, `kill`) taken like Ctrl-C while the run is in flight: the
+    requests that finished are saved and summary.json written (config.terminated), the workers stopped."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        self.fired = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+            self._old = None
+
+
+def run_facts(started: float) -> dict[str, Any]:
+    """Who ran what, where and when, for summary.json (secrets are scrubbed with the rest of it)."""
+    from .. import __version__
+
+    return {"tool": f"kimi-deploy {__version__}", "started_utc": _utc(started),
+            "command": " ".join(shlex.quote(a) for a in sys.argv), "host": platform.node(),
+            "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
 # What a run writes into --output (summary.json last): their presence means a previous run.
 RESULT_FILES = ("summary.json", "requests.jsonl", "sweep.json")
 
@@ -179,6 +217,8 @@ def check_files(cfg: BenchConfig) -> None:
         if not cfg.dataset:
             raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
         trace.read_trace(Path(cfg.dataset), cfg.warmup + cfg.num_requests if cfg.num_requests else None)
+    if cfg.start_at is not None:
+        shard.given(cfg.start_at)  # passed or too far ahead: bad input before anything is asked
     check_output_dir(cfg.output, "--output")
     previous = [n for n in RESULT_FILES if (cfg.output / n).exists()]
     if previous and not cfg.overwrite:
@@ -189,6 +229,7 @@ def check_files(cfg: BenchConfig) -> None:
 def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     """One run. summary.json says how it ended: `config.interrupted` (Ctrl-C; what finished is kept),
     `requests.incomplete` (cut at the --duration deadline, counted neither as completed nor as failed)."""
+    started = time.time()
     check_files(cfg)
     ep = cfg.endpoint
     scrub = ep.scrubber()
@@ -198,6 +239,9 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         raise BadInput(f"{ep.v1} serves {', '.join(served)}, not {cfg.model!r}", "--model")
     tok = Tokenizer(ep, cfg.model)
     jobs, workload_facts = build_jobs(cfg, tok)
+    facts = cfg.facts()
+    part = cfg.shard or (0, 1)
+    identity = shard.run_identity(facts)
     server["metrics_before"] = scrape(ep)
     during: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -206,22 +250,36 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         while not stop.wait(5.0):
             snap = scrape(ep)
             if snap:
-                during.append({"t": round(time.monotonic() - t_start, 1), **snap})
+                during.append({"t": round(time.monotonic() - t0, 1), **snap})
 
+    # the shards of one run start together; prompts are built and the server asked before the wait
+    start = None
+    if cfg.barrier is not None:
+        start = shard.barrier(cfg.barrier, shard=part, identity=identity, timeout_s=cfg.barrier_timeout_s,
+                              log=console.print)
+    elif cfg.start_at is not None:
+        start = shard.given(cfg.start_at)
+    if start is not None and start.at > time.time() + 5:
+        console.print(f"starting at {_utc(start.at)} "
+                      f"(in {start.at - time.time():.0f} s)")
     lcfg = loadgen.LoadConfig(endpoint=ep, concurrency=cfg.concurrency, rate=cfg.rate, burstiness=cfg.burstiness,
                               ramp_up_s=cfg.ramp_up_s, duration_s=cfg.duration_s, max_concurrency=cfg.max_concurrency,
                               workers=cfg.workers, request_timeout_s=cfg.request_timeout_s,
-                              stall_timeout_s=cfg.stall_timeout_s, seed=cfg.seed)
+                              stall_timeout_s=cfg.stall_timeout_s, seed=cfg.seed, shard=part,
+                              start_at=None if start is None else start.at)
     outputs: dict[int, RequestOutput] = {}
     workers: list[WorkerStats] = []
-    t_start = time.monotonic()
+    mono_to_wall = time.time() - time.monotonic()  # this machine's wall clock at monotonic 0
     procs, q, t0 = loadgen.start(jobs, lcfg)
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
+    t_start = time.monotonic()
+    mine = loadgen.share(len(jobs), part)  # this shard's requests
+    if part[0] == 0:  # one shard samples the engine's metrics during the run; all scrape before and after
+        threading.Thread(target=poll, daemon=True).start()
     interrupted = False
+    terminated = _Terminated()
     measured_rows: list[RequestRecord] = []
     with (cfg.output / "requests.jsonl").open("w") as fh, \
-            Live(_live_table(0, 0, len(jobs), [], t_start), console=console, refresh_per_second=2,
+            Live(_live_table(0, 0, mine, [], t_start), console=console, refresh_per_second=2,
                  transient=not console.is_terminal) as live:
         try:
             while len(workers) < len(procs):
@@ -240,7 +298,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
                 chars = {"content": len(item.content), "reasoning": len(item.reasoning), "tool": len(item.tool_text)}
                 fh.write(scrub(json.dumps({**m.to_json(), "text_chars": chars})) + "\n")
                 fh.flush()  # an interrupted run keeps every finished request
-                live.update(_live_table(len(outputs), sum(1 for r in measured_rows if not r.ok), len(jobs),
+                live.update(_live_table(len(outputs), sum(1 for r in measured_rows if not r.ok), mine,
                                         measured_rows, t_start))
         except KeyboardInterrupt:
             interrupted = True
@@ -250,6 +308,11 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
             stop.set()
             for p in procs:
                 p.join(timeout=10)
+            for p in procs:  # a worker that did not stop in time is killed, never left connected
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=5)
+            terminated.restore()
     # Client-side token counts, after the run so tokenization never competes with the measurement.
     rows = [per_request(o, tok.count(text=o.reasoning + o.content + o.tool_text) if o.ok else None)
             for o in sorted(outputs.values(), key=lambda o: o.index)]
@@ -261,20 +324,31 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     server["metrics_after"] = scrape(ep)
     summary = {
         "definitions": DEFINITIONS,
-        "config": {**cfg.facts(), "workload_facts": workload_facts, "interrupted": interrupted},
+        "run": run_facts(started),
+        "config": {**facts, "workload_facts": workload_facts, "interrupted": interrupted,
+                   **({"terminated": True} if terminated.fired else {})},
         "server": server,
         **summarize(measured, workers, cfg.slo),
     }
     sent = {m.session if m.session is not None else m.index for m in measured}
     # the deadline or Ctrl-C came first
-    summary["requests"]["not_sent"] = max(len(jobs) - cfg.warmup - len(sent), 0)
-    engine = engine_prefix_cache(server["metrics_before"], server["metrics_after"])
-    if engine is not None or "ideal_token_hit_rate" in workload_facts:
-        summary["prefix_cache"] = {
-            **{k: workload_facts[k] for k in ("ideal_token_hit_rate", "ideal_block_hit_rate") if k in workload_facts},
-            **(engine or {"engine_token_hit_rate": None, "source": "the server exports no prefix-cache metric"})}
+    summary["requests"]["not_sent"] = max(mine - loadgen.share(cfg.warmup, part) - len(sent), 0)
+    if cfg.shard is not None or start is not None:
+        summary["shard"] = {"index": part[0], "count": part[1], "run": identity, "t0_monotonic": t0,
+                            "mono_to_wall": mono_to_wall, "start": None if start is None else start.to_json()}
     summary = scrub.obj(summary)
-    (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2))
-    pngs = [cdf_plot(measured, cfg.output)]
-    html_report(summary, pngs, cfg.output)
+    write_results(summary, measured, cfg.output)
     return summary
+
+
+def write_results(summary: dict[str, Any], measured: list[RequestRecord], out: Path) -> None:
+    """The prefix-cache block (from the server's metrics and the workload's ideal), then summary.json, the
+    latency CDFs and report.html: the end of a run, and of a merge."""
+    server, facts = summary["server"], summary["config"].get("workload_facts") or {}
+    engine = engine_prefix_cache(server["metrics_before"], server["metrics_after"])
+    if engine is not None or "ideal_token_hit_rate" in facts:
+        summary["prefix_cache"] = {
+            **{k: facts[k] for k in ("ideal_token_hit_rate", "ideal_block_hit_rate") if k in facts},
+            **(engine or {"engine_token_hit_rate": None, "source": "the server exports no prefix-cache metric"})}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    html_report(summary, [cdf_plot(measured, out)], out)

@@ -119,6 +119,10 @@ class LoadConfig:
     request_timeout_s: float = 3600.0  # one request, first byte to [DONE]
     stall_timeout_s: float = 300.0  # no byte from the server for this long: the request failed
     seed: int = 0
+    # This process's slice of a sharded run (index, count): the requests whose index is index mod count,
+    # and its share of the users; the schedule is the whole run's.
+    shard: tuple[int, int] = (0, 1)
+    start_at: float | None = None  # wall-clock start (seconds since the epoch); None: half a second from now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -367,7 +371,7 @@ async def _monitor(lags: list[float], stop: asyncio.Event, period: float = 0.05)
 
 async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: float,
                        deadline: float | None, out: Any) -> None:
-    """Worker `wid` of `n` sends the requests whose index is wid mod n."""
+    """Worker `wid` of `n` sends its share of this shard's requests (see `mine` below)."""
     send = _Send(url=cfg.endpoint.url("/v1/chat/completions"), headers=cfg.endpoint.headers(),
                  request_timeout_s=cfg.request_timeout_s, stall_timeout_s=cfg.stall_timeout_s, deadline=deadline,
                  scrub=cfg.endpoint.scrubber())
@@ -377,7 +381,10 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
     pool = Pool(send.url, cfg.stall_timeout_s)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
-    mine = iter(range(wid, jobs.total, n))
+    shard, shards = cfg.shard
+    stride = shards * n  # request i is this worker's when i = shard + shards * (wid + n * k)
+    first = shard + shards * wid
+    mine = iter(range(first, jobs.total, stride))
     try:
         if cfg.rate is not None or jobs.at is not None:
             sem = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
@@ -397,7 +404,7 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
             for i, at in enumerate(times):
                 if i >= jobs.total:
                     break
-                if i % n != wid:
+                if i % stride != first:
                     continue
                 due = t0 + at
                 if deadline and due >= deadline:
@@ -443,6 +450,7 @@ def _worker(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: 
     # Ctrl-C reaches the whole process group; the parent saves what finished and terminates the workers,
     # so a worker ignores it rather than dying with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler (save, then stop) is not a worker's
     try:
         import uvloop  # optional: a faster event loop when installed
 
@@ -455,24 +463,32 @@ def _worker(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users: int, t0: 
     asyncio.run(_worker_main(wid, n, jobs, cfg, users, t0, deadline, out))
 
 
+def share(total: int, shard: tuple[int, int]) -> int:
+    """How many of `total` items (requests, users) shard (index, count) takes: those whose number is index
+    mod count."""
+    index, count = shard
+    return total // count + (1 if index < total % count else 0)
+
+
 def start(jobs: JobSource, cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
-    """Split the jobs (and users) over worker processes and start them. Returns (processes, queue, t0)."""
+    """Split this shard's jobs (and users) over worker processes and start them. Returns (processes,
+    queue, t0), t0 on CLOCK_MONOTONIC."""
+    users_here = None if cfg.concurrency is None else share(cfg.concurrency, cfg.shard)
     n = cfg.workers or os.cpu_count() or 1
-    if cfg.concurrency is not None:
-        n = min(n, cfg.concurrency)
-    n = max(1, min(n, jobs.total))
+    if users_here is not None:
+        n = min(n, users_here)
+    n = max(1, min(n, share(jobs.total, cfg.shard)))
     import aiohttp  # noqa: F401  (imported once here and inherited by the forked workers: imported in each
     # worker after the fork, it made the first sends of a trace replay ~200 ms late on a loaded 2-core machine)
 
     ctx = mp.get_context("fork")
     out = ctx.Queue()
-    t0 = time.monotonic() + 0.5  # every worker is up before the first send
+    # every worker is up before the first send (half a second); a given start is on the wall clock
+    t0 = time.monotonic() + (0.5 if cfg.start_at is None else cfg.start_at - time.time())
     deadline = t0 + cfg.duration_s if cfg.duration_s else None
     procs = []
     for w in range(n):
-        users = 0
-        if cfg.concurrency is not None:
-            users = cfg.concurrency // n + (1 if w < cfg.concurrency % n else 0)
+        users = 0 if users_here is None else share(users_here, (w, n))
         p = ctx.Process(target=_worker, args=(w, n, jobs, cfg, users, t0, deadline, out), daemon=True)
         p.start()
         procs.append(p)

@@ -123,7 +123,41 @@ def _meets(m: RequestRecord, slo: dict[str, float]) -> bool:
     return True
 
 
-def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: dict[str, float]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientLoad:
+    """The client's own load over a run, what its self-check reads: the event-loop lag p99 of its workers,
+    the busiest worker's share of a core, their CPU seconds and how many there were."""
+
+    loop_lag_p99_ms: float
+    cpu_max: float
+    cpu_s: float
+    workers: int
+
+    @classmethod
+    def of(cls, workers: list[WorkerStats]) -> ClientLoad:
+        loop = [x * 1000 for w in workers for x in w.loop_lag]
+        return cls(loop_lag_p99_ms=summary(loop)["p99"] or 0.0, cpu_max=max((w.cpu for w in workers), default=0.0),
+                   cpu_s=sum(w.cpu_s for w in workers), workers=len(workers))
+
+    @classmethod
+    def from_summary(cls, client: dict[str, Any]) -> ClientLoad:
+        """From a summary.json's `client` block."""
+        return cls(loop_lag_p99_ms=client["loop_lag_ms_p99"], cpu_max=client["worker_cpu_max"],
+                   cpu_s=client["cpu_s"], workers=client["workers"])
+
+    @classmethod
+    def combined(cls, loads: list[ClientLoad]) -> ClientLoad:
+        """Several clients' (the shards of a run): the worst lag p99 and busiest worker of any shard (the
+        raw lag samples stay with each shard, so the p99 of their union is bounded from above, not
+        computed), CPU seconds and workers summed."""
+        return cls(loop_lag_p99_ms=max((x.loop_lag_p99_ms for x in loads), default=0.0),
+                   cpu_max=max((x.cpu_max for x in loads), default=0.0), cpu_s=sum(x.cpu_s for x in loads),
+                   workers=sum(x.workers for x in loads))
+
+
+def summarize(measured: list[RequestRecord], workers: list[WorkerStats] | ClientLoad,
+              slo: dict[str, float]) -> dict[str, Any]:
+    load = workers if isinstance(workers, ClientLoad) else ClientLoad.of(workers)
     incomplete = sum(1 for m in measured if m.incomplete)
     measured = [m for m in measured if not m.incomplete]
     ok = [m for m in measured if m.ok]
@@ -138,13 +172,12 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
     out_tokens = out_server if any(m.output_tokens_server is not None for m in ok) else out_client
     good = sum(1 for m in measured if _meets(m, slo)) if slo else None
     lag = [m.schedule_lag for m in measured if m.schedule_lag is not None]
-    loop = [x * 1000 for w in workers for x in w.loop_lag]
     lag_p99 = summary(lag)["p99"] or 0.0
-    loop_p99 = summary(loop)["p99"] or 0.0
-    cpu_max = max((w.cpu for w in workers), default=0.0)
+    loop_p99 = load.loop_lag_p99_ms
+    cpu_max = load.cpu_max
     # the workers' CPU per token-bearing chunk received (warm-up chunks are not counted: an upper bound)
     chunks = sum(len(m.itl) + 1 for m in measured if m.ttft is not None)
-    cpu_per_chunk = sum(w.cpu_s for w in workers) / chunks * 1e6 if chunks and workers else None
+    cpu_per_chunk = load.cpu_s / chunks * 1e6 if chunks and load.workers else None
     reasons = []
     # Lag with the workers mostly idle means other processes held the cores (the client was starved,
     # not busy: a server sharing the machine, say); either way a timestamp may be late by the lag.
@@ -182,7 +215,7 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats], slo: di
                     "fraction": round(good / len(measured), 4) if slo and measured else None,
                     "requests_per_s": round(good / window, 4) if slo and window else None},
         "client": {"schedule_lag_ms_p99": round(lag_p99, 3), "loop_lag_ms_p99": round(loop_p99, 3),
-                   "worker_cpu_max": round(cpu_max, 3), "workers": len(workers),
+                   "worker_cpu_max": round(cpu_max, 3), "workers": load.workers, "cpu_s": round(load.cpu_s, 3),
                    "cpu_us_per_chunk": round(cpu_per_chunk, 2) if cpu_per_chunk is not None else None, "valid": not reasons,
                    "invalid_because": reasons},
     }
