@@ -211,7 +211,7 @@ def k8s_cmd(
     from ..k8s import write
 
     paths = write(spec, out_dir)
-    out.print(f"wrote {len(paths)} files to {out_dir}: " + ", ".join(p.name for p in paths))
+    out.print(f"wrote {len(paths)} files to {out_dir}: " + ", ".join(p.relative_to(out_dir).as_posix() for p in paths))
 
 
 def register(app: typer.Typer) -> None:
