@@ -26,6 +26,7 @@ from ..endpoint import Endpoint, served_models
 from ..engines.profiles import PROFILES
 from ..errors import BadInput
 from ..outputs import check_output_dir
+from ..progress import Progress
 from ..stats import percentile
 from . import loadgen, shard
 from .loadgen import RequestInput, RequestOutput, WorkerStats
@@ -161,8 +162,9 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
     return loadgen.JobSource(total=total, make=make), facts
 
 
-def _live_table(done: int, failed: int, total: int, recent: list[RequestRecord], t0: float) -> Table:
-    t = Table(title=f"bench: {done}/{total} done, {failed} failed, {time.monotonic() - t0:.0f} s")
+def _live_table(done: int, failed: int, total: int | None, recent: list[RequestRecord], t0: float) -> Table:
+    t = Table(title=f"bench: {done}{'' if total is None else f'/{total}'} done, {failed} failed, "
+                    f"{time.monotonic() - t0:.0f} s")
     t.add_column("metric")
     t.add_column("last 50 p50 (ms)", justify="right")
     for key in ("ttft", "tpot", "e2e"):
@@ -278,9 +280,13 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     interrupted = False
     terminated = _Terminated()
     measured_rows: list[RequestRecord] = []
+    # a live table on a terminal; elsewhere (tee, CI, kubectl logs) plain progress lines at an interval
+    total = None if cfg.workload == "multi-turn" else mine  # a session's turns are counted as they come
+    label = "bench" + (f" shard {part[0]}/{part[1]}" if cfg.shard else "")
+    failed = 0
     with (cfg.output / "requests.jsonl").open("w") as fh, \
-            Live(_live_table(0, 0, mine, [], t_start), console=console, refresh_per_second=2,
-                 transient=not console.is_terminal) as live:
+            (Live(_live_table(0, 0, total, [], t_start), console=console, refresh_per_second=2)
+             if console.is_terminal else Progress(console, label=label, total=total)) as live:
         try:
             while len(workers) < len(procs):
                 try:
@@ -298,8 +304,11 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
                 chars = {"content": len(item.content), "reasoning": len(item.reasoning), "tool": len(item.tool_text)}
                 fh.write(scrub(json.dumps({**m.to_json(), "text_chars": chars})) + "\n")
                 fh.flush()  # an interrupted run keeps every finished request
-                live.update(_live_table(len(outputs), sum(1 for r in measured_rows if not r.ok), mine,
-                                        measured_rows, t_start))
+                failed += not m.ok
+                if isinstance(live, Live):
+                    live.update(_live_table(len(outputs), failed, total, measured_rows, t_start))
+                else:
+                    live.update(len(outputs), failed)
         except KeyboardInterrupt:
             interrupted = True
             for p in procs:
