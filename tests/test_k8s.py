@@ -492,3 +492,37 @@ def test_bench_subdirectory_is_owned_like_the_rest(tmp_path: Path) -> None:
         ours.replace("spec.yaml", "other.yaml")
     assert sorted(_tree(out / "bench")) == ["job-bench.yaml", "kustomization.yaml", "notes.yaml", "other.yaml",
                                             "pvc-bench-results.yaml"]
+
+
+def test_client_pods_run_one_benchmark_against_the_sim(sim_factory, tmp_path: Path) -> None:
+    """The N client pods' scripts, run at once with the real kimi-deploy against the sim (the Service URL
+    and the results volume swapped for the sim's URL and a directory here), make one run: every shard
+    sends its slice, pod 0 merges them into /results/<uid>/merged with the run's totals."""
+    import json
+    import os
+    import subprocess
+
+    from .test_pods import _command
+
+    spec = _bench_spec(tmp_path, 3, bench_concurrency=3)
+    served = yaml.safe_load(spec.read_text())["serving"]["served_model_name"]
+    url = sim_factory("--model", served, "--ttft-ms", "5", "--itl-ms", "1", "--output-len", "16")
+    objs = _render(spec, tmp_path / "out")
+    (container,) = objs["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"]
+    cmd = _command(container)
+    results, uid = tmp_path / "results", "5f0e9a3c-1b2d-4c8e-a7f6-3d9b0c2e4a18"
+    args = [str(results) if a == "/results" else url if a.startswith("http://") else a for a in cmd[3:]]
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin", "HOME": str(tmp_path),
+           "KIMI_API_KEY": "sk-stand-in", "KIMI_BENCH_RUN": uid}
+    pods = [subprocess.Popen(["bash", "-c", cmd[2], *args], env={**env, "JOB_COMPLETION_INDEX": str(i)}, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for i, pod in enumerate(pods):
+        out, err = pod.communicate(timeout=300)
+        assert pod.returncode == 0, (i, out[-2000:], err[-2000:])
+    run = results / uid
+    for i in range(3):
+        assert json.loads((run / f"shard-{i}" / "summary.json").read_text())["config"]["shard"] == [i, 3]
+    merged = json.loads((run / "merged" / "summary.json").read_text())
+    assert merged["config"]["shards"] == 3 and merged["requests"]["completed"] == 3 * 8
+    assert (merged["config"]["concurrency"], merged["config"]["num_requests"], merged["config"]["model"]) == (3, 24, served)
+    assert (run / "merged" / "report.html").is_file()
