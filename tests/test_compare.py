@@ -352,6 +352,32 @@ def test_an_output_dir_resumes_only_the_same_endpoints(sim_factory, tmp_path: Pa
     assert (out / "local.jsonl").read_bytes() == before["local.jsonl"]
 
 
+def test_progress_lines_through_a_pipe_for_every_phase(sim_factory, tmp_path: Path) -> None:
+    """With its output a pipe (not a terminal), compare prints progress lines: each endpoint's count with
+    its failures (every stream of this sim carries a non-JSON chunk), then the one-at-a-time reruns under
+    their own label, lines while they run (with an ETA) and a last line each. A resumed run counts the
+    answers it already has."""
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "0", "--malformed-rate", "1")
+    env = {**os.environ, "KIMI_PROGRESS_INTERVAL_S": "0.001"}
+    args = ("compare", "--local", url, "--reference", url, "--output", str(tmp_path / "c"), "--limit", "4",
+            "--rerun-limit", "3")
+    proc = run_cli(*args, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr  # FAIL: every stream disagrees
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("compare: ")]
+    for label in ("local", "local (streamed)", "reference"):
+        assert f"compare: {label}: 0/4 done, 0 failed" in "\n".join(lines), lines
+    last = {ln.split(": ")[1]: ln for ln in lines}  # each label's last line
+    assert last["local"].startswith("compare: local: 4/4 done, 0 failed"), lines
+    assert last["local (streamed)"].startswith("compare: local (streamed): 4/4 done, 4 failed"), lines
+    assert last["reference"].startswith("compare: reference: 4/4 done, 0 failed"), lines
+    assert last["rerun at concurrency 1"].startswith("compare: rerun at concurrency 1: 3/3 done, 3 failed"), lines
+    assert any(ln.startswith(("compare: rerun at concurrency 1: 1/3", "compare: rerun at concurrency 1: 2/3"))
+               and "ETA" in ln for ln in lines), lines
+    again = run_cli(*args, env=env, timeout=300)
+    lines = [ln for ln in (again.stdout + again.stderr).splitlines() if ln.startswith("compare: local: ")]
+    assert lines[-1].startswith("compare: local: 4/4 done, 0 failed"), lines  # recorded: not asked again
+
+
 # --- the reference's /v1/models before any request ----------------------------------------------------
 
 def test_a_hosted_id_the_reference_does_not_serve_is_bad_input(tmp_path: Path) -> None:

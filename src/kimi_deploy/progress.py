@@ -104,6 +104,11 @@ class Progress:
         self._next_due = math.inf
         self._first = Counter(self, label, total)
 
+    @property
+    def main(self) -> Counter:
+        """The count named by `label` (the one `update` and `advance` change)."""
+        return self._first
+
     # the first counter's methods, for the common one-count case
     def update(self, done: int, failed: int = 0) -> None:
         self._first.update(done, failed)

@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
 
 from ..args import CompareConfig
 from ..catalog import get_model
@@ -22,6 +21,7 @@ from ..endpoint import Endpoint, require_model, scrubber, served_models, served_
 from ..errors import BadInput
 from ..jsonl import read_jsonl
 from ..outputs import check_output_dir
+from ..progress import Progress
 from ..suites import load
 from .consistency import KINDS, compare_modes
 from .preflight import preflight
@@ -156,16 +156,19 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
         live.insert(1, (local, stream_store, True))
     common = dict(rate=cfg.rate, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                   request_timeout=cfg.request_timeout_s, stall_timeout=cfg.stall_timeout_s, scrub=scrub)
-    with Progress(console=console, transient=True) as progress:
+    labels = ["compare: " + side.name + (" (streamed)" if streamed else "") for side, _, streamed in live]
+    with Progress(console, label=labels[0], total=len(rows)) as progress:
+        counters = [progress.main, *(progress.add(label, len(rows)) for label in labels[1:])]
+
         async def ask_all() -> list[dict[str, Outcome]]:
             # streamed and non-streamed requests to the local endpoint share its `concurrency` slots
             sems: dict[str, asyncio.Semaphore] = {}
             tasks = []
-            for side, store, streamed in live:
-                t = progress.add_task(side.name + (" (streamed)" if streamed else ""), total=len(rows))
+            for (side, store, streamed), c in zip(live, counters):
+                c.update(sum(request_key(suite, r) in store.records for r in rows))  # recorded: not asked again
                 sem = sems.setdefault(side.name, asyncio.Semaphore(cfg.concurrency))
                 tasks.append(collect(side, suite, rows, store, concurrency=cfg.concurrency, stream=streamed, sem=sem,
-                                     on_done=lambda o, t=t: progress.advance(t), **common))
+                                     on_done=lambda o, c=c: c.advance(failed=1 if o.error else 0), **common))
             return await asyncio.gather(*tasks)
         got = asyncio.run(ask_all())
     lo = got[0]
@@ -181,7 +184,7 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     summary["concurrency"] = cfg.concurrency
     summary["thinking_effort"] = cfg.thinking_effort
     if cfg.stream:
-        summary["streaming"] = _streaming(cfg, local, suite, rows, lo, st, common, thresholds, summary)
+        summary["streaming"] = _streaming(cfg, local, suite, rows, lo, st, common, thresholds, summary, console)
     _token_section(rows, lo, st, ref, counter, why, thresholds, summary)
     _preflight_section(pre, thresholds, summary)
     summary["findings"].sort(key=lambda f: -f["count"])
@@ -239,7 +242,7 @@ FIELD_DOCS = {
 
 def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str, Any]], lo: dict[str, Outcome],
                st: dict[str, Outcome], common: dict[str, Any], thresholds: dict[str, float],
-               summary: dict[str, Any]) -> dict[str, Any]:
+               summary: dict[str, Any], console: Console) -> dict[str, Any]:
     """Streamed vs non-streamed on the local endpoint; failing rows rerun at concurrency 1, one at a time
     and both ways, to tell a failure that appears only under load. Adds its checks and findings to
     `summary` and returns the `streaming` section."""
@@ -255,14 +258,18 @@ def _streaming(cfg: CompareConfig, local: Side, suite: str, rows: list[dict[str,
     if again_ids:
         again_rows = [by_id[i] for i in again_ids]
 
-        async def rerun() -> tuple[dict[str, Outcome], dict[str, Outcome]]:
+        async def rerun(progress: Progress) -> tuple[dict[str, Outcome], dict[str, Outcome]]:
             ns: dict[str, Outcome] = {}
             ss: dict[str, Outcome] = {}
             for row in again_rows:  # concurrency 1: one request in flight at a time
                 ns.update(await collect(local, suite, [row], None, concurrency=1, **common))
                 ss.update(await collect(local, suite, [row], None, concurrency=1, stream=True, **common))
+                # failed: either way the row failed again
+                progress.advance(failed=int(any(o.error for o in (ns.get(row["id"]), ss.get(row["id"])) if o)))
             return ns, ss
-        ns1, st1 = asyncio.run(rerun())
+        # a row at a time, both ways: its own count (failed: a rerun that failed again)
+        with Progress(console, label="compare: rerun at concurrency 1", total=len(again_rows)) as progress:
+            ns1, st1 = asyncio.run(rerun(progress))
         still = {d["id"] for d in compare_modes(again_rows, ns1, st1)}
         for d in found:
             if d["id"] not in st1:
