@@ -168,7 +168,12 @@ def _spec_file(tmp_path: Path, **changes) -> str:
 
 def test_unknown_extra_arg_is_bad_input(tmp_path: Path) -> None:
     path = _spec_file(tmp_path, serving__extra_args=["--disable-log-requests"])
-    assert_clean_error(run_cli("render", path, "--check"), "serving.extra_args", "--disable-log-requests")
+    proc = run_cli("render", path, "--check")
+    assert_clean_error(proc, "serving.extra_args", "--disable-log-requests")
+    # progress on stderr, a pipe here: a first and a last line (kimi_deploy.progress)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("render --check: ")]
+    assert lines[0].startswith("render --check: 0/2 done") and lines[-1].startswith("render --check: 2/2 done, 2 failed"), \
+        proc.stderr
 
 
 def test_too_old_engine_is_refused(tmp_path: Path) -> None:

@@ -131,8 +131,15 @@ def render_cmd(
         nodes = [n for n in nodes if n.rank == node_rank]
     if check:
         from ..engines.check import check_nodes
+        from ..progress import Progress
 
-        bad = check_nodes(nodes)
+        bad = []
+        # a node at a time, so the count moves while the engines load their parsers and run them
+        with Progress(err, label="render --check", total=len(nodes)) as progress:
+            for node in nodes:
+                rejected = check_nodes([node])
+                bad += rejected
+                progress.advance(failed=int(bool(rejected)))
         if bad:
             rank, role, msg = bad[0]
             raise BadInput(f"node {rank} ({role}): the engine's parser rejects the command: {msg}", "serving.extra_args")
