@@ -180,6 +180,22 @@ def bench_diff(a: Annotated[Path, typer.Argument(help="Result directory A.")],
         out.print(note)
 
 
+@bench_app.command("export")
+def bench_export(
+        result: Annotated[Path, typer.Argument(metavar="DIR", help="A `kimi-deploy bench` result directory.")],
+        fmt: Annotated[str, typer.Option("--format", help="vllm (vllm bench serve --save-result JSON), guidellm "
+                                                          "(GuideLLM's benchmarks report JSON) or csv (one row per "
+                                                          "request).")],
+        to: Annotated[Optional[Path], typer.Option("--to", help="File to write (default: DIR/export-vllm.json, "
+                                                                "DIR/export-guidellm.json or DIR/export-requests.csv).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export file.")] = False,
+) -> None:
+    """Write a result in a format another tool reads, and print the file's path."""
+    from ..bench.export import export
+
+    print(export(result, fmt, to, overwrite=overwrite))
+
+
 def sim(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8800,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
