@@ -100,17 +100,50 @@ def metrics_plot(during: list[dict[str, Any]], out: Path) -> Path | None:
     return _save(plt, fig, out / "engine_metrics.png")
 
 
-def sweep_plot(points: list[dict[str, Any]], out: Path) -> Path:
+def sweep_plot(points: list[dict[str, Any]], out: Path, *, title: str = "", xlabel: str = "load",
+               slo_fraction: float | None = None) -> Path:
+    """sweep.png: output tokens/s and per-user tokens/s against the load, and with an SLO (`slo_fraction`,
+    the share of requests a load must keep within it) the goodput fraction against the load. Every y axis
+    starts at 0, so that run-to-run noise does not look like a trend; INVALID points (the client was the
+    limit) are red crosses off the line. A panel of throughput against per-user speed is left out: both are
+    read off the two panels at the same load."""
+    import textwrap
+
     plt = _fig()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [p["per_user_tokens_per_s"] for p in points]
-    ys = [p["output_tokens_per_s"] for p in points]
-    ax.plot(xs, ys, marker="o")
-    for p in points:
-        ax.annotate(str(p["load"]), (p["per_user_tokens_per_s"], p["output_tokens_per_s"]), fontsize=8)
-    ax.set_xlabel("per-user output tokens/s (1000 / mean TPOT)")
-    ax.set_ylabel("output tokens/s")
-    ax.grid(alpha=0.3)
+    panels = [("output_tokens_per_s", "output tokens/s (all users)"),
+              ("per_user_tokens_per_s", "per-user output tokens/s (1000 / mean TPOT)")]
+    if slo_fraction is not None:
+        panels.append(("goodput_fraction", "goodput: share of requests within the SLO"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4))
+    pts = sorted(points, key=lambda p: p["load"])
+    loads = [p["load"] for p in pts]
+    for ax, (key, label) in zip(axes, panels):
+        ok = [p for p in pts if p["valid"] and p.get(key) is not None]
+        bad = [p for p in pts if not p["valid"] and p.get(key) is not None]
+        ax.plot([p["load"] for p in ok], [p[key] for p in ok], marker="o")
+        if bad:
+            ax.plot([p["load"] for p in bad], [p[key] for p in bad], "x", color="red", markersize=9,
+                    label="INVALID (client-limited)")
+            ax.legend(fontsize=8)
+        if key == "goodput_fraction":
+            ax.axhline(slo_fraction, color="gray", linestyle="--", linewidth=1)
+            ax.set_ylim(0, 1.05)
+            for p in ok + bad:  # goodput in requests/s beside each point
+                if p.get("goodput_requests_per_s") is not None:
+                    ax.annotate(f"{p['goodput_requests_per_s']:.3g} req/s", (p["load"], p[key]), fontsize=7,
+                                textcoords="offset points", xytext=(3, -10))
+        else:
+            ax.set_ylim(bottom=0, top=max((p[key] for p in ok + bad), default=1) * 1.1 or 1)
+        if loads and min(loads) > 0 and max(loads) / min(loads) >= 4:  # doublings evenly spaced
+            ax.set_xscale("log", base=2)
+        if 0 < len(loads) <= 12:  # each load a tick, written as the load
+            ax.set_xticks(loads, [f"{x:g}" for x in loads], fontsize=8)
+            ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
     return _save(plt, fig, out / "sweep.png")
 
 

@@ -10,7 +10,8 @@ reasoning tokens in `reasoning_content` when thinking is on; /tokenize (one toke
 word, the sim's tokenizer), /metrics, /health, /v1/models, /version; injected faults: HTTP 500s
 (`--error-rate`), streams dropped mid-way (`--drop-rate`), malformed SSE (`--malformed-rate`), a slow
 start (`--slow-start`), and streams that stall after N chunks with the connection held open
-(`--stall-after`: the hang a client's stall timeout exists for)."""
+(`--stall-after`: the hang a client's stall timeout exists for); a batch limit (`--max-running`: requests
+past it wait for a slot, so throughput saturates and TTFT grows at a known concurrency)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ class SimConfig:
     malformed_rate: float = 0.0  # share of streams with one chunk that is not JSON
     slow_start_s: float = 0.0
     stall_after: int | None = None  # send this many chunks, then hold the stream open without a byte
+    # at most this many requests generate at once, the others wait for a slot (their TTFT includes the
+    # wait), as in an engine's batch limit: throughput saturates at this concurrency; None: no limit
+    max_running: int | None = None
     seed: int = 0
 
 
@@ -55,6 +59,7 @@ class Sim:
         self.errors = 0
         self.clock = _Clock()
         self.model_json = json.dumps(cfg.model)
+        self.slots = asyncio.Semaphore(cfg.max_running) if cfg.max_running else None
 
     def draw(self, mean_ms: float) -> float:
         c = self.cfg
@@ -154,8 +159,11 @@ class Sim:
                                                            f"{type(exc).__name__}: {exc}"[:300]}}, status=400)
         drop_at = self.rng.randrange(1, max(n_out, 2)) if self.rng.random() < self.cfg.drop_rate else None
         garble_at = self.rng.randrange(0, max(n_out, 1)) if self.rng.random() < self.cfg.malformed_rate else None
-        # absolute due time of every token: ttft, then cumulative ITL draws
-        due, t = [], t0 + self.draw(self.cfg.ttft_ms)
+        slots = self.slots
+        if slots is not None:
+            await slots.acquire()  # released when the answer ends (finally below)
+        # absolute due time of every token: ttft from the moment it got a slot, then cumulative ITL draws
+        due, t = [], (t0 if slots is None else time.monotonic()) + self.draw(self.cfg.ttft_ms)
         for _ in range(n_out):
             due.append(t)
             t += self.draw(self.cfg.itl_ms)
@@ -192,6 +200,8 @@ class Sim:
             raise
         finally:
             self.running -= 1
+            if slots is not None:
+                slots.release()
 
     def _delta(self, rid: str, chat: bool, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         if chat:

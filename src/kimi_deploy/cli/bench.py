@@ -47,7 +47,7 @@ def bench(
     thinking_effort: Annotated[Optional[str], option(B, "thinking_effort", "Thinking effort, low, high or max (thinking.effort on Moonshot's API, chat_template_kwargs.thinking_effort on vLLM/SGLang).")] = None,
     hosted: Annotated[bool, typer.Option("--hosted", help="The endpoint is Moonshot's API (thinking.type).")] = False,
     slo: Annotated[Optional[str], option(B, "slo", "Goodput SLOs, e.g. ttft_ms=500,tpot_ms=50")] = None,
-    sweep: Annotated[Optional[str], typer.Option(help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search).")] = None,
+    sweep: Annotated[Optional[str], typer.Option(help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search; with --slo the highest load meeting it). Resumes: finished levels in --output are kept.")] = None,
     workers: Annotated[Optional[int], option(B, "workers", "Client processes (0 = one per core).")] = None,
     seed: Annotated[Optional[int], option(B, "seed", "Seed for prompts and arrivals.")] = None,
     api_key_env: ApiKeyEnv = None,
@@ -78,15 +78,28 @@ def bench(
     if sweep:
         from ..bench.sweep import run_sweep
 
-        result = run_sweep(cfg, sweep, err)
-        table = Table(title=f"sweep over {result['mode']}; saturated at {result['saturated_at']}")
-        for col in ("load", "out tok/s", "req/s", "TPOT mean ms", "per-user tok/s", "TTFT p50 ms", "valid"):
+        result = run_sweep(cfg, sweep, err, num_requests_given=num_requests is not None)
+        table = Table(title=f"sweep over {result['mode']}: {result['text']}")
+        cols = ["load", "requests", "out tok/s", "req/s", "TPOT mean ms", "per-user tok/s", "TTFT p50 ms"]
+        if result["slo"]:
+            cols += [f"goodput (>= {result['slo_fraction']:.0%})", "goodput req/s"]
+        for col in (*cols, "client", "run"):
             table.add_column(col, justify="right")
         for p in result["points"]:
-            table.add_row(str(p["load"]), str(p["output_tokens_per_s"]), str(p["requests_per_s"]), str(p["tpot_mean_ms"]),
-                          str(p["per_user_tokens_per_s"]), str(p["ttft_p50_ms"]), str(p["valid"]))
+            good = [] if not result["slo"] else [
+                "-" if p["goodput_fraction"] is None else f"{p['goodput_fraction']:.1%}"
+                + ("" if p["meets_slo"] else " (miss)"), str(p["goodput_requests_per_s"])]
+            table.add_row(f"{p['load']:g}", str(p["num_requests"]), str(p["output_tokens_per_s"]), str(p["requests_per_s"]),
+                          str(p["tpot_mean_ms"]), str(p["per_user_tokens_per_s"]), str(p["ttft_p50_ms"]), *good,
+                          "valid" if p["valid"] else "[red]INVALID[/red]", "kept" if p["kept"] else "ran")
         out.print(table)
+        for p in result["points"]:
+            if not p["valid"]:
+                out.print(f"[red]INVALID[/red] at {p['load']:g} (left out of the verdict): " + "; ".join(p["invalid_because"]))
         out.print(f"results: {output / 'sweep.json'}, {output / 'sweep.png'}")
+        if result["interrupted"]:
+            err.print("interrupted: the levels that finished are saved; run the same command again to resume")
+            raise typer.Exit(130)  # the shell's code for Ctrl-C, after saving
         return
     s = run_bench(cfg, err)
     req = s["requests"]
@@ -211,6 +224,7 @@ def sim(
     malformed_rate: Annotated[float, typer.Option("--malformed-rate", min=0, max=1, callback=finite, help="Share of streams with a non-JSON chunk.")] = 0.0,
     slow_start: Annotated[float, typer.Option("--slow-start", min=0, max=86_400, callback=finite, help="Seconds of 503 before it is ready.")] = 0.0,
     stall_after: Annotated[Optional[int], typer.Option("--stall-after", min=0, help="Fault: stop sending after this many chunks and hold the stream open.")] = None,
+    max_running: Annotated[Optional[int], typer.Option("--max-running", min=1, max=1_000_000, help="At most this many requests generate at once; the others wait for a slot (TTFT includes the wait).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for latencies and faults.")] = 0,
 ) -> None:
     """An OpenAI-compatible server with known latencies and injected faults (the harness's ground truth)."""
@@ -220,7 +234,7 @@ def sim(
     run_sim(SimConfig(model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, dist=dist.value, default_output=output_len,
                       reasoning_tokens=reasoning_tokens, tool_rate=tool_rate, error_rate=error_rate,
                       drop_rate=drop_rate, malformed_rate=malformed_rate, slow_start_s=slow_start,
-                      stall_after=stall_after, seed=seed),
+                      stall_after=stall_after, max_running=max_running, seed=seed),
             host, port)
 
 
