@@ -20,7 +20,7 @@ class FaultServer:
     """An OpenAI-looking server on a loopback port, in a thread. /v1/models always answers; the chat
     endpoint misbehaves as `mode` says: "stall" (three chunks, then silence with the connection open),
     "echo" (401 whose body quotes the Authorization header), "html" (200 with an HTML page, /tokenize
-    too)."""
+    too), "forever" (a stream of 1 MiB events that never ends)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -43,6 +43,10 @@ class FaultServer:
             return web.Response(text="<html><body>Sign in</body></html>", content_type="text/html")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if self.mode == "forever":  # 1 MiB events as fast as the socket takes them, never [DONE]
+            event = f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': 'x' * 2**20}}]})}\n\n"
+            while True:
+                await resp.write(event.encode())
         for i in range(3):
             chunk = {"choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())

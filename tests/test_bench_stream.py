@@ -13,6 +13,7 @@ import json
 import queue
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from kimi_deploy.bench.sim import Sim, SimConfig
 from kimi_deploy.bench.stream import StreamProtocol
 from kimi_deploy.endpoint import Endpoint, reasoning_of
 from kimi_deploy.toolcalls import ToolCallAssembler
+
+from .conftest import assert_clean_error, run_cli_timed
 
 
 # --- the reference: a line-by-line reader (the same rules, applied as each line arrives), run over a
@@ -378,3 +381,19 @@ def test_https_through_the_same_path(tmp_path, monkeypatch) -> None:
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
+
+
+def test_a_stream_that_never_ends_fails_at_the_size_bound(fault, tmp_path: Path) -> None:
+    """A server that streams forever (1 MiB events, no [DONE]) fails the request at MAX_RESPONSE_BYTES,
+    within the time limit and without keeping the endless body, instead of growing the client's memory
+    until --request-timeout (or for ever)."""
+    from kimi_deploy.bench.stream import MAX_RESPONSE_BYTES
+
+    srv = fault("forever")
+    out = tmp_path / "b"
+    proc = run_cli_timed("bench", "--base-url", srv.url, "--model", "m", "--output", str(out), "--concurrency", "1",
+                         "--num-requests", "1", "--input-len", "8", "--workers", "1", "--request-timeout", "600",
+                         limit=60)
+    assert_clean_error(proc, "no measured request succeeded", "BadResponse", code=1)
+    row = json.loads((out / "requests.jsonl").read_text().splitlines()[0])
+    assert f"passed {MAX_RESPONSE_BYTES // 2**20} MiB" in row["error"], row["error"]

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 from aiohttp import web
 
-from .conftest import ROOT, Server, assert_clean_error, free_port, run_cli
+from .conftest import ROOT, Server, assert_clean_error, free_port, run_cli, run_cli_timed
 
 # the first 60 rows of Mooncake's synthetic trace, kept in the repository (tests/data/README.md)
 SAMPLE = ROOT / "tests" / "data" / "mooncake-synthetic-trace-first60.jsonl"
@@ -301,10 +301,16 @@ def test_trace_bad_input(sim_factory, tmp_path: Path) -> None:
                       ["line 2", "earlier", "sorted"]),
         "not object": ("[1, 2]\n", ["line 1", "JSON object"]),
         "empty": ("\n", ["no row"]),
+        # bounds: a prompt no model reads would take minutes to build; a send 10^27 s away is a hang
+        "huge input": (json.dumps({"timestamp": 0, "input_length": 10**9, "output_length": 4,
+                                   "hash_ids": list(range(math.ceil(10**9 / BLOCK)))}), ["line 1", "input_length",
+                                                                                         "context"]),
+        "far future": (good + "\n" + json.dumps(_row(1e30, 600, 4, [1, 2])), ["line 2", "days", "--time-scale"]),
+        "binary": ("\udcff\x00\x01", ["not UTF-8"]),
     }
     for name, (text, needles) in cases.items():
         path = tmp_path / f"{name.replace(' ', '_')}.jsonl"
-        path.write_text(text)
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
         assert_clean_error(bench("--dataset", str(path)), str(path), *needles)
     trace = _write(tmp_path / "ok.jsonl", [_row(0, 600, 4, [1, 2])])
     assert_clean_error(bench("--dataset", str(tmp_path / "absent.jsonl")), "absent.jsonl", "not found")
@@ -327,6 +333,21 @@ def test_trace_bad_input(sim_factory, tmp_path: Path) -> None:
                                    "--workload", "trace", "--dataset", str(tmp_path / "missing.jsonl")),
                            "line 1", "output_length")
         assert not out.exists()
+
+
+def test_a_long_trace_with_a_duration_reads_only_what_it_sends(sim_factory, tmp_path: Path) -> None:
+    """A million-row trace (one row a millisecond, a quarter of an hour) with --duration 2 reads the rows
+    due in those 2 s and starts at once; the whole file is never read before the run."""
+    url = sim_factory("--ttft-ms", "1", "--itl-ms", "1")
+    trace = tmp_path / "long.jsonl"
+    with trace.open("w") as fh:
+        for i in range(10**6):
+            fh.write(f'{{"timestamp": {i}, "input_length": 8, "output_length": 2, "hash_ids": [{i}]}}\n')
+    proc = run_cli_timed("bench", "--base-url", url, "--model", "sim", "--output", str(tmp_path / "o"), "--workload",
+                         "trace", "--dataset", str(trace), "--duration", "2", "--time-scale", "50", limit=40)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["config"]["workload_facts"]["rows"] == 40  # rows 0..39 are due within 2 s at 50 ms apart
 
 
 def test_trace_on_real_vllm(tiny_server: Server, tmp_path: Path) -> None:

@@ -123,7 +123,7 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
             raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
         return trace.jobs(Path(cfg.dataset), limit=cfg.warmup + cfg.num_requests if cfg.num_requests else None,
                           warmup=cfg.warmup, model=cfg.model, extra=extra, time_scale=cfg.time_scale,
-                          seed=cfg.seed, tok=tok)
+                          seed=cfg.seed, tok=tok, duration_s=cfg.duration_s)
     total = cfg.warmup + (cfg.num_requests or DEFAULT_REQUESTS)
     facts: dict[str, Any] = {}
     pool = total
@@ -218,7 +218,8 @@ def check_files(cfg: BenchConfig) -> None:
 
         if not cfg.dataset:
             raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
-        trace.read_trace(Path(cfg.dataset), cfg.warmup + cfg.num_requests if cfg.num_requests else None)
+        trace.read_trace(Path(cfg.dataset), cfg.warmup + cfg.num_requests if cfg.num_requests else None,
+                         time_scale=cfg.time_scale, duration_s=cfg.duration_s)
     if cfg.start_at is not None:
         shard.given(cfg.start_at)  # passed or too far ahead: bad input before anything is asked
     check_output_dir(cfg.output, "--output")

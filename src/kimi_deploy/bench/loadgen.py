@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import random
 import resource
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -34,6 +36,16 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 
+# The open loop builds requests ahead of their send time: at most this far ahead, at most this many bytes
+# of serialised bodies, and never when the next send is closer than BUILD_SLACK_S (a long prompt takes a
+# few milliseconds to build). Connections for the sends within WARM_S are opened beforehand (servers close
+# idle ones after a few seconds: uvicorn's default keep-alive timeout is 5 s).
+AHEAD_S = 1.0
+AHEAD_BYTES = 64 * 2**20
+BUILD_SLACK_S = 0.01
+WARM_S = 0.5
+
+
 @dataclass(slots=True, kw_only=True)
 class RequestInput:
     """One scheduled request (or the first turn of a session)."""
@@ -47,6 +59,17 @@ class RequestInput:
     # included, is carried forward as Kimi's thinking mode requires.
     followups: list[str] = field(default_factory=list)
     tool_results: dict[str, str] = field(default_factory=dict)
+    payload: bytes | None = None  # the body as sent (`encode`), when serialised ahead of its send time
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """The JSON bytes a request body is sent as: streamed unless it says otherwise, and then with the
+    usage in the stream."""
+    out = dict(body)
+    out["stream"] = stream = body.get("stream", True)
+    if stream:
+        out.setdefault("stream_options", {"include_usage": True})
+    return dumps(out)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -194,7 +217,9 @@ def parse_stream(rec: RequestOutput, times: list[float], parts: list[bytes]) -> 
                 at.append(now)
                 datas.append(line[5:].strip())
     line = pending.strip()
-    if line.startswith(b"data:"):  # the body ended: a last line without a newline still counts
+    # the body ended: a last line without a newline still counts, unless the reading was cut (a timeout,
+    # a stall, the size bound: rec.error says which), which leaves a line cut short, not a malformed one
+    if line.startswith(b"data:") and rec.error is None:
         at.append(times[-1])
         datas.append(line[5:].strip())
     # 2. up to [DONE]: each event's JSON; the first that is not JSON fails the request at its time
@@ -262,11 +287,8 @@ async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> Re
     watch of the pool) and the run's --duration deadline, whichever comes first; a request cut by the
     deadline is `incomplete`, not failed."""
     rec = RequestOutput(index=job.index, warmup=job.warmup, t_sched=t_sched)
-    body = dict(job.body)
-    stream = body.get("stream", True)
-    body["stream"] = stream
-    if stream:
-        body.setdefault("stream_options", {"include_usage": True})
+    stream = job.body.get("stream", True)
+    payload = job.payload if job.payload is not None else encode(job.body)
     # The hot path (stream.StreamProtocol) keeps, per read from the socket, a timestamp and the bytes:
     # parsing (SSE lines, JSON) waits until the stream has ended, so it never delays the timestamps of
     # the other streams.
@@ -300,7 +322,7 @@ async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> Re
     if send.deadline is not None and send.deadline - rec.t_send < limit:
         limit, by_deadline = max(send.deadline - rec.t_send, 0.001), True
     try:
-        request = pool.request(dumps(body), send.headers)
+        request = pool.request(payload, send.headers)
         await asyncio.wait_for(exchange(), limit)
         rec.t_end = time.monotonic()
     except Stalled:
@@ -333,7 +355,8 @@ async def run_job(pool: Pool, send: _Send, job: RequestInput, t_sched: float, ou
     followups = list(job.followups)
     turn = 0
     while True:
-        sub = replace(job, body={**body, "messages": messages}, followups=[], tool_results={})
+        sub = replace(job, body={**body, "messages": messages}, followups=[], tool_results={},
+                      payload=job.payload if turn == 0 else None)
         rec = await _one(pool, send, sub, t_sched)
         is_session = bool(job.followups or job.tool_results)
         if is_session:
@@ -401,23 +424,48 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
 
             times = iter(jobs.at) if jobs.at is not None else arrivals(cfg.rate or 1.0, cfg.burstiness,
                                                                          cfg.ramp_up_s, cfg.seed)
-            for i, at in enumerate(times):
-                if i >= jobs.total:
-                    break
-                if i % stride != first:
+            # This worker's (index, send time), in order; each request is built and serialised ahead of its
+            # time (ready, at most AHEAD_S and AHEAD_BYTES ahead) while nothing is due, and the connections
+            # the next WARM_S will need are opened beforehand, so that at its time a request is only written
+            # (a burst of equal timestamps goes out back to back).
+            schedule = ((i, at) for i, at in zip(range(jobs.total), times) if i % stride == first)
+            ready: deque[tuple[float, RequestInput]] = deque()
+            ready_bytes = 0
+            upcoming = next(schedule, None)
+            while upcoming is not None or ready:
+                now = time.monotonic()
+                while upcoming is not None and upcoming[1] + t0 - now < AHEAD_S and ready_bytes < AHEAD_BYTES \
+                        and (not ready or ready[0][0] - now > BUILD_SLACK_S):
+                    i, at = upcoming
+                    if deadline and t0 + at >= deadline:
+                        upcoming = None
+                        break
+                    job = jobs.make(i)
+                    job.at, job.payload = at, encode(job.body)
+                    ready.append((t0 + at, job))
+                    ready_bytes += len(job.payload)
+                    upcoming = next(schedule, None)
+                    now = time.monotonic()
+                if not ready:
+                    if upcoming is not None:  # nothing to build yet: sleep until the next one is near
+                        await asyncio.sleep(max(upcoming[1] + t0 - now - AHEAD_S, 0.0))
                     continue
-                due = t0 + at
-                if deadline and due >= deadline:
-                    break
-                job = jobs.make(i)  # before the wait: building a long prompt must not delay its send
-                job.at = at
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                task = asyncio.create_task(fire(job, due))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                await asyncio.sleep(0)  # let it start sending before the next prompt is built
+                due = ready[0][0]
+                if due > now:
+                    pool.warm(sum(1 for d, _ in ready if d - now < WARM_S))
+                    # wake when the next request enters the build window, if that is before the slack
+                    # before this one's send; else at its send
+                    build_at = math.inf if upcoming is None or ready_bytes >= AHEAD_BYTES else \
+                        upcoming[1] + t0 - AHEAD_S
+                    await asyncio.sleep((build_at if now < build_at < due - BUILD_SLACK_S else due) - now)
+                    continue
+                while ready and ready[0][0] <= now:  # everything due goes out together
+                    due, job = ready.popleft()
+                    ready_bytes -= len(job.payload or b"")
+                    task = asyncio.create_task(fire(job, due))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(0)  # let them write before anything else is built
             if in_flight:
                 await asyncio.gather(*in_flight)
         else:

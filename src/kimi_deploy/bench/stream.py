@@ -22,6 +22,9 @@ from urllib.parse import urlsplit
 
 _IDLE, _HEAD, _CHUNKED, _LENGTH, _UNTIL_CLOSE, _TRAILER = range(6)
 _HEAD_LIMIT = 64 * 1024  # a response head larger than this is not an OpenAI-compatible server's
+# One response's bytes at most: a stream of 128k tokens is ~40 MB of SSE; past this bound the request
+# fails rather than the client's memory (every body is kept until the stream ends).
+MAX_RESPONSE_BYTES = 256 * 2**20
 _KEEP_IDLE_S = 4.0  # reuse an idle connection only this long: servers close idle ones (uvicorn after 5 s)
 # How a read ends when it carries OpenAI's end-of-stream event `data: [DONE]`.
 DONE_TAILS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n", b"[DONE]\n", b"[DONE]\r\n")
@@ -54,6 +57,7 @@ class StreamProtocol(asyncio.Protocol):
         self.released = False
         self.last = 0.0  # monotonic time of the last byte (or of the request): the stall watch reads it
         self.idle_since = 0.0
+        self.received = 0  # bytes of the current response
         self.head: asyncio.Future[None] | None = None
         self.end: asyncio.Future[bool] | None = None  # True: the body ended as HTTP says; False: cut off
 
@@ -62,7 +66,7 @@ class StreamProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.head, self.end = loop.create_future(), loop.create_future()
         self.times, self.parts = [], []
-        self.state, self.buf, self.released = _HEAD, b"", False
+        self.state, self.buf, self.released, self.received = _HEAD, b"", False, 0
         self.status, self.headers, self.keep_alive = 0, {}, True
         self.last = time.monotonic()
         assert self.transport is not None
@@ -93,6 +97,10 @@ class StreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         self.last = now
+        self.received += len(data)
+        if self.received > MAX_RESPONSE_BYTES and self.state != _IDLE:
+            self._bad(f"the response passed {MAX_RESPONSE_BYTES // 2**20} MiB (a stream that never ends?)")
+            return
         self._feed(data, now)
 
     def _feed(self, data: bytes, now: float) -> None:
@@ -243,6 +251,7 @@ class Pool:
         self.draining: set[StreamProtocol] = set()  # released at [DONE], the body's end still to come
         self.stall_timeout_s = stall_timeout_s
         self.watch: asyncio.Task | None = None
+        self.opening: set[asyncio.Task] = set()  # connections being opened ahead of need (warm)
 
     def request(self, body: bytes, headers: dict[str, str]) -> bytes:
         """The bytes of one POST of a JSON body. Header values with CR or LF are refused (they would
@@ -273,6 +282,26 @@ class Pool:
         if self.watch is None:
             self.watch = asyncio.create_task(self._watch())
         return proto
+
+    def warm(self, count: int) -> None:
+        """Open connections in the background until `count` are idle or opening, so that requests about to
+        be sent find one: their send is not held up by connection set-up."""
+        now = time.monotonic()
+        fresh = sum(1 for p in self.idle if not p.closed and now - p.idle_since < _KEEP_IDLE_S / 2)
+        for _ in range(count - fresh - len(self.opening)):
+            task = asyncio.create_task(self._open())
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await loop.create_connection(lambda: StreamProtocol(self._idle), self.host, self.port,
+                                                    ssl=self.ssl, server_hostname=self.host if self.tls else None)
+        except OSError:
+            return  # the request that needs a connection meets the error itself
+        proto.idle_since = time.monotonic()
+        self.idle.append(proto)
 
     def release(self, proto: StreamProtocol) -> None:
         """Done with `proto`: back to the pool once its body has ended (now, or when the rest arrives:
@@ -307,6 +336,8 @@ class Pool:
     def close(self) -> None:
         if self.watch is not None:
             self.watch.cancel()
+        for task in list(self.opening):
+            task.cancel()
         for proto in [*self.idle, *self.busy, *self.draining]:
             if proto.transport is not None:
                 proto.transport.close()

@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 # synthetic_trace.jsonl every one of the 3,993 rows has len(hash_ids) == ceil(input_length / 512).
 BLOCK_TOKENS = 512
 
+# Bounds of a row: lengths beyond any context window (Kimi K2's is 256k tokens, K3's 1M), and a replay
+# longer than a week, are mistakes; building such a prompt or waiting for such a send would only stall.
+MAX_TOKENS = 4 * 2**20
+MAX_SCHEDULE_S = 7 * 86400.0
+
 # Candidate units: short, frequent English words and single letters, each with a leading space. Kimi's
 # 160k-token vocabulary has all of them as single tokens; a small BPE (tiny-k2's) has a few.
 _CANDIDATES = tuple(" " + w for w in (
@@ -74,12 +79,14 @@ def _int_field(obj: dict[str, Any], key: str, low: int, where: str, path: Path) 
     return v
 
 
-def read_trace(path: Path, limit: int | None = None) -> list[TraceRow]:
-    """The first `limit` rows (all when None), validated: bad input naming the file and line for a line
-    that is not a JSON object, a missing, non-integer or out-of-range field, a hash_ids list whose length
-    is not ceil(input_length / 512), or a timestamp earlier than the row before it (Mooncake's traces are
-    sorted by timestamp; an unsorted file is more likely a mistake than a schedule, so it is refused rather
-    than reordered)."""
+def read_trace(path: Path, limit: int | None = None, *, time_scale: float = 1.0,
+               duration_s: float | None = None) -> list[TraceRow]:
+    """The first `limit` rows (all when None; with a --duration, only the rows due before it, read no
+    further), validated: bad input naming the file and line for a line that is not a JSON object, a
+    missing, non-integer or out-of-range field (lengths up to MAX_TOKENS, a schedule up to
+    MAX_SCHEDULE_S after time-scaling), a hash_ids list whose length is not ceil(input_length / 512), or a
+    timestamp earlier than the row before it (Mooncake's traces are sorted by timestamp; an unsorted file
+    is more likely a mistake than a schedule, so it is refused rather than reordered)."""
     if not path.is_file():
         raise BadInput("trace file not found", str(path))
     rows: list[TraceRow] = []
@@ -98,8 +105,20 @@ def read_trace(path: Path, limit: int | None = None) -> list[TraceRow]:
             if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
                 raise BadInput(f"{where}: timestamp must be a finite number of milliseconds >= 0, got {ts!r}",
                                str(path))
+            if rows:
+                offset_s = (ts - rows[0].timestamp) * time_scale / 1000
+                if duration_s is not None and offset_s >= duration_s:
+                    break  # due after the --duration deadline: never sent
+                if offset_s > MAX_SCHEDULE_S:
+                    raise BadInput(f"{where}: timestamp {ts} is {offset_s / 86400:.3g} days after the first row at "
+                                   f"--time-scale {time_scale:g}; a replay spans at most {MAX_SCHEDULE_S // 86400:.0f} "
+                                   "days (a smaller --time-scale, a --duration, or fewer rows)", str(path))
             n_in = _int_field(obj, "input_length", 1, where, path)
             n_out = _int_field(obj, "output_length", 1, where, path)
+            for key, value in (("input_length", n_in), ("output_length", n_out)):
+                if value > MAX_TOKENS:
+                    raise BadInput(f"{where}: {key} {value} is more than {MAX_TOKENS:,} tokens, beyond any model's "
+                                   "context", str(path))
             ids = obj.get("hash_ids")
             if "hash_ids" not in obj:
                 raise BadInput(f"{where}: missing field 'hash_ids'", str(path))
@@ -221,12 +240,12 @@ def body(row: TraceRow, blocks: Blocks, overhead: int) -> dict[str, Any]:
 
 
 def jobs(path: Path, *, limit: int | None, warmup: int, model: str, extra: dict[str, Any], time_scale: float,
-         seed: int, tok: Tokenizer) -> tuple[JobSource, dict[str, Any]]:
+         seed: int, tok: Tokenizer, duration_s: float | None = None) -> tuple[JobSource, dict[str, Any]]:
     """The trace as a lazy job source with its absolute send times (seconds after the start; the first
     row goes at 0), and facts for summary.json. A prompt is built when its row is due, in the worker."""
     from .loadgen import JobSource, RequestInput
 
-    rows = read_trace(path, limit)
+    rows = read_trace(path, limit, time_scale=time_scale, duration_s=duration_s)
     blocks, overhead, facts = calibrate(tok, extra, seed)
     exact = facts["lengths"] == "exact"
     if exact:
