@@ -13,8 +13,9 @@ format another tool reads:
 - `csv`: one flat row per request, the columns of requests.jsonl (milliseconds) with `itl` summarised
   as itl_count / itl_mean / itl_max.
 
-Measured requests only go into vllm and guidellm (warm-up and requests cut at the --duration deadline
-are left out, as summary.json does); the csv keeps every row with its `warmup` and `incomplete` columns.
+vllm and guidellm hold the measured requests (no warm-up); a request cut at the --duration deadline is
+left out of vllm's (as summary.json's statistics leave it out; vllm has no such state) and is one of
+GuideLLM's `incomplete` requests; the csv keeps every row with its `warmup` and `incomplete` columns.
 Timestamps: requests.jsonl holds CLOCK_MONOTONIC seconds; GuideLLM's are epoch seconds, so they are
 anchored at the moment requests.jsonl was last written (its mtime) = the last request's end, which is
 late by the seconds the run spent counting tokens after the last request."""
