@@ -45,6 +45,9 @@ class SimConfig:
     # at most this many requests generate at once, the others wait for a slot (their TTFT includes the
     # wait), as in an engine's batch limit: throughput saturates at this concurrency; None: no limit
     max_running: int | None = None
+    # append one JSON line per chat request, {"t": CLOCK_MONOTONIC when its handler started}: the ground
+    # truth for when requests arrived (benchmarks/trace_replay_schedule.py)
+    arrivals: str | None = None
     seed: int = 0
 
 
@@ -60,6 +63,7 @@ class Sim:
         self.clock = _Clock()
         self.model_json = json.dumps(cfg.model)
         self.slots = asyncio.Semaphore(cfg.max_running) if cfg.max_running else None
+        self.arrivals = open(cfg.arrivals, "a", buffering=1) if cfg.arrivals else None  # noqa: SIM115 (process-long)
 
     def draw(self, mean_ms: float) -> float:
         c = self.cfg
@@ -139,6 +143,8 @@ class Sim:
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         t0 = time.monotonic()
+        if self.arrivals is not None and chat:
+            self.arrivals.write(f'{{"t": {t0!r}}}\n')
         if not self.ready():
             return web.json_response({"error": {"message": "starting"}}, status=503)
         try:

@@ -50,6 +50,16 @@ def bench(
     sweep: Annotated[Optional[str], typer.Option(help="concurrency=1,4,16 | rate=0.5,1,2 | concurrency=auto (saturation search; with --slo the highest load meeting it). Resumes: finished levels in --output are kept.")] = None,
     workers: Annotated[Optional[int], option(B, "workers", "Client processes (0 = one per core).")] = None,
     seed: Annotated[Optional[int], option(B, "seed", "Seed for prompts and arrivals.")] = None,
+    shard: Annotated[Optional[str], option(B, "shard", "Run shard I of N (0-based, e.g. 0/4) of one run whose "
+                                           "--concurrency, --rate and --num-requests are the whole run's totals; "
+                                           "merge the shards with `bench merge`.")] = None,
+    start_at: Annotated[Optional[str], option(B, "start_at", "Start at this wall-clock time (seconds since the "
+                                              "epoch, or ISO 8601 with a UTC offset), e.g. every shard of a run.")] = None,
+    barrier: Annotated[Optional[Path], option(B, "barrier", "A directory every shard of the run can write (a "
+                                              "shared volume): the shards start together once all are ready "
+                                              "there, and measure their clock offsets against it.")] = None,
+    barrier_timeout: Annotated[Optional[float], option(B, "barrier_timeout_s", "Seconds to wait at --barrier for "
+                                                       "the other shards.")] = None,
     api_key_env: ApiKeyEnv = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
@@ -60,6 +70,9 @@ def bench(
 
     if sweep and (concurrency is not None or rate is not None):
         raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
+    if sweep and (shard or start_at or barrier):
+        raise BadInput("a sweep runs its levels one after another on this machine: shard single runs instead",
+                       "--sweep")
     if sweep and workload == "trace":
         raise BadInput("the trace workload replays the trace's own load: drop --sweep", "--sweep")
     ep = None if base_url is None else Endpoint.from_url(base_url, flag="--base-url",
@@ -73,7 +86,8 @@ def bench(
                             thinking=None if thinking is None else thinking is OnOff.on,
                             thinking_effort=thinking_effort, slo=slo, workers=workers,
                             request_timeout_s=request_timeout, stall_timeout_s=stall_timeout, seed=seed,
-                            time_scale=time_scale, **load)
+                            time_scale=time_scale, shard=shard, start_at=start_at, barrier=barrier,
+                            barrier_timeout_s=barrier_timeout, **load)
     output = cfg.output
     if sweep:
         from ..bench.sweep import run_sweep
@@ -103,14 +117,35 @@ def bench(
         return
     s = run_bench(cfg, err)
     req = s["requests"]
-    lat = s["latency_ms"]
-    table = Table(title=f"{s['requests']['completed']} ok, {s['requests']['failed']} failed; "
-                        f"{s['throughput']['output_tokens_per_s']} out tok/s over {s['throughput']['window_s']} s")
+    _print_summary(s, output)
+    if s["config"].get("interrupted"):
+        err.print(("terminated (SIGTERM)" if s["config"].get("terminated") else "interrupted")
+                  + ": the requests that finished are saved")
+        raise typer.Exit(143 if s["config"].get("terminated") else 130)  # the shell's codes, after saving
+    if req["completed"] == 0:
+        raise OperationFailed("no measured request succeeded: " + _why_nothing(req))
+
+
+def _print_summary(s: dict, output: Path) -> None:
+    """A run's (or a merged run's) numbers on the console: counts, rates, latencies, goodput, why requests
+    failed, the prefix cache, and whether the client's self-check holds."""
+    req, thr, lat = s["requests"], s["throughput"], s["latency_ms"]
+    table = Table(title=f"{req['completed']} ok, {req['failed']} failed; {thr['requests_per_s']} req/s, "
+                        f"{thr['output_tokens_per_s']} out tok/s over {thr['window_s']} s")
     for col in ("ms", "mean", "p50", "p90", "p99", "max"):
         table.add_column(col, justify="right")
     for k, v in lat.items():
         table.add_row(k, *(str(v[x]) if v[x] is not None else "-" for x in ("mean", "p50", "p90", "p99", "max")))
     out.print(table)
+    good = s["goodput"]
+    if good.get("slo"):
+        slo = ", ".join(f"{k} <= {v:g}" for k, v in good["slo"].items())
+        out.print(f"goodput: {good['good']} of {good['of']} requests met {slo} "
+                  f"({good['fraction']:.1%}, {good['requests_per_s']} req/s)" if good["of"] else
+                  f"goodput: no measured request ({slo})")
+    if req["errors"]:
+        top = sorted(req["errors"].items(), key=lambda kv: -kv[1])[:5]
+        out.print("failures: " + ", ".join(f"{n} x {e}" for e, n in top), markup=False, highlight=False)
     pc = s.get("prefix_cache")
     if pc:
         ideal = pc.get("ideal_token_hit_rate")
@@ -118,19 +153,19 @@ def bench(
                                                      else f"{pc['engine_token_hit_rate']:.1%}")
                   + ("" if ideal is None else f", trace's ideal {ideal:.1%}") + f" ({pc['source']})")
     facts = s["config"].get("workload_facts") or {}
-    if cfg.workload == "trace" and facts.get("lengths") != "exact":
+    if s["config"].get("workload") == "trace" and facts.get("lengths") != "exact":
         err.print(f"[yellow]prompt lengths are approximate[/yellow]: {facts.get('note', '')}")
     if req.get("incomplete"):
         out.print(f"{req['incomplete']} request(s) still in flight at the --duration deadline were cancelled "
                   "(incomplete: neither completed nor failed)")
-    if not s["client"]["valid"]:
+    if s.get("clock", {}).get("skew_ms") is not None:
+        out.print(f"shards: {s['config'].get('shards')}, clock skew {s['clock']['skew_ms']} ms "
+                  f"(+/- {s['clock']['offset_uncertainty_ms']} ms)")
+    if s["client"]["valid"]:
+        out.print("client self-check: VALID")
+    else:
         out.print("[red]INVALID run[/red]: " + "; ".join(s["client"]["invalid_because"]))
     out.print(f"results: {output / 'summary.json'}, {output / 'requests.jsonl'}, {output / 'report.html'}")
-    if s["config"].get("interrupted"):
-        err.print("interrupted: the requests that finished are saved")
-        raise typer.Exit(130)  # the shell's code for Ctrl-C, after saving
-    if req["completed"] == 0:
-        raise OperationFailed("no measured request succeeded: " + _why_nothing(req))
 
 
 def _why_nothing(req: dict) -> str:
@@ -193,6 +228,22 @@ def bench_diff(a: Annotated[Path, typer.Argument(help="Result directory A.")],
         out.print(note)
 
 
+@bench_app.command("merge")
+def bench_merge(
+        dest: Annotated[Path, typer.Argument(metavar="OUT", help="Directory for the merged result.")],
+        dirs: Annotated[list[Path], typer.Argument(metavar="DIR...", help="The shards' result directories.")],
+        wait: Annotated[Optional[float], typer.Option("--wait", min=0, max=86_400, callback=finite,
+                                                      help="Wait up to this many seconds for every shard's "
+                                                           "summary.json (shards still running).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous result in OUT.")] = False,
+) -> None:
+    """Merge the shards of one run (`bench --shard I/N`) into one result, computed from every request."""
+    from ..bench.merge import merge
+
+    s = merge(dest, dirs, overwrite=overwrite, wait_s=wait, log=err.print)
+    _print_summary(s, dest)
+
+
 @bench_app.command("export")
 def bench_export(
         result: Annotated[Path, typer.Argument(metavar="DIR", help="A `kimi-deploy bench` result directory.")],
@@ -225,16 +276,25 @@ def sim(
     slow_start: Annotated[float, typer.Option("--slow-start", min=0, max=86_400, callback=finite, help="Seconds of 503 before it is ready.")] = 0.0,
     stall_after: Annotated[Optional[int], typer.Option("--stall-after", min=0, help="Fault: stop sending after this many chunks and hold the stream open.")] = None,
     max_running: Annotated[Optional[int], typer.Option("--max-running", min=1, max=1_000_000, help="At most this many requests generate at once; the others wait for a slot (TTFT includes the wait).")] = None,
+    arrivals: Annotated[Optional[Path], typer.Option("--arrivals", help="Append a JSON line per chat request with "
+                                                      "when it arrived (CLOCK_MONOTONIC), for schedule checks.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for latencies and faults.")] = 0,
 ) -> None:
     """An OpenAI-compatible server with known latencies and injected faults (the harness's ground truth)."""
     from ..bench.sim import SimConfig, serve as run_sim
 
+    if arrivals is not None:
+        try:
+            arrivals.open("a").close()
+        except OSError as exc:
+            raise BadInput(f"cannot append to {arrivals}: {exc.strerror or exc}", "--arrivals") from None
+
     err.print(f"sim serving {model!r} on http://{host}:{port} (ttft {ttft_ms} ms, itl {itl_ms} ms, {dist.value})")
     run_sim(SimConfig(model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, dist=dist.value, default_output=output_len,
                       reasoning_tokens=reasoning_tokens, tool_rate=tool_rate, error_rate=error_rate,
                       drop_rate=drop_rate, malformed_rate=malformed_rate, slow_start_s=slow_start,
-                      stall_after=stall_after, max_running=max_running, seed=seed),
+                      stall_after=stall_after, max_running=max_running, seed=seed,
+                      arrivals=None if arrivals is None else str(arrivals)),
             host, port)
 
 
