@@ -55,9 +55,14 @@ def test_shards_merged_are_the_one_run(sim_factory, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     dirs = _shards(url, tmp_path, 3, *load)
     merged = tmp_path / "merged"
-    proc = run_cli("bench", "merge", str(merged), *map(str, dirs))
+    proc = run_cli("bench", "merge", str(merged), *map(str, dirs), "--export", "vllm,guidellm")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     m = json.loads((merged / "summary.json").read_text())
+    # the merged result exported as vllm bench serve and GuideLLM write theirs: the union's counts, and
+    # GuideLLM's epoch times on the run's own start (the merge's clock is the wall clock)
+    assert json.loads((merged / "export-vllm.json").read_text())["completed"] == 90
+    gl = json.loads((merged / "export-guidellm.json").read_text())["benchmarks"][0]["requests"]["successful"]
+    assert len(gl) == 90 and abs(min(q["request_start_time"] for q in gl) - m["shards"][0]["start"]["common_at"]) < 1
     one = json.loads((single / "summary.json").read_text())
 
     # each shard sent exactly its slice; together, every request of the run once
@@ -155,7 +160,7 @@ def test_barrier_and_wait_are_bounded(sim_factory, tmp_path: Path) -> None:
     (("--shard", "2/2"), "--shard"), (("--shard", "1"), "--shard"), (("--shard", "a/b"), "--shard"),
     (("--shard", "0/5000"), "--shard"), (("--shard", "0/8", "--concurrency", "4"), "--shard"),
     (("--barrier", "/tmp/b"), "--barrier"), (("--shard", "0/2", "--barrier", "/tmp/b", "--start-at", "1e10"), "--barrier"),
-    (("--start-at", "tomorrow"), "--start-at"),
+    (("--start-at", "tomorrow"), "--start-at"), (("--export", "vllm,json"), "--export"),
 ])
 def test_shard_flags_refused(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
     load = () if "--concurrency" in args else ("--concurrency", "4")

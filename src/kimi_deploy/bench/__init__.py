@@ -334,7 +334,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     server["metrics_after"] = scrape(ep)
     summary = {
         "definitions": DEFINITIONS,
-        "run": run_facts(started),
+        "run": {**run_facts(started), "mono_to_wall": mono_to_wall},
         "config": {**facts, "workload_facts": workload_facts, "interrupted": interrupted,
                    **({"terminated": True} if terminated.fired else {})},
         "server": server,

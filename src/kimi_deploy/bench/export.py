@@ -16,9 +16,11 @@ format another tool reads:
 vllm and guidellm hold the measured requests (no warm-up); a request cut at the --duration deadline is
 left out of vllm's (as summary.json's statistics leave it out; vllm has no such state) and is one of
 GuideLLM's `incomplete` requests; the csv keeps every row with its `warmup` and `incomplete` columns.
-Timestamps: requests.jsonl holds CLOCK_MONOTONIC seconds; GuideLLM's are epoch seconds, so they are
-anchored at the moment requests.jsonl was last written (its mtime) = the last request's end, which is
-late by the seconds the run spent counting tokens after the last request."""
+Timestamps: requests.jsonl holds CLOCK_MONOTONIC seconds (a merged run's are already on the common
+wall clock); GuideLLM's are epoch seconds, so they are shifted by summary.json's `run.mono_to_wall` (the
+wall clock at monotonic 0, recorded by the run; 0 for a merge). A result without it is anchored at the
+moment requests.jsonl was last written (its mtime) = the last request's end, late by the seconds the run
+spent counting tokens after the last request."""
 
 from __future__ import annotations
 
@@ -384,7 +386,9 @@ def to_guidellm(summary: dict[str, Any], rows: list[RequestRecord], mtime: float
     cfg = summary.get("config", {})
     measured = [r for r in rows if not r.warmup and r.t_send is not None and (r.t_end is not None or r.incomplete)]
     ends = [r.t_end for r in rows if r.t_end is not None]
-    offset = mtime - max(ends) if ends else mtime
+    offset = (summary.get("run") or {}).get("mono_to_wall")
+    if not isinstance(offset, (int, float)) or isinstance(offset, bool):
+        offset = mtime - max(ends) if ends else mtime
     reqs = [_guidellm_request(r, offset) for r in measured if r.t_end is not None]
     groups = {"successful": [q for q in reqs if q["info"]["status"] == "completed"],
               "incomplete": [q for q in reqs if q["info"]["status"] == "cancelled"],

@@ -196,8 +196,8 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
                                "merged": "t_send and t_end of requests.jsonl are on the common clock (seconds since "
                                          "the epoch); every statistic is computed from the union of the shards' "
                                          "records"},
-               "run": {**(summaries[0][1].get("run") or {}), "merged_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                          time.gmtime())},
+               "run": {**(summaries[0][1].get("run") or {}), "mono_to_wall": 0.0,  # t_send, t_end: wall clock
+                       "merged_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                "config": config, "server": _server([s for _, s in summaries]), **merged,
                "clock": clock, "shards": shards}
     with (out / "requests.jsonl").open("w") as fh:

@@ -60,10 +60,13 @@ def bench(
                                               "there, and measure their clock offsets against it.")] = None,
     barrier_timeout: Annotated[Optional[float], option(B, "barrier_timeout_s", "Seconds to wait at --barrier for "
                                                        "the other shards.")] = None,
+    export: Annotated[Optional[str], typer.Option("--export", help="Also write the result for other tools: vllm, "
+                                                   "guidellm and/or csv, comma-separated (see `bench export`).")] = None,
     api_key_env: ApiKeyEnv = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    formats = _export_formats(export)
     from ..bench import run_bench
     from ..bench.sweep import first_load
     from ..endpoint import Endpoint
@@ -118,6 +121,7 @@ def bench(
     s = run_bench(cfg, err)
     req = s["requests"]
     _print_summary(s, output)
+    _export(output, formats, overwrite=cfg.overwrite)
     if s["config"].get("interrupted"):
         err.print(("terminated (SIGTERM)" if s["config"].get("terminated") else "interrupted")
                   + ": the requests that finished are saved")
@@ -166,6 +170,24 @@ def _print_summary(s: dict, output: Path) -> None:
     else:
         out.print("[red]INVALID run[/red]: " + "; ".join(s["client"]["invalid_because"]))
     out.print(f"results: {output / 'summary.json'}, {output / 'requests.jsonl'}, {output / 'report.html'}")
+
+
+def _export_formats(given: str | None) -> list[str]:
+    """`--export vllm,csv`: the formats, checked before anything runs."""
+    from ..bench.export import FORMATS
+
+    formats = [f.strip() for f in (given or "").split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise BadInput(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}", "--export")
+    return formats
+
+
+def _export(result: Path, formats: list[str], *, overwrite: bool) -> None:
+    from ..bench.export import export
+
+    for fmt in formats:
+        out.print(f"{fmt} export: {export(result, fmt, None, overwrite=overwrite)}")
 
 
 def _why_nothing(req: dict) -> str:
@@ -236,12 +258,16 @@ def bench_merge(
                                                       help="Wait up to this many seconds for every shard's "
                                                            "summary.json (shards still running).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous result in OUT.")] = False,
+        export: Annotated[Optional[str], typer.Option("--export", help="Also write the merged result as vllm, "
+                                                       "guidellm and/or csv, comma-separated.")] = None,
 ) -> None:
     """Merge the shards of one run (`bench --shard I/N`) into one result, computed from every request."""
     from ..bench.merge import merge
 
+    formats = _export_formats(export)
     s = merge(dest, dirs, overwrite=overwrite, wait_s=wait, log=err.print)
     _print_summary(s, dest)
+    _export(dest, formats, overwrite=overwrite)
 
 
 @bench_app.command("export")
