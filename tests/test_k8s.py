@@ -1,7 +1,9 @@
 """Kubernetes manifests rendered from the deploy/ examples: core objects against the Kubernetes OpenAPI
 schemas of a pinned version (kubernetes-validate, strict), the LeaderWorkerSet against the real LWS
 v0.10.0 CRD schema (made strict: unknown fields fail) plus the LWS webhook's own rules, probes and
-Service selection per topology, secrets by reference only, the k8s/ tree in sync, and bad input."""
+Service selection per topology, secrets by reference only, the k8s/ tree in sync, and bad input; the
+benchmark in bench/, out of the deployment's kustomization: N client pods as an Indexed Job whose scripts
+run, at once, one sharded run against the sim, merged by pod 0."""
 
 from __future__ import annotations
 
