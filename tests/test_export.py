@@ -5,11 +5,11 @@
   RequestFuncOutput rows built from the file's per-request lists, and two of vLLM's sweep readers of a saved
   result), whose aggregates must equal the file's; its per-request lists are seconds, its aggregates ms.
 - guidellm: the report validated by GuideLLM's own pydantic model (GenerativeBenchmarksReport, from the
-  guidellm 0.8.1 wheel, downloaded with pip into pytest's cache and unpacked, never installed), and every
+  guidellm release requirements/guidellm.txt pins, unpacked by scripts/setup-env.sh, never installed), and every
   distribution recomputed by GuideLLM's own statistics (StatusDistributionSummary) from the requests it
   parsed. What stands in: GuideLLM's package imports runtime dependencies .venv lacks (culsans, datasets,
   pandas, sanic, ...; none used by its schema models), so empty stand-in modules are importable in the
-  checking subprocess in their place. The wheel's download needs the network (PyPI) once.
+  checking subprocess in their place.
 - csv: read back with the csv module and numpy; itl summarised per request.
 - the report: the header's numbers equal summary.json's, hostile names are escaped, failure reasons are
   a table, and the engine metrics sampled during a run are plotted (from a constructed summary: the bench
@@ -23,7 +23,6 @@ import math
 import re
 import subprocess
 import sys
-import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,7 +33,6 @@ import pytest
 from .conftest import assert_clean_error, run_cli, start_sim
 
 HOSTILE = "sim<script>alert(1)</script>"
-GUIDELLM = "0.8.1"
 # vllm bench serve's --save-result keys with --save-detailed (vllm 0.32.0 vllm/benchmarks/serve.py: main()
 # and benchmark()), and the aggregates of --percentile-metrics ttft,tpot,itl,e2el --metric-percentiles 50,90,99
 VLLM_KEYS = {"date", "endpoint_type", "backend", "label", "model_id", "tokenizer_id", "num_prompts", "request_rate",
@@ -244,16 +242,12 @@ STAND_INS = ("culsans", "datasets", "pandas", "eval_type_backport", "faker", "ft
 
 
 @pytest.fixture(scope="module")
-def guidellm_wheel(pytestconfig: pytest.Config) -> Path:
-    """GuideLLM's wheel unpacked (downloaded once into pytest's cache, not installed)."""
-    root = Path(pytestconfig.cache.mkdir(f"guidellm-{GUIDELLM}"))
-    unpacked = root / "unpacked"
-    if not (unpacked / "guidellm" / "benchmark" / "schemas" / "report.py").is_file():
-        p = subprocess.run([sys.executable, "-m", "pip", "download", f"guidellm=={GUIDELLM}", "--no-deps",
-                            "--only-binary", ":all:", "-d", str(root)], capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, "pip could not download GuideLLM's wheel (needs PyPI): " + p.stderr[-2000:]
-        with zipfile.ZipFile(next(root.glob(f"guidellm-{GUIDELLM}-*.whl"))) as z:
-            z.extractall(unpacked)
+def guidellm_wheel() -> Path:
+    """GuideLLM unpacked beside the venv by scripts/setup-env.sh (pip install --no-deps --target, from
+    requirements/guidellm.txt); a missing one fails here with the reason, never skips."""
+    unpacked = Path(sys.prefix) / "guidellm"
+    assert (unpacked / "guidellm" / "benchmark" / "schemas" / "report.py").is_file(), \
+        f"{unpacked} has no GuideLLM: run bash scripts/setup-env.sh"
     return unpacked
 
 
