@@ -5,9 +5,11 @@ arrived (`--arrivals`, CLOCK_MONOTONIC, which both processes share on one machin
 timestamps are interchangeable, so the i-th arrival is compared with the i-th scheduled time; the
 schedule's origin is the bench's own (t_sched of the first row, from requests.jsonl: t_send minus its
 schedule lag). Target: arrival p99 within 50 ms of the schedule in every run on a quiet 2-core machine.
+The sim shares the machine: its own event loop (streaming every answer) delays when it sees a request,
+so the arrival lateness is an upper bound of the client's; the client's own part is its schedule lag.
 
 Run: .venv/bin/python benchmarks/trace_replay_schedule.py --trace TRACE.jsonl [--rows 1000:1400]
-     [--time-scale 0.1] [--runs 5]
+     [--time-scale 0.1] [--runs 5] [--burst K] [--bench-src OTHER_CHECKOUT/src]
 The default slice is rows 1000-1399 of Mooncake's synthetic_trace.jsonl (github.com/kvcache-ai/Mooncake,
 FAST25-release/traces/, Apache-2.0): 108 s of trace, 10.8 s at --time-scale 0.1, ~110 streams at once.
 """
@@ -50,7 +52,7 @@ def _wait_up(url: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"the sim at {url} did not come up in {timeout:g} s")
 
 
-def one_run(trace: Path, rows: list[dict], scale: float, work: Path, k: int) -> dict[str, float]:
+def one_run(trace: Path, rows: list[dict], scale: float, work: Path, k: int, bench_src: Path | None) -> dict[str, float]:
     port = _port()
     arrivals = work / f"arrivals-{k}.jsonl"
     sim = subprocess.Popen([sys.executable, "-m", "kimi_deploy", "sim", "--port", str(port), "--ttft-ms", "50",
@@ -62,7 +64,8 @@ def one_run(trace: Path, rows: list[dict], scale: float, work: Path, k: int) -> 
         out = work / f"run-{k}"
         proc = subprocess.run([sys.executable, "-m", "kimi_deploy", "bench", "--base-url", url + "/v1", "--model",
                                "sim", "--workload", "trace", "--dataset", str(trace), "--time-scale", str(scale),
-                               "--output", str(out)], capture_output=True, text=True, timeout=900)
+                               "--output", str(out)], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "PYTHONPATH": str(bench_src)} if bench_src else None)
         if proc.returncode != 0:
             raise SystemExit(f"bench failed ({proc.returncode}): {proc.stderr[-2000:]}")
     finally:
@@ -89,10 +92,17 @@ def main() -> int:
     ap.add_argument("--rows", default="1000:1400", help="A:B, the slice of rows to replay")
     ap.add_argument("--time-scale", type=float, default=0.1)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--burst", type=int, default=1, help="give every K consecutive rows the first one's timestamp "
+                                                         "(bursts of K requests due at once: the stress case)")
+    ap.add_argument("--bench-src", type=Path, help="another checkout's src/ to run the bench client from (e.g. an "
+                                                   "earlier commit in a git worktree), against the same sim")
     args = ap.parse_args()
     a, _, b = args.rows.partition(":")
     rows = [json.loads(x) for x in args.trace.read_text().splitlines() if x.strip()][int(a):int(b)]
-    print(f"{len(rows)} rows ({args.trace.name} {args.rows}), {(rows[-1]['timestamp'] - rows[0]['timestamp']) / 1000:.0f} s "
+    for i, r in enumerate(rows):
+        r["timestamp"] = rows[i - i % args.burst]["timestamp"]
+    print(f"{len(rows)} rows ({args.trace.name} {args.rows}, bursts of {args.burst}), "
+          f"{(rows[-1]['timestamp'] - rows[0]['timestamp']) / 1000:.0f} s "
           f"of trace at --time-scale {args.time_scale}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +112,7 @@ def main() -> int:
         print(f"{'run':>3} {'arrival late p50':>17} {'p99':>8} {'max':>8} {'early max':>10} {'client lag p99':>15} "
               f"{'worker cpu':>10} {'self-check':>10}")
         for k in range(args.runs):
-            r = one_run(trace, rows, args.time_scale, work, k)
+            r = one_run(trace, rows, args.time_scale, work, k, args.bench_src)
             results.append(r)
             print(f"{k:>3} {r['p50']:>14.1f} ms {r['p99']:>5.1f} ms {r['max']:>5.1f} ms {-r['min']:>7.1f} ms "
                   f"{r['client_lag_p99']:>12.1f} ms {r['worker_cpu_max']:>10.0%} "
