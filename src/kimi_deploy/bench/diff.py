@@ -15,35 +15,14 @@ import numpy as np
 
 from ..errors import BadInput
 from ..stats import percentile
-from .metrics import RequestRecord
+from .metrics import RequestRecord, read_records
 
 METRICS = ("ttft", "ttfat", "tpot", "e2e")
 
 
 def _load(d: Path) -> list[RequestRecord]:
-    p = d / "requests.jsonl"
-    if not p.is_file():
-        raise BadInput("no requests.jsonl (not a bench result directory)", str(d))
-    rows, n = [], 0
-    try:
-        for n, line in enumerate(p.read_text().splitlines(), 1):
-            if line.strip():
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise BadInput(f"line {n} is not a JSON object (not a bench requests.jsonl)", str(p))
-                rows.append(RequestRecord.from_json(obj))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"line {n} is not JSON ({exc.__class__.__name__}); not a bench requests.jsonl", str(p)) from None
-    except TypeError as exc:
-        raise BadInput(f"line {n} does not have the fields of a bench request ({exc})", str(p)) from None
-    for r in rows:
-        for key in METRICS:
-            value = getattr(r, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise BadInput(f"request {r.index}: {key} is {value!r}, not a number", str(p))
-        if not isinstance(r.itl, list) or not all(isinstance(x, (int, float)) for x in r.itl):
-            raise BadInput(f"request {r.index}: itl is not a list of numbers", str(p))
-    return [r for r in rows if not r.warmup and not r.incomplete]  # measured: completed or failed
+    """The measured requests of a result (completed or failed; not warm-up, not cut at the deadline)."""
+    return [r for r in read_records(d / "requests.jsonl") if not r.warmup and not r.incomplete]
 
 
 # Fields of summary.json's `config` whose difference is what one compares (where the endpoint is and what

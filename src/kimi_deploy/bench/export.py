@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import BadInput
-from .metrics import RequestRecord
+from .metrics import RequestRecord, read_records
 
 FORMATS = ("vllm", "guidellm", "csv")
 # the file written inside the result directory when no --to is given
@@ -71,27 +71,7 @@ def load(result_dir: Path) -> tuple[dict[str, Any], list[RequestRecord]]:
         raise BadInput(f"not JSON ({exc.__class__.__name__}); not a bench summary.json", str(sp)) from None
     if not isinstance(summary, dict) or not {"config", "requests", "throughput", "latency_ms"} <= set(summary):
         raise BadInput("lacks config/requests/throughput/latency_ms: not a bench summary.json", str(sp))
-    rows: list[RequestRecord] = []
-    n = 0
-    try:
-        for n, line in enumerate(rp.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            if not isinstance(obj, dict) or "index" not in obj:
-                raise BadInput(f"line {n} is not a request record (no index)", str(rp))
-            rows.append(RequestRecord.from_json(obj))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"line {n} is not JSON ({exc.__class__.__name__}); not a bench requests.jsonl", str(rp)) from None
-    except TypeError as exc:
-        raise BadInput(f"line {n} does not have the fields of a bench request ({exc})", str(rp)) from None
-    for r in rows:
-        for key in ("ttft", "ttfat", "e2e", "tpot", "t_send", "t_end"):
-            v = getattr(r, key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise BadInput(f"request {r.index}: {key} is {v!r}, not a number", str(rp))
-        if not isinstance(r.itl, list) or not all(isinstance(x, (int, float)) for x in r.itl):
-            raise BadInput(f"request {r.index}: itl is not a list of numbers", str(rp))
+    rows = read_records(rp)
     return summary, rows
 
 

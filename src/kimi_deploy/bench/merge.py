@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadInput, OperationFailed
-from ..jsonl import read_jsonl
 from ..outputs import check_output_dir
-from .metrics import MAX_SCHEDULE_LAG_P99_MS, ClientLoad, RequestRecord, summarize
+from .metrics import MAX_SCHEDULE_LAG_P99_MS, ClientLoad, RequestRecord, read_records, summarize
 from .shard import LOCAL_FIELDS
 
 POLL_S = 1.0
@@ -53,19 +52,6 @@ def _summary(d: Path) -> dict[str, Any]:
     if not isinstance(part, dict) or not {"index", "count", "run", "mono_to_wall"} <= part.keys():
         raise BadInput("is not a shard's result (run with --shard I/N); nothing to merge", str(p))
     return s
-
-
-def _records(d: Path) -> list[RequestRecord]:
-    p = d / "requests.jsonl"
-    if not p.is_file():
-        raise BadInput("no requests.jsonl (not a bench result)", str(d))
-    rows = []
-    for n, obj in read_jsonl(p):
-        try:
-            rows.append(RequestRecord.from_json(obj))
-        except (TypeError, AttributeError) as exc:
-            raise BadInput(f"line {n} is not a bench request record ({exc})", str(p)) from None
-    return rows
 
 
 def _shared_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +134,7 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
             offsets.append(offset)
             uncertainties.append(start.get("uncertainty_s") or 0.0)
         shift = part["mono_to_wall"] + (offset or 0.0)
-        for r in _records(d):
+        for r in read_records(d / "requests.jsonl"):
             if r.index in owner:
                 raise BadInput(f"request {r.index} is also in shard {owner[r.index]}'s results: the shards "
                                "overlap (the same --shard twice?)", str(d))

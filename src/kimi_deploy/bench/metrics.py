@@ -5,8 +5,11 @@ counts, goodput under SLOs with failures in the denominator, and the client's ow
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
+from ..jsonl import read_jsonl
 from ..stats import summary
 from .loadgen import RequestOutput, WorkerStats
 
@@ -83,6 +86,35 @@ class RequestRecord:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> RequestRecord:
         return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+
+
+# The timings of a record that must be numbers when present (milliseconds, or seconds for t_send/t_end).
+NUMERIC_FIELDS = ("ttft", "ttfat", "ttftc", "e2e", "tpot", "schedule_lag", "t_send", "t_end")
+
+
+def read_records(path: Path) -> list[RequestRecord]:
+    """Every row of a requests.jsonl (bench diff, bench export, bench merge read it), checked: bad input
+    naming the file for a file that is missing or not JSON Lines, a line that is not a request record, or a
+    timing that is not a number."""
+    if not path.is_file():
+        raise BadInput("no requests.jsonl (not a bench result directory)", str(path.parent))
+    rows = []
+    for n, obj in read_jsonl(path):
+        if not isinstance(obj, dict) or "index" not in obj:
+            raise BadInput(f"line {n} is not a request record (a JSON object with an index)", str(path))
+        try:
+            r = RequestRecord.from_json(obj)
+        except TypeError as exc:
+            raise BadInput(f"line {n} does not have the fields of a bench request ({exc})", str(path)) from None
+        for key in NUMERIC_FIELDS:
+            v = getattr(r, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise BadInput(f"line {n}: {key} is {v!r}, not a number", str(path))
+        if not isinstance(r.itl, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                  for x in r.itl):
+            raise BadInput(f"line {n}: itl is not a list of numbers", str(path))
+        rows.append(r)
+    return rows
 
 
 def per_request(out: RequestOutput, output_tokens_client: int | None = None) -> RequestRecord:
