@@ -172,7 +172,7 @@ def test_bad_input(sim_factory, tmp_path: Path) -> None:
                                "--concurrency", "2"), "--rate", "two load modes")
     assert_clean_error(run_cli("bench", "--base-url", url, "--model", "sim", "--output", out, "--concurrency", "1",
                                "--slo", "latency=5"), "--slo", "unknown SLO")
-    assert_clean_error(run_cli("bench", "diff", out, out), "requests.jsonl")
+    assert_clean_error(run_cli("bench", "diff", out, out), out, "not a bench result directory")
 
 
 def test_end_to_end_on_real_vllm(tiny_server: Server, tmp_path: Path) -> None:

@@ -518,7 +518,7 @@ def export(result_dir: Path, fmt: str, dest: Path | None = None, *, overwrite: b
         if fmt == "csv":
             write_csv(rows, dest)
         else:
-            doc = to_vllm(summary, rows, mtime) if fmt == "vllm" else to_guidellm(summary, rows, mtime)
+            doc = {"vllm": to_vllm, "guidellm": to_guidellm}[fmt](summary, rows, mtime)
             dest.write_text(json.dumps(doc), encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"cannot write {dest}: {exc.strerror or exc}", "--to") from None
