@@ -395,7 +395,9 @@ def _bench_objects(dep: Deployment, url: str, meta) -> dict[str, dict[str, Any]]
     if clients == 1:
         job_spec["activeDeadlineSeconds"] = BENCH_WAIT_S + BENCH_RUN_S
         container = {"name": "bench", "image": k.image, "env": _api_key_env(dep), "command": shell(
-            'kimi-deploy wait "$1" --timeout "$2" "${@:6}" && kimi-deploy bench --base-url "$1/v1" '
+            # exec: bench is the container's process, so the Job's deadline (SIGTERM) reaches it and it saves
+            # what finished (bash, as PID 1, would not pass the signal on)
+            'kimi-deploy wait "$1" --timeout "$2" "${@:6}" || exit 1; exec kimi-deploy bench --base-url "$1/v1" '
             '--model "$3" --output "/results/$(date +%Y%m%dT%H%M%S)" --concurrency "$4" '
             '--num-requests "$5" "${@:6}"', url, str(BENCH_WAIT_S), dep.served_model_name,
             str(k.bench_concurrency), str(k.bench_concurrency * 8), *key_args), "volumeMounts": mounts}
