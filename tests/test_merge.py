@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,7 +123,27 @@ def test_closed_loop_users_are_split_and_refusals(sim_factory, tmp_path: Path) -
     assert run_cli("bench", "--base-url", url, "--model", "sim", "--output", str(single), *load).returncode == 0
     assert_clean_error(run_cli("bench", "merge", str(tmp_path / "x"), str(single)), "not a shard")
     assert_clean_error(run_cli("bench", "merge", str(dirs[0]), *map(str, dirs)), "OUT is one of the shards")
-    assert not (tmp_path / "x" / "summary.json").exists()
+    assert not (tmp_path / "x").exists()  # nothing made for a merge that was refused
+
+    # corrupt or altered shard summaries: bad input naming the file, never an internal error
+    bad = tmp_path / "bad"
+    for change, needle in ((lambda x: x["shard"].update(count="2"), "shard.count"),
+                           (lambda x: x.pop("requests"), "requests.completed"),
+                           (lambda x: x["client"].pop("cpu_s"), "client block"),
+                           (lambda x: x["config"]["workload_facts"].update(dataset_sha256="0" * 64), "dataset_sha256")):
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(dirs[1], bad)
+        x = json.loads((bad / "summary.json").read_text())
+        change(x)
+        (bad / "summary.json").write_text(json.dumps(x))
+        assert_clean_error(run_cli("bench", "merge", str(tmp_path / "y"), str(dirs[0]), str(bad)), needle)
+    # a shard cut short (SIGTERM) is merged, but the merged run says it holds part of the load
+    x = json.loads((dirs[1] / "summary.json").read_text())
+    x["config"].update(interrupted=True, terminated=True)
+    (bad / "summary.json").write_text(json.dumps(x))
+    assert run_cli("bench", "merge", str(tmp_path / "part"), str(dirs[0]), str(bad)).returncode == 0
+    part = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert not part["client"]["valid"] and any("shard 1 was terminated" in r for r in part["client"]["invalid_because"])
 
     # a clock skew beyond the schedule-lag bound makes the merged run INVALID, saying why
     p = dirs[1] / "summary.json"
@@ -141,10 +162,23 @@ def test_barrier_and_wait_are_bounded(sim_factory, tmp_path: Path) -> None:
     proc = run_cli_timed(*common, "--output", str(tmp_path / "s0"), "--shard", "0/2", "--barrier",
                          str(tmp_path / "bar"), "--barrier-timeout", "2", limit=30)
     assert_clean_error(proc, "1 of 2 shards", "missing: 1", code=1)
-    # the same barrier again: an earlier run's, refused before any wait
+    # the shard that gave up took its ready file back: a later shard of the run cannot start without it
+    assert not list((tmp_path / "bar").glob("ready-*"))
+    # a ready file that is not one (a directory): bad input at once, not a wait for the timeout
+    (tmp_path / "bar2" / "ready-1-of-2.json").mkdir(parents=True)
     proc = run_cli_timed(*common, "--output", str(tmp_path / "s0b"), "--shard", "0/2", "--barrier",
-                         str(tmp_path / "bar"), limit=30)
-    assert_clean_error(proc, "--barrier", "earlier run")
+                         str(tmp_path / "bar2"), limit=30)
+    assert_clean_error(proc, "--barrier", "not a ready file")
+    # SIGTERM while waiting at the barrier: the ready file is taken back too
+    waiting = subprocess.Popen([sys.executable, "-m", "kimi_deploy", *common, "--output", str(tmp_path / "s0c"),
+                                "--shard", "0/2", "--barrier", str(tmp_path / "bar3")], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "bar3").glob("ready-0-of-2.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    waiting.send_signal(signal.SIGTERM)
+    waiting.communicate(timeout=30)
+    assert waiting.returncode != 0 and not list((tmp_path / "bar3").glob("ready-*"))
     # merge --wait gives up too
     proc = run_cli_timed("bench", "merge", str(tmp_path / "m"), str(tmp_path / "s0"), str(tmp_path / "s9"),
                          "--wait", "2", limit=30)
@@ -161,12 +195,40 @@ def test_barrier_and_wait_are_bounded(sim_factory, tmp_path: Path) -> None:
     (("--shard", "0/5000"), "--shard"), (("--shard", "0/8", "--concurrency", "4"), "--shard"),
     (("--barrier", "/tmp/b"), "--barrier"), (("--shard", "0/2", "--barrier", "/tmp/b", "--start-at", "1e10"), "--barrier"),
     (("--start-at", "tomorrow"), "--start-at"), (("--export", "vllm,json"), "--export"),
+    (("--shard", "0/2"), "start together"), (("--shard", "0/4", "--barrier", "/tmp/b", "--max-concurrency", "2",
+                                            "--rate", "5"), "--shard"),
 ])
 def test_shard_flags_refused(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
-    load = () if "--concurrency" in args else ("--concurrency", "4")
+    load = () if "--concurrency" in args or "--rate" in args else ("--concurrency", "4")
     proc = run_cli("bench", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--output", str(tmp_path / "o"),
                    *load, *args)
     assert_clean_error(proc, needle)
+
+
+def test_max_concurrency_is_the_runs_over_shards_and_workers(sim_factory, tmp_path: Path) -> None:
+    """--max-concurrency caps the whole run: 2 shards of 2 workers each, at a rate that would keep ~8 in
+    flight, never hold more than 2 requests at once (counted on the merged run's common clock)."""
+    url = sim_factory("--ttft-ms", "300", "--itl-ms", "5")
+    args = ("--rate", "40", "--num-requests", "24", "--max-concurrency", "2", "--output-len", "4")
+    procs, dirs = [], []
+    for i in range(2):
+        dirs.append(tmp_path / f"s{i}")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "kimi_deploy", "bench", "--base-url", url, "--model", "sim", "--output",
+             str(dirs[-1]), "--shard", f"{i}/2", "--barrier", str(tmp_path / "bar"), "--workers", "2", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out + err
+    assert run_cli("bench", "merge", str(tmp_path / "m"), *map(str, dirs)).returncode == 0
+    rows = [r for r in _rows(tmp_path / "m") if r["ok"]]
+    assert len(rows) == 24
+    events = sorted([(r["t_send"], 1) for r in rows] + [(r["t_end"], -1) for r in rows], key=lambda e: (e[0], e[1]))
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    assert peak <= 2, peak
 
 
 def test_sigterm_saves_what_finished(sim_factory, tmp_path: Path) -> None:

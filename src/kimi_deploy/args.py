@@ -205,7 +205,10 @@ class BenchConfig(Args):
                 raise BadInput("a barrier waits for the shards of a run: give --shard I/N", "--barrier")
             return self
         count = self.shard[1]
-        for name in ("concurrency", "num_requests"):
+        if count > 1 and self.barrier is None and self.start_at is None:
+            raise BadInput("the shards of a run start together: give --barrier DIR (a directory all of them can "
+                           "write) or --start-at TIME", "--shard")
+        for name in ("concurrency", "num_requests", "max_concurrency"):
             value = getattr(self, name)
             if value is not None and value < count and self.workload != "trace":
                 raise BadInput(f"{self.flag(name)} {value} is the whole run's total: fewer than {count} shards "

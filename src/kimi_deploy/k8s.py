@@ -420,9 +420,12 @@ def _bench_objects(dep: Deployment, url: str, meta) -> dict[str, dict[str, Any]]
             'run="$6/${KIMI_BENCH_RUN:?the Job uid label, through the downward API}"; '
             'mkdir -p "$run/barrier" || exit 1; '
             'kimi-deploy wait "$1" --timeout "$2" "${@:10}" || exit 1; '
-            'kimi-deploy bench --base-url "$1/v1" --model "$3" --output "$run/shard-$i" --concurrency "$4" '
-            '--num-requests "$5" --shard "$i/$7" --barrier "$run/barrier" --barrier-timeout "$8" "${@:10}" || exit 1; '
-            '[ "$i" = 0 ] || exit 0; '
+            'b=(kimi-deploy bench --base-url "$1/v1" --model "$3" --output "$run/shard-$i" --concurrency "$4" '
+            '--num-requests "$5" --shard "$i/$7" --barrier "$run/barrier" --barrier-timeout "$8" "${@:10}"); '
+            # pods other than 0 exec bench, so a SIGTERM (deadline, drain) reaches it and it saves what
+            # finished; pod 0 runs it as a child to merge afterwards (a SIGTERM there ends the Job anyway)
+            '[ "$i" = 0 ] || exec "${b[@]}"; '
+            '"${b[@]}" || exit 1; '
             'shards=(); s=0; while [ "$s" -lt "$7" ]; do shards+=("$run/shard-$s"); s=$((s + 1)); done; '
             'echo "merging $7 shards into $run/merged"; '
             'exec kimi-deploy bench merge "$run/merged" "${shards[@]}" --wait "$9"',

@@ -121,9 +121,10 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
 
         if not cfg.dataset:
             raise BadInput("the trace workload needs --dataset FILE (a Mooncake-format trace)", "--dataset")
-        return trace.jobs(Path(cfg.dataset), limit=cfg.warmup + cfg.num_requests if cfg.num_requests else None,
+        source, facts = trace.jobs(Path(cfg.dataset), limit=cfg.warmup + cfg.num_requests if cfg.num_requests else None,
                           warmup=cfg.warmup, model=cfg.model, extra=extra, time_scale=cfg.time_scale,
                           seed=cfg.seed, tok=tok, duration_s=cfg.duration_s)
+        return source, {**facts, "dataset_sha256": _digest(Path(cfg.dataset))}
     total = cfg.warmup + (cfg.num_requests or DEFAULT_REQUESTS)
     facts: dict[str, Any] = {}
     pool = total
@@ -138,6 +139,7 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
         if not cfg.dataset:
             raise BadInput("the jsonl workload needs --dataset FILE", "--dataset")
         bodies = jsonl_bodies(Path(cfg.dataset), min(pool, 4096), cfg.output_len, cfg.seed)
+        facts["dataset_sha256"] = _digest(Path(cfg.dataset))
     elif cfg.workload == "tool-calls":
         bodies = tool_call_bodies(min(pool, 4096), cfg.output_len)
     elif cfg.workload == "multi-turn":
@@ -162,6 +164,17 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
     return loadgen.JobSource(total=total, make=make), facts
 
 
+def _digest(path: Path) -> str:
+    """sha256 of a dataset file: the shards of one run must have read the same one (bench merge checks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _live_table(done: int, failed: int, total: int | None, recent: list[RequestRecord], t0: float) -> Table:
     t = Table(title=f"bench: {done}{'' if total is None else f'/{total}'} done, {failed} failed, "
                     f"{time.monotonic() - t0:.0f} s")
@@ -179,13 +192,19 @@ class _Terminated:
 
     def __init__(self) -> None:
         self.fired = False
+        self.deferred = False
         self._old: Any = None
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, _signum: int, _frame: Any) -> None:
         self.fired = True
-        raise KeyboardInterrupt
+        if not self.deferred:
+            raise KeyboardInterrupt
+
+    def defer(self) -> None:
+        """From here on a SIGTERM is only noted: the summary of what finished is being written."""
+        self.deferred = True
 
     def restore(self) -> None:
         if self._old is not None:
@@ -242,6 +261,17 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         raise BadInput(f"{ep.v1} serves {', '.join(served)}, not {cfg.model!r}", "--model")
     tok = Tokenizer(ep, cfg.model)
     jobs, workload_facts = build_jobs(cfg, tok)
+    terminated = _Terminated()  # from the barrier on: SIGTERM is taken like Ctrl-C
+    try:
+        return _run(cfg, console, started, server, tok, jobs, workload_facts, scrub, terminated)
+    finally:
+        terminated.restore()
+
+
+def _run(cfg: BenchConfig, console: Console, started: float, server: dict[str, Any], tok: Tokenizer,
+         jobs: loadgen.JobSource, workload_facts: dict[str, Any], scrub: Any, terminated: _Terminated) -> dict[str, Any]:
+    """The run after its requests are ready: wait for the other shards, send, collect, summarise."""
+    ep = cfg.endpoint
     facts = cfg.facts()
     part = cfg.shard or (0, 1)
     identity = shard.run_identity(facts)
@@ -279,7 +309,6 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     if part[0] == 0:  # one shard samples the engine's metrics during the run; all scrape before and after
         threading.Thread(target=poll, daemon=True).start()
     interrupted = False
-    terminated = _Terminated()
     measured_rows: list[RequestRecord] = []
     # a live table on a terminal; elsewhere (tee, CI, kubectl logs) plain progress lines at an interval
     total = None if cfg.workload == "multi-turn" else mine  # a session's turns are counted as they come
@@ -322,7 +351,7 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
                 if p.is_alive():
                     p.kill()
                     p.join(timeout=5)
-            terminated.restore()
+            terminated.defer()
     # Client-side token counts, after the run so tokenization never competes with the measurement.
     rows = [per_request(o, tok.count(text=o.reasoning + o.content + o.tool_text) if o.ok else None)
             for o in sorted(outputs.values(), key=lambda o: o.index)]
@@ -360,5 +389,8 @@ def write_results(summary: dict[str, Any], measured: list[RequestRecord], out: P
         summary["prefix_cache"] = {
             **{k: facts[k] for k in ("ideal_token_hit_rate", "ideal_block_hit_rate") if k in facts},
             **(engine or {"engine_token_hit_rate": None, "source": "the server exports no prefix-cache metric"})}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    # whole or absent: `bench merge --wait` and `sweep` take its presence for a finished run
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "summary.json")
     html_report(summary, [cdf_plot(measured, out)], out)

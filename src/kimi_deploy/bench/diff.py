@@ -32,7 +32,7 @@ def _load(d: Path) -> list[RequestRecord]:
 # `slo` decides only the goodput rows, which need the same SLOs on both sides.
 EXPECTED = frozenset({"base_url", "hosted", "api_key_env", "model", "output", "overwrite", "seed", "workers",
                       "shard", "start_at", "barrier", "barrier_timeout_s",
-                      "slo", "workload_facts", "interrupted"})
+                      "shards", "slo", "workload_facts", "interrupted", "terminated"})
 STATS = ("mean", "p50", "p90", "p99")
 # A percentile's bootstrap interval is said to tell real from noise only when each side has at least this
 # many values above it: the bootstrap of an extreme order statistic is not consistent (Bickel & Freedman

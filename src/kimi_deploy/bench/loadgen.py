@@ -137,7 +137,7 @@ class LoadConfig:
     burstiness: float = 1.0  # gamma shape; 1.0 = Poisson
     ramp_up_s: float = 0.0
     duration_s: float | None = None
-    max_concurrency: int | None = None  # cap for open loop
+    max_concurrency: int | None = None  # cap for open loop (the run's, split over shards and workers)
     workers: int = 0  # 0 = one per CPU core
     request_timeout_s: float = 3600.0  # one request, first byte to [DONE]
     stall_timeout_s: float = 300.0  # no byte from the server for this long: the request failed
@@ -410,7 +410,8 @@ async def _worker_main(wid: int, n: int, jobs: JobSource, cfg: LoadConfig, users
     mine = iter(range(first, jobs.total, stride))
     try:
         if cfg.rate is not None or jobs.at is not None:
-            sem = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
+            # --max-concurrency is the run's: this worker holds its share (`users`, split like users are)
+            sem = asyncio.Semaphore(users) if cfg.max_concurrency else None
             in_flight: set[asyncio.Task] = set()
 
             async def fire(job: RequestInput, due: float) -> None:
@@ -521,7 +522,9 @@ def share(total: int, shard: tuple[int, int]) -> int:
 def start(jobs: JobSource, cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
     """Split this shard's jobs (and users) over worker processes and start them. Returns (processes,
     queue, t0), t0 on CLOCK_MONOTONIC."""
-    users_here = None if cfg.concurrency is None else share(cfg.concurrency, cfg.shard)
+    # closed loop: this shard's users; open loop with --max-concurrency: its share of the cap
+    users_here = share(cfg.concurrency, cfg.shard) if cfg.concurrency is not None else \
+        share(cfg.max_concurrency, cfg.shard) if cfg.max_concurrency is not None else None
     n = cfg.workers or os.cpu_count() or 1
     if users_here is not None:
         n = min(n, users_here)

@@ -51,6 +51,22 @@ def _summary(d: Path) -> dict[str, Any]:
     part = s.get("shard")
     if not isinstance(part, dict) or not {"index", "count", "run", "mono_to_wall"} <= part.keys():
         raise BadInput("is not a shard's result (run with --shard I/N); nothing to merge", str(p))
+    shape = {"shard.index": part.get("index"), "shard.count": part.get("count"),
+             "shard.mono_to_wall": part.get("mono_to_wall"),
+             "requests.completed": (s.get("requests") or {}).get("completed"),
+             "requests.failed": (s.get("requests") or {}).get("failed")}
+    for key, value in shape.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInput(f"{key} is {value!r}, not a number (not a bench summary.json)", str(p))
+    for key in ("client", "server"):
+        if not isinstance(s.get(key), dict):
+            raise BadInput(f"has no {key} block (not a bench summary.json)", str(p))
+    try:
+        ClientLoad.from_summary(s["client"])
+    except (KeyError, TypeError):
+        raise BadInput("client block lacks the self-check's numbers (not a bench summary.json)", str(p)) from None
+    if not isinstance(s["client"].get("invalid_because"), list):
+        raise BadInput("client.invalid_because is not a list (not a bench summary.json)", str(p))
     return s
 
 
@@ -69,6 +85,11 @@ def _check_same_run(summaries: list[tuple[Path, dict[str, Any]]]) -> int:
             why = ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in fields[:8]) or \
                 f"shard count {count} vs {s['shard']['count']}"
             raise BadInput(f"a shard of another run than {d0} ({why})", str(d))
+        facts0, facts = s0["config"].get("workload_facts") or {}, s["config"].get("workload_facts") or {}
+        for key in ("dataset_sha256", "rows", "first_timestamp_ms"):
+            if facts0.get(key) != facts.get(key):
+                raise BadInput(f"a shard of another run than {d0}: its workload's {key} is {facts.get(key)!r}, "
+                               f"not {facts0.get(key)!r} (the dataset changed between the shards?)", str(d))
         start0, start = s0["shard"].get("start") or {}, s["shard"].get("start") or {}
         if abs((start0.get("common_at") or 0.0) - (start.get("common_at") or 0.0)) > 1e-3:
             raise BadInput(f"started at another time than {d0}: not the same run (each run needs its own "
@@ -103,7 +124,7 @@ def _server(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float | None = None,
           log: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Merge the shard result directories `dirs` into `out`; returns the merged summary."""
-    from . import RESULT_FILES, write_results
+    from . import RESULT_FILES, run_facts, write_results
 
     if not dirs:
         raise BadInput("give the shards' result directories", "DIR")
@@ -112,7 +133,6 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
             raise BadInput("OUT is one of the shards' directories: merge into a directory of its own", str(out))
         if d.exists() and not d.is_dir():
             raise BadInput("is not a directory", str(d))
-    check_output_dir(out, "OUT")
     previous = [n for n in RESULT_FILES if (out / n).exists()]
     if previous and not overwrite:
         raise BadInput(f"holds a previous result ({', '.join(previous)}); give another OUT, or --overwrite",
@@ -120,6 +140,7 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
     _wait_for(dirs, wait_s, log)
     summaries = [(d, _summary(d)) for d in dirs]
     count = _check_same_run(summaries)
+    check_output_dir(out, "OUT")  # made only once the shards are known to be one run
     summaries.sort(key=lambda ds: ds[1]["shard"]["index"])
 
     # every shard's monotonic timestamps on the common clock: its wall clock, plus its measured offset
@@ -171,6 +192,11 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
         client["invalid_because"].append(
             f"clock skew between shards {skew * 1000:.1f} ms > {MAX_SCHEDULE_LAG_P99_MS:g} ms: one shard's requests "
             "went out that much off the others' schedule")
+    for _, s in summaries:  # a shard cut short (Ctrl-C, SIGTERM): the merge is not the run's whole load
+        if s["config"].get("interrupted"):
+            client["invalid_because"].append(
+                f"shard {s['shard']['index']} was {'terminated' if s['config'].get('terminated') else 'interrupted'}"
+                f" ({s['requests'].get('not_sent', 0)} of its requests not sent): the merge holds part of the run")
     client["invalid_because"] = list(dict.fromkeys(client["invalid_because"]))
     client["valid"] = not client["invalid_because"]
 
@@ -182,8 +208,9 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
                                "merged": "t_send and t_end of requests.jsonl are on the common clock (seconds since "
                                          "the epoch); every statistic is computed from the union of the shards' "
                                          "records"},
-               "run": {**(summaries[0][1].get("run") or {}), "mono_to_wall": 0.0,  # t_send, t_end: wall clock
-                       "merged_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+               # who merged, where and when; each shard's own run facts stay in its summary.json
+               "run": {**run_facts(time.time()), "mono_to_wall": 0.0,  # t_send, t_end: wall clock
+                       "shards_started_utc": (summaries[0][1].get("run") or {}).get("started_utc")},
                "config": config, "server": _server([s for _, s in summaries]), **merged,
                "clock": clock, "shards": shards}
     with (out / "requests.jsonl").open("w") as fh:

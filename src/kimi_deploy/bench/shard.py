@@ -102,15 +102,21 @@ def barrier(directory: Path, *, shard: tuple[int, int], identity: str, timeout_s
     log(f"shard {index}/{count}: ready; waiting for {count - 1} other shard(s) in {directory} "
         f"(at most {timeout_s:g} s)")
     deadline = time.monotonic() + timeout_s
-    while True:
-        times = _ready_times(directory, count, identity)
-        if len(times) == count:
-            break
-        if time.monotonic() >= deadline:
-            missing = sorted(set(range(count)) - set(times))
-            raise OperationFailed(f"{len(times)} of {count} shards were ready in {directory} after {timeout_s:g} s "
-                                  f"(--barrier-timeout); missing: {', '.join(map(str, missing[:20]))}")
-        time.sleep(POLL_S)
+    try:
+        while True:
+            times = _ready_times(directory, count, identity, oldest=time.time() - timeout_s - MARGIN_S)
+            if len(times) == count:
+                break
+            if time.monotonic() >= deadline:
+                missing = sorted(set(range(count)) - set(times))
+                raise OperationFailed(f"{len(times)} of {count} shards were ready in {directory} after {timeout_s:g} s "
+                                      f"(--barrier-timeout); missing: {', '.join(map(str, missing[:20]))}")
+            time.sleep(POLL_S)
+    except BaseException:
+        # a shard that gives up (timeout, bad input, Ctrl-C, SIGTERM) takes its ready file back: left behind,
+        # it would let a later shard of the run start without it
+        mine.unlink(missing_ok=True)
+        raise
     common = max(times.values()) + MARGIN_S
     at = common - offset
     if at < time.time() - 1.0:
@@ -122,8 +128,10 @@ def barrier(directory: Path, *, shard: tuple[int, int], identity: str, timeout_s
                         "each shard's offset measured against the directory's file times")
 
 
-def _ready_times(directory: Path, count: int, identity: str) -> dict[int, float]:
-    """Shard index -> its ready file's time, for the ready files of this run; bad input for another run's."""
+def _ready_times(directory: Path, count: int, identity: str, *, oldest: float) -> dict[int, float]:
+    """Shard index -> its ready file's time, for the ready files of this run; bad input for another run's,
+    for one older than `oldest` (an earlier run's: no shard of this one waits that long), and for a ready
+    file that is not one (ready files are replaced whole, never seen half-written)."""
     out: dict[int, float] = {}
     for path in directory.glob("ready-*.json"):
         parts = path.stem.split("-")  # ready, I, of, N
@@ -133,10 +141,16 @@ def _ready_times(directory: Path, count: int, identity: str) -> dict[int, float]
             raise BadInput(f"{path} is a ready file of a run with {parts[3]} shards, this one has {count}: give "
                            "every run its own --barrier directory", "--barrier")
         try:
-            meta = json.loads(path.read_text())
             stamp = path.stat().st_mtime
-        except (OSError, ValueError):
-            continue  # being replaced: read again at the next poll
+            meta = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue  # taken back by a shard that gave up
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise BadInput(f"{path} is not a ready file (a directory, unreadable, or not JSON): give every run its "
+                           "own --barrier directory", "--barrier") from None
+        if stamp < oldest:
+            raise BadInput(f"{path} is {time.time() - stamp:.0f} s old, older than --barrier-timeout: an earlier "
+                           "run's; give every run its own --barrier directory", "--barrier")
         if not isinstance(meta, dict) or meta.get("run") != identity:
             raise BadInput(f"{path} belongs to another run (a different configuration); the shards of one run "
                            "differ only in --shard, --output and how they start", "--barrier")

@@ -34,7 +34,7 @@ PRECISION = 0.10  # the SLO bisection stops when the last passing and first fail
 MAX_BISECT = 8  # and after this many bisection steps at most
 MAX_LOAD = 1024  # the auto search's highest load
 # summary.json config fields that are not part of a level's configuration (the load is compared apart)
-NOT_CONFIG = ("output", "overwrite", "workload_facts", "interrupted")
+NOT_CONFIG = ("output", "overwrite", "workload_facts", "interrupted", "terminated", "workers")
 LOAD_FIELDS = ("concurrency", "rate")
 
 
@@ -308,7 +308,7 @@ def run_sweep(cfg: Any, spec: str, console: Console, *, num_requests_given: bool
             console.print(f"[red]sweep: {name} INVALID[/red] (the client, not the server, was the limit): "
                           + "; ".join(p["invalid_because"]))
         if s["config"].get("interrupted"):
-            interrupted = True
+            interrupted = "terminated" if s["config"].get("terminated") else True
             break
         if auto:
             load = next_load(points, mode=mode, slo=bool(cfg.slo), max_load=max_load)

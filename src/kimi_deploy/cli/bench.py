@@ -73,6 +73,9 @@ def bench(
 
     if sweep and (concurrency is not None or rate is not None):
         raise BadInput("a sweep sets the load itself: drop --concurrency/--rate", "--sweep")
+    if sweep and export:
+        raise BadInput("a sweep writes one result per level: export a level with `kimi-deploy bench export "
+                       "DIR/concurrency-N --format ...`", "--export")
     if sweep and (shard or start_at or barrier):
         raise BadInput("a sweep runs its levels one after another on this machine: shard single runs instead",
                        "--sweep")
@@ -92,6 +95,7 @@ def bench(
                             time_scale=time_scale, shard=shard, start_at=start_at, barrier=barrier,
                             barrier_timeout_s=barrier_timeout, **load)
     output = cfg.output
+    _check_exports(output, formats, overwrite=cfg.overwrite)
     if sweep:
         from ..bench.sweep import run_sweep
 
@@ -115,8 +119,9 @@ def bench(
                 out.print(f"[red]INVALID[/red] at {p['load']:g} (left out of the verdict): " + "; ".join(p["invalid_because"]))
         out.print(f"results: {output / 'sweep.json'}, {output / 'sweep.png'}")
         if result["interrupted"]:
-            err.print("interrupted: the levels that finished are saved; run the same command again to resume")
-            raise typer.Exit(130)  # the shell's code for Ctrl-C, after saving
+            cut = "terminated (SIGTERM)" if result["interrupted"] == "terminated" else "interrupted"
+            err.print(f"{cut}: the levels that finished are saved; run the same command again to resume")
+            raise typer.Exit(143 if result["interrupted"] == "terminated" else 130)  # the shell's codes
         return
     s = run_bench(cfg, err)
     req = s["requests"]
@@ -181,6 +186,16 @@ def _export_formats(given: str | None) -> list[str]:
     if bad:
         raise BadInput(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}", "--export")
     return formats
+
+
+def _check_exports(result: Path, formats: list[str], *, overwrite: bool) -> None:
+    """An export file a run would write at its end already there: refused before the run, not after it."""
+    from ..bench.export import DEFAULT_NAMES
+
+    for fmt in formats:
+        if (result / DEFAULT_NAMES[fmt]).exists() and not overwrite:
+            raise BadInput(f"{result / DEFAULT_NAMES[fmt]} exists (a previous export); give another --output, or "
+                           "--overwrite to replace it", "--export")
 
 
 def _export(result: Path, formats: list[str], *, overwrite: bool) -> None:
@@ -265,6 +280,7 @@ def bench_merge(
     from ..bench.merge import merge
 
     formats = _export_formats(export)
+    _check_exports(dest, formats, overwrite=overwrite)
     s = merge(dest, dirs, overwrite=overwrite, wait_s=wait, log=err.print)
     _print_summary(s, dest)
     _export(dest, formats, overwrite=overwrite)
