@@ -148,6 +148,9 @@ def test_a_local_checkpoint_dir_as_model(tmp_path: Path) -> None:
     ("serving", {"env": {"FOO": "${HF_TOKEN}"}}, "serving.env.FOO"),
     ("serving", {"extra_args": ["--chat-template", "${HOME}/t.jinja"]}, "serving.extra_args[1]"),
     ("weights", {"dir": "/models/${USER}"}, "weights.dir"),
+    # kubelet expands $(NAME) in a container's args: the bench Job carries the key's variable
+    ("serving", {"served_model_name": "$(KIMI_API_KEY)"}, "serving.served_model_name"),
+    ("serving", {"extra_args": ["--chat-template", "$(HF_TOKEN)"]}, "serving.extra_args[1]"),
 ])
 def test_references_in_spec_values_are_refused(tmp_path: Path, section: str, values: dict, field: str) -> None:
     """`serve` expands ${NAME}: a reference in spec data would pull e.g. HF_TOKEN into the engine's argv."""
@@ -156,6 +159,13 @@ def test_references_in_spec_values_are_refused(tmp_path: Path, section: str, val
         proc = run_cli(*cmd[:1], str(spec), *cmd[1:], env={**os.environ, "HF_TOKEN": "hf_" + "x" * 30})
         assert_clean_error(proc, field, "may not refer to environment variables")
         assert "hf_xxxx" not in proc.stdout + proc.stderr
+
+
+def test_a_nul_byte_in_a_spec_value_is_refused(tmp_path: Path) -> None:
+    """No argument or file name can hold a NUL byte: bad input at validate, not a crash at serve."""
+    spec = spec_with(tmp_path, serving={"served_model_name": "m\x00x"})
+    for cmd in (["validate"], ["serve", "--dry-run"]):
+        assert_clean_error(run_cli(*cmd[:1], str(spec), *cmd[1:]), "serving.served_model_name", "NUL byte")
 
 
 @pytest.mark.parametrize("env, field", [
