@@ -3,6 +3,8 @@ accounting of weights across GPUs (property-tested against the replication rules
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -208,7 +210,17 @@ def test_ep_on_a_dense_model_is_refused(tmp_path) -> None:
 
 def test_debug_shows_the_traceback() -> None:
     proc = run_cli("--debug", "plan", "--model", "kimi-k9", "--gpu", "H200", "--gpus-per-node", "8")
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_debug_traceback_holds_no_secret() -> None:
+    """A token that reaches an error message (here given as a model name by mistake) is scrubbed from the
+    --debug traceback too, as from the one-line error."""
+    token = "hf_" + "q" * 34
+    proc = run_cli("--debug", "plan", "--model", token, "--gpu", "H200", "--gpus-per-node", "8",
+                   env={**os.environ, "HF_TOKEN": token})
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "***HF_TOKEN***" in proc.stderr, proc.stderr
+    assert token not in proc.stdout + proc.stderr
 
 
 # --- hybrid models (KDA + MLA) ----------------------------------------------------------------------------

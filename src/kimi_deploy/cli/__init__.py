@@ -73,7 +73,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except KimiDeployError as exc:
         if debug:
-            raise
+            _traceback_exit(exc.exit_code)
         err.print(f"[red]error:[/red] {escape(scrub(str(exc)))}", highlight=False)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -86,11 +86,20 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         if debug:
-            raise
+            _traceback_exit(1)
         err.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(scrub(str(exc)))} "
                   "(run with --debug for details)")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _traceback_exit(code: int) -> None:
+    """--debug: the traceback of the error being handled, with every known secret's value scrubbed (a
+    message or an argument in it may carry a token), then exit with `code`."""
+    import traceback
+
+    sys.stderr.write(scrub(traceback.format_exc()))
+    sys.exit(code)
 
 
 __all__ = ["app", "main"]
