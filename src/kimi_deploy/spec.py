@@ -41,18 +41,15 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _refuse_references(data: Any, path: str = "") -> None:
-    """No `${` or `$(` anywhere in the spec's data, and no NUL byte: `render` and `serve` expand ${NAME}
-    only for the tool's own variables (head addresses, the API key variable, startup files), and kubelet
-    expands $(NAME) in a container's command, args and env values
-    (https://kubernetes.io/docs/tasks/inject-data-application/define-interdependent-environment-variables/),
-    so a reference written into a spec value could otherwise pull a secret such as ${HF_TOKEN} or
-    $(KIMI_API_KEY) into an engine's or the bench Job's argv; a NUL byte cannot be an argument at all."""
+    """No `${` anywhere in the spec's data, and no NUL byte: `render` and `serve` expand ${NAME} only for
+    the tool's own variables (head addresses, the API key variable, startup files), and a reference written
+    into a spec value could otherwise pull a secret such as ${HF_TOKEN} into an engine's argv (kubelet's
+    $(NAME) is kept literal by k8s.py, which writes it as $$(NAME)); a NUL byte cannot be an argument at all."""
     if isinstance(data, str):
-        for token in ("${", "$("):
-            if token in data:
-                raise BadInput(f"{data[:200]!r} contains {token!r}: spec values are used literally and may not "
-                               "refer to environment variables (the head address and API key come from the "
-                               "environment by themselves; see serving.api_key_env)", path or "(top level)")
+        if "${" in data:
+            raise BadInput(f"{data[:200]!r} contains '${{': spec values are used literally and may not refer to "
+                           "environment variables (the head address and API key come from the environment "
+                           "by themselves; see serving.api_key_env)", path or "(top level)")
         if "\x00" in data:
             raise BadInput("contains a NUL byte, which no command-line argument or file name can hold",
                            path or "(top level)")
