@@ -353,37 +353,14 @@ def test_sharded_bench_is_an_indexed_job_that_validates(tmp_path: Path) -> None:
     assert "--shard" not in one["bench/job-bench.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
 
 
-# A stand-in for kimi-deploy: records its argv, and fails the subcommand named by KD_FAIL.
-RECORDER = """#!/usr/bin/env python3
-import json, os, sys
-with open(os.environ["KD_RECORD"], "a") as fh:
-    fh.write(json.dumps(sys.argv[1:]) + "\\n")
-sys.exit(1 if sys.argv[1:2] == [os.environ.get("KD_FAIL")] else 0)
-"""
-
-
 def _run_client_pod(container: dict[str, Any], tmp: Path, env: dict[str, str], fail: str = "") -> tuple[int, list[list[str]]]:
     """One client pod's script, as the container receives it, under bash with the recorder as kimi-deploy
     and the results volume at tmp/results; (exit code, the kimi-deploy calls it made)."""
-    import json
-    import os
-    import subprocess
+    from .test_pods import _command, recorded_script
 
-    from .test_pods import _command
-
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "kimi-deploy").write_text(RECORDER)
-    (bin_dir / "kimi-deploy").chmod(0o755)
-    record = tmp / "calls.jsonl"
-    record.unlink(missing_ok=True)
     cmd = _command(container)
     args = [str(tmp / "results") if a == "/results" else a for a in cmd[3:]]
-    proc = subprocess.run(["bash", "-c", cmd[2], *args], capture_output=True, text=True, timeout=60, cwd=tmp,
-                          env={"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "KD_RECORD": str(record),
-                               "KD_FAIL": fail, **env})
-    calls = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-    return proc.returncode, calls
+    return recorded_script(cmd, tmp, args, {"KD_FAIL": fail, **env})
 
 
 def _opt(call: list[str], flag: str) -> str:

@@ -157,11 +157,13 @@ def test_every_image_carries_kimi_deploy(tree: Path) -> None:
 
 
 # A stand-in for kimi-deploy inside the Job scripts: records its argv (one JSON line per call), so the
-# script runs for real under bash and every kimi-deploy call it makes is then parsed by the real CLI.
+# script runs for real under bash and every kimi-deploy call it makes is then parsed by the real CLI; it
+# fails (exit 1) the subcommand KD_FAIL names.
 RECORDER = """#!/usr/bin/env python3
 import json, os, sys
 with open(os.environ["KD_RECORD"], "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\\n")
+sys.exit(1 if sys.argv[1:2] == [os.environ.get("KD_FAIL")] else 0)
 """
 
 
@@ -175,23 +177,31 @@ def _shell_containers(objs: dict[str, dict[str, Any]]) -> Iterator[tuple[str, li
                     yield c["name"], _command(c)
 
 
-def run_job_script(command: list[str], tmp: Path, weights: Path | None = None) -> list[list[str]]:
-    """Run a container's bash script with the recorder as kimi-deploy; the kimi-deploy calls it made.
-    The weights directory argument, a path on the cluster's volume, is swapped for `weights`."""
+def recorded_script(command: list[str], tmp: Path, args: list[str],
+                    env: dict[str, str] | None = None) -> tuple[int, list[list[str]]]:
+    """Run a container's bash script (`command`, with `args` for its positional arguments) with the
+    recorder as kimi-deploy and `env` added; (exit code, the kimi-deploy calls it made)."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "kimi-deploy").write_text(RECORDER)
     (bin_dir / "kimi-deploy").chmod(0o755)
     record = tmp / "calls.jsonl"
     record.unlink(missing_ok=True)
+    proc = subprocess.run(["bash", "-c", command[2], *args], capture_output=True, text=True, timeout=60, cwd=tmp,
+                          env={"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "KD_RECORD": str(record), **(env or {})})
+    calls = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    return proc.returncode, calls
+
+
+def run_job_script(command: list[str], tmp: Path, weights: Path | None = None) -> list[list[str]]:
+    """Run a container's bash script with the recorder as kimi-deploy; the kimi-deploy calls it made.
+    The weights directory argument, a path on the cluster's volume, is swapped for `weights`."""
     args = command[3:]
     if weights is not None:
         args = [str(weights) if a.startswith("/models") else a for a in args]
-    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "KD_RECORD": str(record)}
-    proc = subprocess.run(["bash", "-c", command[2], *args], env=env, capture_output=True, text=True, timeout=60,
-                          cwd=tmp)
-    assert proc.returncode == 0, (command, proc.stderr)
-    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    code, calls = recorded_script(command, tmp, args)
+    assert code == 0, command
+    return calls
 
 
 @pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)
