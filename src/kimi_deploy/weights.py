@@ -523,7 +523,8 @@ def read_manifest(dest: Path) -> dict[str, Any]:
     return data
 
 
-def _sha256(path: Path, on_bytes: Callable[[int], None]) -> str:
+def sha256_file(path: Path, on_bytes: Callable[[int], None] = lambda _n: None) -> str:
+    """The file's sha256, read in CHUNK pieces (`on_bytes` told of each)."""
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
         while chunk := fh.read(CHUNK):
@@ -543,7 +544,7 @@ def hash_files(paths: list[Path], workers: int | None = None,
             on_bytes(n)
 
     with ThreadPoolExecutor(max_workers=min(workers, max(len(paths), 1))) as pool:
-        futures = {pool.submit(_sha256, p, counted): p for p in paths}
+        futures = {pool.submit(sha256_file, p, counted): p for p in paths}
         return {futures[f]: f.result() for f in as_completed(futures)}
 
 

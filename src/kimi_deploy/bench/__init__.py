@@ -28,6 +28,7 @@ from ..errors import BadInput
 from ..outputs import check_output_dir
 from ..progress import Progress
 from ..stats import percentile
+from ..weights import sha256_file
 from . import loadgen, shard
 from .loadgen import RequestInput, RequestOutput, WorkerStats
 from .metrics import DEFINITIONS, RequestRecord, per_request, summarize
@@ -124,7 +125,7 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
         source, facts = trace.jobs(Path(cfg.dataset), limit=cfg.warmup + cfg.num_requests if cfg.num_requests else None,
                           warmup=cfg.warmup, model=cfg.model, extra=extra, time_scale=cfg.time_scale,
                           seed=cfg.seed, tok=tok, duration_s=cfg.duration_s)
-        return source, {**facts, "dataset_sha256": _digest(Path(cfg.dataset))}
+        return source, {**facts, "dataset_sha256": sha256_file(Path(cfg.dataset))}  # merge checks it
     total = cfg.warmup + (cfg.num_requests or DEFAULT_REQUESTS)
     facts: dict[str, Any] = {}
     pool = total
@@ -139,7 +140,7 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
         if not cfg.dataset:
             raise BadInput("the jsonl workload needs --dataset FILE", "--dataset")
         bodies = jsonl_bodies(Path(cfg.dataset), min(pool, 4096), cfg.output_len, cfg.seed)
-        facts["dataset_sha256"] = _digest(Path(cfg.dataset))
+        facts["dataset_sha256"] = sha256_file(Path(cfg.dataset))  # merge checks it
     elif cfg.workload == "tool-calls":
         bodies = tool_call_bodies(min(pool, 4096), cfg.output_len)
     elif cfg.workload == "multi-turn":
@@ -162,17 +163,6 @@ def build_jobs(cfg: BenchConfig, tok: Tokenizer) -> tuple[loadgen.JobSource, dic
             job.followups, job.tool_results = list(followups), dict(tool_results)
         return job
     return loadgen.JobSource(total=total, make=make), facts
-
-
-def _digest(path: Path) -> str:
-    """sha256 of a dataset file: the shards of one run must have read the same one (bench merge checks)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _live_table(done: int, failed: int, total: int | None, recent: list[RequestRecord], t0: float) -> Table:
