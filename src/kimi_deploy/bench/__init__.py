@@ -364,7 +364,7 @@ def _run(cfg: BenchConfig, console: Console, started: float, server: dict[str, A
     summary["requests"]["not_sent"] = max(mine - loadgen.share(cfg.warmup, part) - len(sent), 0)
     if cfg.shard is not None or start is not None:
         summary["shard"] = {"index": part[0], "count": part[1], "run": identity, "t0_monotonic": t0,
-                            "mono_to_wall": mono_to_wall, "start": None if start is None else start.to_json()}
+                            "start": None if start is None else start.to_json()}
     summary = scrub.obj(summary)
     write_results(summary, measured, cfg.output)
     return summary

@@ -49,10 +49,10 @@ def _summary(d: Path) -> dict[str, Any]:
     if not isinstance(s, dict) or not isinstance(s.get("config"), dict):
         raise BadInput("has no config (not a bench summary.json)", str(p))
     part = s.get("shard")
-    if not isinstance(part, dict) or not {"index", "count", "run", "mono_to_wall"} <= part.keys():
+    if not isinstance(part, dict) or not {"index", "count", "run"} <= part.keys():
         raise BadInput("is not a shard's result (run with --shard I/N); nothing to merge", str(p))
     shape = {"shard.index": part.get("index"), "shard.count": part.get("count"),
-             "shard.mono_to_wall": part.get("mono_to_wall"),
+             "run.mono_to_wall": s["run"].get("mono_to_wall") if isinstance(s.get("run"), dict) else None,
              "requests.completed": (s.get("requests") or {}).get("completed"),
              "requests.failed": (s.get("requests") or {}).get("failed")}
     for key, value in shape.items():
@@ -154,7 +154,7 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
         if offset is not None:
             offsets.append(offset)
             uncertainties.append(start.get("uncertainty_s") or 0.0)
-        shift = part["mono_to_wall"] + (offset or 0.0)
+        shift = s["run"]["mono_to_wall"] + (offset or 0.0)
         for r in read_records(d / "requests.jsonl"):
             if r.index in owner:
                 raise BadInput(f"request {r.index} is also in shard {owner[r.index]}'s results: the shards "
