@@ -231,6 +231,8 @@ def check_files(cfg: BenchConfig) -> None:
                          time_scale=cfg.time_scale, duration_s=cfg.duration_s)
     if cfg.start_at is not None:
         shard.given(cfg.start_at)  # passed or too far ahead: bad input before anything is asked
+    if cfg.barrier is not None and cfg.barrier.exists() and not cfg.barrier.is_dir():
+        raise BadInput(f"{cfg.barrier} exists and is not a directory", "--barrier")
     check_output_dir(cfg.output, "--output")
     previous = [n for n in RESULT_FILES if (cfg.output / n).exists()]
     if previous and not cfg.overwrite:
