@@ -195,7 +195,7 @@ def test_barrier_and_wait_are_bounded(sim_factory, tmp_path: Path) -> None:
     (("--shard", "0/5000"), "--shard"), (("--shard", "0/8", "--concurrency", "4"), "--shard"),
     (("--barrier", "/tmp/b"), "--barrier"), (("--shard", "0/2", "--barrier", "/tmp/b", "--start-at", "1e10"), "--barrier"),
     (("--start-at", "tomorrow"), "--start-at"), (("--export", "vllm,json"), "--export"),
-    (("--shard", "0/2"), "start together"), (("--shard", "0/2", "--barrier", "/etc/hostname"), "not a directory"), (("--shard", "0/4", "--barrier", "/tmp/b", "--max-concurrency", "2",
+    (("--shard", "0/2"), "start together"), (("--shard", "0/2", "--barrier", "/etc/passwd"), "not a directory"), (("--shard", "0/4", "--barrier", "/tmp/b", "--max-concurrency", "2",
                                             "--rate", "5"), "--shard"),
 ])
 def test_shard_flags_refused(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
