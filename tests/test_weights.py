@@ -27,7 +27,8 @@ from kimi_deploy.errors import BadInput
 from kimi_deploy.weights import LOCK, MANIFEST, REPORT, VERIFY_MARKER, read_index, read_safetensors_header
 
 from .checkpoints import INDEX, make_checkpoint, write_shard
-from .conftest import ROOT, TINY_SPEC, assert_clean_error, ctrl_c_as_in_a_shell, free_port, run_cli
+from .conftest import (ROOT, TINY_SPEC, assert_clean_error, ctrl_c_as_in_a_shell, free_port, run_cli,
+                       run_cli_timed)
 from .hubstub import COMMIT, Faults, Hub, HubServer
 
 BIG = 24 * 2**20  # bigger than huggingface_hub's 10 MiB read chunk, so a dropped transfer leaves data to resume
@@ -350,6 +351,42 @@ def test_a_429_is_retried_after_the_retry_after_the_hub_asks_for(small_repo: Pat
     assert len(at) == 2 and at[1] - at[0] >= 2.0, at  # not sooner than the server asked
     assert json.loads((dest / "download-report.json").read_text())["retries"] >= 1
     _same_files(small_repo, dest)
+
+
+def _offline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update({"HF_HUB_DISABLE_TELEMETRY": "1", "KIMI_DOWNLOAD_RETRY_BASE_S": "0.1", **extra})
+    return env
+
+
+@pytest.mark.parametrize("endpoint", ["closed-port", "http://nonexistent.invalid"])  # .invalid: RFC 2606
+def test_an_unreachable_hub_is_retried_then_names_the_offline_ways(endpoint: str, tmp_path: Path) -> None:
+    """No Hub (a loopback port nobody listens on; a host name that never resolves): the listing is tried
+    --retries more times with growing waits, then the error names the endpoint and what to do offline."""
+    url = f"http://127.0.0.1:{free_port()}" if endpoint == "closed-port" else endpoint
+    dest = tmp_path / "k2"
+    proc = run_cli_timed("download", "--model", "test-org/tiny-k2", "--dir", str(dest), "--retries", "3",
+                         env=_offline_env(HF_ENDPOINT=url), limit=30)
+    assert_clean_error(proc, f"cannot reach the Hugging Face Hub at {url}", "4 attempt(s)", "HF_ENDPOINT",
+                       "proxy", "HF_HUB_OFFLINE=1", "weights.source: mirror", code=1)
+    assert "internal error" not in proc.stderr
+    waits = [float(w) for w in re.findall(r"listing test-org/tiny-k2: \w+; retrying in ([\d.]+) s", proc.stderr)]
+    assert len(waits) == 3 and waits == sorted(waits) and waits[-1] > waits[0], proc.stderr  # backoff
+    assert not dest.exists()
+
+
+def test_download_with_hf_hub_offline_set_says_so(tmp_path: Path) -> None:
+    proc = run_cli("download", "--model", "test-org/tiny-k2", "--dir", str(tmp_path / "k2"),
+                   env=_offline_env(HF_HUB_OFFLINE="1", HF_ENDPOINT=f"http://127.0.0.1:{free_port()}"))
+    assert_clean_error(proc, "HF_HUB_OFFLINE", "weights.source: mirror")
+    assert "retrying" not in proc.stderr  # offline mode fails every request alike: nothing to retry
+
+
+@pytest.mark.parametrize("value", ["x", "0", "-1", "nan"])
+def test_a_bad_retry_base_is_bad_input(value: str, tmp_path: Path) -> None:
+    proc = run_cli("download", "--model", "test-org/tiny-k2", "--dir", str(tmp_path / "k2"),
+                   env=_offline_env(KIMI_DOWNLOAD_RETRY_BASE_S=value, HF_ENDPOINT=f"http://127.0.0.1:{free_port()}"))
+    assert_clean_error(proc, "KIMI_DOWNLOAD_RETRY_BASE_S", "positive number of seconds")
 
 
 # --- checkpoints corrupted on disk --------------------------------------------------------------------

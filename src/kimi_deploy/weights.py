@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -87,13 +88,68 @@ def wanted(name: str) -> bool:
 
 # --- listing ---------------------------------------------------------------------------------------
 
-def list_hub(repo: str, revision: str | None, token: str | None) -> Listing:
-    from huggingface_hub import HfApi
+# The backoff base of every retried request of a download (the listing and each file), in seconds: the
+# waits are base, 2 x base, 4 x base ... capped at RETRY_CAP_S (endpoint.RetryPolicy.delay).
+ENV_RETRY_BASE = "KIMI_DOWNLOAD_RETRY_BASE_S"
+DEFAULT_RETRY_BASE_S = 1.0
+RETRY_CAP_S = 30.0
+# Per phase (connect, read) of the listing request: huggingface_hub's client has no timeout of its own
+# (huggingface_hub/utils/_http.py, default_client_factory: timeout=None), so a host that drops packets
+# would hold `download` for ever.
+LIST_TIMEOUT_S = 60.0
+
+
+def retry_base_from_env() -> float:
+    """KIMI_DOWNLOAD_RETRY_BASE_S as seconds (a positive finite number), or the default when unset."""
+    text = os.environ.get(ENV_RETRY_BASE, "").strip()
+    if not text:
+        return DEFAULT_RETRY_BASE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise BadInput(f"{text!r} is not a positive number of seconds", ENV_RETRY_BASE)
+    return value
+
+
+def _retry_policy(retries: int) -> RetryPolicy:
+    if retries < 0:  # no attempt at all would report the request as done
+        raise BadInput(f"must be >= 0, got {retries}", "--retries")
+    return RetryPolicy(attempts=retries + 1, base_s=retry_base_from_env(), cap_s=RETRY_CAP_S)
+
+
+def _hub_unreachable(endpoint: str, attempts: int, exc: BaseException) -> str:
+    return (f"cannot reach the Hugging Face Hub at {endpoint} ({type(exc).__name__}: {str(exc)[:200]}; "
+            f"{attempts} attempt(s) with backoff): offline, or the Hub is unreachable from here. Check "
+            "HF_ENDPOINT, the network and the proxy (HTTPS_PROXY / NO_PROXY). Without the Hub: copy the "
+            "checkpoint from a local directory with `weights.source: mirror` and `weights.mirror: DIR` "
+            "(--source mirror --mirror DIR), or fill a Hugging Face cache beforehand and run with "
+            "HF_HUB_OFFLINE=1, which reads only that cache (no `download`).")
+
+
+def list_hub(repo: str, revision: str | None, token: str | None, *, retries: int = 5,
+             log: Callable[[str], None] = print) -> Listing:
+    """The serving files of repo@revision. Connection failures, 408/429/5xx are retried `retries` times
+    with backoff (a bounded total: attempts x LIST_TIMEOUT_S plus the waits); an unreachable Hub then
+    is OperationFailed naming the endpoint and the offline alternatives."""
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
+    if constants.is_offline_mode():  # the client would refuse every request (errors.OfflineModeIsEnabled)
+        raise BadInput(f"is set: `download` cannot list {repo} on the Hub offline. Unset it to download, or "
+                       "copy from a local directory with `weights.source: mirror` (--source mirror --mirror "
+                       "DIR); a checkpoint already in the Hugging Face cache needs no `download`",
+                       "HF_HUB_OFFLINE")
+    policy = _retry_policy(retries)
+
+    def note(exc: BaseException, attempt: int, pause: float) -> None:
+        log(f"listing {repo}: {type(exc).__name__}; retrying in {pause:.1f} s (attempt {attempt + 1}/{retries + 1})")
+
     try:
-        info = HfApi(token=token).model_info(repo, revision=revision, files_metadata=True)
+        info = policy.run_sync(lambda: HfApi(token=token).model_info(
+            repo, revision=revision, files_metadata=True, timeout=LIST_TIMEOUT_S), on_retry=note)
     except GatedRepoError:
         hint = "HF_TOKEN is set but has no access" if token else "set HF_TOKEN to a token with access"
         raise BadInput(f"{repo} is gated: {hint}", "HF_TOKEN") from None
@@ -103,6 +159,10 @@ def list_hub(repo: str, revision: str | None, token: str | None) -> Listing:
         raise BadInput(f"repository {repo!r} not found (or private without a token)", "model") from None
     except HfHubHTTPError as exc:
         raise OperationFailed(f"listing {repo} failed: {exc}") from None
+    except Exception as exc:
+        if not policy.retryable(exc):
+            raise
+        raise OperationFailed(_hub_unreachable(constants.ENDPOINT, retries + 1, exc)) from None
     files = [RemoteFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None)
              for s in info.siblings or [] if wanted(s.rfilename)]
     if not any(f.name.endswith(".safetensors") for f in files):
@@ -201,9 +261,7 @@ def _with_retries(fn: Callable[[], None], name: str, retries: int, report: Repor
     """fn() under the one retry policy (endpoint.RetryPolicy): a dropped connection (httpx2's transport
     errors, the Hub client's HTTP stack), 408/429/5xx from the Hub or a mirror (after the `Retry-After`
     the server asks for) and a truncated file are tried again, each retry logged and counted."""
-    if retries < 0:  # no attempt at all would report the file as fetched
-        raise BadInput(f"must be >= 0, got {retries}", "--retries")
-    policy = RetryPolicy(attempts=retries + 1, base_s=1.0, cap_s=30.0)
+    policy = _retry_policy(retries)
 
     def note(exc: BaseException, attempt: int, pause: float) -> None:
         with lock:
@@ -342,8 +400,7 @@ def download(listing: Listing, dest: Path, workers: int = 8, retries: int = 5, w
     """Fetch every file of the listing into dest, skipping complete ones; write manifest and report."""
     if workers < 1:
         raise BadInput(f"must be >= 1, got {workers}", "--workers")
-    if retries < 0:
-        raise BadInput(f"must be >= 0, got {retries}", "--retries")
+    _retry_policy(retries)  # --retries and KIMI_DOWNLOAD_RETRY_BASE_S are bad input before anything is fetched
     bad = [f.name for f in listing.files if not shard_name_ok(f.name)]
     if bad:  # an S3 key like prefix/../../x would be written outside the target directory
         raise BadInput(f"the source lists {bad[0][:200]!r}, a path outside the target directory", listing.location)

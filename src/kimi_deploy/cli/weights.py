@@ -30,6 +30,9 @@ def download(
     from ..deployment import resolve
     from ..weights import REPORT, download as fetch, list_hub, list_mirror, list_s3
 
+    def log(message: str) -> None:
+        err.print(escape(message))
+
     src = source.value if source else None
     draft = None
     if spec is not None:
@@ -50,7 +53,7 @@ def download(
         if not model:
             raise BadInput("give --model (a catalog id or Hub repo id)", "--model")
         repo = get_model(model).repo if "/" not in model else model
-        listing = list_hub(repo, revision, os.environ.get("HF_TOKEN"))
+        listing = list_hub(repo, revision, os.environ.get("HF_TOKEN"), retries=retries, log=log)
     elif not mirror:
         raise BadInput(f"source {src} needs --mirror (a directory or s3:// URL)", "--mirror")
     else:
@@ -59,13 +62,13 @@ def download(
               + f": {len(listing.files)} files, {listing.total_bytes / 1e9:,.2f} GB -> {dest}")
     fetches = [(listing, dest)]
     if draft is not None and draft.dir:
-        draft_listing = list_hub(draft.source, draft.revision, os.environ.get("HF_TOKEN"))
+        draft_listing = list_hub(draft.source, draft.revision, os.environ.get("HF_TOKEN"), retries=retries, log=log)
         err.print(f"draft {draft_listing.location}@{draft_listing.revision}: {len(draft_listing.files)} files, "
                   f"{draft_listing.total_bytes / 1e9:,.2f} GB -> {draft.dir}")
         fetches.append((draft_listing, Path(draft.dir)))
     for what, where in fetches:
         report = fetch(what, where, workers=workers, retries=retries, wait_for_lock=not no_wait,
-                       token=os.environ.get("HF_TOKEN"), log=lambda m: err.print(escape(m)),
+                       token=os.environ.get("HF_TOKEN"), log=log,
                        show_progress=err.is_terminal)
         out.print(f"[green]done[/green]: {report.downloaded} downloaded, {report.skipped} already complete, "
                   f"{report.bytes / 1e9:,.2f} GB in {report.seconds:.1f} s ({report.throughput_mb_s:,.1f} MB/s), "
