@@ -585,6 +585,62 @@ def test_hash_without_reference_claims_nothing(ckpt: Path) -> None:
     assert not (ckpt / VERIFY_MARKER).exists()
 
 
+def _big_sparse_checkpoint(d: Path) -> Path:
+    """A one-shard checkpoint whose shard is 64 MiB (a hole after its header: sparse, made at once), so
+    hashing it takes several CHUNK reads; its mtime is set far in the past, so any write changes it."""
+    from kimi_deploy.weights import CHUNK
+
+    make_checkpoint(d, shards=1)
+    shard = d / "model-00001-of-00001.safetensors"
+    n = 4 * CHUNK // 4  # floats: 4 chunks of data
+    raw = json.dumps({"model.layers.1.w0": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(shard, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little") + raw)
+        fh.truncate(8 + len(raw) + 4 * n)
+    (d / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": {"model.layers.1.w0": shard.name}}))
+    os.utime(shard, ns=(10**18, 10**18))
+    return shard
+
+
+# Each changes the shard from another process, after the first chunk was hashed and before the next read.
+CHANGES = {
+    "truncated": ["truncate", "-s", "1000000", "{shard}"],
+    "rewritten in place": ["sh", "-c", "printf x | dd of={shard} bs=1 seek=33554432 conv=notrunc status=none"],
+    "renamed over": ["sh", "-c", "cp --sparse=always {shard} {shard}.new && touch -d @1000000000 {shard}.new "
+                                 "&& mv {shard}.new {shard}"],
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_shard_changed_while_hashed_fails_and_leaves_no_marker(tmp_path: Path, change: str) -> None:
+    """verify --hash reads a shard for minutes; one truncated, rewritten or replaced meanwhile must not
+    pass with the hash of a mixture, nor leave a marker (the one before this run included) vouching for
+    it. The change comes from a second process at a known point: the hashing thread's per-chunk callback
+    runs it to completion after the first chunk."""
+    from kimi_deploy.weights import verify
+
+    d = tmp_path / "ckpt"
+    shard = _big_sparse_checkpoint(d)
+    assert verify(d, full_hash=True, show_progress=False).ok  # untouched, it passes: the test can tell
+    marker = json.loads((d / VERIFY_MARKER).read_text())["shards"][shard.name]
+    assert marker["size"] == shard.stat().st_size and marker["sha256"] == hashlib.sha256(shard.read_bytes()).hexdigest()
+    calls = []
+
+    def interfere(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 1:
+            argv = [a.format(shard=shard) for a in CHANGES[change]]
+            subprocess.run(argv, check=True, timeout=60)
+
+    result = verify(d, full_hash=True, show_progress=False, on_hash_bytes=interfere)
+    assert not result.ok and calls, result
+    assert [p.split(":")[0] for p in result.problems] == [shard.name], result.problems
+    assert "changed while it was being hashed" in result.problems[0], result.problems
+    assert not (d / VERIFY_MARKER).exists()
+    assert not any("recorded in the marker" in n for n in result.notes), result.notes
+
+
 # --- malformed files are bad input naming the file ----------------------------------------------------
 
 def _single_file(d: Path, header: bytes) -> Path:

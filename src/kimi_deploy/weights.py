@@ -581,18 +581,56 @@ def read_manifest(dest: Path) -> dict[str, Any]:
 
 
 def sha256_file(path: Path, on_bytes: Callable[[int], None] = lambda _n: None) -> str:
-    """The file's sha256, read in CHUNK pieces (`on_bytes` told of each)."""
+    """The file's sha256, read in CHUNK pieces (`on_bytes` told of each); ChangedWhileHashing when the
+    file changed while it was read (sha256_stat)."""
+    return sha256_stat(path, on_bytes)[0]
+
+
+class ChangedWhileHashing(OperationFailed):
+    """A file's size, mtime or inode differed after it was read, or the bytes read were not its size:
+    the digest is of no single version of the file."""
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another without reading it: device, inode (a file renamed
+    over it), size (truncated, appended) and mtime in ns (rewritten in place)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _describe_change(before: os.stat_result, after: os.stat_result) -> str:
+    if (before.st_dev, before.st_ino) != (after.st_dev, after.st_ino):
+        return "replaced by another file (inode changed)"
+    if before.st_size != after.st_size:
+        return f"{before.st_size} bytes, then {after.st_size}"
+    return "modified (mtime changed)"
+
+
+def sha256_stat(path: Path, on_bytes: Callable[[int], None] = lambda _n: None) -> tuple[str, os.stat_result]:
+    """The file's sha256 and the stat of the version hashed. ChangedWhileHashing when the file changed
+    while it was read: the open file's stat before and after, and the path's after (a file renamed over
+    the path leaves the open one unchanged), must be one identity, and exactly its size must be read."""
     h = hashlib.sha256()
+    read = 0
     with open(path, "rb", buffering=0) as fh:
+        before = os.fstat(fh.fileno())
         while chunk := fh.read(CHUNK):
             h.update(chunk)  # hashlib releases the GIL on large buffers: threads hash in parallel
+            read += len(chunk)
             on_bytes(len(chunk))
-    return h.hexdigest()
+        after = os.fstat(fh.fileno())
+    now = path.stat()
+    for later in (after, now):
+        if _identity(later) != _identity(before):
+            raise ChangedWhileHashing(f"changed while it was being hashed ({_describe_change(before, later)})")
+    if read != before.st_size:
+        raise ChangedWhileHashing(f"changed while it was being hashed ({read} bytes read of {before.st_size})")
+    return h.hexdigest(), before
 
 
-def hash_files(paths: list[Path], workers: int | None = None,
-               on_bytes: Callable[[int], None] = lambda n: None) -> dict[Path, str]:
-    """sha256 of every file, each read once, files hashed in parallel across cores."""
+def _hash_all(paths: list[Path], workers: int | None,
+              on_bytes: Callable[[int], None]) -> dict[Path, tuple[str, os.stat_result] | ChangedWhileHashing]:
+    """sha256_stat of every file, each read once, files hashed in parallel across cores; a file that
+    changed while read gives its ChangedWhileHashing, the others their digest."""
     workers = workers or os.cpu_count() or 1
     lock = threading.Lock()
 
@@ -600,9 +638,27 @@ def hash_files(paths: list[Path], workers: int | None = None,
         with lock:
             on_bytes(n)
 
+    def one(p: Path) -> tuple[str, os.stat_result] | ChangedWhileHashing:
+        try:
+            return sha256_stat(p, counted)
+        except ChangedWhileHashing as exc:
+            return exc
+
     with ThreadPoolExecutor(max_workers=min(workers, max(len(paths), 1))) as pool:
-        futures = {pool.submit(sha256_file, p, counted): p for p in paths}
+        futures = {pool.submit(one, p): p for p in paths}
         return {futures[f]: f.result() for f in as_completed(futures)}
+
+
+def hash_files(paths: list[Path], workers: int | None = None,
+               on_bytes: Callable[[int], None] = lambda n: None) -> dict[Path, str]:
+    """sha256 of every file, each read once, files hashed in parallel across cores; ChangedWhileHashing
+    (naming the file) when one changed while it was read."""
+    out: dict[Path, str] = {}
+    for path, got in _hash_all(paths, workers, on_bytes).items():
+        if isinstance(got, ChangedWhileHashing):
+            raise ChangedWhileHashing(f"{path}: {got}")
+        out[path] = got[0]
+    return out
 
 
 def _arch_mismatch(dest: Path, model: str) -> list[str]:
@@ -646,11 +702,13 @@ def _tool_version() -> str:
 
 
 def verify(dest: Path, model: str | None = None, full_hash: bool = False, workers: int | None = None,
-           show_progress: bool = True) -> VerifyResult:
+           show_progress: bool = True, *, on_hash_bytes: Callable[[int], None] = lambda _n: None) -> VerifyResult:
     """Check a checkpoint directory; write the verify marker only when everything passed. The marker
     records what was verified (each shard's size and mtime, the index's and config's sha256, the tool
     version, whether hashes were computed and whether they were compared) so check_marker() can later
-    tell whether the directory is still the one that was verified.
+    tell whether the directory is still the one that was verified. The marker records each shard's stat
+    as checked (and hashed); a shard that changed while it was checked or hashed fails the run.
+    `on_hash_bytes` is told of every chunk hashed, from the hashing threads.
 
     A marker already there stays unless this run finds the files themselves bad: bad input (an unknown
     --model) and a --model the checkpoint is not leave a still-valid marker as it was."""
@@ -664,7 +722,7 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
     if not dest.is_dir():
         raise BadInput("checkpoint directory not found", str(dest))
     try:
-        result = _verify_files(dest, model, full_hash, workers, show_progress, start)
+        result = _verify_files(dest, model, full_hash, workers, show_progress, start, on_hash_bytes)
     except BadInput:
         _drop_marker(dest)  # the files no longer read as a checkpoint: no marker may vouch for them
         raise
@@ -678,7 +736,7 @@ def _drop_marker(dest: Path) -> None:
 
 
 def _verify_files(dest: Path, model: str | None, full_hash: bool, workers: int | None, show_progress: bool,
-                  start: float) -> VerifyResult:
+                  start: float, on_hash_bytes: Callable[[int], None]) -> VerifyResult:
     problems: list[str] = []
     notes: list[str] = []
     manifest = read_manifest(dest)
@@ -698,12 +756,14 @@ def _verify_files(dest: Path, model: str | None, full_hash: bool, workers: int |
     for tensor, shard in weight_map.items():
         by_shard[shard].add(tensor)
     total = 0
+    seen: dict[str, os.stat_result] = {}  # each shard's version as checked; the marker records these
     for shard in shards:
         path = dest / shard
         if not path.is_file():
             problems.append(f"{shard}: missing ({len(by_shard[shard])} tensors of the index live there)")
             continue
-        size = path.stat().st_size
+        seen[shard] = path.stat()
+        size = seen[shard].st_size
         total += size
         want = expected_files.get(shard, {}).get("size")
         if want is not None and size != want:
@@ -733,9 +793,22 @@ def _verify_files(dest: Path, model: str | None, full_hash: bool, workers: int |
 
         with Progress(TextColumn("sha256"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       disable=not show_progress) as progress:
-            task = progress.add_task("hash", total=sum(p.stat().st_size for p in paths))
-            by_path = hash_files(paths, workers, lambda n: progress.advance(task, n))
-        digests = {str(path.relative_to(dest)): d for path, d in by_path.items()}
+            task = progress.add_task("hash", total=sum(seen[s].st_size for s in shards))
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+                on_hash_bytes(n)
+
+            by_path = _hash_all(paths, workers, advance)
+        for path, got in sorted(by_path.items()):
+            shard = str(path.relative_to(dest))
+            if isinstance(got, ChangedWhileHashing):
+                problems.append(f"{shard}: {got}; verify again once nothing writes to it")
+            elif _identity(got[1]) != _identity(seen[shard]):
+                problems.append(f"{shard}: changed between its header check and its hashing "
+                                f"({_describe_change(seen[shard], got[1])}); verify again once nothing writes to it")
+            else:
+                digests[shard] = got[0]
         hashed = True
         known = 0
         for shard, digest in sorted(digests.items()):
@@ -745,17 +818,27 @@ def _verify_files(dest: Path, model: str | None, full_hash: bool, workers: int |
                 if want != digest:
                     problems.append(f"{shard}: sha256 {digest[:16]}... does not match the source's {want[:16]}...")
         compared = known == len(shards) > 0
-        if not known:
+        if not known and not problems:
             notes.append("sha256 computed and recorded in the marker, but NOT compared with anything: the source "
                          "published no hashes (mirror/S3 source, or no download manifest). A corrupted copy "
                          "would pass; compare against a trusted copy's marker or download from the Hub.")
         elif not compared:
             notes.append(f"sha256 compared for {known} of {len(shards)} shards only (the source listed no hash "
                          "for the others)")
+    if not problems:
+        for shard in shards:  # the marker vouches for the versions checked: each must still be there
+            try:
+                now = (dest / shard).stat()
+            except OSError as exc:
+                problems.append(f"{shard}: gone while it was being verified ({exc.strerror})")
+                continue
+            if _identity(now) != _identity(seen[shard]):
+                problems.append(f"{shard}: changed while it was being verified ({_describe_change(seen[shard], now)}); "
+                                "verify again once nothing writes to it")
     result = VerifyResult(not problems, problems, len(shards), total, hashed, round(time.monotonic() - start, 3),
                           notes, compared)
     if result.ok:
-        _write_marker(dest, manifest, index_path if index_path.is_file() else None, shards, digests, hashed,
+        _write_marker(dest, manifest, index_path if index_path.is_file() else None, seen, digests, hashed,
                       compared)
     elif asked and problems == mismatch and (dest / VERIFY_MARKER).is_file() and check_marker(dest)[0]:
         # Only the operator's --model did not match, and the files are still the ones the marker verified.
@@ -770,11 +853,13 @@ def _sha256_small(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_marker(dest: Path, manifest: dict[str, Any], index_path: Path | None, shards: list[str],
+def _write_marker(dest: Path, manifest: dict[str, Any], index_path: Path | None, seen: dict[str, os.stat_result],
                   digests: dict[str, str], hashed: bool, compared: bool) -> None:
+    """`seen`: each shard's stat as verified (Path.stat follows a symlink into a Hugging Face cache: the
+    blob's size and mtime), recorded rather than taken again here, so the marker describes the version
+    that was checked and hashed."""
     files = {}
-    for shard in shards:
-        st = (dest / shard).stat()  # follows a symlink into a Hugging Face cache: the blob's size and mtime
+    for shard, st in sorted(seen.items()):
         files[shard] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                         **({"sha256": digests[shard]} if shard in digests else {})}
     data = {
@@ -787,7 +872,7 @@ def _write_marker(dest: Path, manifest: dict[str, Any], index_path: Path | None,
         # hashes_computed: every shard was read and hashed (recorded below); full_hash: and every hash
         # matched one the source published. Only the latter proves the bytes are the source's.
         "hashes_computed": hashed, "full_hash": compared,
-        "files": len(shards), "bytes": sum(f["size"] for f in files.values()), "shards": files,
+        "files": len(files), "bytes": sum(f["size"] for f in files.values()), "shards": files,
     }
     tmp = dest / (VERIFY_MARKER + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
