@@ -104,7 +104,7 @@ def test_tool_references_mixed_with_literal_text(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("head", ["${KIMI_API_KEY}", "h$(touch x)", "a b", ""])
+@pytest.mark.parametrize("head", ["${KIMI_API_KEY}", "h$(touch x)", "a b", "", "-oProxyCommand=x", "--port=1"])
 def test_render_head_address_is_a_host(tmp_path: Path, head: str) -> None:
     assert_clean_error(run_cli("render", str(TP16), "--head-address", head), "--head-address", "host name")
     assert run_cli("render", str(TP16), "--head-address", "fd00::1").returncode == 0

@@ -248,3 +248,100 @@ def test_prefill_decode_heads_from_their_own_variables() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "--dist-init-addr d0:5000" in proc.stdout and "role decode-worker" in proc.stdout
     assert_clean_error(run_cli("render", str(PD), "--head-address", "h0"), "--head-address")
+
+
+def _ssh_launcher(tmp_path: Path, spec: Path, *hosts_and_opts: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """ssh-multinode.sh with a stand-in ssh that records every host it was asked to reach, then runs the
+    remote command locally with stdin attached (as test_ssh_multinode_dry_run)."""
+    calls = tmp_path / "ssh-calls"
+    fake = _fake(tmp_path, "ssh", f'printf "%s\\n" "$1" >> {str(calls)!r}\nshift\nexec bash -c "$1"\n')
+    env = _env(KIMI_DEPLOY_BIN=str(BIN / "kimi-deploy"), SSH=str(fake / "ssh"), **extra)
+    return subprocess.run(["bash", str(LAUNCHERS / "ssh-multinode.sh"), str(spec), *hosts_and_opts],
+                          env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_ssh_multinode_starts_prefill_decode(tmp_path: Path) -> None:
+    """Each P/D side's head is the first host of its own ranks, the router reaches both heads: the
+    dry run shows each node's own command."""
+    proc = _ssh_launcher(tmp_path, PD, "p0", "p1", "d0", "d1", "r0", "--", "--dry-run", "--no-check-args",
+                         "--skip-preflight")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = proc.stdout.splitlines()
+
+    def node(host: str, rank: int) -> str:
+        mine = [line for line in lines if line.startswith(f"[{host} rank {rank}] ")]
+        assert mine, proc.stdout
+        return "\n".join(mine)
+
+    for host, rank, role, head in (("p0", 0, "prefill-head", "p0"), ("p1", 1, "prefill-worker", "p0"),
+                                   ("d0", 2, "decode-head", "d0"), ("d1", 3, "decode-worker", "d0")):
+        text = node(host, rank)
+        assert f"role {role} (from flags), head {head}" in text
+        assert f"--dist-init-addr {head}:5000 --nnodes 2 --node-rank {rank % 2} " in text
+        assert f"--disaggregation-mode {role.split('-')[0]}" in text
+    router = node("r0", 4)
+    assert "role router (from flags), head p0, d0" in router
+    assert "--prefill http://p0:30001 --decode http://d0:30002" in router
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--node-rank", "0", "--hosts", "p0,p1,d0,d1"], ["--hosts", "4 host(s)", "5 rank(s)", "router"]),
+    (["--hosts", "p0,p1,d0,d1,r0"], ["--hosts", "--node-rank"]),
+    (["--node-rank", "0", "--hosts", "p0,p1,d0,d1,r0", "--head-address", "p0"], ["--head-address"]),
+    (["--node-rank", "0", "--hosts", "p0,-oProxyCommand=x,d0,d1,r0"], ["--hosts", "starts with '-'"]),
+    (["--node-rank", "0", "--hosts", "p0,,d0,d1,r0"], ["--hosts", "not a host name"]),
+])
+def test_serve_hosts_bad_input(args: list[str], needles: list[str]) -> None:
+    proc = run_cli("serve", str(PD), *args, "--dry-run", "--no-check-args", "--skip-preflight", env=_env())
+    assert_clean_error(proc, *needles)
+
+
+@pytest.mark.parametrize("args, env, field", [
+    (["--node-rank", "1", "--head-address=-oProxyCommand=x"], {}, "--head-address"),
+    ([], {"LWS_LEADER_ADDRESS": "-x", "LWS_WORKER_INDEX": "1", "LWS_GROUP_SIZE": "2"}, "LWS_LEADER_ADDRESS"),
+    ([], {"SLURM_NODEID": "1", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "-gpu[1-2]"}, "SLURM_JOB_NODELIST"),
+    ([], {"SLURM_NODEID": "1", "SLURM_NNODES": "2", "SLURM_NODELIST": "-a,b"}, "SLURM_NODELIST"),
+    (["--node-rank", "1", "--hosts=-a,b"], {}, "--hosts"),
+])
+def test_head_address_starting_with_dash_is_refused(spec_with_weights: Path, args: list[str], env: dict,
+                                                    field: str) -> None:
+    """A word starting with '-' is never a host: as a head it would become an engine option."""
+    proc = run_cli("serve", str(spec_with_weights), *args, "--dry-run", env=_env(**env))
+    assert_clean_error(proc, field, "'-")
+    assert "--master-addr" not in proc.stdout
+
+
+def test_prefill_decode_head_variable_starting_with_dash_is_refused() -> None:
+    proc = run_cli("serve", str(PD), "--node-rank", "3", "--dry-run", "--no-check-args", "--skip-preflight",
+                   env=_env(KIMI_PREFILL_HEAD_ADDR="p0", KIMI_DECODE_HEAD_ADDR="--dist-timeout=1"))
+    assert_clean_error(proc, "KIMI_DECODE_HEAD_ADDR", "starts with '-'")
+
+
+@pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/x", "-l", "a,b", ""])
+def test_ssh_multinode_refuses_hosts_that_are_not_host_names(tmp_path: Path, spec_with_weights: Path,
+                                                              host: str) -> None:
+    proc = _ssh_launcher(tmp_path, spec_with_weights, "node-a", host, "--", "--dry-run")
+    assert_clean_error(proc, "host list", "is not a host name")
+    assert not (tmp_path / "ssh-calls").exists(), "no node may be started"
+
+
+@pytest.mark.parametrize("var, bad", [("KIMI_API_KEY", "\nINJECTED=1"), ("KIMI_API_KEY", "\rINJECTED=1"),
+                                      ("HF_TOKEN", "\x1b[2J"), ("KIMI_API_KEY", "\t")])
+def test_ssh_multinode_refuses_control_characters_in_forwarded_values(tmp_path: Path, spec_with_weights: Path,
+                                                                       var: str, bad: str) -> None:
+    """A newline in a forwarded value would start another NAME=value line, exported on every node: refused
+    before any node starts, naming the variable and never printing the value."""
+    proc = _ssh_launcher(tmp_path, spec_with_weights, "node-a", "node-b", "--", "--dry-run",
+                         **{var: f"sk-canary-{bad}-tail"})
+    assert_clean_error(proc, var, "control character")
+    assert not (tmp_path / "ssh-calls").exists(), "no node may be started"
+    text = proc.stdout + proc.stderr
+    assert "canary" not in text and "INJECTED" not in text and SECRET not in text
+
+
+def test_serve_refuses_control_characters_in_the_api_key(spec_with_weights: Path) -> None:
+    proc = run_cli("serve", str(spec_with_weights), "--node-rank", "1", "--head-address", "h", "--dry-run",
+                   env=_env(KIMI_API_KEY=SECRET + "\nINJECTED=1"))
+    assert_clean_error(proc, "KIMI_API_KEY", "control character")
+    assert SECRET not in proc.stdout + proc.stderr and "INJECTED" not in proc.stdout + proc.stderr

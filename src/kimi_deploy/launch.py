@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .deployment import Deployment
 from .engines.render import RenderedNode, render
@@ -24,11 +25,15 @@ from .errors import BadInput, OperationFailed
 from .weights import check_marker, read_index
 
 # A head address is a host name or an IPv4/IPv6 address, nothing else: it lands in argv and is never
-# expanded or quoted again.
-_HOST = re.compile(r"[A-Za-z0-9._:\[\]-]+")
+# expanded or quoted again. Neither starts with '-' (RFC 952 / RFC 1123 labels begin with a letter or
+# digit), and a word that does would be read as an option by the engine, ray or ssh.
+_HOST = re.compile(r"[A-Za-z0-9._:\[\]][A-Za-z0-9._:\[\]-]*")
 
 
 def check_host(value: str, field: str) -> str:
+    if value.startswith("-"):
+        raise BadInput(f"{value!r} starts with '-': a host name or IP address never does, and the engine "
+                       "would read it as an option", field)
     if not _HOST.fullmatch(value):
         raise BadInput(f"{value!r} is not a host name or IP address", field)
     return value
@@ -110,6 +115,9 @@ def expand_slurm_nodelist(nodelist: str, field: str = "SLURM_JOB_NODELIST") -> l
             raise bad(f"it expands to more than {MAX_SLURM_HOSTS} hosts")
         if any(not n for n in names):
             raise bad("an empty host name")
+        dash = next((n for n in names if n.startswith("-")), None)
+        if dash is not None:  # RFC 1123 labels begin with a letter or digit; the engine would see an option
+            raise bad(f"{dash!r} starts with '-', which no host name does")
         hosts += names
     return hosts
 
@@ -122,8 +130,10 @@ def _local_address() -> str:
 
 
 def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | None,
-                 env: Mapping[str, str]) -> NodeContext:
-    """Which rank this node is and where the heads are."""
+                 env: Mapping[str, str], *, hosts: Sequence[str] | None = None) -> NodeContext:
+    """Which rank this node is and where the heads are. `hosts` (serve --hosts) is every rank's host in
+    rank order, as the SSH launcher knows them: each group's head is the first host of its own ranks,
+    which is what a prefill/decode spec needs (one head per side) and --head-address cannot say."""
     total = dep.total_ranks
     offsets = {g.name: g.first_rank for g in dep.groups if dep.pd}
     if dep.router:
@@ -141,12 +151,27 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
         # One address cannot name both sides' heads; a wrong one would make a side join the other's
         # rendezvous. The sides' heads come from their own variables (or LWS / Slurm).
         raise BadInput("a prefill/decode spec has one head per side: set KIMI_PREFILL_HEAD_ADDR and "
-                       "KIMI_DECODE_HEAD_ADDR instead, or run under a LeaderWorkerSet or Slurm", "--head-address")
+                       "KIMI_DECODE_HEAD_ADDR instead, give every rank's host with --hosts, or run under a "
+                       "LeaderWorkerSet or Slurm", "--head-address")
     if head_address is not None:
         check_host(head_address, "--head-address")
+    if hosts is not None:
+        if node_rank is None:
+            raise BadInput("--hosts names every rank's host; give this node's rank with --node-rank too", "--hosts")
+        if head_address is not None:
+            raise BadInput("--hosts already says where every head is (the first host of each group's ranks); "
+                           "drop --head-address", "--head-address")
+        if len(hosts) != total:
+            router = ", the last one the router's" if dep.router else ""
+            raise BadInput(f"--hosts names {len(hosts)} host(s) but the spec has {total} rank(s): give one host "
+                           f"per rank in rank order{router}", "--hosts")
+        for host in hosts:
+            check_host(host, "--hosts")
+        # Every group's head is the first host of its ranks, as under Slurm below.
+        heads.update({g.name: hosts[g.first_rank] for g in dep.groups})
     if node_rank is not None:
         rank, source = node_rank, "flags"
-        if not dep.pd:
+        if not dep.pd and hosts is None:
             head = head_address
             if head is None and rank == 0:
                 head = _local_address()
@@ -187,11 +212,11 @@ def resolve_node(dep: Deployment, node_rank: int | None, head_address: str | Non
         if nnodes != total:
             raise BadInput(f"the Slurm job has {nnodes} node(s) but the spec needs {total}", "SLURM_NNODES")
         list_var = "SLURM_JOB_NODELIST" if "SLURM_JOB_NODELIST" in env else "SLURM_NODELIST"
-        hosts = expand_slurm_nodelist(env.get(list_var, ""), list_var)
-        if len(hosts) < nnodes:
-            raise BadInput(f"{list_var} names {len(hosts)} host(s), fewer than {nnodes}", list_var)
+        listed = expand_slurm_nodelist(env.get(list_var, ""), list_var)
+        if len(listed) < nnodes:
+            raise BadInput(f"{list_var} names {len(listed)} host(s), fewer than {nnodes}", list_var)
         # Every group's head is the first host of its ranks; --head-address overrides a single group's.
-        heads.update({g.name: hosts[g.first_rank] for g in dep.groups})
+        heads.update({g.name: check_host(listed[g.first_rank], list_var) for g in dep.groups})
         if head_address and not dep.pd:
             heads["serve"] = head_address
     elif total == 1:
@@ -233,6 +258,11 @@ def check_api_key(dep: Deployment, env: Mapping[str, str]) -> None:
     from .secrets import MIN_LEN
 
     key = env.get(dep.api_key_env) if dep.api_key_env else None
+    if key is not None and any(unicodedata.category(c) == "Cc" for c in key):
+        # A control character cannot travel in an HTTP header (RFC 9110 section 5.5) and a newline ends
+        # a NAME=value line (launchers/ssh-multinode.sh); the value is never printed.
+        raise BadInput("the API key contains a control character (newline, CR, tab, ...); use one without",
+                       dep.api_key_env)
     if key is not None and len(key) < MIN_LEN:
         raise BadInput(f"the API key has {len(key)} characters; use at least {MIN_LEN} (a random one, e.g. "
                        "`openssl rand -hex 24`)", dep.api_key_env)

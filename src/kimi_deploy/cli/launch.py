@@ -153,6 +153,9 @@ def serve(
     spec: SpecArg,
     node_rank: NodeRank = None,
     head_address: HeadAddress = None,
+    hosts: Annotated[Optional[str], typer.Option(
+        "--hosts", help="Every rank's host, comma-separated in rank order (with --node-rank): each group's "
+        "head is the first host of its ranks, so a prefill/decode side finds its own head.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve role and run preflight; start nothing.")] = False,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start even if preflight fails.")] = False,
     skip_verify: Annotated[bool, typer.Option("--skip-verify", help="Start without a valid verify marker "
@@ -165,7 +168,7 @@ def serve(
 
     dep = resolve(load_spec(spec))
     env = dict(os.environ)
-    ctx = resolve_node(dep, node_rank, head_address, env)
+    ctx = resolve_node(dep, node_rank, head_address, env, hosts=hosts.split(",") if hosts is not None else None)
     node = node_command(dep, ctx)
     materialize(node, env)  # fails early (exit 2) when a referenced env var such as the API key is missing
     check_api_key(dep, env)

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Start a multi-node deployment over SSH: node rank i runs on the i-th host, the first host is the head.
+# Start a multi-node deployment over SSH: node rank i runs on the i-th host. Every node gets the whole
+# host list (serve --hosts), so each group's head is the first host of its own ranks: for a
+# prefill/decode spec the prefill side's, the decode side's, and the router last (see `kimi-deploy
+# render SPEC` for which rank is which).
 #
 #   launchers/ssh-multinode.sh SPEC HOST0 HOST1 [...] [-- serve options]
 #
@@ -7,7 +10,9 @@
 #   KIMI_DEPLOY_BIN   kimi-deploy on the remote hosts (default: kimi-deploy)
 #   KIMI_REMOTE_SPEC  the spec's path on the remote hosts (default: the same path as SPEC)
 #   KIMI_FORWARD_ENV  names of environment variables to hand to the remote side (default:
-#                     "KIMI_API_KEY HF_TOKEN"); their values travel on ssh's stdin, never on a command line.
+#                     "KIMI_API_KEY HF_TOKEN"); their values travel on ssh's stdin, never on a command line,
+#                     one NAME=value line each, so a value with a control character (a newline would
+#                     start another NAME=value line on the remote side) is refused.
 # Ctrl-C or a failing node stops every node.
 set -euo pipefail
 
@@ -29,7 +34,31 @@ read -r -a ssh_cmd <<< "${SSH:-ssh -o BatchMode=yes}"
 kimi_deploy="${KIMI_DEPLOY_BIN:-kimi-deploy}"
 remote_spec="${KIMI_REMOTE_SPEC:-$spec}"
 read -r -a forward <<< "${KIMI_FORWARD_ENV:-KIMI_API_KEY HF_TOKEN}"
-head="${hosts[0]}"
+
+bad_input() {
+  echo "$0: $1" >&2
+  exit 2
+}
+if [[ ${#hosts[@]} -eq 0 ]]; then
+  bad_input "no hosts given (usage: $0 SPEC HOST0 [HOST1 ...] [-- serve options])"
+fi
+for host in "${hosts[@]}"; do
+  # A word starting with '-' would be an option to ssh (-oProxyCommand=...) and to the engine; a comma
+  # would split the --hosts list. Host names have neither (RFC 1123).
+  if [[ "$host" == -* || "$host" == *,* || -z "$host" ]]; then
+    bad_input "host list: '$host' is not a host name (it must not be empty, start with '-' or contain ',')"
+  fi
+done
+host_list="$(IFS=,; echo "${hosts[*]}")"
+for name in "${forward[@]}"; do
+  if [[ ! "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    bad_input "KIMI_FORWARD_ENV: '$name' is not an environment variable name"
+  fi
+  # Checked here, before any node starts; the value itself is never printed.
+  if [[ "${!name:-}" == *[[:cntrl:]]* ]]; then
+    bad_input "$name: the value contains a control character (newline, CR, tab, ...), which would end its NAME=value line on the remote side; set it without one"
+  fi
+done
 
 secrets() {
   local name
@@ -53,7 +82,7 @@ rank=0
 for host in "${hosts[@]}"; do
   # The remote shell reads NAME=value lines from stdin into its environment, then execs serve.
   remote="while IFS= read -r kv; do export \"\$kv\"; done; exec $(printf '%q ' "$kimi_deploy" serve "$remote_spec" \
-    --node-rank "$rank" --head-address "$head" "${serve_opts[@]}")"
+    --node-rank "$rank" --hosts "$host_list" "${serve_opts[@]}")"
   secrets | "${ssh_cmd[@]}" "$host" "$remote" 2>&1 | sed -u "s/^/[$host rank $rank] /" &
   pids+=("$!")
   rank=$((rank + 1))
