@@ -19,7 +19,7 @@ import yaml
 
 from kimi_deploy.k8s import lws_name_limit
 
-from .conftest import DEPLOY, ROOT, assert_clean_error, run_cli
+from .conftest import DEPLOY, ROOT, assert_clean_error, run_cli, spec_with
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from importlib import import_module  # noqa: E402
@@ -257,13 +257,48 @@ def test_hostpath_weights_refuse_system_directories(tmp_path: Path, weights_dir:
     data["weights"]["dir"] = weights_dir
     p = tmp_path / "spec.yaml"
     p.write_text(yaml.safe_dump(data))
-    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "weights.dir", "system directory")
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "weights.dir", "mounted read-write")
     assert not (tmp_path / "out").exists()
     data["weights"]["dir"] = "/data/models/kimi-k2"  # a directory of its own is fine
     p.write_text(yaml.safe_dump(data))
     objs = _render(p, tmp_path / "ok")
     vols = [v for pod in _pod_specs(objs["leaderworkerset.yaml"]) for v in pod["volumes"] if "hostPath" in v]
     assert vols and all(v["hostPath"]["path"] == "/data/models/kimi-k2" for v in vols)
+
+
+@pytest.mark.parametrize("weights_dir, tree", [
+    ("/var/lib/kubelet", "/var/lib/kubelet"), ("/var/lib/kubelet/pods/x/volumes", "/var/lib/kubelet"),
+    ("/etc/kubernetes/pki/", "/etc"), ("/etc/ssl", "/etc"), ("/root/.ssh", "/root/.ssh"),
+    ("/root/.ssh/models", "/root/.ssh"), ("/proc/self/root", "/proc"), ("/sys/fs/cgroup", "/sys"),
+    ("/dev/shm/kimi", "/dev"), ("/boot/efi", "/boot"), ("/var/run", "/var/run"), ("/var/run/docker.sock", "/var/run"),
+    ("/run/containerd", "/run"), ("//var//lib/./kubelet/", "/var/lib/kubelet"), ("/usr/local/bin", "/usr"),
+])
+def test_hostpath_weights_refuse_everything_under_system_trees(tmp_path: Path, weights_dir: str, tree: str) -> None:
+    """Not just the system directories themselves: any path under them (after dropping '.', doubled and
+    trailing slashes) would let the pods write into the host's configuration, credentials or the kubelet's
+    state through the read-write hostPath mount."""
+    p = spec_with(tmp_path, k8s={"weights_mode": "hostpath"}, weights={"dir": weights_dir})
+    proc = run_cli("k8s", str(p), "-o", str(tmp_path / "out"))
+    assert_clean_error(proc, "weights.dir", repr(weights_dir), f"is in {tree} ")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("weights_dir, needle", [("/data/../var/lib/kubelet", "'..' part"),
+                                                 ("/models/../../etc/", "'..' part"),
+                                                 ("/home/ml/.ssh/kimi", ".ssh directory"), ("/", "root")])
+def test_hostpath_weights_refuse_dotdot_ssh_and_root(tmp_path: Path, weights_dir: str, needle: str) -> None:
+    p = spec_with(tmp_path, k8s={"weights_mode": "hostpath"}, weights={"dir": weights_dir})
+    assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "weights.dir", needle)
+
+
+@pytest.mark.parametrize("weights_dir", ["/var/lib/kubelet-cache/kimi", "/etcetera/kimi", "/mnt/nvme0/models/",
+                                         "/root/models", "/runs/kimi"])
+def test_hostpath_weights_beside_system_trees_render(tmp_path: Path, weights_dir: str) -> None:
+    """A name that only begins like a system tree is not inside it."""
+    objs = _render(spec_with(tmp_path, k8s={"weights_mode": "hostpath"}, weights={"dir": weights_dir}),
+                   tmp_path / "ok")
+    vols = [v for pod in _pod_specs(objs["leaderworkerset.yaml"]) for v in pod["volumes"] if "hostPath" in v]
+    assert vols and all(v["hostPath"]["path"] == weights_dir for v in vols)
 
 
 def test_output_path_that_is_a_file(tmp_path: Path) -> None:

@@ -36,6 +36,31 @@ STOCK_IMAGES = tuple(image for p in PROFILES.values() for image in p.stock_image
 # hostPath weights may not be the host's root or a system directory: the pods mount it read-write.
 SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/proc",
                "/sys", "/dev", "/boot", "/root", "/home", "/run", "/opt", "/srv", "/tmp")
+# ... nor anything inside these trees: the host's configuration and credentials (/etc, /etc/kubernetes,
+# /root/.ssh), the kubelet's and container runtimes' state (pods' volumes and secrets, images), kernel
+# and device interfaces, boot files, runtime sockets (/run, /var/run), and programs and libraries a
+# read-write mount could replace. https://kubernetes.io/docs/concepts/storage/volumes/#hostpath
+SENSITIVE_TREES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/run", "/var/run", "/var/lib/kubelet",
+                   "/var/lib/containerd", "/var/lib/docker", "/var/lib/etcd", "/root/.ssh", "/usr", "/bin",
+                   "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def hostpath_problem(path: str) -> str | None:
+    """Why `path` cannot be the read-write hostPath weights cache, or None. It is compared after
+    dropping empty and '.' parts (trailing and doubled slashes); a '..' part is refused outright, as
+    the kubelet mounts the path as written and what it resolves to on the node is not known here."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return "has a '..' part (not a plain path)"
+    normal = "/" + "/".join(parts)
+    if normal in SYSTEM_DIRS:
+        return "is the host's root or a system directory" if normal != "/" else "is the host's root directory"
+    tree = next((t for t in SENSITIVE_TREES if normal == t or normal.startswith(t + "/")), None)
+    if tree is not None:
+        return f"is in {tree} (a system directory of the host, refused with everything under it)"
+    if ".ssh" in parts:
+        return "is inside a .ssh directory (credentials)"
+    return None
 # The bench Job's own bound beyond the wait for the endpoint: `bench` runs
 # bench_concurrency * 8 requests, minutes at most; an endpoint that stalls must not hold the Job forever.
 BENCH_WAIT_S, BENCH_RUN_S = 14400, 3600
@@ -136,12 +161,11 @@ def check(dep: Deployment) -> list[str]:
                       "weights (set k8s.storage_class and weights.dir) or k8s.weights_mode: hostpath")
     if k.weights_mode == "hostpath" and not weights_dir:
         errors.append("weights.dir: the hostPath cache needs a directory on the nodes")
-    if k.weights_mode == "hostpath" and weights_dir and weights_dir.startswith("/"):
-        normal = "/" + "/".join(p for p in weights_dir.split("/") if p not in ("", "."))
-        if ".." in normal.split("/") or normal in SYSTEM_DIRS or normal.startswith(("/proc/", "/sys/", "/dev/")):
-            errors.append(f"weights.dir: {weights_dir!r} is the host's root, a system directory or not a "
-                          "plain path; the hostPath cache is mounted read-write, so give a directory of its "
-                          "own, e.g. /data/models/kimi-k2")
+    problem = hostpath_problem(weights_dir) if k.weights_mode == "hostpath" and weights_dir else None
+    if problem and weights_dir.startswith("/"):
+        errors.append(f"weights.dir: {weights_dir!r} {problem}; the hostPath cache is mounted read-write "
+                      "into the pods, so give a directory of its own outside the host's system directories, "
+                      "e.g. /data/models/kimi-k2")
     longest = dep.name + ("-prefill" if dep.pd else "")
     if dep.nodes > 1 and len(longest) > lws_name_limit(1):
         errors.append(f"name: {longest!r} is {len(longest)} characters; a LeaderWorkerSet name may have at "
