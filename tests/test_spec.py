@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from kimi_deploy.errors import BadInput
 from kimi_deploy.spec import Spec, load_spec, parse_spec
 
-from .conftest import DEPLOY, assert_clean_error, cli_json, example_params, needs_tiny, run_cli, spec_with
+from .conftest import (DEPLOY, assert_clean_error, cli_json, example_params, needs_tiny, run_cli, run_cli_timed,
+                       spec_with)
 
 TP16 = DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml"
 GOOD = yaml.safe_load(TP16.read_text())
@@ -305,3 +306,46 @@ def test_fuzz_load_spec(tmp_path_factory: pytest.TempPathFactory, raw: bytes) ->
     p.write_bytes(raw)
     _ok_or_bad_input(load_spec, p)
 
+
+# --- specs that would cost unbounded time or memory to read ------------------------------------------
+
+def _laughs(levels: int = 9, width: int = 9) -> str:
+    """"Billion laughs": each level an anchored list of `width` aliases of the level below."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, needle", [
+    (_laughs(), "expand to more than 100,000 values"),
+    ("engine: &x [*x]\n", "recursive aliases are not allowed"),
+    ("x-net: &net\n  inner: *net\nnetwork: *net\n", "recursive aliases are not allowed"),
+], ids=["billion-laughs", "recursive-list", "recursive-mapping"])
+def test_an_alias_bomb_is_refused_quickly(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text)
+    proc = run_cli_timed("render", str(p), limit=20)
+    assert_clean_error(proc, str(p), needle, "not allowed in a spec")
+
+
+def test_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
+    """The bound is on the expansion, not on aliases: a spec sharing a value through an anchor loads, and
+    a small nest of aliases (9**4 values) passes the bound and is judged by the spec's own rules."""
+    text = TP16.read_text().replace("model: kimi-k2-instruct", "model: &m kimi-k2-instruct").replace(
+        "served_model_name: kimi-k2", "served_model_name: *m")
+    p = tmp_path / "spec.yaml"
+    p.write_text(text)
+    assert load_spec(p).serving.served_model_name == "kimi-k2-instruct"
+    p.write_text(TP16.read_text() + _laughs(levels=4))
+    with pytest.raises(BadInput, match="unknown key") as exc:
+        load_spec(p)
+    assert "not allowed" not in str(exc.value)
+
+
+def test_a_spec_over_the_size_bound_is_refused_before_parsing(tmp_path: Path) -> None:
+    p = tmp_path / "huge.yaml"
+    with open(p, "w") as fh:  # 40 MB of one scalar: parsing it would take minutes
+        fh.write("model: kimi-k2-instruct\nx: ")
+        fh.write("a" * 40 * 10**6)
+    proc = run_cli_timed("render", str(p), limit=20)
+    assert_clean_error(proc, str(p), "larger than 1 MiB")

@@ -410,9 +410,56 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: invalid spec\n  " + "\n  ".join(unique)
 
 
+# A spec is a few KB (the deploy/ examples); these bound what reading one may cost.
+MAX_SPEC_BYTES = 2**20
+# YAML nodes of a spec with every alias expanded (a deploy/ example has a few hundred). Anchors and
+# aliases share one node, so nine levels of nine aliases each compose to ~100 nodes but expand to 9**9
+# values for whatever walks the data ("billion laughs").
+MAX_SPEC_NODES = 100_000
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """BadInput (no field: the caller names the file) when the node graph, every alias expanded, has more
+    than MAX_SPEC_NODES nodes or an alias inside the node it refers to (a recursive structure). Each
+    distinct node is visited once: the cost is that of the composed document, not of its expansion."""
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    size: dict[int, int] = {}  # id(node) -> nodes in its expansion
+    open_: set[int] = set()  # the nodes being expanded: the ancestors of the one visited
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        if closing:
+            open_.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in children(node))
+            if size[id(node)] > MAX_SPEC_NODES:
+                raise BadInput(f"YAML anchors (&) and aliases (*) expand to more than {MAX_SPEC_NODES:,} values "
+                               f"(near line {node.start_mark.line + 1}); aliases expanding beyond that bound are "
+                               "not allowed in a spec")
+            continue
+        if id(node) in size:
+            continue
+        open_.add(id(node))
+        stack.append((node, True))
+        for child in children(node):
+            if id(child) in open_:
+                raise BadInput(f"the YAML anchor (&) at line {child.start_mark.line + 1} is referred to by an "
+                               "alias (*) inside itself: recursive aliases are not allowed in a spec")
+            if id(child) not in size:
+                stack.append((child, False))
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a
-    second `engine:` block would quietly replace the first)."""
+    second `engine:` block would quietly replace the first), and aliases that expand beyond
+    MAX_SPEC_NODES or into themselves (_check_expansion, before anything is constructed)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -448,9 +495,13 @@ def load_spec(path: str | Path) -> Spec:
     if not p.is_file():
         raise BadInput("spec file not found", str(path))
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise BadInput(f"cannot read the spec: {exc.strerror or exc}", str(path)) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise BadInput(f"larger than {MAX_SPEC_BYTES // 2**20} MiB, the bound for a spec (a deployment spec is a "
+                       "few KB of YAML): not a spec file", str(path))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -467,4 +518,6 @@ def load_spec(path: str | Path) -> Spec:
         raise BadInput(f"YAML syntax error{where}: {problem}", str(path)) from None
     except RecursionError:
         raise BadInput("YAML nested too deeply", str(path)) from None
+    except BadInput as exc:  # from the loader, which cannot know the file
+        raise BadInput(str(exc), str(path)) from None
     return parse_spec(data, source=str(path))
