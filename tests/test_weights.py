@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import save_file
 
-from kimi_deploy.errors import BadInput
+from kimi_deploy.errors import BadInput, OperationFailed
 from kimi_deploy.weights import LOCK, MANIFEST, REPORT, VERIFY_MARKER, read_index, read_safetensors_header
 
 from .checkpoints import INDEX, make_checkpoint, write_shard
@@ -443,6 +443,60 @@ def test_mirror_missing_a_shard_the_index_names(ckpt: Path, tmp_path: Path) -> N
     assert any(e.startswith(SHARD2) for e in report["errors"])
     # bytes counts only what was copied: the two shards and small files that exist in the mirror
     assert report["bytes"] == sum(p.stat().st_size for p in ckpt.iterdir() if p.is_file())
+
+
+@pytest.mark.parametrize("outside", ["/etc/passwd", "/etc/shadow"])
+def test_a_mirror_link_to_a_file_outside_it_is_refused(ckpt: Path, tmp_path: Path, outside: str) -> None:
+    """A mirror directory is copied into the checkpoint that pods serve and `render` ships: a link in it
+    to a file elsewhere on the machine must not bring that file along."""
+    if not Path(outside).is_file():
+        pytest.skip(f"{outside} is not on this machine")
+    (ckpt / "tokenizer_config.json").symlink_to(outside)
+    dest = tmp_path / "k2"
+    proc = run_cli("download", "--source", "mirror", "--mirror", str(ckpt), "--dir", str(dest))
+    assert_clean_error(proc, str(ckpt / "tokenizer_config.json"), f"symbolic link to {outside}",
+                       "outside the mirror directory")
+    assert not dest.exists()
+    spec = _spec(tmp_path, ckpt)  # the spec's weights.source: mirror takes the same path
+    data = yaml.safe_load(spec.read_text())
+    data["weights"].update(dir=str(tmp_path / "weights"), mirror=str(ckpt))
+    spec.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("download", str(spec)), "tokenizer_config.json", "outside the mirror directory")
+    assert not (tmp_path / "weights").exists()
+
+
+def test_a_mirror_link_swapped_after_listing_is_not_followed(ckpt: Path, tmp_path: Path) -> None:
+    from kimi_deploy.weights import download, list_mirror
+
+    listing = list_mirror(str(ckpt))
+    secret = tmp_path / "elsewhere" / "secret"  # the listed size: only the link check can refuse it
+    secret.parent.mkdir()
+    secret.write_bytes(b"s" * (ckpt / "config.json").stat().st_size)
+    (ckpt / "config.json").unlink()
+    (ckpt / "config.json").symlink_to(secret)
+    with pytest.raises(OperationFailed, match="config.json: BadInput: .* outside the mirror directory"):
+        download(listing, tmp_path / "k2", show_progress=False, log=lambda m: None)
+    assert not (tmp_path / "k2" / "config.json").exists()
+
+
+def test_mirror_links_inside_it_and_a_hub_cache_snapshot_are_copied(ckpt: Path, tmp_path: Path) -> None:
+    """Links that stay inside: to another file of the mirror, and a Hugging Face cache snapshot's links
+    into its repository's blobs (models--ORG--NAME/snapshots/REV/FILE -> ../../blobs/HASH)."""
+    repo = tmp_path / "hub" / "models--org--k2"
+    snap = repo / "snapshots" / COMMIT
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for p in sorted(ckpt.iterdir()):
+        blob = repo / "blobs" / hashlib.sha256(p.read_bytes()).hexdigest()
+        shutil.copyfile(p, blob)
+        (snap / p.name).symlink_to(Path("../..") / "blobs" / blob.name)
+    (snap / "generation_config.json").symlink_to("config.json")
+    dest = tmp_path / "k2"
+    proc = run_cli("download", "--source", "mirror", "--mirror", str(snap), "--dir", str(dest))
+    assert proc.returncode == 0, proc.stderr
+    _same_files(ckpt, dest)
+    assert (dest / "generation_config.json").read_bytes() == (ckpt / "config.json").read_bytes()
+    assert not any(p.is_symlink() for p in dest.iterdir())
 
 
 def test_hub_repo_missing_a_shard_the_index_names(ckpt: Path, tmp_path: Path) -> None:

@@ -170,11 +170,28 @@ def list_hub(repo: str, revision: str | None, token: str | None, *, retries: int
     return Listing("hf", repo, info.sha, files)
 
 
+def mirror_file(base: Path, name: str) -> Path:
+    """The real file behind `name` in the mirror directory `base`. A symbolic link is followed only to a
+    file inside the mirror, or, for a mirror that is a snapshot of a Hugging Face cache
+    (models--ORG--NAME/snapshots/REV/FILE -> ../../blobs/HASH; huggingface_hub docs, guides/manage-cache),
+    inside that repository's blobs; a link anywhere else (/etc/shadow) is BadInput naming the link, so
+    no file outside the mirror is ever copied into a checkpoint."""
+    root = base.resolve()
+    path = base / name
+    real = path.resolve()
+    allowed = [root] + ([root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [])
+    if not any(real.is_relative_to(a) for a in allowed):
+        raise BadInput(f"a symbolic link to {str(real)[:200]}, outside the mirror directory: refused (a mirror's "
+                       "files must be inside it; copy the file in, or give the directory it is in as the mirror)",
+                       str(path))
+    return real
+
+
 def list_mirror(root: str) -> Listing:
     base = Path(root).expanduser()
     if not base.is_dir():
         raise BadInput("mirror directory not found", root)
-    files = [RemoteFile(str(p.relative_to(base)), p.stat().st_size)
+    files = [RemoteFile(str(p.relative_to(base)), mirror_file(base, str(p.relative_to(base))).stat().st_size)
              for p in sorted(base.rglob("*")) if p.is_file() and wanted(str(p.relative_to(base)))]
     if not files:
         raise BadInput("no checkpoint files in the mirror directory", root)
@@ -336,7 +353,7 @@ def _fetch_one(listing: Listing, f: RemoteFile, dest: Path, token: str | None) -
     else:
         tmp = target.with_name(target.name + ".kimi-partial")
         if listing.source == "mirror":
-            shutil.copyfile(Path(listing.location) / f.name, tmp)
+            shutil.copyfile(mirror_file(Path(listing.location), f.name), tmp)  # a link swapped since listing
         else:
             client, bucket, prefix = _s3(listing.location)
             client.download_file(bucket, f"{prefix}/{f.name}" if prefix else f.name, str(tmp))
