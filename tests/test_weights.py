@@ -757,6 +757,38 @@ def test_verify_a_file_is_bad_input(tmp_path: Path) -> None:
     assert_clean_error(run_cli("verify", str(f)), str(f), "not a checkpoint directory")
 
 
+def _cli_read_only(d: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI with `d` bind-mounted read-only over itself in a private mount namespace (`unshare
+    -m`; -r maps a non-root user to root there). A read-only mount, not permission bits: root ignores
+    those, and so do the pods that mount a weights volume read-only."""
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    probe = subprocess.run([*unshare, "sh", "-c", script, str(d), "true"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"no private read-only bind mount here: {probe.stderr.decode()[:200]}")
+    return subprocess.run([*unshare, "sh", "-c", script, str(d), sys.executable, "-m", "kimi_deploy", *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_read_only_weights_directory(ckpt: Path, tmp_path: Path) -> None:
+    """verify passes the files but cannot leave its marker; download cannot write at all; a failed
+    verify cannot remove a stale marker: each is exit 2 saying so, never an internal error."""
+    proc = _cli_read_only(ckpt, "verify", str(ckpt), "--hash")
+    assert_clean_error(proc, str(ckpt), "passed verification", "cannot be written", "Read-only file system",
+                       "--skip-verify")
+    assert not (ckpt / VERIFY_MARKER).exists() and not list(ckpt.glob(".*.tmp"))
+    proc = _cli_read_only(ckpt, "download", "--source", "mirror", "--mirror", str(ckpt), "--dir", str(ckpt))
+    assert_clean_error(proc, str(ckpt), "cannot write in the directory", "Read-only file system")
+    assert run_cli("verify", str(ckpt)).returncode == 0  # writable again: a marker
+    shard = ckpt / SHARD2
+    shard.write_bytes(shard.read_bytes()[:-8])
+    proc = _cli_read_only(ckpt, "verify", str(ckpt))
+    assert_clean_error(proc, SHARD2, "truncated", f"{VERIFY_MARKER} no longer describes these files but cannot be "
+                       "removed (Read-only file system)")
+    assert "internal error" not in proc.stderr
+    assert_clean_error(run_cli("verify", str(ckpt), "--check-marker"), SHARD2, code=1)  # and serve refuses it
+
+
 # --- fuzz: the header and index readers give a result or BadInput naming the file, nothing else -------
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -236,7 +236,11 @@ def list_s3(url: str) -> Listing:
 def dir_lock(dest: Path, wait: bool, timeout: float, log: Callable[[str], None]) -> Iterator[None]:
     """One writer per directory, across processes and (with NFSv4 / Lustre locking) across nodes."""
     dest.mkdir(parents=True, exist_ok=True)
-    fh = open(dest / LOCK, "a+")
+    try:
+        fh = open(dest / LOCK, "a+")
+    except OSError as exc:  # a read-only filesystem or mount, no permission
+        raise BadInput(f"cannot write in the directory ({exc.strerror}): download needs a writable target "
+                       "directory (a read-only mount is for serving)", str(dest)) from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -740,16 +744,30 @@ def verify(dest: Path, model: str | None = None, full_hash: bool = False, worker
         raise BadInput("checkpoint directory not found", str(dest))
     try:
         result = _verify_files(dest, model, full_hash, workers, show_progress, start, on_hash_bytes)
-    except BadInput:
-        _drop_marker(dest)  # the files no longer read as a checkpoint: no marker may vouch for them
+    except _MarkerNotWritten:
+        raise  # the files passed: a marker already there is judged by check_marker, as always
+    except BadInput as exc:
+        stuck = _drop_marker(dest)  # the files no longer read as a checkpoint: no marker may vouch for them
+        if stuck:
+            raise BadInput(f"{exc}\n  {stuck}") from None
         raise
     return result
 
 
-def _drop_marker(dest: Path) -> None:
+class _MarkerNotWritten(BadInput):
+    """The checkpoint passed but the marker cannot be written (a read-only directory)."""
+
+
+def _drop_marker(dest: Path) -> str | None:
+    """Remove the verify marker; the problem to report when it is there and cannot be removed."""
     marker = dest / VERIFY_MARKER
     if marker.exists() or marker.is_symlink():
-        marker.unlink()
+        try:
+            marker.unlink()
+        except OSError as exc:  # a read-only filesystem or mount
+            return (f"{marker} no longer describes these files but cannot be removed ({exc.strerror}); "
+                    "remove it where the directory is writable")
+    return None
 
 
 def _verify_files(dest: Path, model: str | None, full_hash: bool, workers: int | None, show_progress: bool,
@@ -862,7 +880,9 @@ def _verify_files(dest: Path, model: str | None, full_hash: bool, workers: int |
         notes.append(f"the existing {VERIFY_MARKER} is kept: the files are the ones it verified; only the "
                      "--model check failed")
     else:
-        _drop_marker(dest)  # the files failed: no marker may vouch for them
+        stuck = _drop_marker(dest)  # the files failed: no marker may vouch for them
+        if stuck:
+            result.problems.append(stuck)
     return result
 
 
@@ -892,8 +912,19 @@ def _write_marker(dest: Path, manifest: dict[str, Any], index_path: Path | None,
         "files": len(files), "bytes": sum(f["size"] for f in files.values()), "shards": files,
     }
     tmp = dest / (VERIFY_MARKER + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, dest / VERIFY_MARKER)  # readers (serve, the k8s init container) never see half a marker
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, dest / VERIFY_MARKER)  # readers (serve, the k8s init container) never see half a marker
+    except OSError as exc:  # a read-only filesystem or mount, no permission, no space
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise _MarkerNotWritten(
+            f"the checkpoint passed verification, but its marker {VERIFY_MARKER} cannot be written there "
+            f"({exc.strerror}); `serve` preflight and the Kubernetes init container look for it. Verify while "
+            "the directory is writable (before mounting it read-only), or serve with --skip-verify; "
+            "`verify --check-marker` tells whether a marker already there still holds", str(dest)) from None
 
 
 def check_marker(dest: Path) -> tuple[bool, str]:
