@@ -540,3 +540,71 @@ def test_client_pods_run_one_benchmark_against_the_sim(sim_factory, tmp_path: Pa
     assert merged["config"]["shards"] == 3 and merged["requests"]["completed"] == 3 * 8
     assert (merged["config"]["concurrency"], merged["config"]["num_requests"], merged["config"]["model"]) == (3, 24, served)
     assert (run / "merged" / "report.html").is_file()
+
+
+def _kinds_and_names(out: Path) -> list[tuple[str, str]]:
+    return sorted((o["kind"], o["metadata"]["name"]) for o in _kustomize(out))
+
+
+def test_a_second_deployment_never_takes_over_a_directory(tmp_path: Path) -> None:
+    """Ownership is the deployment's name recorded in each file's header, not the spec file's name: a
+    different deployment whose spec is also called spec.yaml is refused (exit 2 naming both) and leaves
+    the first one's LeaderWorkerSet and Service in place; --overwrite replaces them."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = spec_with(tmp_path / "a", name="spec.yaml")
+    second = spec_with(tmp_path / "b", SINGLE, name="spec.yaml")
+    data = yaml.safe_load(second.read_text())
+    data["name"] = "other-deploy"
+    second.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    _render(first, out)
+    before = {p: p.read_text() for p in out.rglob("*.yaml")}
+    assert ("LeaderWorkerSet", "kimi-k2-tp16") in _kinds_and_names(out)
+    assert_clean_error(run_cli("k8s", str(second), "-o", str(out)), str(out), "'kimi-k2-tp16'", "'other-deploy'",
+                       "--overwrite")
+    assert {p: p.read_text() for p in out.rglob("*.yaml")} == before
+    # The same deployment from a spec file of another name is the same owner: rendered in place.
+    renamed = tmp_path / "a" / "renamed.yaml"
+    renamed.write_text(first.read_text())
+    assert run_cli("k8s", str(renamed), "-o", str(out)).returncode == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.yaml")) == \
+        sorted(p.relative_to(out).as_posix() for p in before)
+    # --overwrite: the other deployment's manifests replace these, none of kimi-k2-tp16's is left behind
+    (out / "notes.yaml").write_text("mine\n")
+    assert run_cli("k8s", str(second), "-o", str(out), "--overwrite").returncode == 0
+    names = _kinds_and_names(out)
+    assert ("Deployment", "other-deploy") in names and not any(n.startswith("kimi-k2-tp16") for _, n in names)
+    assert not (out / "leaderworkerset.yaml").exists() and (out / "notes.yaml").read_text() == "mine\n"
+    assert all("; deployment other-deploy;" in p.read_text().splitlines()[0]
+               for p in out.rglob("*.yaml") if p.name != "notes.yaml")
+
+
+def test_manifests_with_a_header_that_names_no_deployment_are_owned_by_their_labels(tmp_path: Path) -> None:
+    """A header that ends at the spec file's name (without `; deployment NAME`): the objects' instance
+    label tells whose they are, so the same spec file name alone does not hand them to another deployment."""
+    spec = spec_with(tmp_path)
+    out = tmp_path / "out"
+    _render(spec, out)
+    for p in out.rglob("*.yaml"):
+        first, rest = p.read_text().split("\n", 1)
+        p.write_text(first.replace("; deployment kimi-k2-tp16", "") + "\n" + rest)
+    data = yaml.safe_load(spec.read_text())
+    data["name"] = "other-deploy"
+    other = tmp_path / "elsewhere" / "spec.yaml"
+    other.parent.mkdir()
+    other.write_text(yaml.safe_dump(data))
+    assert_clean_error(run_cli("k8s", str(other), "-o", str(out)), "'kimi-k2-tp16'", "'other-deploy'")
+    assert (out / "leaderworkerset.yaml").is_file()
+    # the deployment they name re-renders over them, headers and all
+    assert run_cli("k8s", str(spec), "-o", str(out)).returncode == 0
+    assert "; deployment kimi-k2-tp16;" in (out / "kustomization.yaml").read_text().splitlines()[0]
+
+
+def test_spec_file_name_with_a_newline_is_refused(tmp_path: Path) -> None:
+    """The spec file's name goes into every manifest's first (comment) line: a newline in it would start
+    a YAML line of its own."""
+    spec = tmp_path / "spec\nkind: Secret.yaml"
+    spec.write_text(SINGLE.read_text())
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(tmp_path / "out")), "SPEC", "control character")
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,9 @@ image plus kimi-deploy), and stock images are refused."""
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -509,28 +512,62 @@ def _engine_objects(dep: Deployment, out: dict[str, dict[str, Any]], group: Grou
     return dict(labels) if hybrid else {**labels, "leaderworkerset.sigs.k8s.io/worker-index": "0"}
 
 
-def _written_from(path: Path) -> str | None:
-    """The spec file name a manifest says it was rendered from, or None for anything else (including a
+# The first line of a file `k8s` writes records the spec file and the deployment (the spec's `name`, a
+# DNS label: spec.Spec.name) it was rendered for; the deployment decides whose a file is.
+_FROM, _FOR, _END = HEADER + " from ", "; deployment ", "; do not edit by hand"
+_DEPLOYMENT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# Where a header without the deployment's name (one ending at "; do not edit by hand") leaves it: the
+# object's own instance label (labels() above), in its metadata near the top of the file.
+_INSTANCE = re.compile(r"^ +app\.kubernetes\.io/instance: ([a-z0-9][-a-z0-9]*)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Written:
+    """Who a manifest says rendered it: the spec file's name and the deployment's (None when neither its
+    header nor its labels name one)."""
+
+    spec: str
+    deployment: str | None
+
+
+def _header(spec_file: str, deployment: str) -> str:
+    return f"{_FROM}{spec_file}{_FOR}{deployment}{_END}\n"
+
+
+def written_by(path: Path) -> Written | None:
+    """What a manifest's first line says rendered it, or None for anything else (the user's files, and a
     symlink: writing through one would put a file outside the directory)."""
     if path.is_symlink() or not path.is_file():
         return None
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
+            if not first.startswith(_FROM):
+                return None
+            rest = first[len(_FROM):].rstrip("\n").removesuffix(_END)
+            spec, sep, name = rest.rpartition(_FOR)
+            if sep and _DEPLOYMENT_NAME.fullmatch(name):
+                return Written(spec=spec, deployment=name)
+            for _, line in zip(range(200), fh):
+                m = _INSTANCE.match(line.rstrip("\n"))
+                if m:
+                    return Written(spec=rest.split(";", 1)[0], deployment=m.group(1))
     except OSError:
         return None
-    if not first.startswith(HEADER + " from "):
-        return None
-    return first[len(HEADER + " from "):].split(";", 1)[0]
+    return Written(spec=rest.split(";", 1)[0], deployment=None)
 
 
-def write(spec_path: Path, out_dir: Path) -> list[Path]:
-    """Write one file per object, the bench's into the bench/ subdirectory. Files this command wrote from
-    the same spec and no longer renders are removed; any other file (the user's spec, notes, overlays,
-    another spec's manifests) is left alone, and one that would be overwritten is refused, as is a bench/
-    that is a symlink (files written through it would land outside the directory) or not a directory."""
+def write(spec_path: Path, out_dir: Path, *, overwrite: bool = False) -> list[Path]:
+    """Write one file per object, the bench's into the bench/ subdirectory. A file this command wrote is
+    this deployment's when it names the same deployment (the spec's `name`; one that names none, by the
+    spec file's name): this deployment's files no longer rendered are removed. A directory that holds
+    another deployment's manifests is refused (its LeaderWorkerSets and Services would be replaced or
+    deleted) unless `overwrite`, which takes them over. Any other file (the user's spec, notes, overlays)
+    is left alone, and one that would be overwritten is refused, as is a bench/ that is a symlink (files
+    written through it would land outside the directory) or not a directory."""
     spec = load_spec(spec_path)
-    objs = manifests(resolve(spec), spec_path.read_text())
+    dep = resolve(spec)
+    objs = manifests(dep, spec_path.read_text())
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput("exists and is not a directory", str(out_dir))
     dirs = [out_dir, *(out_dir / d for d in sorted({f.rpartition("/")[0] for f in objs} - {""}))]
@@ -539,22 +576,41 @@ def write(spec_path: Path, out_dir: Path) -> list[Path]:
             raise BadInput(f"{d.name} there is a symlink or not a directory; kimi-deploy k8s writes the "
                            f"benchmark's manifests into a directory {d.name}/ of its own; choose another directory",
                            str(out_dir))
-    ours = spec_path.name
-    clobbered = [f for f in objs if (out_dir / f).exists() or (out_dir / f).is_symlink()]
-    clobbered = [f for f in clobbered if _written_from(out_dir / f) != ours]
+    spec_file = spec_path.name
+    if any(unicodedata.category(c) == "Cc" for c in spec_file):  # a newline would end the header's comment
+        raise BadInput("the spec file's name has a control character (e.g. a newline), which the manifests' "
+                       "header line cannot hold; rename the file", "SPEC")
+    found = {f.relative_to(out_dir).as_posix(): w for d in dirs if d.is_dir() for f in sorted(d.glob("*.yaml"))
+             if (w := written_by(f)) is not None}
+    others = {rel: w.deployment for rel, w in found.items() if w.deployment not in (None, dep.name)}
+    if others and not overwrite:
+        rel, other = next(iter(others.items()))
+        raise BadInput(f"it holds the manifests of deployment {other!r} (e.g. {rel}), and {spec_file} renders "
+                       f"deployment {dep.name!r}: writing here would replace or delete the objects of "
+                       f"{other!r}; choose another directory, or give --overwrite to replace them", str(out_dir))
+
+    def ours(rel: str) -> bool:
+        w = found.get(rel)
+        if w is None:
+            return False
+        if w.deployment is None:
+            return w.spec == spec_file
+        return w.deployment == dep.name or overwrite
+
+    clobbered = [f for f in objs if ((out_dir / f).exists() or (out_dir / f).is_symlink()) and not ours(f)]
     if clobbered:
-        raise BadInput(f"{', '.join(clobbered)} already exist there and were not written by kimi-deploy k8s from "
-                       f"{ours}; choose another directory", str(out_dir))
+        raise BadInput(f"{', '.join(clobbered)} already exist there and were not written by kimi-deploy k8s for "
+                       f"deployment {dep.name!r}; choose another directory", str(out_dir))
     paths = []
     try:
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
-            for stale in d.glob("*.yaml"):
-                if stale.relative_to(out_dir).as_posix() not in objs and _written_from(stale) == ours:
-                    stale.unlink()
+        for rel in found:
+            if rel not in objs and ours(rel):
+                (out_dir / rel).unlink()
         for fname, obj in objs.items():
             p = out_dir / fname
-            p.write_text(f"{HEADER} from {ours}; do not edit by hand\n" + yaml.safe_dump(obj, sort_keys=False, width=120))
+            p.write_text(_header(spec_file, dep.name) + yaml.safe_dump(obj, sort_keys=False, width=120))
             paths.append(p)
     except OSError as exc:
         raise BadInput(f"cannot write there: {exc.strerror or exc}", str(out_dir)) from None

@@ -215,12 +215,14 @@ def wait_cmd(
 def k8s_cmd(
     spec: SpecArg,
     out_dir: Annotated[Path, typer.Option("-o", "--output", help="Directory for one file per object + kustomization.yaml.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the manifests of another deployment "
+                                            "(another spec `name`) rendered into the directory.")] = False,
 ) -> None:
     """Kubernetes manifests (Deployment or LeaderWorkerSet, weights PVC + download Job, probes, Service,
     PDB, PodMonitor, bench Job) rendered from the spec."""
     from ..k8s import write
 
-    paths = write(spec, out_dir)
+    paths = write(spec, out_dir, overwrite=overwrite)
     out.print(f"wrote {len(paths)} files to {out_dir}: " + ", ".join(p.relative_to(out_dir).as_posix() for p in paths))
 
 
