@@ -216,11 +216,46 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "`pytest -m 'not e2e'` runs the rest")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (its loadgroup mode)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs tiny-k2 (its training or a vLLM server serving it) is end to end."""
+    """A test that needs tiny-k2 (its training or a vLLM server serving it) is end to end. Then each test
+    gets its pytest-xdist group (`-n 2 --dist loadgroup`, as scripts/test.sh runs the suite)."""
     for item in items:
         if "tiny_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+    for item, group in xdist_groups(items).items():
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def xdist_groups(items: list[pytest.Item]) -> dict[pytest.Item, str]:
+    """The tests that must run in one worker process, by group name. Every end-to-end test is in one group:
+    they share ./runs/tiny-k2 (which `tiny-model` replaces) and the session's vLLM servers, each of which
+    would otherwise start once per worker. Other tests that share a module- or session-scoped fixture of
+    this suite are grouped by it, so it is built once; tests with an explicit xdist_group mark keep it."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared: dict[pytest.Item, list[str]] = {}
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        if item.get_closest_marker("e2e") is not None:
+            shared[item] = ["e2e"]
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        keys = [f"{defs[-1].func.__module__}.{name}"
+                for name, defs in (info.name2fixturedefs.items() if info else ())
+                if defs and defs[-1].scope in ("module", "session")
+                and defs[-1].func.__module__.startswith(__package__ + ".")]
+        if keys:
+            shared[item] = keys
+            for key in keys[1:]:
+                parent[root(key)] = root(keys[0])
+    return {item: root(keys[0]) for item, keys in shared.items()}
 
 
 # --- a small real HTTP server -----------------------------------------------------------------------

@@ -30,6 +30,9 @@ KEY = "sk-router-guard-test-0a9e7d"
 VLLM_PD = DEPLOY / "kimi-k2-thinking-h200x16-vllm-pd.yaml"
 SGLANG_PD = DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"
 CHAT = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
+# The real routers bind fixed side ports (sglang-router's Prometheus exporter, --prometheus-port 29000 by
+# default): the tests that start one run in one pytest-xdist worker, one router at a time.
+pytestmark = pytest.mark.xdist_group("routers")
 
 
 @pytest.fixture(params=[VLLM_PD, SGLANG_PD], ids=["vllm-router", "sglang-router"])

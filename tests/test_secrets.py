@@ -129,6 +129,7 @@ def _router_node(path: Path, base_port: int, router_port: int):
     return dep, node
 
 
+@pytest.mark.xdist_group("routers")  # one real router at a time (tests/test_routers.py says why)
 @pytest.mark.parametrize("path", [SGLANG_PD, VLLM_PD], ids=["sglang-router", "vllm-router"])
 def test_router_key_stays_off_argv(path: Path, tmp_path: Path) -> None:
     # The P/D sides listen on serving.port + 1 / + 2: put stand-in workers there.
