@@ -30,8 +30,9 @@ KEY = "sk-router-guard-test-0a9e7d"
 VLLM_PD = DEPLOY / "kimi-k2-thinking-h200x16-vllm-pd.yaml"
 SGLANG_PD = DEPLOY / "kimi-k2-instruct-h200x32-sglang-pd.yaml"
 CHAT = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
-# The real routers bind fixed side ports (sglang-router's Prometheus exporter, --prometheus-port 29000 by
-# default): the tests that start one run in one pytest-xdist worker, one router at a time.
+# The tests that start a real router run in one pytest-xdist worker, one router at a time, each with its own
+# Prometheus exporter port (both routers bind --prometheus-port, 29000 by default; router_args.py of
+# sglang-router and vllm-router).
 pytestmark = pytest.mark.xdist_group("routers")
 
 
@@ -46,7 +47,8 @@ def router(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sta
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     _, argv, child_env = materialize(node, {**env, "KIMI_API_KEY": KEY})
     with (tmp_path / "router.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, *argv[1:]], env=child_env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, *argv[1:], "--prometheus-port", str(free_port())], env=child_env,
+                                stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 120

@@ -138,7 +138,7 @@ def test_router_key_stays_off_argv(path: Path, tmp_path: Path) -> None:
     dep, node = _router_node(path, engines.base, router_port)
     assert node.argv[:3] == ["python3", "-m", "kimi_deploy.routers"]
     _, argv, child_env = materialize(node, {**os.environ, "KIMI_API_KEY": SECRET})
-    argv = [sys.executable, *argv[1:]]
+    argv = [sys.executable, *argv[1:], "--prometheus-port", str(free_port())]  # see tests/test_routers.py
     log = tmp_path / "router.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(argv, env={**child_env, "RUST_LOG": "debug"}, stdout=fh, stderr=subprocess.STDOUT,

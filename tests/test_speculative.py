@@ -390,11 +390,14 @@ def test_serve_execs_the_engine_with_the_start_up_budget(tiny_dir: Path, tmp_pat
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             try:  # `serve` execs the engine in place: the same pid, the engine's own environment
-                environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
                 cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+                # exec'd (now vllm's own argv): its environment, once the kernel shows it (read during the
+                # exec itself, /proc/PID/environ can be empty)
+                if b"kimi_deploy" not in cmdline and b"serve" in cmdline:
+                    environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+                    if environ:
+                        break
             except OSError:
-                break
-            if b"kimi_deploy" not in cmdline and b"serve" in cmdline:  # exec'd: now vllm's own argv
                 break
             time.sleep(0.2)
     finally:
