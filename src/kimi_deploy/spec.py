@@ -70,9 +70,9 @@ class _Strict(BaseModel):
 class ModelRef(_Strict):
     """A Hub repo (with an optional pinned revision) or a local checkpoint directory."""
 
-    repo: str | None = None
-    path: str | None = None
-    revision: str | None = None
+    repo: str | None = None  # a catalog model's Hub repo id, e.g. moonshotai/Kimi-K2-Thinking
+    path: str | None = None  # a local checkpoint directory (its config.json is read for the plan)
+    revision: str | None = None  # pinned Hub revision (commit, tag or branch) that `kimi-deploy download` fetches
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelRef":
@@ -83,13 +83,19 @@ class ModelRef(_Strict):
 
 class Weights(_Strict):
     dir: str | None = None  # where the checkpoint lives on every node (shared or node-local)
+    # Where `kimi-deploy download` fetches the checkpoint from: hf, the Hugging Face Hub (HF_TOKEN for gated repos);
+    # mirror, the directory in weights.mirror; s3, the s3:// URL in weights.mirror (needs kimi-deploy[s3]).
     source: Literal["hf", "mirror", "s3"] = "hf"
     mirror: str | None = None  # a local/NFS directory or an s3:// URL for non-hf sources
 
 
 class Hardware(_Strict):
+    # The GPU model, a catalog name matched case-insensitively (A100, H100, H200, B200, GB200, MI355X, ...), or
+    # CPU for a local demo on vLLM's CPU backend.
     gpu: str
-    gpus_per_node: int = Field(gt=0)
+    gpus_per_node: int = Field(gt=0)  # GPUs used on each node, at most what one node (a GB200/GB300 tray: 4) holds
+    # Nodes that run the engine, each with gpus_per_node GPUs; above 1 a multi-node launch (head and workers).
+    # With P/D, prefill.nodes + decode.nodes; the router runs outside them.
     nodes: int = Field(default=1, gt=0)
 
     @field_validator("gpu")
@@ -124,12 +130,22 @@ def _one_of(what: str, v: Any, allowed: Iterable[str]) -> Any:
     return v
 
 class ParallelFields(_Strict):
+    # Tensor-parallel size (vLLM --tensor-parallel-size, SGLang --tp-size). Unset: what the mode gives
+    # (topology.mode; a P/D side is dp-ep when it sets expert_parallel and dp > 1, else tp).
     tp: int | None = Field(default=None, gt=0)
+    # Pipeline-parallel size (vLLM --pipeline-parallel-size, SGLang --pp-size; passed when > 1). Unset: what the
+    # mode gives.
     pp: int | None = Field(default=None, gt=0)
+    # Data-parallel size (vLLM --data-parallel-size, equal to nodes x gpus_per_node / (tp x pp); SGLang
+    # --dp-size; passed when > 1). Unset: what the mode gives.
     dp: int | None = Field(default=None, gt=0)
+    # Expert parallelism for the MoE layers (vLLM --enable-expert-parallel, SGLang --ep-size equal to tp).
+    # Unset: what the mode gives (on for tp-ep and dp-ep).
     expert_parallel: bool | None = None
     dp_attention: bool | None = None  # SGLang --enable-dp-attention
     all2all: str | None = None  # vLLM --all2all-backend; for SGLang any deepep_* means --moe-a2a-backend deepep
+    # Expert-parallel load balancing with this many redundant experts (vLLM --enable-eplb --eplb-config
+    # num_redundant_experts, SGLang --enable-eplb --ep-num-redundant-experts). Unset: no EPLB.
     eplb_redundant_experts: int | None = Field(default=None, ge=0)
 
     @field_validator("all2all")
@@ -141,7 +157,8 @@ class ParallelFields(_Strict):
 class PDGroup(ParallelFields):
     """One side of prefill/decode disaggregation: its own nodes and parallelism."""
 
-    nodes: int = Field(gt=0)
+    nodes: int = Field(gt=0)  # this side's nodes; prefill.nodes + decode.nodes = hardware.nodes
+    # Engine arguments appended to this side's commands as given, after serving.extra_args; credentials are refused.
     extra_args: list[str] = Field(default_factory=list)
 
     @field_validator("extra_args")
@@ -151,21 +168,27 @@ class PDGroup(ParallelFields):
 
 
 class PDSpec(_Strict):
-    prefill: PDGroup
-    decode: PDGroup
+    prefill: PDGroup  # the prefill side: its nodes, parallelism and extra_args
+    decode: PDGroup  # the decode side: its nodes, parallelism and extra_args
     # SGLang: --disaggregation-transfer-backend mooncake (default) or nixl (sgl-project/sglang
     # python/sglang/srt/server_args.py); vLLM: NixlConnector (vllm-project/vllm docs/features/nixl_connector_usage.md)
     transfer_backend: Literal["mooncake", "nixl"] = "mooncake"
     ib_device: str | None = None  # SGLang --disaggregation-ib-device, e.g. mlx5_0
+    # The router's HTTP port (its --port), where clients connect; the prefill and decode engines listen on
+    # serving.port + 1 and + 2.
     router_port: int = Field(default=8000, gt=0, lt=65536)
 
 
 class TopologySpec(ParallelFields):
+    # auto: tp when the attention heads divide evenly over all GPUs, else tp-pp; tp: one TP group over every
+    # GPU; tp-pp: TP within a node, PP across nodes; tp-ep: tp plus expert parallelism; dp-ep: the engine's
+    # DP + EP layout (vLLM tp 1, dp = GPUs; SGLang tp = dp = GPUs with DP attention); pd: prefill/decode
+    # disaggregation (with a pd: section). tp, pp, dp, expert_parallel and dp_attention set here win.
     mode: TopologyMode = "auto"
     dcp: int = Field(default=1, gt=0)  # vLLM --decode-context-parallel-size
     multinode_backend: Literal["native", "ray"] = "native"  # vLLM multi-node TP/PP launcher
     lb: Literal["internal", "hybrid"] = "internal"  # vLLM multi-node DP: one API server, or one per node
-    pd: PDSpec | None = None
+    pd: PDSpec | None = None  # the prefill and decode sides and the router; given exactly when mode is pd
 
     @model_validator(mode="after")
     def _pd_consistent(self) -> "TopologySpec":
@@ -176,11 +199,23 @@ class TopologySpec(ParallelFields):
 
 class Serving(_Strict):
     host: str = "0.0.0.0"  # reachable from other pods; SGLang's own --host default is 127.0.0.1 (sglang server_args.py)
+    # The engine's HTTP port (--port). With P/D the prefill and decode engines take port + 1 and + 2, and clients
+    # connect to topology.pd.router_port.
     port: int = Field(default=8000, gt=0, lt=65536)
+    # The model name clients send and /v1/models lists (--served-model-name); unset: the catalog id, else the
+    # spec's name.
     served_model_name: str | None = None
+    # Context length in tokens (vLLM --max-model-len, SGLang --context-length); unset: the catalog's context
+    # length, else config.json max_position_embeddings, which it may not exceed.
     max_model_len: int | None = Field(default=None, gt=0)
+    # Concurrent sequences per engine (vLLM --max-num-seqs, per DP rank; SGLang --max-running-requests); unset:
+    # the engine release's default.
     max_num_seqs: int | None = Field(default=None, gt=0)
+    # Tokens per scheduler step / prefill chunk (vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size);
+    # unset: the engine release's default.
     max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    # KV cache element type (--kv-cache-dtype): auto (the engine's default; no flag), bfloat16/bf16, float16,
+    # fp8/fp8_e4m3/fp8_e5m2, fp8_ds_mla; SGLang takes auto and the bf16 and fp8 ones.
     kv_cache_dtype: str = "auto"
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vLLM
     mem_fraction_static: float | None = Field(default=None, gt=0, le=1)  # SGLang
@@ -194,6 +229,7 @@ class Serving(_Strict):
     tool_call_parser: str | None = "auto"
     thinking: bool | None = None  # reasoning parser; default from the catalog (local checkpoints: off)
     env: dict[str, str] = Field(default_factory=dict)  # plain settings only, never secrets
+    # Engine arguments appended to every engine command as given; credentials are refused.
     extra_args: list[str] = Field(default_factory=list)
     # K2.5+ are multimodal (MoonViT). language_model_only skips the vision tower (its memory goes to the KV
     # cache; image requests are refused); mm_encoder_tp_mode "data" runs the encoder data-parallel
@@ -307,26 +343,32 @@ class Network(_Strict):
 
 class RDMA(_Strict):
     resource: str | None = None  # the device plugin's resource name, e.g. rdma/ib or nvidia.com/hostdev
-    count: int = Field(default=1, gt=0)
+    count: int = Field(default=1, gt=0)  # how many of `resource` each GPU pod requests (requests and limits)
 
 
 class K8s(_Strict):
+    # The namespace of every rendered object.
     namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     image: str | None = None  # the engine image with kimi-deploy installed in it (docker/Dockerfile)
     weights_mode: Literal["pvc", "hostpath"] = "pvc"  # shared ReadWriteMany volume, or a node-local cache
+    # StorageClass of the weights PVC (ReadWriteMany) and, with bench_clients > 1, of the bench results PVC;
+    # unset: the cluster's default. Multi-node deployments with weights_mode pvc need one.
     storage_class: str | None = None
     weights_pvc_size: str | None = None  # default: checkpoint size + 10 %
     shm_size: str = "32Gi"  # /dev/shm for NCCL and the engines' multiprocess queues
-    rdma: RDMA | None = None
+    rdma: RDMA | None = None  # RDMA devices each GPU pod requests from a device plugin; unset: none
+    # A check only: must equal hardware.gpus_per_node (one pod per node owns all its GPUs); unset: not checked.
     gpus_per_pod: int | None = Field(default=None, gt=0)
     api_key_secret: str | None = None  # Secret holding the API key under the key named by serving.api_key_env
     hf_token_secret: str | None = None  # Secret with key HF_TOKEN for gated repos
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict)  # nodeSelector of the engine and router pods
+    # Kubernetes tolerations of the engine and router pods.
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] | None = None
+    affinity: dict[str, Any] | None = None  # a Kubernetes affinity object for the engine and router pods
     exclusive_topology: str | None = None  # one LWS group per topology domain (LWS annotation)
     startup_budget_s: int | None = Field(default=None, gt=0)  # override the plan-derived startup budget
-    pdb: bool = True
+    pdb: bool = True  # a PodDisruptionBudget, maxUnavailable 0, for the engine pods (an eviction restarts a group)
+    # Concurrent users of the bench Job (bench --concurrency); the run sends 8 times as many requests.
     bench_concurrency: int = Field(default=16, gt=0)
     # Client pods of the bench Job; above 1 an Indexed Job whose pods each run their shard of one run
     # (totals: bench_concurrency users, bench_concurrency * 8 requests, at least one user per pod) and
@@ -336,17 +378,23 @@ class K8s(_Strict):
 
 
 class Spec(_Strict):
+    # The deployment's name, a lower-case DNS label: it names the Kubernetes objects, and it is the served model
+    # name of a local checkpoint when serving.served_model_name is unset.
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    # A catalog id or alias (e.g. kimi-k2-thinking), a catalog model's Hub repo id, a local checkpoint path, or a
+    # mapping with repo or path and an optional revision.
     model: str | ModelRef
+    # A pinned Hub revision (commit, tag or branch) of the model that `kimi-deploy download` fetches; it wins over
+    # model.revision. The engines load weights.dir; without one they get the repo id and load its default branch.
     revision: str | None = None
-    weights: Weights = Field(default_factory=Weights)
-    hardware: Hardware
-    engine: EngineSpec
-    topology: TopologySpec = Field(default_factory=TopologySpec)
-    serving: Serving = Field(default_factory=Serving)
-    speculative: Speculative | None = None
-    network: Network = Field(default_factory=Network)
-    k8s: K8s = Field(default_factory=K8s)
+    weights: Weights = Field(default_factory=Weights)  # where the checkpoint is fetched from and staged on the nodes
+    hardware: Hardware  # the GPU model, GPUs per node and nodes
+    engine: EngineSpec  # the serving engine (vllm or sglang) and its version
+    topology: TopologySpec = Field(default_factory=TopologySpec)  # how the model is split over the GPUs
+    serving: Serving = Field(default_factory=Serving)  # the engine's HTTP, batch, cache, parser and key settings
+    speculative: Speculative | None = None  # speculative decoding; unset: off
+    network: Network = Field(default_factory=Network)  # NCCL/Gloo interfaces and multi-node rendezvous ports
+    k8s: K8s = Field(default_factory=K8s)  # the manifests of `kimi-deploy k8s` (namespace, image, storage, bench)
 
     @field_validator("model")
     @classmethod
