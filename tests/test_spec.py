@@ -102,6 +102,7 @@ def _variant(tmp_path: Path, **changes) -> str:
     ({"serving__host": "127.0.0.1"}, ["serving.host", "unreachable from the other nodes"]),
     ({"serving__api_key_env": "sk-123"}, ["serving.api_key_env", "pattern"]),
     ({"serving__env": {"HF_TOKEN": "hf_x"}}, ["serving.env", "secrets do not belong in the spec"]),
+    ({"engine__image": "vllm/vllm-openai:v0.32.0"}, ["engine.image", "not a setting", "k8s.image"]),
 ])
 def test_bad_specs(tmp_path: Path, changes: dict, needles: list[str]) -> None:
     path = _variant(tmp_path, **changes)

@@ -110,7 +110,16 @@ class Hardware(_Strict):
 class EngineSpec(_Strict):
     name: Literal[ENGINE_NAMES]  # one per engine profile (engines/profiles/)
     version: str | None = None  # the engine version installed on the nodes, when pinned
+    # Not a setting: the pods' image is k8s.image. Kept only so a spec that sets it is told so.
     image: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image_is_k8s_image(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError("not a setting: the image Kubernetes pods run is k8s.image (built from "
+                             "docker/Dockerfile); bare-metal launchers use the engine installed on the node")
+        return v
 
 
 TopologyMode = Literal["auto", "tp", "tp-pp", "dp-ep", "tp-ep", "pd"]
