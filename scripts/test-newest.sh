@@ -17,7 +17,7 @@ done
 # The fast tests (no tiny-k2 training, no vLLM server), less those that hold only for the lock, left out
 # by name: the environment is the lock; the prebuilt tiny-k2 was trained with the locked libraries; the
 # generated CLI reference is typer's and rich's help text at the locked versions.
-exec "$VENV/bin/python" -m pytest -m "not e2e" \
+exec "$VENV/bin/python" -m pytest -m "not e2e" -n "${KIMI_TEST_WORKERS:-2}" --dist loadgroup \
   --deselect tests/test_environment.py::test_the_installed_environment_is_the_lock \
   --deselect tests/test_environment.py::test_version_reports_the_engine_facing_libraries \
   --deselect tests/test_tiny.py::test_the_prebuilt_checkpoint_matches_todays_training_inputs \
