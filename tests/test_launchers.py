@@ -318,7 +318,8 @@ def test_prefill_decode_head_variable_starting_with_dash_is_refused() -> None:
     assert_clean_error(proc, "KIMI_DECODE_HEAD_ADDR", "starts with '-'")
 
 
-@pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/x", "-l", "a,b", ""])
+@pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/x", "-l", "a,b", "", "a/b", "x&y", "a b", "h\nx",
+                                  "user@-x", "@a", "us er@a"])
 def test_ssh_multinode_refuses_hosts_that_are_not_host_names(tmp_path: Path, spec_with_weights: Path,
                                                               host: str) -> None:
     proc = _ssh_launcher(tmp_path, spec_with_weights, "node-a", host, "--", "--dry-run")
@@ -345,3 +346,25 @@ def test_serve_refuses_control_characters_in_the_api_key(spec_with_weights: Path
                    env=_env(KIMI_API_KEY=SECRET + "\nINJECTED=1"))
     assert_clean_error(proc, "KIMI_API_KEY", "control character")
     assert SECRET not in proc.stdout + proc.stderr and "INJECTED" not in proc.stdout + proc.stderr
+
+
+def test_ssh_multinode_takes_user_at_host(tmp_path: Path) -> None:
+    """ssh is asked for USER@HOST as given; the other nodes reach the host by its address alone (the
+    heads, the router's URLs)."""
+    proc = _ssh_launcher(tmp_path, PD, "root@p0", "p1", "admin@d0", "d1", "ops@r0", "--", "--dry-run",
+                         "--no-check-args", "--skip-preflight")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert (tmp_path / "ssh-calls").read_text().split() == ["root@p0", "p1", "admin@d0", "d1", "ops@r0"]
+    assert "[root@p0 rank 0] " in proc.stdout and "role prefill-head (from flags), head p0" in proc.stdout
+    assert "--prefill http://p0:30001 --decode http://d0:30002" in proc.stdout
+    assert "@" not in proc.stdout.split("--prefill", 1)[1].split("\n", 1)[0]
+
+
+@pytest.mark.parametrize("opt", [["--node-rank", "1"], ["--node-rank=1"], ["--hosts", "x,y"], ["--head-address", "x"]])
+def test_ssh_multinode_refuses_serve_options_it_sets_itself(tmp_path: Path, spec_with_weights: Path,
+                                                            opt: list[str]) -> None:
+    """The launcher gives each node its rank and the host list; the same option among the serve options
+    would win (the last one does) and put every node at one rank."""
+    proc = _ssh_launcher(tmp_path, spec_with_weights, "node-a", "node-b", "--", "--dry-run", *opt)
+    assert_clean_error(proc, opt[0].split("=")[0], "the launcher sets it")
+    assert not (tmp_path / "ssh-calls").exists(), "no node may be started"

@@ -42,14 +42,30 @@ bad_input() {
 if [[ ${#hosts[@]} -eq 0 ]]; then
   bad_input "no hosts given (usage: $0 SPEC HOST0 [HOST1 ...] [-- serve options])"
 fi
+# Each host is an ssh destination, [USER@]ADDRESS; ADDRESS is what the other nodes reach it by (serve
+# --hosts). It is checked here as serve checks it (kimi_deploy.launch.check_host): a host name or IP
+# address, never starting with '-' (an option to ssh, -oProxyCommand=..., and to the engine), no ',' (it
+# would split the list), no whitespace, quotes or '/'.
+address_re='^[][A-Za-z0-9._:][][A-Za-z0-9._:-]*$'  # ']' first in a bracket expression is literal (POSIX ERE)
+user_re='^[A-Za-z0-9._][A-Za-z0-9._-]*@$'
+addresses=()
 for host in "${hosts[@]}"; do
-  # A word starting with '-' would be an option to ssh (-oProxyCommand=...) and to the engine; a comma
-  # would split the --hosts list. Host names have neither (RFC 1123).
-  if [[ "$host" == -* || "$host" == *,* || -z "$host" ]]; then
-    bad_input "host list: '$host' is not a host name (it must not be empty, start with '-' or contain ',')"
+  address="${host##*@}"
+  user="${host%"$address"}"
+  if [[ ! "$address" =~ $address_re || "$host" == -* || ( -n "$user" && ! "$user" =~ $user_re ) ]]; then
+    bad_input "host list: '$host' is not a host name or IP address, optionally after USER@ (letters, digits, '.', ':', '-', '[]'; not starting with '-')"
   fi
+  addresses+=("$address")
 done
-host_list="$(IFS=,; echo "${hosts[*]}")"
+host_list="$(IFS=,; echo "${addresses[*]}")"
+# The launcher sets each node's rank and the host list: the same options among the serve options would
+# override them (the last one wins), putting every node at one rank.
+for opt in "${serve_opts[@]}"; do
+  case "$opt" in
+    --node-rank|--node-rank=*|--hosts|--hosts=*|--head-address|--head-address=*)
+      bad_input "serve option ${opt%%=*}: the launcher sets it for each node from the host list; leave it out" ;;
+  esac
+done
 for name in "${forward[@]}"; do
   if [[ ! "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
     bad_input "KIMI_FORWARD_ENV: '$name' is not an environment variable name"
@@ -69,6 +85,14 @@ secrets() {
   done
 }
 
+# Each output line with the node's prefix (printf, not sed: the prefix is data, never a pattern).
+prefix() {
+  local line
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    printf '%s%s\n' "$1" "$line"
+  done
+}
+
 pids=()
 stop_all() {
   trap - INT TERM EXIT
@@ -83,7 +107,7 @@ for host in "${hosts[@]}"; do
   # The remote shell reads NAME=value lines from stdin into its environment, then execs serve.
   remote="while IFS= read -r kv; do export \"\$kv\"; done; exec $(printf '%q ' "$kimi_deploy" serve "$remote_spec" \
     --node-rank "$rank" --hosts "$host_list" "${serve_opts[@]}")"
-  secrets | "${ssh_cmd[@]}" "$host" "$remote" 2>&1 | sed -u "s/^/[$host rank $rank] /" &
+  secrets | "${ssh_cmd[@]}" "$host" "$remote" 2>&1 | prefix "[$host rank $rank] " &
   pids+=("$!")
   rank=$((rank + 1))
 done
