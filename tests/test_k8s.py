@@ -268,8 +268,10 @@ def test_hostpath_weights_refuse_system_directories(tmp_path: Path, weights_dir:
 
 @pytest.mark.parametrize("weights_dir, tree", [
     ("/var/lib/kubelet", "/var/lib/kubelet"), ("/var/lib/kubelet/pods/x/volumes", "/var/lib/kubelet"),
-    ("/etc/kubernetes/pki/", "/etc"), ("/etc/ssl", "/etc"), ("/root/.ssh", "/root/.ssh"),
-    ("/root/.ssh/models", "/root/.ssh"), ("/proc/self/root", "/proc"), ("/sys/fs/cgroup", "/sys"),
+    ("/etc/kubernetes/pki/", "/etc"), ("/etc/ssl", "/etc"), ("/root/.ssh", "/root"),
+    ("/root/.ssh/models", "/root"), ("/root/models", "/root"), ("/opt/cni/bin", "/opt/cni"),
+    ("/var/spool/cron/crontabs", "/var/spool"), ("/var/log/kimi", "/var/log"), ("/var/lib/cni/net", "/var/lib/cni"),
+    ("/var/lib/containers/storage", "/var/lib/containers"), ("/var/lib/rancher/k3s", "/var/lib/rancher"), ("/proc/self/root", "/proc"), ("/sys/fs/cgroup", "/sys"),
     ("/dev/shm/kimi", "/dev"), ("/boot/efi", "/boot"), ("/var/run", "/var/run"), ("/var/run/docker.sock", "/var/run"),
     ("/run/containerd", "/run"), ("//var//lib/./kubelet/", "/var/lib/kubelet"), ("/usr/local/bin", "/usr"),
 ])
@@ -285,14 +287,16 @@ def test_hostpath_weights_refuse_everything_under_system_trees(tmp_path: Path, w
 
 @pytest.mark.parametrize("weights_dir, needle", [("/data/../var/lib/kubelet", "'..' part"),
                                                  ("/models/../../etc/", "'..' part"),
-                                                 ("/home/ml/.ssh/kimi", ".ssh directory"), ("/", "root")])
+                                                 ("/home/ml/.ssh/kimi", ".ssh directory"),
+                                                 ("/home/ml/.kube", ".kube directory"),
+                                                 ("/data/ml/.aws/models", ".aws directory"), ("/", "root")])
 def test_hostpath_weights_refuse_dotdot_ssh_and_root(tmp_path: Path, weights_dir: str, needle: str) -> None:
     p = spec_with(tmp_path, k8s={"weights_mode": "hostpath"}, weights={"dir": weights_dir})
     assert_clean_error(run_cli("k8s", str(p), "-o", str(tmp_path / "out")), "weights.dir", needle)
 
 
 @pytest.mark.parametrize("weights_dir", ["/var/lib/kubelet-cache/kimi", "/etcetera/kimi", "/mnt/nvme0/models/",
-                                         "/root/models", "/runs/kimi"])
+                                         "/rootfs/models", "/runs/kimi", "/opt/cnix/models", "/var/logs-old/kimi"])
 def test_hostpath_weights_beside_system_trees_render(tmp_path: Path, weights_dir: str) -> None:
     """A name that only begins like a system tree is not inside it."""
     objs = _render(spec_with(tmp_path, k8s={"weights_mode": "hostpath"}, weights={"dir": weights_dir}),
@@ -601,10 +605,11 @@ def test_manifests_with_a_header_that_names_no_deployment_are_owned_by_their_lab
     assert "; deployment kimi-k2-tp16;" in (out / "kustomization.yaml").read_text().splitlines()[0]
 
 
-def test_spec_file_name_with_a_newline_is_refused(tmp_path: Path) -> None:
-    """The spec file's name goes into every manifest's first (comment) line: a newline in it would start
-    a YAML line of its own."""
-    spec = tmp_path / "spec\nkind: Secret.yaml"
+@pytest.mark.parametrize("brk", ["\n", "\r", "\x85", "\u2028", "\u2029", "\x0b"])
+def test_spec_file_name_with_a_line_break_is_refused(tmp_path: Path, brk: str) -> None:
+    """The spec file's name goes into every manifest's first (comment) line: any line break YAML knows
+    (U+2028 too, which is no control character) would start a YAML line of its own."""
+    spec = tmp_path / f"spec{brk}namespace: kube-system #.yaml"
     spec.write_text(SINGLE.read_text())
-    assert_clean_error(run_cli("k8s", str(spec), "-o", str(tmp_path / "out")), "SPEC", "control character")
+    assert_clean_error(run_cli("k8s", str(spec), "-o", str(tmp_path / "out")), "SPEC", "line break")
     assert not (tmp_path / "out").exists()

@@ -25,7 +25,7 @@ from .deployment import Deployment, Group, resolve
 from .engines.profiles import PROFILES
 from .engines.render import RenderedNode, render
 from .errors import BadInput
-from .spec import load_spec
+from .spec import load_spec, read_spec_text
 from .startup import startup_budget
 from .weights import VERIFY_MARKER
 
@@ -43,9 +43,14 @@ SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
 # /root/.ssh), the kubelet's and container runtimes' state (pods' volumes and secrets, images), kernel
 # and device interfaces, boot files, runtime sockets (/run, /var/run), and programs and libraries a
 # read-write mount could replace. https://kubernetes.io/docs/concepts/storage/volumes/#hostpath
+# Also the CNI plugins and state (a writable plugin directory is root on the node), other runtimes' and
+# distributions' state (CRI-O/podman storage, k3s/RKE2), cron spools, logs, and root's home.
 SENSITIVE_TREES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/run", "/var/run", "/var/lib/kubelet",
-                   "/var/lib/containerd", "/var/lib/docker", "/var/lib/etcd", "/root/.ssh", "/usr", "/bin",
-                   "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+                   "/var/lib/containerd", "/var/lib/docker", "/var/lib/etcd", "/var/lib/cni", "/var/lib/containers",
+                   "/var/lib/rancher", "/var/spool", "/var/log", "/opt/cni", "/root", "/usr", "/bin", "/sbin",
+                   "/lib", "/lib32", "/lib64", "/libx32")
+# Directories inside a home that hold credentials or configuration a read-write mount would expose.
+CREDENTIAL_DIRS = (".ssh", ".kube", ".docker", ".aws", ".gnupg", ".config")
 
 
 def hostpath_problem(path: str) -> str | None:
@@ -61,8 +66,9 @@ def hostpath_problem(path: str) -> str | None:
     tree = next((t for t in SENSITIVE_TREES if normal == t or normal.startswith(t + "/")), None)
     if tree is not None:
         return f"is in {tree} (a system directory of the host, refused with everything under it)"
-    if ".ssh" in parts:
-        return "is inside a .ssh directory (credentials)"
+    cred = next((p for p in parts if p in CREDENTIAL_DIRS), None)
+    if cred is not None:
+        return f"is inside a {cred} directory (credentials or configuration)"
     return None
 # The bench Job's own bound beyond the wait for the endpoint: `bench` runs
 # bench_concurrency * 8 requests, minutes at most; an endpoint that stalls must not hold the Job forever.
@@ -567,7 +573,7 @@ def write(spec_path: Path, out_dir: Path, *, overwrite: bool = False) -> list[Pa
     written through it would land outside the directory) or not a directory."""
     spec = load_spec(spec_path)
     dep = resolve(spec)
-    objs = manifests(dep, spec_path.read_text())
+    objs = manifests(dep, read_spec_text(spec_path))
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput("exists and is not a directory", str(out_dir))
     dirs = [out_dir, *(out_dir / d for d in sorted({f.rpartition("/")[0] for f in objs} - {""}))]
@@ -577,9 +583,11 @@ def write(spec_path: Path, out_dir: Path, *, overwrite: bool = False) -> list[Pa
                            f"benchmark's manifests into a directory {d.name}/ of its own; choose another directory",
                            str(out_dir))
     spec_file = spec_path.name
-    if any(unicodedata.category(c) == "Cc" for c in spec_file):  # a newline would end the header's comment
-        raise BadInput("the spec file's name has a control character (e.g. a newline), which the manifests' "
-                       "header line cannot hold; rename the file", "SPEC")
+    # A line break would end the header's comment and start YAML of the file name's choosing: control
+    # characters, and the breaks YAML and Python know beyond them (NEL, U+2028, U+2029; YAML 1.1 section 5.4).
+    if spec_file.splitlines() != [spec_file] or any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in spec_file):
+        raise BadInput("the spec file's name has a control character or line break (e.g. a newline or U+2028), "
+                       "which the manifests' header line cannot hold; rename the file", "SPEC")
     found = {f.relative_to(out_dir).as_posix(): w for d in dirs if d.is_dir() for f in sorted(d.glob("*.yaml"))
              if (w := written_by(f)) is not None}
     others = {rel: w.deployment for rel, w in found.items() if w.deployment not in (None, dep.name)}
