@@ -350,3 +350,23 @@ def test_a_spec_over_the_size_bound_is_refused_before_parsing(tmp_path: Path) ->
         fh.write("a" * 40 * 10**6)
     proc = run_cli_timed("render", str(p), limit=20)
     assert_clean_error(proc, str(p), "larger than 1 MiB")
+
+
+@pytest.mark.parametrize("special", ["directory", "fifo", "/dev/zero"])
+def test_a_spec_that_is_not_a_regular_file_is_refused_at_once(tmp_path: Path, special: str) -> None:
+    """A directory, a FIFO with no writer or a device that never ends: exit 2 saying what it is, without
+    reading it."""
+    import os
+
+    if special == "directory":
+        path = tmp_path / "spec.yaml"
+        path.mkdir()
+    elif special == "fifo":
+        path = tmp_path / "spec.yaml"
+        os.mkfifo(path)
+    else:
+        path = tmp_path / "spec.yaml"
+        path.symlink_to(special)
+    for command in ("validate", "k8s"):
+        args = [command, str(path)] + (["-o", str(tmp_path / "out")] if command == "k8s" else [])
+        assert_clean_error(run_cli(*args, timeout=30), "spec.yaml", "not a regular file")

@@ -547,10 +547,14 @@ def parse_spec(data: Any, source: str = "spec") -> Spec:
         raise BadInput(_format_validation_error(err, source)) from None
 
 
-def load_spec(path: str | Path) -> Spec:
+def read_spec_text(path: str | Path) -> str:
+    """The text of the spec file at path, read at most once and within MAX_SPEC_BYTES; bad input naming the
+    file when it is missing, not a regular file, too large, not UTF-8 or binary."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise BadInput("spec file not found", str(path))
+    if not p.is_file():  # a directory, FIFO or device (reading /dev/zero or a FIFO would never end)
+        raise BadInput("not a regular file (a directory, FIFO or device); a spec is a YAML file", str(path))
     try:
         with open(p, "rb") as fh:
             raw = fh.read(MAX_SPEC_BYTES + 1)
@@ -566,6 +570,11 @@ def load_spec(path: str | Path) -> Spec:
                        str(path)) from None
     if "\x00" in text:
         raise BadInput("a binary file (it contains NUL bytes); a spec is YAML text", str(path))
+    return text
+
+
+def load_spec(path: str | Path) -> Spec:
+    text = read_spec_text(path)
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
