@@ -86,23 +86,22 @@ def barrier(directory: Path, *, shard: tuple[int, int], identity: str, timeout_s
                        "--barrier directory", "--barrier")
     tmp = directory / f".{mine.name}.{os.getpid()}.tmp"
     before = time.time()
-    try:
-        with tmp.open("w") as fh:
-            json.dump({"run": identity, "shard": index, "of": count}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        after = time.time()
-        os.replace(tmp, mine)  # readers see a whole file or none
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BadInput(f"cannot write {mine}: {exc.strerror or exc}", "--barrier") from None
-    written = mine.stat().st_mtime  # set by the write, on the directory's clock
-    offset = written - (before + after) / 2
-    uncertainty = (after - before) / 2
-    log(f"shard {index}/{count}: ready; waiting for {count - 1} other shard(s) in {directory} "
-        f"(at most {timeout_s:g} s)")
-    deadline = time.monotonic() + timeout_s
-    try:
+    try:  # from the first byte written: whatever ends this (SIGTERM included) takes the ready file back
+        try:
+            with tmp.open("w") as fh:
+                json.dump({"run": identity, "shard": index, "of": count}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            after = time.time()
+            os.replace(tmp, mine)  # readers see a whole file or none
+        except OSError as exc:
+            raise BadInput(f"cannot write {mine}: {exc.strerror or exc}", "--barrier") from None
+        written = mine.stat().st_mtime  # set by the write, on the directory's clock
+        offset = written - (before + after) / 2
+        uncertainty = (after - before) / 2
+        log(f"shard {index}/{count}: ready; waiting for {count - 1} other shard(s) in {directory} "
+            f"(at most {timeout_s:g} s)")
+        deadline = time.monotonic() + timeout_s
         while True:
             times = _ready_times(directory, count, identity, oldest=time.time() - timeout_s - MARGIN_S)
             if len(times) == count:
@@ -115,6 +114,7 @@ def barrier(directory: Path, *, shard: tuple[int, int], identity: str, timeout_s
     except BaseException:
         # a shard that gives up (timeout, bad input, Ctrl-C, SIGTERM) takes its ready file back: left behind,
         # it would let a later shard of the run start without it
+        tmp.unlink(missing_ok=True)
         mine.unlink(missing_ok=True)
         raise
     common = max(times.values()) + MARGIN_S
