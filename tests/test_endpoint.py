@@ -291,3 +291,12 @@ def test_bench_thinking_effort_bad_input(tmp_path) -> None:
     with pytest.raises(BadInput, match="--thinking-effort.*one of low, high, max"):
         LOCAL.check_effort("m", "medium")
     LOCAL.check_effort("any-served-name", "low")  # an engine's template decides (vLLM's K3 renderer: 400)
+
+
+@pytest.mark.parametrize("base", [5e-324, 1.0, 1e300])
+def test_backoff_stays_under_its_cap_at_any_attempt(base: float) -> None:
+    """The thousandth retry's backoff is the cap, not a float overflow (2.0 ** 1100)."""
+    policy = RetryPolicy(attempts=2000, base_s=base, cap_s=30.0, jitter=0.0)
+    delays = [policy.delay(n) for n in (1, 2, 64, 65, 1025, 1100, 10**6)]
+    assert all(0 < d <= 30.0 for d in delays), delays
+    assert delays[-1] == min(base * 2.0 ** 64, 30.0)

@@ -352,7 +352,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Backoff in seconds after failed attempt number `attempt` (1-based), when the server gave no hint."""
-        return min(self.base_s * 2 ** (attempt - 1), self.cap_s) * (1 + random.random() * self.jitter)
+        # the exponent is bounded first: 2.0 ** 1100 overflows a float, and past 2 ** 64 the cap has long won
+        return min(self.base_s * 2.0 ** min(attempt - 1, 64), self.cap_s) * (1 + random.random() * self.jitter)
 
     def pause(self, attempt: int, exc: BaseException) -> float | None:
         """Seconds to wait before the next attempt, or None when the server asked for longer than we wait.
