@@ -270,7 +270,8 @@ def serving(app: Any) -> Iterator[str]:
     from aiohttp import web
 
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
+    # handlers still running at the exit (a test's hanging endpoint) get a second, not aiohttp's 60 s
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", free_port())
     loop.run_until_complete(site.start())
