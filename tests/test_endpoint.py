@@ -1,6 +1,9 @@
 """endpoint.py's retry policy against a real HTTP server through the real openai client (the path
 compare's answers take): Retry-After is honoured, bounded, and a transport error of the client's own HTTP
-stack (httpx2 under openai 3) counts as transient. `wait --timeout` and wait_ready's timeout are finite."""
+stack (httpx2 under openai 3) counts as transient. `wait --timeout` and wait_ready's timeout are finite.
+The API key that wait, bench and compare read (Endpoint.from_url) is refused before any request when
+serve would refuse it (a control character, shorter than secrets.MIN_LEN); `wait` is ready only when
+the chat endpoint answers a chat completion, not a proxy's HTML page."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import pytest
 from kimi_deploy.endpoint import Endpoint, RetryPolicy, retry_after, status_of
 from kimi_deploy.errors import BadInput
 
-from .conftest import assert_clean_error, run_cli, serving
+from .conftest import assert_clean_error, run_cli, run_cli_timed, serving
 
 COMPLETION = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
@@ -300,3 +303,151 @@ def test_backoff_stays_under_its_cap_at_any_attempt(base: float) -> None:
     delays = [policy.delay(n) for n in (1, 2, 64, 65, 1025, 1100, 10**6)]
     assert all(0 < d <= 30.0 for d in delays), delays
     assert delays[-1] == min(base * 2.0 ** 64, 30.0)
+
+
+# --- the API key the clients send: refused before any request ---------------------------------------
+
+@pytest.fixture
+def openai_like() -> Iterator[tuple[str, list]]:
+    """A real OpenAI-looking server (/health, /v1/models listing "m", chat completions) that records
+    (path, Authorization header) of every request it is sent."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None]] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        seen.append((request.path, request.headers.get("Authorization")))
+        return await handler(request)
+
+    app = web.Application(middlewares=[record])
+    app.router.add_get("/health", lambda r: web.Response(text="ok"))
+    app.router.add_get("/v1/models", lambda r: web.json_response({"object": "list", "data": [{"id": "m"}]}))
+    app.router.add_post("/v1/chat/completions", lambda r: web.json_response(COMPLETION))
+    with serving(app) as url:
+        yield url, seen
+
+
+def _client_argv(command: str, url: str, out: str) -> tuple[list[str], str]:
+    """The argv of one client command reading its key from KD_KEY, and the flag that names KD_KEY."""
+    if command == "wait":
+        return ["wait", url, "--api-key-env", "KD_KEY", "--timeout", "20"], "--api-key-env"
+    if command == "bench":
+        return ["bench", "--base-url", url + "/v1", "--model", "m", "--output", out, "--concurrency", "1",
+                "--num-requests", "1", "--output-len", "2", "--workers", "1", "--api-key-env", "KD_KEY"], "--api-key-env"
+    common = ["compare", "--local", url, "--reference", url + "/v1", "--reference-kind", "self-hosted", "--model", "m",
+              "--reference-model", "m", "--suite", "chat", "--limit", "1", "--no-preflight", "--output", out]
+    if command == "compare-local":
+        return [*common, "--local-key-env", "KD_KEY"], "--local-key-env"
+    return [*common, "--reference-key-env", "KD_KEY"], "--reference-key-env"
+
+
+BAD_KEYS = {
+    # a header injection: CR/LF cannot travel in an HTTP header (RFC 9110 section 5.5)
+    "crlf": ("sk-kd-crlf-4b7e19\r\nX-Injected: 1", ["control character"]),
+    "tab": ("sk-kd-tab\t-4b7e19", ["control character"]),
+    # the HTTP clients encode header values as ASCII (an internal error or "not an OpenAI model list")
+    "non-ascii": ("sk-kd-\u00e9t\u00e9-4b7e19", ["outside ASCII"]),
+    # the scrubber never masks a value this short (secrets.MIN_LEN)
+    "short": ("Zq7", ["has 3 characters", "at least 8"]),
+}
+
+
+@pytest.mark.parametrize("which", list(BAD_KEYS))
+@pytest.mark.parametrize("command", ["wait", "bench", "compare-local", "compare-reference"])
+def test_a_key_serve_would_refuse_is_refused_before_any_request(openai_like, tmp_path, command: str,
+                                                                 which: str) -> None:
+    """wait, bench and compare exit 2 at once naming the variable and the flag, as serve refuses the same key
+    (launch.check_api_key): nothing reaches the server, nothing is written, the value is never printed."""
+    import os
+
+    from kimi_deploy import secrets
+
+    url, seen = openai_like
+    key, needles = BAD_KEYS[which]
+    assert secrets.MIN_LEN == 8  # the message names the minimum
+    out = tmp_path / "out"
+    argv, flag = _client_argv(command, url, str(out))
+    env = {**{k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}, "KD_KEY": key}
+    proc = run_cli_timed(*argv, env=env, limit=30)
+    assert_clean_error(proc, flag, "KD_KEY", *needles)
+    text = proc.stdout + proc.stderr
+    for part in (key, key.split("\r")[0], key.split("\t")[0], key.split("\u00e9")[0], "X-Injected"):
+        assert part not in text, part
+    assert seen == []
+    # compare makes --output (empty) before it reads the keys (compare.run_compare: check_output_dir first)
+    assert not out.exists() or (command.startswith("compare") and not any(out.iterdir())), list(out.iterdir())
+
+
+def test_a_key_of_the_minimum_length_is_sent(openai_like) -> None:
+    """The boundary: a key of exactly secrets.MIN_LEN characters is accepted and sent as the bearer token; an
+    empty variable is refused like an unset one, except for a self-hosted reference, which may go keyless."""
+    import os
+
+    from kimi_deploy import secrets
+
+    url, seen = openai_like
+    key = "k7" * (secrets.MIN_LEN // 2)
+    assert len(key) == secrets.MIN_LEN
+    proc = run_cli_timed("wait", url, "--api-key-env", "KD_KEY", "--timeout", "20", env={**os.environ, "KD_KEY": key},
+                         limit=30)
+    assert proc.returncode == 0 and "model m answered" in proc.stdout, proc.stderr
+    assert ("/v1/chat/completions", f"Bearer {key}") in seen
+    seen.clear()
+    proc = run_cli_timed("wait", url, "--api-key-env", "KD_KEY", "--timeout", "20", env={**os.environ, "KD_KEY": ""},
+                         limit=30)
+    assert_clean_error(proc, "--api-key-env", "KD_KEY is empty")
+    assert seen == []
+    ref = Endpoint.from_url(url, flag="--reference", kind="self-hosted", api_key_env="K", key_optional=True,
+                            key_flag="--reference-key-env", env={"K": ""})
+    assert ref.api_key is None and "Authorization" not in ref.headers()
+
+
+# --- wait: ready only when a chat completion answers -----------------------------------------------
+
+def test_wait_is_not_ready_while_the_chat_endpoint_answers_html(fault) -> None:
+    """A proxy's login page (200 text/html) on /v1/chat/completions, /health and /v1/models answering as an
+    engine's: `wait` keeps waiting and at its timeout says what answered."""
+    srv = fault("html")
+    proc = run_cli_timed("wait", srv.url, "--timeout", "3", limit=20)
+    assert_clean_error(proc, "not ready after 3 s", "stuck at completion",
+                       "HTTP 200 text/html, not a chat completion", code=1)
+    assert "ready" not in proc.stdout
+
+
+@pytest.mark.parametrize("answer", ["json", "models-html"])
+def test_wait_is_not_ready_on_other_answers_that_are_not_openai(answer: str) -> None:
+    """A 200 JSON body without `choices` (a gateway's status page) is no chat completion either; a 200 HTML
+    page on /v1/models is no model list (waited on, not an internal error)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/health", lambda r: web.Response(text="ok"))
+    if answer == "models-html":
+        app.router.add_get("/v1/models", lambda r: web.Response(text="<html>login</html>", content_type="text/html"))
+    else:
+        app.router.add_get("/v1/models", lambda r: web.json_response({"object": "list", "data": [{"id": "m"}]}))
+    app.router.add_post("/v1/chat/completions", lambda r: web.json_response({"object": "list", "status": "ok",
+                                                                            "choices": []}))
+    with serving(app) as url:
+        proc = run_cli_timed("wait", url, "--timeout", "3", limit=20)
+    expected = ("stuck at models", "/v1/models answered HTTP 200 text/html, not a model list") \
+        if answer == "models-html" else \
+        ("stuck at completion", "/v1/chat/completions answered HTTP 200 application/json, not a chat completion")
+    assert_clean_error(proc, "not ready after 3 s", *expected, code=1)
+
+
+def test_wait_never_prints_a_key_the_server_echoes(fault) -> None:
+    """A chat endpoint that quotes the Authorization header in its 401: the timeout message names the
+    variable, not its value, whatever the variable is called (this name is no credential name)."""
+    import os
+
+    from kimi_deploy import secrets
+
+    key = "wait-echo-9d3f7a2b"
+    assert not secrets.is_secret("KD_WAIT_CRED", key)  # only the endpoint's own scrubber knows it
+    srv = fault("echo")
+    proc = run_cli_timed("wait", srv.url, "--api-key-env", "KD_WAIT_CRED", "--timeout", "3",
+                         env={**os.environ, "KD_WAIT_CRED": key}, limit=20)
+    assert_clean_error(proc, "not ready after 3 s", "***KD_WAIT_CRED***", code=1)
+    assert key not in proc.stdout + proc.stderr

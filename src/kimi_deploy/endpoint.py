@@ -30,11 +30,13 @@ Hosted Moonshot API facts (kind "moonshot"):
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import random
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -82,8 +84,9 @@ class Endpoint:
                  key_flag: str = "--api-key-env", key_optional: bool = False,
                  env: Mapping[str, str] | None = None) -> Endpoint:
         """Parse a root or /v1 URL given to option `flag`. `kind` is auto (hosted when the host is
-        Moonshot's), moonshot or self-hosted. A key variable that is not set is bad input, unless
-        `key_optional` and the endpoint is self-hosted (then no key is sent)."""
+        Moonshot's), moonshot or self-hosted. A key variable that is not set or empty is bad input, unless
+        `key_optional` and the endpoint is self-hosted (then no key is sent); so is a key `key_problem`
+        refuses. Every error names the variable and `key_flag`, never the value."""
         root = normalize_url(url, flag)
         if kind == "auto":
             kind = "moonshot" if urlsplit(root).hostname in HOSTED_HOSTS else "self-hosted"
@@ -92,9 +95,14 @@ class Endpoint:
         key = None
         if api_key_env:
             value = (os.environ if env is None else env).get(api_key_env)
-            if value is None and not (key_optional and kind == "self-hosted"):
+            if not value and not (key_optional and kind == "self-hosted"):
                 why = " (Moonshot's API needs a key)" if kind == "moonshot" else ""
-                raise BadInput(f"environment variable {api_key_env} is not set{why}", key_flag)
+                state = "empty" if value == "" else "not set"
+                raise BadInput(f"environment variable {api_key_env} is {state}{why}", key_flag)
+            if value:
+                problem = key_problem(value)
+                if problem:  # the value itself is never part of the message
+                    raise BadInput(f"the API key in environment variable {api_key_env} {problem}", key_flag)
             key = SecretStr(value) if value else None
         return cls(root=root, kind=kind, flag=flag, api_key_env=api_key_env, api_key=key)  # type: ignore[arg-type]
 
@@ -245,6 +253,27 @@ def scrubber(*endpoints: Endpoint | None, names: tuple[str | None, ...] = ()) ->
     eps = [e for e in endpoints if e is not None]
     keys = {e.api_key.get_secret_value(): e.api_key_env or "API_KEY" for e in eps if e.api_key is not None}
     return Scrubber([*(e.api_key_env for e in eps), *names], extra=keys)
+
+
+def key_problem(value: str) -> str | None:
+    """Why `value` cannot be an API key, or None: the rule serve applies to the deployment's key
+    (launch.check_api_key), for the clients (wait, bench, compare) that send it."""
+    from .secrets import MIN_LEN
+
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        # A control character cannot travel in an HTTP header (RFC 9110 section 5.5): the client library
+        # refuses the request, which would read as a network failure until the timeout.
+        return "contains a control character (newline, CR, tab, ...); use a key without"
+    if not value.isascii():
+        # httpx2 (under openai 3, and wait's own requests) encodes header values as ASCII and refuses any
+        # other character before sending; the character is part of the secret, so it is not named.
+        return "contains a character outside ASCII; an HTTP header carries ASCII only: use a key without"
+    if len(value) < MIN_LEN:
+        # The scrubber never masks a shorter value (secrets.MIN_LEN): a server that echoes the key would
+        # put it into every result file.
+        return (f"has {len(value)} characters; use at least {MIN_LEN} (a random one, e.g. "
+                "`openssl rand -hex 24`)")
+    return None
 
 
 def normalize_url(url: str, flag: str) -> str:
@@ -434,8 +463,41 @@ class StatusError(Exception):
         super().__init__(f"{url} answered {status}")
 
 
+class NotOpenAI(ValueError):
+    """A 200 answer that is not what the OpenAI API answers there (a proxy's HTML login page, say); the
+    message says what answered, e.g. "HTTP 200 text/html, not a chat completion"."""
+
+
+def answered(response: Any) -> str:
+    """What answered, for messages: the status and the media type, e.g. "HTTP 200 text/html" (never the
+    body, which may quote the request's credentials)."""
+    media = (response.headers.get("content-type") or "").split(";")[0].strip()
+    return f"HTTP {response.status_code} {media or 'without a content type'}"
+
+
+def _json(response: Any) -> Any:
+    """The JSON body of an httpx2 response, or None when it is not JSON."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than the parser goes
+        return None
+
+
+def is_chat_completion(body: Any) -> bool:
+    """Has `body` (parsed JSON) the shape of an OpenAI chat completion: `choices` a non-empty list whose first
+    entry holds a `message` object, and `object`, when present, "chat.completion" (the OpenAI API reference's
+    chat completion object; vLLM, SGLang and Moonshot's API all send it). compare/run.py reads the same
+    fields (choices[0].message) and records anything else as "not an OpenAI chat completion"."""
+    if not isinstance(body, dict) or body.get("object", "chat.completion") != "chat.completion":
+        return False
+    choices = body.get("choices")
+    return (isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
+            and isinstance(choices[0].get("message"), dict))
+
+
 def list_models(ep: Endpoint, *, client: Any = None, timeout: float = 30) -> list[str]:
-    """One GET /v1/models: the served model ids. httpx2 errors and StatusError propagate."""
+    """One GET /v1/models: the served model ids. httpx2 errors and StatusError propagate; NotOpenAI when
+    the answer is no model list."""
     import httpx2
 
     own = client is None
@@ -444,7 +506,11 @@ def list_models(ep: Endpoint, *, client: Any = None, timeout: float = 30) -> lis
         r = http.get(ep.url("/v1/models"), headers=ep.headers(), timeout=timeout)
         if r.status_code != 200:
             raise StatusError(r.status_code, ep.url("/v1/models"), r.headers)
-        return [m["id"] for m in r.json().get("data", [])]
+        body = _json(r)
+        data = body.get("data", []) if isinstance(body, dict) else None
+        if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+            raise NotOpenAI(f"{answered(r)}, not a model list")
+        return [m["id"] for m in data]
     finally:
         if own:
             http.close()
@@ -467,6 +533,9 @@ def served_models(ep: Endpoint, *, retry: RetryPolicy = DISCOVERY, timeout: floa
         raise BadInput(f"{exc}{hint}; it does not answer /v1/models", ep.flag) from None
     except httpx2.TransportError as exc:
         raise BadInput(f"{ep.root} is unreachable ({type(exc).__name__}); it does not answer /v1/models",
+                       ep.flag) from None
+    except NotOpenAI as exc:
+        raise BadInput(f"{ep.url('/v1/models')} answered {exc} (not an OpenAI-compatible endpoint?)",
                        ep.flag) from None
     except (ValueError, KeyError, TypeError, AttributeError):
         raise BadInput(f"{ep.url('/v1/models')} is not an OpenAI model list; it does not answer /v1/models",
@@ -511,9 +580,11 @@ class Ready:
 
 def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interval: float = 2.0,
                on_phase: Callable[[str, float], None] = lambda phase, elapsed: None) -> Ready:
-    """Poll /health until 200, then /v1/models, then send one tiny chat completion; OperationFailed on
-    timeout or when the endpoint answers but can never become right (wrong model, rejected key). A
-    readiness probe, not a retry: every failure before the deadline is expected while the engine loads."""
+    """Poll /health until 200, then /v1/models, then send one tiny chat completion until the answer is one
+    (`is_chat_completion`: a proxy's login page answering 200 is not); OperationFailed on timeout, saying
+    what answered last (e.g. "HTTP 200 text/html, not a chat completion"), or when the endpoint answers but
+    can never become right (wrong model, rejected key). A readiness probe, not a retry: every failure
+    before the deadline is expected while the engine loads."""
     import httpx2
     import openai
 
@@ -523,6 +594,7 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
     start = time.monotonic()
     phase = "health"
     last_error = ""
+    scrub = ep.scrubber()
     with httpx2.Client(timeout=10) as http:
         client = ep.openai_client(timeout=60, asynchronous=False)
         try:
@@ -549,15 +621,21 @@ def wait_ready(ep: Endpoint, *, timeout: float, model: str | None = None, interv
                             continue
                         last_error = "/v1/models lists no model"
                     else:
-                        client.chat.completions.create(model=model or "", max_tokens=1, timeout=min(60.0, left),
-                                                       messages=[{"role": "user", "content": "ping"}])
-                        return Ready(model or "", time.monotonic() - start)
+                        raw = client.chat.completions.with_raw_response.create(
+                            model=model or "", max_tokens=1, timeout=min(60.0, left),
+                            messages=[{"role": "user", "content": "ping"}])
+                        if is_chat_completion(_json(raw.http_response)):
+                            return Ready(model or "", time.monotonic() - start)
+                        last_error = f"/v1/chat/completions answered {answered(raw.http_response)}, not a chat completion"
+                except NotOpenAI as exc:
+                    last_error = f"/v1/models answered {exc}"
                 except StatusError as exc:
                     if exc.status in (401, 403):
                         raise OperationFailed(f"{exc}: check the API key") from None
                     last_error = str(exc)
                 except (httpx2.HTTPError, openai.APIConnectionError, openai.APIStatusError) as exc:
-                    last_error = f"{type(exc).__name__}: {exc}"[:200]
+                    # an error body may quote the request's key: redacted before it is cut, so no part is kept
+                    last_error = scrub.text(f"{type(exc).__name__}: {exc}")[:200]
                 time.sleep(min(interval, max(timeout - (time.monotonic() - start), 0.0)))
         finally:
             client.close()
