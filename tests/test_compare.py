@@ -1,12 +1,15 @@
 """`kimi-deploy compare` end to end on real vLLM tiny-k2 endpoints (never the hosted API): a deployment
 compared against itself passes with tool-call F1 = 1.0; a deployment without the tool parser fails with the finding
-that explains why; a recorded reference replays offline; resumable records; bad input (non-finite numbers
-are exit 2 naming the flag); retries against a stalled server end within --request-timeout; and the hosted
+that explains why; a recorded reference replays offline; resumable records (--resume), replaced ones
+(--overwrite), and a previous run refused without either; answers too large to read, store or report;
+bad input (non-finite numbers are exit 2 naming the flag); retries against a stalled server end within
+--request-timeout; and the hosted
 adapter's request shapes checked against Moonshot's published API behaviour (platform.kimi.ai/docs/api/
 models-overview parameter table; github.com/MoonshotAI/Kimi-K2.5 README.md on thinking on/off)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -126,7 +129,7 @@ def test_runs_resume_without_asking_twice(tiny_server: Server, tmp_path: Path) -
     assert _compare(tiny_server, out, *ref, "--limit", "5").returncode == 0
     assert len((out / "local.jsonl").read_text().splitlines()) == 5
     (out / "local.jsonl").write_text((out / "local.jsonl").read_text() + '{"key": "cut-off')  # an interrupted line
-    assert _compare(tiny_server, out, *ref).returncode == 0
+    assert _compare(tiny_server, out, *ref, "--resume").returncode == 0
     keys = [json.loads(x)["key"] for x in (out / "local.jsonl").read_text().splitlines() if x.endswith("}")]
     assert (out / "local.jsonl").read_text().count("cut-off") == 1  # the broken line is kept, not built upon
     assert len(keys) == len(set(keys)) == 17
@@ -273,11 +276,11 @@ def flaky_models() -> Iterator[tuple[str, dict]]:
 
 def test_retry_policy_on_a_real_server(flaky_models) -> None:
     url, state = flaky_models
-    ep = Endpoint.from_url(url, flag="--local", api_key_env="K", env={"K": "sk-r"})
+    ep = Endpoint.from_url(url, flag="--local", api_key_env="K", env={"K": "sk-kd-retry-41c7"})
     fast = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.02)
     state["script"] = [503, 429]
     assert served_models(ep, retry=fast) == ["m"] and len(state["auth"]) == 3  # two retried, the third answered
-    assert set(state["auth"]) == {"Bearer sk-r"}  # the one header builder's credential reached the server
+    assert set(state["auth"]) == {"Bearer sk-kd-retry-41c7"}  # the one header builder's credential reached the server
     state["auth"].clear()
     state["script"] = [401, 200]
     with pytest.raises(BadInput, match="--local.*401.*check the API key in K"):
@@ -320,6 +323,173 @@ def test_compare_flags_refused(tmp_path: Path) -> None:
 
 
 
+# --- answers too large: bounded reads, clipped records and reports -------------------------------------
+
+class HugeToolCalls:
+    """An OpenAI-looking server (aiohttp, real HTTP) whose every answer is one tool call with the arguments
+    {"body": "x" * chars + tail}: non-streamed one JSON body, streamed in deltas of 1 MiB of arguments. With
+    `endless`, the arguments never end: the non-streamed body announces a Content-Length of 1 TiB, the
+    stream goes on until the client hangs up. `asked` counts chat requests, streamed and not."""
+
+    PIECE = 2**20
+
+    def __init__(self, chars: int, tail: str = "", endless: bool = False) -> None:
+        self.args = json.dumps({"body": "x" * chars + tail}) if not endless else ""
+        self.endless = endless
+        self.asked = {"stream": 0, "plain": 0}
+
+    def app(self):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        async def models(request: web.Request) -> web.Response:
+            return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+        async def chat(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            stream = bool(body.get("stream"))
+            self.asked["stream" if stream else "plain"] += 1
+            call = {"id": "functions.get_weather:0", "type": "function", "function": {"name": "get_weather"}}
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream" if stream else "application/json"})
+            if self.endless and not stream:
+                resp.content_length = 2**40
+            await resp.prepare(request)
+            if stream:
+                async def event(delta: dict, finish: str | None = None, usage: dict | None = None) -> None:
+                    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "usage": usage,
+                             "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                await event({"role": "assistant", "tool_calls": [{"index": 0, **call, "function": {
+                    "name": "get_weather", "arguments": ""}}]})
+                if self.endless:
+                    while True:
+                        await event({"tool_calls": [{"index": 0, "function": {"arguments": "x" * self.PIECE}}]})
+                for i in range(0, len(self.args), self.PIECE):
+                    await event({"tool_calls": [{"index": 0, "function": {"arguments": self.args[i:i + self.PIECE]}}]})
+                await event({}, "tool_calls")
+                await event({}, usage={"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14})
+                await resp.write(b"data: [DONE]\n\n")
+                return resp
+            if self.endless:
+                while True:
+                    await resp.write(b" " * self.PIECE)
+            message = {"role": "assistant", "content": None,
+                       "tool_calls": [{**call, "function": {"name": "get_weather", "arguments": "ARGS"}}]}
+            text = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                               "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                               "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+            head, tail = text.split('"ARGS"')
+            escaped = json.dumps(self.args)
+            await resp.write(head.encode())
+            for i in range(0, len(escaped), self.PIECE):
+                await resp.write(escaped[i:i + self.PIECE].encode())
+            await resp.write(tail.encode())
+            return resp
+
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/chat/completions", chat)
+        return app
+
+
+def _ran(proc: subprocess.CompletedProcess[str], *codes: int) -> None:
+    """A run that ended with a verdict (PASS or FAIL, or one of `codes`), not an error."""
+    assert proc.returncode in (codes or (0, 1)), proc.stdout[-3000:] + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert "verdict:" in proc.stdout, proc.stdout[-3000:]
+
+
+def _size(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+
+
+def test_huge_tool_arguments_are_scored_whole_and_stored_clipped(tmp_path: Path) -> None:
+    """6 MB tool arguments, streamed and not, that differ between local and reference only in their last
+    character: scored whole (the arguments disagree, streamed and non-streamed agree), while the output
+    directory stays small: the records keep 64 Ki characters of them and say how long they were,
+    summary.json and the reports 4 Ki saying so. A resumed run asks the clipped rows again; a replayed
+    recording gives a clipped reference answer an error saying why instead of scoring it."""
+    from kimi_deploy.compare.limits import MAX_FIELD_CHARS
+
+    chars = 6_000_000
+    local, ref = HugeToolCalls(chars, "a"), HugeToolCalls(chars, "b")
+    out = tmp_path / "c"
+    with serving(local.app()) as lurl, serving(ref.app()) as rurl:
+        base = ("compare", "--local", lurl, "--no-preflight", "--suite", "chat", "--limit", "1", "--output", str(out))
+        proc = run_cli_timed(*base, "--reference", rurl, limit=90)
+        _ran(proc)
+        assert _size(out) < 1_000_000, {p.name: p.stat().st_size for p in out.iterdir()}
+        full = len(local.args)
+        for name in ("local.jsonl", "local-stream.jsonl", "reference.jsonl"):
+            (rec,) = _records(out / name)
+            assert rec["clipped"] == {"tool_calls[0].arguments": full}, (name, rec.get("clipped"))
+            assert len(rec["response"]["tool_calls"][0]["arguments"]) == MAX_FIELD_CHARS
+            assert rec["response"]["error"] is None and rec["response"]["finish_reason"] == "tool_calls"
+        s = json.loads((out / "summary.json").read_text())
+        assert s["errors"] == {"local": 0, "reference": 0}
+        assert s["argument_agreement"] == 0.0  # "...a" against "...b": the whole arguments were compared
+        assert s["streaming"]["compared"] == 1 and s["streaming"]["disagreements"] == []
+        shown = next(f for f in s["findings"] if f["kind"] == "argument_disagreement")["example"]["local"][0]
+        assert shown["arguments"].endswith(f"... [clipped: {full:,} characters in all]")
+        assert f"[clipped: {full:,} characters in all]" in (out / "report.md").read_text()
+
+        # resumed: a clipped record is not the whole answer, so its row is asked again
+        asked = dict(local.asked)
+        _ran(run_cli_timed(*base, "--reference", rurl, "--resume", limit=90))
+        assert local.asked == {"stream": asked["stream"] + 1, "plain": asked["plain"] + 1}
+
+        # replayed: the cut reference answer is that row's error, with the reason
+        replay = tmp_path / "r"
+        proc = run_cli_timed("compare", "--local", lurl, "--no-preflight", "--suite", "chat", "--limit", "1",
+                             "--no-stream", "--reference-file", str(out / "reference.jsonl"), "--output",
+                             str(replay), limit=90)
+    _ran(proc)
+    s = json.loads((replay / "summary.json").read_text())
+    err = next(f for f in s["findings"] if f["kind"] == "reference_error")["example"]["error"]
+    assert "clipped when it was recorded" in err and f"tool_calls[0].arguments ({full:,})" in err
+
+
+def test_a_record_is_scrubbed_before_it_is_cut() -> None:
+    """A key that an answer quotes right at the cut is masked whole, never left as its first characters;
+    every cut is named with the whole length, and the answer's budget is shared in field order."""
+    from kimi_deploy.compare.limits import MAX_ANSWER_CHARS, MAX_FIELD_CHARS, MAX_ITEMS, clip_response
+
+    secret = "sk-kd-clip-5e2b9a7731"
+    content = "x" * (MAX_FIELD_CHARS - 5) + secret + "y" * 10
+    calls = [{"id": f"c{i}", "name": "f", "arguments": "z" * MAX_FIELD_CHARS} for i in range(MAX_ITEMS + 6)]
+    answer = {"id": "r", "error": None, "content": content, "reasoning": "r" * 10, "tool_calls": calls}
+    out, clipped = clip_response(answer, lambda t: t.replace(secret, "***KD_KEY***"))
+    assert "sk-kd" not in out["content"] and out["content"].endswith("***KD")
+    assert len(out["content"]) == MAX_FIELD_CHARS and out["reasoning"] == "r" * 10
+    assert clipped["content"] == len(content) - len(secret) + len("***KD_KEY***")
+    assert clipped["tool_calls"] == MAX_ITEMS + 6 and len(out["tool_calls"]) == MAX_ITEMS
+    # the id, the content, the reasoning and two whole calls fill the budget; the third is cut, the rest empty
+    room = MAX_ANSWER_CHARS - 1 - MAX_FIELD_CHARS - 10 - 2 * (MAX_FIELD_CHARS + 3)
+    assert [len(c["arguments"]) for c in out["tool_calls"][:4]] == [MAX_FIELD_CHARS] * 2 + [room - 3, 0]
+    assert clipped["tool_calls[2].arguments"] == clipped["tool_calls[3].arguments"] == MAX_FIELD_CHARS
+    assert list(out) == list(answer) and out["id"] == "r"
+
+
+def test_an_answer_past_the_read_bound_fails_its_row(tmp_path: Path) -> None:
+    """A server whose tool arguments never end, streamed (counted as the bytes come) and not (a
+    Content-Length of 1 TiB): each is read up to the bound and no further, not retried, and is that row's
+    error saying why; the run ends in bounded time with a FAIL and a small output directory."""
+    endless, ref = HugeToolCalls(0, endless=True), HugeToolCalls(100)
+    out = tmp_path / "c"
+    with serving(endless.app()) as lurl, serving(ref.app()) as rurl:
+        proc = run_cli_timed("compare", "--local", lurl, "--reference", rurl, "--no-preflight", "--suite", "chat",
+                             "--limit", "1", "--output", str(out), limit=90)
+    _ran(proc, 1)
+    assert endless.asked == {"stream": 1, "plain": 1}  # not retried
+    (plain,), (streamed,) = _records(out / "local.jsonl"), _records(out / "local-stream.jsonl")
+    assert "answer too large" in plain["response"]["error"] and "announced 1,099,511,627,776 bytes" in \
+        plain["response"]["error"]
+    assert "answer too large: the server sent more than 67,108,864 bytes" in streamed["response"]["error"]
+    assert "compare reads at most 64 MiB of one answer" in streamed["response"]["error"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["verdict"] == "FAIL" and s["errors"]["local"] == 1 and not s["checks"]["local_error_rate"]["ok"]
+    assert _size(out) < 200_000
+
+
 @pytest.mark.parametrize("flag", ["--suite", "--reference-file"])
 @pytest.mark.parametrize("content", [bytes(range(256)) * 8, b'{"key": "k", "suite": "chat"\n', b"[1, 2]\n"],
                          ids=["binary", "cut-json", "not-a-record"])
@@ -336,20 +506,85 @@ def test_a_bad_suite_or_recording_file_is_bad_input(sim_factory, tmp_path: Path,
     assert not (tmp_path / "c" / "summary.json").exists()
 
 
-def test_an_output_dir_resumes_only_the_same_endpoints(sim_factory, tmp_path: Path) -> None:
-    """compare resumes from the answers an --output directory holds, but only an endpoint's own: answers
-    recorded from another endpoint are refused, not scored as this one's, and nothing is written."""
-    a = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
-    b = sim_factory("--ttft-ms", "1", "--itl-ms", "0")
+def _hashes(d: Path) -> dict[str, str]:
+    """Every file under `d` by relative path: the sha256 of its bytes."""
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_previous_run_is_refused_unless_resumed_or_overwritten(tmp_path: Path) -> None:
+    """An --output holding a previous compare run: without --resume or --overwrite, exit 2 naming the
+    directory and both flags before anything is asked, every file byte for byte as it was; both flags at
+    once are refused the same way. --resume asks only the rows it lacks, and still refuses another
+    endpoint's answers; --overwrite starts over (another endpoint, nothing reused) and removes the
+    previous run's files once it writes, never other files, and not at all when it stops before writing."""
+    from .faultserver import RecordingSim
+
+    a, b = RecordingSim("sim"), RecordingSim("sim")
     out = tmp_path / "c"
-    first = run_cli("compare", "--local", a, "--reference", a, "--output", str(out), "--limit", "3", timeout=300)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    again = run_cli("compare", "--local", a, "--reference", a, "--output", str(out), "--limit", "3", timeout=300)
-    assert again.returncode == 0, again.stderr
-    other = run_cli("compare", "--local", b, "--reference", a, "--output", str(out), "--limit", "3", timeout=300)
-    assert_clean_error(other, "local.jsonl", "recorded from", b.rstrip("/"), "another --output")
-    assert (out / "local.jsonl").read_bytes() == before["local.jsonl"]
+    with serving(a.app()) as aurl, serving(b.app()) as burl:
+        base = ("compare", "--reference", aurl, "--no-preflight", "--suite", "chat", "--output", str(out))
+        first = run_cli(*base, "--local", aurl, "--limit", "3", timeout=300)
+        assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+        assert len(a.bodies) == 9  # local streamed and not, reference: 3 rows each
+        (out / "notes.txt").write_text("the operator's own file")
+        before = _hashes(out)
+        assert set(before) == {"local.jsonl", "local-stream.jsonl", "reference.jsonl", "summary.json", "report.md",
+                               "report.html", "notes.txt"}
+
+        for extra in ((), ("--limit", "5"), ("--resume", "--overwrite")):
+            proc = run_cli(*base, "--local", aurl, *extra, timeout=120)
+            if "--resume" in extra:
+                assert_clean_error(proc, "--resume", "--overwrite", "not both")
+            else:
+                assert_clean_error(proc, str(out), "holds a previous compare run", "--resume", "--overwrite")
+            assert _hashes(out) == before and len(a.bodies) == 9  # nothing written, nothing asked
+
+        # --resume: the 3 recorded rows are reused, the 2 more --limit asks for are asked (3 ways each)
+        prior = (out / "local.jsonl").read_bytes()
+        proc = run_cli(*base, "--local", aurl, "--limit", "5", "--resume", timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+        assert len(a.bodies) == 9 + 6
+        assert (out / "local.jsonl").read_bytes().startswith(prior) and len(_records(out / "local.jsonl")) == 5
+        assert json.loads((out / "summary.json").read_text())["n"] == 5
+
+        # --resume against another local endpoint: its answers would be scored as this one's
+        before = _hashes(out)
+        proc = run_cli(*base, "--local", burl, "--limit", "5", "--resume", timeout=120)
+        assert_clean_error(proc, "local.jsonl", "recorded from", aurl, "another --output")
+        assert _hashes(out) == before and b.bodies == []
+
+        # --overwrite that stops before it writes (a model the endpoint does not serve): nothing removed
+        proc = run_cli(*base, "--local", burl, "--model", "nope", "--overwrite", timeout=120)
+        assert_clean_error(proc, "--model", "'nope'")
+        assert _hashes(out) == before
+
+        # --overwrite: from scratch against another endpoint, without streaming; the previous run's
+        # local-stream.jsonl goes with the rest of it, the operator's file stays
+        asked = len(a.bodies)
+        proc = run_cli(*base, "--local", burl, "--limit", "2", "--no-stream", "--overwrite", timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert len(b.bodies) == 2 and len(a.bodies) == asked + 2  # the reference asked again: nothing reused
+    assert sorted(p.name for p in out.iterdir()) == ["local.jsonl", "notes.txt", "reference.jsonl", "report.html",
+                                                   "report.md", "summary.json"]
+    assert (out / "notes.txt").read_text() == "the operator's own file"
+    assert {r["endpoint"] for r in _records(out / "local.jsonl")} == {burl + "/v1"}
+    assert len(_records(out / "local.jsonl")) == len(_records(out / "reference.jsonl")) == 2
+    assert json.loads((out / "summary.json").read_text())["local"]["url"] == burl + "/v1"
+
+
+def test_an_output_path_that_cannot_hold_a_run_is_bad_input(tmp_path: Path) -> None:
+    """A result file's name taken by a directory is bad input naming it, before any request."""
+    out = tmp_path / "c"
+    (out / "summary.json").mkdir(parents=True)
+    for extra in ((), ("--overwrite",), ("--resume",)):
+        code, msg = invoke_cli("compare", "--local", "http://127.0.0.1:9", "--output", str(out), *extra)
+        assert code == 2 and "summary.json is not a file" in msg and "--output" in msg, (extra, msg)
+    assert (out / "summary.json").is_dir()
 
 
 def test_progress_lines_through_a_pipe_for_every_phase(sim_factory, tmp_path: Path) -> None:
@@ -373,7 +608,7 @@ def test_progress_lines_through_a_pipe_for_every_phase(sim_factory, tmp_path: Pa
     assert last["rerun at concurrency 1"].startswith("compare: rerun at concurrency 1: 3/3 done, 3 failed"), lines
     assert any(ln.startswith(("compare: rerun at concurrency 1: 1/3", "compare: rerun at concurrency 1: 2/3"))
                and "ETA" in ln for ln in lines), lines
-    again = run_cli(*args, env=env, timeout=300)
+    again = run_cli(*args, "--resume", env=env, timeout=300)
     lines = [ln for ln in (again.stdout + again.stderr).splitlines() if ln.startswith("compare: local: ")]
     assert lines[-1].startswith("compare: local: 4/4 done, 0 failed"), lines  # recorded: not asked again
 

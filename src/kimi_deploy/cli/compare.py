@@ -18,7 +18,7 @@ C = CompareConfig
 
 def compare(
     local: Annotated[str, option(C, "local", "Local endpoint base URL, e.g. http://head:8000/v1")],
-    output: Annotated[Path, option(C, "output", "Directory for records, summary.json and reports.")],
+    output: Annotated[Path, option(C, "output", "Directory for records, summary.json and reports; one holding a previous compare run is refused without --resume or --overwrite.")],
     suite: Annotated[Optional[str], option(C, "suite", "tool-calls, tool-calls-flat, chat, thinking, k3-features, a .jsonl path, or a Kimi-Vendor-Verifier checkout (its data files).")] = None,
     model: Annotated[Optional[str], option(C, "model", "Local served model name (default: the one it serves).")] = None,
     reference: Annotated[Optional[str], option(C, "reference", "Reference base URL (default Moonshot's API).")] = None,
@@ -41,6 +41,8 @@ def compare(
     max_tokens: Annotated[Optional[int], option(C, "max_tokens", "Default max_tokens for rows without one.")] = None,
     limit: Annotated[Optional[int], option(C, "limit", "Only the first N requests of the suite.")] = None,
     threshold: Annotated[Optional[list[str]], option(C, "thresholds", "Override a bound, e.g. tool_call_f1=0.85 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run a previous compare left in --output: its recorded answers are reused, only the missing ones asked (answers from other endpoints, another suite or model are refused).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run a previous compare left in --output: nothing of it is reused, and its files are removed once this run writes its first answer (other files stay).")] = False,
 ) -> None:
     """Does this deployment answer like the reference? PASS/FAIL (exit 1 on FAIL), summary.json and reports."""
     from ..compare import run_compare
@@ -54,7 +56,7 @@ def compare(
                               thinking_effort=thinking_effort,
                               max_tokens=max_tokens, limit=limit, thresholds=threshold,
                               request_timeout_s=request_timeout, stall_timeout_s=stall_timeout)
-    summary = run_compare(cfg, out)
+    summary = run_compare(cfg, out, resume=resume, overwrite=overwrite)
     out.print(f"summary: {output / 'summary.json'}; report: {output / 'report.html'}")
     if summary["verdict"] != "PASS":
         raise typer.Exit(1)

@@ -5,7 +5,10 @@ Besides the local-vs-reference score (score.py), by default: every request is al
 endpoint, under load, and the assembled answer held to the non-streamed one (stream.py, consistency.py;
 disagreements rerun at concurrency 1 to tell load-dependent failures); prompt tokens are accounted
 against the reference and the checkpoint's own template (tokens.py); and the sampling defaults the
-deployment applies are pre-flighted against what the hosted model fixes (preflight.py)."""
+deployment applies are pre-flighted against what the hosted model fixes (preflight.py).
+
+The result directory holds one run: a previous one is continued (--resume) or replaced (--overwrite) only
+when asked (results.py); what one answer may make it read, store and report is bounded (limits.py)."""
 
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ from ..outputs import check_output_dir
 from ..progress import Progress
 from ..suites import load
 from .consistency import KINDS, compare_modes
+from .limits import clip_shown
 from .preflight import preflight
 from .report import print_summary, write_reports
+from .results import ResultDir
 from .run import Outcome, Side, Store, collect, request_key
 from .score import DEFAULT_F1, EXPECTATION_REGRESSION_RATE, RESPONSE_FORMAT_ACCURACY, score
 from .tokens import DEFAULT_DRIFT, accounting, drift_checks, find_tokenizer
@@ -62,7 +67,7 @@ def _recorded_side(cfg: CompareConfig, suite: str, rows: list[dict[str, Any]]) -
         raise BadInput("not a recording of compare's answers (answers-*.jsonl of an earlier run)", str(path))
     model = cfg.reference_model or first.get("model") or cfg.model
     side = Side(name="reference", model=model, recorded_url=first.get("endpoint"), recorded_kind=first.get("kind"))
-    store = Store(path, suite, model)
+    store = Store(path, suite, model, replay=True)
     missing = [r["id"] for r in rows if store.outcome(request_key(suite, r)) is None]
     if missing:
         raise BadInput(f"{len(missing)} request(s) of suite {suite!r} are not in the recording, e.g. {missing[0]}",
@@ -114,9 +119,13 @@ def reference_model(cfg: CompareConfig, ref_ep: Endpoint) -> str:
     raise BadInput(f"{ref_ep.v1} does not serve {model!r} ({how}); it serves {listed}{hint}", "--reference-model")
 
 
-def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
-    """One comparison (its values were checked when `cfg` was built: args.py)."""
+def run_compare(cfg: CompareConfig, console: Console, *, resume: bool = False,
+                overwrite: bool = False) -> dict[str, Any]:
+    """One comparison (its values were checked when `cfg` was built: args.py). A previous run in
+    cfg.output is continued with `resume`, replaced with `overwrite`, else bad input (results.py), before
+    anything is asked."""
     check_output_dir(cfg.output, "--output")
+    results = ResultDir(cfg.output, resume=resume, overwrite=overwrite, keep=cfg.reference_file)
     local_ep, ref_ep = cfg.local_endpoint, cfg.reference_endpoint  # bad URLs and keys before any request
     if cfg.model is None:
         cfg = cfg.replace(model=require_model(local_ep, None, "--model"))
@@ -144,9 +153,12 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
         if hosted is not None and not hosted["in_catalog"]:
             console.print(f"[yellow]note[/yellow]: {hosted['note']}")
         reference = Side(name="reference", model=ref_model, endpoint=ref_ep)
-        ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub, endpoint=ref_ep.v1)
-    local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub, endpoint=local_ep.v1)
-    stream_store = Store(cfg.output / "local-stream.jsonl", suite, local.model, scrub, endpoint=local_ep.v1)
+        ref_store = Store(cfg.output / "reference.jsonl", suite, ref_model, scrub, endpoint=ref_ep.v1,
+                          fresh=results.fresh, on_write=results.claim)
+    local_store = Store(cfg.output / "local.jsonl", suite, local.model, scrub, endpoint=local_ep.v1,
+                        fresh=results.fresh, on_write=results.claim)
+    stream_store = Store(cfg.output / "local-stream.jsonl", suite, local.model, scrub, endpoint=local_ep.v1,
+                         fresh=results.fresh, on_write=results.claim)
     root = served_root(local_ep, cfg.model)
     counter, why = find_tokenizer(cfg.tokenizer, root)  # before any request: a bad --tokenizer is bad input
     pre = preflight(local_ep, cfg.model, root, catalog_model=cfg.catalog_model,
@@ -165,7 +177,7 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
             sems: dict[str, asyncio.Semaphore] = {}
             tasks = []
             for (side, store, streamed), c in zip(live, counters):
-                c.update(sum(request_key(suite, r) in store.records for r in rows))  # recorded: not asked again
+                c.update(sum(store.outcome(request_key(suite, r)) is not None for r in rows))  # not asked again
                 sem = sems.setdefault(side.name, asyncio.Semaphore(cfg.concurrency))
                 tasks.append(collect(side, suite, rows, store, concurrency=cfg.concurrency, stream=streamed, sem=sem,
                                      on_done=lambda o, c=c: c.advance(failed=1 if o.error else 0), **common))
@@ -192,13 +204,20 @@ def run_compare(cfg: CompareConfig, console: Console) -> dict[str, Any]:
     summary["field_docs"] = FIELD_DOCS
     summary["timeouts"] = {"request_s": cfg.request_timeout_s, "stall_s": cfg.stall_timeout_s}
     summary = scrub.obj(summary)  # answers and errors may quote a key a server echoed back
-    (cfg.output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    write_reports(cfg.output, summary)
+    summary = clip_shown(summary)  # after the scrub: a cut never leaves part of a key (limits.py)
+    results.write_text("summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    write_reports(cfg.output, summary, write=results.write_text)
     print_summary(console, summary)
     return summary
 
 
 FIELD_DOCS = {
+    "(clipped)": "a string of this file over 4,096 characters (an answer's content or tool-call arguments, an "
+                 "error, a prompt) ends in '... [clipped: N characters in all]', and an answer's tool calls past "
+                 "8 in an entry saying how many there were; every score was computed from the whole answers. The "
+                 "records (local.jsonl, local-stream.jsonl, reference.jsonl) keep 65,536 characters of each "
+                 "field, 262,144 of an answer, 64 items of a list, and name what they cut in `clipped`; an "
+                 "answer over 64 MiB is not read past that: its row's error says so (compare/limits.py)",
     "reference.hosted": "what the catalog says Moonshot's API does with the reference model id: thinking_only "
                         "(thinking: disabled is not sent), efforts (thinking.effort values), fixed_sampling (the "
                         "temperature is not sent), source; in_catalog false: no special treatment, every field sent",

@@ -80,7 +80,9 @@ def served_defaults(root: str | None) -> tuple[dict[str, float] | None, str]:
 async def _observe(ep: Endpoint, model: str, timeout: float) -> dict[str, Any]:
     """One request without thinking or sampling fields, asked REPEATS times: the default mode, and
     whether answers vary."""
-    client = ep.openai_client(timeout=timeout)
+    from .limits import bounded_http_client
+
+    client = ep.openai_client(timeout=timeout).with_options(http_client=bounded_http_client())
     try:
         answers = await asyncio.gather(*(asyncio.wait_for(
             client.chat.completions.create(model=model, messages=PROBE, max_tokens=48), timeout)

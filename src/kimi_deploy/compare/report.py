@@ -1,16 +1,19 @@
 """The comparison's human-facing outputs: a rich table on screen, and report.md / report.html with the
 checks, the findings, the worst disagreements side by side, the streamed-vs-non-streamed disagreements
-side by side (load-dependent ones marked), the token accounting and the sampling pre-flight."""
+side by side (load-dependent ones marked), the token accounting and the sampling pre-flight. Each answer
+shown is at most limits.SHOWN_CHARS characters (the summary they are made from is clipped too)."""
 
 from __future__ import annotations
 
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
+
+from .limits import SHOWN_CALLS, SHOWN_CHARS
 
 
 def print_summary(console: Console, s: dict[str, Any]) -> None:
@@ -35,13 +38,21 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
 
 def _answer(side: dict[str, Any]) -> str:
     if side.get("error"):
-        return f"error: {side['error']}"
-    if side.get("tool_calls"):
-        return "; ".join(f"{c['name']}({c['arguments']})" for c in side["tool_calls"])
-    return (side.get("content") or "")[:300]
+        text = f"error: {side['error']}"
+    elif side.get("tool_calls"):
+        text = "; ".join(c["clipped"] if c.get("clipped") else f"{c['name']}({c['arguments']})"
+                         for c in side["tool_calls"])
+    else:
+        return (side.get("content") or "")[:300]
+    # each part is clipped already (limits.clip_shown): this bounds the cell, never cuts a part's own note
+    cap = SHOWN_CHARS * (SHOWN_CALLS + 2)
+    return text if len(text) <= cap else f"{text[:cap]}... [clipped: {len(text):,} characters in all]"
 
 
-def write_reports(out: Path, s: dict[str, Any], worst: int = 20) -> None:
+def write_reports(out: Path, s: dict[str, Any], worst: int = 20,
+                  write: Callable[[str, str], None] | None = None) -> None:
+    """report.md and report.html in `out`, each through `write(name, text)` (default: written in place)."""
+    write = write or (lambda name, text: (out / name).write_text(text))
     lines = [f"# kimi-deploy compare: {s['suite']} — {s['verdict']}", "",
              f"local: `{s['local']['url']}` model `{s['local']['model']}`  ",
              f"reference: `{s['reference']['url']}` model `{s['reference']['model']}` ({s['reference']['kind']})  ",
@@ -59,7 +70,7 @@ def write_reports(out: Path, s: dict[str, Any], worst: int = 20) -> None:
         cells = [d["id"], d["why"], d["prompt"] or "", _answer(d["local"]), _answer(d["reference"])]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     lines += _extra_md(s, worst)
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write("report.md", "\n".join(lines) + "\n")
     rows = "".join(
         f"<tr><td>{html.escape(d['id'])}</td><td>{html.escape(d['why'])}</td><td>{html.escape(d['prompt'] or '')}</td>"
         f"<td><pre>{html.escape(_answer(d['local']))}</pre></td><td><pre>{html.escape(_answer(d['reference']))}</pre></td></tr>"
@@ -70,7 +81,7 @@ def write_reports(out: Path, s: dict[str, Any], worst: int = 20) -> None:
     findings = "".join(f"<tr><td>{html.escape(f['kind'])}</td><td>{f['count']}</td><td><pre>"
                        f"{html.escape(json.dumps(f['example'], ensure_ascii=False, indent=1)[:600])}</pre></td></tr>"
                        for f in s["findings"])
-    (out / "report.html").write_text(f"""<!doctype html><meta charset=utf-8><title>compare {html.escape(s['suite'])}</title>
+    write("report.html", f"""<!doctype html><meta charset=utf-8><title>compare {html.escape(s['suite'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
 table{{border-collapse:collapse;margin-bottom:1.5em}}.ok{{background:#e6ffe6}}.bad{{background:#ffe6e6}}pre{{white-space:pre-wrap;margin:0}}</style>
 <h1>{html.escape(s['suite'])}: {s['verdict']}</h1>

@@ -1,7 +1,8 @@
 """Send a suite to one endpoint through `openai.AsyncOpenAI`, with bounded concurrency, an optional rate
 limit and the retries of endpoint.ANSWERS (backoff on 429, 5xx and dropped connections); every response is appended
 to a JSONL record (keyed by a hash of the request) as it arrives, so a run is resumable and a recorded
-reference can be replayed offline against any number of local deployments."""
+reference can be replayed offline against any number of local deployments. What one answer may make the
+client read, and what of it is recorded, is bounded (limits.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import openai
 from ..endpoint import ANSWERS, Endpoint, RetryPolicy, reasoning_of
 from ..errors import BadInput
 from .adapters import request_kwargs
+from .limits import MAX_FIELD_CHARS, AnswerTooLarge, bounded_http_client, clip_response, too_large
 from .stream import Assembly, stream_answer
 
 
@@ -71,42 +73,65 @@ class Store:
     """The JSONL record of one endpoint's answers to one suite."""
 
     def __init__(self, path: Path, suite: str, model: str, scrub: Callable[[str], str] = lambda t: t,
-                 endpoint: str | None = None) -> None:
+                 endpoint: str | None = None, *, fresh: bool = False, replay: bool = False,
+                 on_write: Callable[[], None] = lambda: None) -> None:
         """`endpoint`: the URL the answers must come from; a record from another one is refused (its
-        answers would be scored as this endpoint's)."""
+        answers would be scored as this endpoint's). `fresh`: what the file holds is not read (it is being
+        replaced: --overwrite). `replay`: a recording played back (--reference-file): a clipped answer is
+        that row's error, where a resumed run asks it again. `on_write` is called before every write."""
         self.path, self.suite, self.model, self.scrub = path, suite, model, scrub
+        self.replay, self.on_write = replay, on_write
         self.records: dict[str, dict[str, Any]] = {}
+        self._newline_first = False
+        if fresh or not path.is_file():
+            return
         # An interrupted run can leave a half line at the end: start the next record on a line of its own.
-        self._newline_first = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-        if path.is_file():
+        self._newline_first = path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BadInput("not UTF-8 text: not a recording of compare's answers", str(path)) from None
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
             try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError:
-                raise BadInput("not UTF-8 text: not a recording of compare's answers", str(path)) from None
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by an interrupted run; it is simply asked again
-                if rec.get("suite") != suite or rec.get("model") != model:
-                    raise BadInput(f"line {n} was recorded for suite {rec.get('suite')!r} / model "
-                                   f"{rec.get('model')!r}, not {suite!r} / {model!r}", str(path))
-                if endpoint is not None and rec.get("endpoint") != endpoint:
-                    raise BadInput(f"line {n} was recorded from {rec.get('endpoint')}, not {endpoint}: resuming "
-                                   "would score another endpoint's answers; give another --output", str(path))
-                self.records[rec["key"]] = rec
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interrupted run; it is simply asked again
+            if not isinstance(rec, dict) or "key" not in rec or not isinstance(rec.get("response"), dict):
+                continue  # not one of our records: asked again
+            if rec.get("suite") != suite or rec.get("model") != model:
+                raise BadInput(f"line {n} was recorded for suite {rec.get('suite')!r} / model "
+                               f"{rec.get('model')!r}, not {suite!r} / {model!r}", str(path))
+            if endpoint is not None and rec.get("endpoint") != endpoint:
+                raise BadInput(f"line {n} was recorded from {rec.get('endpoint')}, not {endpoint}: resuming "
+                               "would score another endpoint's answers; give another --output", str(path))
+            self.records[rec["key"]] = rec
 
     def outcome(self, key: str) -> Outcome | None:
+        """The recorded answer; None when there is none, or (not replaying) when it was clipped: a cut
+        answer is not scored, it is asked again."""
         rec = self.records.get(key)
-        return Outcome(**rec["response"]) if rec else None
+        if rec is None:
+            return None
+        if rec.get("clipped"):
+            if not self.replay:
+                return None
+            cut = ", ".join(f"{k} ({v:,})" for k, v in list(rec["clipped"].items())[:4])
+            return Outcome(rec["response"].get("id") or rec.get("id") or "?",
+                           error=f"the recorded answer was clipped when it was recorded ({cut}; compare records "
+                                 f"at most {MAX_FIELD_CHARS:,} characters of a field): it cannot be scored from "
+                                 "the recording")
+        return Outcome(**rec["response"])
 
     def append(self, key: str, side: Side, outcome: Outcome) -> None:
         facts = side.facts()
+        response, clipped = clip_response(asdict(outcome), self.scrub)
         rec = {"key": key, "id": outcome.id, "suite": self.suite, "model": self.model, "endpoint": facts["url"],
-               "kind": facts["kind"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "response": asdict(outcome)}
+               "kind": facts["kind"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "response": response,
+               **({"clipped": clipped} if clipped else {})}
         self.records[key] = rec
+        self.on_write()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:  # one line per answer, flushed at once: nothing recorded is lost
             if self._newline_first:
@@ -137,12 +162,20 @@ def _streamed_outcome(row_id: str, acc: Assembly, seconds: float) -> Outcome:
 
 async def ask(client: Any, row_id: str, kwargs: dict[str, Any], *, stream: bool) -> Outcome:
     """One attempt at one request, non-streamed or streamed (assembled from its deltas)."""
-    if stream:
-        acc, seconds = await stream_answer(client, kwargs)
-        return _streamed_outcome(row_id, acc, seconds)
-    t0 = time.monotonic()
-    resp = await client.chat.completions.create(**kwargs)
-    return _outcome(row_id, resp, time.monotonic() - t0)
+    try:
+        if stream:
+            acc, seconds = await stream_answer(client, kwargs)
+            return _streamed_outcome(row_id, acc, seconds)
+        t0 = time.monotonic()
+        resp = await client.chat.completions.create(**kwargs)
+        return _outcome(row_id, resp, time.monotonic() - t0)
+    except AnswerTooLarge:
+        raise
+    except Exception as exc:
+        big = too_large(exc)  # the SDK may wrap what the body's bound raised into a connection error
+        if big is not None:
+            raise big from None
+        raise
 
 
 async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Store | None, *, concurrency: int = 8,
@@ -175,6 +208,7 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
     endpoint = side.endpoint
     assert endpoint is not None, "a recording has no endpoint to ask"
     client = endpoint.openai_client(timeout=openai.Timeout(stall_timeout, connect=min(stall_timeout, 30.0)))
+    client = client.with_options(http_client=bounded_http_client())  # limits.py: one answer's bytes
     sem = sem or asyncio.Semaphore(concurrency)
     gap = 1.0 / rate if rate else 0.0
     next_start = [time.monotonic()]
@@ -194,6 +228,8 @@ async def collect(side: Side, suite: str, rows: list[dict[str, Any]], store: Sto
                 outcome = await retry.run(lambda: ask(client, row["id"], kwargs, stream=stream),
                                           total_s=request_timeout)
                 outcome.seconds = round(time.monotonic() - t0, 3)
+            except AnswerTooLarge as exc:
+                outcome = Outcome(row["id"], error=str(exc), status=exc.http_status, seconds=round(time.monotonic() - t0, 3))
             except asyncio.TimeoutError:
                 outcome = Outcome(row["id"], error=f"timeout: no answer within {request_timeout:g} s, retries "
                                   "included (--request-timeout)", seconds=round(time.monotonic() - t0, 3))
