@@ -1,7 +1,8 @@
 """secrets.py's one rule (which names and values are credentials, the shortest value redacted, the one
 redactor for strings, argv and mappings), and the places that use it. bench and compare against a
-server that quotes the key back in its error (tests/faultserver.py): the key is in no record, report or
-terminal line, only the name of its variable.
+server that quotes the key back in its error (tests/faultserver.py), and against one that reflects it in
+other forms (any case, in part, spaced, base64, percent-encoded; issue 25): the key is in no record,
+report or terminal line, in no form a reader could take it back from, only the name of its variable.
 
 The API key never reaches a command line (/proc/PID/cmdline is readable by every user on a node, and
 engines print their arguments when they start) nor a start-up log, for every engine and router:
@@ -17,17 +18,22 @@ engines print their arguments when they start) nor a start-up log, for every eng
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import httpx2
 import pytest
 import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from kimi_deploy.deployment import resolve
 from kimi_deploy.engines.render import render
@@ -384,3 +390,225 @@ def test_an_echoed_key_is_written_nowhere(fault, tmp_path: Path) -> None:
     _no_secret(out, proc)
     assert "***KD_REF_SECRET_KEY***" in (out / "reference.jsonl").read_text()
 
+
+
+# --- reflected in other forms (issue 25) --------------------------------------------------------------
+# A hostile server may reflect the key in another case, in part, spaced, base64- or percent-encoded. The
+# checks below read the output as a person would (escapes decoded, separators dropped, case ignored) and
+# look for the key's runs there, and for each encoded blob whole and in its middle.
+
+REFLECTED_SECRET = "sk-Rf7Qw2Zr9Xt4Lm8Np3Vb6Hy1Jc5Fg0Ds"  # mixes cases and digits, as real keys do
+_SEPARATORS = "[\\s\\-\u00a0\u00ad\u200b-\u200d\u2060\ufeff]"
+KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _reflections(key: str) -> list[str]:
+    """The forms an echoing server reflects `key` in, besides raw and escaped."""
+    b = key.encode()
+    return [
+        key.upper(), key.lower(), key.swapcase(), key[:12], key[-12:], key[5:5 + secrets.partial_len(len(key))],
+        " ".join(key), "-".join(key), "\u200b".join(key), " \u200c".join(key), "\u2060".join(key[:20]),
+        base64.b64encode(b).decode(), base64.urlsafe_b64encode(b).decode().rstrip("="),
+        base64.b64encode(b"Bearer " + b).decode(), base64.b64encode(b":" + b).decode(),
+        base64.b64encode(b"user:" + b).decode(), base64.urlsafe_b64encode(b"admin:" + b + b"\n").decode(),
+        base64.b64encode(b"x" * 10 + b"Authorization: Bearer " + b + b"\r\n" + b"y" * 10).decode(),
+        "".join(f"%{c:02X}" for c in b), "".join(f"%{c:02x}" for c in b), urllib.parse.quote(key, safe=""),
+    ]
+
+
+def _read(text: str) -> str:
+    """`text` as a reader reads it: \\u escapes decoded (at any depth), separators dropped, lower case."""
+    for _ in range(3):
+        text = re.sub(r"\\+u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    return re.sub(_SEPARATORS, "", text).lower()
+
+
+def _mixed(run: str) -> bool:
+    """The partial-run rule stated independently: two of lower, upper, digit; half letters and digits."""
+    alnum = [c for c in run if c.isascii() and c.isalnum()]
+    kinds = {c.islower() + 2 * c.isupper() for c in alnum}
+    return len(kinds) >= 2 and 2 * len(alnum) >= len(run)
+
+
+def _leaks(out: str, key: str) -> list[str]:
+    """What of `key` can still be read in `out`: the whole key, runs the rule masks, encoded blobs (whole,
+    or the middle that holds the key's bytes whatever comes before and after)."""
+    found = []
+    read, t = _read(out), secrets.partial_len(len(key))
+    runs = [key] + [key[i:i + t] for i in range(len(key) - t + 1) if _mixed(key[i:i + t])]
+    found += [r for r in runs if _read(r) in read]
+    b = key.encode()
+    for prefix in (b"", b"x", b"xy", b"Bearer ", b":", b"user:"):
+        for enc in (base64.b64encode, base64.urlsafe_b64encode):
+            blob = enc(prefix + b).decode()
+            middle = blob[8:-8] if prefix else blob[:-8]
+            found += [x for x in (blob, middle) if x in out]
+    pct = "".join(f"%{c:02x}" for c in b)
+    found += [x for x in (pct, pct[9:-9]) if x in out.lower()]
+    return found
+
+
+def _embedded(form: str) -> list[str]:
+    """`form` in the places a reflected key lands: plain text, a JSON line (ASCII-only or not), a repr."""
+    text = f"401 invalid credentials: {form} (request 7)"
+    return [text, json.dumps({"error": text}), json.dumps({"error": text}, ensure_ascii=False), repr({"e": text}),
+            json.dumps({"body": json.dumps({"error": text})})]
+
+
+@pytest.mark.parametrize("form", _reflections(REFLECTED_SECRET))
+def test_reflected_forms_are_masked(form: str) -> None:
+    s = secrets.Scrubber(env={"KIMI_API_KEY": REFLECTED_SECRET})
+    for text in _embedded(form):
+        out = s.text(text)
+        assert "***KIMI_API_KEY***" in out and not _leaks(out, REFLECTED_SECRET), (text, out)
+        assert out.startswith(text[:10]) and "request 7" in out  # the text around it is kept
+        if text.startswith('{"'):
+            json.loads(out)  # a JSON line stays JSON
+
+
+def test_partial_runs_follow_the_rule() -> None:
+    """A run of at least partial_len characters that mixes classes is masked; shorter runs, and runs of
+    one class (a word, a shared prefix), are left alone."""
+    key = "sk-proj-" + "hardening" + "Q7x2Lm9Kd4Rt8Zw3Np6Vb1"
+    s = secrets.Scrubber(env={"OPENAI_API_KEY": key})
+    t = secrets.partial_len(len(key))
+    assert t == max(secrets.MIN_LEN, -(-len(key) // 5))
+    tail = key[-t:]
+    assert s.text(f"x {tail} y") == "x ***OPENAI_API_KEY*** y"
+    assert s.text(f"x {tail[:-1]} y") == f"x {tail[:-1]} y"  # one character short of the rule
+    for ordinary in ("sk-proj-abc", "SK-PROJ-HARDENING", "the hardening guide", "sk-proj-hardening"):
+        assert s.text(ordinary) == ordinary
+    assert s.text(key[:8 + 9 + 3].upper()) == "***OPENAI_API_KEY***"  # the word plus 3 mixed characters
+
+
+def test_overlapping_keys_keep_the_longer_name() -> None:
+    short = REFLECTED_SECRET
+    s = secrets.Scrubber(env={"A_KEY": short, "B_KEY": short + "-ref9"})
+    assert s.text(f"{short} | {short}-ref9 | {short.lower()}-REF9") == "***A_KEY*** | ***B_KEY*** | ***B_KEY***"
+
+
+@pytest.mark.parametrize("key", ["quote'\"both", "back\\slash-key", "emoji😀key-Ab1", "ä-umlaut: yes # no"])
+def test_keys_with_any_character_keep_their_escaped_forms_masked(key: str) -> None:
+    s = secrets.Scrubber(env={"MY_TOKEN": key})
+    for form in secrets.forms(key) | {key.upper()}:
+        for text in (f"a {form} b", json.dumps(f"a {form} b")):
+            out = s.text(text)
+            assert form not in out and "***MY_TOKEN***" in out, (text, out)
+
+
+def test_a_large_text_is_scrubbed_everywhere() -> None:
+    """Blocks: forms at block boundaries, at both ends, many of them, in a text of several megabytes."""
+    s = secrets.Scrubber(env={"KIMI_API_KEY": REFLECTED_SECRET})
+    forms_ = _reflections(REFLECTED_SECRET)
+    filler = "lorem ipsum dolor sit amet, {\"n\": 12345} \\n " * 40
+    parts = []
+    for i in range(400):
+        parts += [filler[: (i * 37) % len(filler)], forms_[i % len(forms_)], "\\u200b"]
+    text = forms_[0] + "".join(parts) + forms_[-1]
+    out = s.text(text)
+    assert not _leaks(out, REFLECTED_SECRET)
+    assert out.count("***KIMI_API_KEY***") >= 402
+
+
+@st.composite
+def _keys(draw) -> str:
+    key = draw(st.text(alphabet=KEY_ALPHABET, min_size=16, max_size=64))
+    assume(sum(c in "-_" for c in key) * 4 <= len(key) and re.search("[-_]{3}", key) is None)  # as real keys
+    return key
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=_keys(), data=st.data(), before=_TEXT, after=_TEXT)
+def test_any_reflection_of_a_random_key_is_gone(key: str, data: st.DataObject, before: str, after: str) -> None:
+    s = secrets.Scrubber(env={"KIMI_API_KEY": key})
+    t = secrets.partial_len(len(key))
+    start = data.draw(st.integers(0, len(key) - t))
+    run = key[start:data.draw(st.integers(start + t, len(key)))]
+    b = key.encode()
+    lead = data.draw(st.sampled_from([b"", b"Bearer ", b":", b"user:", b"ab"]))
+    forms_ = [key, key.upper(), key.swapcase(), " ".join(key), "\u200b".join(key), "- ".join(key),
+              base64.b64encode(lead + b).decode(), base64.urlsafe_b64encode(lead + b + b"?").decode(),
+              "".join(f"%{c:02X}" for c in b)]
+    if _mixed(run):
+        forms_ += [run, run.lower(), " ".join(run)]
+    for form in forms_:
+        for text in (before + form + after, json.dumps(before + " " + form + " " + after)):
+            out = s.text(text)
+            assert form not in out, (form, out)
+            assert not _leaks(out, key), (form, out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=_keys(), text=st.text(max_size=400))
+def test_text_without_the_key_is_unchanged(key: str, text: str) -> None:
+    read = _read(text)
+    t = secrets.partial_len(len(key))
+    assume(all(_read(key[i:i + t]) not in read for i in range(len(key) - t + 1)))
+    s = secrets.Scrubber(env={"KIMI_API_KEY": key})
+    assert s.text(text) == text
+    line = json.dumps({"text": text, "ok": True})
+    assert s.text(line) == line
+
+
+# --- end to end: a server that reflects the key in every form -----------------------------------------
+
+def _reflecting_app(seen: list[str]):
+    """An OpenAI-looking server whose chat endpoint answers 401 quoting the key it was sent, in the next
+    form of `_reflections` each time (`seen`: the forms sent)."""
+    from aiohttp import web
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        forms_ = _reflections(key)
+        form = forms_[len(seen) % len(forms_)]
+        seen.append(form)
+        return web.json_response({"error": {"message": f"invalid credentials: {form}"}}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+def _no_reflection(out: Path, proc, key: str) -> None:
+    texts = {"terminal": proc.stdout + proc.stderr}
+    for f in out.rglob("*"):
+        if f.is_file():
+            texts[str(f)] = f.read_text(errors="replace")
+    assert len(texts) > 1
+    for where, text in texts.items():
+        assert not _leaks(text, key), (where, _leaks(text, key))
+
+
+def test_a_key_reflected_in_any_form_is_written_nowhere(tmp_path: Path) -> None:
+    from .conftest import serving
+
+    forms_count = len(_reflections(REFLECTED_SECRET))
+    seen: list[str] = []
+    env = {**os.environ, "KD_LOCAL_API_KEY": REFLECTED_SECRET}
+    with serving(_reflecting_app(seen)) as url:
+        out = tmp_path / "b"
+        proc = run_cli_timed("bench", "--base-url", url, "--model", "m", "--output", str(out), "--concurrency", "1",
+                             "--num-requests", str(forms_count), "--output-len", "4", "--api-key-env",
+                             "KD_LOCAL_API_KEY", "--workers", "1", env=env, limit=60)
+        assert_clean_error(proc, "no measured request succeeded", "HTTP 401", code=1)
+        assert set(seen) >= set(_reflections(REFLECTED_SECRET)), "every form was sent"
+        _no_reflection(out, proc, REFLECTED_SECRET)
+        records = (out / "requests.jsonl").read_text()
+        assert records.count("***KD_LOCAL_API_KEY***") >= forms_count  # says which key, in every record
+
+        out = tmp_path / "c"
+        proc = run_cli_timed("compare", "--local", url, "--local-key-env", "KD_LOCAL_API_KEY", "--reference", url,
+                             "--reference-kind", "self-hosted", "--reference-key-env", "KD_LOCAL_API_KEY",
+                             "--model", "m", "--reference-model", "m", "--suite", "chat", "--limit", "4",
+                             "--output", str(out), env=env, limit=60)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        _no_reflection(out, proc, REFLECTED_SECRET)
+        assert "***KD_LOCAL_API_KEY***" in (out / "local.jsonl").read_text()
