@@ -11,20 +11,59 @@ word, the sim's tokenizer), /metrics, /health, /v1/models, /version; injected fa
 (`--error-rate`), streams dropped mid-way (`--drop-rate`), malformed SSE (`--malformed-rate`), a slow
 start (`--slow-start`), and streams that stall after N chunks with the connection held open
 (`--stall-after`: the hang a client's stall timeout exists for); a batch limit (`--max-running`: requests
-past it wait for a slot, so throughput saturates and TTFT grows at a known concurrency)."""
+past it wait for a slot, so throughput saturates and TTFT grows at a known concurrency).
+
+What one request can make it do is bounded, as a model's context bounds it in vLLM: prompt and answer
+together at most MAX_MODEL_LEN tokens (a `max_tokens` over MAX_MODEL_LEN, or a prompt that fills it, is an
+HTTP 400 naming the field and the bound; a smaller `max_tokens` is cut to what the prompt leaves), a
+tool-call or JSON answer at most SCHEMA_NODES values of SCHEMA_STRING characters; the
+answer is produced token by token as it is due, never built whole beforehand (a non-streamed answer is
+built at its end: it is the response body). SIGTERM and Ctrl-C stop it within about a second (aiohttp's
+handlers, shutdown_timeout below), streams in flight or not, exit 0."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
+
+
+# The sim's context length, in its tokens (whitespace-separated words): prompt plus answer of one request
+# are at most this many, as a model's max_model_len bounds them in vLLM; /tokenize reports it. It bounds
+# what one request can make the sim generate (a max_tokens of 10**9 is refused, not built). The checks and
+# their messages are vLLM 0.32's: TokenizeParams (max_tokens over max_model_len; a prompt over it) and
+# get_max_tokens (max_tokens cut to max_model_len less the prompt).
+MAX_MODEL_LEN = 1 << 20
+# The clock sends at most this many chunks per wake-up, then lets the loop run (signals, new requests)
+# before it sends the rest of what is due; and it holds back a stream whose client reads slower than it is
+# sent while more than HIGH_WATER bytes wait in that connection's buffer (retrying after BACKOFF_S), so a
+# client that does not read cannot make the sim buffer its whole answer.
+TICK_SENDS = 4096
+HIGH_WATER = 1 << 16
+BACKOFF_S = 0.005
+# /tokenize writes its token list this many numbers at a time
+TOKENIZE_PIECE = 1 << 16
+
+
+class Refused(Exception):
+    """A request the sim refuses as an engine would: HTTP 400 with OpenAI's error object naming `param`."""
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def response(self) -> web.Response:
+        # vLLM's ErrorResponse: {"error": {"message", "type", "param", "code"}}
+        return web.json_response({"error": {"message": str(self), "type": "BadRequestError", "param": self.param,
+                                            "code": 400}}, status=400)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,13 +104,24 @@ class Sim:
         self.slots = asyncio.Semaphore(cfg.max_running) if cfg.max_running else None
         self.arrivals = open(cfg.arrivals, "a", buffering=1) if cfg.arrivals else None  # noqa: SIM115 (process-long)
 
-    def draw(self, mean_ms: float) -> float:
-        c = self.cfg
+    def draw(self, mean_ms: float, rng: random.Random | None = None) -> float:
+        c, rng = self.cfg, rng or self.rng
         if c.dist == "normal":
-            return max(self.rng.gauss(mean_ms, mean_ms * c.jitter), 0.0) / 1000
+            return max(rng.gauss(mean_ms, mean_ms * c.jitter), 0.0) / 1000
         if c.dist == "exponential":
-            return self.rng.expovariate(1.0 / mean_ms) / 1000 if mean_ms > 0 else 0.0
+            return rng.expovariate(1.0 / mean_ms) / 1000 if mean_ms > 0 else 0.0
         return mean_ms / 1000
+
+    def gaps(self) -> Callable[[], float]:
+        """One request's gaps between tokens, drawn as its tokens become due: a function returning the next
+        gap in seconds. A random distribution draws from the request's own generator, seeded from the sim's
+        when the request starts, so a request's latencies depend on the seed and the order requests started
+        in, not on how its draws interleave with other streams'."""
+        if self.cfg.dist == "fixed":
+            gap = self.cfg.itl_ms / 1000
+            return lambda: gap
+        rng, mean = random.Random(self.rng.getrandbits(64)), self.cfg.itl_ms
+        return lambda: self.draw(mean, rng)
 
     # --- plumbing -------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -99,13 +149,32 @@ class Sim:
                 f"sim:generation_tokens_total {self.generated}\nsim:errors_total {self.errors}\n")
         return web.Response(text=text, content_type="text/plain")
 
-    async def tokenize(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def tokenize(self, request: web.Request) -> web.StreamResponse:
+        """One token per word, numbered from 0; unbounded as vLLM's /tokenize is (the body is, 64 MiB), so a
+        long list is written a piece at a time, never held whole (the same bytes json_response writes)."""
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return web.json_response({"error": {"message": "invalid JSON"}}, status=400)
+        if not isinstance(body, dict):
+            return Refused("the request body must be a JSON object", None).response()
         text = body.get("prompt")
         if text is None:
-            text = " ".join(str(m.get("content") or "") for m in body.get("messages", []))
-        tokens = list(range(len(str(text).split())))
-        return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 1 << 20})
+            messages = body.get("messages")
+            text = " ".join(str(m.get("content") or "") for m in (messages if isinstance(messages, list) else [])
+                            if isinstance(m, dict))
+        n = _count_words(str(text))
+        if n <= TOKENIZE_PIECE:
+            return web.json_response({"tokens": list(range(n)), "count": n, "max_model_len": MAX_MODEL_LEN})
+        resp = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+        await resp.prepare(request)
+        await resp.write(b'{"tokens": [')
+        for k in range(0, n, TOKENIZE_PIECE):
+            numbers = ", ".join(map(str, range(k, min(k + TOKENIZE_PIECE, n))))
+            await resp.write(((", " if k else "") + numbers).encode())
+        await resp.write(f'], "count": {n}, "max_model_len": {MAX_MODEL_LEN}}}'.encode())
+        await resp.write_eof()
+        return resp
 
     # --- generation ------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -116,8 +185,19 @@ class Sim:
 
     def _plan(self, body: dict[str, Any], chat: bool) -> tuple[int, int, dict[str, Any] | None, int, str | None]:
         """(answer tokens, reasoning tokens, the tool call or None, prompt tokens, the JSON text a
-        json_object / json_schema response_format asks for, or None)."""
-        n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or self.cfg.default_output)
+        json_object / json_schema response_format asks for, or None). Refused as vLLM refuses them: a
+        max_tokens that is not an integer of at least 1 or is over MAX_MODEL_LEN, a prompt that leaves no
+        room for an answer; a max_tokens (or --output-len) past what the prompt leaves is cut to it."""
+        asked = _max_tokens(body)
+        if asked is not None and asked[1] > MAX_MODEL_LEN:
+            raise Refused(f"{asked[0]}={asked[1]} cannot be greater than max_model_len={MAX_MODEL_LEN}. "
+                          "Please request fewer output tokens.", asked[0])
+        n_in = _count_words(json.dumps(body.get("messages" if chat else "prompt")))
+        if n_in >= MAX_MODEL_LEN:  # vLLM: over the context is refused, and the whole of it leaves 0 tokens
+            raise Refused(f"This model's maximum context length is {MAX_MODEL_LEN} tokens. However, your prompt "
+                          f"contains {n_in} input tokens, which exceeds this limit even without any output "
+                          "tokens. Please reduce the length of the input prompt.", "input_tokens")
+        n_out = min(self.cfg.default_output if asked is None else asked[1], MAX_MODEL_LEN - n_in)
         kw = body.get("chat_template_kwargs") or {}
         thinking = kw.get("thinking", kw.get("enable_thinking", False)) or (body.get("thinking") or {}).get("type") == "enabled"
         reasoning = min(self.cfg.reasoning_tokens, max(n_out - 1, 0)) if (chat and thinking) else 0
@@ -126,7 +206,7 @@ class Sim:
         tools = list(body.get("tools") or []) + [t for m in (body.get("messages") or []) if chat and isinstance(m, dict)
                                                  for t in (m.get("tools") or [])]
         choice = body.get("tool_choice")
-        words = " ".join(f"a{i}" for i in range(reasoning, n_out))
+        words = _words(reasoning, n_out)
         # a call needs one answer token after the reasoning (its name and arguments ride on it)
         if chat and tools and choice != "none" and n_out > reasoning and self.rng.random() < self.cfg.tool_rate:
             named = choice["function"]["name"] if isinstance(choice, dict) else None
@@ -137,8 +217,6 @@ class Sim:
         if chat and call is None and rf.get("type") in ("json_object", "json_schema") and n_out > reasoning:
             schema = (rf.get("json_schema") or {}).get("schema") if rf["type"] == "json_schema" else None
             text = _arguments(schema or {"type": "object"}, words, n_out - reasoning)
-        prompt = body.get("messages") if chat else body.get("prompt")
-        n_in = len(json.dumps(prompt).split())
         return n_out, reasoning, call, n_in, text
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
@@ -152,8 +230,10 @@ class Sim:
             return web.json_response({"error": {"message": "starting"}}, status=503)
         try:
             body = await request.json()
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # nested past what json parses
             return web.json_response({"error": {"message": "invalid JSON"}}, status=400)
+        if not isinstance(body, dict):
+            return Refused("the request body must be a JSON object", None).response()
         if body.get("model") != self.cfg.model:
             return web.json_response({"error": {"message": f"model {body.get('model')!r} not found"}}, status=404)
         self.total += 1
@@ -162,7 +242,9 @@ class Sim:
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         try:
             n_out, n_reason, call, n_in, text = self._plan(body, chat)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration) as exc:
+        except Refused as exc:
+            return exc.response()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration, OverflowError) as exc:
             # a request the sim cannot answer (a tool without a name, a schema past its bounds): say so
             return web.json_response({"error": {"message": f"the sim cannot answer this request: "
                                                            f"{type(exc).__name__}: {exc}"[:300]}}, status=400)
@@ -171,18 +253,17 @@ class Sim:
         slots = self.slots
         if slots is not None:
             await slots.acquire()  # released when the answer ends (finally below)
-        # absolute due time of every token: ttft from the moment it got a slot, then cumulative ITL draws
-        due, t = [], (t0 if slots is None else time.monotonic()) + self.draw(self.cfg.ttft_ms)
-        for _ in range(n_out):
-            due.append(t)
-            t += self.draw(self.cfg.itl_ms)
+        # absolute due time of the first token: ttft from the moment it got a slot; each next one is due a
+        # gap after the one before (cumulative draws, taken as the tokens are sent)
+        first = (t0 if slots is None else time.monotonic()) + self.draw(self.cfg.ttft_ms)
+        gaps = self.gaps()
         rid = f"sim-{uuid.uuid4().hex[:12]}"
         usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
                  "completion_tokens_details": {"reasoning_tokens": n_reason}}
         self.running += 1
         try:
             if not body.get("stream"):
-                await asyncio.sleep(max(due[-1] - time.monotonic(), 0) if due else 0)
+                await asyncio.sleep(max(await self._last_due(first, gaps, n_out) - time.monotonic(), 0))
                 self.generated += n_out
                 return web.json_response(self._full(rid, chat, n_out, n_reason, call, usage, text))
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -191,7 +272,8 @@ class Sim:
             transport = request.transport
             if transport is None:  # the client went away before the answer started
                 return resp
-            stream = _Stream(self, transport, rid, chat, n_reason, call, n_out, due, drop_at, garble_at, text)
+            stream = _Stream(self, transport, rid, chat, n_reason, call, n_out, first, gaps, drop_at, garble_at,
+                             text)
             self.clock.add(stream)
             if not await stream.finished:  # dropped (connection closed) or the client went away
                 return resp
@@ -211,6 +293,18 @@ class Sim:
             self.running -= 1
             if slots is not None:
                 slots.release()
+
+    async def _last_due(self, first: float, gaps: Callable[[], float], n_out: int) -> float:
+        """When the last of n_out tokens is due (a non-streamed answer is sent then): first plus n_out - 1
+        gaps; a fixed gap multiplied, random ones drawn a batch at a time with the loop let run between."""
+        if self.cfg.dist == "fixed":
+            return first + max(n_out - 1, 0) * self.cfg.itl_ms / 1000
+        t = first
+        for k in range(1, n_out):
+            t += gaps()
+            if k % TICK_SENDS == 0:
+                await asyncio.sleep(0)
+        return t
 
     def _delta(self, rid: str, chat: bool, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         if chat:
@@ -269,20 +363,78 @@ class Sim:
                 "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if call else "length"}]}
 
 
-# Bounds on what a schema can make the sim build (a request must not be able to freeze or exhaust it).
+# Bounds on what a schema can make the sim build (a request must not be able to freeze or exhaust it):
+# nesting, items of one array, characters of one string, and values in all (arrays of 16 items nested 15
+# deep are 16**15 values within the first two bounds alone). A tool-call or JSON answer is therefore at
+# most SCHEMA_NODES strings of SCHEMA_STRING characters; the free text in it is the answer's words, at most
+# SCHEMA_STRING characters of them.
 SCHEMA_DEPTH = 16
 SCHEMA_ITEMS = 16
 SCHEMA_STRING = 4096
+SCHEMA_NODES = 1024
 
 
-def _instance(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
+def _words(start: int, end: int) -> str:
+    """The free text of a call's arguments or a JSON answer: "a{start} ... a{end-1}", at most SCHEMA_STRING
+    characters of it (whole words)."""
+    out, size = [], -1
+    for i in range(start, end):
+        word = f"a{i}"
+        size += len(word) + 1
+        if size > SCHEMA_STRING:
+            break
+        out.append(word)
+    return " ".join(out)
+
+
+def _max_tokens(body: dict[str, Any]) -> tuple[str, int] | None:
+    """(the field, its value) of max_completion_tokens, else max_tokens (vLLM's order); None when the
+    request sets neither. Refused, naming the field: a value that is not an integer of at least 1 (vLLM's
+    check; an integral float or a decimal string is taken as its integer, as pydantic's lax mode does)."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        n = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        elif isinstance(value, float) and value.is_integer():
+            n = int(value)
+        elif isinstance(value, str) and len(value) <= 20:
+            try:
+                n = int(value)
+            except ValueError:
+                pass
+        if n is None or n < 1:
+            raise Refused(f"{key} must be an integer of at least 1, got {str(value)[:40]!r}", key)
+        return key, n
+    return None
+
+
+def _count_words(text: str, piece: int = 1 << 20) -> int:
+    """len(text.split()) (the sim's tokens), counted a slice at a time, so a large prompt never becomes one
+    list of all its words: a word cut by a slice boundary is counted once."""
+    n, joined = 0, False
+    for k in range(0, len(text), piece):
+        part = text[k:k + piece]
+        n += len(part.split()) - (joined and not part[0].isspace())
+        joined = not part[-1].isspace()
+    return n
+
+
+def _instance(schema: Any, text: str, root: Any = None, depth: int = 0, budget: list[int] | None = None) -> Any:
     """The smallest value a JSON schema accepts, free text being `text`: `const` or the first enum value,
     the first branch of anyOf / oneOf / allOf, a local `$ref`, the required properties of an object,
     minItems items of an array, the lowest number the bounds allow. An object schema that names no
     property gets {"w": text}. Enough for the tools' parameter schemas a client offers, so the sim's
     calls pass the same schema checks a real model's must; deeper or larger than the bounds above is
-    ValueError (pattern and format are not followed)."""
+    ValueError (pattern and format are not followed). `budget`: the values still allowed, [SCHEMA_NODES]
+    for a whole instance, shared by its recursion."""
     root = schema if root is None else root
+    budget = [SCHEMA_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError(f"schema makes more than {SCHEMA_NODES} values")
     if depth > SCHEMA_DEPTH:
         raise ValueError(f"schema nested deeper than {SCHEMA_DEPTH}")
     if not isinstance(schema, dict):
@@ -291,14 +443,14 @@ def _instance(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
         target: Any = root
         for part in schema["$ref"].lstrip("#").strip("/").split("/") if schema["$ref"] != "#" else []:
             target = target.get(part) if isinstance(target, dict) else None
-        return _instance(target, text, root, depth + 1)
+        return _instance(target, text, root, depth + 1, budget)
     if "const" in schema:
-        return schema["const"]
+        return _literal(schema["const"])
     if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
+        return _literal(schema["enum"][0])
     for key in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(key), list) and schema[key]:
-            return _instance(schema[key][0], text, root, depth + 1)
+            return _instance(schema[key][0], text, root, depth + 1, budget)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null" if "null" in kind else None)
@@ -309,13 +461,23 @@ def _instance(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
         required = [k for k in schema.get("required") or [] if isinstance(k, str)] \
             if isinstance(schema.get("required"), list) else []
         # a required name no property describes is free text, where the schema lets other properties in
-        return {k: _instance(props[k], text, root, depth + 1) if k in props else text for k in required
-                if k in props or schema.get("additionalProperties") is not False}
+        out = {}
+        for k in required:
+            if len(k) > SCHEMA_STRING:
+                raise ValueError(f"a property name longer than the sim builds ({SCHEMA_STRING} characters)")
+            if k in props:
+                out[k] = _instance(props[k], text, root, depth + 1, budget)
+            elif schema.get("additionalProperties") is not False:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise ValueError(f"schema makes more than {SCHEMA_NODES} values")
+                out[k] = text
+        return out
     if kind == "array":
         n = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 0
         if n > SCHEMA_ITEMS:
             raise ValueError(f"minItems {n} is more than the sim builds ({SCHEMA_ITEMS})")
-        return [_instance(schema.get("items"), text, root, depth + 1) for _ in range(max(n, 0))]
+        return [_instance(schema.get("items"), text, root, depth + 1, budget) for _ in range(max(n, 0))]
     if kind in ("integer", "number"):
         low = schema.get("minimum")
         low = low if isinstance(low, (int, float)) and not isinstance(low, bool) else None
@@ -329,7 +491,7 @@ def _instance(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
     if kind == "null":
         return None
     if "pattern" in schema or "format" in schema:  # not followed: the schema's own example, if it gives one
-        value = schema.get("default", text) if isinstance(schema.get("default"), str) else text
+        value = _literal(schema["default"]) if isinstance(schema.get("default"), str) else text
     else:
         value = text
     if isinstance(schema.get("minLength"), int):
@@ -338,6 +500,14 @@ def _instance(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
         value = value.ljust(schema["minLength"], "a")
     if isinstance(schema.get("maxLength"), int):
         value = value[:max(schema["maxLength"], 0)]
+    return value
+
+
+def _literal(value: Any) -> Any:
+    """A value the schema gives (const, enum, default), refused (ValueError) past SCHEMA_STRING characters
+    of JSON: repeated by an array's items, a large one would multiply the request's size."""
+    if len(json.dumps(value)) > SCHEMA_STRING:
+        raise ValueError(f"a const, enum or default value longer than the sim builds ({SCHEMA_STRING} characters)")
     return value
 
 
@@ -355,16 +525,17 @@ def _argument_piece(arguments: str, k: int, tokens: int) -> str:
 
 
 class _Stream:
-    """One streamed answer the clock is sending: token i is due at due[i]."""
+    """One streamed answer the clock is sending: token i is due at `at`; the next one a gaps() later."""
 
-    __slots__ = ("sim", "transport", "rid", "chat", "n_reason", "call", "n_out", "due", "drop_at", "garble_at", "i",
-                 "finished", "text")
+    __slots__ = ("sim", "transport", "rid", "chat", "n_reason", "call", "n_out", "at", "gaps", "drop_at", "garble_at",
+                 "i", "finished", "text")
 
     def __init__(self, sim: Sim, transport: asyncio.Transport, rid: str, chat: bool, n_reason: int,
-                 call: dict[str, Any] | None, n_out: int, due: list[float], drop_at: int | None,
+                 call: dict[str, Any] | None, n_out: int, first: float, gaps: Callable[[], float],
+                 drop_at: int | None,
                  garble_at: int | None, text: str | None = None) -> None:
         self.sim, self.transport, self.rid, self.chat, self.text = sim, transport, rid, chat, text
-        self.n_reason, self.call, self.n_out, self.due = n_reason, call, n_out, due
+        self.n_reason, self.call, self.n_out, self.at, self.gaps = n_reason, call, n_out, first, gaps
         self.drop_at, self.garble_at, self.i = drop_at, garble_at, 0
         self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
@@ -390,6 +561,7 @@ class _Stream:
         if self.i >= self.n_out:
             self._end(True)
             return False
+        self.at += self.gaps()
         return True
 
     def _end(self, complete: bool) -> None:
@@ -401,7 +573,8 @@ class _Clock:
     """Sends every stream's tokens from one timer: a heap of (due time, stream), drained each time the
     loop wakes, instead of a sleeping task per stream, so that a token costs a heap operation and a
     write rather than a task switch (the sim must stay cheaper than the clients it calibrates; at 1024
-    streams x 50 tokens/s it sends 51,200 chunks a second)."""
+    streams x 50 tokens/s it sends 51,200 chunks a second). At most TICK_SENDS chunks a wake-up, and a
+    stream whose client does not read is held back (HIGH_WATER)."""
 
     def __init__(self) -> None:
         self.heap: list[tuple[float, int, _Stream]] = []
@@ -413,7 +586,7 @@ class _Clock:
         if stream.n_out == 0:
             stream._end(True)
             return
-        self._push(stream.due[0], stream)
+        self._push(stream.at, stream)
 
     def _push(self, at: float, stream: _Stream) -> None:
         import heapq
@@ -430,12 +603,17 @@ class _Clock:
         import heapq
 
         self.timer, self.timer_at = None, float("inf")
-        heap, now = self.heap, time.monotonic()
-        while heap and heap[0][0] <= now:
+        heap, now, sends = self.heap, time.monotonic(), 0
+        while heap and heap[0][0] <= now and sends < TICK_SENDS:
             _, _, stream = heapq.heappop(heap)
+            self.seq += 1
+            transport = stream.transport
+            if not transport.is_closing() and transport.get_write_buffer_size() > HIGH_WATER:
+                heapq.heappush(heap, (now + BACKOFF_S, self.seq, stream))  # sent when the client has read
+                continue
+            sends += 1
             if stream.send():
-                self.seq += 1
-                heapq.heappush(heap, (stream.due[stream.i], self.seq, stream))
+                heapq.heappush(heap, (stream.at, self.seq, stream))
         if heap:
             self.timer_at = heap[0][0]
             self.timer = asyncio.get_running_loop().call_at(self.timer_at, self._tick)
@@ -451,9 +629,22 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
+def _bind_error(host: str, port: int, exc: OSError) -> Exception:
+    """Bad input naming the flag at fault for an address that cannot be bound: --host when it is not an
+    address of this machine (EADDRNOTAVAIL) or of a family it has no support for (EAFNOSUPPORT), else
+    --port (in use, EADDRINUSE; privileged, EACCES)."""
+    from ..errors import BadInput
+
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return BadInput(f"cannot listen on {host}:{port}: {reason} (not an address of this machine)", "--host")
+    return BadInput(f"cannot listen on {host}:{port}: {reason}", "--port")
+
+
 def serve(cfg: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
-    """Serve until interrupted; bad input naming --port when the address cannot be bound (in use, or not
-    this host's), checked before aiohttp starts so its own error never surfaces as an internal one."""
+    """Serve until interrupted (Ctrl-C, SIGTERM: aiohttp stops, exit 0); bad input naming --host or --port
+    when the address cannot be bound (_bind_error), checked before aiohttp starts so its own error never
+    surfaces as an internal one."""
     import socket
 
     from ..errors import BadInput
@@ -468,7 +659,7 @@ def serve(cfg: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
             try:
                 probe.bind(addr)
             except OSError as exc:
-                raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "--port") from None
+                raise _bind_error(host, port, exc) from None
     try:
         # a short shutdown_timeout: a stream held open by --stall-after must not delay the exit by aiohttp's
         # default 60 s of grace
@@ -478,4 +669,4 @@ def serve(cfg: SimConfig, host: str = "127.0.0.1", port: int = 8800) -> None:
         web.run_app(Sim(cfg).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=1.0,
                     loop=_new_loop(), backlog=4096)
     except OSError as exc:  # lost the race for the port after the probe
-        raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "--port") from None
+        raise _bind_error(host, port, exc) from None
