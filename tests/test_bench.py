@@ -465,3 +465,126 @@ def test_a_second_run_into_the_same_output_is_refused_unless_overwrite(sim_facto
     again = run_cli(*args, "--overwrite", timeout=300)
     assert again.returncode == 0, again.stderr
     assert (out / "summary.json").read_bytes() != before["summary.json"]
+
+
+# --- one run per result directory, and the client's own file descriptors --------------------------------
+
+def _bench_proc(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kimi_deploy", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _wait_for(done, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Poll until done() (the event a test waits for), failing when `proc` ended first or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if proc.poll() is not None:
+            raise AssertionError(f"ended (exit {proc.returncode}) before {what}: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(0.05)
+
+
+def test_a_second_run_into_an_output_a_run_is_writing_is_refused(sim_factory, tmp_path: Path) -> None:
+    """Two runs into one --output at once: the first holds the directory's lock from its check to its end
+    (here it waits at a --barrier for a second shard, so it is certainly still running); the second is exit
+    2 naming the directory and the other run, writing nothing; once the barrier's other shard comes, the
+    first finishes with its own results intact and takes its lock file with it."""
+    from kimi_deploy.bench import LOCK_NAME
+
+    url = sim_factory("--ttft-ms", "5", "--itl-ms", "1")
+    out, barrier = tmp_path / "r", tmp_path / "barrier"
+    common = ("--base-url", url, "--model", "sim", "--concurrency", "2", "--num-requests", "4", "--output-len", "4",
+              "--workers", "1")
+    first = _bench_proc(*common, "--output", str(out), "--shard", "0/2", "--barrier", str(barrier))
+    try:
+        _wait_for(lambda: (barrier / "ready-0-of-2.json").exists(), first, "its barrier ready file")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+        second = run_cli("bench", *common, "--output", str(out))
+        assert_clean_error(second, "--output", str(out), "another kimi-deploy bench is writing")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+        shard1 = run_cli("bench", *common, "--output", str(tmp_path / "r1"), "--shard", "1/2", "--barrier",
+                         str(barrier), timeout=300)
+        assert shard1.returncode == 0, shard1.stderr
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    assert first.returncode == 0, stderr
+    s = _summary(out)
+    assert s["shard"]["index"] == 0 and s["requests"]["completed"] == 2 and s["requests"]["failed"] == 0
+    assert len((out / "requests.jsonl").read_text().splitlines()) == 2
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_lock_file_left_by_a_killed_run_locks_nothing(sim_factory, tmp_path: Path) -> None:
+    """SIGKILL leaves the lock file behind, but the kernel dropped its lock with the process: the next run
+    into the directory runs."""
+    from kimi_deploy.bench import LOCK_NAME
+
+    url = sim_factory("--ttft-ms", "5", "--itl-ms", "1")
+    out, barrier = tmp_path / "r", tmp_path / "barrier"
+    common = ("--base-url", url, "--model", "sim", "--concurrency", "2", "--num-requests", "4", "--output-len", "4",
+              "--workers", "1", "--output", str(out))
+    killed = _bench_proc(*common, "--shard", "0/2", "--barrier", str(barrier))
+    try:
+        _wait_for(lambda: (barrier / "ready-0-of-2.json").exists(), killed, "its barrier ready file")
+    finally:
+        killed.kill()
+        killed.communicate(timeout=30)
+    assert (out / LOCK_NAME).exists() and not (out / "requests.jsonl").exists()
+    proc = run_cli("bench", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert _summary(out)["requests"]["completed"] == 4 and not (out / LOCK_NAME).exists()
+
+
+def _open_files(soft: int, hard: int):
+    """preexec_fn: this process may open `soft` files, at most `hard` (RLIMIT_NOFILE, as `ulimit -n`)."""
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return limit
+
+
+def test_too_few_file_descriptors_for_the_load_is_refused_before_the_run(sim_factory, tmp_path: Path) -> None:
+    """300 users in one client process under a hard limit of 128 open files: exit 2 naming --concurrency,
+    the numbers and `ulimit -n`, before any request. Under a soft limit of 64 with room below the hard
+    one, the limit is raised and all 150 users' requests succeed."""
+    url = sim_factory("--ttft-ms", "5", "--itl-ms", "1")
+    out = tmp_path / "r"
+    args = ("--base-url", url, "--model", "sim", "--output", str(out), "--output-len", "4", "--workers", "1")
+    proc = _bench_proc(*args, "--concurrency", "300", "--num-requests", "300", preexec_fn=_open_files(128, 128))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert_clean_error(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), "--concurrency",
+                       "300 concurrent requests", "RLIMIT_NOFILE", "may open only 128", "ulimit -n")
+    assert not (out / "requests.jsonl").exists() and not (out / "summary.json").exists()
+    proc = _bench_proc(*args, "--concurrency", "150", "--num-requests", "150", "--overwrite",
+                       preexec_fn=_open_files(64, 4096))
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    s = _summary(out)
+    assert s["requests"]["completed"] == 150 and s["requests"]["errors"] == {}, s["requests"]
+    files = s["run"]["open_files"]
+    assert files["hard_limit"] == 4096 and 150 < files["needed"] <= files["soft_limit"] <= 4096, files
+
+
+def test_running_out_of_file_descriptors_is_the_clients_fault(sim_factory, tmp_path: Path) -> None:
+    """An open loop without --max-concurrency (its need is not known before the run) under a hard limit of
+    128 open files: 300 requests arrive within a third of a second and each holds its connection for 2 s,
+    so the client runs out of descriptors part-way. Those requests fail as "too many open files (client)",
+    and the self-check calls the run INVALID saying so, on the console and in summary.json."""
+    url = sim_factory("--ttft-ms", "2000", "--itl-ms", "1")
+    out = tmp_path / "r"
+    proc = _bench_proc("--base-url", url, "--model", "sim", "--output", str(out), "--rate", "1000",
+                       "--num-requests", "300", "--output-len", "4", "--workers", "1",
+                       preexec_fn=_open_files(128, 128))
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    s = _summary(out)
+    req, client = s["requests"], s["client"]
+    assert set(req["errors"]) == {"too many open files (client)"}, req
+    assert req["completed"] > 0 and req["failed"] == req["errors"]["too many open files (client)"] > 100, req
+    assert not client["valid"] and any("too many open files (client)" in r for r in client["invalid_because"])
+    assert "INVALID run" in stdout and "x too many open files (client)" in stdout, stdout

@@ -1,13 +1,17 @@
 """`kimi-deploy bench`: run a workload against an OpenAI-compatible endpoint with the load generator,
 write requests.jsonl as requests finish, scrape the engine's Prometheus metrics before, during and after,
-and write summary.json (with metric definitions), plots and an HTML report. Ctrl-C keeps what finished."""
+and write summary.json (with metric definitions), plots and an HTML report. Ctrl-C keeps what finished.
+A run holds an exclusive lock on its --output directory from its checks to its end (OutputLock), and
+makes sure before it starts that this process may open the connections its load needs (RLIMIT_NOFILE)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import queue as queue_mod
+import resource
 import shlex
 import signal
 import sys
@@ -217,11 +221,124 @@ def _utc(t: float) -> str:
 
 # What a run writes into --output (summary.json last): their presence means a previous run.
 RESULT_FILES = ("summary.json", "requests.jsonl", "sweep.json")
+# The lock file a run holds (flock, exclusive) in its --output directory; removed when the run ends.
+LOCK_NAME = ".bench.lock"
 
 
-def check_files(cfg: BenchConfig) -> None:
+class OutputLock:
+    """An exclusive flock(2) on LOCK_NAME in a result directory, held by one run from its check of the
+    directory to its end: a second run into the same directory is refused instead of both passing the
+    check and writing over each other. The kernel drops the lock when the process dies (SIGKILL too), so a
+    lock file left behind by a killed run locks nothing. Release unlinks the file while still holding the
+    lock; `acquire` therefore checks, once locked, that the path still names the file it locked (a run that
+    opened the file just before it was unlinked would otherwise hold a lock on a file nobody else sees)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def acquire(cls, directory: Path, flag: str) -> OutputLock:
+        path = directory / LOCK_NAME
+        for _ in range(100):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise BadInput(f"cannot create the lock file {path}: {exc.strerror or exc}", flag) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise BadInput(f"another kimi-deploy bench is writing to {directory} (it holds {path.name}); wait "
+                               "for it to finish, or give another --output", flag) from None
+            except OSError as exc:
+                os.close(fd)
+                raise BadInput(f"cannot lock {path} ({exc.strerror or exc}): the filesystem must support "
+                               "flock(2); give another --output", flag) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return cls(path, fd)
+            os.close(fd)  # released and unlinked by its holder between our open and our lock: again
+        raise BadInput(f"cannot lock {path}: other runs keep taking and releasing it", flag)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while locked: no other run holds this file
+        except OSError:
+            pass  # left behind, it locks nothing (see the class docstring)
+        os.close(self.fd)
+        self.fd = -1
+
+
+# Descriptors a worker process needs besides its connections: the event loop's, the result queue's, a
+# name lookup's, and connections still draining their last bytes while their user opens the next one.
+DESCRIPTOR_MARGIN = 64
+
+
+def _open_descriptors() -> int:
+    """How many descriptors this process has open (what a worker inherits at fork); 0 when unknown."""
+    for d in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(d))
+        except OSError:
+            continue
+    return 0
+
+
+def check_descriptors(lcfg: loadgen.LoadConfig, total: int) -> dict[str, Any]:
+    """Whether each client process may open the connections the load needs (RLIMIT_NOFILE is per process;
+    every worker inherits this one's limit and open descriptors). The soft limit is raised towards the
+    hard limit when the need (the most connections one worker holds, loadgen.peak_connections, plus what
+    is open now and DESCRIPTOR_MARGIN) is above it; an open loop without --max-concurrency, whose need is
+    not known before the run, gets the hard limit. Bad input naming the load's flag, with the numbers and
+    `ulimit -n`, when the hard limit is still too low. Returns the limit and the need for summary.json."""
+    inf = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    peak = loadgen.peak_connections(total, lcfg)
+    held = _open_descriptors()
+    need = None if peak is None else held + peak + DESCRIPTOR_MARGIN
+    want = need if need is not None else (hard if hard != inf else None)
+    if want is not None and soft != inf and want > soft:
+        target = want if hard == inf else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass  # the limit stays; checked below
+    facts = {"soft_limit": None if soft == inf else soft, "hard_limit": None if hard == inf else hard,
+             "needed": need}
+    if need is None or soft == inf or need <= soft:
+        return facts
+    flag = "--concurrency" if lcfg.concurrency is not None else "--max-concurrency"
+    load = lcfg.concurrency if lcfg.concurrency is not None else lcfg.max_concurrency
+    _, users = loadgen.split(total, lcfg)
+    users = min(users or peak, loadgen.share(total, lcfg.shard))
+    room = soft - held - DESCRIPTOR_MARGIN
+    more = "" if room <= 0 else f", spread the users over more processes (--workers {-(-users // room)})"
+    raise BadInput(f"{load} concurrent requests need up to {need} open files in one client process ({peak} "
+                   f"connections, {held} open now, {DESCRIPTOR_MARGIN} to spare), but this process may open only "
+                   f"{soft} (RLIMIT_NOFILE; hard limit {'unlimited' if hard == inf else hard}): raise the limit in "
+                   f"the shell that runs bench (`ulimit -n {need}`; above the hard limit through "
+                   f"/etc/security/limits.conf or the container's ulimits){more}, or lower {flag}", flag)
+
+
+def load_config(cfg: BenchConfig, part: tuple[int, int], start_at: float | None) -> loadgen.LoadConfig:
+    """The load generator's configuration of a run (its shard `part`, its wall-clock start or None)."""
+    return loadgen.LoadConfig(endpoint=cfg.endpoint, concurrency=cfg.concurrency, rate=cfg.rate,
+                              burstiness=cfg.burstiness, ramp_up_s=cfg.ramp_up_s, duration_s=cfg.duration_s,
+                              max_concurrency=cfg.max_concurrency, workers=cfg.workers,
+                              request_timeout_s=cfg.request_timeout_s, stall_timeout_s=cfg.stall_timeout_s,
+                              seed=cfg.seed, shard=part, start_at=start_at)
+
+
+def check_files(cfg: BenchConfig) -> OutputLock:
     """What the configuration names on disk, before the endpoint is asked anything: a malformed trace
-    (named with its line), and the result directory (bad input naming the flag)."""
+    (named with its line), and the result directory (bad input naming the flag). Returns the lock on the
+    result directory, taken before it is checked for a previous run: the caller releases it at the end."""
     if cfg.workload == "trace":
         from . import trace
 
@@ -234,34 +351,45 @@ def check_files(cfg: BenchConfig) -> None:
     if cfg.barrier is not None and cfg.barrier.exists() and not cfg.barrier.is_dir():
         raise BadInput(f"{cfg.barrier} exists and is not a directory", "--barrier")
     check_output_dir(cfg.output, "--output")
-    previous = [n for n in RESULT_FILES if (cfg.output / n).exists()]
-    if previous and not cfg.overwrite:
-        raise BadInput(f"{cfg.output} holds a previous run ({', '.join(previous)}); give another --output, or "
-                       "--overwrite to replace it", "--output")
+    lock = OutputLock.acquire(cfg.output, "--output")
+    try:
+        previous = [n for n in RESULT_FILES if (cfg.output / n).exists()]
+        if previous and not cfg.overwrite:
+            raise BadInput(f"{cfg.output} holds a previous run ({', '.join(previous)}); give another --output, or "
+                           "--overwrite to replace it", "--output")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     """One run. summary.json says how it ended: `config.interrupted` (Ctrl-C; what finished is kept),
     `requests.incomplete` (cut at the --duration deadline, counted neither as completed nor as failed)."""
     started = time.time()
-    check_files(cfg)
-    ep = cfg.endpoint
-    scrub = ep.scrubber()
-    server = fingerprint(ep)
-    served = [m["id"] for m in server["models"]["data"]]
-    if served and cfg.model not in served:
-        raise BadInput(f"{ep.v1} serves {', '.join(served)}, not {cfg.model!r}", "--model")
-    tok = Tokenizer(ep, cfg.model)
-    jobs, workload_facts = build_jobs(cfg, tok)
-    terminated = _Terminated()  # from the barrier on: SIGTERM is taken like Ctrl-C
+    lock = check_files(cfg)
     try:
-        return _run(cfg, console, started, server, tok, jobs, workload_facts, scrub, terminated)
+        ep = cfg.endpoint
+        scrub = ep.scrubber()
+        server = fingerprint(ep)
+        served = [m["id"] for m in server["models"]["data"]]
+        if served and cfg.model not in served:
+            raise BadInput(f"{ep.v1} serves {', '.join(served)}, not {cfg.model!r}", "--model")
+        tok = Tokenizer(ep, cfg.model)
+        jobs, workload_facts = build_jobs(cfg, tok)
+        files = check_descriptors(load_config(cfg, cfg.shard or (0, 1), None), len(jobs))
+        terminated = _Terminated()  # from the barrier on: SIGTERM is taken like Ctrl-C
+        try:
+            return _run(cfg, console, started, server, tok, jobs, workload_facts, scrub, terminated, files)
+        finally:
+            terminated.restore()
     finally:
-        terminated.restore()
+        lock.release()
 
 
 def _run(cfg: BenchConfig, console: Console, started: float, server: dict[str, Any], tok: Tokenizer,
-         jobs: loadgen.JobSource, workload_facts: dict[str, Any], scrub: Any, terminated: _Terminated) -> dict[str, Any]:
+         jobs: loadgen.JobSource, workload_facts: dict[str, Any], scrub: Any, terminated: _Terminated,
+         files: dict[str, Any]) -> dict[str, Any]:
     """The run after its requests are ready: wait for the other shards, send, collect, summarise."""
     ep = cfg.endpoint
     facts = cfg.facts()
@@ -287,11 +415,7 @@ def _run(cfg: BenchConfig, console: Console, started: float, server: dict[str, A
     if start is not None and start.at > time.time() + 5:
         console.print(f"starting at {_utc(start.at)} "
                       f"(in {start.at - time.time():.0f} s)")
-    lcfg = loadgen.LoadConfig(endpoint=ep, concurrency=cfg.concurrency, rate=cfg.rate, burstiness=cfg.burstiness,
-                              ramp_up_s=cfg.ramp_up_s, duration_s=cfg.duration_s, max_concurrency=cfg.max_concurrency,
-                              workers=cfg.workers, request_timeout_s=cfg.request_timeout_s,
-                              stall_timeout_s=cfg.stall_timeout_s, seed=cfg.seed, shard=part,
-                              start_at=None if start is None else start.at)
+    lcfg = load_config(cfg, part, None if start is None else start.at)
     outputs: dict[int, RequestOutput] = {}
     workers: list[WorkerStats] = []
     mono_to_wall = time.time() - time.monotonic()  # this machine's wall clock at monotonic 0
@@ -355,7 +479,7 @@ def _run(cfg: BenchConfig, console: Console, started: float, server: dict[str, A
     server["metrics_after"] = scrape(ep)
     summary = {
         "definitions": DEFINITIONS,
-        "run": {**run_facts(started), "mono_to_wall": mono_to_wall},
+        "run": {**run_facts(started), "mono_to_wall": mono_to_wall, "open_files": files},
         "config": {**facts, "workload_facts": workload_facts, "interrupted": interrupted,
                    **({"terminated": True} if terminated.fired else {})},
         "server": server,

@@ -12,6 +12,7 @@ contract is a tool-call error of the request (`tool_call_errors`), the request i
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import multiprocessing as mp
@@ -44,6 +45,28 @@ AHEAD_S = 1.0
 AHEAD_BYTES = 64 * 2**20
 BUILD_SLACK_S = 0.01
 WARM_S = 0.5
+
+
+# The error of a request that failed because this client ran out of file descriptors (EMFILE: the
+# process's RLIMIT_NOFILE; ENFILE: the system's file table): it never reached the server, so it is the
+# client's failure, and summary.json's error key (the text before the first colon) says so.
+FD_EXHAUSTED = "too many open files (client)"
+_FD_ERRNOS = (errno.EMFILE, errno.ENFILE)
+
+
+def fd_exhausted(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is EMFILE or ENFILE: by errno, or by its text where asyncio
+    folded several connection attempts into one OSError without one ("Multiple exceptions: ...")."""
+    texts = [os.strerror(e) for e in _FD_ERRNOS]
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FD_ERRNOS:
+            return True
+        if any(t in str(exc) for t in texts):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -334,6 +357,8 @@ async def _one(pool: Pool, send: _Send, job: RequestInput, t_sched: float) -> Re
             rec.error = f"timeout after {send.request_timeout_s:g} s (--request-timeout)"
     except Exception as exc:  # connection refused/reset, not HTTP: a failed request, never a crash
         rec.error = f"{type(exc).__name__}: {exc}"[:300]
+        if fd_exhausted(exc):
+            rec.error = f"{FD_EXHAUSTED}: {rec.error}"[:300]
     finally:
         if proto is not None:
             pool.release(proto)
@@ -519,16 +544,32 @@ def share(total: int, shard: tuple[int, int]) -> int:
     return total // count + (1 if index < total % count else 0)
 
 
-def start(jobs: JobSource, cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
-    """Split this shard's jobs (and users) over worker processes and start them. Returns (processes,
-    queue, t0), t0 on CLOCK_MONOTONIC."""
-    # closed loop: this shard's users; open loop with --max-concurrency: its share of the cap
+def split(total: int, cfg: LoadConfig) -> tuple[int, int | None]:
+    """How start() splits this shard's `total` requests: (worker processes, this shard's users), the users
+    None for an open loop without --max-concurrency (closed loop: its users; capped open loop: its share
+    of the cap)."""
     users_here = share(cfg.concurrency, cfg.shard) if cfg.concurrency is not None else \
         share(cfg.max_concurrency, cfg.shard) if cfg.max_concurrency is not None else None
     n = cfg.workers or os.cpu_count() or 1
     if users_here is not None:
         n = min(n, users_here)
-    n = max(1, min(n, share(jobs.total, cfg.shard)))
+    return max(1, min(n, share(total, cfg.shard))), users_here
+
+
+def peak_connections(total: int, cfg: LoadConfig) -> int | None:
+    """The most requests one worker process has in flight at once, each on a connection of its own: its
+    users, at most its requests; None for an open loop without --max-concurrency (as many as arrive while
+    others are in flight: the rate times the latency, unknown before the run)."""
+    n, users_here = split(total, cfg)
+    if users_here is None:
+        return None
+    return min(-(-users_here // n), -(-share(total, cfg.shard) // n))
+
+
+def start(jobs: JobSource, cfg: LoadConfig) -> tuple[list[mp.Process], Any, float]:
+    """Split this shard's jobs (and users) over worker processes and start them. Returns (processes,
+    queue, t0), t0 on CLOCK_MONOTONIC."""
+    n, users_here = split(jobs.total, cfg)
     import aiohttp  # noqa: F401  (imported once here and inherited by the forked workers: imported in each
     # worker after the fork, it made the first sends of a trace replay ~200 ms late on a loaded 2-core machine)
 

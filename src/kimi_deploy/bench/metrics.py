@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import BadInput
 from ..jsonl import read_jsonl
 from ..stats import summary
-from .loadgen import RequestOutput, WorkerStats
+from .loadgen import FD_EXHAUSTED, RequestOutput, WorkerStats
 
 DEFINITIONS = {
     "ttft": "t_send -> first streamed chunk carrying any token (answer content, reasoning or tool-call delta); "
@@ -229,6 +229,11 @@ def summarize(measured: list[RequestRecord], workers: list[WorkerStats] | Client
         if not m.ok:
             key = (m.error or "error").split(":")[0]
             errors[key] = errors.get(key, 0) + 1
+    if errors.get(FD_EXHAUSTED):
+        # these requests never reached the server: its numbers would be the client's doing
+        reasons.append(f"{errors[FD_EXHAUSTED]} request(s) failed with {FD_EXHAUSTED}: this client ran out of file "
+                       "descriptors (EMFILE/ENFILE), so they never reached the server; raise the limit (`ulimit -n`), "
+                       "add --workers (the limit is per process) or lower the load")
     disagreement = None
     if out_server and out_client:
         disagreement = round((out_client - out_server) / out_server, 4)
