@@ -613,3 +613,54 @@ def test_spec_file_name_with_a_line_break_is_refused(tmp_path: Path, brk: str) -
     spec.write_text(SINGLE.read_text())
     assert_clean_error(run_cli("k8s", str(spec), "-o", str(tmp_path / "out")), "SPEC", "line break")
     assert not (tmp_path / "out").exists()
+
+
+def _small_files() -> None:
+    """preexec_fn: files of this process may grow to 1 KiB (RLIMIT_FSIZE, soft and hard), and SIGXFSZ is
+    ignored, so a write past it fails with EFBIG as on a full disk instead of killing the process."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under root (hidden ones too) by relative path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_write_leaves_every_previous_manifest_and_no_temporary(tmp_path: Path) -> None:
+    """Writes that fail part-way (the file size limit: some manifests fit under it, the larger ones do not)
+    are exit 2 naming the directory and the file, without a traceback; every manifest of the previous
+    render, of another namespace, so every file would differ, is byte-identical and no temporary is left.
+    A temporary left by a killed run (a file, or a symlink pointing elsewhere) is cleared by the next run,
+    which renders the new manifests."""
+    import subprocess
+
+    from kimi_deploy.k8s import TMP_SUFFIX
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SINGLE.read_text())
+    out = tmp_path / "out"
+    _render(spec, out)
+    before = _files(out)
+    assert any(len(b) < 1024 for b in before.values()) and any(len(b) > 1024 for b in before.values())
+    data = yaml.safe_load(spec.read_text())
+    data["k8s"]["namespace"] = "kimi-other"
+    spec.write_text(yaml.safe_dump(data))
+    proc = subprocess.run([sys.executable, "-m", "kimi_deploy", "k8s", str(spec), "-o", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, preexec_fn=_small_files)
+    assert_clean_error(proc, str(out), "cannot write", "File too large", "unchanged")
+    assert _files(out) == before
+    # a killed run's temporaries: a file, and a symlink (never written through)
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("mine\n")
+    (out / f".deployment.yaml{TMP_SUFFIX}").write_text("apiVersion: v1\n")
+    (out / "bench" / f".job-bench.yaml{TMP_SUFFIX}").symlink_to(elsewhere)
+    (out / f".gone.yaml{TMP_SUFFIX}").write_bytes(b"")
+    _render(spec, out)
+    after = _files(out)
+    assert sorted(after) == sorted(before) and elsewhere.read_text() == "mine\n"
+    assert all(after[f] != before[f] and b"namespace: kimi-other" in after[f] for f in after
+               if f.endswith(".yaml") and "kustomization" not in f), sorted(after)

@@ -12,7 +12,9 @@ image plus kimi-deploy), and stock images are refused."""
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from importlib import resources
@@ -609,17 +611,76 @@ def write(spec_path: Path, out_dir: Path, *, overwrite: bool = False) -> list[Pa
     if clobbered:
         raise BadInput(f"{', '.join(clobbered)} already exist there and were not written by kimi-deploy k8s for "
                        f"deployment {dep.name!r}; choose another directory", str(out_dir))
-    paths = []
+    # Every manifest is first written whole to a temporary beside it (TMP_SUFFIX: not *.yaml, so neither
+    # kustomize, `kubectl apply -f DIR` nor the ownership check above reads one), then all are renamed over
+    # their targets, then this deployment's files no longer rendered are removed: a failed write (a full
+    # disk, a file size limit) leaves every previous manifest as it was and no temporary behind.
+    texts = {fname: _header(spec_file, dep.name) + yaml.safe_dump(obj, sort_keys=False, width=120)
+             for fname, obj in objs.items()}
+    staged: dict[str, Path] = {}
+    current = "the directory"
     try:
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
+            for tmp in d.glob(".*" + TMP_SUFFIX):  # left by a write that was killed part-way
+                tmp.unlink()
+        for fname, text in texts.items():
+            current = fname
+            target = out_dir / fname
+            tmp = target.with_name(f".{target.name}{TMP_SUFFIX}")
+            staged[fname] = tmp
+            _write_new(tmp, text.encode(), mode=_mode_of(target))
+    except OSError as exc:
+        for tmp in staged.values():
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise BadInput(f"cannot write {current}: {exc.strerror or exc}; the manifests there are unchanged",
+                       str(out_dir)) from None
+    paths = []
+    try:
+        for fname, tmp in staged.items():
+            os.replace(tmp, out_dir / fname)
+            paths.append(out_dir / fname)
         for rel in found:
             if rel not in objs and ours(rel):
                 (out_dir / rel).unlink()
-        for fname, obj in objs.items():
-            p = out_dir / fname
-            p.write_text(_header(spec_file, dep.name) + yaml.safe_dump(obj, sort_keys=False, width=120))
-            paths.append(p)
     except OSError as exc:
-        raise BadInput(f"cannot write there: {exc.strerror or exc}", str(out_dir)) from None
+        for tmp in staged.values():
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        done = ", ".join(p.relative_to(out_dir).as_posix() for p in paths) or "none"
+        raise BadInput(f"cannot replace the manifests there: {exc.strerror or exc} (replaced so far: {done}); "
+                       "run the command again", str(out_dir)) from None
     return paths
+
+
+# The suffix of the temporary a manifest is written to before it is renamed over its target.
+TMP_SUFFIX = ".kimi-deploy-tmp"
+
+
+def _mode_of(path: Path) -> int | None:
+    """The permission bits of the manifest `path` replaces, which its replacement keeps; None when there is
+    none (a new file gets 0o666 less the umask, as open(2) gives)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+
+
+def _write_new(path: Path, data: bytes, *, mode: int | None) -> None:
+    """Create `path` (never through a symlink, never over a file) holding `data`, flushed to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
