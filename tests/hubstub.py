@@ -32,6 +32,9 @@ class Faults:
     # file -> how many of its GETs in a row drop the connection right after the headers (no body byte)
     drop_times: dict[str, int] = field(default_factory=dict)
     retry_after: str | None = None  # the Retry-After header of the status_once answers
+    # when set, every GET body waits for the event (at most 120 s) after its headers: a download held
+    # mid-file until the test lets it go
+    gate: threading.Event | None = None
 
 
 @dataclass
@@ -149,6 +152,8 @@ def make_handler(root: Hub):
             if self.command == "HEAD":
                 return
             body = data[start:]
+            if hub.faults.gate is not None:
+                hub.faults.gate.wait(timeout=120)
             cut = hub.faults.drop_after.pop(name, None)
             if hub.faults.drop_times.get(name, 0) > 0:
                 hub.faults.drop_times[name] -= 1

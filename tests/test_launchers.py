@@ -354,7 +354,9 @@ def test_ssh_multinode_takes_user_at_host(tmp_path: Path) -> None:
     proc = _ssh_launcher(tmp_path, PD, "root@p0", "p1", "admin@d0", "d1", "ops@r0", "--", "--dry-run",
                          "--no-check-args", "--skip-preflight")
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert (tmp_path / "ssh-calls").read_text().split() == ["root@p0", "p1", "admin@d0", "d1", "ops@r0"]
+    # the nodes are started side by side, so the calls arrive in any order
+    assert sorted((tmp_path / "ssh-calls").read_text().split()) == sorted(["root@p0", "p1", "admin@d0", "d1",
+                                                                           "ops@r0"])
     assert "[root@p0 rank 0] " in proc.stdout and "role prefill-head (from flags), head p0" in proc.stdout
     assert "--prefill http://p0:30001 --decode http://d0:30002" in proc.stdout
     assert "@" not in proc.stdout.split("--prefill", 1)[1].split("\n", 1)[0]

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,20 +194,43 @@ def _wait_for_lock_holder(dest: Path, proc: subprocess.Popen, timeout: float = 6
         time.sleep(0.05)
 
 
+def _first_line_with(stream, needle: str, *, timeout: float) -> str | None:
+    """The first line of a child's pipe holding `needle`, read on a thread so the wait is bounded; None at
+    the timeout or the end of the stream. The rest of the stream is left for communicate()."""
+    found: list[str] = []
+
+    def read() -> None:
+        for line in iter(stream.readline, ""):
+            if needle in line:
+                found.append(line)
+                return
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(timeout)
+    return found[0] if found else None
+
+
 def test_two_nodes_download_into_one_directory(repo_dir: Path, tmp_path: Path) -> None:
-    hub = Hub(repo_dir, faults=Faults(throttle_s=0.01))  # slow enough that the two runs overlap
+    gate = threading.Event()  # the first download's files are held until the second one waits for it
+    hub = Hub(repo_dir, faults=Faults(gate=gate))
     dest = tmp_path / "shared"
     with HubServer(hub) as server:
         cmd = [sys.executable, "-m", "kimi_deploy", "download", "--model", hub.repo, "--dir", str(dest)]
         a = subprocess.Popen(cmd, env=_env(server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for_lock_holder(dest, a)  # the first download holds the directory before the others start
-        nowait = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--no-wait", env=_env(server))
-        b = subprocess.Popen(cmd, env=_env(server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_lock_holder(dest, a)  # the first download holds the directory before the others start
+            nowait = run_cli("download", "--model", hub.repo, "--dir", str(dest), "--no-wait", env=_env(server))
+            b = subprocess.Popen(cmd, env=_env(server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            waiting = _first_line_with(b.stderr, "waiting for it to finish", timeout=60)
+        finally:
+            gate.set()
         out_a, err_a = a.communicate(timeout=300)
         out_b, err_b = b.communicate(timeout=300)
     assert_clean_error(nowait, "another download into", "in progress", code=1)
     assert a.returncode == 0 and b.returncode == 0, err_a + err_b
-    assert "waiting for it to finish" in err_b and "0 downloaded" in out_b
+    assert waiting and "0 downloaded" in out_b, (waiting, err_b, out_b)
     _same_files(repo_dir, dest)
     assert run_cli("verify", str(dest), "--hash").returncode == 0
 
