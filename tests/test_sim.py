@@ -352,3 +352,16 @@ def test_sigterm_stops_the_sim_with_streams_open(sim_proc, args: tuple[str, ...]
     assert code == 0, (code, err[-2000:])
     assert took < 5, f"took {took:.1f} s"
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_output_len_flag_is_bounded_by_the_sims_context() -> None:
+    """--output-len admits every default answer the sim can give (MAX_MODEL_LEN) and no more: the largest
+    passes the flag checks and fails only at --port (held by this test), one more names --output-len."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = str(s.getsockname()[1])
+        at = invoke_cli("sim", "--output-len", str(MAX_MODEL_LEN), "--port", port)
+        over = invoke_cli("sim", "--output-len", str(MAX_MODEL_LEN + 1), "--port", port)
+    assert at[0] == 2 and "--port" in at[1] and "--output-len" not in at[1], at
+    assert over[0] == 2 and "--output-len" in over[1], over

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -253,19 +252,15 @@ def expand_refs(text: str, env: Mapping[str, str]) -> str:
 
 
 def check_api_key(dep: Deployment, env: Mapping[str, str]) -> None:
-    """A key shorter than the secrets module's MIN_LEN is refused: it is guessable, and it is the one value
-    the redactor could not mask without mangling ordinary output."""
-    from .secrets import MIN_LEN
+    """The deployment's key obeys the rule its clients check before sending it (endpoint.key_problem:
+    no control character, ASCII only, at least secrets.MIN_LEN characters); the value is never printed.
+    A newline would also end a NAME=value line of launchers/ssh-multinode.sh."""
+    from .endpoint import key_problem
 
     key = env.get(dep.api_key_env) if dep.api_key_env else None
-    if key is not None and any(unicodedata.category(c) == "Cc" for c in key):
-        # A control character cannot travel in an HTTP header (RFC 9110 section 5.5) and a newline ends
-        # a NAME=value line (launchers/ssh-multinode.sh); the value is never printed.
-        raise BadInput("the API key contains a control character (newline, CR, tab, ...); use one without",
-                       dep.api_key_env)
-    if key is not None and len(key) < MIN_LEN:
-        raise BadInput(f"the API key has {len(key)} characters; use at least {MIN_LEN} (a random one, e.g. "
-                       "`openssl rand -hex 24`)", dep.api_key_env)
+    why = key_problem(key) if key is not None else None
+    if why is not None:
+        raise BadInput(f"the API key {why}", dep.api_key_env)
 
 
 def redact(text: str, env: Mapping[str, str], dep: Deployment) -> str:

@@ -309,7 +309,8 @@ def sim(
     ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, max=86_400_000, callback=finite, help="Time to first token.")] = 50.0,
     itl_ms: Annotated[float, typer.Option("--itl-ms", min=0, max=86_400_000, callback=finite, help="Gap between tokens.")] = 20.0,
     dist: Annotated[SimDist, typer.Option(help="Latency distribution.")] = SimDist.fixed,
-    output_len: Annotated[int, typer.Option("--output-len", min=1, max=10_000_000, help="Tokens per answer when max_tokens is absent.")] = 128,
+    # max: bench.sim.MAX_MODEL_LEN, the sim's context (not imported here: the sim module loads aiohttp)
+    output_len: Annotated[int, typer.Option("--output-len", min=1, max=1_048_576, help="Tokens per answer when max_tokens is absent (at most the sim's context, 1,048,576 tokens, less the prompt).")] = 128,
     reasoning_tokens: Annotated[int, typer.Option("--reasoning-tokens", min=0, help="Reasoning tokens when thinking is on.")] = 0,
     tool_rate: Annotated[float, typer.Option("--tool-rate", min=0, max=1, callback=finite, help="Share of tool-offering requests answered with a call.")] = 1.0,
     error_rate: Annotated[float, typer.Option("--error-rate", min=0, max=1, callback=finite, help="Share answered with HTTP 500.")] = 0.0,
