@@ -124,9 +124,10 @@ def run_compare(cfg: CompareConfig, console: Console, *, resume: bool = False,
     """One comparison (its values were checked when `cfg` was built: args.py). A previous run in
     cfg.output is continued with `resume`, replaced with `overwrite`, else bad input (results.py), before
     anything is asked."""
+    # bad URLs and keys before any request, and before --output is made
+    local_ep, ref_ep = cfg.local_endpoint, cfg.reference_endpoint
     check_output_dir(cfg.output, "--output")
     results = ResultDir(cfg.output, resume=resume, overwrite=overwrite, keep=cfg.reference_file)
-    local_ep, ref_ep = cfg.local_endpoint, cfg.reference_endpoint  # bad URLs and keys before any request
     if cfg.model is None:
         cfg = cfg.replace(model=require_model(local_ep, None, "--model"))
     assert cfg.model is not None
