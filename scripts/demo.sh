@@ -43,5 +43,5 @@ echo "[demo] kimi-deploy bench (tool-call workload, 4 users, 24 requests, one cl
 # endpoint as its own reference, since the demo has no key and tiny-k2 is not Kimi K2: a self-consistency
 # run at temperature 0 that shows the verdict, summary.json and the report.
 echo "[demo] kimi-deploy compare (the 316-row tool-call suite, streamed and not, the deployment against itself)"
-"$KD" compare --local "$URL" --reference "$URL/v1" --suite tool-calls --output runs/demo/compare
+"$KD" compare --local "$URL" --reference "$URL/v1" --suite tool-calls --output runs/demo/compare --overwrite
 echo "[demo] reports: runs/demo/bench/report.html, runs/demo/compare/report.html"
