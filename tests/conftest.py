@@ -143,6 +143,44 @@ def tiny_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert server.proc.poll() is not None
 
 
+# The vLLM CPU engine is not batch-invariant: what else is in a batch changes the order of its kernels'
+# floating-point sums, and tiny-k2, which has learned the format rather than the world, has near-ties such a
+# change flips (a word of a long note, one value). compare reports such a row as a streamed/non-streamed
+# disagreement that went away when the row was rerun alone (load_dependent), and FAILs, as it would on a GPU
+# deployment. vLLM's batch-invariant mode (VLLM_BATCH_INVARIANT) is for GPUs only. The bound on how many rows
+# a run of tiny-k2 against itself may flip so:
+MAX_LOAD_FLIPS = 0.03  # of the rows compared
+
+
+def load_flips(summary: dict, *, confirmed: bool = True) -> set[str]:
+    """The rows of a compare run whose streamed and non-streamed answers differed in value only under load.
+    With `confirmed`, every disagreement must be one compare reran alone and found gone (so there is no
+    other kind); without, the rows whose only difference is the arguments' values (a run with faults, whose
+    reruns are capped). Either way at most MAX_LOAD_FLIPS of the rows."""
+    found = summary.get("streaming", {}).get("disagreements", [])  # none without --stream both ways
+    if confirmed:
+        assert all(d["load_dependent"] for d in found), [d for d in found if not d["load_dependent"]]
+        flips = {d["id"] for d in found}
+    else:
+        flips = {d["id"] for d in found if d["kinds"] == ["stream_arguments_differ"]}
+    assert len(flips) <= MAX_LOAD_FLIPS * summary["n"], sorted(flips)
+    return flips
+
+
+def assert_passes_but_for_load_flips(proc: subprocess.CompletedProcess[str], summary: dict) -> set[str]:
+    """tiny-k2 against itself (or its recording): PASS, or FAIL by load flips alone (load_flips): then the
+    only failing checks are the streamed/non-streamed ones. Returns the flipped rows."""
+    flips = load_flips(summary)
+    failing = {k for k, c in summary["checks"].items() if not c["ok"]}
+    if flips:
+        assert failing <= {"stream_disagreements_local", "load_dependent_failures"}, failing
+        assert proc.returncode == 1 and summary["verdict"] == "FAIL", proc.stdout + proc.stderr
+    else:
+        assert not failing and proc.returncode == 0 and summary["verdict"] == "PASS", proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return flips
+
+
 @dataclass(frozen=True)
 class SuiteRun:
     """One `compare` run: the process, its summary.json and its output directory."""
@@ -228,10 +266,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def xdist_groups(items: list[pytest.Item]) -> dict[pytest.Item, str]:
-    """The tests that must run in one worker process, by group name. Every end-to-end test is in one group:
-    they share ./runs/tiny-k2 (which `tiny-model` replaces) and the session's vLLM servers, each of which
-    would otherwise start once per worker. Other tests that share a module- or session-scoped fixture of
-    this suite are grouped by it, so it is built once; tests with an explicit xdist_group mark keep it."""
+    """The tests that must run in one worker process, by group name. Every test that needs tiny-k2 (the
+    `tiny_dir` fixture, directly or through a server) is in one group: they share ./runs/tiny-k2 (which
+    `tiny-model` replaces) and the session's vLLM servers, each of which would otherwise start once per
+    worker. Other tests, end-to-end ones included (a short training run), that share a module- or
+    session-scoped fixture of this suite are grouped by it, so it is built once; tests with an explicit
+    xdist_group mark keep it."""
     parent: dict[str, str] = {}
 
     def root(key: str) -> str:
@@ -243,7 +283,7 @@ def xdist_groups(items: list[pytest.Item]) -> dict[pytest.Item, str]:
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
-        if item.get_closest_marker("e2e") is not None:
+        if "tiny_dir" in getattr(item, "fixturenames", ()):
             shared[item] = ["e2e"]
             continue
         info = getattr(item, "_fixtureinfo", None)

