@@ -356,7 +356,8 @@ def test_output_that_is_a_file(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
     assert invoke_cli(*BENCH, "--output", str(f), "--concurrency", "1") == (2, f"--output: {f} exists and is not a directory")
-    code, msg = invoke_cli("compare", "--local", "http://127.0.0.1:9", "--output", str(f))
+    code, msg = invoke_cli("compare", "--local", "http://127.0.0.1:9", "--reference", "http://127.0.0.1:9",
+                           "--output", str(f))
     assert code == 2 and "--output" in msg and "not a directory" in msg
     assert f.read_text() == "x"
 

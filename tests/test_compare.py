@@ -593,7 +593,8 @@ def test_an_output_path_that_cannot_hold_a_run_is_bad_input(tmp_path: Path) -> N
     out = tmp_path / "c"
     (out / "summary.json").mkdir(parents=True)
     for extra in ((), ("--overwrite",), ("--resume",)):
-        code, msg = invoke_cli("compare", "--local", "http://127.0.0.1:9", "--output", str(out), *extra)
+        code, msg = invoke_cli("compare", "--local", "http://127.0.0.1:9", "--reference", "http://127.0.0.1:9",
+                               "--output", str(out), *extra)
         assert code == 2 and "summary.json is not a file" in msg and "--output" in msg, (extra, msg)
     assert (out / "summary.json").is_dir()
 

@@ -116,11 +116,28 @@ done
 status=0
 while [[ ${#pids[@]} -gt 0 ]]; do
   finished=""
-  wait -n -p finished "${pids[@]}" || status=$?
+  rc=0
+  wait -n -p finished "${pids[@]}" || rc=$?
   left=()
-  for pid in "${pids[@]}"; do
-    [[ "$pid" != "$finished" ]] && left+=("$pid")
-  done
+  if [[ -n "${finished:-}" ]]; then
+    status=$rc
+    for pid in "${pids[@]}"; do
+      [[ "$pid" != "$finished" ]] && left+=("$pid")
+    done
+  else
+    # wait -n named no job (bash unsets the -p variable when the ones it could report were reaped
+    # together): each node that has ended gives its status by its pid, the others are waited on again
+    for pid in "${pids[@]}"; do
+      if kill -0 "$pid" 2>/dev/null; then
+        left+=("$pid")
+      else
+        rc=0
+        wait "$pid" || rc=$?
+        [[ $rc -ne 0 ]] && status=$rc
+      fi
+    done
+    [[ ${#left[@]} -gt 0 && $status -eq 0 ]] && sleep 1
+  fi
   pids=("${left[@]}")
   [[ $status -ne 0 ]] && break
 done
