@@ -565,6 +565,16 @@ def written_by(path: Path) -> Written | None:
     return Written(spec=rest.split(";", 1)[0], deployment=None)
 
 
+def _discard(temporaries) -> None:
+    """Remove the staged temporaries of a write that did not finish (each at most once, errors ignored:
+    the next write removes what is left)."""
+    for tmp in temporaries:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def write(spec_path: Path, out_dir: Path, *, overwrite: bool = False) -> list[Path]:
     """Write one file per object, the bench's into the bench/ subdirectory. A file this command wrote is
     this deployment's when it names the same deployment (the spec's `name`; one that names none, by the
@@ -631,11 +641,7 @@ def write(spec_path: Path, out_dir: Path, *, overwrite: bool = False) -> list[Pa
             staged[fname] = tmp
             _write_new(tmp, text.encode(), mode=_mode_of(target))
     except OSError as exc:
-        for tmp in staged.values():
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        _discard(staged.values())
         raise BadInput(f"cannot write {current}: {exc.strerror or exc}; the manifests there are unchanged",
                        str(out_dir)) from None
     paths = []
@@ -647,11 +653,7 @@ def write(spec_path: Path, out_dir: Path, *, overwrite: bool = False) -> list[Pa
             if rel not in objs and ours(rel):
                 (out_dir / rel).unlink()
     except OSError as exc:
-        for tmp in staged.values():
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        _discard(staged.values())
         done = ", ".join(p.relative_to(out_dir).as_posix() for p in paths) or "none"
         raise BadInput(f"cannot replace the manifests there: {exc.strerror or exc} (replaced so far: {done}); "
                        "run the command again", str(out_dir)) from None
