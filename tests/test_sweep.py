@@ -88,6 +88,27 @@ def test_sweep_dir_of_another_sweep_or_a_single_run_is_refused(sim_factory, tmp_
     assert refused.returncode == 2 and "single run" in refused.stderr, refused.stderr
 
 
+def test_a_sweep_directory_another_run_holds_is_refused(sim_factory, tmp_path: Path) -> None:
+    """The sweep holds the sweep directory's lock (bench.OutputLock) for its whole run: while another
+    process holds it (here this test, through the real flock), a sweep into it is exit 2 and writes nothing;
+    once it is free the sweep runs, and takes the lock file back at its end."""
+    from kimi_deploy.bench import LOCK_NAME, OutputLock
+
+    url = sim_factory("--ttft-ms", "5", "--itl-ms", "2")
+    out = tmp_path / "sw"
+    out.mkdir()
+    held = OutputLock.acquire(out, "--output")
+    try:
+        refused = _sweep(url, out, "concurrency=1,2", "--num-requests", "2")
+        assert refused.returncode == 2 and "--output" in refused.stderr and "another" in refused.stderr, refused.stderr
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    finally:
+        held.release()
+    ran = _sweep(url, out, "concurrency=1,2", "--num-requests", "2")
+    assert ran.returncode == 0, ran.stderr
+    assert (out / "sweep.json").is_file() and not (out / LOCK_NAME).exists()
+
+
 def test_slo_search_and_saturation_find_the_sims_batch_limit(sim_factory, tmp_path: Path) -> None:
     # 2 slots, each answer 10 + 4 x 20 = 90 ms: a 3rd user waits for a slot, so about one request in three has
     # a TTFT of a whole answer on top of its 10 ms, past the 50 ms SLO: 2 users meet it, 3 do not

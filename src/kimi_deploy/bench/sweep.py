@@ -119,10 +119,23 @@ def sweep_identity(mode: str, spec: str, cfg: Any, given: bool) -> dict[str, Any
     return {"spec": spec, "mode": mode, "num_requests_given": given, "config": config}
 
 
-def check_sweep_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    """The sweep directory: bad input naming --output when it holds a single run, or a sweep.json of
-    another sweep, unless --overwrite."""
+def check_sweep_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> Any:
+    """The sweep directory, locked for the whole sweep (bench.OutputLock: a second sweep or run into it is
+    refused) and returned as the lock: bad input naming --output when another run holds it, it holds a
+    single run, or a sweep.json of another sweep, unless --overwrite."""
+    from . import OutputLock
+
     check_output_dir(out, "--output")
+    lock = OutputLock.acquire(out, "--output")
+    try:
+        _check_sweep_files(out, identity, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_sweep_files(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
     if overwrite:
         return
     single = [n for n in ("summary.json", "requests.jsonl") if (out / n).exists()]
@@ -257,12 +270,22 @@ def run_sweep(cfg: Any, spec: str, console: Console, *, num_requests_given: bool
               max_load: float = MAX_LOAD, slo_fraction: float = SLO_FRACTION) -> dict[str, Any]:
     """Run the sweep `spec` (parse's syntax) with `cfg` (a BenchConfig whose load each level replaces);
     `num_requests_given`: cfg.num_requests is the operator's, used at every level exactly."""
+    mode, values = parse(spec)
+    identity = sweep_identity(mode, spec, cfg, num_requests_given)
+    lock = check_sweep_dir(cfg.output, identity, cfg.overwrite)
+    try:
+        return _sweep(cfg, mode, values, identity, console, num_requests_given=num_requests_given,
+                      max_load=max_load, slo_fraction=slo_fraction)
+    finally:
+        lock.release()
+
+
+def _sweep(cfg: Any, mode: str, values: list | None, identity: dict[str, Any], console: Console, *,
+           num_requests_given: bool, max_load: float, slo_fraction: float) -> dict[str, Any]:
+    """run_sweep's levels, with the sweep directory locked."""
     from . import run_bench
 
-    mode, values = parse(spec)
     auto = values is None
-    identity = sweep_identity(mode, spec, cfg, num_requests_given)
-    check_sweep_dir(cfg.output, identity, cfg.overwrite)
 
     def level_cfg(load: float) -> Any:
         n = requests_at(mode, load, cfg.num_requests, num_requests_given)
