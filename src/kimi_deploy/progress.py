@@ -20,7 +20,6 @@ KIMI_PROGRESS_INTERVAL_S, else 10 s."""
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from types import TracebackType
@@ -28,7 +27,7 @@ from typing import Optional
 
 from rich.console import Console
 
-from .errors import BadInput
+from .errors import seconds_from_env
 
 ENV_INTERVAL = "KIMI_PROGRESS_INTERVAL_S"
 DEFAULT_INTERVAL_S = 10.0
@@ -36,16 +35,7 @@ DEFAULT_INTERVAL_S = 10.0
 
 def interval_from_env() -> float:
     """KIMI_PROGRESS_INTERVAL_S as seconds (a positive finite number), or the default when unset."""
-    text = os.environ.get(ENV_INTERVAL, "").strip()
-    if not text:
-        return DEFAULT_INTERVAL_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise BadInput(f"{text!r} is not a positive number of seconds", ENV_INTERVAL)
-    return value
+    return seconds_from_env(ENV_INTERVAL, DEFAULT_INTERVAL_S)
 
 
 def _seconds(s: float) -> str:

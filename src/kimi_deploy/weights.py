@@ -13,7 +13,6 @@ import fnmatch
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import socket
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .endpoint import RetryPolicy
-from .errors import BadInput, OperationFailed
+from .errors import BadInput, OperationFailed, seconds_from_env
 
 MANIFEST = ".kimi-deploy-manifest.json"
 # Written by verify() only after a clean pass; `serve` preflight and the Kubernetes init container wait for it.
@@ -101,16 +100,7 @@ LIST_TIMEOUT_S = 60.0
 
 def retry_base_from_env() -> float:
     """KIMI_DOWNLOAD_RETRY_BASE_S as seconds (a positive finite number), or the default when unset."""
-    text = os.environ.get(ENV_RETRY_BASE, "").strip()
-    if not text:
-        return DEFAULT_RETRY_BASE_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise BadInput(f"{text!r} is not a positive number of seconds", ENV_RETRY_BASE)
-    return value
+    return seconds_from_env(ENV_RETRY_BASE, DEFAULT_RETRY_BASE_S)
 
 
 def _retry_policy(retries: int) -> RetryPolicy:
