@@ -554,6 +554,11 @@ def test_a_previous_run_is_refused_unless_resumed_or_overwritten(tmp_path: Path)
             else:
                 assert_clean_error(proc, str(out), "holds a previous compare run", "--resume", "--overwrite")
             assert _hashes(out) == before and len(a.bodies) == 9  # nothing written, nothing asked
+        # both flags into a directory that does not exist yet: refused before it is made
+        fresh = tmp_path / "not-made"
+        proc = run_cli(*base[:-1], str(fresh), "--local", aurl, "--resume", "--overwrite", timeout=120)
+        assert_clean_error(proc, "not both")
+        assert not fresh.exists()
 
         # --resume: the 3 recorded rows are reused, the 2 more --limit asks for are asked (3 ways each)
         prior = (out / "local.jsonl").read_bytes()

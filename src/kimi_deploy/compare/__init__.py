@@ -23,7 +23,6 @@ from ..catalog import get_model
 from ..endpoint import Endpoint, require_model, scrubber, served_models, served_root
 from ..errors import BadInput
 from ..jsonl import read_jsonl
-from ..outputs import check_output_dir
 from ..progress import Progress
 from ..suites import load
 from .consistency import KINDS, compare_modes
@@ -124,9 +123,8 @@ def run_compare(cfg: CompareConfig, console: Console, *, resume: bool = False,
     """One comparison (its values were checked when `cfg` was built: args.py). A previous run in
     cfg.output is continued with `resume`, replaced with `overwrite`, else bad input (results.py), before
     anything is asked."""
-    # bad URLs and keys before any request, and before --output is made
+    # bad URLs and keys before any request, and before --output is made (ResultDir)
     local_ep, ref_ep = cfg.local_endpoint, cfg.reference_endpoint
-    check_output_dir(cfg.output, "--output")
     results = ResultDir(cfg.output, resume=resume, overwrite=overwrite, keep=cfg.reference_file)
     if cfg.model is None:
         cfg = cfg.replace(model=require_model(local_ep, None, "--model"))

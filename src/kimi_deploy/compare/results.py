@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import BadInput
+from ..outputs import check_output_dir
 
 # Everything a compare run writes into --output.
 RECORDS = ("local.jsonl", "local-stream.jsonl", "reference.jsonl")
@@ -23,13 +24,14 @@ RESULT_FILES = (*RECORDS, "summary.json", "report.md", "report.html")
 
 
 class ResultDir:
-    """The --output directory of one run (already made: outputs.check_output_dir)."""
+    """The --output directory of one run, made (outputs.check_output_dir) once the flags are consistent."""
 
     def __init__(self, path: Path, *, resume: bool = False, overwrite: bool = False,
                  keep: Path | None = None) -> None:
         if resume and overwrite:
             raise BadInput("give --resume (continue the run in --output) or --overwrite (replace it), not both",
                            "--overwrite")
+        check_output_dir(path, "--output")
         self.path = path
         self.previous = [n for n in RESULT_FILES if os.path.lexists(path / n)]
         odd = [n for n in self.previous if (path / n).exists() and not (path / n).is_file()]
