@@ -6,4 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
+# Hundreds of tests start `python -m kimi_deploy` (and pytest rewrites the test modules on each worker):
+# with byte-code caching off (PYTHONDONTWRITEBYTECODE, docs.python.org/3/using/cmdline.html) each start
+# would compile the package from source again.
+unset PYTHONDONTWRITEBYTECODE
 exec .venv/bin/python -m pytest -n "${KIMI_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -43,7 +43,8 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
-LWS_SCHEMA = _strict(yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+# libyaml's safe loader (PyYAML built with it, pyyaml.org/wiki/PyYAMLDocumentation): the CRD is 1.3 MB.
+LWS_SCHEMA = _strict(yaml.load(CRD.read_text(), Loader=yaml.CSafeLoader)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
 def _render(spec: Path, out: Path) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def _render(spec: Path, out: Path) -> dict[str, Any]:
 
 def _tree(out: Path) -> dict[str, Any]:
     """relative path -> object, the bench/ subdirectory included."""
-    return {p.relative_to(out).as_posix(): yaml.safe_load(p.read_text()) for p in sorted(out.rglob("*.yaml"))}
+    return {p.relative_to(out).as_posix(): yaml.load(p.read_text(), Loader=yaml.CSafeLoader) for p in sorted(out.rglob("*.yaml"))}
 
 
 def validate_lws(obj: dict[str, Any]) -> None:

@@ -154,7 +154,7 @@ def test_missing_weights_fail_preflight(spec_with_weights: Path) -> None:
     data = yaml.safe_load(spec_with_weights.read_text())
     shard = Path(data["weights"]["dir"]) / "model-00002-of-00002.safetensors"
     shard.unlink()
-    proc = run_cli("serve", str(spec_with_weights), "--node-rank", "0", env=_env())
+    proc = run_cli("serve", str(spec_with_weights), "--node-rank", "0", "--no-check-args", env=_env())
     assert_clean_error(proc, "preflight failed", "1 of 2 shards missing", code=1)
 
 
@@ -190,7 +190,9 @@ done
 """)
     env = _env(KIMI_DEPLOY_BIN=str(BIN / "kimi-deploy"))
     env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(["bash", str(LAUNCHERS / "slurm.sbatch"), str(spec_with_weights), "--dry-run"],
+    # The engine's parser is test_entrypoint_under_lws's subject; this one checks the roles Slurm gives.
+    proc = subprocess.run(["bash", str(LAUNCHERS / "slurm.sbatch"), str(spec_with_weights), "--dry-run",
+                           "--no-check-args"],
                           env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "node 0 of kimi-k2-tp16: role head (from slurm), head gpu07" in proc.stdout
@@ -203,7 +205,7 @@ def test_ssh_multinode_dry_run(tmp_path: Path, spec_with_weights: Path) -> None:
     fake = _fake(tmp_path, "ssh", 'shift\nexec bash -c "$1"\n')
     env = _env(KIMI_DEPLOY_BIN=str(BIN / "kimi-deploy"), SSH=str(fake / "ssh"))
     proc = subprocess.run(["bash", str(LAUNCHERS / "ssh-multinode.sh"), str(spec_with_weights), "node-a", "node-b",
-                           "--", "--dry-run"], env=env, capture_output=True, text=True, timeout=240)
+                           "--", "--dry-run", "--no-check-args"], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "[node-a rank 0] node 0 of kimi-k2-tp16: role head (from flags), head node-a" in proc.stdout
     assert "[node-b rank 1] node 1 of kimi-k2-tp16: role worker (from flags), head node-a" in proc.stdout
