@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -11,15 +13,21 @@ from typing import Any
 
 import pytest
 
+from .cli_forkserver import ForkServer
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
 
+_CLI = ForkServer(ROOT)
+atexit.register(_CLI.close)
+
+
 def run_cli(*args: str, check: bool = False, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `python -m kimi_deploy ARGS` and capture its output."""
-    proc = subprocess.run([sys.executable, "-m", "kimi_deploy", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+    """Run `python -m kimi_deploy ARGS` in a process of its own and capture its output (forked from
+    tests/cli_forkserver.py, which has the library imported; env None: this process's environment)."""
+    proc = _CLI.run(list(args), env=dict(os.environ) if env is None else env, cwd=ROOT, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
@@ -66,7 +74,6 @@ def needs_tiny(spec: Path) -> bool:
 
 # --- the tiny-k2 deployment on real vLLM -----------------------------------------------------------
 
-import os
 import signal
 import socket
 from dataclasses import dataclass

@@ -1,0 +1,55 @@
+"""run_cli's forked commands (tests/cli_forkserver.py) report what a cold `python -m kimi_deploy` reports:
+the same exit code, stdout and stderr for output that depends on the arguments, the environment (COLUMNS
+for rich's tables, a missing key) and a bad input; a hung command is killed at its timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import DEPLOY, ROOT, run_cli
+
+SPEC = str(DEPLOY / "kimi-k2-instruct-h200x16-vllm-tp16.yaml")
+ONE_NODE = str(DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml")
+
+
+def _cold(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kimi_deploy", *args], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args, extra_env", [
+    (["--help"], {}),
+    (["plan", SPEC], {"COLUMNS": "200"}),
+    (["plan", SPEC], {"COLUMNS": "60"}),
+    (["validate", "no-such-spec.yaml"], {}),
+    (["serve", ONE_NODE, "--dry-run", "--no-check-args"], {"KIMI_API_KEY": ""}),
+    (["bench", "--base-url", "http://127.0.0.1:9", "--model", "m", "--rate", "-1"], {}),
+])
+def test_a_forked_command_reports_what_a_cold_one_does(args: list[str], extra_env: dict[str, str]) -> None:
+    env = {**os.environ, **extra_env}
+    cold, forked = _cold(*args, env=env), run_cli(*args, env=env)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+    assert "Traceback" not in forked.stderr
+
+
+def test_the_environment_is_the_callers() -> None:
+    """env=None is this process's environment at the call, as for subprocess.run."""
+    os.environ["KIMI_API_KEY"] = ""
+    try:
+        proc = run_cli("serve", ONE_NODE, "--dry-run", "--no-check-args")
+    finally:
+        del os.environ["KIMI_API_KEY"]
+    assert proc.returncode == 2 and "KIMI_API_KEY is empty" in proc.stderr, proc.stderr
+
+
+def test_a_command_past_its_timeout_is_killed(sim_factory) -> None:
+    """`wait` on a server that never becomes ready would run for its own 30 s: run_cli's 2 s end it, and
+    the next command runs as usual."""
+    url = sim_factory("--slow-start", "60")
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_cli("wait", url, "--model", "sim", "--timeout", "30", timeout=2)
+    assert run_cli("--version").returncode == 0
