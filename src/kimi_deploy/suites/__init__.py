@@ -37,6 +37,7 @@ Kimi-Vendor-Verifier, whose data files become rows; anything else is bad input s
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -139,14 +140,24 @@ def _tool_list(tools: Any, where: str, offered: dict[str, dict[str, Any]]) -> No
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise ValueError(f"{where}[{i}]: must be {{type: function, function: {{name, parameters}}}}")
         params = fn.get("parameters", {"type": "object"})
-        try:
-            jsonschema.Draft202012Validator.check_schema(params)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"{where}[{i}] ({fn['name']}): parameters is not a JSON schema: {exc.message}") from None
+        problem = _meta_schema_error(json.dumps(params, sort_keys=True))
+        if problem:
+            raise ValueError(f"{where}[{i}] ({fn['name']}): parameters is not a JSON schema: {problem}")
         if fn["name"] in offered:
             raise ValueError(f"{where}[{i}]: tool {fn['name']!r} is offered twice (names are unique across the "
                              "row's tools and its messages' tools)")
         offered[fn["name"]] = params
+
+
+@functools.lru_cache(maxsize=1024)
+def _meta_schema_error(params: str) -> str | None:
+    """Why a tool's parameters (as canonical JSON) are not a Draft 2020-12 schema, None when they are.
+    Cached: a suite offers the same few tools in every row."""
+    try:
+        jsonschema.Draft202012Validator.check_schema(json.loads(params))
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    return None
 
 
 def _tools(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
