@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
-from transformers.models.kimi_linear import KimiLinearConfig, KimiLinearForCausalLM
 
 from kimi_deploy.architecture import (Architecture, Inventory, WeightFormat, expert_tensors, iter_components,
                                      logical_params)
@@ -19,6 +16,11 @@ GiB = 1024**3
 
 
 def _transformers_params(config: dict) -> int:
+    # imported here: transformers' models take seconds to import, paid only by the worker that runs these
+    import torch
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+    from transformers.models.kimi_linear import KimiLinearConfig, KimiLinearForCausalLM
+
     text = dict(config.get("text_config") or config)
     for key in ("quantization_config", "architectures", "model_type", "auto_map"):
         text.pop(key, None)
@@ -39,6 +41,7 @@ def _transformers_params(config: dict) -> int:
 _TRANSFORMERS_BUILDS = sorted(m for m in MODELS if not MODELS[m].architecture().latent_moe_dim)
 
 
+@pytest.mark.xdist_group("transformers-models")  # one worker imports them
 @pytest.mark.parametrize("model_id", _TRANSFORMERS_BUILDS)
 def test_parameter_count_matches_transformers(model_id: str) -> None:
     entry = MODELS[model_id]

@@ -149,29 +149,39 @@ def _argvs_of_every_vllm_example() -> list[list[str]]:
     return out
 
 
-def test_every_vllm_example_passes_the_newest_vllms_parser_too() -> None:
-    """The installed vLLM is the CPU engine (0.32.0+cpu); the newest release (locked in
-    requirements/vllm-newest.txt) is checked in a second process with its package first on the path (only
-    one vllm per process). Its CUDA wheel builds the device config from VLLM_TARGET_DEVICE on a host
-    without GPUs."""
+@pytest.fixture(scope="module")
+def newest_vllm(tmp_path_factory) -> dict:
+    """The newest vLLM release's verdicts, from one process (importing it takes seconds): every vLLM
+    example's command, the first with a flag that release does not know, and K3 with MTP. The installed
+    vLLM is the CPU engine (0.32.0+cpu); the newest release (locked in requirements/vllm-newest.txt) runs
+    in a second process with its package first on the path (only one vllm per process). Its CUDA wheel
+    builds the device config from VLLM_TARGET_DEVICE on a host without GPUs."""
     unpacked = sorted(VLLM_NEWEST.glob("vllm-*.dist-info"))
     assert (VLLM_NEWEST / "vllm").is_dir() and len(unpacked) == 1, f"scripts/setup-env.sh unpacks vLLM into {VLLM_NEWEST}"
-    version = unpacked[0].name.removeprefix("vllm-").removesuffix(".dist-info")
-    argvs = _argvs_of_every_vllm_example()
-    assert any("--speculative-config" in a for a in argvs) and any("--language-model-only" in a for a in argvs)
+    examples = _argvs_of_every_vllm_example()
+    dep = resolve(parse_spec(_changed(K3_TP8, model=str(_k3_checkpoint(tmp_path_factory.mktemp("k3"), 1)),
+                                      weights__dir=None, speculative={"method": "mtp"})))
+    (mtp,) = render(dep)
+    argvs = [*examples, examples[0] + ["--speculative-method-typo", "x"], mtp.argv]
     env = {**os.environ, "PYTHONPATH": f"{VLLM_NEWEST}:{ROOT / 'src'}", "VLLM_TARGET_DEVICE": "cpu",
            "VLLM_LOGGING_LEVEL": "ERROR"}
     proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"], input=json.dumps(argvs),
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
-    assert {r["engine_version"] for r in results} == {version}
+    assert len(results) == len(argvs)
+    return {"version": unpacked[0].name.removeprefix("vllm-").removesuffix(".dist-info"),
+            "examples": list(zip(examples, results)), "typo": results[-2], "mtp": results[-1]}
+
+
+def test_every_vllm_example_passes_the_newest_vllms_parser_too(newest_vllm: dict) -> None:
+    argvs = [a for a, _ in newest_vllm["examples"]]
+    assert any("--speculative-config" in a for a in argvs) and any("--language-model-only" in a for a in argvs)
+    results = [r for _, r in newest_vllm["examples"]]
+    assert {r["engine_version"] for r in results} == {newest_vllm["version"]}
     assert [r for r in results if r["error"]] == []
     # and the same process does reject what that release does not know
-    proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"],
-                          input=json.dumps([argvs[0] + ["--speculative-method-typo", "x"]]),
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert "--speculative-method-typo" in json.loads(proc.stdout)[0]["error"]
+    assert "--speculative-method-typo" in newest_vllm["typo"]["error"]
 
 
 # --- the planner -----------------------------------------------------------------------------------
@@ -491,16 +501,8 @@ def test_mtp_on_a_k3_checkpoint_with_mtp_layers(tmp_path: Path) -> None:
                        "method: dspark")
 
 
-def test_mtp_config_passes_the_newest_vllms_parser(tmp_path: Path) -> None:
-    dep = resolve(parse_spec(_changed(K3_TP8, model=str(_k3_checkpoint(tmp_path, 1)), weights__dir=None,
-                                      speculative={"method": "mtp"})))
-    (node,) = render(dep)
-    env = {**os.environ, "PYTHONPATH": f"{VLLM_NEWEST}:{ROOT / 'src'}", "VLLM_TARGET_DEVICE": "cpu",
-           "VLLM_LOGGING_LEVEL": "ERROR"}
-    proc = subprocess.run([sys.executable, "-m", "kimi_deploy.engines.check"], input=json.dumps([node.argv]),
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (result,) = json.loads(proc.stdout)
+def test_mtp_config_passes_the_newest_vllms_parser(newest_vllm: dict) -> None:
+    result = newest_vllm["mtp"]
     assert result["error"] is None and not result["engine_version"].startswith("0.32")
 
 

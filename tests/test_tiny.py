@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from safetensors import safe_open
-from transformers import PreTrainedTokenizerFast
 
 from kimi_deploy.architecture import Architecture, Inventory, iter_components
 from kimi_deploy.tiny.tokenizer import MARKERS, SPECIAL
@@ -60,6 +59,8 @@ def test_the_planner_plans_the_tiny_checkpoint(tiny_dir: Path) -> None:
 
 
 def test_tokenizer_has_kimi_tokens(tiny_dir: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
     tok = PreTrainedTokenizerFast.from_pretrained(str(tiny_dir))
     for t in SPECIAL + MARKERS:
         ids = tok(t, add_special_tokens=False).input_ids
@@ -71,6 +72,8 @@ def test_tokenizer_has_kimi_tokens(tiny_dir: Path) -> None:
 
 
 def test_chat_template_renders_kimi_format(tiny_dir: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
     tok = PreTrainedTokenizerFast.from_pretrained(str(tiny_dir))
     messages = [
         {"role": "system", "content": "Be brief."},
