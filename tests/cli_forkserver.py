@@ -4,10 +4,13 @@ arguments, environment, working directory, standard streams and exit code, and e
 kimi_deploy` ends (SystemExit, atexit, flushed streams); what it skips is the interpreter start and the
 imports every command repeats.
 
-Nothing that reads the environment when imported is imported here: not the CLI package (its rich
-Consoles read COLUMNS, NO_COLOR and TERM when made), not the HTTP clients or huggingface_hub (their
-settings are read at import). Those, and whatever a command imports lazily, are imported in the child,
-after its environment is set. `serve` refuses to start when one of them got in.
+The server imports the library and its HTTP clients, and records which environment variables those
+imports read (os.environ's reads; the interpreter's start reads PYTHON*, the locale and TZ; OpenSSL's
+default contexts, made at import by aiohttp, read SSL_CERT_FILE and SSL_CERT_DIR). A command whose
+environment differs from the server's in one of them is exec'd cold (`python -m kimi_deploy` in the
+child), so no command sees a setting frozen at the server's start. The CLI package itself is imported in
+each child (its rich Consoles read COLUMNS, NO_COLOR and TERM when made), and so is whatever a command
+imports lazily (huggingface_hub, matplotlib, torch); `serve` refuses to start when one of those got in.
 
 Protocol, one line each way: a JSON request {"argv", "env", "cwd", "stdout", "stderr"} (the last two are
 files the child's streams go to) on stdin; "pid N" once the child is forked, "exit N" once it ended
@@ -15,6 +18,7 @@ files the child's streams go to) on stdin; "pid N" once the child is forked, "ex
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -28,36 +32,68 @@ import threading
 import time
 from pathlib import Path
 
-# kimi_deploy.cli's imports outside the CLI package (python -X importtime -c "import kimi_deploy.cli")
+# What the commands import outside the CLI package (python -X importtime -m kimi_deploy ...)
 PRELOAD = ("kimi_deploy.args", "kimi_deploy.catalog", "kimi_deploy.deployment", "kimi_deploy.endpoint",
            "kimi_deploy.engines.profiles", "kimi_deploy.engines.render", "kimi_deploy.errors",
            "kimi_deploy.launch", "kimi_deploy.plan", "kimi_deploy.secrets", "kimi_deploy.spec",
-           "kimi_deploy.tiny.model", "typer", "rich.console", "rich.table", "rich.markup")
-# top-level packages that read the environment at import (or are the CLI itself)
-READ_ENV_AT_IMPORT = ("kimi_deploy.cli", "huggingface_hub", "openai", "httpx", "httpx2", "aiohttp", "numpy",
-                      "torch", "transformers", "vllm", "sglang", "typer.rich_utils")
+           "kimi_deploy.tiny.model", "kimi_deploy.bench", "kimi_deploy.bench.loadgen", "kimi_deploy.bench.sweep",
+           "kimi_deploy.compare", "typer", "rich.console", "rich.table", "rich.markup")
+# never imported here: the CLI (see above), and what reads its settings outside os.environ or only some
+# commands need
+NOT_PRELOADED = ("kimi_deploy.cli", "huggingface_hub", "matplotlib", "numpy", "torch", "transformers", "vllm",
+                 "sglang", "typer.rich_utils")
+READ_AT_START = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 def serve() -> None:
-    for name in PRELOAD:
-        importlib.import_module(name)
-    loaded = sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in READ_ENV_AT_IMPORT))
+    read = _preload()
+    loaded = sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in NOT_PRELOADED))
     if loaded:
-        raise SystemExit(f"cli_forkserver: the preload imported {loaded[:3]}, which read the environment "
-                         "at import; the children must import them")
+        raise SystemExit(f"cli_forkserver: the preload imported {loaded[:3]}; the children must import them")
+    frozen = {name: os.environ.get(name) for name in read}
+    # The imported objects go to the collector's permanent generation: a child's collections then skip
+    # them instead of touching (and so copying) every page the server holds (docs.python.org/3/library/gc.html#gc.freeze).
+    gc.freeze()
     for line in sys.stdin:
         request = json.loads(line)
+        cold = starts_cold(frozen, request["env"])
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _run_command(request)  # ends this process through SystemExit, as the interpreter would
+            _run_command(request, cold)  # ends this process through SystemExit, as the interpreter would
         print(f"pid {pid}", flush=True)
         _, status = os.waitpid(pid, 0)
         print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
 
 
-def _run_command(request: dict) -> None:
+def starts_cold(frozen: dict[str, str | None], env: dict[str, str]) -> bool:
+    """Must a command with environment `env` start a fresh interpreter: does `env` differ from the server's
+    in a variable read at its start or by its imports (`frozen`: name -> the server's value), or add a
+    PYTHON* one?"""
+    return any(env.get(name) != value for name, value in frozen.items()) or \
+        any(name.startswith("PYTHON") and name not in frozen for name in env)
+
+
+def _preload() -> set[str]:
+    """Import PRELOAD; the names of the environment variables read meanwhile and at the start."""
+    read = {*READ_AT_START, *(k for k in os.environ if k.startswith("PYTHON"))}
+    getitem = os._Environ.__getitem__
+
+    def recording(self, key):  # Mapping.get and `in` come through __getitem__ too
+        read.add(key)
+        return getitem(self, key)
+
+    os._Environ.__getitem__ = recording
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+    finally:
+        os._Environ.__getitem__ = getitem
+    return read
+
+
+def _run_command(request: dict, cold: bool) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -66,6 +102,8 @@ def _run_command(request: dict) -> None:
         os.dup2(f, fd)
         os.close(f)
     os.chdir(request["cwd"])
+    if cold:
+        os.execve(sys.executable, [sys.executable, "-m", "kimi_deploy", *request["argv"]], request["env"])
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = ["-m", *request["argv"]]  # run_module puts the module's path first, as -m does

@@ -53,3 +53,33 @@ def test_a_command_past_its_timeout_is_killed(sim_factory) -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         run_cli("wait", url, "--model", "sim", "--timeout", "30", timeout=2)
     assert run_cli("--version").returncode == 0
+
+
+def test_a_setting_read_at_import_starts_the_command_cold(tmp_path) -> None:
+    """A PYTHON* variable is read when the interpreter starts: with PYTHONPATH naming a directory that
+    holds another kimi_deploy, the command runs that one, as a cold start would."""
+    fake = tmp_path / "kimi_deploy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text("print('the kimi_deploy on PYTHONPATH')\n")
+    proc = run_cli("--version", env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert (proc.returncode, proc.stdout) == (0, "the kimi_deploy on PYTHONPATH\n"), proc.stderr
+
+
+def test_what_the_preload_reads_decides_a_cold_start() -> None:
+    """The server records the variables its imports read: OpenSSL's certificate paths (aiohttp makes
+    its default contexts at import), openai's log level, the locale; any of them changed, or a new PYTHON*
+    one, is a cold start; anything else (the test's own variables) is not."""
+    import json
+
+    from .cli_forkserver import starts_cold
+
+    proc = subprocess.run([sys.executable, "-c", "import json; from tests.cli_forkserver import _preload; "
+                           "print(json.dumps(sorted(_preload())))"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    read = set(json.loads(proc.stdout))  # in a fresh process: this one has imported them already
+    assert {"SSL_CERT_FILE", "OPENAI_LOG", "LANG"} <= read
+    frozen = {name: os.environ.get(name) for name in read}
+    assert not starts_cold(frozen, {**os.environ, "KIMI_API_KEY": "changed", "HF_ENDPOINT": "http://x"})
+    for change in ({"SSL_CERT_FILE": "/tmp/ca.pem"}, {"OPENAI_LOG": "debug"}, {"PYTHONHASHSEED": "7"}):
+        assert starts_cold(frozen, {**os.environ, **change}), change
