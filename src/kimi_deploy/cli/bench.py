@@ -179,9 +179,11 @@ def _print_summary(s: dict, output: Path) -> None:
 
 def _export_formats(given: str | None) -> list[str]:
     """`--export vllm,csv`: the formats, checked before anything runs."""
-    from ..bench.export import FORMATS
-
     formats = [f.strip() for f in (given or "").split(",") if f.strip()]
+    if not formats:
+        return []
+    from ..bench.export import FORMATS  # numpy with it: only for a run that exports
+
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise BadInput(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}", "--export")
