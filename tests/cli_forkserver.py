@@ -43,6 +43,7 @@ PRELOAD = ("kimi_deploy.args", "kimi_deploy.catalog", "kimi_deploy.deployment", 
 NOT_PRELOADED = ("kimi_deploy.cli", "huggingface_hub", "matplotlib", "numpy", "torch", "transformers", "vllm",
                  "sglang", "typer.rich_utils")
 READ_AT_START = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+EVERY_VARIABLE = "*"  # read: an import went through the whole environment
 
 
 def serve() -> None:
@@ -50,9 +51,12 @@ def serve() -> None:
     loaded = sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in NOT_PRELOADED))
     if loaded:
         raise SystemExit(f"cli_forkserver: the preload imported {loaded[:3]}; the children must import them")
-    frozen = {name: os.environ.get(name) for name in read}
+    frozen = {name: os.environ.get(name) for name in (os.environ if EVERY_VARIABLE in read else read)}
+    if EVERY_VARIABLE in read:
+        frozen[EVERY_VARIABLE] = None
     # The imported objects go to the collector's permanent generation: a child's collections then skip
-    # them instead of touching (and so copying) every page the server holds (docs.python.org/3/library/gc.html#gc.freeze).
+    # them instead of touching (and so copying) every page the server holds
+    # (docs.python.org/3/library/gc.html#gc.freeze).
     gc.freeze()
     for line in sys.stdin:
         request = json.loads(line)
@@ -71,6 +75,8 @@ def starts_cold(frozen: dict[str, str | None], env: dict[str, str]) -> bool:
     """Must a command with environment `env` start a fresh interpreter: does `env` differ from the server's
     in a variable read at its start or by its imports (`frozen`: name -> the server's value), or add a
     PYTHON* one?"""
+    if EVERY_VARIABLE in frozen:
+        return env != {k: v for k, v in frozen.items() if k != EVERY_VARIABLE}
     return any(env.get(name) != value for name, value in frozen.items()) or \
         any(name.startswith("PYTHON") and name not in frozen for name in env)
 
@@ -78,18 +84,22 @@ def starts_cold(frozen: dict[str, str | None], env: dict[str, str]) -> bool:
 def _preload() -> set[str]:
     """Import PRELOAD; the names of the environment variables read meanwhile and at the start."""
     read = {*READ_AT_START, *(k for k in os.environ if k.startswith("PYTHON"))}
-    getitem = os._Environ.__getitem__
+    getitem, iterate = os._Environ.__getitem__, os._Environ.__iter__
 
     def recording(self, key):  # Mapping.get and `in` come through __getitem__ too
         read.add(key)
         return getitem(self, key)
 
-    os._Environ.__getitem__ = recording
+    def whole(self):  # copies, items() and keys()
+        read.add(EVERY_VARIABLE)
+        return iterate(self)
+
+    os._Environ.__getitem__, os._Environ.__iter__ = recording, whole
     try:
         for name in PRELOAD:
             importlib.import_module(name)
     finally:
-        os._Environ.__getitem__ = getitem
+        os._Environ.__getitem__, os._Environ.__iter__ = getitem, iterate
     return read
 
 
