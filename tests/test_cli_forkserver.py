@@ -83,3 +83,7 @@ def test_what_the_preload_reads_decides_a_cold_start() -> None:
     assert not starts_cold(frozen, {**os.environ, "KIMI_API_KEY": "changed", "HF_ENDPOINT": "http://x"})
     for change in ({"SSL_CERT_FILE": "/tmp/ca.pem"}, {"OPENAI_LOG": "debug"}, {"PYTHONHASHSEED": "7"}):
         assert starts_cold(frozen, {**os.environ, **change}), change
+    # an import that went through the whole environment: any change at all
+    whole = {"*": None, "PATH": "/bin", "LANG": "C.UTF-8"}
+    assert not starts_cold(whole, {"PATH": "/bin", "LANG": "C.UTF-8"})
+    assert starts_cold(whole, {"PATH": "/bin", "LANG": "C.UTF-8", "KIMI_API_KEY": "k"})
