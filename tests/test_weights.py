@@ -406,6 +406,24 @@ def test_download_with_hf_hub_offline_set_says_so(tmp_path: Path) -> None:
     assert "retrying" not in proc.stderr  # offline mode fails every request alike: nothing to retry
 
 
+def test_transformers_offline_is_named_when_it_is_the_one_set(tmp_path: Path) -> None:
+    """huggingface_hub takes TRANSFORMERS_OFFLINE when HF_HUB_OFFLINE is unset: the error names the one set."""
+    proc = run_cli("download", "--model", "test-org/tiny-k2", "--dir", str(tmp_path / "k2"),
+                   env=_offline_env(TRANSFORMERS_OFFLINE="1", HF_ENDPOINT=f"http://127.0.0.1:{free_port()}"))
+    assert_clean_error(proc, "TRANSFORMERS_OFFLINE", "weights.source: mirror")
+    assert "HF_HUB_OFFLINE" not in proc.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["not-a-url", "ftp://mirror.example", "https://", "huggingface.co"])
+def test_an_hf_endpoint_that_is_no_url_is_bad_input(endpoint: str, tmp_path: Path) -> None:
+    """Not an unreachable Hub to retry: exit 2 naming HF_ENDPOINT at once, nothing made."""
+    dest = tmp_path / "k2"
+    proc = run_cli_timed("download", "--model", "test-org/tiny-k2", "--dir", str(dest), "--retries", "3",
+                         env=_offline_env(HF_ENDPOINT=endpoint), limit=20)
+    assert_clean_error(proc, "HF_ENDPOINT", "not an http(s) URL")
+    assert "retrying" not in proc.stderr and not dest.exists()
+
+
 @pytest.mark.parametrize("value", ["x", "0", "-1", "nan"])
 def test_a_bad_retry_base_is_bad_input(value: str, tmp_path: Path) -> None:
     proc = run_cli("download", "--model", "test-org/tiny-k2", "--dir", str(tmp_path / "k2"),
@@ -455,6 +473,22 @@ def test_negative_retries_refused_before_anything(ckpt: Path, tmp_path: Path) ->
     with pytest.raises(BadInput, match="--retries"):
         download(list_mirror(str(ckpt)), dest, retries=-1, show_progress=False, log=lambda m: None)
     assert not list(dest.glob("*.safetensors")) if dest.exists() else True
+
+
+def test_retries_past_the_bound_refused_before_anything(ckpt: Path, tmp_path: Path) -> None:
+    """--retries is bounded (weights.MAX_RETRIES): a dead Hub must not hold a download for days."""
+    from kimi_deploy.weights import MAX_RETRIES, download, list_mirror
+
+    dest = tmp_path / "k2"
+    proc = run_cli("download", "--source", "mirror", "--mirror", str(ckpt), "--dir", str(dest), "--retries",
+                   str(MAX_RETRIES + 1))
+    assert_clean_error(proc, "--retries", f"less than or equal to {MAX_RETRIES}")
+    assert not dest.exists()
+    with pytest.raises(BadInput, match=f"--retries: must be 0..{MAX_RETRIES}"):
+        download(list_mirror(str(ckpt)), dest, retries=MAX_RETRIES + 1, show_progress=False, log=lambda m: None)
+    proc = run_cli("download", "--source", "mirror", "--mirror", str(ckpt), "--dir", str(dest), "--retries",
+                   str(MAX_RETRIES))
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_mirror_missing_a_shard_the_index_names(ckpt: Path, tmp_path: Path) -> None:

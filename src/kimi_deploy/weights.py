@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 from .endpoint import RetryPolicy
 from .errors import BadInput, OperationFailed, seconds_from_env
@@ -92,6 +93,7 @@ def wanted(name: str) -> bool:
 ENV_RETRY_BASE = "KIMI_DOWNLOAD_RETRY_BASE_S"
 DEFAULT_RETRY_BASE_S = 1.0
 RETRY_CAP_S = 30.0
+MAX_RETRIES = 100  # --retries
 # Per phase (connect, read) of the listing request: huggingface_hub's client has no timeout of its own
 # (huggingface_hub/utils/_http.py, default_client_factory: timeout=None), so a host that drops packets
 # would hold `download` for ever.
@@ -104,8 +106,10 @@ def retry_base_from_env() -> float:
 
 
 def _retry_policy(retries: int) -> RetryPolicy:
-    if retries < 0:  # no attempt at all would report the request as done
-        raise BadInput(f"must be >= 0, got {retries}", "--retries")
+    # no attempt at all would report the request as done; past MAX_RETRIES a dead Hub is a download that
+    # never ends (each wait is up to RETRY_CAP_S)
+    if not 0 <= retries <= MAX_RETRIES:
+        raise BadInput(f"must be 0..{MAX_RETRIES}, got {retries}", "--retries")
     return RetryPolicy(attempts=retries + 1, base_s=retry_base_from_env(), cap_s=RETRY_CAP_S)
 
 
@@ -128,10 +132,15 @@ def list_hub(repo: str, revision: str | None, token: str | None, *, retries: int
                                         RevisionNotFoundError)
 
     if constants.is_offline_mode():  # the client would refuse every request (errors.OfflineModeIsEnabled)
+        # huggingface_hub reads HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE (huggingface_hub/constants.py)
+        var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
         raise BadInput(f"is set: `download` cannot list {repo} on the Hub offline. Unset it to download, or "
                        "copy from a local directory with `weights.source: mirror` (--source mirror --mirror "
-                       "DIR); a checkpoint already in the Hugging Face cache needs no `download`",
-                       "HF_HUB_OFFLINE")
+                       "DIR); a checkpoint already in the Hugging Face cache needs no `download`", var)
+    endpoint = urlsplit(constants.ENDPOINT)
+    if endpoint.scheme not in ("http", "https") or not endpoint.hostname:  # not worth retrying
+        raise BadInput(f"{constants.ENDPOINT!r} is not an http(s) URL: the Hub (https://huggingface.co) or a "
+                       "mirror of its API", "HF_ENDPOINT")
     policy = _retry_policy(retries)
 
     def note(exc: BaseException, attempt: int, pause: float) -> None:

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from ..errors import BadInput
 from ..spec import ModelRef, load_spec
+from ..weights import MAX_RETRIES
 from ._common import Source, err, out
 
 
@@ -22,7 +23,8 @@ def download(
     source: Annotated[Optional[Source], typer.Option(help="Where to fetch from (default hf).")] = None,
     mirror: Annotated[Optional[str], typer.Option(help="Mirror directory or s3://bucket/prefix.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel file downloads.")] = 8,
-    retries: Annotated[int, typer.Option(min=0, help="Retries per file on 429, 5xx and dropped connections.")] = 5,
+    retries: Annotated[int, typer.Option(min=0, max=MAX_RETRIES,
+                                         help="Retries per file on 429, 5xx and dropped connections.")] = 5,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Exit instead of waiting when another download holds the directory.")] = False,
 ) -> None:
     """Fetch exactly the files serving needs, resumably, into a directory shared safely between nodes."""
