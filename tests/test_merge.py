@@ -99,6 +99,20 @@ def test_shards_merged_are_the_one_run(sim_factory, tmp_path: Path) -> None:
     # merging again into the same directory is refused; --overwrite replaces
     assert_clean_error(run_cli("bench", "merge", str(merged), *map(str, dirs)), "previous result")
     assert run_cli("bench", "merge", str(merged), *map(str, dirs), "--overwrite").returncode == 0
+    # a merge into a directory another merge or run is writing (it holds the lock): refused, nothing written
+    from kimi_deploy.bench import LOCK_NAME, OutputLock
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    lock = OutputLock.acquire(busy, "OUT")
+    try:
+        proc = run_cli("bench", "merge", str(busy), *map(str, dirs))
+        assert_clean_error(proc, "OUT", str(busy), "another kimi-deploy bench is writing", "give another OUT")
+        assert sorted(p.name for p in busy.iterdir()) == [LOCK_NAME]
+    finally:
+        lock.release()
+    assert run_cli("bench", "merge", str(busy), *map(str, dirs)).returncode == 0
+    assert not (busy / LOCK_NAME).exists() and (busy / "summary.json").is_file()
 
 
 def test_closed_loop_users_are_split_and_refusals(sim_factory, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """`kimi-deploy bench`: run a workload against an OpenAI-compatible endpoint with the load generator,
 write requests.jsonl as requests finish, scrape the engine's Prometheus metrics before, during and after,
 and write summary.json (with metric definitions), plots and an HTML report. Ctrl-C keeps what finished.
-A run holds an exclusive lock on its --output directory from its checks to its end (OutputLock), and
-makes sure before it starts that this process may open the connections its load needs (RLIMIT_NOFILE)."""
+A run holds an exclusive lock on its --output directory from its checks to its end (OutputLock; `bench
+merge` holds it on OUT and a sweep on its directory), and makes sure before it starts that this process may open the connections its load needs (RLIMIT_NOFILE)."""
 
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ class OutputLock:
             except BlockingIOError:
                 os.close(fd)
                 raise BadInput(f"another kimi-deploy bench is writing to {directory} (it holds {path.name}); wait "
-                               "for it to finish, or give another --output", flag) from None
+                               f"for it to finish, or give another {flag}", flag) from None
             except OSError as exc:
                 os.close(fd)
                 raise BadInput(f"cannot lock {path} ({exc.strerror or exc}): the filesystem must support "

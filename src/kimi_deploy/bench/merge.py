@@ -124,7 +124,7 @@ def _server(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float | None = None,
           log: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Merge the shard result directories `dirs` into `out`; returns the merged summary."""
-    from . import RESULT_FILES, run_facts, write_results
+    from . import OutputLock
 
     if not dirs:
         raise BadInput("give the shards' result directories", "DIR")
@@ -133,15 +133,35 @@ def merge(out: Path, dirs: list[Path], *, overwrite: bool = False, wait_s: float
             raise BadInput("OUT is one of the shards' directories: merge into a directory of its own", str(out))
         if d.exists() and not d.is_dir():
             raise BadInput("is not a directory", str(d))
-    previous = [n for n in RESULT_FILES if (out / n).exists()]
-    if previous and not overwrite:
-        raise BadInput(f"holds a previous result ({', '.join(previous)}); give another OUT, or --overwrite",
-                       str(out))
+    _refuse_previous(out, overwrite)  # before waiting for the shards: a wrong OUT fails at once
     _wait_for(dirs, wait_s, log)
     summaries = [(d, _summary(d)) for d in dirs]
     count = _check_same_run(summaries)
     check_output_dir(out, "OUT")  # made only once the shards are known to be one run
-    summaries.sort(key=lambda ds: ds[1]["shard"]["index"])
+    # held to the end, as a run holds its --output: a second merge or run into OUT is refused, and OUT is
+    # checked again under it
+    lock = OutputLock.acquire(out, "OUT")
+    try:
+        _refuse_previous(out, overwrite)
+        return _write_merged(out, sorted(summaries, key=lambda ds: ds[1]["shard"]["index"]), count)
+    finally:
+        lock.release()
+
+
+def _refuse_previous(out: Path, overwrite: bool) -> None:
+    from . import RESULT_FILES
+
+    previous = [n for n in RESULT_FILES if (out / n).exists()]
+    if previous and not overwrite:
+        raise BadInput(f"holds a previous result ({', '.join(previous)}); give another OUT, or --overwrite",
+                       str(out))
+
+
+def _write_merged(out: Path, summaries: list[tuple[Path, dict[str, Any]]], count: int) -> dict[str, Any]:
+    """The merged requests.jsonl, summary and report in `out`, from the shards' (dir, summary) in shard
+    order; returns the summary."""
+    from . import run_facts, write_results
+
 
     # every shard's monotonic timestamps on the common clock: its wall clock, plus its measured offset
     rows: list[tuple[int, RequestRecord]] = []
