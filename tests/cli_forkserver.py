@@ -12,9 +12,11 @@ child), so no command sees a setting frozen at the server's start. The CLI packa
 each child (its rich Consoles read COLUMNS, NO_COLOR and TERM when made), and so is whatever a command
 imports lazily (huggingface_hub, matplotlib, torch); `serve` refuses to start when one of those got in.
 
-Protocol, one line each way: a JSON request {"argv", "env", "cwd", "stdout", "stderr"} (the last two are
-files the child's streams go to) on stdin; "pid N" once the child is forked, "exit N" once it ended
-(as subprocess reports it: -N when signal N ended it)."""
+Protocol, one line each way: a JSON request {"argv", "env", "cwd", "stdout", "stderr"} on stdin (the last
+two are files the server copies the child's streams to, from pipes, until every process holding them has
+closed them); "pid N" once the child is forked; "exit N" once it ended (as subprocess reports it: -N when
+signal N ended it). A "kill" line meanwhile (the client's timeout) kills the child. The child's stdin is
+/dev/null."""
 
 from __future__ import annotations
 
@@ -58,17 +60,71 @@ def serve() -> None:
     # them instead of touching (and so copying) every page the server holds
     # (docs.python.org/3/library/gc.html#gc.freeze).
     gc.freeze()
-    for line in sys.stdin:
+    requests = _Lines(0)
+    while (line := requests.next()) is not None:
         request = json.loads(line)
         cold = starts_cold(frozen, request["env"])
+        pipes = (os.pipe(), os.pipe())  # the child's stdout and stderr
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _run_command(request, cold)  # ends this process through SystemExit, as the interpreter would
+            for r, _ in pipes:
+                os.close(r)
+            _run_command(request, cold, pipes[0][1], pipes[1][1])  # ends this process through SystemExit
+        for _, w in pipes:
+            os.close(w)
         print(f"pid {pid}", flush=True)
+        _collect(pid, {pipes[0][0]: request["stdout"], pipes[1][0]: request["stderr"]}, requests)
         _, status = os.waitpid(pid, 0)
         print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+
+
+class _Lines:
+    """Lines from a file descriptor, read unbuffered so that select() on it stays truthful."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self._buf = fd, b""
+
+    def pending(self) -> bool:
+        return b"\n" in self._buf
+
+    def next(self) -> str | None:
+        """The next line (None at the end of input); blocks."""
+        while b"\n" not in self._buf:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode()
+
+
+def _collect(pid: int, outputs: dict[int, str], requests: _Lines) -> None:
+    """Copy the child's streams to their files until every process holding them has closed them (as
+    subprocess.run's communicate reads to the end, a background process the command left included), or
+    until the client asks to kill the command (its timeout): the child is killed, unreaped still, so the
+    pid cannot be another process's."""
+    files = {fd: open(path, "wb") for fd, path in outputs.items()}  # noqa: SIM115 -- closed below
+    try:
+        while files:
+            ready, _, _ = select.select([*files, requests.fd], [], [])
+            if requests.fd in ready or requests.pending():
+                line = requests.next()
+                assert line in ("kill", None), line
+                os.kill(pid, signal.SIGKILL)
+                return
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    files[fd].write(data)
+                else:
+                    files.pop(fd).close()
+                    os.close(fd)
+    finally:
+        for fd, f in files.items():
+            f.close()
+            os.close(fd)
 
 
 def starts_cold(frozen: dict[str, str | None], env: dict[str, str]) -> bool:
@@ -103,14 +159,13 @@ def _preload() -> set[str]:
     return read
 
 
-def _run_command(request: dict, cold: bool) -> None:
+def _run_command(request: dict, cold: bool, stdout: int, stderr: int) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(f, fd)
-        os.close(f)
+    for fd, target in ((1, stdout), (2, stderr)):
+        os.dup2(target, fd)
+        os.close(target)
     os.chdir(request["cwd"])
     if cold:
         os.execve(sys.executable, [sys.executable, "-m", "kimi_deploy", *request["argv"]], request["env"])
@@ -136,14 +191,20 @@ class ForkServer:
         args = [sys.executable, "-m", "kimi_deploy", *argv]
         with self._lock, tempfile.TemporaryDirectory(prefix="kimi-cli-") as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
-            self._send({"argv": argv, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)})
-            pid = int(self._reply("pid", 60))
             try:
-                code = int(self._reply("exit", timeout))
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                self._reply("exit", 60)
-                raise subprocess.TimeoutExpired(args, timeout, out.read_text(), err.read_text()) from None
+                self._send({"argv": argv, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)})
+                self._reply("pid", 60)
+                try:
+                    code = int(self._reply("exit", timeout))
+                except TimeoutError:
+                    self._send("kill")
+                    self._reply("exit", 60)
+                    raise subprocess.TimeoutExpired(args, timeout, out.read_text(), err.read_text()) from None
+            except subprocess.TimeoutExpired:
+                raise
+            except BaseException:  # Ctrl-C, a server that died or hangs: the next command gets a new one
+                self._reset()
+                raise
             return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
 
     def close(self) -> None:
@@ -152,12 +213,19 @@ class ForkServer:
             self._proc.wait(30)
             self._proc = None
 
-    def _send(self, request: dict) -> None:
+    def _reset(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(30)
+            self._proc = None
+
+    def _send(self, request: dict | str) -> None:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen([sys.executable, "-m", "tests.cli_forkserver"], cwd=self._root,
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self._buf = b""
-        self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+        line = request if isinstance(request, str) else json.dumps(request)
+        self._proc.stdin.write(line.encode() + b"\n")
         self._proc.stdin.flush()
 
     def _reply(self, word: str, timeout: float) -> str:

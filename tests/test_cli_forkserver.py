@@ -17,8 +17,9 @@ ONE_NODE = str(DEPLOY / "kimi-k2-thinking-h200x8-vllm-tp8.yaml")
 
 
 def _cold(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # stdin /dev/null as for run_cli's commands (rich also sizes its console from a terminal on stdin)
     return subprocess.run([sys.executable, "-m", "kimi_deploy", *args], capture_output=True, text=True,
-                          env=env, timeout=120, cwd=ROOT)
+                          env=env, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("args, extra_env", [
@@ -87,3 +88,33 @@ def test_what_the_preload_reads_decides_a_cold_start() -> None:
     whole = {"*": None, "PATH": "/bin", "LANG": "C.UTF-8"}
     assert not starts_cold(whole, {"PATH": "/bin", "LANG": "C.UTF-8"})
     assert starts_cold(whole, {"PATH": "/bin", "LANG": "C.UTF-8", "KIMI_API_KEY": "k"})
+
+
+def test_output_is_read_until_every_process_holding_it_ends(tmp_path) -> None:
+    """As subprocess.run reads its pipes to the end: a background process the command left behind still
+    writes into the captured output, and holds the command until it ends (or the timeout)."""
+    import time
+
+    fake = tmp_path / "kimi_deploy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(
+        "import subprocess\nprint('first', flush=True)\n"
+        "subprocess.Popen(['sh', '-c', 'sleep 1; echo late'])\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    t = time.monotonic()
+    proc = run_cli("--version", env=env)
+    assert (proc.returncode, proc.stdout) == (0, "first\nlate\n") and time.monotonic() - t >= 1
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_cli("--version", env=env, timeout=0.5)
+    assert run_cli("--version").returncode == 0
+
+
+def test_a_server_that_died_is_started_again() -> None:
+    from . import conftest
+
+    assert run_cli("--version").returncode == 0
+    conftest._CLI._proc.kill()
+    conftest._CLI._proc.wait(10)
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
