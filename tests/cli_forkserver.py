@@ -192,6 +192,7 @@ class ForkServer:
         with self._lock, tempfile.TemporaryDirectory(prefix="kimi-cli-") as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
             try:
+                self._start()
                 self._send({"argv": argv, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)})
                 self._reply("pid", 60)
                 try:
@@ -219,11 +220,14 @@ class ForkServer:
             self._proc.wait(30)
             self._proc = None
 
-    def _send(self, request: dict | str) -> None:
+    def _start(self) -> None:
+        """A server, unless the one started before is still running."""
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen([sys.executable, "-m", "tests.cli_forkserver"], cwd=self._root,
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self._buf = b""
+
+    def _send(self, request: dict | str) -> None:
         line = request if isinstance(request, str) else json.dumps(request)
         self._proc.stdin.write(line.encode() + b"\n")
         self._proc.stdin.flush()
