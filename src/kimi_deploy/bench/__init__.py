@@ -2,7 +2,8 @@
 write requests.jsonl as requests finish, scrape the engine's Prometheus metrics before, during and after,
 and write summary.json (with metric definitions), plots and an HTML report. Ctrl-C keeps what finished.
 A run holds an exclusive lock on its --output directory from its checks to its end (OutputLock; `bench
-merge` holds it on OUT and a sweep on its directory), and makes sure before it starts that this process may open the connections its load needs (RLIMIT_NOFILE)."""
+merge` holds it on OUT and a sweep on its directory), and makes sure before it starts that this process may
+open the connections its load needs (RLIMIT_NOFILE)."""
 
 from __future__ import annotations
 

@@ -162,7 +162,6 @@ def _write_merged(out: Path, summaries: list[tuple[Path, dict[str, Any]]], count
     order; returns the summary."""
     from . import run_facts, write_results
 
-
     # every shard's monotonic timestamps on the common clock: its wall clock, plus its measured offset
     rows: list[tuple[int, RequestRecord]] = []
     offsets, uncertainties, shards = [], [], []
